@@ -1,0 +1,1 @@
+"""Where a run's state lives: protocols in `base`, implementations beside it."""

@@ -1,0 +1,182 @@
+"""The store protocols: what the runners need from durable state, independent of where it lives.
+
+Three stores, each one idea:
+- `ContextStore`: a run's context (JSON values under string keys) and its recorded node outputs.
+- `StatusStore`: one status document per run (status, timestamps, final result, reconcile hints).
+- `CoordinationStore`: fan-in arrivals, once-only claims and owner-token locks (Redis in production).
+
+Implementations: `memory` (unit tests and the local runner), `cosmos` (context and status),
+`redis` (coordination). Keys may contain dots: `_outputs.a` is one key, not a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypedDict
+
+#: Run statuses. `running`, `awaiting` are live; the others are final.
+RunState = Literal["running", "awaiting", "completed", "failed", "cancelled", "stalled"]
+FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "stalled"})
+
+
+class _Missing:
+    """Sentinel type for "no such key" (JSON `null` is a legitimate stored value)."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True)
+class PatchOp:
+    """One operation of `ContextStore.patch`: set `key` to `value`, or delete `key`."""
+
+    op: Literal["set", "delete"]
+    key: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class RecordedOutput:
+    """A node's recorded output for one loop iteration."""
+
+    node_id: str
+    iteration: int
+    output: Any
+    action: str | None = None
+
+
+class ValueTooLargeError(ValueError):
+    """A single context value or output exceeds what the store can hold; names key and size."""
+
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        super().__init__(f"value for key {key!r} is {size} bytes, over the store's limit of {limit} bytes")
+        self.key = key
+        self.size = size
+        self.limit = limit
+
+
+class ContextStore(Protocol):
+    """A run's context and node outputs.
+
+    Contract shared by every implementation:
+    - writes of different keys by concurrent writers never lose one another;
+    - `record_output` is create-if-absent per (run, node, iteration): the first wins and later
+      calls return False without overwriting;
+    - after `record_output`, the context shows the latest iteration's output under both
+      `_outputs.<nodeId>` and `<nodeId>` (through `get`, `has` and `snapshot`).
+    """
+
+    def create_run(self, run_id: str, initial: Mapping[str, Any]) -> None:
+        """Create the run's context with its initial keys (idempotent for the same run id)."""
+
+    def get(self, run_id: str, key: str) -> Any:
+        """The value under `key`, or `MISSING`."""
+
+    def has(self, run_id: str, key: str) -> bool:
+        """Whether `key` is present."""
+
+    def set(self, run_id: str, key: str, value: Any) -> None:
+        """Set one key."""
+
+    def delete(self, run_id: str, key: str) -> None:
+        """Delete one key (no error when absent)."""
+
+    def patch(self, run_id: str, ops: Sequence[PatchOp]) -> None:
+        """Apply several set/delete operations."""
+
+    def snapshot(self, run_id: str) -> dict[str, Any]:
+        """The whole context as a dict, outputs included as `_outputs.<id>` and `<id>`."""
+
+    def record_output(
+        self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None
+    ) -> bool:
+        """Record a node's output once; True if this call recorded it, False if one existed."""
+
+    def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
+        """The output recorded for (node, iteration), or None."""
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove everything stored for the run."""
+
+
+class RunStatusDoc(TypedDict, total=False):
+    """The status document of one run (camelCase like the reference's documents)."""
+
+    runId: str
+    blueprintId: str
+    blueprintVersion: str | None
+    status: RunState
+    createdAt: float
+    lastUpdated: float
+    wakeAt: float | None
+    awaiting: list[str]
+    parentRunId: str | None
+    parentNodeId: str | None
+    result: dict[str, Any] | None
+    errors: list[dict[str, Any]]
+
+
+class StatusStore(Protocol):
+    """One status document per run; final states are never overwritten."""
+
+    def create(self, doc: RunStatusDoc) -> None:
+        """Write a new run's status document (idempotent for the same run id)."""
+
+    def get(self, run_id: str) -> RunStatusDoc | None:
+        """The run's status document, or None."""
+
+    def touch(self, run_id: str) -> None:
+        """Set `lastUpdated` to now (a single small write)."""
+
+    def update(self, run_id: str, fields: Mapping[str, Any]) -> bool:
+        """Set fields (and `lastUpdated`) unless the run is final; True if applied."""
+
+    def finish(
+        self, run_id: str, status: RunState, result: Mapping[str, Any] | None,
+        errors: Sequence[Mapping[str, Any]],
+    ) -> bool:
+        """Move the run to a final state once; True if this call did it."""
+
+    def find_stalled(self, idle_seconds: float, now: float, page_size: int = 100) -> Iterator[RunStatusDoc]:
+        """Runs `running` whose `lastUpdated` is older than `now - idle_seconds` and not sleeping."""
+
+    def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
+        """Newest runs first, optionally only those in `status`."""
+
+
+@dataclass
+class JoinState:
+    """What a join has received so far: values by predecessor, and skipped predecessors."""
+
+    arrived: dict[str, Any] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)
+
+
+class CoordinationStore(Protocol):
+    """Atomic fan-in bookkeeping and locks; every operation is idempotent under redelivery."""
+
+    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False) -> JoinState:
+        """Record one predecessor's arrival (or skip) at a join, once, and return the state after it."""
+
+    def claim(self, scope: str, token: str, ttl: float | None = None) -> bool:
+        """Claim `scope` for `token`: True for the first claimant and again for the same token."""
+
+    def acquire(self, name: str, token: str, ttl: float) -> bool:
+        """Take a lock for `token` if free (or already ours); it expires after `ttl` seconds."""
+
+    def release(self, name: str, token: str) -> bool:
+        """Release a lock only if `token` owns it."""

@@ -1,0 +1,1 @@
+"""Shared pytest fixtures. Integration fixtures live in tests/integration/conftest.py."""

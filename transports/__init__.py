@@ -1,0 +1,1 @@
+"""Kombu transports shipped with flowcraft-celery."""
