@@ -1,0 +1,250 @@
+"""The one place that builds Cosmos DB clients: connection strings, TLS, throttling retries, counts.
+
+One `CosmosClient` per process and connection string, over a `requests` session that shares a
+single `ssl.SSLContext` (the emulator closes every connection, so a fresh context and CA load per
+request would cost ~20 ms each). Every HTTP request the SDK sends is counted by operation type
+(`docs:read`, `docs:patch`, `docs:query`, `colls:read`, ...) so tests and benchmarks can check
+what an operation costs. Throttled requests (429) are retried by the SDK's own throttle policy,
+which waits for the server's `x-ms-retry-after-ms`.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+import urllib3
+from azure.core.pipeline.transport import RequestsTransport
+from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
+from requests.adapters import HTTPAdapter
+
+CONNECTION_STRING_ENV = "AZURE_COSMOS_CONNECTION_STRING"
+VERIFY_TLS_ENV = "FLOWCRAFT_COSMOS_VERIFY_TLS"
+
+#: Throttling: how many 429 retries, and the longest total wait, before the error reaches us.
+THROTTLE_RETRIES = 9
+THROTTLE_MAX_WAIT_SECONDS = 30
+
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+class CosmosConfigError(ValueError):
+    """A Cosmos connection string or setting is malformed; the message names the bad part."""
+
+
+@dataclass(frozen=True)
+class CosmosAccount:
+    """The parts of a Cosmos connection string the client needs."""
+
+    endpoint: str
+    key: str
+
+
+def parse_connection_string(conn_str: str) -> CosmosAccount:
+    """Parse `AccountEndpoint=...;AccountKey=...;` into its parts, naming any bad part."""
+    if not conn_str or not conn_str.strip():
+        raise CosmosConfigError(
+            f"Cosmos connection string is empty (set {CONNECTION_STRING_ENV} to "
+            "'AccountEndpoint=https://...;AccountKey=...;')"
+        )
+    parts: dict[str, str] = {}
+    for segment in conn_str.strip().split(";"):
+        if not segment.strip():
+            continue
+        name, sep, value = segment.partition("=")
+        if not sep or not name.strip():
+            raise CosmosConfigError(
+                f"Cosmos connection string segment {segment.strip()[:40]!r} is not 'Name=value'"
+            )
+        parts[name.strip().lower()] = value.strip()
+    endpoint = parts.get("accountendpoint")
+    key = parts.get("accountkey")
+    if not endpoint:
+        raise CosmosConfigError("Cosmos connection string has no AccountEndpoint")
+    if not key:
+        raise CosmosConfigError("Cosmos connection string has no AccountKey")
+    url = urlparse(endpoint)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise CosmosConfigError(
+            f"Cosmos connection string AccountEndpoint {endpoint!r} is not an http(s) URL"
+        )
+    return CosmosAccount(endpoint=endpoint, key=key)
+
+
+def parse_verify_flag(value: Any, default: bool = True) -> bool:
+    """Read a TLS-verification setting (bool or `true/false/1/0/yes/no/on/off`)."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in _FALSE_WORDS:
+        return False
+    if word in _TRUE_WORDS:
+        return True
+    raise CosmosConfigError(
+        f"{VERIFY_TLS_ENV} / cosmos_verify_tls value {value!r} is not a boolean"
+    )
+
+
+def verify_tls_from_env(default: bool = True) -> bool:
+    """TLS verification as `FLOWCRAFT_COSMOS_VERIFY_TLS` says (on unless it says false)."""
+    return parse_verify_flag(os.environ.get(VERIFY_TLS_ENV), default)
+
+
+def connection_string_from_env() -> str:
+    """The connection string from `AZURE_COSMOS_CONNECTION_STRING`, or a precise error."""
+    value = os.environ.get(CONNECTION_STRING_ENV, "")
+    if not value.strip():
+        raise CosmosConfigError(f"{CONNECTION_STRING_ENV} is not set")
+    return value
+
+
+_counts: Counter[str] = Counter()
+_counts_lock = threading.Lock()
+
+
+def request_counts() -> dict[str, int]:
+    """Cosmos HTTP requests sent by this process since the last reset, by operation type."""
+    with _counts_lock:
+        return dict(_counts)
+
+
+def reset_request_counts() -> None:
+    """Zero the per-operation request counters."""
+    with _counts_lock:
+        _counts.clear()
+
+
+def operation_of(method: str, path: str, headers: Any) -> str:
+    """Name a Cosmos REST request `<resource>:<op>` from its method, path and headers."""
+    segments = [s for s in path.split("/") if s]
+    if not segments:
+        return "account:read"
+    odd = len(segments) % 2 == 1
+    resource = segments[-1] if odd else segments[-2]
+    method = method.upper()
+    if method == "GET":
+        op = "readfeed" if odd else "read"
+    elif method == "POST":
+        if str(headers.get("x-ms-documentdb-isquery", "")).lower() == "true":
+            op = "query"
+        elif str(headers.get("x-ms-cosmos-is-batch-request", "")).lower() == "true":
+            op = "batch"
+        elif str(headers.get("x-ms-documentdb-is-upsert", "")).lower() == "true":
+            op = "upsert"
+        else:
+            op = "create"
+    else:
+        op = {"PUT": "replace", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
+    return f"{resource}:{op}"
+
+
+class _SharedContextAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections all use one prepared `ssl.SSLContext`."""
+
+    def __init__(self, context: ssl.SSLContext, verify: bool) -> None:
+        self._context = context
+        self._verify = verify
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """Hand the shared context to every pool."""
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Keep the CA store already loaded in the shared context instead of re-reading a bundle."""
+        super().cert_verify(conn, url, verify, cert)
+        if self._verify and verify is True:
+            conn.ca_certs = None
+            conn.ca_cert_dir = None
+        if not self._verify:
+            conn.cert_reqs = "CERT_NONE"
+
+
+class _CountingTransport(RequestsTransport):
+    """The azure-core requests transport, counting each request by Cosmos operation type."""
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        """Count, then send."""
+        op = operation_of(request.method, urlparse(request.url).path, request.headers)
+        with _counts_lock:
+            _counts[op] += 1
+        return super().send(request, **kwargs)
+
+
+def _ssl_context(verify: bool) -> ssl.SSLContext:
+    """One TLS context: system CAs and hostname checks, or none of that for the emulator."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _build_client(account: CosmosAccount, verify: bool) -> CosmosClient:
+    """A new CosmosClient over a counting transport with a shared TLS context."""
+    if not verify:
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    session = requests.Session()
+    session.trust_env = False
+    adapter = _SharedContextAdapter(_ssl_context(verify), verify)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    transport = _CountingTransport(session=session, session_owner=False)
+    return CosmosClient(
+        account.endpoint,
+        credential=account.key,
+        transport=transport,
+        connection_verify=verify,
+        retry_throttle_total=THROTTLE_RETRIES,
+        retry_throttle_backoff_max=THROTTLE_MAX_WAIT_SECONDS,
+        enable_compact_utf8_item_writes=True,
+    )
+
+
+_clients: dict[tuple[int, str, bool], CosmosClient] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client(conn_str: str | None = None, verify_tls: bool | None = None) -> CosmosClient:
+    """The process's CosmosClient for this connection string (env defaults), built once."""
+    if conn_str is None:
+        conn_str = connection_string_from_env()
+    account = parse_connection_string(conn_str)
+    verify = verify_tls_from_env() if verify_tls is None else verify_tls
+    key = (os.getpid(), account.endpoint + ";" + account.key, verify)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _build_client(account, verify)
+            _clients[key] = client
+        return client
+
+
+def ensure_container(
+    client: CosmosClient,
+    database: str,
+    container: str,
+    partition_key_path: str,
+    indexing_policy: dict[str, Any] | None = None,
+    default_ttl: int | None = None,
+) -> ContainerProxy:
+    """The container, with its database, created when missing (settings apply on creation only)."""
+    db = client.create_database_if_not_exists(database)
+    kwargs: dict[str, Any] = {}
+    if indexing_policy is not None:
+        kwargs["indexing_policy"] = indexing_policy
+    if default_ttl is not None:
+        kwargs["default_ttl"] = default_ttl
+    return db.create_container_if_not_exists(
+        container, PartitionKey(path=partition_key_path), **kwargs
+    )
