@@ -10,9 +10,11 @@ which waits for the server's `x-ms-retry-after-ms`.
 
 from __future__ import annotations
 
+import binascii
 import os
 import ssl
 import threading
+from base64 import b64decode
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +72,12 @@ def parse_connection_string(conn_str: str) -> CosmosAccount:
         raise CosmosConfigError("Cosmos connection string has no AccountEndpoint")
     if not key:
         raise CosmosConfigError("Cosmos connection string has no AccountKey")
+    try:
+        b64decode(key, validate=True)
+    except binascii.Error as exc:
+        raise CosmosConfigError(
+            f"Cosmos connection string AccountKey is not valid base64 ({exc})"
+        ) from None
     url = urlparse(endpoint)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise CosmosConfigError(
