@@ -1,0 +1,52 @@
+"""Integration fixtures: real dev services for the session, unique names per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from flowcraft_celery import devservices
+from tests.integration import names
+
+_HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration `integration` (before `-m` selects)."""
+    for item in items:
+        if _HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def services_env() -> Iterator[dict[str, str]]:
+    """Bring the dev services up for the session, export their env vars, stop what it started."""
+    ports = devservices.Ports.from_env()
+    env = devservices.up(ports)
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        devservices.down(ports, only_started_here=True)
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """The `unique_name(prefix)` helper: `<prefix>-<8 hex>`, a valid Azure queue name."""
+    return names.unique_name
+
+
+@pytest.fixture
+def unique_prefix(request: pytest.FixtureRequest) -> str:
+    """A name prefix unique to this test run: the test's name plus 8 hex digits."""
+    return names.unique_name(request.node.name[:40])
