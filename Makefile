@@ -1,0 +1,53 @@
+# Developer and CI entry points. `make demo` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.flowcraft-installed
+NODE_STAMP := node_modules/.package-lock.json
+
+.PHONY: help install test lint demo services-up services-down clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+install: $(PY_STAMP) $(NODE_STAMP) ## Create .venv, install the package and the emulators (fast when done).
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(PY_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# npm writes node_modules/.package-lock.json on every install; older than the lock file = stale.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+test: install ## Lint, type-check, then run unit and integration tests (services come up on demand).
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest tests
+
+lint: install ## ruff and mypy.
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+demo: install ## Run the example order workflow in-process.
+	$(BIN)/flowcraft-celery run examples/order-flow.json --local --registry examples.order_nodes
+
+services-up: install ## Start (or reuse) Azurite, the Cosmos emulator and Redis on loopback.
+	$(BIN)/flowcraft-celery services up
+
+services-down: ## Stop the services that `make services-up` started.
+	if [ -x $(BIN)/flowcraft-celery ]; then $(BIN)/flowcraft-celery services down; fi
+
+clean: services-down ## Stop our services, remove .venv, node_modules and caches.
+	rm -rf $(VENV) node_modules .services .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+		build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
