@@ -1,0 +1,199 @@
+"""In-memory stores for unit tests and the local runner; never a stand-in for an integration."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from flowcraft_celery.stores.base import (
+    FINAL_STATES,
+    MISSING,
+    JoinState,
+    PatchOp,
+    RecordedOutput,
+    RunState,
+    RunStatusDoc,
+)
+
+_OUTPUTS = "_outputs."
+
+
+class MemoryContextStore:
+    """ContextStore in a dict, guarded by a lock so threads behave like concurrent writers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, dict[str, Any]] = {}
+        self._outputs: dict[str, dict[tuple[str, int], RecordedOutput]] = {}
+
+    def create_run(self, run_id: str, initial: Mapping[str, Any]) -> None:
+        with self._lock:
+            if run_id not in self._values:
+                self._values[run_id] = dict(initial)
+                self._outputs[run_id] = {}
+
+    def _latest(self, run_id: str, node_id: str) -> Any:
+        """The latest iteration's output of a node, or MISSING."""
+        found = [o for (n, _), o in self._outputs.get(run_id, {}).items() if n == node_id]
+        return max(found, key=lambda o: o.iteration).output if found else MISSING
+
+    def get(self, run_id: str, key: str) -> Any:
+        with self._lock:
+            node_id = key[len(_OUTPUTS):] if key.startswith(_OUTPUTS) else key
+            latest = self._latest(run_id, node_id)
+            if latest is not MISSING:
+                return latest
+            return self._values.get(run_id, {}).get(key, MISSING)
+
+    def has(self, run_id: str, key: str) -> bool:
+        return self.get(run_id, key) is not MISSING
+
+    def set(self, run_id: str, key: str, value: Any) -> None:
+        with self._lock:
+            self._values.setdefault(run_id, {})[key] = value
+
+    def delete(self, run_id: str, key: str) -> None:
+        with self._lock:
+            self._values.get(run_id, {}).pop(key, None)
+
+    def patch(self, run_id: str, ops: Sequence[PatchOp]) -> None:
+        with self._lock:
+            values = self._values.setdefault(run_id, {})
+            for op in ops:
+                if op.op == "set":
+                    values[op.key] = op.value
+                else:
+                    values.pop(op.key, None)
+
+    def snapshot(self, run_id: str) -> dict[str, Any]:
+        with self._lock:
+            out = dict(self._values.get(run_id, {}))
+            latest: dict[str, RecordedOutput] = {}
+            for (node_id, _), recorded in self._outputs.get(run_id, {}).items():
+                if node_id not in latest or recorded.iteration > latest[node_id].iteration:
+                    latest[node_id] = recorded
+            for node_id, recorded in latest.items():
+                out[f"{_OUTPUTS}{node_id}"] = recorded.output
+                out[node_id] = recorded.output
+            return out
+
+    def record_output(
+        self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None
+    ) -> bool:
+        with self._lock:
+            outputs = self._outputs.setdefault(run_id, {})
+            if (node_id, iteration) in outputs:
+                return False
+            outputs[(node_id, iteration)] = RecordedOutput(node_id, iteration, output, action)
+            return True
+
+    def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
+        with self._lock:
+            return self._outputs.get(run_id, {}).get((node_id, iteration))
+
+    def delete_run(self, run_id: str) -> None:
+        with self._lock:
+            self._values.pop(run_id, None)
+            self._outputs.pop(run_id, None)
+
+
+class MemoryStatusStore:
+    """StatusStore in a dict."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._docs: dict[str, RunStatusDoc] = {}
+
+    def create(self, doc: RunStatusDoc) -> None:
+        with self._lock:
+            self._docs.setdefault(doc["runId"], RunStatusDoc(**doc))
+
+    def get(self, run_id: str) -> RunStatusDoc | None:
+        with self._lock:
+            doc = self._docs.get(run_id)
+            return None if doc is None else RunStatusDoc(**doc)
+
+    def touch(self, run_id: str) -> None:
+        with self._lock:
+            if run_id in self._docs:
+                self._docs[run_id]["lastUpdated"] = time.time()
+
+    def update(self, run_id: str, fields: Mapping[str, Any]) -> bool:
+        with self._lock:
+            doc = self._docs.get(run_id)
+            if doc is None or doc.get("status") in FINAL_STATES:
+                return False
+            doc.update(fields)  # type: ignore[typeddict-item]
+            doc["lastUpdated"] = time.time()
+            return True
+
+    def finish(self, run_id: str, status: RunState, result: Mapping[str, Any] | None,
+               errors: Sequence[Mapping[str, Any]]) -> bool:
+        with self._lock:
+            doc = self._docs.get(run_id)
+            if doc is None or doc.get("status") in FINAL_STATES:
+                return False
+            doc["status"] = status
+            doc["result"] = dict(result) if result is not None else None
+            doc["errors"] = [dict(e) for e in errors]
+            doc["lastUpdated"] = time.time()
+            return True
+
+    def find_stalled(self, idle_seconds: float, now: float, page_size: int = 100) -> Iterator[RunStatusDoc]:
+        with self._lock:
+            docs = [RunStatusDoc(**d) for d in self._docs.values()]
+        for doc in docs:
+            wake = doc.get("wakeAt")
+            if doc.get("status") == "running" and doc.get("lastUpdated", now) < now - idle_seconds \
+                    and (wake is None or wake < now):
+                yield doc
+
+    def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
+        with self._lock:
+            docs = [RunStatusDoc(**d) for d in self._docs.values()
+                    if status is None or d.get("status") == status]
+        docs.sort(key=lambda d: d.get("createdAt", 0.0), reverse=True)
+        return docs[:limit]
+
+
+class MemoryCoordinationStore:
+    """CoordinationStore in dicts: idempotent arrivals, once-only claims, owner-token locks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._joins: dict[str, JoinState] = {}
+        self._claims: dict[str, str] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
+
+    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False) -> JoinState:
+        with self._lock:
+            state = self._joins.setdefault(scope, JoinState())
+            if predecessor not in state.arrived and predecessor not in state.skipped:
+                if skipped:
+                    state.skipped.add(predecessor)
+                else:
+                    state.arrived[predecessor] = value
+            return JoinState(dict(state.arrived), set(state.skipped))
+
+    def claim(self, scope: str, token: str, ttl: float | None = None) -> bool:
+        with self._lock:
+            return self._claims.setdefault(scope, token) == token
+
+    def acquire(self, name: str, token: str, ttl: float) -> bool:
+        with self._lock:
+            holder = self._locks.get(name)
+            now = time.monotonic()
+            if holder is None or holder[0] == token or holder[1] <= now:
+                self._locks[name] = (token, now + ttl)
+                return True
+            return False
+
+    def release(self, name: str, token: str) -> bool:
+        with self._lock:
+            holder = self._locks.get(name)
+            if holder is not None and holder[0] == token:
+                del self._locks[name]
+                return True
+            return False
