@@ -24,6 +24,7 @@ import requests
 import urllib3
 from azure.core.pipeline.transport import RequestsTransport
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
+from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 from requests.adapters import HTTPAdapter
 
 CONNECTION_STRING_ENV = "AZURE_COSMOS_CONNECTION_STRING"
@@ -256,3 +257,20 @@ def ensure_container(
     return db.create_container_if_not_exists(
         container, PartitionKey(path=partition_key_path), **kwargs
     )
+
+
+#: cosmosdb-server answers a point read of a missing item with this JavaScript error and a 500
+#: instead of a 404; real Cosmos DB never sends it.
+_EMULATOR_MISSING_ITEM = "Cannot read properties of undefined"
+
+
+def read_item_or_none(container: ContainerProxy, item_id: str, partition_key: Any) -> Any:
+    """Point-read an item: the item, or None when it does not exist (on Cosmos DB or emulator)."""
+    try:
+        return container.read_item(item_id, partition_key)
+    except CosmosResourceNotFoundError:
+        return None
+    except CosmosHttpResponseError as exc:
+        if exc.status_code == 500 and _EMULATOR_MISSING_ITEM in str(exc.message):
+            return None
+        raise

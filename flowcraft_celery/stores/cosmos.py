@@ -1,0 +1,482 @@
+"""Cosmos DB implementations of the context store and the status store.
+
+Context (container `context`, partition key `/runId`): one item per context key
+`{id: "c:<key>", kind: "ctx", key, value}` and one per recorded output
+`{id: "o:<node>:<iteration>", kind: "out", node, iteration, output, action}`. So `set` is one
+upsert, `record_output` one create (409 = already recorded), parallel writers of different keys
+never touch the same item, and no item grows with the run (the 2 MiB limit applies per value).
+
+Outputs own their names: once node `x` has a recorded output, `_outputs.x` and `x` show its
+latest iteration's output (highest iteration), whatever was `set` under those names; an explicit
+key of that name is kept but hidden. Two writers of the same key: the last write in the
+server's order wins. `patch` is one transactional batch per 100 operations on real Cosmos DB;
+where the server rejects batches (the cosmosdb-server emulator) it falls back, once and for the
+life of the store, to one request per key, which is atomic per key only.
+
+Status (container `runs`, partition key `/runId`): one item per run; `touch` is one patch;
+`update` and `finish` are patches guarded by a filter predicate (the run is not final), so a
+final state is never overwritten and only one `finish` wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, cast
+from urllib.parse import quote
+
+from azure.core import MatchConditions
+from azure.cosmos import ContainerProxy, CosmosClient
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosBatchOperationError,
+    CosmosHttpResponseError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
+
+from flowcraft_celery.cosmos_client import ensure_container, read_item_or_none
+from flowcraft_celery.stores.base import (
+    FINAL_STATES,
+    MISSING,
+    PatchOp,
+    RecordedOutput,
+    RunState,
+    RunStatusDoc,
+    ValueTooLargeError,
+)
+
+log = logging.getLogger(__name__)
+
+#: Cosmos DB's item size limit, less room for the system properties it adds.
+MAX_ITEM_BYTES = 2 * 1024 * 1024 - 1024
+#: Operations per transactional batch and per patch request (Cosmos DB limits).
+MAX_BATCH_OPS = 100
+MAX_PATCH_OPS = 10
+#: Ids longer than this are replaced by a hash (Cosmos ids are limited to 255 characters).
+_MAX_ID_CHARS = 200
+_OUTPUTS_PREFIX = "_outputs."
+_SYSTEM_FIELDS = frozenset({"id", "_rid", "_self", "_etag", "_attachments", "_ts", "ttl"})
+#: Status codes with which a server that lacks transactional batch refuses one.
+_BATCH_UNSUPPORTED = frozenset({400, 405, 500, 501})
+
+CONTEXT_INDEXING: dict[str, Any] = {
+    "indexingMode": "consistent",
+    "automatic": True,
+    "includedPaths": [
+        {"path": "/kind/?"},
+        {"path": "/node/?"},
+        {"path": "/iteration/?"},
+    ],
+    "excludedPaths": [{"path": "/*"}],
+}
+
+RUNS_INDEXING: dict[str, Any] = {
+    "indexingMode": "consistent",
+    "automatic": True,
+    "includedPaths": [
+        {"path": "/status/?"},
+        {"path": "/lastUpdated/?"},
+        {"path": "/wakeAt/?"},
+        {"path": "/createdAt/?"},
+        {"path": "/blueprintId/?"},
+        {"path": "/parentRunId/?"},
+    ],
+    "excludedPaths": [{"path": "/*"}],
+    "compositeIndexes": [
+        [{"path": "/status", "order": "ascending"}, {"path": "/lastUpdated", "order": "ascending"}],
+        [{"path": "/status", "order": "ascending"}, {"path": "/createdAt", "order": "descending"}],
+    ],
+}
+
+
+def item_id(prefix: str, name: str) -> str:
+    """A valid, collision-free Cosmos item id for `name` (escaped, or hashed when long)."""
+    escaped = quote(name, safe="")
+    if len(escaped) <= _MAX_ID_CHARS:
+        return f"{prefix}:{escaped}"
+    return f"{prefix}h:{hashlib.sha256(name.encode()).hexdigest()}"
+
+
+def json_size(value: Any) -> int:
+    """Bytes of `value` as compact UTF-8 JSON (how the client sends items)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def check_item_size(key: str, item: Mapping[str, Any], value: Any) -> None:
+    """Raise ValueTooLargeError naming `key` when `item` would exceed the item size limit."""
+    item_size = json_size(item)
+    if item_size > MAX_ITEM_BYTES:
+        value_size = json_size(value)
+        raise ValueTooLargeError(key, value_size, MAX_ITEM_BYTES - (item_size - value_size))
+
+
+def _output_node(key: str) -> str:
+    """The node id whose output a context key may name (`_outputs.x` and `x` both name `x`)."""
+    return key[len(_OUTPUTS_PREFIX):] if key.startswith(_OUTPUTS_PREFIX) else key
+
+
+def _ctx_item(run_id: str, key: str, value: Any) -> dict[str, Any]:
+    """The item holding one context key (iteration -1 sorts below every recorded output)."""
+    item = {
+        "id": item_id("c", key), "runId": run_id, "kind": "ctx", "key": key,
+        "value": value, "iteration": -1,
+    }
+    check_item_size(key, item, value)
+    return item
+
+
+def _output_item_id(node_id: str, iteration: int) -> str:
+    """The id of the item recording (node, iteration)."""
+    return f"{item_id('o', node_id)}:{iteration}"
+
+
+def _collapse(ops: Sequence[PatchOp]) -> list[PatchOp]:
+    """The last operation per key: the same effect as applying all of them in order."""
+    last: dict[str, PatchOp] = {}
+    for op in ops:
+        if op.op not in ("set", "delete"):
+            raise ValueError(f"unknown patch op {op.op!r} for key {op.key!r}")
+        last.pop(op.key, None)
+        last[op.key] = op
+    return list(last.values())
+
+
+def batch_operations(run_id: str, ops: Sequence[PatchOp]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The transactional-batch operations for a context patch (upserts and deletes)."""
+    result: list[tuple[str, tuple[Any, ...]]] = []
+    for op in _collapse(ops):
+        if op.op == "set":
+            result.append(("upsert", (_ctx_item(run_id, op.key, op.value),)))
+        else:
+            result.append(("delete", (item_id("c", op.key),)))
+    return result
+
+
+def _chunks(
+    operations: list[tuple[str, tuple[Any, ...]]],
+) -> Iterator[list[tuple[str, tuple[Any, ...]]]]:
+    """Split batch operations into requests within the batch count and size limits."""
+    chunk: list[tuple[str, tuple[Any, ...]]] = []
+    size = 0
+    for operation in operations:
+        op_size = json_size(operation[1][0])
+        if chunk and (len(chunk) == MAX_BATCH_OPS or size + op_size > MAX_ITEM_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(operation)
+        size += op_size
+    if chunk:
+        yield chunk
+
+
+class CosmosContextStore:
+    """A run's context and node outputs in Cosmos DB, one item per key and per output."""
+
+    def __init__(
+        self, client: CosmosClient, database: str = "flowcraft", container: str = "context"
+    ) -> None:
+        self._container: ContainerProxy = ensure_container(
+            client, database, container, "/runId", indexing_policy=CONTEXT_INDEXING, default_ttl=-1
+        )
+        self._batch_supported: bool | None = None
+
+    def create_run(self, run_id: str, initial: Mapping[str, Any]) -> None:
+        """Write the initial keys once: a second call for the same run changes nothing."""
+        items = [_ctx_item(run_id, key, value) for key, value in initial.items()]
+        if not items:
+            return
+        operations = [("create", (item,)) for item in items]
+        if self._run_batches(run_id, operations, conflict_ok=True):
+            return
+        for item in items:
+            try:
+                self._container.create_item(item)
+            except CosmosResourceExistsError:
+                continue
+
+    def get(self, run_id: str, key: str) -> Any:
+        """The value under `key` (a recorded output wins), or MISSING; one query."""
+        found = self._lookup(run_id, key)
+        if found is None:
+            return MISSING
+        return found["output"] if found["kind"] == "out" else found["value"]
+
+    def has(self, run_id: str, key: str) -> bool:
+        """Whether `key` is present (as a key or as a node output)."""
+        return self._lookup(run_id, key) is not None
+
+    def set(self, run_id: str, key: str, value: Any) -> None:
+        """Set one key: one upsert."""
+        self._container.upsert_item(_ctx_item(run_id, key, value))
+
+    def delete(self, run_id: str, key: str) -> None:
+        """Delete one key (no error when absent)."""
+        try:
+            self._container.delete_item(item_id("c", key), partition_key=run_id)
+        except CosmosResourceNotFoundError:
+            return
+
+    def patch(self, run_id: str, ops: Sequence[PatchOp]) -> None:
+        """Apply set/delete operations: atomically per 100 on Cosmos DB, per key on the emulator."""
+        operations = batch_operations(run_id, ops)
+        if not operations or self._run_batches(run_id, operations, conflict_ok=False):
+            return
+        for name, args in operations:
+            if name == "upsert":
+                self._container.upsert_item(args[0])
+            else:
+                try:
+                    self._container.delete_item(args[0], partition_key=run_id)
+                except CosmosResourceNotFoundError:
+                    continue
+
+    def snapshot(self, run_id: str) -> dict[str, Any]:
+        """The whole context, with each node's latest output under `_outputs.<id>` and `<id>`."""
+        result: dict[str, Any] = {}
+        latest: dict[str, dict[str, Any]] = {}
+        for item in self._run_items(run_id):
+            if item.get("kind") == "ctx":
+                result[item["key"]] = item.get("value")
+            elif item.get("kind") == "out":
+                node = item["node"]
+                if node not in latest or item["iteration"] > latest[node]["iteration"]:
+                    latest[node] = item
+        for node, item in latest.items():
+            result[_OUTPUTS_PREFIX + node] = item.get("output")
+            result[node] = item.get("output")
+        return result
+
+    def record_output(
+        self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None
+    ) -> bool:
+        """Record (node, iteration) once with one create; False if it was already recorded."""
+        item = {
+            "id": _output_item_id(node_id, iteration), "runId": run_id, "kind": "out",
+            "node": node_id, "iteration": iteration, "output": output, "action": action,
+            "recordedAt": time.time(),
+        }
+        check_item_size(f"{_OUTPUTS_PREFIX}{node_id}", item, output)
+        try:
+            self._container.create_item(item)
+        except CosmosResourceExistsError:
+            return False
+        return True
+
+    def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
+        """The output recorded for (node, iteration), or None: one point read."""
+        item = read_item_or_none(self._container, _output_item_id(node_id, iteration), run_id)
+        if item is None:
+            return None
+        return RecordedOutput(node_id, iteration, item.get("output"), item.get("action"))
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove every item of the run."""
+        ids = list(self._container.query_items(
+            "SELECT VALUE c.id FROM c WHERE c.runId = @run",
+            parameters=[{"name": "@run", "value": run_id}], partition_key=run_id,
+        ))
+        for id_ in ids:
+            try:
+                self._container.delete_item(id_, partition_key=run_id)
+            except CosmosResourceNotFoundError:
+                continue
+
+    def _lookup(self, run_id: str, key: str) -> dict[str, Any] | None:
+        """The item that answers for `key`: the node's latest output, else the key's own item."""
+        rows = list(self._container.query_items(
+            "SELECT TOP 1 * FROM c WHERE c.runId = @run AND (c.id = @cid OR "
+            "(c.kind = 'out' AND c.node = @node)) ORDER BY c.iteration DESC",
+            parameters=[
+                {"name": "@run", "value": run_id},
+                {"name": "@cid", "value": item_id("c", key)},
+                {"name": "@node", "value": _output_node(key)},
+            ],
+            partition_key=run_id,
+        ))
+        return rows[0] if rows else None
+
+    def _run_items(self, run_id: str) -> Iterable[dict[str, Any]]:
+        """Every item of the run, fetched page by page from its one partition."""
+        return cast(Iterable[dict[str, Any]], self._container.query_items(
+            "SELECT * FROM c WHERE c.runId = @run",
+            parameters=[{"name": "@run", "value": run_id}],
+            partition_key=run_id, max_item_count=1000,
+        ))
+
+    def _run_batches(
+        self, run_id: str, operations: list[tuple[str, tuple[Any, ...]]], conflict_ok: bool
+    ) -> bool:
+        """Run `operations` as transactional batches; False if the server has no batch support.
+
+        A delete of an absent key fails a Cosmos batch with 404: that operation is dropped and
+        the batch retried. With `conflict_ok`, a 409 (items already created) ends the call.
+        """
+        if self._batch_supported is False:
+            return False
+        for chunk in _chunks(operations):
+            pending = list(chunk)
+            while pending:
+                try:
+                    self._container.execute_item_batch(pending, partition_key=run_id)
+                except CosmosBatchOperationError as exc:
+                    failed = pending[exc.error_index]
+                    if exc.status_code == 404 and failed[0] == "delete":
+                        pending.pop(exc.error_index)
+                        continue
+                    if exc.status_code == 409 and conflict_ok:
+                        break
+                    raise
+                except CosmosHttpResponseError as exc:
+                    if self._batch_supported is None and exc.status_code in _BATCH_UNSUPPORTED:
+                        log.warning(
+                            "Cosmos server refused a transactional batch (%s); context patches "
+                            "fall back to one request per key, atomic per key only",
+                            exc.status_code,
+                        )
+                        self._batch_supported = False
+                        return False
+                    raise
+                self._batch_supported = True
+                pending = []
+        return True
+
+
+def _pointer(field: str) -> str:
+    """The JSON pointer of a top-level field (escaping `~` and `/`)."""
+    return "/" + field.replace("~", "~0").replace("/", "~1")
+
+
+def _strip(item: Mapping[str, Any]) -> RunStatusDoc:
+    """A status item without Cosmos system properties."""
+    return cast(RunStatusDoc, {k: v for k, v in item.items() if k not in _SYSTEM_FIELDS})
+
+
+_NOT_FINAL = "FROM c WHERE NOT (c.status IN ({}))".format(
+    ", ".join(f"'{s}'" for s in sorted(FINAL_STATES))
+)
+#: Attempts at an ETag-conditional replace before giving up on a hot status document.
+_REPLACE_ATTEMPTS = 20
+
+
+class CosmosStatusStore:
+    """One status item per run in Cosmos DB; final states are written once and never replaced."""
+
+    def __init__(
+        self, client: CosmosClient, database: str = "flowcraft", container: str = "runs"
+    ) -> None:
+        self._container: ContainerProxy = ensure_container(
+            client, database, container, "/runId", indexing_policy=RUNS_INDEXING, default_ttl=-1
+        )
+
+    def create(self, doc: RunStatusDoc) -> None:
+        """Write a new run's status item; a second create of the same run changes nothing."""
+        now = time.time()
+        item: dict[str, Any] = {"status": "running", "createdAt": now, "lastUpdated": now}
+        item.update(doc)
+        item["id"] = item_id("run", doc["runId"])
+        check_item_size("status", item, item)
+        try:
+            self._container.create_item(item)
+        except CosmosResourceExistsError:
+            return
+
+    def get(self, run_id: str) -> RunStatusDoc | None:
+        """The run's status document, or None: one point read."""
+        item = read_item_or_none(self._container, item_id("run", run_id), run_id)
+        return None if item is None else _strip(item)
+
+    def touch(self, run_id: str) -> None:
+        """Set `lastUpdated` to now: one patch (a missing run is ignored)."""
+        try:
+            self._container.patch_item(
+                item_id("run", run_id), run_id,
+                [{"op": "set", "path": "/lastUpdated", "value": time.time()}],
+            )
+        except CosmosResourceNotFoundError:
+            return
+
+    def update(self, run_id: str, fields: Mapping[str, Any]) -> bool:
+        """Set fields and `lastUpdated` unless the run is final; True if applied."""
+        for name in ("id", "runId"):
+            if name in fields:
+                raise ValueError(f"status field {name!r} cannot be updated")
+        changes = {**fields, "lastUpdated": time.time()}
+        if len(changes) <= MAX_PATCH_OPS:
+            return self._guarded_patch(run_id, changes)
+        return self._guarded_replace(run_id, changes)
+
+    def finish(
+        self, run_id: str, status: RunState, result: Mapping[str, Any] | None,
+        errors: Sequence[Mapping[str, Any]],
+    ) -> bool:
+        """Move the run to a final state once; True only for the call that did it."""
+        if status not in FINAL_STATES:
+            raise ValueError(f"{status!r} is not a final state ({sorted(FINAL_STATES)})")
+        changes = {
+            "status": status, "result": dict(result) if result is not None else None,
+            "errors": [dict(e) for e in errors], "wakeAt": None, "lastUpdated": time.time(),
+        }
+        check_item_size("result", changes, changes)
+        return self._guarded_patch(run_id, changes)
+
+    def find_stalled(
+        self, idle_seconds: float, now: float, page_size: int = 100
+    ) -> Iterator[RunStatusDoc]:
+        """Runs `running`, idle for `idle_seconds`, not sleeping: paged cross-partition query."""
+        pages = self._container.query_items(
+            "SELECT * FROM c WHERE c.status = 'running' AND c.lastUpdated < @cutoff AND "
+            "(NOT IS_DEFINED(c.wakeAt) OR IS_NULL(c.wakeAt) OR c.wakeAt < @now)",
+            parameters=[
+                {"name": "@cutoff", "value": now - idle_seconds}, {"name": "@now", "value": now},
+            ],
+            enable_cross_partition_query=True, max_item_count=page_size,
+        ).by_page()
+        for page in pages:
+            for item in page:
+                yield _strip(item)
+
+    def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
+        """Newest runs first, optionally only those in `status`."""
+        where = "WHERE c.status = @status " if status is not None else ""
+        parameters: list[dict[str, object]] = (
+            [{"name": "@status", "value": status}] if status is not None else []
+        )
+        rows = self._container.query_items(
+            f"SELECT TOP {int(limit)} * FROM c {where}ORDER BY c.createdAt DESC",
+            parameters=parameters, enable_cross_partition_query=True,
+        )
+        return [_strip(item) for item in rows]
+
+    def _guarded_patch(self, run_id: str, changes: Mapping[str, Any]) -> bool:
+        """One patch of `changes`, applied only while the run is not final."""
+        try:
+            self._container.patch_item(
+                item_id("run", run_id), run_id,
+                [{"op": "set", "path": _pointer(k), "value": v} for k, v in changes.items()],
+                filter_predicate=_NOT_FINAL,
+            )
+        except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+            return False
+        return True
+
+    def _guarded_replace(self, run_id: str, changes: Mapping[str, Any]) -> bool:
+        """Read, merge and ETag-replace (for more fields than one patch may set)."""
+        for _ in range(_REPLACE_ATTEMPTS):
+            item = read_item_or_none(self._container, item_id("run", run_id), run_id)
+            if item is None or item.get("status") in FINAL_STATES:
+                return False
+            item.update(changes)
+            check_item_size("status", item, item)
+            try:
+                self._container.replace_item(
+                    item["id"], item, etag=item["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except CosmosAccessConditionFailedError:
+                continue
+            return True
+        raise RuntimeError(f"status of run {run_id!r} kept changing; update not applied")
