@@ -39,7 +39,8 @@ lint: install ## ruff and mypy.
 	$(BIN)/mypy
 
 demo: install ## Run the example order workflow in-process.
-	$(BIN)/flowcraft-celery run examples/order-flow.json --local --registry examples.order_nodes
+	$(BIN)/flowcraft-celery run examples/order-flow.json --local --registry examples.order_nodes \
+		--context "$$(cat examples/contexts/order.json)"
 
 services-up: install ## Start (or reuse) Azurite, the Cosmos emulator and Redis on loopback.
 	$(BIN)/flowcraft-celery services up

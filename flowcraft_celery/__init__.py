@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["app"]
+from flowcraft_celery.builder import Flow
+from flowcraft_celery.context import NodeContext, RunContext
+from flowcraft_celery.registry import Node, NodeResult, node
+
+__all__ = ["Flow", "Node", "NodeContext", "NodeResult", "RunContext", "app", "node"]
 __version__ = "0.1.0"
 
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
 
+from flowcraft_celery.blueprint import Blueprint, BlueprintFormatError
+from flowcraft_celery.catalog import load_blueprints
 from flowcraft_celery.devservices import services_command
+from flowcraft_celery.registry import default_registry, import_modules
+from flowcraft_celery.validation import BlueprintValidationError, validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,3 +23,111 @@ def main() -> None:
 
 
 main.add_command(services_command)
+
+
+def _json_option(_: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Parse a JSON option value, naming the option on error."""
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param=param) from exc
+
+
+def _load(path: str, blueprint_id: str | None) -> Blueprint:
+    try:
+        return Blueprint.load(path, blueprint_id)
+    except BlueprintFormatError as exc:
+        raise click.ClickException(f"{path}: {exc}") from exc
+
+
+def _registries(modules: tuple[str, ...]) -> None:
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        import_modules(list(modules))
+    except ImportError as exc:
+        raise click.ClickException(f"cannot import node module: {exc}") from exc
+
+
+@main.command("validate")
+@click.argument("blueprint_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--registry", "registry_modules", multiple=True, metavar="MODULE",
+              help="Module defining nodes; with it, unknown `uses` values are reported.")
+@click.option("--blueprints", "blueprint_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of sibling blueprints for subflows (default: the file's folder).")
+@click.option("--id", "blueprint_id", default=None, help="Blueprint id when the file has none (default: file name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the issues as JSON.")
+def validate_command(blueprint_file: str, registry_modules: tuple[str, ...], blueprint_dir: str | None,
+                     blueprint_id: str | None, as_json: bool) -> None:
+    """Report every problem of BLUEPRINT_FILE at once; exit 1 if any is an error."""
+    blueprint = _load(blueprint_file, blueprint_id)
+    if registry_modules:
+        _registries(registry_modules)
+    siblings = load_blueprints([blueprint_dir or str(Path(blueprint_file).parent)])
+    issues = validate(blueprint, default_registry if registry_modules else None, siblings)
+    errors = [i for i in issues if i.severity == "error"]
+    if as_json:
+        click.echo(json.dumps([i.to_dict() for i in issues], indent=2))
+    else:
+        for issue in issues:
+            click.echo(f"{issue.severity.upper()} {issue}")
+        click.echo(f"{blueprint.id}: {len(errors)} error(s), {len(issues) - len(errors)} warning(s)")
+    sys.exit(1 if errors else 0)
+
+
+@main.command("run")
+@click.argument("blueprint_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--local", "local", is_flag=True, required=True,
+              help="Run in this process with in-memory state (use `start` for Celery workers).")
+@click.option("--context", "context", callback=_json_option, default=None, metavar="JSON",
+              help="Initial context as a JSON object.")
+@click.option("--registry", "registry_modules", multiple=True, metavar="MODULE", help="Module defining nodes.")
+@click.option("--blueprints", "blueprint_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of sibling blueprints for subflows (default: the file's folder).")
+@click.option("--events", is_flag=True, help="Print each event to stderr as it happens.")
+def run_command(blueprint_file: str, local: bool, context: Any, registry_modules: tuple[str, ...],
+                blueprint_dir: str | None, events: bool) -> None:
+    """Run BLUEPRINT_FILE to its end and print {status, context, errors} as JSON.
+
+    Exit status: 0 completed or awaiting, 1 failed, 2 invalid blueprint or arguments.
+    """
+    from flowcraft_celery.local import LocalRunner
+
+    if context is not None and not isinstance(context, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--context")
+    _registries(registry_modules)
+    blueprint = _load(blueprint_file, None)
+    siblings = load_blueprints([blueprint_dir or str(Path(blueprint_file).parent)])
+
+    def show(event: str, data: dict[str, Any]) -> None:
+        click.echo(f"{event} {json.dumps(data)}", err=True)
+
+    runner = LocalRunner(default_registry, siblings, on_event=show if events else None)
+    try:
+        result = runner.run(blueprint, context or {})
+    except BlueprintValidationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    sys.exit(1 if result.status == "failed" else 0)
+
+
+@main.command("conformance")
+@click.argument("scenarios_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--mode", type=click.Choice(["local"]), default="local", show_default=True,
+              help="local: the in-process runner.")
+@click.option("-k", "only", default=None, help="Run only scenarios whose name contains this text.")
+def conformance_command(scenarios_file: str, mode: str, only: str | None) -> None:
+    """Run every scenario of SCENARIOS_FILE; print PASS/FAIL lines and `N passed, M failed`."""
+    from flowcraft_celery.conformance import LocalMode, ScenarioFormatError, load_scenarios, run_scenarios, summary
+
+    try:
+        scenarios = load_scenarios(scenarios_file)
+    except ScenarioFormatError as exc:
+        raise click.ClickException(str(exc)) from exc
+    reports = []
+    for report in run_scenarios(scenarios, LocalMode(), only):
+        click.echo(report.line())
+        reports.append(report)
+    click.echo(summary(reports))
+    sys.exit(0 if all(r.passed for r in reports) else 1)

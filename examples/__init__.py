@@ -1,0 +1,1 @@
+"""Runnable example workflows used by the demo and the docs."""
