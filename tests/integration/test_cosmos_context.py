@@ -161,10 +161,13 @@ def test_concurrent_processes_writing_one_run_lose_nothing(
 def test_same_key_writers_settle_on_one_written_value(store: CosmosContextStore) -> None:
     run = run_id()
     written = [{"writer": w, "n": n} for w in range(2) for n in range(20)]
+    def write_all(writer: int) -> None:
+        for value in written:
+            if value["writer"] == writer:
+                store.set(run, "same", value)
+
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(
-            lambda w: [store.set(run, "same", v) for v in written if v["writer"] == w], range(2)
-        ))
+        list(pool.map(write_all, range(2)))
     final = store.get(run, "same")
     assert final in [{"writer": 0, "n": 19}, {"writer": 1, "n": 19}]
     assert store.snapshot(run) == {"same": final}
