@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from flowcraft_celery.blueprint import Blueprint, EdgeDefinition, NodeConfig, NodeDefinition
@@ -51,7 +52,7 @@ class Flow:
 
     def chain(self, *node_ids: str) -> Flow:
         """Add plain edges linking the nodes in order."""
-        for source, target in zip(node_ids, node_ids[1:], strict=False):
+        for source, target in itertools.pairwise(node_ids):
             self.edge(source, target)
         return self
 
