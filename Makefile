@@ -29,10 +29,14 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-test: install ## Lint, type-check, then run unit and integration tests (services come up on demand).
-	$(BIN)/ruff check .
-	$(BIN)/mypy
-	$(BIN)/pytest tests
+# Runs all three checks even when one fails, then fails with the first failure's exit code
+# (pytest's 5, "no tests collected", included).
+test: install ## Unit and integration tests (services come up on demand), then ruff and mypy.
+	status=0; \
+	for check in "$(BIN)/pytest tests" "$(BIN)/ruff check ." "$(BIN)/mypy"; do \
+		$$check || { rc=$$?; echo "FAILED ($$rc): $$check" >&2; [ $$status -ne 0 ] || status=$$rc; }; \
+	done; \
+	exit $$status
 
 lint: install ## ruff and mypy.
 	$(BIN)/ruff check .

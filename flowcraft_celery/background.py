@@ -89,20 +89,23 @@ def running_pid(directory: Path, key: str, program: str) -> int | None:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-    if alive(pid) and program in _cmdline(pid):
+    if alive(pid) and (pid in _children or program in _cmdline(pid)):
         return pid
     path.unlink(missing_ok=True)
     return None
 
 
 def _cmdline(pid: int) -> str:
-    """The process's command line as one string (its program name where /proc is absent)."""
+    """The process's command line as one string (read again while a fresh exec leaves it empty)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        for _ in range(50):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if cmdline:
+                return cmdline.replace(b"\0", b" ").decode(errors="replace")
+            time.sleep(0.01)
+        return ""
     except OSError:
-        result = subprocess.run(
-            ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False
-        )
+        result = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False)
         return result.stdout
 
 

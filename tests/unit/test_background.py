@@ -44,14 +44,21 @@ def test_output_goes_to_the_log(tmp_path: Path) -> None:
     assert "started-ok" in background.log_tail(background.log_path(tmp_path, "echo"))
 
 
-def test_a_reused_pid_is_not_trusted_nor_killed(
-    tmp_path: Path, stranger: subprocess.Popen[bytes]
-) -> None:
+def test_a_reused_pid_is_not_trusted_nor_killed(tmp_path: Path, stranger: subprocess.Popen[bytes]) -> None:
     background.pid_path(tmp_path, "redis-1").write_text(f"{stranger.pid}\n")
     assert background.running_pid(tmp_path, "redis-1", "redis-server") is None
     assert not background.pid_path(tmp_path, "redis-1").exists()
     assert background.stop(tmp_path, "redis-1", "redis-server") is None
     assert stranger.poll() is None
+
+
+def test_a_pid_file_from_another_process_is_recognised_by_its_program(
+    tmp_path: Path, stranger: subprocess.Popen[bytes]
+) -> None:
+    background.pid_path(tmp_path, "sleeper").write_text(f"{stranger.pid}\n")
+    assert background.running_pid(tmp_path, "sleeper", "sleep") == stranger.pid
+    assert background.stop(tmp_path, "sleeper", "sleep") == stranger.pid
+    assert stranger.wait() != 0
 
 
 def test_stopping_what_was_never_started_is_a_no_op(tmp_path: Path) -> None:
