@@ -50,11 +50,14 @@ def free_ports() -> Ports:
 
 @pytest.fixture
 def stop_after(free_ports: Ports) -> Iterator[Ports]:
-    """The free ports, with whatever `up` started on them stopped after the test."""
+    """The free ports, with whatever `up` started on them stopped (and its logs removed) after."""
     try:
         yield free_ports
     finally:
         devservices.down(free_ports, only_started_here=True)
+        root = devservices.repo_root()
+        for launch in devservices.launches(free_ports, root):
+            background.log_path(devservices.services_dir(root), launch.key).unlink(missing_ok=True)
 
 
 def test_up_returns_the_env_vars_the_session_exported(services_env: dict[str, str]) -> None:
