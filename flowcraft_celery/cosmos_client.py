@@ -24,7 +24,11 @@ import requests
 import urllib3
 from azure.core.pipeline.transport import RequestsTransport
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
-from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
+from azure.cosmos.exceptions import (
+    CosmosHttpResponseError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
 from requests.adapters import HTTPAdapter
 
 CONNECTION_STRING_ENV = "AZURE_COSMOS_CONNECTION_STRING"
@@ -33,6 +37,9 @@ VERIFY_TLS_ENV = "FLOWCRAFT_COSMOS_VERIFY_TLS"
 #: Throttling: how many 429 retries, and the longest total wait, before the error reaches us.
 THROTTLE_RETRIES = 9
 THROTTLE_MAX_WAIT_SECONDS = 30
+
+#: Tries at creating a database or container that other processes may be creating too.
+_CREATE_ATTEMPTS = 5
 
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -247,16 +254,27 @@ def ensure_container(
     indexing_policy: dict[str, Any] | None = None,
     default_ttl: int | None = None,
 ) -> ContainerProxy:
-    """The container, with its database, created when missing (settings apply on creation only)."""
-    db = client.create_database_if_not_exists(database)
+    """The container, with its database, created when missing (settings apply on creation only).
+
+    Several processes may race to create the same database or container; the loser's 409 just
+    means it exists now, so the call is repeated (it then reads instead of creating).
+    """
     kwargs: dict[str, Any] = {}
     if indexing_policy is not None:
         kwargs["indexing_policy"] = indexing_policy
     if default_ttl is not None:
         kwargs["default_ttl"] = default_ttl
-    return db.create_container_if_not_exists(
-        container, PartitionKey(path=partition_key_path), **kwargs
-    )
+    attempts = 0
+    while True:
+        try:
+            db = client.create_database_if_not_exists(database)
+            return db.create_container_if_not_exists(
+                container, PartitionKey(path=partition_key_path), **kwargs
+            )
+        except CosmosResourceExistsError:
+            attempts += 1
+            if attempts >= _CREATE_ATTEMPTS:
+                raise
 
 
 #: cosmosdb-server answers a point read of a missing item with this JavaScript error and a 500

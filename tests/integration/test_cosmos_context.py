@@ -231,3 +231,13 @@ def test_recording_a_completion_costs_two_requests(database: str) -> None:
     status.touch(run)
     counts = request_counts()
     assert counts == {"docs:create": 1, "docs:patch": 1}
+
+
+def test_writers_racing_to_create_the_database_all_succeed(database: str) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        stores = list(pool.map(
+            lambda _: CosmosContextStore(cosmos_support.client(), database=database), range(8)
+        ))
+    run = run_id()
+    stores[0].set(run, "k", 1)
+    assert stores[7].get(run, "k") == 1
