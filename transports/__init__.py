@@ -1,1 +1,5 @@
-"""Kombu transports shipped with flowcraft-celery."""
+"""Kombu transports shipped with flowcraft-celery; importing this registers `azurequeue://`."""
+
+from kombu.transport import TRANSPORT_ALIASES
+
+TRANSPORT_ALIASES.setdefault("azurequeue", "transports.azurequeue:Transport")

@@ -1,0 +1,62 @@
+"""Decide when to poll each consumed queue: at once while busy, geometrically less often when idle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class QueuePollState:
+    """The polling rhythm of one queue."""
+
+    next_at: float = 0.0
+    interval: float = 0.0
+
+
+class PollSchedule:
+    """Per-queue geometric backoff between `min_interval` and `max_interval` seconds.
+
+    A queue that returned messages is polled again at once; each empty poll doubles the wait,
+    from `min_interval` up to `max_interval`, so an idle queue costs 1/max_interval requests
+    per second and a busy one is drained without pause.
+    """
+
+    def __init__(self, min_interval: float, max_interval: float) -> None:
+        self.min_interval = min_interval
+        self.max_interval = max_interval
+        self._states: dict[str, QueuePollState] = {}
+
+    def state(self, queue: str) -> QueuePollState:
+        """Return the state of `queue`, new queues being due at once."""
+        return self._states.setdefault(queue, QueuePollState())
+
+    def due(self, queues: list[str], now: float) -> str | None:
+        """Return the queue polled longest ago among those due at `now`, or None."""
+        ready = [q for q in queues if self.state(q).next_at <= now]
+        return min(ready, key=lambda q: self.state(q).next_at) if ready else None
+
+    def next_time(self, queues: list[str]) -> float:
+        """Return when the earliest of `queues` becomes due."""
+        return min(self.state(q).next_at for q in queues)
+
+    def got_messages(self, queue: str, now: float) -> None:
+        """Record a poll that returned messages: poll again at once."""
+        state = self.state(queue)
+        state.interval = 0.0
+        state.next_at = now
+
+    def was_empty(self, queue: str, now: float) -> None:
+        """Record an empty poll: wait twice as long as last time (within bounds)."""
+        state = self.state(queue)
+        state.interval = min(self.max_interval, max(self.min_interval, state.interval * 2))
+        state.next_at = now + state.interval
+
+    def wake(self, queue: str, now: float) -> None:
+        """Make `queue` due at once, e.g. after this process published to it."""
+        state = self.state(queue)
+        state.interval = 0.0
+        state.next_at = min(state.next_at, now)
+
+    def forget(self, queue: str) -> None:
+        """Drop the state of a queue no longer consumed."""
+        self._states.pop(queue, None)

@@ -1,0 +1,90 @@
+"""Count the Azure requests a process makes, per service and operation, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from azure.core.pipeline.transport import RequestsTransport
+from requests import Session
+from requests.adapters import HTTPAdapter
+
+POOL_SIZE = 32
+
+
+class RequestStats:
+    """Thread-safe counters of HTTP requests keyed `<service>.<operation>`, e.g. `queue.send`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, key: str) -> None:
+        """Count one request of kind `key`."""
+        with self._lock:
+            self._counts[key] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """Return a copy of all counters."""
+        with self._lock:
+            return dict(self._counts)
+
+    def total(self, service: str = "queue") -> int:
+        """Return the number of requests made to `service` so far."""
+        with self._lock:
+            return sum(n for key, n in self._counts.items() if key.startswith(f"{service}."))
+
+
+#: Requests made by every transport of this process.
+STATS = RequestStats()
+
+
+def queue_operation(method: str, url: str) -> str:
+    """Name the Queue Storage operation an HTTP request performs."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    segments = [s for s in parts.path.split("/") if s]
+    comp = query.get("comp", [""])[0]
+    if "messages" in segments:
+        has_id = segments[-1] != "messages"
+        if has_id:
+            return {"DELETE": "delete", "PUT": "update"}.get(method, method.lower())
+        if method == "GET":
+            return "peek" if query.get("peekonly") else "receive"
+        return {"POST": "send", "DELETE": "clear"}.get(method, method.lower())
+    if comp == "list":
+        return "list"
+    if comp == "metadata":
+        return "set_metadata" if method == "PUT" else "get_properties"
+    return {"PUT": "create_queue", "DELETE": "delete_queue"}.get(method, method.lower())
+
+
+def blob_operation(method: str, url: str) -> str:
+    """Name the Blob Storage operation an HTTP request performs."""
+    if "restype=container" in urlsplit(url).query:
+        return f"container_{method.lower()}"
+    return {"PUT": "upload", "GET": "download", "DELETE": "delete"}.get(method, method.lower())
+
+
+class CountingTransport(RequestsTransport):
+    """An azure-core requests transport that counts every HTTP attempt (retries included)."""
+
+    def __init__(self, service: str, stats: RequestStats = STATS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._service = service
+        self._stats = stats
+        self._classify = queue_operation if service == "queue" else blob_operation
+
+    def _init_session(self, session: Session) -> None:
+        """Configure the session like azure-core does, with a pool big enough for parallel acks."""
+        super()._init_session(session)
+        for adapter in session.adapters.values():
+            if isinstance(adapter, HTTPAdapter):
+                adapter.init_poolmanager(POOL_SIZE, POOL_SIZE)
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        """Count the request, then send it."""
+        self._stats.add(f"{self._service}.{self._classify(request.method, request.url)}")
+        return super().send(request, **kwargs)

@@ -1,0 +1,81 @@
+"""The text a Kombu message becomes on an Azure queue, and the timing read from its headers."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+#: Azure refuses an initial visibility longer than seven days.
+MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
+
+
+class PoisonMessage(ValueError):
+    """A queue message that this transport cannot turn back into a Kombu message."""
+
+
+def encode(envelope: dict[str, Any]) -> str:
+    """Serialize an envelope (`m` payload or `blob` reference, plus `due` and `dl`) to text."""
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=True)
+
+
+def decode(text: str) -> dict[str, Any]:
+    """Parse queue message text into an envelope, or raise PoisonMessage saying why not."""
+    try:
+        envelope = json.loads(text)
+    except ValueError as exc:
+        raise PoisonMessage(f"body is not JSON: {exc}") from exc
+    if not isinstance(envelope, dict) or not ({"m", "blob", "raw"} & envelope.keys()):
+        raise PoisonMessage("body is not an azurequeue envelope")
+    payload = envelope.get("m")
+    if "m" in envelope and not (
+        isinstance(payload, dict) and isinstance(payload.get("properties"), dict)
+    ):
+        raise PoisonMessage("envelope carries no Kombu message")
+    return envelope
+
+
+def payload_from(text: str) -> dict[str, Any]:
+    """Parse the text of a Kombu message (an envelope's `m`, as stored in a blob)."""
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise PoisonMessage(f"stored body is not JSON: {exc}") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("properties"), dict):
+        raise PoisonMessage("stored body is not a Kombu message")
+    return payload
+
+
+def due_time(payload: dict[str, Any]) -> float | None:
+    """Return when a message may run (epoch seconds) from Celery's `eta` header, if any."""
+    eta = (payload.get("headers") or {}).get("eta")
+    if not eta:
+        return None
+    try:
+        when = datetime.fromisoformat(str(eta))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def initial_visibility(due: float | None, now: float) -> int:
+    """Seconds a message must stay hidden after sending so it appears when due (capped 7 days)."""
+    if due is None or due <= now:
+        return 0
+    return min(math.ceil(due - now), MAX_VISIBILITY_SECONDS)
+
+
+def time_to_live(payload: dict[str, Any], queue_ttl_ms: int | None, hidden: int) -> int | None:
+    """Seconds the message lives: the shorter of its `expiration` and the queue's message TTL."""
+    candidates = []
+    expiration = (payload.get("properties") or {}).get("expiration")
+    if expiration is not None:
+        candidates.append(float(expiration))
+    if queue_ttl_ms is not None:
+        candidates.append(float(queue_ttl_ms))
+    if not candidates:
+        return None
+    return hidden + max(1, math.ceil(min(candidates) / 1000.0))
