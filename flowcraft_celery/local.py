@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowcraft_celery import engine
+from flowcraft_celery import dispatch, engine
 from flowcraft_celery.blueprint import Blueprint
 from flowcraft_celery.builtins import (
     AWAITING_BUILTINS,
@@ -264,23 +264,12 @@ class LocalRunner:
         if original is not None:
             self.contexts.record_output(run.run_id, original, iteration, result.output, result.action)
         self._emit("node:finish", run, node_id, action=result.action)
-        for transition in transitions:
-            self._deliver(run, transition)
 
-    def _deliver(self, run: _Run, transition: engine.Transition) -> None:
-        """Register an arrival or skip at its target; start or skip the target when decided."""
-        target, iteration = transition.target, transition.iteration
-        scope = f"{run.run_id}:{target}@{iteration}"
-        state = self.coordination.arrive(scope, transition.predecessor, transition.value, transition.skipped)
-        decision = engine.join_decision(run.graph, target, iteration, state, transition.predecessor)
-        if decision.outcome == "wait" or not self.coordination.claim(scope, transition.predecessor):
-            return
-        if decision.outcome == "run":
-            self._schedule(run, "exec", target, iteration, decision.value)
-            return
-        self._emit("node:skipped", run, target)
-        for follow in engine.after_skip(run.graph, target, iteration):
-            self._deliver(run, follow)
+        def skipped(target: str, _: int) -> None:
+            self._emit("node:skipped", run, target)
+
+        for start in dispatch.route(run.graph, run.run_id, transitions, self.coordination, skipped):
+            self._schedule(run, "exec", start.node_id, start.iteration, start.value)
 
     # -- runner built-ins -------------------------------------------------------------------
 

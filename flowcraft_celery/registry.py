@@ -8,6 +8,8 @@ other value, which is taken as the output.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -134,7 +136,13 @@ def node(uses: str) -> Callable[[Any], Any]:
 
 
 def import_modules(modules: list[str] | tuple[str, ...]) -> None:
-    """Import modules that define nodes (their `@node` decorators fill the default registry)."""
+    """Import modules that define nodes (their `@node` decorators fill the default registry).
+
+    The working directory is importable, as with `python -m`, so a project's own modules load
+    under `celery worker` too.
+    """
+    if modules and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for name in modules:
         if name:
             importlib.import_module(name)

@@ -126,6 +126,7 @@ class RunStatusDoc(TypedDict, total=False):
     awaiting: list[str]
     parentRunId: str | None
     parentNodeId: str | None
+    parentIteration: int
     result: dict[str, Any] | None
     errors: list[dict[str, Any]]
 

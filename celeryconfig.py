@@ -1,0 +1,60 @@
+"""flowcraft-celery's default Celery configuration; every value can be overridden from the environment.
+
+Point the app at your services with AZURE_STORAGE_CONNECTION_STRING, AZURE_COSMOS_CONNECTION_STRING
+(and FLOWCRAFT_COSMOS_VERIFY_TLS=false for the emulator) and REDIS_URL; name your workflows with
+FLOWCRAFT_NODE_MODULES (modules defining `@node`s) and FLOWCRAFT_BLUEPRINTS (JSON files, folders,
+or `module:attribute` Python builders), comma-separated.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in _env(name, default).split(",") if item.strip()]
+
+
+# Broker: Azure Queue Storage through our transport (transports/azurequeue.py).
+broker_url = _env("CELERY_BROKER_URL", "azurequeue://")
+broker_transport_options = {
+    "queue_name_prefix": _env("FLOWCRAFT_QUEUE_PREFIX", ""),
+    "visibility_timeout": int(_env("FLOWCRAFT_VISIBILITY_TIMEOUT", "30")),
+}
+# Results: Cosmos DB (flowcraft_celery/backends/cosmos.py). Node tasks keep no Celery result:
+# a run's state lives in the context and status stores.
+result_backend = _env("CELERY_RESULT_BACKEND", "cosmos://")
+cosmos_database = _env("FLOWCRAFT_COSMOS_DATABASE", "flowcraft")
+cosmos_results_container = _env("FLOWCRAFT_COSMOS_RESULTS_CONTAINER", "celery_results")
+cosmos_context_container = _env("FLOWCRAFT_COSMOS_CONTEXT_CONTAINER", "context")
+cosmos_runs_container = _env("FLOWCRAFT_COSMOS_RUNS_CONTAINER", "runs")
+
+task_default_queue = _env("FLOWCRAFT_DEFAULT_QUEUE", "flowcraft")
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = int(_env("FLOWCRAFT_PREFETCH_MULTIPLIER", "4"))
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+worker_send_task_events = _env("FLOWCRAFT_TASK_EVENTS", "true").lower() in ("1", "true", "yes")
+task_send_sent_event = worker_send_task_events
+
+# Workflows.
+flowcraft_node_modules = _env_list("FLOWCRAFT_NODE_MODULES")
+flowcraft_blueprints = _env_list("FLOWCRAFT_BLUEPRINTS")
+flowcraft_redis_url = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
+flowcraft_key_prefix = _env("FLOWCRAFT_KEY_PREFIX", "flowcraft:")
+flowcraft_touch_interval = float(_env("FLOWCRAFT_TOUCH_INTERVAL", "5"))
+flowcraft_stall_seconds = float(_env("FLOWCRAFT_STALL_SECONDS", "60"))
+flowcraft_reconcile_interval = float(_env("FLOWCRAFT_RECONCILE_INTERVAL", "30"))
+
+beat_schedule = {
+    "flowcraft-reconcile": {
+        "task": "flowcraft.reconcile",
+        "schedule": flowcraft_reconcile_interval,
+    },
+}

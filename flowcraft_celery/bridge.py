@@ -1,0 +1,259 @@
+"""The Celery side of a run: one task per node implementation, executing one node message.
+
+A message is handled at least once and takes effect once: a finished token is dropped, a
+recorded output is reused instead of running the node again, an execution lock keeps two
+copies of one message from running at the same time, and arrivals, claims and the pending
+ledger are idempotent. Retries are task retries with a countdown (delayed messages).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import uuid
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from flowcraft_celery import dispatch, engine
+from flowcraft_celery.builtins import AWAITING_BUILTINS, RUNNER_BUILTINS, sleep_seconds, subflow_initial_context
+from flowcraft_celery.builtins import subflow_output as subflow_result
+from flowcraft_celery.context import NodeContext, RunContext
+from flowcraft_celery.graph import DynamicAddition, Graph
+from flowcraft_celery.invoke import NodeAttemptError, run_attempt, run_fallback
+from flowcraft_celery.registry import NodeResult
+from flowcraft_celery.runs import (
+    Payload,
+    complete_run,
+    fail_run,
+    mark_awaiting,
+    payload,
+    publish,
+    run_graph,
+    start_run,
+)
+from flowcraft_celery.runtime import Runtime, runtime_for
+from flowcraft_celery.stores.ledger import token
+
+logger = logging.getLogger("flowcraft.bridge")
+
+#: Re-deliveries of a message whose blueprint version differs before the run is failed.
+VERSION_MISMATCH_RETRIES = 5
+
+
+def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
+    """Register `flowcraft.node.<uses>` for each implementation the worker knows."""
+    for uses in uses_keys:
+        name = f"flowcraft.node.{uses}"
+        if name in app.tasks:
+            continue
+
+        def run_node(self: Task, msg: Payload) -> None:
+            NodeExecution(self, runtime_for(self.app.conf), msg).handle()
+
+        app.task(name=name, bind=True, ignore_result=True, acks_late=True)(run_node)
+
+
+class NodeExecution:
+    """Handles one node message end to end."""
+
+    def __init__(self, task: Task, rt: Runtime, msg: Payload) -> None:
+        self.task = task
+        self.app: Celery = task.app
+        self.rt = rt
+        self.msg = msg
+        self.run_id: str = msg["run"]
+        self.node_id: str = msg["node"]
+        self.iteration: int = int(msg.get("it", 0))
+        self.token = token(self.node_id, self.iteration)
+
+    def handle(self) -> None:
+        """Drop what is done or halted, check the blueprint, then run the node."""
+        finished, halted = self.rt.ledger.check(self.run_id, self.token)
+        if finished or halted:
+            return
+        blueprint = self.rt.blueprints.get(self.msg["bp"])
+        if blueprint is None:
+            host = socket.gethostname()
+            known = ", ".join(sorted(self.rt.blueprints)) or "none"
+            self._fail({"nodeId": self.node_id, "type": "UnknownBlueprint",
+                        "message": f"blueprint {self.msg['bp']!r} is not known to worker {host} (known: {known})"})
+            return
+        if blueprint.version != self.msg.get("ver"):
+            self._version_mismatch(blueprint.version)
+            return
+        self.graph = run_graph(self.rt, blueprint, self.run_id, bool(self.msg.get("dyn")))
+        if self.node_id not in self.graph.nodes:
+            self._fail({"nodeId": self.node_id, "type": "UnknownNode",
+                        "message": f"node {self.node_id!r} is not in blueprint {blueprint.id!r}"})
+            return
+        self.blueprint = blueprint
+        if "resume" in self.msg:
+            resumed = self.msg["resume"] or {}
+            self._succeed(NodeResult(output=resumed.get("output"), action=resumed.get("action")))
+        elif "child" in self.msg:
+            self._child_ended(self.msg["child"])
+        elif self.msg.get("wake"):
+            self._succeed(NodeResult(output=self.msg.get("value")))
+        else:
+            self._execute()
+
+    # -- execution --------------------------------------------------------------------------
+
+    def _lookup(self, key: str) -> Any:
+        return self.rt.contexts.get(self.run_id, key)
+
+    def _execute(self) -> None:
+        recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration)
+        if recorded is not None:
+            self._succeed(NodeResult(output=recorded.output, action=recorded.action), recorded=True)
+            return
+        node = self.graph.nodes[self.node_id]
+        node_input = engine.resolve_input(self.graph, node, self.msg.get("value"), self._lookup)
+        if node.uses in RUNNER_BUILTINS:
+            self._builtin(node.uses, node_input)
+            return
+        lock = f"exec:{self.run_id}:{self.token}"
+        owner = uuid.uuid4().hex
+        timeout = node.config.timeout_seconds
+        if not self.rt.coordination.acquire(lock, owner, ttl=(timeout or 300.0) * 2 + 30):
+            raise self.task.retry(countdown=5, max_retries=None)
+        attempt = int(self.msg.get("attempt", 1))
+        ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
+                          run_id=self.run_id, node_id=self.node_id, blueprint_id=self.blueprint.id,
+                          iteration=self.iteration, attempt=attempt)
+        try:
+            impl = self.rt.registry.get(node.uses)
+            try:
+                result = run_attempt(impl, ctx, timeout)
+            except SoftTimeLimitExceeded as exc:
+                raise NodeAttemptError(self.node_id, attempt, f"node {self.node_id!r} attempt {attempt} exceeded "
+                                       f"its timeout of {int((timeout or 0) * 1000)} ms") from exc
+        except NodeAttemptError as error:
+            self.rt.coordination.release(lock, owner)
+            self._attempt_failed(node.config.attempts, node.config.delay_seconds, node.config.fallback, error, ctx)
+            return
+        self._succeed(result)
+        self.rt.coordination.release(lock, owner)
+
+    def _attempt_failed(self, attempts: int, delay: float, fallback: str | None, error: NodeAttemptError,
+                        ctx: NodeContext) -> None:
+        """Retry with a countdown, run a fallback, or fail the run (SPEC §3.9)."""
+        logger.warning("run %s node %s attempt %s failed: %s", self.run_id, self.node_id, error.attempt, error)
+        if error.retriable and error.attempt < attempts:
+            raise self.task.retry(kwargs={"msg": dict(self.msg, attempt=error.attempt + 1)},
+                                  countdown=delay or None, max_retries=attempts)
+        own = run_fallback(self.rt.registry.get(self.graph.nodes[self.node_id].uses), error, ctx)
+        if own is not None:
+            self._succeed(own)
+        elif fallback:
+            message = payload(self.run_id, self.blueprint, fallback, self.iteration, self.msg.get("value"),
+                              bool(self.msg.get("dyn")))
+            publish(self.app, self.graph, message)
+            self._progress({token(fallback, self.iteration): message})
+        else:
+            self._fail(error.to_record())
+
+    def _succeed(self, result: NodeResult, recorded: bool = False) -> None:
+        """Record the output once, deliver transitions, publish what starts, update the ledger."""
+        if not recorded and not self.rt.contexts.record_output(
+                self.run_id, self.node_id, self.iteration, result.output, result.action):
+            first = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration)
+            if first is not None:
+                result = NodeResult(output=first.output, action=first.action, dynamic_nodes=result.dynamic_nodes)
+        original = self.graph.fallback_for.get(self.node_id)
+        if original is not None:
+            self.rt.contexts.record_output(self.run_id, original, self.iteration, result.output, result.action)
+        dynamic = bool(self.msg.get("dyn"))
+        try:
+            if result.dynamic_nodes:
+                addition = DynamicAddition.from_result(self.node_id, result.dynamic_nodes, result.output)
+                self.rt.ledger.add_dynamic(self.run_id, self.token, addition.to_dict())
+                self.graph = self.graph.extend([addition])
+                dynamic = True
+            transitions = engine.after_success(self.graph, self.node_id, self.iteration, result, self._lookup)
+        except Exception as exc:  # a bad expression value or dynamic node fails the node
+            self._fail({"nodeId": self.node_id, "message": str(exc), "type": type(exc).__name__})
+            return
+        starts = dispatch.route(self.graph, self.run_id, transitions, self.rt.coordination)
+        messages = {token(s.node_id, s.iteration): payload(self.run_id, self.blueprint, s.node_id, s.iteration,
+                                                           s.value, dynamic) for s in starts}
+        for message in messages.values():
+            publish(self.app, self.graph, message)
+        self._progress(messages)
+
+    def _progress(self, added: dict[str, Payload]) -> None:
+        """Mark this token finished; complete the run when nothing is pending."""
+        remaining = self.rt.ledger.progress(self.run_id, self.token, added)
+        if remaining == 0:
+            complete_run(self.app, self.rt, self.run_id)
+        else:
+            self.rt.touch(self.run_id)
+
+    def _fail(self, record: dict[str, Any]) -> None:
+        logger.error("run %s failed at node %s: %s", self.run_id, self.node_id, record.get("message"))
+        fail_run(self.app, self.rt, self.run_id, [record])
+
+    def _version_mismatch(self, worker_version: str | None) -> None:
+        """Leave the message for a worker with the run's version; fail the run if none takes it."""
+        reason = (f"blueprint {self.msg['bp']!r} version mismatch: run started on version {self.msg.get('ver')!r}, "
+                  f"worker {socket.gethostname()} has version {worker_version!r}")
+        if self.task.request.retries < VERSION_MISMATCH_RETRIES:
+            logger.warning("%s; retrying", reason)
+            raise self.task.retry(countdown=5, max_retries=VERSION_MISMATCH_RETRIES)
+        self._fail({"nodeId": self.node_id, "type": "VersionMismatch", "message": reason})
+
+    # -- built-ins --------------------------------------------------------------------------
+
+    def _builtin(self, uses: str, node_input: Any) -> None:
+        node = self.graph.nodes[self.node_id]
+        if uses == "sleep":
+            try:
+                seconds = sleep_seconds(node.params, self.node_id)
+            except ValueError as exc:
+                self._fail({"nodeId": self.node_id, "message": str(exc), "type": "ValueError"})
+                return
+            wake_at = time.time() + seconds
+            message = dict(self.msg, wake=True, wakeAt=wake_at, value=node_input)
+            self.rt.ledger.update_pending(self.run_id, self.token, message)
+            self.rt.statuses.update(self.run_id, {"wakeAt": wake_at})
+            publish(self.app, self.graph, message, countdown=seconds)
+        elif uses in AWAITING_BUILTINS:
+            mark_awaiting(self.app, self.rt, self.run_id, self.token)
+        else:
+            self._start_child(node_input)
+
+    def _start_child(self, node_input: Any) -> None:
+        """Start the subflow's child run (idempotently: its id derives from this node)."""
+        params = self.graph.nodes[self.node_id].params
+        child_id = f"{self.run_id}.{self.node_id}.{self.iteration}"
+        initial, to_starts = subflow_initial_context(params, node_input, self._lookup)
+        self.rt.ledger.update_pending(self.run_id, self.token, dict(self.msg, childRun=child_id))
+        if self.rt.statuses.get(child_id) is not None:
+            return
+        start_run(self.app, self.rt, str(params.get("blueprintId")), initial, run_id=child_id,
+                  start_input=node_input if to_starts else None,
+                  parent={"parentRunId": self.run_id, "parentNodeId": self.node_id,
+                          "parentIteration": self.iteration})
+
+    def _child_ended(self, child: dict[str, Any]) -> None:
+        """The child run finished: complete or fail this subflow node."""
+        doc = self.rt.statuses.get(str(child.get("runId"))) or {}
+        status = doc.get("status")
+        result = doc.get("result") or {}
+        if status != "completed":
+            errors = "; ".join(str(e.get("message")) for e in doc.get("errors") or []) or str(status)
+            self._fail({"nodeId": self.node_id, "type": "SubflowError",
+                        "message": f"subflow {child.get('runId')} {status}: {errors}"})
+            return
+        context = dict(result.get("context") or {})
+        child_bp = self.rt.blueprints[str(doc.get("blueprintId"))]
+        child_graph = Graph(child_bp)
+        terminals = {n: context[engine.output_key(n)] for n in child_graph.nodes
+                     if not child_graph.out_edges.get(n) and engine.output_key(n) in context}
+        output, copies = subflow_result(self.graph.nodes[self.node_id].params, context, terminals)
+        for key, value in copies.items():
+            self.rt.contexts.set(self.run_id, key, value)
+        self._succeed(NodeResult(output=output))
