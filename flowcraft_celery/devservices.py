@@ -28,12 +28,8 @@ from flowcraft_celery import background
 
 HOST = "127.0.0.1"
 AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
-COSMOS_KEY = (
-    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DDJf5/2oMqLl6JVXUEHnCYqC7gsXzlzUm7xzy2Pp1FHpWw=="
-)
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+COSMOS_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DDJf5/2oMqLl6JVXUEHnCYqC7gsXzlzUm7xzy2Pp1FHpWw=="
 DEFAULT_TIMEOUT = 60.0
 PROBE_TIMEOUT = 2.0
 
@@ -89,9 +85,7 @@ def env_vars(ports: Ports) -> dict[str, str]:
     )
     return {
         "AZURE_STORAGE_CONNECTION_STRING": storage,
-        "AZURE_COSMOS_CONNECTION_STRING": (
-            f"AccountEndpoint=https://{HOST}:{ports.cosmos}/;AccountKey={COSMOS_KEY};"
-        ),
+        "AZURE_COSMOS_CONNECTION_STRING": (f"AccountEndpoint=https://{HOST}:{ports.cosmos}/;AccountKey={COSMOS_KEY};"),
         "FLOWCRAFT_COSMOS_VERIFY_TLS": "false",
         "REDIS_URL": f"redis://{HOST}:{ports.redis}/0",
     }
@@ -190,12 +184,8 @@ def endpoints(ports: Ports) -> list[Endpoint]:
     """The five endpoints on `ports`, in start order."""
     return [
         Endpoint("azurite-blob", ports.blob, f"http://{HOST}:{ports.blob}", _azurite_probe("Blob")),
-        Endpoint(
-            "azurite-queue", ports.queue, f"http://{HOST}:{ports.queue}", _azurite_probe("Queue")
-        ),
-        Endpoint(
-            "azurite-table", ports.table, f"http://{HOST}:{ports.table}", _azurite_probe("Table")
-        ),
+        Endpoint("azurite-queue", ports.queue, f"http://{HOST}:{ports.queue}", _azurite_probe("Queue")),
+        Endpoint("azurite-table", ports.table, f"http://{HOST}:{ports.table}", _azurite_probe("Table")),
         Endpoint("cosmos", ports.cosmos, f"https://{HOST}:{ports.cosmos}", _cosmos_probe),
         Endpoint("redis", ports.redis, f"redis://{HOST}:{ports.redis}", _redis_probe),
     ]
@@ -204,6 +194,7 @@ def endpoints(ports: Ports) -> list[Endpoint]:
 # --- launches ------------------------------------------------------------------------------
 
 AZURITE_FLAGS = ("--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck", "--silent")
+REDIS_FLAGS = ("--bind", HOST, "--save", "", "--appendonly", "no", "--daemonize", "no")
 
 
 @dataclass(frozen=True)
@@ -220,62 +211,28 @@ class Launch:
         return Path(self.argv[0]).name
 
 
+def _azurite(bin_dir: Path, program: str, parts: list[Endpoint]) -> Launch:
+    """Azurite (`program`: the whole or one service's binary) serving `parts` on loopback."""
+    key = "-".join([program, *(str(e.port) for e in parts)])
+    flags: list[str] = []
+    for e in parts:
+        kind = e.name.removeprefix("azurite-")
+        flags += [f"--{kind}Host", HOST, f"--{kind}Port", str(e.port)]
+    return Launch(key, tuple(parts), (str(bin_dir / program), *AZURITE_FLAGS, *flags))
+
+
 def launches(ports: Ports, root: Path, redis_server: str = "redis-server") -> list[Launch]:
     """Every process that can serve endpoints on `ports`, whole Azurite before its parts."""
-    by_name = {e.name: e for e in endpoints(ports)}
+    blob, queue, table, cosmos, redis = endpoints(ports)
     bin_dir = root / "node_modules" / ".bin"
-    azurite = [by_name[f"azurite-{kind}"] for kind in ("blob", "queue", "table")]
-
-    def azurite_flags(parts: list[Endpoint]) -> list[str]:
-        kinds = [(e.name.removeprefix("azurite-"), e.port) for e in parts]
-        return [
-            f for kind, port in kinds for f in (f"--{kind}Host", HOST, f"--{kind}Port", str(port))
-        ]
-
-    whole_key = "-".join(["azurite", *(str(e.port) for e in azurite)])
-    result = [
-        Launch(
-            whole_key,
-            tuple(azurite),
-            (str(bin_dir / "azurite"), *AZURITE_FLAGS, *azurite_flags(azurite)),
-        ),
-        *(
-            Launch(
-                f"{e.name}-{e.port}",
-                (e,),
-                (str(bin_dir / e.name), *AZURITE_FLAGS, *azurite_flags([e])),
-            )
-            for e in azurite
-        ),
+    cosmos_argv = (str(bin_dir / "cosmosdb-server"), "-p", str(cosmos.port), "--host", HOST)
+    redis_argv = (redis_server, "--port", str(redis.port), *REDIS_FLAGS)
+    return [
+        _azurite(bin_dir, "azurite", [blob, queue, table]),
+        *(_azurite(bin_dir, part.name, [part]) for part in (blob, queue, table)),
+        Launch(f"cosmosdb-server-{cosmos.port}", (cosmos,), cosmos_argv),
+        Launch(f"redis-{redis.port}", (redis,), redis_argv),
     ]
-    cosmos, redis = by_name["cosmos"], by_name["redis"]
-    result.append(
-        Launch(
-            f"cosmosdb-server-{cosmos.port}",
-            (cosmos,),
-            (str(bin_dir / "cosmosdb-server"), "-p", str(cosmos.port)),
-        )
-    )
-    result.append(
-        Launch(
-            f"redis-{redis.port}",
-            (redis,),
-            (
-                redis_server,
-                "--port",
-                str(redis.port),
-                "--bind",
-                HOST,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ),
-        )
-    )
-    return result
 
 
 def plan(ports: Ports, states: Mapping[str, State], root: Path, redis_server: str) -> list[Launch]:
@@ -382,20 +339,16 @@ def _wait_ready(folder: Path, started: Mapping[Launch, int], timeout: float) -> 
                 del pending[launch]
             elif not background.alive(pid):
                 code = background.exit_code(pid)
-                raise ServiceError(
-                    f"{launch.key} exited (code {code}) before answering; "
-                    f"see {log}\n{background.log_tail(log)}"
-                )
+                tail = background.log_tail(log)
+                raise ServiceError(f"{launch.key} exited (code {code}) before answering; see {log}\n{tail}")
         if not pending:
             return
         if time.monotonic() > deadline:
             launch = next(iter(pending))
             urls = ", ".join(e.url for e in launch.endpoints)
             log = background.log_path(folder, launch.key)
-            raise ServiceError(
-                f"{launch.key} did not answer on {urls} within {timeout:g}s; "
-                f"see {log}\n{background.log_tail(log)}"
-            )
+            tail = background.log_tail(log)
+            raise ServiceError(f"{launch.key} did not answer on {urls} within {timeout:g}s; see {log}\n{tail}")
         time.sleep(0.2)
 
 
@@ -439,9 +392,7 @@ def bring_up(ports: Ports | None = None, timeout: float = DEFAULT_TIMEOUT) -> li
         taken = [e for e in by_name.values() if states[e.name] is State.FOREIGN]
         if taken:
             names = ", ".join(f"{e.name} on {e.url}" for e in taken)
-            raise ServiceError(
-                f"port in use by something that is not the expected service: {names}"
-            )
+            raise ServiceError(f"port in use by something that is not the expected service: {names}")
         redis_server = "redis-server"
         if states["redis"] is State.FREE:
             redis_server = _redis_server(root)
@@ -479,7 +430,7 @@ def up(ports: Ports | None = None, timeout: float = DEFAULT_TIMEOUT) -> dict[str
 
 
 def status(ports: Ports | None = None) -> list[Report]:
-    """Probe every endpoint and say who runs it, changing nothing."""
+    """Probe every endpoint and say who runs it (changes nothing but stale PID files)."""
     ports = Ports.from_env() if ports is None else ports
     root = repo_root()
     folder = services_dir(root)
@@ -509,9 +460,7 @@ def down(ports: Ports | None = None, *, only_started_here: bool = False) -> list
 
 # --- command line ------------------------------------------------------------------------------
 
-_PORTS_HELP = "\b\n" + "\n".join(
-    f"{var} (default {default})" for var, default in PORT_VARS.values()
-)
+_PORTS_HELP = "\b\n" + "\n".join(f"{var} (default {default})" for var, default in PORT_VARS.values())
 
 
 @click.group(
@@ -519,8 +468,7 @@ _PORTS_HELP = "\b\n" + "\n".join(
     help=(
         "Dev services on loopback: Azurite (blob, queue, table), the Cosmos DB emulator, Redis. "
         "`up` reuses what already answers and starts the rest (logs and PID files in .services/); "
-        "`down` stops only what `up` started.\n\nPorts are overridable by environment:\n\n"
-        + _PORTS_HELP
+        "`down` stops only what `up` started.\n\nPorts are overridable by environment:\n\n" + _PORTS_HELP
     ),
 )
 def services_command() -> None:

@@ -125,9 +125,7 @@ def test_up_starts_what_is_missing_and_down_stops_it(stop_after: Ports) -> None:
     folder = devservices.services_dir(devservices.repo_root())
     pids = {int(p.read_text()) for p in folder.glob("*.pid") if _is_for(p, ports)}
     assert len(pids) == 3
-    queues = QueueServiceClient.from_connection_string(
-        devservices.env_vars(ports)["AZURE_STORAGE_CONNECTION_STRING"]
-    )
+    queues = QueueServiceClient.from_connection_string(devservices.env_vars(ports)["AZURE_STORAGE_CONNECTION_STRING"])
     queues.create_queue("started-here")
 
     stopped = devservices.down(ports)
@@ -159,8 +157,6 @@ def test_up_refuses_a_port_held_by_something_else(stop_after: Ports) -> None:
 
 def test_cli_env_output_evals_to_the_env_vars(services_env: dict[str, str]) -> None:
     cli = Path(sys.executable).with_name("flowcraft-celery")
-    script = f'eval "$({cli} services up --env)"; ' + "; ".join(
-        f'printf "%s\\n" "${name}"' for name in ENV_NAMES
-    )
+    script = f'eval "$({cli} services up --env)"; ' + "; ".join(f'printf "%s\\n" "${name}"' for name in ENV_NAMES)
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == [services_env[name] for name in ENV_NAMES]

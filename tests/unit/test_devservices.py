@@ -37,9 +37,7 @@ def test_default_env_vars_point_at_the_standard_emulator_ports() -> None:
             "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
             "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
         ),
-        "AZURE_COSMOS_CONNECTION_STRING": (
-            f"AccountEndpoint=https://127.0.0.1:8081/;AccountKey={COSMOS_KEY};"
-        ),
+        "AZURE_COSMOS_CONNECTION_STRING": (f"AccountEndpoint=https://127.0.0.1:8081/;AccountKey={COSMOS_KEY};"),
         "FLOWCRAFT_COSMOS_VERIFY_TLS": "false",
         "REDIS_URL": "redis://127.0.0.1:6379/0",
     }
@@ -61,9 +59,7 @@ def test_port_overrides_reach_every_env_var() -> None:
     assert "BlobEndpoint=http://127.0.0.1:20000/devstoreaccount1;" in storage
     assert "QueueEndpoint=http://127.0.0.1:20001/devstoreaccount1;" in storage
     assert "TableEndpoint=http://127.0.0.1:20002/devstoreaccount1;" in storage
-    assert env["AZURE_COSMOS_CONNECTION_STRING"].startswith(
-        "AccountEndpoint=https://127.0.0.1:20081/;"
-    )
+    assert env["AZURE_COSMOS_CONNECTION_STRING"].startswith("AccountEndpoint=https://127.0.0.1:20081/;")
     assert env["REDIS_URL"] == "redis://127.0.0.1:26379/0"
 
 
@@ -104,11 +100,8 @@ def test_all_free_starts_one_azurite_with_the_documented_command() -> None:
         " --skipApiVersionCheck --silent --blobHost 127.0.0.1 --blobPort 10000"
         " --queueHost 127.0.0.1 --queuePort 10001 --tableHost 127.0.0.1 --tablePort 10002"
     )
-    assert cosmos == "/repo/node_modules/.bin/cosmosdb-server -p 8081"
-    assert redis == (
-        "/usr/bin/redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no"
-        " --daemonize no"
-    )
+    assert cosmos == "/repo/node_modules/.bin/cosmosdb-server -p 8081 --host 127.0.0.1"
+    assert redis == ("/usr/bin/redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize no")
 
 
 def test_a_partly_running_azurite_gets_only_its_missing_parts() -> None:
