@@ -1,49 +1,65 @@
 """CoordinationStore on Redis: fan-in arrivals, once-only claims and owner-token locks.
 
-Each operation is one Redis command (a Lua script or SET NX), idempotent under redelivery:
-an arrival is recorded once per predecessor (first word wins between arrive and skip), a
-claim answers yes to its first holder and to that same holder again, and a lock is released
-only by the token that holds it. Keys expire after `ttl_seconds` so finished runs leave nothing.
+Each operation is one Redis command (a Lua script run by EVALSHA), so it is atomic and
+idempotent under redelivery: an arrival is recorded once per predecessor (the first word wins
+between arrive and skip) and answered with the join's whole state; a claim answers yes to its
+first holder and to that holder again; a lock is re-entrant for its token and released only by
+it. Join and claim keys expire after `ttl_seconds` (refreshed on each arrival), so finished
+runs leave nothing behind. Keys of one scope share a hash tag (`{scope}`) for Redis Cluster.
+`commands` counts the Redis commands this store has sent, for benchmarks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from flowcraft_celery.stores.base import JoinState
 
+#: How long join and claim keys live after their last write: a week.
+DEFAULT_TTL_SECONDS = 7 * 24 * 3600.0
+
 _ARRIVE = """
 local arrived, skipped = KEYS[1], KEYS[2]
-local pred = ARGV[1]
-if redis.call('HEXISTS', arrived, pred) == 0 and redis.call('SISMEMBER', skipped, pred) == 0 then
+local predecessor = ARGV[1]
+if redis.call('HEXISTS', arrived, predecessor) == 0
+    and redis.call('SISMEMBER', skipped, predecessor) == 0 then
   if ARGV[3] == '1' then
-    redis.call('SADD', skipped, pred)
+    redis.call('SADD', skipped, predecessor)
   else
-    redis.call('HSET', arrived, pred, ARGV[2])
+    redis.call('HSET', arrived, predecessor, ARGV[2])
   end
-  redis.call('EXPIRE', arrived, ARGV[4])
-  redis.call('EXPIRE', skipped, ARGV[4])
 end
+redis.call('PEXPIRE', arrived, ARGV[4])
+redis.call('PEXPIRE', skipped, ARGV[4])
 return {redis.call('HGETALL', arrived), redis.call('SMEMBERS', skipped)}
 """
 
 _CLAIM = """
-local current = redis.call('GET', KEYS[1])
-if not current then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
-if current == ARGV[1] then return 1 end
+if holder == ARGV[1] then
+  return 1
+end
 return 0
 """
 
 _ACQUIRE = """
-local current = redis.call('GET', KEYS[1])
-if not current or current == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if not holder then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
@@ -58,39 +74,120 @@ return 0
 
 
 def _text(value: bytes | str) -> str:
+    """A reply as text, whether or not the client decodes responses."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _milliseconds(seconds: float) -> int:
+    """A TTL in whole milliseconds, at least 1 (Redis refuses 0)."""
+    return max(1, int(seconds * 1000))
+
+
+def _glob_escape(text: str) -> str:
+    """`text` with Redis glob metacharacters escaped, for SCAN MATCH."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+class _Script:
+    """A Lua script's source and SHA1, the name EVALSHA runs it by."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
 class RedisCoordinationStore:
     """Joins, claims and locks under `prefix` in one Redis database."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "flowcraft:", ttl_seconds: int = 7 * 86400) -> None:
-        self._redis = client
-        self._prefix = prefix
-        self._ttl = ttl_seconds
-        self._arrive = client.register_script(_ARRIVE)
-        self._claim = client.register_script(_CLAIM)
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
+    def __init__(
+        self, client: redis.Redis | str, prefix: str = "flowcraft:",
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+    ) -> None:
+        self._redis = redis.Redis.from_url(client) if isinstance(client, str) else client
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+        self._count_lock = threading.Lock()
+        self._commands = 0
+        self._arrive = _Script(_ARRIVE)
+        self._claim = _Script(_CLAIM)
+        self._acquire = _Script(_ACQUIRE)
+        self._release = _Script(_RELEASE)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "flowcraft:") -> RedisCoordinationStore:
+    def from_url(
+        cls, url: str, prefix: str = "flowcraft:", ttl_seconds: float = DEFAULT_TTL_SECONDS,
+    ) -> RedisCoordinationStore:
         """Connect with a `redis://` URL."""
-        return cls(redis.Redis.from_url(url), prefix)
+        return cls(redis.Redis.from_url(url), prefix, ttl_seconds)
+
+    @property
+    def commands(self) -> int:
+        """Redis commands sent so far by this store (script loads and SCANs included)."""
+        return self._commands
+
+    def _count(self, n: int = 1) -> None:
+        """Add `n` to the command counter."""
+        with self._count_lock:
+            self._commands += n
+
+    def _run(self, script: _Script, keys: list[str], args: list[str | int]) -> Any:
+        """One EVALSHA; on NOSCRIPT (a restarted or flushed server) load the script and retry."""
+        self._count()
+        try:
+            return self._redis.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self._count(2)
+            self._redis.script_load(script.source)
+            return self._redis.evalsha(script.sha, len(keys), *keys, *args)
+
+    def join_keys(self, scope: str) -> tuple[str, str]:
+        """The Redis keys of a join: the arrived hash and the skipped set."""
+        return f"{self.prefix}join:{{{scope}}}:arrived", f"{self.prefix}join:{{{scope}}}:skipped"
+
+    def claim_key(self, scope: str) -> str:
+        """The Redis key of a claim."""
+        return f"{self.prefix}claim:{{{scope}}}"
+
+    def lock_key(self, name: str) -> str:
+        """The Redis key of a lock."""
+        return f"{self.prefix}lock:{{{name}}}"
 
     def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False) -> JoinState:
-        keys = [f"{self._prefix}join:{scope}:arrived", f"{self._prefix}join:{scope}:skipped"]
-        args = [predecessor, json.dumps(value, separators=(",", ":")), "1" if skipped else "0", self._ttl]
-        flat, skips = self._arrive(keys=keys, args=args)
+        """Record one predecessor's arrival (or skip) at a join, once, and return the state after it."""
+        encoded = json.dumps(value, separators=(",", ":"))
+        flat, members = self._run(
+            self._arrive, list(self.join_keys(scope)),
+            [predecessor, encoded, "1" if skipped else "0", _milliseconds(self.ttl_seconds)],
+        )
         arrived = {_text(flat[i]): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return JoinState(arrived, {_text(s) for s in skips})
+        return JoinState(arrived, {_text(member) for member in members})
 
     def claim(self, scope: str, token: str, ttl: float | None = None) -> bool:
-        seconds = int(ttl) if ttl else self._ttl
-        return bool(self._claim(keys=[f"{self._prefix}claim:{scope}"], args=[token, seconds]))
+        """Claim `scope` for `token`: True for the first claimant and again for the same token."""
+        seconds = self.ttl_seconds if ttl is None else ttl
+        return bool(self._run(self._claim, [self.claim_key(scope)], [token, _milliseconds(seconds)]))
 
     def acquire(self, name: str, token: str, ttl: float) -> bool:
-        return bool(self._acquire(keys=[f"{self._prefix}lock:{name}"], args=[token, int(ttl * 1000)]))
+        """Take a lock for `token` if free, or extend it if already ours; it expires after `ttl` s."""
+        return bool(self._run(self._acquire, [self.lock_key(name)], [token, _milliseconds(ttl)]))
 
     def release(self, name: str, token: str) -> bool:
-        return bool(self._release(keys=[f"{self._prefix}lock:{name}"], args=[token]))
+        """Release a lock only if `token` owns it; True if this call released it."""
+        return bool(self._run(self._release, [self.lock_key(name)], [token]))
+
+    def delete_scope(self, scope_prefix: str) -> int:
+        """Delete the joins and claims whose scope starts with `scope_prefix` (e.g. `<run id>:`)."""
+        deleted = 0
+        escaped = _glob_escape(scope_prefix)
+        for kind in ("join", "claim"):
+            pattern = f"{_glob_escape(self.prefix)}{kind}:{{{escaped}*"
+            cursor = 0
+            while True:
+                self._count()
+                cursor, keys = self._redis.scan(cursor, match=pattern, count=500)
+                if keys:
+                    self._count()
+                    deleted += int(self._redis.unlink(*keys))
+                if int(cursor) == 0:
+                    break
+        return deleted
