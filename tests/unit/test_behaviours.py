@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 
@@ -122,8 +123,7 @@ def test_counted_and_registry_for_count_invocations_per_node() -> None:
     recorder = MemoryRecorder()
     registry = registry_for({"e": {"kind": "echo"}, "f": {"kind": "fail", "times": -1}}, recorder, prefix="p.")
     assert "p.e" in registry and "e" not in registry
-    echo = registry.get("p.e")
-    assert callable(echo)
+    echo = cast(Callable[[NodeContext], Any], registry.get("p.e"))
     echo(make_ctx(node_id="a"))
     echo(make_ctx(node_id="a"))
     echo(make_ctx(node_id="b"))
