@@ -7,6 +7,7 @@ its task `flowcraft.node.<uses>`.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -42,5 +43,8 @@ def _fresh_connections(**_: Any) -> None:
     """A forked pool process must not share the parent's Cosmos and Redis connections."""
     reset_runtimes()
 
+
+# The Azure SDKs log every HTTP request at INFO; a worker at `-l INFO` should show tasks, not headers.
+logging.getLogger("azure").setLevel(logging.WARNING)
 
 app = create_app()

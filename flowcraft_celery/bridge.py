@@ -144,7 +144,7 @@ class NodeExecution:
         logger.warning("run %s node %s attempt %s failed: %s", self.run_id, self.node_id, error.attempt, error)
         if error.retriable and error.attempt < attempts:
             raise self.task.retry(kwargs={"msg": dict(self.msg, attempt=error.attempt + 1)},
-                                  countdown=delay or None, max_retries=attempts)
+                                  countdown=delay, max_retries=attempts)
         own = run_fallback(self.rt.registry.get(self.graph.nodes[self.node_id].uses), error, ctx)
         if own is not None:
             self._succeed(own)

@@ -193,6 +193,17 @@ class LocalMode:
         return Outcome(result.status, result.context, result.errors, recorder.counts())
 
 
+def scenarios_env(path: str, key: str) -> dict[str, str]:
+    """Environment that makes Celery workers and the runner load the scenarios of `path`
+    (read by `flowcraft_celery.conformance_celery` when it is imported)."""
+    return {
+        "FLOWCRAFT_SCENARIOS": str(Path(path).resolve()),
+        "FLOWCRAFT_CONFORMANCE_KEY": key,
+        "FLOWCRAFT_NODE_MODULES": "flowcraft_celery.conformance_celery",
+        "FLOWCRAFT_BLUEPRINTS": "flowcraft_celery.conformance_celery:blueprints",
+    }
+
+
 def _resume_steps(steps: list[Any]) -> Iterator[Mapping[str, Any]]:
     for step in steps:
         yield step if isinstance(step, Mapping) else {}

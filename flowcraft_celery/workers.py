@@ -1,0 +1,101 @@
+"""Starting and stopping real `celery worker` / `celery beat` processes (demo, conformance, tests).
+
+Each process gets its own log file and is stopped by PID (TERM, then KILL) — also when the
+caller fails — through the `WorkerGroup` context manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+
+class WorkerGroup:
+    """A set of Celery processes sharing one environment; use as a context manager."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: str | Path, cwd: str | Path | None = None) -> None:
+        self.env = {**os.environ, **env}
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.cwd = str(cwd or Path.cwd())
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = self.log_dir / f"{name}.log"
+        handle = log.open("wb")
+        process = subprocess.Popen([sys.executable, "-m", "celery", "-A", "flowcraft_celery", *args],
+                                   env=self.env, cwd=self.cwd, stdout=handle, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        handle.close()
+        self.processes.append(process)
+        self.logs.append(log)
+        return process
+
+    def worker(self, queues: str | None = None, concurrency: int = 2, name: str | None = None,
+               pool: str = "prefork") -> subprocess.Popen[bytes]:
+        """Start one worker process (its pool has `concurrency` children)."""
+        node = name or f"w{len(self.processes)}-{uuid.uuid4().hex[:6]}"
+        args = ["worker", "-l", "INFO", "-n", f"{node}@%h", "-c", str(concurrency), "-P", pool,
+                "--without-gossip", "--without-mingle"]
+        if queues:
+            args += ["-Q", queues]
+        return self._spawn(node, args)
+
+    def beat(self) -> subprocess.Popen[bytes]:
+        """Start `celery beat` (schedule file in the log folder)."""
+        schedule = self.log_dir / f"beat-{uuid.uuid4().hex[:6]}"
+        return self._spawn("beat", ["beat", "-l", "INFO", "-s", str(schedule)])
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until every worker logged `ready` (RuntimeError with the log tail otherwise)."""
+        deadline = time.monotonic() + timeout
+        for process, log in zip(self.processes, self.logs, strict=True):
+            if log.name.startswith("beat"):
+                continue
+            while b"ready." not in log.read_bytes():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"worker {log.stem} did not start (log {log}):\n{tail}")
+                time.sleep(0.2)
+
+    def kill(self, process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to a process and its children (its session)."""
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """TERM every process group, then KILL what is left after 15 s."""
+        for process in self.processes:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        deadline = time.monotonic() + 15
+        for process in self.processes:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                self.kill(process)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def __enter__(self) -> WorkerGroup:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
