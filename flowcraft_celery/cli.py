@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,3 +173,113 @@ def _celery_mode(scenarios_file: str, workers: int, external: bool) -> Iterator[
                 group.worker(queues=env["FLOWCRAFT_DEFAULT_QUEUE"])
             group.wait_ready()
         yield CeleryMode()
+
+
+def _client() -> Any:
+    from flowcraft_celery.client import Client
+
+    return Client()
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@main.command("start")
+@click.argument("blueprint_id")
+@click.option("--context", "context", callback=_json_option, default=None, metavar="JSON",
+              help="Initial context as a JSON object.")
+@click.option("--wait", "wait", is_flag=True, help="Show progress and wait until the run ends or awaits.")
+@click.option("--timeout", default=None, type=float, help="With --wait: give up after this many seconds.")
+def start_command(blueprint_id: str, context: Any, wait: bool, timeout: float | None) -> None:
+    """Start a run of BLUEPRINT_ID on the Celery workers; print its run id (or its result with --wait)."""
+    from flowcraft_celery.runs import RunError
+
+    if context is not None and not isinstance(context, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--context")
+    client = _client()
+    try:
+        run = client.start(blueprint_id, context or {})
+    except (RunError, BlueprintValidationError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not wait:
+        click.echo(run.run_id)
+        return
+    click.echo(f"run {run.run_id}", err=True)
+    started = time.monotonic()
+
+    def show(doc: Any) -> None:
+        done = client.progress(run.run_id)
+        click.echo(f"\r{doc.get('status')}: {done} node(s) finished, {time.monotonic() - started:.1f} s",
+                   err=True, nl=False)
+
+    try:
+        doc = run.wait(timeout, on_poll=show)
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("", err=True)
+    _echo_json(doc.get("result") or doc)
+    sys.exit(1 if doc.get("status") == "failed" else 0)
+
+
+@main.command("status")
+@click.argument("run_id")
+def status_command(run_id: str) -> None:
+    """Print a run's status document as JSON."""
+    from flowcraft_celery.runs import RunError
+
+    try:
+        _echo_json(_client().status(run_id))
+    except RunError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command("resume")
+@click.argument("run_id")
+@click.argument("action", required=False)
+@click.option("--output", "output", callback=_json_option, default=None, metavar="JSON",
+              help="The waiting node's output, as JSON.")
+@click.option("--node", "node_id", default=None, help="Which waiting node (default: the first).")
+def resume_command(run_id: str, action: str | None, output: Any, node_id: str | None) -> None:
+    """Continue an awaiting run: the waiting node gets OUTPUT and ACTION as its result."""
+    from flowcraft_celery.runs import RunError
+
+    try:
+        resumed = _client().resume(run_id, action, output, node_id)
+    except RunError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"resumed {run_id} at {resumed}")
+
+
+@main.command("cancel")
+@click.argument("run_id")
+def cancel_command(run_id: str) -> None:
+    """Cancel a run; nothing of it starts afterwards."""
+    from flowcraft_celery.runs import RunError
+
+    try:
+        cancelled = _client().cancel(run_id)
+    except RunError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"cancelled {run_id}" if cancelled else f"{run_id} had already ended")
+
+
+@main.command("runs")
+@click.option("--status", "status", default=None,
+              type=click.Choice(["running", "awaiting", "completed", "failed", "cancelled", "stalled"]))
+@click.option("--limit", default=20, show_default=True)
+def runs_command(status: str | None, limit: int) -> None:
+    """List the newest runs: id, status, blueprint, last update."""
+    for doc in _client().list_runs(status, limit):
+        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(doc.get("lastUpdated", 0))))
+        click.echo(f"{doc.get('runId')}  {doc.get('status'):<9}  {doc.get('blueprintId')}  {updated}")
+
+
+@main.command("reconcile")
+@click.option("--stall-seconds", default=None, type=float, help="Idle time after which a running run is stalled.")
+def reconcile_command(stall_seconds: float | None) -> None:
+    """Re-publish the outstanding work of stalled runs now (what beat schedules); print the counts."""
+    from flowcraft_celery.reconcile import reconcile
+
+    client = _client()
+    _echo_json(reconcile(client.app, client.runtime, stall_seconds).to_dict())
