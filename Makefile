@@ -42,9 +42,8 @@ lint: install ## ruff and mypy.
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-demo: install ## Run the example order workflow in-process.
-	$(BIN)/flowcraft-celery run examples/order-flow.json --local --registry examples.order_nodes \
-		--context "$$(cat examples/contexts/order.json)"
+demo: install ## Run the example order workflow on real Celery workers and beat over the dev services.
+	$(BIN)/flowcraft-celery demo
 
 services-up: install ## Start (or reuse) Azurite, the Cosmos emulator and Redis on loopback.
 	$(BIN)/flowcraft-celery services up

@@ -283,3 +283,11 @@ def reconcile_command(stall_seconds: float | None) -> None:
 
     client = _client()
     _echo_json(reconcile(client.app, client.runtime, stall_seconds).to_dict())
+
+
+@main.command("demo")
+def demo_command() -> None:
+    """Run the example order workflow on 2 real Celery workers and beat over the dev services."""
+    from flowcraft_celery.demo import run_demo
+
+    sys.exit(run_demo(click.echo))

@@ -15,10 +15,14 @@ from typing import Any
 import redis
 
 _PROGRESS = """
-local pending, finished = KEYS[1], KEYS[2]
+local pending, finished, times = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[2] ~= '' then
   redis.call('HDEL', pending, ARGV[2])
-  redis.call('SADD', finished, ARGV[2])
+  if redis.call('SADD', finished, ARGV[2]) == 1 then
+    local now = redis.call('TIME')
+    redis.call('HSET', times, ARGV[2], now[1] .. '.' .. string.format('%06d', now[2]))
+    redis.call('EXPIRE', times, ARGV[1])
+  end
 end
 for i = 3, #ARGV, 2 do
   if redis.call('SISMEMBER', finished, ARGV[i]) == 0 then
@@ -58,7 +62,7 @@ class RunLedger:
         args: list[Any] = [self._ttl, done or ""]
         for name, payload in added.items():
             args += [name, json.dumps(payload, separators=(",", ":"))]
-        keys = [self._key(run_id, "pending"), self._key(run_id, "finished")]
+        keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times")]
         return int(self._progress(keys=keys, args=args))
 
     def check(self, run_id: str, node_token: str) -> tuple[bool, str]:
@@ -107,13 +111,19 @@ class RunLedger:
         """Tokens of nodes waiting for an external event, sorted."""
         return sorted(_text(t) for t in self._redis.smembers(self._key(run_id, "awaiting")))
 
+    def finish_times(self, run_id: str) -> list[tuple[str, float]]:
+        """When each node execution finished (Redis server time), in order."""
+        raw = self._redis.hgetall(self._key(run_id, "times"))
+        return sorted(((_text(k), float(v)) for k, v in raw.items()), key=lambda item: item[1])
+
     def finished_count(self, run_id: str) -> int:
         """How many node executions of the run have finished."""
         return int(self._redis.scard(self._key(run_id, "finished")))
 
     def forget(self, run_id: str) -> None:
         """Delete the run's bookkeeping (its keys expire on their own otherwise)."""
-        self._redis.delete(*(self._key(run_id, n) for n in ("pending", "finished", "halt", "dynamic", "awaiting")))
+        names = ("pending", "finished", "halt", "dynamic", "awaiting", "times")
+        self._redis.delete(*(self._key(run_id, n) for n in names))
 
 
 def _text(value: bytes | str) -> str:
