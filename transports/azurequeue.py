@@ -625,12 +625,13 @@ class Transport(virtual.Transport):
 
     def _poll(self, queue: str, channel: AzureQueueChannel) -> bool:
         """Receive one batch from `queue` and deliver it; tell whether anything was delivered."""
-        received = self.receive(queue, channel.batch_size())
+        wanted = channel.batch_size()
+        received = self.receive(queue, wanted)
         now = time.monotonic()
         if not received:
             self.schedule.was_empty(queue, now)
             return False
-        self.schedule.got_messages(queue, now)
+        self.schedule.got_messages(queue, now, full=len(received) >= wanted)
         delivered = False
         for message in received:
             payload = channel.accept(queue, message)

@@ -16,7 +16,8 @@ class QueuePollState:
 class PollSchedule:
     """Per-queue geometric backoff between `min_interval` and `max_interval` seconds.
 
-    A queue that returned messages is polled again at once; each empty poll doubles the wait,
+    A queue that returned a full batch is polled again at once, one that returned a partial
+    batch after `min_interval`; each empty poll doubles the wait,
     from `min_interval` up to `max_interval`, so an idle queue costs 1/max_interval requests
     per second and a busy one is drained without pause.
     """
@@ -39,11 +40,12 @@ class PollSchedule:
         """Return when the earliest of `queues` becomes due."""
         return min(self.state(q).next_at for q in queues)
 
-    def got_messages(self, queue: str, now: float) -> None:
-        """Record a poll that returned messages: poll again at once."""
+    def got_messages(self, queue: str, now: float, full: bool) -> None:
+        """Record a poll that returned messages: again at once if the batch was full, else
+        after `min_interval`, so a trickle is collected in batches rather than one by one."""
         state = self.state(queue)
         state.interval = 0.0
-        state.next_at = now
+        state.next_at = now if full else now + self.min_interval
 
     def was_empty(self, queue: str, now: float) -> None:
         """Record an empty poll: wait twice as long as last time (within bounds)."""
