@@ -112,7 +112,8 @@ def run_command(blueprint_file: str, local: bool, context: Any, registry_modules
     try:
         result = runner.run(blueprint, context or {})
     except BlueprintValidationError as exc:
-        raise click.ClickException(str(exc)) from exc
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     sys.exit(1 if result.status == "failed" else 0)
 
@@ -291,3 +292,7 @@ def demo_command() -> None:
     from flowcraft_celery.demo import run_demo
 
     sys.exit(run_demo(click.echo))
+
+
+if __name__ == "__main__":
+    main()

@@ -76,7 +76,11 @@ def run_attempt(impl: Implementation, ctx: NodeContext, timeout: float | None) -
 def run_fallback(impl: Implementation, error: NodeAttemptError, ctx: NodeContext) -> NodeResult | None:
     """A class node's own `fallback()` after the last attempt: its result, or None if it re-raised."""
     target = instantiate(impl)
-    if not isinstance(target, Node) or type(target).fallback is Node.fallback:
+    if not isinstance(target, Node):
+        return None
+    if type(target).fallback is Node.fallback:
+        if error.retriable:  # prep/post failures were given to recover() where they happened
+            _recover(target, error.cause or error, ctx)
         return None
     try:
         return NodeResult.of(_resolve(target.fallback(error.cause or error, ctx)))

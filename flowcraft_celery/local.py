@@ -150,6 +150,7 @@ class LocalRunner:
         run = self._runs[run_id]
         run.cancelled = True
         run.queue.clear()
+        run.awaiting.clear()
         self.statuses.finish(run_id, "cancelled", None, run.errors)
 
     # -- scheduling -------------------------------------------------------------------------

@@ -193,7 +193,7 @@ def _graph_issues(blueprint: Blueprint, known: set[str]) -> list[ValidationIssue
             issues.append(ValidationIssue("INVALID_CONFIG", "metadata.cycleEntryPoints must be an array of node ids"))
         else:
             for entry in entry_points:
-                if entry not in known:
+                if not isinstance(entry, str) or entry not in known:
                     issues.append(ValidationIssue("INVALID_CONFIG",
                                                   f"metadata.cycleEntryPoints names unknown node {entry!r}"))
     starts = start_nodes(graph)

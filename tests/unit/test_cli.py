@@ -196,9 +196,6 @@ def test_run_local_invalid_blueprint_is_refused_with_its_issues(tmp_path: Path) 
     assert '"status"' not in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="run --local documents exit status 2 for an invalid blueprint, but "
-                                       "BlueprintValidationError is raised as click.ClickException (exit 1, "
-                                       "the same as a failed run)")
 def test_run_local_invalid_blueprint_exits_2(tmp_path: Path) -> None:
     path = write(tmp_path, "bad.json", {"id": "bad", "nodes": [{"id": "a", "uses": "wait"}],
                                         "edges": [{"source": "a", "target": "ghost"}]})

@@ -852,9 +852,6 @@ def test_recover_is_called_on_a_fatal_error_which_is_not_retried(kit: Kit, phase
     assert len([c for c in calls if c[0] == "exec"]) == (0 if phase == "prep" else 1)
 
 
-@pytest.mark.xfail(strict=True, reason="recover() is not called when every exec attempt failed and no fallback "
-                                       "covers it (invoke.run_fallback returns None without calling recover); "
-                                       "SPEC §2: recover runs when a fatal error escapes any phase")
 def test_recover_is_called_when_exec_failures_escape(kit: Kit) -> None:
     calls: list[tuple[str, str]] = []
     kit.registry.register("broken", recorder_node("exec", calls))
@@ -981,9 +978,6 @@ def test_cancel_an_awaiting_run_starts_nothing_more(kit: Kit) -> None:
     assert status is not None and status["status"] == "cancelled"
 
 
-@pytest.mark.xfail(strict=True, reason="LocalRunner.resume accepts a cancelled run (cancel leaves run.awaiting "
-                                       "filled) and records the resume output into it; a cancelled run is not "
-                                       "awaiting, so resume should be refused like for any other non-awaiting run")
 def test_resume_of_a_cancelled_run_is_refused(kit: Kit) -> None:
     runner = kit.runner()
     waiting = runner.run(approval_flow().build())

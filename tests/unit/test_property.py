@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -101,10 +100,6 @@ def test_loading_and_validating_never_crash(document: Any) -> None:
     assert Blueprint.from_dict(blueprint.to_dict()).to_dict() == blueprint.to_dict()
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="validation._graph_issues tests `entry not in known` (a set) for each "
-                          "metadata.cycleEntryPoints entry: an unhashable entry (object or array) raises "
-                          "TypeError instead of giving an INVALID_CONFIG issue")
 @SETTINGS
 @given(st.lists(unhashable_json, min_size=1, max_size=3))
 @example([{"k": 1}])
