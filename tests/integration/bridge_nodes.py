@@ -1,0 +1,95 @@
+"""Nodes and blueprints for the bridge integration tests; every invocation is counted in Redis.
+
+Workers import this module (`FLOWCRAFT_NODE_MODULES`); the counts live in the hash
+`<FLOWCRAFT_KEY_PREFIX>calls:<run id>` (field: node id) so a test sees every worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+
+from flowcraft_celery.blueprint import Blueprint
+from flowcraft_celery.builder import Flow
+from flowcraft_celery.context import NodeContext
+from flowcraft_celery.registry import node
+
+FAN_WIDTH = 200
+CHAIN_LENGTH = 5
+
+
+def calls_key(run_id: str) -> str:
+    """The Redis hash counting a run's node invocations."""
+    return f"{os.environ.get('FLOWCRAFT_KEY_PREFIX', 'flowcraft:')}calls:{run_id}"
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+def _count(ctx: NodeContext) -> None:
+    _redis().hincrby(calls_key(ctx.run_id), ctx.node_id, 1)
+
+
+@node("bt-step")
+def step(ctx: NodeContext) -> Any:
+    """Count the call, sleep `params.seconds` (default none), hand the input on."""
+    _count(ctx)
+    time.sleep(float(ctx.params.get("seconds", 0)))
+    return ctx.input if ctx.input is not None else ctx.node_id
+
+
+@node("bt-part")
+def part(ctx: NodeContext) -> int:
+    """A fan-out branch: writes its own context key and returns 1."""
+    _count(ctx)
+    ctx.context.set(f"part.{ctx.node_id}", ctx.node_id)
+    return 1
+
+
+@node("bt-sum")
+def total(ctx: NodeContext) -> int:
+    """The fan-in: the sum of every branch's output."""
+    _count(ctx)
+    snapshot = ctx.context.to_json()
+    return sum(int(v) for k, v in snapshot.items() if k.startswith("_outputs.p"))
+
+
+def _fan() -> Blueprint:
+    flow = Flow("bt-fan").node("start", "bt-step").node("join", "bt-sum")
+    for i in range(FAN_WIDTH):
+        flow.node(f"p{i}", "bt-part").edge("start", f"p{i}").edge(f"p{i}", "join")
+    return flow.build()
+
+
+def _chain(blueprint_id: str, seconds: list[float]) -> Blueprint:
+    ids = [f"c{i}" for i in range(len(seconds))]
+    flow = Flow(blueprint_id)
+    for node_id, wait in zip(ids, seconds, strict=True):
+        flow.node(node_id, "bt-step", params={"seconds": wait})
+    return flow.chain(*ids).build()
+
+
+def _approval() -> Blueprint:
+    return (Flow("bt-approval").node("gate", "wait").node("approved", "bt-step").node("rejected", "bt-step")
+            .edge("gate", "approved", action="approve").edge("gate", "rejected", action="reject").build())
+
+
+def blueprints() -> list[Blueprint]:
+    """What workers and the client both know."""
+    return [
+        _fan(),
+        _chain("bt-dup", [3.0, 0.0]),
+        _chain("bt-cancel", [1.5] * CHAIN_LENGTH),
+        _approval(),
+        _chain("bt-kill", [0.0, 5.0, 0.0]),
+        _chain("bt-stall", [0.0, 3.0, 0.0]),
+    ]
+
+
+def client_blueprints() -> list[Blueprint]:
+    """Known to the client only: workers must fail its runs with a clear reason."""
+    return [_chain("bt-client-only", [0.0, 0.0])]
