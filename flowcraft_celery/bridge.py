@@ -71,7 +71,7 @@ class NodeExecution:
 
     def handle(self) -> None:
         """Drop what is done or halted, check the blueprint, then run the node."""
-        finished, halted = self.rt.ledger.check(self.run_id, self.token)
+        finished, halted, self.maybe_recorded = self.rt.ledger.check(self.run_id, self.token)
         if finished or halted:
             return
         blueprint = self.rt.blueprints.get(self.msg["bp"])
@@ -106,7 +106,8 @@ class NodeExecution:
         return self.rt.contexts.get(self.run_id, key)
 
     def _execute(self) -> None:
-        recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration)
+        recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration) \
+            if self.maybe_recorded else None
         if recorded is not None:
             self._succeed(NodeResult(output=recorded.output, action=recorded.action), recorded=True)
             return
@@ -158,6 +159,8 @@ class NodeExecution:
 
     def _succeed(self, result: NodeResult, recorded: bool = False) -> None:
         """Record the output once, deliver transitions, publish what starts, update the ledger."""
+        if not recorded:
+            self.rt.ledger.mark_recording(self.run_id, self.token)
         if not recorded and not self.rt.contexts.record_output(
                 self.run_id, self.node_id, self.iteration, result.output, result.action):
             first = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration)

@@ -35,7 +35,8 @@ return redis.call('HLEN', pending)
 """
 
 _CHECK = """
-return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or ''}
+return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or '',
+        redis.call('SISMEMBER', KEYS[3], ARGV[1])}
 """
 
 
@@ -65,12 +66,20 @@ class RunLedger:
         keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times")]
         return int(self._progress(keys=keys, args=args))
 
-    def check(self, run_id: str, node_token: str) -> tuple[bool, str]:
-        """Whether the token already finished, and the run's halt reason ('' if running)."""
-        finished, halted = self._check(keys=[self._key(run_id, "finished"), self._key(run_id, "halt")],
-                                       args=[node_token])
+    def check(self, run_id: str, node_token: str) -> tuple[bool, str, bool]:
+        """Whether the token finished, the run's halt reason ('' if running), and whether an
+        output may already be recorded for the token (see `mark_recording`)."""
+        keys = [self._key(run_id, "finished"), self._key(run_id, "halt"), self._key(run_id, "recording")]
+        finished, halted, recording = self._check(keys=keys, args=[node_token])
         reason = halted.decode() if isinstance(halted, bytes) else str(halted)
-        return bool(finished), reason
+        return bool(finished), reason, bool(recording)
+
+    def mark_recording(self, run_id: str, node_token: str) -> None:
+        """Note, before writing an output, that one may exist: a redelivery then looks it up
+        instead of running the node again (and a first delivery skips that lookup)."""
+        key = self._key(run_id, "recording")
+        self._redis.sadd(key, node_token)
+        self._redis.expire(key, self._ttl)
 
     def halt(self, run_id: str, reason: str) -> None:
         """Stop the run: workers drop its messages from now on."""
@@ -122,7 +131,7 @@ class RunLedger:
 
     def forget(self, run_id: str) -> None:
         """Delete the run's bookkeeping (its keys expire on their own otherwise)."""
-        names = ("pending", "finished", "halt", "dynamic", "awaiting", "times")
+        names = ("pending", "finished", "halt", "dynamic", "awaiting", "times", "recording")
         self._redis.delete(*(self._key(run_id, n) for n in names))
 
 
