@@ -16,6 +16,8 @@ import redis
 from azure.storage.queue import QueueClient
 
 from flowcraft_celery.client import Client
+from flowcraft_celery.graph import Graph
+from flowcraft_celery.runs import publish
 from flowcraft_celery.workers import WorkerGroup
 from tests.integration import bridge_nodes, names
 from transports.azurequeue_naming import azure_queue_name
@@ -80,7 +82,6 @@ def bridge(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str, str
     saved = {name: os.environ.get(name) for name in client_env}
     os.environ.update(client_env)
     import celeryconfig
-
     from flowcraft_celery.app import create_app
 
     importlib.reload(celeryconfig)
@@ -121,3 +122,80 @@ def test_fan_out_of_200_joins_with_every_node_run_once(bridge: Bridge) -> None:
     context = bridge.outputs(run.run_id)
     assert {k for k in context if k.startswith("part.")} == {f"part.p{i}" for i in range(width)}
     assert context["_outputs.join"] == width
+
+
+def test_duplicate_node_message_runs_the_node_once(bridge: Bridge) -> None:
+    bridge.shared_workers()
+    run = bridge.client.start("bt-dup")
+    wait_for(lambda: bridge.calls(run.run_id).get("c0") == 1, 60, "c0 to start")
+    graph = Graph(bridge.client.runtime.blueprints["bt-dup"])
+    pending = bridge.client.runtime.ledger.pending(run.run_id)
+    assert list(pending) == ["c0@0"]
+    for _ in range(2):
+        publish(bridge.client.app, graph, pending["c0@0"])
+    doc = run.wait(RUN_TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    completed_at = doc["lastUpdated"]
+    publish(bridge.client.app, graph, pending["c0@0"])
+    wait_for(lambda: queue_length(bridge) == 0, 60, "the duplicates to be consumed")
+    time.sleep(3)
+    assert bridge.calls(run.run_id) == {"c0": 1, "c1": 1}
+    assert bridge.client.progress(run.run_id) == 2
+    final = bridge.client.status(run.run_id)
+    assert final["status"] == "completed"
+    assert final["lastUpdated"] == completed_at
+
+
+def test_cancel_stops_the_run_before_its_next_node(bridge: Bridge) -> None:
+    bridge.shared_workers()
+    run = bridge.client.start("bt-cancel")
+    wait_for(lambda: "c1" in bridge.calls(run.run_id), 60, "c1 to start")
+    assert bridge.client.cancel(run.run_id) is True
+    assert bridge.client.status(run.run_id)["status"] == "cancelled"
+    wait_for(lambda: queue_length(bridge) == 0, 60, "the next node's message to be consumed")
+    time.sleep(4)
+    assert bridge.calls(run.run_id) == {"c0": 1, "c1": 1}
+    context = bridge.outputs(run.run_id)
+    assert not any(f"_outputs.c{i}" in context for i in range(2, bridge_nodes.CHAIN_LENGTH))
+    assert bridge.client.status(run.run_id)["status"] == "cancelled"
+    assert bridge.client.cancel(run.run_id) is False
+
+
+def test_awaiting_run_resumes_through_the_cli(bridge: Bridge) -> None:
+    bridge.shared_workers()
+    run = bridge.client.start("bt-approval")
+    doc = run.wait(RUN_TIMEOUT)
+    assert doc["status"] == "awaiting"
+    assert doc["awaiting"] == ["gate@0"]
+    cli = subprocess.run([str(ROOT / ".venv" / "bin" / "flowcraft-celery"), "resume", run.run_id, "approve",
+                          "--output", '{"by":"me"}'], cwd=ROOT, env=dict(os.environ), capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert cli.returncode == 0, cli.stderr
+    assert "gate@0" in cli.stdout
+    doc = run.wait(RUN_TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    assert bridge.calls(run.run_id) == {"approved": 1}
+    context = bridge.outputs(run.run_id)
+    assert context["_outputs.gate"] == {"by": "me"}
+    assert context["_outputs.approved"] == {"by": "me"}
+
+
+def test_blueprint_unknown_to_workers_fails_the_run_naming_it(bridge: Bridge) -> None:
+    bridge.shared_workers()
+    run = bridge.client.start("bt-client-only")
+    doc = run.wait(RUN_TIMEOUT)
+    assert doc["status"] == "failed"
+    messages = [str(e.get("message")) for e in doc.get("errors") or []]
+    assert any("'bt-client-only'" in m and "not known to worker" in m for m in messages), messages
+    assert bridge.calls(run.run_id) == {}
+
+
+def queue_length(bridge: Bridge) -> int:
+    """Messages (visible or not) left on the module's Azure queue."""
+    return int(azure_queue(bridge).get_queue_properties().approximate_message_count or 0)
+
+
+def azure_queue(bridge: Bridge) -> QueueClient:
+    """The Azure queue the transport uses for the module's default Celery queue."""
+    name = azure_queue_name(bridge.env["FLOWCRAFT_DEFAULT_QUEUE"], os.environ.get("FLOWCRAFT_QUEUE_PREFIX", ""))
+    return QueueClient.from_connection_string(bridge.env["AZURE_STORAGE_CONNECTION_STRING"], name)
