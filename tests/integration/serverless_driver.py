@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from azure.storage.queue import QueueClient
 
@@ -20,7 +21,7 @@ from transports.azurequeue_naming import azure_queue_name
 
 def main() -> int:
     client = Client()
-    run = client.start("order-flow", json.loads(open("examples/contexts/order.json").read()))
+    run = client.start("order-flow", json.loads(Path("examples/contexts/order.json").read_text()))
     queue = QueueClient.from_connection_string(
         os.environ["AZURE_STORAGE_CONNECTION_STRING"],
         azure_queue_name(os.environ["FLOWCRAFT_DEFAULT_QUEUE"], os.environ.get("FLOWCRAFT_QUEUE_PREFIX", "")))
