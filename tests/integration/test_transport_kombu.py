@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -182,6 +183,29 @@ def test_eta_message_is_invisible_until_due(unique_prefix: str) -> None:
         message = queue.get(timeout=15)
         assert message.payload == "due"
         assert datetime.now(UTC) >= eta - timedelta(seconds=0.5)
+        message.ack()
+        queue.queue.delete()
+
+
+def test_message_due_beyond_its_visibility_hops_until_due(unique_prefix: str) -> None:
+    with connection(unique_prefix) as conn:
+        queue = conn.SimpleQueue("hops")
+        queue.put("warm-up")
+        queue.get(timeout=10).ack()
+        payload = {
+            "body": "ImhvcHBlZCI=", "content-type": "application/json",
+            "content-encoding": "utf-8", "headers": {},
+            "properties": {"body_encoding": "base64", "delivery_info": {}},
+        }
+        due = time.time() + 5
+        azure_queue(unique_prefix, "hops").send_message(
+            json.dumps({"m": payload, "due": due})
+        )
+        with pytest.raises(queue.Empty):
+            queue.get(timeout=3)
+        message = queue.get(timeout=15)
+        assert message.payload == "hopped"
+        assert time.time() >= due - 0.5
         message.ack()
         queue.queue.delete()
 
