@@ -8,6 +8,7 @@ ledger are idempotent. Retries are task retries with a countdown (delayed messag
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -35,6 +36,7 @@ from flowcraft_celery.runs import (
     start_run,
 )
 from flowcraft_celery.runtime import Runtime, runtime_for
+from flowcraft_celery.stores.base import MISSING
 from flowcraft_celery.stores.ledger import token
 
 logger = logging.getLogger("flowcraft.bridge")
@@ -54,6 +56,15 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
             NodeExecution(self, runtime_for(self.app.conf), msg).handle()
 
         app.task(name=name, bind=True, ignore_result=True, acks_late=True)(run_node)
+
+
+def _is_json(value: Any) -> bool:
+    """Whether a value can travel in a message (a `prep` result that cannot is prepared again)."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 class NodeExecution:
@@ -128,7 +139,7 @@ class NodeExecution:
         try:
             impl = self.rt.registry.get(node.uses)
             try:
-                result = run_attempt(impl, ctx, timeout)
+                result = run_attempt(impl, ctx, timeout, self.msg.get("prepared", MISSING))
             except SoftTimeLimitExceeded as exc:
                 raise NodeAttemptError(self.node_id, attempt, f"node {self.node_id!r} attempt {attempt} exceeded "
                                        f"its timeout of {int((timeout or 0) * 1000)} ms") from exc
@@ -144,8 +155,10 @@ class NodeExecution:
         """Retry with a countdown, run a fallback, or fail the run (SPEC §3.9)."""
         logger.warning("run %s node %s attempt %s failed: %s", self.run_id, self.node_id, error.attempt, error)
         if error.retriable and error.attempt < attempts:
-            raise self.task.retry(kwargs={"msg": dict(self.msg, attempt=error.attempt + 1)},
-                                  countdown=delay, max_retries=attempts)
+            retry = dict(self.msg, attempt=error.attempt + 1)
+            if error.prepared is not MISSING and _is_json(error.prepared):
+                retry["prepared"] = error.prepared
+            raise self.task.retry(kwargs={"msg": retry}, countdown=delay, max_retries=attempts)
         own = run_fallback(self.rt.registry.get(self.graph.nodes[self.node_id].uses), error, ctx)
         if own is not None:
             self._succeed(own)

@@ -3,7 +3,8 @@
 Shared by the local runner and the Celery bridge; retries between attempts are theirs (a
 loop with a pause locally, a task retry with a countdown on Celery). A class node's `prep`
 runs at the start of every attempt, `post` after the successful one; an error in either is
-fatal (not retried), as only `exec` is retried.
+fatal (not retried), as only `exec` is retried; `prep` runs once per node execution, its
+value handed from a failed attempt to the next.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Any
 
 from flowcraft_celery.context import NodeContext
 from flowcraft_celery.registry import Implementation, Node, NodeResult
+from flowcraft_celery.stores.base import MISSING
 
 
 class NodeAttemptError(Exception):
     """An attempt failed; `retriable` is False for failures outside `exec` (prep, post)."""
 
     def __init__(self, node_id: str, attempt: int, cause: BaseException | str,
-                 retriable: bool = True) -> None:
+                 retriable: bool = True, prepared: Any = MISSING) -> None:
         message = cause if isinstance(cause, str) else (str(cause) or type(cause).__name__)
         super().__init__(message)
         self.node_id = node_id
@@ -31,6 +33,8 @@ class NodeAttemptError(Exception):
         self.message = message
         self.retriable = retriable
         self.cause = cause if isinstance(cause, BaseException) else None
+        #: A class node's `prep` result, handed to the next attempt so `prep` runs once.
+        self.prepared = prepared
 
     def to_record(self) -> dict[str, Any]:
         """The JSON error record kept in the run's result (`errors`)."""
@@ -49,17 +53,27 @@ def instantiate(impl: Implementation) -> Callable[[NodeContext], Any] | Node:
     return impl
 
 
-def run_attempt(impl: Implementation, ctx: NodeContext, timeout: float | None) -> NodeResult:
-    """Run one attempt; raise NodeAttemptError on failure (a returned `error` included)."""
+def run_attempt(impl: Implementation, ctx: NodeContext, timeout: float | None,
+                prepared: Any = MISSING) -> NodeResult:
+    """Run one attempt; raise NodeAttemptError on failure (a returned `error` included).
+
+    A class node's `prep` runs only when `prepared` (the value an earlier attempt's error
+    carried) is not given.
+    """
     target = instantiate(impl)
     if isinstance(target, Node):
         node = target
+        if prepared is MISSING:
+            try:
+                prepared = node.prep(ctx)
+            except Exception as exc:
+                _recover(node, exc, ctx)
+                raise NodeAttemptError(ctx.node_id, ctx.attempt, exc, retriable=False) from exc
         try:
-            prepared = node.prep(ctx)
-        except Exception as exc:
-            _recover(node, exc, ctx)
-            raise NodeAttemptError(ctx.node_id, ctx.attempt, exc, retriable=False) from exc
-        raw = _guarded(lambda: node.exec(prepared, ctx), ctx, timeout)
+            raw = _guarded(lambda: node.exec(prepared, ctx), ctx, timeout)
+        except NodeAttemptError as error:
+            error.prepared = prepared
+            raise
         try:
             result = NodeResult.of(_resolve(node.post(raw, ctx)))
         except Exception as exc:

@@ -28,7 +28,7 @@ from flowcraft_celery.context import NodeContext, RunContext
 from flowcraft_celery.graph import DynamicAddition, Graph
 from flowcraft_celery.invoke import NodeAttemptError, run_attempt, run_fallback
 from flowcraft_celery.registry import NodeResult, Registry, default_registry
-from flowcraft_celery.stores.base import ContextStore, CoordinationStore, StatusStore
+from flowcraft_celery.stores.base import MISSING, ContextStore, CoordinationStore, StatusStore
 from flowcraft_celery.stores.memory import (
     MemoryContextStore,
     MemoryCoordinationStore,
@@ -64,6 +64,7 @@ class _Item:
     iteration: int = field(compare=False)
     value: Any = field(compare=False, default=None)
     attempt: int = field(compare=False, default=1)
+    prepared: Any = field(compare=False, default=MISSING)
 
 
 @dataclass
@@ -156,9 +157,9 @@ class LocalRunner:
     # -- scheduling -------------------------------------------------------------------------
 
     def _schedule(self, run: _Run, kind: str, node_id: str, iteration: int, value: Any,
-                  attempt: int = 1, delay: float = 0.0) -> None:
+                  attempt: int = 1, delay: float = 0.0, prepared: Any = MISSING) -> None:
         heapq.heappush(run.queue, _Item(time.monotonic() + delay, next(self._seq), kind, node_id,
-                                        iteration, value, attempt))
+                                        iteration, value, attempt, prepared))
 
     def _drive(self, run: _Run) -> RunResult:
         """Process scheduled work in due order until none is left."""
@@ -218,7 +219,7 @@ class LocalRunner:
         self._emit("node:start", run, node.id, attempt=item.attempt)
         try:
             impl = self.registry.get(node.uses)
-            result = run_attempt(impl, ctx, node.config.timeout_seconds)
+            result = run_attempt(impl, ctx, node.config.timeout_seconds, item.prepared)
         except NodeAttemptError as error:
             self._attempt_failed(run, item, ctx, error)
             return
@@ -231,7 +232,7 @@ class LocalRunner:
         if error.retriable and item.attempt < node.config.attempts:
             self._emit("node:retry", run, node.id, attempt=item.attempt + 1)
             self._schedule(run, "exec", node.id, item.iteration, item.value, item.attempt + 1,
-                           node.config.delay_seconds)
+                           node.config.delay_seconds, error.prepared)
             return
         own = run_fallback(self.registry.get(node.uses), error, ctx)
         if own is not None:

@@ -787,8 +787,6 @@ def test_class_node_runs_prep_exec_post_and_retries_exec(kit: Kit) -> None:
     assert Lifecycle.log[0] == "prep"
 
 
-@pytest.mark.xfail(strict=True, reason="invoke.run_attempt calls prep() again on every exec retry; SPEC §2: "
-                                       "prep is not retried, only exec is")
 def test_class_node_prep_runs_once_when_exec_is_retried(kit: Kit) -> None:
     Lifecycle.log = []
     kit.registry.register("life", Lifecycle)
