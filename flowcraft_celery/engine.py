@@ -8,6 +8,7 @@ an expression reads.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -77,8 +78,19 @@ def handed_over(edge: EdgeDefinition, output: Any, lookup: Lookup) -> Any:
     if edge.transform is None:
         return output
     scope = {"input": output, "context": ContextScope(lookup)}
-    value = compile_expression(edge.transform).evaluate(scope)
-    return None if value is UNDEFINED else value
+    return json_value(compile_expression(edge.transform).evaluate(scope))
+
+
+def json_value(value: Any) -> Any:
+    """An expression's value as JSON stores it: undefined, NaN and infinities become null (as
+    JavaScript's JSON.stringify does), inside lists and objects too."""
+    if value is UNDEFINED or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    if isinstance(value, list):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_value(v) for k, v in value.items()}
+    return value
 
 
 def choose_edges(
@@ -249,39 +261,8 @@ def _resolve_ref(graph: Graph, ref: str, lookup: Lookup) -> Any:
     return lookup(ref)
 
 
-def dependencies(graph: Graph, node: NodeDefinition) -> set[str]:
-    """Context keys a node's input and out-edge expressions may read (for lazy loading)."""
-    keys: set[str] = set()
-    refs = [node.inputs] if isinstance(node.inputs, str) else list((node.inputs or {}).values())
-    for ref in refs:
-        head = ref.split(".", 1)[0]
-        keys.add(output_key(head) if head in graph.nodes and not ref.startswith("_") else ref)
-    for edge in graph.out_edges.get(node.id, []):
-        for text in (edge.condition, edge.transform):
-            if text:
-                keys |= compile_expression(text).root_names
-    return keys - {"result", "input"}
-
-
 def loop_controller_result(condition: str, lookup: Lookup) -> NodeResult:
     """A loop-controller's result: `continue` while its condition holds, else `break` (§3.8)."""
     if truthy(compile_expression(condition).evaluate(ContextScope(lookup))):
         return NodeResult(output=None, action="continue")
     return NodeResult(output=None, action="break")
-
-
-def frontier(graph: Graph, completed: Mapping[str, int], running: Iterable[str] = ()) -> list[str]:
-    """Nodes to (re)dispatch when resuming: not completed, every predecessor completed.
-
-    `completed` maps node id -> latest iteration recorded. Used by reconcile after a crash;
-    joins that fire on partial arrivals are re-derived by replaying arrivals, not here.
-    """
-    busy = set(running)
-    out: list[str] = []
-    for node_id in graph.nodes:
-        if node_id in completed or node_id in busy or node_id in graph.fallback_for:
-            continue
-        preds = graph.join_predecessors(node_id, 0)
-        if preds and all(p in completed for p in preds):
-            out.append(node_id)
-    return out

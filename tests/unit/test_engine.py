@@ -982,3 +982,12 @@ def test_resume_of_a_cancelled_run_is_refused(kit: Kit) -> None:
     runner.cancel(waiting.run_id)
     with pytest.raises(ValueError, match="not awaiting"):
         runner.resume(waiting.run_id, "approve", "late")
+
+
+def test_a_transform_giving_nan_or_infinity_hands_over_null(kit: Kit) -> None:
+    flow = (Flow("nan").node("a", "const", params={"output": 0}).node("b", "echo").node("c", "echo")
+            .edge("a", "b", transform="input / 0").edge("a", "c", transform="[input / 0, 0 / 0, 1]"))
+    result = kit.run(flow)
+    assert result.status == "completed"
+    assert out(result, "b") is None
+    assert out(result, "c") == [None, None, 1]
