@@ -19,8 +19,14 @@ from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from flowcraft_celery import dispatch, engine
-from flowcraft_celery.builtins import AWAITING_BUILTINS, RUNNER_BUILTINS, sleep_seconds, subflow_initial_context
-from flowcraft_celery.builtins import subflow_output as subflow_result
+from flowcraft_celery.builtins import (
+    AWAITING_BUILTINS,
+    RUNNER_BUILTINS,
+    sleep_seconds,
+    subflow_failure,
+    subflow_initial_context,
+    subflow_output,
+)
 from flowcraft_celery.context import NodeContext, RunContext
 from flowcraft_celery.graph import DynamicAddition, Graph
 from flowcraft_celery.invoke import NodeAttemptError, run_attempt, run_fallback
@@ -260,16 +266,12 @@ class NodeExecution:
         status = doc.get("status")
         result = doc.get("result") or {}
         if status != "completed":
-            errors = "; ".join(str(e.get("message")) for e in doc.get("errors") or []) or str(status)
             self._fail({"nodeId": self.node_id, "type": "SubflowError",
-                        "message": f"subflow {child.get('runId')} {status}: {errors}"})
+                        "message": subflow_failure(str(child.get("runId")), status, doc.get("errors") or [])})
             return
         context = dict(result.get("context") or {})
-        child_bp = self.rt.blueprints[str(doc.get("blueprintId"))]
-        child_graph = Graph(child_bp)
-        terminals = {n: context[engine.output_key(n)] for n in child_graph.nodes
-                     if not child_graph.out_edges.get(n) and engine.output_key(n) in context}
-        output, copies = subflow_result(self.graph.nodes[self.node_id].params, context, terminals)
+        child_graph = Graph(self.rt.blueprints[str(doc.get("blueprintId"))])
+        output, copies = subflow_output(self.graph.nodes[self.node_id].params, child_graph, context)
         for key, value in copies.items():
             self.rt.contexts.set(self.run_id, key, value)
         self._succeed(NodeResult(output=output))

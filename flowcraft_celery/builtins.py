@@ -8,11 +8,12 @@ an external event, a child run), so each runner handles them; the parsing they n
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flowcraft_celery.context import NodeContext
-from flowcraft_celery.engine import loop_controller_result
+from flowcraft_celery.engine import loop_controller_result, output_key
+from flowcraft_celery.graph import Graph
 from flowcraft_celery.registry import NodeResult, Registry
 from flowcraft_celery.stores.base import MISSING
 
@@ -106,14 +107,24 @@ def subflow_initial_context(params: Mapping[str, Any], node_input: Any,
     return initial, False
 
 
-def subflow_output(params: Mapping[str, Any], child_context: Mapping[str, Any],
-                   terminal_outputs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+def subflow_failure(child_run: str, status: Any, errors: Iterable[Mapping[str, Any]]) -> str:
+    """The error message of a subflow node whose child run did not complete."""
+    detail = "; ".join(str(e.get("message", "")) for e in errors) or str(status)
+    return f"subflow {child_run} {status}: {detail}"
+
+
+def subflow_output(params: Mapping[str, Any], child_graph: Graph,
+                   child_context: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The subflow node's output and the parent keys to set from the child's final state.
 
     With `params.outputs` (`{parentKey: childKey or child node id}`) those values are copied
     back and the output is the child's final context; without it the output is the single
     terminal node's output, or `{terminalId: output}` for several.
     """
+    terminal_outputs = {
+        n: child_context[output_key(n)] for n in child_graph.nodes
+        if not child_graph.out_edges.get(n) and output_key(n) in child_context
+    }
     mapping = params.get("outputs")
     if isinstance(mapping, Mapping):
         copies: dict[str, Any] = {}

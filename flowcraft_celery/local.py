@@ -21,6 +21,7 @@ from flowcraft_celery.builtins import (
     BUILTIN_REGISTRY,
     RUNNER_BUILTINS,
     sleep_seconds,
+    subflow_failure,
     subflow_initial_context,
     subflow_output,
 )
@@ -313,16 +314,11 @@ class LocalRunner:
             run.awaiting[node_id] = (iteration, None)
             return
         if child.status != "completed":
-            message = "; ".join(e.get("message", "") for e in child.errors) or child.status
-            self._fail(run, {"nodeId": node_id, "message": f"subflow {child.run_id} {child.status}: {message}",
+            self._fail(run, {"nodeId": node_id, "message": subflow_failure(child.run_id, child.status, child.errors),
                              "type": "SubflowError"})
             return
-        child_graph = self._runs[child.run_id].graph
-        terminals = {
-            n: child.context[engine.output_key(n)] for n in child_graph.nodes
-            if not child_graph.out_edges.get(n) and engine.output_key(n) in child.context
-        }
-        output, copies = subflow_output(run.graph.nodes[node_id].params, child.context, terminals)
+        output, copies = subflow_output(run.graph.nodes[node_id].params, self._runs[child.run_id].graph,
+                                        child.context)
         for key, value in copies.items():
             self.contexts.set(run.run_id, key, value)
         self._succeed(run, node_id, iteration, NodeResult(output=output))
