@@ -5,6 +5,9 @@ Each queue this transport creates carries metadata naming its Kombu queue, its b
 or `x-expires`), a heartbeat. Listing the queues under the prefix with their metadata gives any
 process the full routing table in one request; deleting a queue deletes its bindings with it.
 Transient queues whose heartbeat is older than their expiry are deleted by whoever lists them.
+Binding is read-merge-write on one queue's metadata: two processes binding the same queue to
+different exchanges at the same instant could lose one binding (Celery binds each queue from
+one place: the worker declaring it, or the pidbox/event consumer owning it).
 """
 
 from __future__ import annotations

@@ -78,3 +78,14 @@ def test_blob_requests_are_named_and_counted() -> None:
     stats.add("queue.send")
     stats.add("blob.upload")
     assert stats.total("queue") == 2 and stats.snapshot()["blob.upload"] == 1
+
+
+def test_celery_settings_report_masks_a_secret_connection_string() -> None:
+    from celery import Celery
+
+    app = Celery("report_check", broker="azurequeue://")
+    secret = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=TOPSECRET;"
+    app.conf.broker_transport_options = {"connection_string": Secret(secret)}
+    report = app.conf.humanize(with_defaults=False, censored=True)
+    assert "TOPSECRET" not in report
+    assert "broker_transport_options" in report
