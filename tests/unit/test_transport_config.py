@@ -89,3 +89,16 @@ def test_celery_settings_report_masks_a_secret_connection_string() -> None:
     report = app.conf.humanize(with_defaults=False, censored=True)
     assert "TOPSECRET" not in report
     assert "broker_transport_options" in report
+
+
+def test_default_azure_credential_needs_the_identity_extra() -> None:
+    from transports.azurequeue_auth import build_clients
+
+    try:
+        import azure.identity  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"flowcraft-celery\[identity\]"):
+            build_clients(f"azurequeue://DefaultAzureCredential@{URL}", {})
+    else:
+        clients = build_clients(f"azurequeue://DefaultAzureCredential@{URL}", {})
+        assert clients.queues.account_name == "acct"
