@@ -78,6 +78,11 @@ def _approval() -> Blueprint:
             .edge("gate", "approved", action="approve").edge("gate", "rejected", action="reject").build())
 
 
+def _napping() -> Blueprint:
+    return (Flow("bt-stall").node("c0", "bt-step").node("nap", "sleep", params={"duration": "4s"})
+            .node("c2", "bt-step").chain("c0", "nap", "c2").build())
+
+
 def blueprints() -> list[Blueprint]:
     """What workers and the client both know."""
     return [
@@ -86,7 +91,7 @@ def blueprints() -> list[Blueprint]:
         _chain("bt-cancel", [1.5] * CHAIN_LENGTH),
         _approval(),
         _chain("bt-kill", [0.0, 5.0, 0.0]),
-        _chain("bt-stall", [0.0, 3.0, 0.0]),
+        _napping(),
     ]
 
 
