@@ -48,7 +48,7 @@ class Run:
     breakdown: str = ""
 
 
-def _in_threads(n: int, work: Callable[[int], None]) -> float:
+def _in_threads(n: int, work: Callable[[int], object]) -> float:
     """Run work(i) for i in range(n) on THREADS threads; return the elapsed seconds."""
     started = time.perf_counter()
     with ThreadPoolExecutor(THREADS) as pool:

@@ -46,7 +46,7 @@ def rdb(unique_prefix: str) -> Iterator[redis.Redis]:
 
 def entries(rdb: redis.Redis, key: str) -> list[str]:
     """The list a test task appended to."""
-    return list(rdb.lrange(key, 0, -1))
+    return [str(entry) for entry in rdb.lrange(key, 0, -1)]
 
 
 def test_task_runs_once_and_its_message_is_deleted(

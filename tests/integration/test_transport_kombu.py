@@ -13,11 +13,12 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import (
     AccountSasPermissions,
+    QueueClient,
     QueueServiceClient,
     ResourceTypes,
     generate_account_sas,
 )
-from kombu import Consumer, Exchange, Producer, Queue
+from kombu import Consumer, Exchange, Message, Producer, Queue
 from kombu.exceptions import ChannelError
 
 from tests.integration.transport_support import connection, wait_for
@@ -28,7 +29,7 @@ KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr
 QUEUE_URL = "http://127.0.0.1:10001/devstoreaccount1"
 
 
-def azure_queue(prefix: str, name: str) -> object:
+def azure_queue(prefix: str, name: str) -> QueueClient:
     """The raw Azure client of Kombu queue `name` under `prefix`."""
     service = QueueServiceClient.from_connection_string(
         os.environ["AZURE_STORAGE_CONNECTION_STRING"]
@@ -62,7 +63,11 @@ def test_producer_consumer_with_odd_queue_names(unique_prefix: str) -> None:
         for name, queue in zip(names, queues, strict=True):
             producer.publish({"to": name}, exchange=queue.exchange, routing_key=name,
                              declare=[queue])
-        with Consumer(conn, queues, callbacks=[lambda body, m: (got.append(body["to"]), m.ack())]):
+        def on_message(body: dict[str, str], message: Message) -> None:
+            got.append(body["to"])
+            message.ack()
+
+        with Consumer(conn, queues, callbacks=[on_message]):
             deadline = time.monotonic() + 30
             while len(got) < len(names) and time.monotonic() < deadline:
                 with contextlib.suppress(TimeoutError):
@@ -241,7 +246,7 @@ def test_abandoned_auto_delete_queue_is_reaped_by_a_lister(unique_prefix: str) -
     gone = connection(unique_prefix, queue_heartbeat_interval=1)
     Queue("transient", Exchange("fx2", "fanout"), auto_delete=True)(gone.channel()).declare()
     client = azure_queue(unique_prefix, "transient")
-    assert client.get_queue_properties().metadata["kombuname"] == "transient"
+    assert (client.get_queue_properties().metadata or {})["kombuname"] == "transient"
     time.sleep(4)
     with connection(unique_prefix, queue_heartbeat_interval=1) as lister:
         lister.transport.registry.refresh()
