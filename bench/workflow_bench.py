@@ -1,0 +1,526 @@
+"""Workflow benchmark (issue 5): no-op workflow graphs on real workers, against Celery canvas on
+Redis and the raw round trip of Azure Queue Storage, with requests per node and a profile.
+
+    .venv/bin/python -W ignore bench/workflow_bench.py            # chain 20, fan 100, 10 runs of fan 10
+    .venv/bin/python -W ignore bench/workflow_bench.py --quick    # a small smoke run
+
+Needs the dev services (Azurite queue, cosmosdb-server, `redis-server` on PATH); the emulators'
+env vars default to `flowcraft-celery services up`'s. Redis commands are counted with MONITOR on a
+private `redis-server` this script starts (and stops), so nothing else's traffic is counted; Azure
+queue and Cosmos requests are counted in every worker process (see bench/workflow_nodes.py).
+Prints one table, the ratios, PASS/MISS per target and where one node's time goes; exits 0 on a miss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import itertools
+import json
+import os
+import pstats
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import redis
+from azure.storage.queue import QueueClient, QueueServiceClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.transport_bench import raw_ceiling  # noqa: E402
+from flowcraft_celery import devservices  # noqa: E402
+from flowcraft_celery.cosmos_client import request_counts  # noqa: E402
+from transports.azurequeue_stats import STATS  # noqa: E402
+
+#: Commands the benchmark itself sends to its private Redis to observe it.
+OBSERVER_COMMANDS = frozenset({"info", "config", "time", "ping"})
+WORKERS = 2
+TARGET_HOP_RATIO = 3.0
+TARGET_CEILING_SHARE = 0.5
+TARGET_QUEUE_PER_NODE = 2.1
+TARGET_COSMOS_PER_NODE = 2.0
+TARGET_REDIS_PER_ARRIVAL = 2.0
+
+
+@dataclass
+class Figures:
+    """What one scenario on one system measured."""
+
+    scenario: str
+    system: str
+    nodes: int
+    seconds: float
+    hops: list[float]
+    redis: int
+    arrivals: int
+    join_commands: int
+    queue: int | None = None
+    cosmos: int | None = None
+
+    @property
+    def nodes_per_s(self) -> float:
+        """Node executions per second, first publish to last finish."""
+        return self.nodes / self.seconds
+
+    def row(self) -> str:
+        """The scenario's line of the table."""
+        def per(count: int | None, n: int) -> str:
+            return "-" if count is None or n == 0 else f"{count / n:.2f}"
+
+        hop = f"{_ms(_pct(self.hops, 50)):>8} {_ms(_pct(self.hops, 95)):>8}" if self.hops else f"{'-':>8} {'-':>8}"
+        return (f"{self.scenario:<24} {self.system:<16} {self.nodes:>5} {self.seconds:7.2f} {self.nodes_per_s:8.1f} "
+                f"{hop} {per(self.queue, self.nodes):>7} {per(self.cosmos, self.nodes):>7} "
+                f"{per(self.redis, self.nodes):>7} {per(self.join_commands, self.arrivals):>9}")
+
+
+HEADER = (f"{'scenario':<24} {'system':<16} {'nodes':>5} {'wall s':>7} {'nodes/s':>8} {'hop p50':>8} "
+          f"{'hop p95':>8} {'queue/n':>7} {'cosmos/n':>7} {'redis/n':>7} {'redis/arr':>9}")
+
+
+def _pct(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}ms"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrivateRedis:
+    """A `redis-server` of the benchmark's own on a free port, stopped by PID."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = _free_port()
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                          "--save", "", "--appendonly", "no"],
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(redis.ConnectionError):
+                if client.ping():
+                    break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private redis-server did not start; see {log}")
+            time.sleep(0.05)
+        client.close()
+
+    def url(self, db: int) -> str:
+        """The URL of one of its databases."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        """Stop the server (TERM, then KILL)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class Monitor:
+    """Every command clients send to a Redis server (MONITOR), minus those run inside Lua scripts."""
+
+    def __init__(self, port: int) -> None:
+        self._sock = socket.create_connection(("127.0.0.1", port))
+        self._sock.sendall(b"MONITOR\r\n")
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while chunk := self._sock.recv(1 << 16):
+            with self._lock:
+                self._buffer += chunk
+
+    def take(self) -> list[str]:
+        """Top-level command lines received since the last call (a line cut short stays for the next)."""
+        time.sleep(0.2)
+        with self._lock:
+            data, cut = bytes(self._buffer), self._buffer.rfind(b"\r\n") + 2
+            del self._buffer[:cut]
+        lines = data[:cut].decode(errors="replace").split("\r\n")
+        return [line for line in lines if " [" in line and " lua]" not in line.split('"', 1)[0]
+                and _command(line) not in OBSERVER_COMMANDS]
+
+    def close(self) -> None:
+        """Drop the connection (the reader thread ends)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+
+def _command(line: str) -> str:
+    """The command name of a MONITOR line."""
+    parts = line.split('"', 2)
+    return parts[1].lower() if len(parts) > 1 else ""
+
+
+def raw_round_trip(conn_str: str, n: int) -> list[float]:
+    """Seconds of n sequential send -> receive -> delete round trips with the plain SDK."""
+    queue = QueueClient.from_connection_string(conn_str, f"wfb-rtt-{uuid.uuid4().hex[:8]}")
+    queue.create_queue()
+    times = []
+    try:
+        for _ in range(n + 3):
+            started = time.perf_counter()
+            queue.send_message("x" * 600)
+            message = None
+            while message is None:
+                message = queue.receive_message()
+            queue.delete_message(message)
+            times.append(time.perf_counter() - started)
+    finally:
+        queue.delete_queue()
+    return times[3:]
+
+
+def worker_counts(folder: Path) -> tuple[int, int]:
+    """Queue and Cosmos requests made so far by every worker process (their latest dumps)."""
+    queue = cosmos = 0
+    for path in folder.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(path.read_text())
+            queue += int(data["queue"])
+            cosmos += int(data["cosmos"])
+    return queue, cosmos
+
+
+@dataclass
+class Bench:
+    """What the Flowcraft scenarios share: the client app, Redis, the monitor and the counter folder."""
+
+    client: Any
+    redis: redis.Redis
+    monitor: Monitor
+    stats_dir: Path
+    prefix: str
+    timeout: float
+
+    def scenario(self, name: str, blueprint_id: str, runs: int) -> Figures:
+        """Start `runs` runs of a blueprint at once, wait for all; count and time them."""
+        from bench import workflow_nodes
+
+        seconds, micros = self.redis.time()
+        started = seconds + micros / 1e6
+        self.monitor.take()
+        workers_before = worker_counts(self.stats_dir)
+        queue_before, cosmos_before = STATS.total("queue"), sum(request_counts().values())
+        handles = [self.client.start(blueprint_id) for _ in range(runs)]
+        own_queue = STATS.total("queue") - queue_before
+        own_cosmos = sum(request_counts().values()) - cosmos_before
+        for handle in handles:
+            doc = handle.wait(self.timeout)
+            if doc.get("status") != "completed":
+                raise RuntimeError(f"run {handle.run_id} ended {doc.get('status')}: {doc.get('errors')}")
+        time.sleep(2 * workflow_nodes.STATS_PERIOD + 0.1)
+        lines = self.monitor.take()
+        workers_after = worker_counts(self.stats_dir)
+        graph = self.client.runtime.blueprints[blueprint_id]
+        finished = [self.client.runtime.ledger.finish_times(h.run_id) for h in handles]
+        hops = []
+        if blueprint_id == workflow_nodes.CHAIN_ID:
+            hops = [b[1] - a[1] for run in finished for a, b in itertools.pairwise(run)]
+        marks = [f"{self.prefix}{kind}:{{{h.run_id}:" for h in handles for kind in ("join", "claim")]
+        joins = sum(1 for line in lines if any(mark in line for mark in marks))
+        width = sum(1 for e in graph.edges if e.target == "join")
+        last = max(t for run in finished for _, t in run)
+        return Figures(name, "flowcraft", sum(len(run) for run in finished), last - started,
+                       hops, len(lines), runs * width, joins,
+                       workers_after[0] - workers_before[0] + own_queue,
+                       workers_after[1] - workers_before[1] + own_cosmos)
+
+
+def _results(result: Any) -> list[Any]:
+    """Every task result of a chain or chord result (following parents and group members)."""
+    from celery.result import GroupResult
+
+    found, todo = [], [result]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, GroupResult):
+            todo.extend(item.results)
+        else:
+            found.append(item)
+        if item.parent is not None:
+            todo.append(item.parent)
+    return found
+
+
+def canvas_scenario(name: str, build: Callable[[], Any], runs: int, arrivals: int, monitor: Monitor,
+                    timeout: float, hops: bool) -> Figures:
+    """Apply `runs` canvases at once, wait for all; count Redis commands, time from the results."""
+    monitor.take()
+    started = time.time()
+    results = [build().apply_async() for _ in range(runs)]
+    for result in results:
+        result.get(timeout=timeout, disable_sync_subtasks=False)
+    lines = monitor.take()
+    done = []
+    for result in results:
+        stamps = []
+        for item in _results(result):
+            when = item.date_done
+            item.backend.result_consumer.cancel_for(item.id)  # unsubscribe now, not at exit without Redis
+            stamps.append((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+        done.append(sorted(stamps))
+    groups = [r.parent.id for r in results if r.parent is not None and not hops]
+    joins = sum(1 for line in lines if any(g in line for g in groups))
+    gaps = [b - a for run in done for a, b in itertools.pairwise(run)] if hops else []
+    return Figures(name, "canvas on Redis", sum(len(d) for d in done), max(max(d) for d in done) - started,
+                   gaps, len(lines), runs * arrivals if not hops else 0, joins)
+
+
+@contextlib.contextmanager
+def canvas_workers(env: dict[str, str], log_dir: Path, count: int) -> Iterator[None]:
+    """`count` plain Celery workers (prefork -c 2) of bench/workflow_canvas_app.py, stopped by PID."""
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for i in range(count):
+            log = log_dir / f"canvas{i}.log"
+            with log.open("wb") as out:
+                procs.append((subprocess.Popen(
+                    [sys.executable, "-m", "celery", "-A", "bench.workflow_canvas_app", "worker", "-l", "INFO",
+                     "-n", f"canvas{i}-{uuid.uuid4().hex[:6]}@%h", "-c", "2", "--without-gossip",
+                     "--without-mingle"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True), log))
+        deadline = time.monotonic() + 60
+        for proc, log in procs:
+            while b"ready." not in log.read_bytes():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"canvas worker did not start:\n{log.read_text()[-2000:]}")
+                time.sleep(0.1)
+        yield
+    finally:
+        for proc, _ in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc, _ in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+@dataclass
+class Profile:
+    """One worker's node executions profiled in-process."""
+
+    nodes: int
+    total: float
+    buckets: dict[str, float]
+    top: list[tuple[str, float, float]]
+
+
+def _file_is(*suffixes: str) -> Callable[[tuple[str, int, str]], bool]:
+    return lambda func: func[0].replace(os.sep, "/").endswith(suffixes)
+
+
+def _bucket(raw: dict[Any, Any], inside: Callable[[tuple[str, int, str]], bool]) -> float:
+    """Cumulative seconds spent in functions matching `inside`, entered from functions that do not."""
+    return sum(ct for func, (_, _, _, _, callers) in raw.items() if inside(func)
+               for caller, (_, _, _, ct) in callers.items() if not inside(caller))
+
+
+def profile_nodes(client: Any, blueprint_id: str) -> Profile:
+    """Run one run's node tasks in this process (workers stopped) under cProfile."""
+    from flowcraft_celery.runs import node_task_name
+
+    rt = client.runtime
+    run = client.start(blueprint_id)
+    profiler = cProfile.Profile()
+    nodes = 0
+    while pending := rt.ledger.pending(run.run_id):
+        for message in pending.values():
+            uses = rt.blueprints[blueprint_id].nodes[0].uses
+            profiler.enable()
+            result = client.app.tasks[node_task_name(uses)].apply(kwargs={"msg": message})
+            profiler.disable()
+            if result.failed():
+                raise RuntimeError(f"profiled node {message['node']} failed: {result.result!r}")
+            nodes += 1
+    stats = pstats.Stats(profiler)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = float(stats.total_tt)  # type: ignore[attr-defined]
+    buckets = {
+        "Cosmos (stores/cosmos.py)": _bucket(raw, _file_is("flowcraft_celery/stores/cosmos.py")),
+        "Redis (ledger, coordination)": _bucket(raw, _file_is("stores/ledger.py", "stores/redis.py")),
+        "queue publish (send_task)": _bucket(raw, lambda f: f[2] == "send_task"),
+    }
+    buckets["engine, Celery and the rest"] = total - sum(buckets.values())
+    top = sorted(((f"{Path(f[0]).parent.name}/{Path(f[0]).name}:{f[1]}({f[2]})", v[3], v[1])
+                  for f, v in raw.items() if "/celery/app/trace.py" not in f[0] and f[0] != "~"),
+                 key=lambda item: -item[1])[:15]
+    return Profile(nodes, total, buckets, [(name, ct / nodes, calls / nodes) for name, ct, calls in top])
+
+
+def _mark(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _delete_queues(conn_str: str, prefix: str) -> None:
+    """Remove the Azure queues this run created."""
+    service = QueueServiceClient.from_connection_string(conn_str)
+    for queue in service.list_queues(name_starts_with=prefix):
+        with contextlib.suppress(Exception):
+            service.delete_queue(queue.name)
+
+
+def main() -> None:
+    """Measure everything in one run and print the table, ratios, targets and profile."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small graphs and samples: a smoke run")
+    parser.add_argument("--chain", type=int, default=20)
+    parser.add_argument("--fan", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=10, help="concurrent runs of the small fan")
+    parser.add_argument("--run-fan", type=int, default=10, help="width of each concurrent run's fan")
+    parser.add_argument("--round-trips", type=int, default=50)
+    parser.add_argument("--ceiling-messages", type=int, default=1000)
+    args = parser.parse_args()
+    if args.quick:
+        args.chain, args.fan, args.runs, args.run_fan, args.round_trips, args.ceiling_messages = 5, 10, 3, 3, 10, 100
+    timeout = 60.0 if args.quick else 600.0
+    for name, value in devservices.env_vars(devservices.Ports.from_env()).items():
+        os.environ.setdefault(name, value)
+    conn_str = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+    tag = f"wfb-{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix="workflow-bench-"))
+    stats_dir = work / "stats"
+    stats_dir.mkdir()
+
+    rtt = raw_round_trip(conn_str, args.round_trips)
+    send, drain = raw_ceiling(args.ceiling_messages)
+    ceiling = 1 / (1 / send + 1 / drain)
+
+    private = PrivateRedis(work / "redis.log")
+    monitor = Monitor(private.port)
+    env = {"REDIS_URL": private.url(0), "FLOWCRAFT_DEFAULT_QUEUE": tag, "FLOWCRAFT_KEY_PREFIX": f"{tag}:",
+           "FLOWCRAFT_COSMOS_DATABASE": tag, "FLOWCRAFT_NODE_MODULES": "bench.workflow_nodes",
+           "FLOWCRAFT_BLUEPRINTS": "bench.workflow_nodes:blueprints", "FLOWCRAFT_TASK_EVENTS": "false",
+           "BENCH_STATS_DIR": str(stats_dir), "BENCH_CHAIN": str(args.chain), "BENCH_FAN": str(args.fan),
+           "BENCH_RUN_FAN": str(args.run_fan), "PYTHONPATH": str(ROOT),
+           "BENCH_CANVAS_REDIS": private.url(1), "BENCH_CANVAS_QUEUE": f"{tag}-canvas"}
+    os.environ.update(env)
+    figures: list[Figures] = []
+    try:
+        from celery import chain, chord
+
+        from bench import workflow_canvas_app, workflow_nodes
+        from flowcraft_celery.client import Client
+        from flowcraft_celery.workers import WorkerGroup
+
+        client = Client()
+        bench = Bench(client, redis.Redis.from_url(private.url(0)), monitor, stats_dir, f"{tag}:", timeout)
+        chain_name, fan_name = f"chain of {args.chain}", f"fan 1->{args.fan}->1"
+        runs_name = f"{args.runs} runs of 1->{args.run_fan}->1"
+        with WorkerGroup(env, work / "workers", cwd=ROOT) as group:
+            for _ in range(WORKERS):
+                group.worker()
+            group.wait_ready(90)
+            bench.scenario("warm-up", workflow_nodes.RUN_FAN_ID, 2)
+            figures.append(bench.scenario(chain_name, workflow_nodes.CHAIN_ID, 1))
+            figures.append(bench.scenario(fan_name, workflow_nodes.FAN_ID, 1))
+            figures.append(bench.scenario(runs_name, workflow_nodes.RUN_FAN_ID, args.runs))
+        profile = profile_nodes(client, workflow_nodes.RUN_FAN_ID)
+
+        noop = workflow_canvas_app.noop
+        with canvas_workers({**os.environ, **env}, work, WORKERS):
+            canvas_scenario("warm-up", lambda: chord([noop.s(i) for i in range(args.run_fan)], noop.s()), 2,
+                            args.run_fan, monitor, timeout, hops=False)
+            figures.append(canvas_scenario(
+                chain_name, lambda: chain(noop.s(0), *(noop.s() for _ in range(args.chain - 1))), 1, 0,
+                monitor, timeout, hops=True))
+            figures.append(canvas_scenario(
+                fan_name, lambda: chain(noop.s(0), chord([noop.s() for _ in range(args.fan)], noop.s())), 1,
+                args.fan, monitor, timeout, hops=False))
+            figures.append(canvas_scenario(
+                runs_name, lambda: chain(noop.s(0), chord([noop.s() for _ in range(args.run_fan)], noop.s())),
+                args.runs, args.run_fan, monitor, timeout, hops=False))
+    finally:
+        monitor.close()
+        private.stop()
+        _delete_queues(conn_str, tag)
+        with contextlib.suppress(Exception):
+            from flowcraft_celery.cosmos_client import get_client
+
+            get_client().delete_database(tag)
+
+    rtt_p50 = statistics.median(rtt)
+    print(f"\nraw Azure queue, plain SDK: send->receive->delete round trip p50 {_ms(rtt_p50)}, "
+          f"p95 {_ms(_pct(rtt, 95))} ({len(rtt)} round trips); 8 threads: send {send:.0f}/s, "
+          f"receive(32)+delete {drain:.0f}/s, whole-message ceiling 1/(1/send+1/drain) {ceiling:.0f} msg/s")
+    print(f"workers: {WORKERS} processes, prefork -c 2 each; flowcraft over azurequeue + Cosmos emulator + "
+          f"Redis, task events off; canvas: the same no-op task on a Redis broker and result backend\n")
+    print(HEADER)
+    for item in figures:
+        print(item.row())
+    print("per node (/n): requests of every worker process plus the client's start; redis/arr: Redis commands "
+          "on the join's keys per join arrival (flowcraft: arrive + claim scripts; canvas: the chord's keys)")
+
+    ours = {f.scenario: f for f in figures if f.system == "flowcraft"}
+    theirs = {f.scenario: f for f in figures if f.system != "flowcraft"}
+    print("\nratios, flowcraft vs canvas on Redis vs raw queue:")
+    for name, mine in ours.items():
+        other = theirs[name]
+        print(f"  {name:<24} nodes/s {mine.nodes_per_s / other.nodes_per_s:5.2f}x canvas, "
+              f"{mine.nodes_per_s / ceiling:5.2f}x raw ceiling")
+    hop_ours = _pct(ours[chain_name].hops, 50)
+    print(f"  chain hop p50: flowcraft {_ms(hop_ours)} = {hop_ours / rtt_p50:.2f}x raw round trip, "
+          f"{hop_ours / _pct(theirs[chain_name].hops, 50):.2f}x canvas")
+
+    fan = ours[fan_name]
+    print("\ntargets:")
+    print(f"  {_mark(hop_ours <= TARGET_HOP_RATIO * rtt_p50)} chain hop p50 {_ms(hop_ours)} <= "
+          f"{TARGET_HOP_RATIO:g} x raw round trip ({_ms(TARGET_HOP_RATIO * rtt_p50)})")
+    print(f"  {_mark(fan.nodes_per_s >= TARGET_CEILING_SHARE * ceiling)} fan-out/fan-in {fan.nodes_per_s:.1f} "
+          f"nodes/s >= {TARGET_CEILING_SHARE:g} x raw ceiling ({TARGET_CEILING_SHARE * ceiling:.1f})")
+    for item in ours.values():
+        queue = (item.queue or 0) / item.nodes
+        cosmos = (item.cosmos or 0) / item.nodes
+        print(f"  {_mark(queue <= TARGET_QUEUE_PER_NODE)} {item.scenario}: {queue:.2f} queue requests/node "
+              f"<= {TARGET_QUEUE_PER_NODE}")
+        print(f"  {_mark(cosmos <= TARGET_COSMOS_PER_NODE)} {item.scenario}: {cosmos:.2f} Cosmos requests/node "
+              f"<= {TARGET_COSMOS_PER_NODE:g}")
+        if item.arrivals:
+            arrival = item.join_commands / item.arrivals
+            print(f"  {_mark(arrival <= TARGET_REDIS_PER_ARRIVAL)} {item.scenario}: {arrival:.2f} Redis "
+                  f"commands/join arrival <= {TARGET_REDIS_PER_ARRIVAL:g}")
+
+    per_node = profile.total / profile.nodes
+    print(f"\nwhere the time goes: one run of 1->{args.run_fan}->1 ({profile.nodes} node tasks) executed in this "
+          f"process under cProfile (task body only: receive, ack and polling are not in it): "
+          f"{_ms(per_node)} per node")
+    for name, seconds in profile.buckets.items():
+        print(f"  {name:<30} {_ms(seconds / profile.nodes):>9} per node  {seconds / profile.total:6.1%}")
+    print("  top functions by cumulative time (per node: time, calls):")
+    for name, seconds, calls in profile.top:
+        print(f"    {_ms(seconds):>9} {calls:6.1f}  {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Nodes, blueprints and request-counter dumps for the workflow benchmark (`bench/workflow_bench.py`).
+
+Workers import this module (FLOWCRAFT_NODE_MODULES). Graph sizes come from BENCH_CHAIN,
+BENCH_FAN and BENCH_RUN_FAN so the benchmark process and its workers build the same blueprints.
+When BENCH_STATS_DIR is set, every worker process (the consumer and each pool child) writes its
+Azure queue and Cosmos request counters to `<BENCH_STATS_DIR>/<pid>.json` five times a second,
+because those counters live in the process that made the requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_process_init, worker_ready
+
+from flowcraft_celery.blueprint import Blueprint
+from flowcraft_celery.builder import Flow
+from flowcraft_celery.context import NodeContext
+from flowcraft_celery.cosmos_client import request_counts
+from flowcraft_celery.registry import node
+from transports.azurequeue_stats import STATS
+
+NOOP = "wfb-noop"
+CHAIN_ID = "wfb-chain"
+FAN_ID = "wfb-fan"
+RUN_FAN_ID = "wfb-run-fan"
+STATS_PERIOD = 0.2
+
+
+@node(NOOP)
+def noop(ctx: NodeContext) -> Any:
+    """Do nothing: hand the input on, so a hop costs only the engine's own work."""
+    return ctx.input
+
+
+def _size(name: str, default: int) -> int:
+    return int(os.environ.get(name, str(default)))
+
+
+def chain(length: int) -> Blueprint:
+    """`c0 -> c1 -> ... -> c<length-1>`."""
+    ids = [f"c{i}" for i in range(length)]
+    flow = Flow(CHAIN_ID)
+    for node_id in ids:
+        flow.node(node_id, NOOP)
+    return flow.chain(*ids).build()
+
+
+def fan(blueprint_id: str, width: int) -> Blueprint:
+    """`start -> p0..p<width-1> -> join` (an `all` join of `width` arrivals)."""
+    flow = Flow(blueprint_id).node("start", NOOP).node("join", NOOP)
+    for i in range(width):
+        flow.node(f"p{i}", NOOP).edge("start", f"p{i}").edge(f"p{i}", "join")
+    return flow.build()
+
+
+def blueprints() -> list[Blueprint]:
+    """The benchmark's graphs, sized from the environment."""
+    return [chain(_size("BENCH_CHAIN", 20)), fan(FAN_ID, _size("BENCH_FAN", 100)),
+            fan(RUN_FAN_ID, _size("BENCH_RUN_FAN", 10))]
+
+
+def _dump_forever(folder: Path) -> None:
+    """Write this process's request counters to `<folder>/<pid>.json` every STATS_PERIOD seconds."""
+    path = folder / f"{os.getpid()}.json"
+    tmp = folder / f"{os.getpid()}.tmp"
+    while True:
+        time.sleep(STATS_PERIOD)
+        tmp.write_text(json.dumps({"queue": STATS.total("queue"), "cosmos": sum(request_counts().values())}))
+        os.replace(tmp, path)
+
+
+def _start_dumping(**_: Any) -> None:
+    """Start the counter writer of this worker process, if the benchmark asked for one."""
+    folder = os.environ.get("BENCH_STATS_DIR")
+    if folder:
+        threading.Thread(target=_dump_forever, args=(Path(folder),), daemon=True).start()
+
+
+worker_ready.connect(_start_dumping, weak=False)
+worker_process_init.connect(_start_dumping, weak=False)
