@@ -39,6 +39,11 @@ Route = tuple[str, str | None, str]
 """(routing key, topic pattern or None, Kombu queue name): a row of a Kombu routing table"""
 
 
+def namespace_tag(prefix: str) -> str:
+    """Return the metadata value marking queues of Kombu prefix `prefix` (never empty)."""
+    return "ns:" + quote(prefix, safe="")
+
+
 @dataclass
 class QueueRecord:
     """What the registry knows about one Kombu queue."""
@@ -52,7 +57,7 @@ class QueueRecord:
     def metadata(self, namespace: str) -> dict[str, str]:
         """Render the record as Azure queue metadata."""
         meta = {
-            "kombuns": quote(namespace, safe=""),
+            "kombuns": namespace_tag(namespace),
             "kombuname": quote(self.name, safe=""),
             "kombubindings": quote(json.dumps(sorted(self.bindings)), safe=""),
         }
@@ -170,7 +175,7 @@ class BindingRegistry:
         records: dict[str, QueueRecord] = {}
         stale: list[str] = []
         now = time.time()
-        namespace = quote(self._prefix, safe="")
+        namespace = namespace_tag(self._prefix)
         for props in self._service.list_queues(
             name_starts_with=listing_prefix(self._prefix), include_metadata=True
         ):
