@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from flowcraft_celery import dispatch, engine
 from flowcraft_celery.builtins import (
@@ -49,6 +49,8 @@ logger = logging.getLogger("flowcraft.bridge")
 
 #: Re-deliveries of a message whose blueprint version differs before the run is failed.
 VERSION_MISMATCH_RETRIES = 5
+#: Retries (with exponential back-off up to a minute) when a store or the broker fails.
+INFRASTRUCTURE_RETRIES = 20
 
 
 def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
@@ -59,7 +61,14 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
             continue
 
         def run_node(self: Task, msg: Payload) -> None:
-            NodeExecution(self, runtime_for(self.app.conf), msg).handle()
+            try:
+                NodeExecution(self, runtime_for(self.app.conf), msg).handle()
+            except Retry:
+                raise
+            except Exception as exc:  # Cosmos, Redis or the broker unreachable: try again later
+                logger.exception("node message %s of run %s could not be processed", msg.get("node"), msg.get("run"))
+                raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries),
+                                 max_retries=INFRASTRUCTURE_RETRIES) from exc
 
         app.task(name=name, bind=True, ignore_result=True, acks_late=True)(run_node)
 
@@ -76,8 +85,9 @@ def _is_json(value: Any) -> bool:
 class NodeExecution:
     """Handles one node message end to end."""
 
-    def __init__(self, task: Task, rt: Runtime, msg: Payload) -> None:
+    def __init__(self, task: Task, rt: Runtime, msg: Payload, depth: int = 0) -> None:
         self.task = task
+        self.depth = depth
         self.app: Celery = task.app
         self.rt = rt
         self.msg = msg
@@ -137,7 +147,8 @@ class NodeExecution:
         owner = uuid.uuid4().hex
         timeout = node.config.timeout_seconds
         if not self.rt.coordination.acquire(lock, owner, ttl=(timeout or 300.0) * 2 + 30):
-            raise self.task.retry(countdown=5, max_retries=None)
+            self._requeue(self.msg, 5)
+            return
         attempt = int(self.msg.get("attempt", 1))
         ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
                           run_id=self.run_id, node_id=self.node_id, blueprint_id=self.blueprint.id,
@@ -164,7 +175,8 @@ class NodeExecution:
             retry = dict(self.msg, attempt=error.attempt + 1)
             if error.prepared is not MISSING and _is_json(error.prepared):
                 retry["prepared"] = error.prepared
-            raise self.task.retry(kwargs={"msg": retry}, countdown=delay, max_retries=attempts)
+            self._requeue(retry, delay)
+            return
         own = run_fallback(self.rt.registry.get(self.graph.nodes[self.node_id].uses), error, ctx)
         if own is not None:
             self._succeed(own)
@@ -202,9 +214,37 @@ class NodeExecution:
         starts = dispatch.route(self.graph, self.run_id, transitions, self.rt.coordination)
         messages = {token(s.node_id, s.iteration): payload(self.run_id, self.blueprint, s.node_id, s.iteration,
                                                            s.value, dynamic) for s in starts}
+        inline = self._inline_choice(list(messages.values()))
         for message in messages.values():
-            publish(self.app, self.graph, message)
+            if message is not inline:
+                publish(self.app, self.graph, message)
+        if inline is not None:
+            NodeExecution(self.task, self.rt, inline, self.depth + 1).handle()
         self._progress(messages)
+
+    def _inline_choice(self, messages: list[Payload]) -> Payload | None:
+        """A successor to run right here instead of through the queue (a chain hop saved).
+
+        Only an ordinary node this worker implements, routed to the same queue, after a node
+        without a timeout, and no deeper than `inline_depth`. This token stays pending until
+        the inlined work returns, so a crash in between redelivers this message and the chain
+        is picked up again.
+        """
+        current = self.graph.nodes[self.node_id]
+        if self.depth >= self.rt.inline_depth or current.config.timeout is not None:
+            return None  # a timed node's task has a soft time limit that must not cover other nodes
+        queue = current.config.queue
+        for message in messages:
+            node = self.graph.nodes[message["node"]]
+            if node.uses not in RUNNER_BUILTINS and node.config.queue == queue and node.uses in self.rt.registry:
+                return message
+        return None
+
+    def _requeue(self, message: Payload, countdown: float) -> None:
+        """Run a message again later: a task retry at the top, a delayed message when inlined."""
+        if self.depth == 0:
+            raise self.task.retry(kwargs={"msg": message}, countdown=countdown, max_retries=None)
+        publish(self.app, self.graph, message, countdown=countdown or None)
 
     def _progress(self, added: dict[str, Payload]) -> None:
         """Mark this token finished; complete the run when nothing is pending."""
@@ -222,7 +262,7 @@ class NodeExecution:
         """Leave the message for a worker with the run's version; fail the run if none takes it."""
         reason = (f"blueprint {self.msg['bp']!r} version mismatch: run started on version {self.msg.get('ver')!r}, "
                   f"worker {socket.gethostname()} has version {worker_version!r}")
-        if self.task.request.retries < VERSION_MISMATCH_RETRIES:
+        if self.depth == 0 and self.task.request.retries < VERSION_MISMATCH_RETRIES:
             logger.warning("%s; retrying", reason)
             raise self.task.retry(countdown=5, max_retries=VERSION_MISMATCH_RETRIES)
         self._fail({"nodeId": self.node_id, "type": "VersionMismatch", "message": reason})

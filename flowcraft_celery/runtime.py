@@ -34,6 +34,7 @@ class Runtime:
     registry: Registry
     touch_interval: float = 5.0
     stall_seconds: float = 60.0
+    inline_depth: int = 8
     _touched: dict[str, float] = field(default_factory=dict)
 
     def touch(self, run_id: str) -> None:
@@ -85,4 +86,5 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
         registry=BUILTIN_REGISTRY.merged(default_registry),
         touch_interval=float(conf.get("flowcraft_touch_interval") or 5.0),
         stall_seconds=float(conf.get("flowcraft_stall_seconds") or 60.0),
+        inline_depth=int(conf.get("flowcraft_inline_depth", 8)),
     )
