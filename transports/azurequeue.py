@@ -67,7 +67,9 @@ Transport Options
 Polling and latency: Azure has no long polling, so an idle queue is polled at most every
 ``max_polling_interval`` seconds; the first message after a long idle time waits up to that
 long (then polling is immediate while messages flow). ``celery inspect``/``control`` therefore
-needs ``--timeout`` above it (e.g. ``--timeout 10``), and Flower ``--inspect_timeout=10000``.
+needs a ``--timeout`` of about 1.5 x ``max_polling_interval`` (``--timeout 12`` with the
+defaults: the worker sees the request within 8 s, the caller's young reply queue is polled at
+least every quarter of its age), and Flower ``--inspect_timeout=12000``.
 Events reach a new receiver once publishers re-read the bindings (``binding_cache_seconds``).
 
 Request costs: a task costs one send, one delete and 1/batch of a receive (about 2.06 requests

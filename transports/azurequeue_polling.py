@@ -11,6 +11,7 @@ class QueuePollState:
 
     next_at: float = 0.0
     interval: float = 0.0
+    since: float | None = None
 
 
 class PollSchedule:
@@ -19,8 +20,12 @@ class PollSchedule:
     A queue that returned a full batch is polled again at once, one that returned a partial
     batch after `min_interval`; each empty poll doubles the wait,
     from `min_interval` up to `max_interval`, so an idle queue costs 1/max_interval requests
-    per second and a busy one is drained without pause.
+    per second and a busy one is drained without pause. The wait never exceeds a quarter of
+    the time since the queue was first polled, so a short-lived consumer (the reply queue of
+    `celery inspect`) keeps polling often enough to collect replies before its timeout.
     """
+
+    AGE_FRACTION = 0.25
 
     def __init__(self, min_interval: float, max_interval: float) -> None:
         self.min_interval = min_interval
@@ -44,13 +49,19 @@ class PollSchedule:
         """Record a poll that returned messages: again at once if the batch was full, else
         after `min_interval`, so a trickle is collected in batches rather than one by one."""
         state = self.state(queue)
+        if state.since is None:
+            state.since = now
         state.interval = 0.0
         state.next_at = now if full else now + self.min_interval
 
     def was_empty(self, queue: str, now: float) -> None:
         """Record an empty poll: wait twice as long as last time (within bounds)."""
         state = self.state(queue)
-        state.interval = min(self.max_interval, max(self.min_interval, state.interval * 2))
+        if state.since is None:
+            state.since = now
+        age_cap = max(self.min_interval, (now - state.since) * self.AGE_FRACTION)
+        doubled = max(self.min_interval, state.interval * 2)
+        state.interval = min(self.max_interval, age_cap, doubled)
         state.next_at = now + state.interval
 
     def wake(self, queue: str, now: float) -> None:
