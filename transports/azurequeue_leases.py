@@ -71,11 +71,6 @@ class LeaseKeeper:
         with self._lock:
             return self._leases.pop(tag, None)
 
-    def held(self) -> int:
-        """Return how many messages are currently held."""
-        with self._lock:
-            return len(self._leases)
-
     def settle(self, lease: Lease, action: Callable[[Lease], None]) -> None:
         """Run `action` on the lease now, after any renewal in flight, at most once."""
         with lease.lock:
