@@ -215,15 +215,18 @@ def main() -> None:
     parser.add_argument("--idle-window", type=float, default=60.0)
     args = parser.parse_args()
     queue_url = "http://127.0.0.1:10001/devstoreaccount1"
-    send, drain = raw_ceiling(args.tasks)
-    ceiling = 1 / (1 / send + 1 / drain)
+    first = raw_ceiling(args.tasks)
     ours, idle = run_tasks("azurequeue (ours)", "azurequeue://", args.tasks, args, idle=True)
     kombu, _ = run_tasks("kombu azurestoragequeues",
                          f"azurestoragequeues://{AZURITE_KEY}@{queue_url}", args.kombu_tasks, args)
     on_redis, _ = run_tasks("Celery on Redis", os.environ["REDIS_URL"], args.tasks, args)
+    last = raw_ceiling(args.tasks)
+    send, drain = max(first[0], last[0]), max(first[1], last[1])
+    ceiling = 1 / (1 / send + 1 / drain)
     print(f"\nworker: -P {args.pool} -c {args.concurrency}, prefetch multiplier "
           f"{args.prefetch_multiplier}; publisher: {THREADS} threads")
-    print(f"raw Azurite, plain SDK, {THREADS} threads: send {send:.0f} msg/s, "
+    print(f"raw Azurite, plain SDK, {THREADS} threads, best of a run before and after the "
+          f"transports: send {send:.0f} msg/s, "
           f"receive(32)+delete {drain:.0f} msg/s; ceiling for a whole message life on one "
           f"Azurite (1/(1/send + 1/drain)) {ceiling:.0f} msg/s, optimistic min(send, drain) "
           f"{min(send, drain):.0f} msg/s\n")
