@@ -57,11 +57,11 @@ class Bridge:
             self.shared.wait_ready(90)
         return self.shared
 
-    def stop_shared(self) -> None:
-        """Stop the shared workers so a test owns every process on the queue."""
-        if self.shared is not None:
-            self.shared.stop()
-            self.shared = None
+    def stop_all(self) -> None:
+        """Stop every worker and beat so far, so a test owns every process on the queue."""
+        for group in self.groups:
+            group.stop()
+        self.shared = None
 
     def calls(self, run_id: str) -> dict[str, int]:
         """How often each node of the run was invoked, over every worker."""
@@ -208,7 +208,7 @@ def azure_queue(bridge: Bridge) -> QueueClient:
                    "which Celery reads as the task default (3): after ~20 s the message is dropped with "
                    "MaxRetriesExceededError and the run stays `running`")
 def test_killed_worker_run_completes_on_another_worker(bridge: Bridge) -> None:
-    bridge.stop_shared()
+    bridge.stop_all()
     group = bridge.group(FLOWCRAFT_VISIBILITY_TIMEOUT="5")
     first = group.worker(concurrency=1)
     group.wait_ready(90)
@@ -228,7 +228,7 @@ def test_killed_worker_run_completes_on_another_worker(bridge: Bridge) -> None:
 
 
 def test_reconcile_completes_a_run_whose_messages_were_lost(bridge: Bridge) -> None:
-    bridge.stop_shared()
+    bridge.stop_all()
     stopped = bridge.group()
     stopped.worker(concurrency=1)
     stopped.wait_ready(90)
