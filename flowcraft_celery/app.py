@@ -30,7 +30,7 @@ def create_app(config: str | None = None) -> Celery:
     import_modules(list(celery_app.conf.get("flowcraft_node_modules") or []))
     register_node_tasks(celery_app, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
 
-    @celery_app.task(name="flowcraft.reconcile", bind=True, ignore_result=False)
+    @celery_app.task(name="flowcraft.reconcile", bind=True, ignore_result=False, shared=False)
     def reconcile_task(self: Any, stall_seconds: float | None = None) -> dict[str, int]:
         """Re-publish the outstanding work of stalled runs; returns the counts."""
         return reconcile(self.app, runtime_for(self.app.conf), stall_seconds).to_dict()

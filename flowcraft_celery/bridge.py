@@ -12,13 +12,13 @@ import json
 import logging
 import socket
 import time
-import uuid
 from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from flowcraft_celery import dispatch, engine
+from flowcraft_celery.blueprint import NodeDefinition
 from flowcraft_celery.builtins import (
     AWAITING_BUILTINS,
     RUNNER_BUILTINS,
@@ -30,6 +30,7 @@ from flowcraft_celery.builtins import (
 from flowcraft_celery.context import NodeContext, RunContext
 from flowcraft_celery.graph import DynamicAddition, Graph
 from flowcraft_celery.invoke import NodeAttemptError, run_attempt, run_fallback
+from flowcraft_celery.lease import lease
 from flowcraft_celery.registry import NodeResult
 from flowcraft_celery.runs import (
     Payload,
@@ -70,7 +71,7 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
                 raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries),
                                  max_retries=INFRASTRUCTURE_RETRIES) from exc
 
-        app.task(name=name, bind=True, ignore_result=True, acks_late=True)(run_node)
+        app.task(name=name, bind=True, ignore_result=True, acks_late=True, max_retries=None)(run_node)
 
 
 def _is_json(value: Any) -> bool:
@@ -143,12 +144,15 @@ class NodeExecution:
         if node.uses in RUNNER_BUILTINS:
             self._builtin(node.uses, node_input)
             return
-        lock = f"exec:{self.run_id}:{self.token}"
-        owner = uuid.uuid4().hex
+        with lease(self.rt.coordination, f"exec:{self.run_id}:{self.token}") as held:
+            if not held:  # another copy of this message is running it right now
+                self._requeue(self.msg, 5)
+                return
+            self._attempt(node, node_input)
+
+    def _attempt(self, node: NodeDefinition, node_input: Any) -> None:
+        """One attempt of an ordinary node, then success or the failure path."""
         timeout = node.config.timeout_seconds
-        if not self.rt.coordination.acquire(lock, owner, ttl=(timeout or 300.0) * 2 + 30):
-            self._requeue(self.msg, 5)
-            return
         attempt = int(self.msg.get("attempt", 1))
         ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
                           run_id=self.run_id, node_id=self.node_id, blueprint_id=self.blueprint.id,
@@ -161,11 +165,9 @@ class NodeExecution:
                 raise NodeAttemptError(self.node_id, attempt, f"node {self.node_id!r} attempt {attempt} exceeded "
                                        f"its timeout of {int((timeout or 0) * 1000)} ms") from exc
         except NodeAttemptError as error:
-            self.rt.coordination.release(lock, owner)
             self._attempt_failed(node.config.attempts, node.config.delay_seconds, node.config.fallback, error, ctx)
             return
         self._succeed(result)
-        self.rt.coordination.release(lock, owner)
 
     def _attempt_failed(self, attempts: int, delay: float, fallback: str | None, error: NodeAttemptError,
                         ctx: NodeContext) -> None:
@@ -243,7 +245,7 @@ class NodeExecution:
     def _requeue(self, message: Payload, countdown: float) -> None:
         """Run a message again later: a task retry at the top, a delayed message when inlined."""
         if self.depth == 0:
-            raise self.task.retry(kwargs={"msg": message}, countdown=countdown, max_retries=None)
+            raise self.task.retry(kwargs={"msg": message}, countdown=countdown)
         publish(self.app, self.graph, message, countdown=countdown or None)
 
     def _progress(self, added: dict[str, Payload]) -> None:

@@ -76,13 +76,12 @@ class WorkerGroup:
         process.wait(timeout=30)
 
     def stop(self) -> None:
-        """TERM every process group, then KILL what is left after 15 s."""
+        """TERM each main process (a warm shutdown: running tasks finish), then KILL each
+        process group still alive after 15 s."""
         for process in self.processes:
             if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
         for process in self.processes:
             remaining = max(0.1, deadline - time.monotonic())

@@ -203,10 +203,6 @@ def azure_queue(bridge: Bridge) -> QueueClient:
     return QueueClient.from_connection_string(bridge.env["AZURE_STORAGE_CONNECTION_STRING"], name)
 
 
-@pytest.mark.xfail(strict=True, reason="bridge bug: the execution lock of a node whose worker was killed is held "
-                   "for (timeout or 300 s) * 2 + 30 s, and the redelivered message retries with max_retries=None, "
-                   "which Celery reads as the task default (3): after ~20 s the message is dropped with "
-                   "MaxRetriesExceededError and the run stays `running`")
 def test_killed_worker_run_completes_on_another_worker(bridge: Bridge) -> None:
     bridge.stop_all()
     group = bridge.group(FLOWCRAFT_VISIBILITY_TIMEOUT="5")
