@@ -216,13 +216,14 @@ class NodeExecution:
         starts = dispatch.route(self.graph, self.run_id, transitions, self.rt.coordination)
         messages = {token(s.node_id, s.iteration): payload(self.run_id, self.blueprint, s.node_id, s.iteration,
                                                            s.value, dynamic) for s in starts}
+        finished_at = time.time()
         inline = self._inline_choice(list(messages.values()))
         for message in messages.values():
             if message is not inline:
                 publish(self.app, self.graph, message)
         if inline is not None:
             NodeExecution(self.task, self.rt, inline, self.depth + 1).handle()
-        self._progress(messages)
+        self._progress(messages, finished_at)
 
     def _inline_choice(self, messages: list[Payload]) -> Payload | None:
         """A successor to run right here instead of through the queue (a chain hop saved).
@@ -248,9 +249,9 @@ class NodeExecution:
             raise self.task.retry(kwargs={"msg": message}, countdown=countdown)
         publish(self.app, self.graph, message, countdown=countdown or None)
 
-    def _progress(self, added: dict[str, Payload]) -> None:
+    def _progress(self, added: dict[str, Payload], finished_at: float | None = None) -> None:
         """Mark this token finished; complete the run when nothing is pending."""
-        remaining = self.rt.ledger.progress(self.run_id, self.token, added)
+        remaining = self.rt.ledger.progress(self.run_id, self.token, added, finished_at)
         if remaining == 0:
             complete_run(self.app, self.rt, self.run_id)
         else:

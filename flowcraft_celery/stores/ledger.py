@@ -9,6 +9,7 @@ atomic script call, idempotent under redelivery: a token that finished is never 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,12 +20,11 @@ local pending, finished, times = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[2] ~= '' then
   redis.call('HDEL', pending, ARGV[2])
   if redis.call('SADD', finished, ARGV[2]) == 1 then
-    local now = redis.call('TIME')
-    redis.call('HSET', times, ARGV[2], now[1] .. '.' .. string.format('%06d', now[2]))
+    redis.call('HSET', times, ARGV[2], ARGV[3])
     redis.call('EXPIRE', times, ARGV[1])
   end
 end
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if redis.call('SISMEMBER', finished, ARGV[i]) == 0 then
     redis.call('HSET', pending, ARGV[i], ARGV[i + 1])
   end
@@ -58,9 +58,11 @@ class RunLedger:
     def _key(self, run_id: str, name: str) -> str:
         return f"{self._prefix}run:{run_id}:{name}"
 
-    def progress(self, run_id: str, done: str | None, added: Mapping[str, Mapping[str, Any]]) -> int:
-        """Mark `done` finished and add `added` (token -> payload) as pending; return how many remain."""
-        args: list[Any] = [self._ttl, done or ""]
+    def progress(self, run_id: str, done: str | None, added: Mapping[str, Mapping[str, Any]],
+                 finished_at: float | None = None) -> int:
+        """Mark `done` finished (at `finished_at`, default now) and add `added` (token -> payload)
+        as pending; return how many remain."""
+        args: list[Any] = [self._ttl, done or "", repr(time.time() if finished_at is None else finished_at)]
         for name, payload in added.items():
             args += [name, json.dumps(payload, separators=(",", ":"))]
         keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times")]
@@ -121,7 +123,7 @@ class RunLedger:
         return sorted(_text(t) for t in self._redis.smembers(self._key(run_id, "awaiting")))
 
     def finish_times(self, run_id: str) -> list[tuple[str, float]]:
-        """When each node execution finished (Redis server time), in order."""
+        """When each node execution finished (the worker's clock), in order."""
         raw = self._redis.hgetall(self._key(run_id, "times"))
         return sorted(((_text(k), float(v)) for k, v in raw.items()), key=lambda item: item[1])
 
