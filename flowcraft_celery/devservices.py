@@ -32,6 +32,8 @@ AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 COSMOS_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DDJf5/2oMqLl6JVXUEHnCYqC7gsXzlzUm7xzy2Pp1FHpWw=="
 DEFAULT_TIMEOUT = 60.0
 PROBE_TIMEOUT = 2.0
+#: Extra probes of a port whose answer did not look like the expected service before giving up.
+FOREIGN_RECHECKS = 5
 
 #: Environment variables that override each port, with the defaults.
 PORT_VARS: dict[str, tuple[str, int]] = {
@@ -389,6 +391,12 @@ def bring_up(ports: Ports | None = None, timeout: float = DEFAULT_TIMEOUT) -> li
     with _locked(root):
         by_name = {e.name: e for e in endpoints(ports)}
         states = {name: e.state() for name, e in by_name.items()}
+        for _ in range(FOREIGN_RECHECKS):  # a busy emulator can miss one probe: ask again
+            if State.FOREIGN not in states.values():
+                break
+            time.sleep(PROBE_TIMEOUT)
+            states = {name: e.state() if states[name] is State.FOREIGN else states[name]
+                      for name, e in by_name.items()}
         taken = [e for e in by_name.values() if states[e.name] is State.FOREIGN]
         if taken:
             names = ", ".join(f"{e.name} on {e.url}" for e in taken)
