@@ -83,9 +83,26 @@ def _napping() -> Blueprint:
             .node("c2", "bt-step").chain("c0", "nap", "c2").build())
 
 
+def heavy_queue() -> str:
+    """The queue that `bt-routed`'s middle node is routed to (unique per test module)."""
+    return f"{os.environ.get('FLOWCRAFT_DEFAULT_QUEUE', 'flowcraft')}-heavy"
+
+
+def _routed() -> Blueprint:
+    return (Flow("bt-routed").node("a", "bt-step").node("heavy", "bt-step", queue=heavy_queue())
+            .node("b", "bt-step").chain("a", "heavy", "b").build())
+
+
+def _versioned() -> Blueprint:
+    """Its version comes from BT_VERSION, so workers and the client can disagree on purpose."""
+    return Flow("bt-versioned", version=os.environ.get("BT_VERSION", "1")).node("only", "bt-step").build()
+
+
 def blueprints() -> list[Blueprint]:
     """What workers and the client both know."""
     return [
+        _routed(),
+        _versioned(),
         _fan(),
         _chain("bt-dup", [3.0, 0.0]),
         _chain("bt-cancel", [1.5] * CHAIN_LENGTH),

@@ -245,3 +245,34 @@ def test_reconcile_completes_a_run_whose_messages_were_lost(bridge: Bridge) -> N
     calls = bridge.calls(run.run_id)
     assert calls == {"c0": 1, "c2": 1}
     assert bridge.client.progress(run.run_id) == 3
+
+
+def test_node_queue_routes_it_to_the_workers_of_that_queue(bridge: Bridge) -> None:
+    bridge.stop_all()
+    default_only = bridge.group()
+    default_only.worker(concurrency=1)
+    default_only.wait_ready(90)
+    run = bridge.client.start("bt-routed")
+    wait_for(lambda: bridge.calls(run.run_id).get("a") == 1, 60, "the first node")
+    time.sleep(5)
+    assert "heavy" not in bridge.calls(run.run_id)
+    assert bridge.client.status(run.run_id)["status"] == "running"
+    heavy = bridge.group()
+    heavy.worker(queues=bridge_nodes.heavy_queue(), concurrency=1)
+    heavy.wait_ready(90)
+    doc = run.wait(RUN_TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    assert bridge.calls(run.run_id) == {"a": 1, "heavy": 1, "b": 1}
+
+
+def test_a_worker_with_another_blueprint_version_never_continues_the_run(bridge: Bridge) -> None:
+    bridge.stop_all()
+    other_version = bridge.group(BT_VERSION="2")
+    other_version.worker(concurrency=1)
+    other_version.wait_ready(90)
+    run = bridge.client.start("bt-versioned")
+    doc = run.wait(RUN_TIMEOUT)
+    assert doc["status"] == "failed"
+    message = doc["errors"][0]["message"]
+    assert "version mismatch" in message and "'1'" in message and "'2'" in message
+    assert bridge.calls(run.run_id) == {}
