@@ -54,6 +54,9 @@ flowcraft_reconcile_interval = float(_env("FLOWCRAFT_RECONCILE_INTERVAL", "30"))
 # Up to this many successive nodes run inside one task when a node starts a successor on the
 # same queue (a chain hop without a queue round trip); 0 publishes every node as its own task.
 flowcraft_inline_depth = int(_env("FLOWCRAFT_INLINE_DEPTH", "8"))
+# A fan-out packs up to this many successors of one implementation into one task message
+# (one queue send, receive and delete per pack); 1 sends every node message on its own.
+flowcraft_fanout_group = int(_env("FLOWCRAFT_FANOUT_GROUP", "4"))
 
 beat_schedule = {
     "flowcraft-reconcile": {

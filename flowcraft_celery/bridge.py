@@ -39,6 +39,7 @@ from flowcraft_celery.runs import (
     mark_awaiting,
     payload,
     publish,
+    publish_together,
     run_graph,
     start_run,
 )
@@ -61,13 +62,17 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
         if name in app.tasks:
             continue
 
-        def run_node(self: Task, msg: Payload) -> None:
+        def run_node(self: Task, msg: Payload | None = None, msgs: list[Payload] | None = None) -> None:
+            rt = runtime_for(self.app.conf)
             try:
-                NodeExecution(self, runtime_for(self.app.conf), msg).handle()
+                if msgs is None:
+                    NodeExecution(self, rt, msg or {}).handle()
+                for member in msgs or []:  # finished members of a retried group are dropped
+                    NodeExecution(self, rt, member, own_message=False).handle()
             except Retry:
                 raise
             except Exception as exc:  # Cosmos, Redis or the broker unreachable: try again later
-                logger.exception("node message %s of run %s could not be processed", msg.get("node"), msg.get("run"))
+                logger.exception("node message of run %s could not be processed", (msg or (msgs or [{}])[0]).get("run"))
                 raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries),
                                  max_retries=INFRASTRUCTURE_RETRIES) from exc
 
@@ -86,9 +91,11 @@ def _is_json(value: Any) -> bool:
 class NodeExecution:
     """Handles one node message end to end."""
 
-    def __init__(self, task: Task, rt: Runtime, msg: Payload, depth: int = 0) -> None:
+    def __init__(self, task: Task, rt: Runtime, msg: Payload, depth: int = 0, own_message: bool = True) -> None:
         self.task = task
         self.depth = depth
+        #: Whether the task's Celery message is this payload alone (so a task retry re-sends it).
+        self.own_message = own_message and depth == 0
         self.app: Celery = task.app
         self.rt = rt
         self.msg = msg
@@ -218,12 +225,30 @@ class NodeExecution:
                                                            s.value, dynamic) for s in starts}
         finished_at = time.time()
         inline = self._inline_choice(list(messages.values()))
-        for message in messages.values():
-            if message is not inline:
-                publish(self.app, self.graph, message)
+        for group in self._groups([m for m in messages.values() if m is not inline]):
+            publish_together(self.app, self.graph, group)
         if inline is not None:
-            NodeExecution(self.task, self.rt, inline, self.depth + 1).handle()
+            NodeExecution(self.task, self.rt, inline, self.depth + 1, own_message=False).handle()
         self._progress(messages, finished_at)
+
+    def _groups(self, messages: list[Payload]) -> list[list[Payload]]:
+        """Successor messages packed for sending: up to `fanout_group` ordinary untimed nodes of
+        one implementation and queue share a task message; the rest go one by one."""
+        size = max(1, self.rt.fanout_group)
+        packs: dict[tuple[str, str | None], list[Payload]] = {}
+        groups: list[list[Payload]] = []
+        for message in messages:
+            node = self.graph.nodes[message["node"]]
+            if size == 1 or node.uses in RUNNER_BUILTINS or node.config.timeout is not None:
+                groups.append([message])
+                continue
+            pack = packs.setdefault((node.uses, node.config.queue), [])
+            pack.append(message)
+            if len(pack) == size:
+                groups.append(pack)
+                packs[(node.uses, node.config.queue)] = []
+        groups += [pack for pack in packs.values() if pack]
+        return groups
 
     def _inline_choice(self, messages: list[Payload]) -> Payload | None:
         """A successor to run right here instead of through the queue (a chain hop saved).
@@ -244,8 +269,9 @@ class NodeExecution:
         return None
 
     def _requeue(self, message: Payload, countdown: float) -> None:
-        """Run a message again later: a task retry at the top, a delayed message when inlined."""
-        if self.depth == 0:
+        """Run a message again later: a task retry when it is the task's own message, else a
+        delayed message of its own (inlined or grouped)."""
+        if self.own_message:
             raise self.task.retry(kwargs={"msg": message}, countdown=countdown)
         publish(self.app, self.graph, message, countdown=countdown or None)
 
@@ -265,9 +291,11 @@ class NodeExecution:
         """Leave the message for a worker with the run's version; fail the run if none takes it."""
         reason = (f"blueprint {self.msg['bp']!r} version mismatch: run started on version {self.msg.get('ver')!r}, "
                   f"worker {socket.gethostname()} has version {worker_version!r}")
-        if self.depth == 0 and self.task.request.retries < VERSION_MISMATCH_RETRIES:
-            logger.warning("%s; retrying", reason)
-            raise self.task.retry(countdown=5, max_retries=VERSION_MISMATCH_RETRIES)
+        mismatches = int(self.msg.get("mismatches", 0))
+        if mismatches < VERSION_MISMATCH_RETRIES:
+            logger.warning("%s; leaving it for another worker", reason)
+            self._requeue(dict(self.msg, mismatches=mismatches + 1), 5)
+            return
         self._fail({"nodeId": self.node_id, "type": "VersionMismatch", "message": reason})
 
     # -- built-ins --------------------------------------------------------------------------

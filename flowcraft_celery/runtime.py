@@ -35,6 +35,7 @@ class Runtime:
     touch_interval: float = 5.0
     stall_seconds: float = 60.0
     inline_depth: int = 8
+    fanout_group: int = 4
     _touched: dict[str, float] = field(default_factory=dict)
 
     def touch(self, run_id: str) -> None:
@@ -87,4 +88,5 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
         touch_interval=float(conf.get("flowcraft_touch_interval") or 5.0),
         stall_seconds=float(conf.get("flowcraft_stall_seconds") or 60.0),
         inline_depth=int(conf.get("flowcraft_inline_depth", 8)),
+        fanout_group=int(conf.get("flowcraft_fanout_group", 4)),
     )
