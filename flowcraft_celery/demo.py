@@ -59,6 +59,6 @@ def run_demo(echo: Callable[[str], None]) -> int:
         echo("timeline (seconds after start, node finished):")
         for node_token, at in client.runtime.ledger.finish_times(run.run_id):
             echo(f"  {at - started:6.2f}  {node_token}")
-        echo("workers and beat stopped; the dev services keep running (`flowcraft-celery services down` "
-             "stops the ones it started)")
-        return 0 if doc.get("status") == "completed" else 1
+    echo("workers and beat stopped; the dev services keep running (`flowcraft-celery services down` "
+         "stops the ones it started)")
+    return 0 if doc.get("status") == "completed" else 1
