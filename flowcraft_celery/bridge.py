@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from flowcraft_celery import dispatch, engine
 from flowcraft_celery.blueprint import NodeDefinition
@@ -63,6 +63,10 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
             continue
 
         def run_node(self: Task, msg: Payload | None = None, msgs: list[Payload] | None = None) -> None:
+            members = [msg] if msgs is None else msgs
+            bad = [m for m in members if not _is_node_payload(m)]
+            if bad or not members:  # not ours to retry: the transport dead-letters a rejected message
+                raise Reject(f"not a flowcraft node message: {bad[:1] or members!r}"[:500], requeue=False)
             rt = runtime_for(self.app.conf)
             try:
                 if msgs is None:
@@ -77,6 +81,11 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
                                  max_retries=INFRASTRUCTURE_RETRIES) from exc
 
         app.task(name=name, bind=True, ignore_result=True, acks_late=True, max_retries=None)(run_node)
+
+
+def _is_node_payload(value: Any) -> bool:
+    """Whether a task argument has the fields every node message carries."""
+    return isinstance(value, dict) and all(isinstance(value.get(k), str) for k in ("run", "bp", "node"))
 
 
 def _is_json(value: Any) -> bool:
@@ -116,10 +125,10 @@ class NodeExecution:
             self._fail({"nodeId": self.node_id, "type": "UnknownBlueprint",
                         "message": f"blueprint {self.msg['bp']!r} is not known to worker {host} (known: {known})"})
             return
+        self.graph = run_graph(self.rt, blueprint, self.run_id, bool(self.msg.get("dyn")))
         if blueprint.version != self.msg.get("ver"):
             self._version_mismatch(blueprint.version)
             return
-        self.graph = run_graph(self.rt, blueprint, self.run_id, bool(self.msg.get("dyn")))
         if self.node_id not in self.graph.nodes:
             self._fail({"nodeId": self.node_id, "type": "UnknownNode",
                         "message": f"node {self.node_id!r} is not in blueprint {blueprint.id!r}"})
@@ -292,7 +301,7 @@ class NodeExecution:
         reason = (f"blueprint {self.msg['bp']!r} version mismatch: run started on version {self.msg.get('ver')!r}, "
                   f"worker {socket.gethostname()} has version {worker_version!r}")
         mismatches = int(self.msg.get("mismatches", 0))
-        if mismatches < VERSION_MISMATCH_RETRIES:
+        if mismatches < VERSION_MISMATCH_RETRIES and self.node_id in self.graph.nodes:
             logger.warning("%s; leaving it for another worker", reason)
             self._requeue(dict(self.msg, mismatches=mismatches + 1), 5)
             return

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from flowcraft_celery.client import Client
@@ -20,7 +21,7 @@ from flowcraft_celery.graph import Graph
 from flowcraft_celery.runs import publish
 from flowcraft_celery.workers import WorkerGroup
 from tests.integration import bridge_nodes, names
-from transports.azurequeue_naming import azure_queue_name
+from transports.azurequeue_naming import azure_queue_name, dead_letter_queue_name
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = "tests.integration.bridge_nodes"
@@ -276,3 +277,22 @@ def test_a_worker_with_another_blueprint_version_never_continues_the_run(bridge:
     message = doc["errors"][0]["message"]
     assert "version mismatch" in message and "'1'" in message and "'2'" in message
     assert bridge.calls(run.run_id) == {}
+
+
+def test_a_garbage_node_message_goes_to_the_dead_letter_queue_and_workers_keep_going(bridge: Bridge) -> None:
+    bridge.shared_workers()
+    queue = bridge.env["FLOWCRAFT_DEFAULT_QUEUE"]
+    bridge.client.app.send_task("flowcraft.node.bt-step", kwargs={"msg": {"not": "a node message"}}, queue=queue)
+    dlq = QueueClient.from_connection_string(
+        bridge.env["AZURE_STORAGE_CONNECTION_STRING"],
+        azure_queue_name(dead_letter_queue_name(queue), os.environ.get("FLOWCRAFT_QUEUE_PREFIX", "")))
+
+    def dead_lettered() -> bool:
+        try:
+            return int(dlq.get_queue_properties().approximate_message_count or 0) >= 1
+        except ResourceNotFoundError:
+            return False
+
+    wait_for(dead_lettered, 90, "the garbage message in the dead-letter queue")
+    run = bridge.client.start("bt-dup")
+    assert run.wait(RUN_TIMEOUT)["status"] == "completed"
