@@ -219,7 +219,7 @@ def start_command(blueprint_id: str, context: Any, wait: bool, timeout: float | 
     except TimeoutError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("", err=True)
-    _echo_json(doc.get("result") or doc)
+    _echo_json(client.result(run.run_id))
     sys.exit(1 if doc.get("status") == "failed" else 0)
 
 

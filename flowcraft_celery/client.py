@@ -59,6 +59,16 @@ class Client:
             raise RunError(f"no run {run_id!r}")
         return doc
 
+    def result(self, run_id: str) -> dict[str, Any]:
+        """The run's `{status, context, errors}`; the context is read from the store when the
+        status document does not carry it (too large, or the run has not ended)."""
+        doc = self.status(run_id)
+        result = dict(doc.get("result") or {"status": doc.get("status"), "errors": doc.get("errors") or []})
+        if result.get("context") is None:
+            result["context"] = self.runtime.contexts.snapshot(run_id)
+            result.pop("contextInStore", None)
+        return result
+
     def progress(self, run_id: str) -> int:
         """How many node executions of the run have finished."""
         return self.runtime.ledger.finished_count(run_id)

@@ -113,7 +113,6 @@ class CeleryMode:
                 break
             self.client.resume(run.run_id, step.get("action"), step.get("output"), step.get("node"))
             doc = self.client.wait(run.run_id, self.timeout)
-        result = doc.get("result") or {}
-        context = result.get("context") if result.get("context") else self.client.runtime.contexts.snapshot(run.run_id)
+        result = self.client.result(run.run_id)
         errors = list(doc.get("errors") or result.get("errors") or [])
-        return Outcome(str(doc.get("status")), dict(context or {}), errors, recorder.counts())
+        return Outcome(str(doc.get("status")), dict(result["context"]), errors, recorder.counts())

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from flowcraft_celery import devservices
 from flowcraft_celery.workers import WorkerGroup
@@ -52,10 +51,10 @@ def run_demo(echo: Callable[[str], None]) -> int:
         run = client.start("order-flow", context)
         echo(f"started run {run.run_id} of order-flow")
         doc = run.wait(180)
-        result: dict[str, Any] = dict(doc.get("result") or {})
-        echo(json.dumps({"status": doc.get("status"), "errors": result.get("errors", []),
-                         "notify_customer": (result.get("context") or {}).get("notify_customer"),
-                         "shipment": (result.get("context") or {}).get("shipment")}, indent=2))
+        result = client.result(run.run_id)
+        echo(json.dumps({"status": doc.get("status"), "errors": result["errors"],
+                         "notify_customer": result["context"].get("notify_customer"),
+                         "shipment": result["context"].get("shipment")}, indent=2))
         echo("timeline (seconds after start, node finished):")
         for node_token, at in client.runtime.ledger.finish_times(run.run_id):
             echo(f"  {at - started:6.2f}  {node_token}")

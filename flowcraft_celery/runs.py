@@ -7,6 +7,7 @@ reconciler (re-publish). A node message's payload is a small JSON dict:
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -100,11 +101,23 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
     return run_id
 
 
+#: Largest final context (JSON bytes) copied into the status document; a bigger one stays in
+#: the context store only (`Client.result` reads it there), so the status item stays far below
+#: Cosmos's 2 MiB item limit.
+RESULT_CONTEXT_LIMIT = 512 * 1024
+
+
+def final_result(rt: Runtime, run_id: str, status: str, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """`{status, context, errors}` of a finished run; `contextInStore` instead of a too large context."""
+    context = rt.contexts.snapshot(run_id)
+    if len(json.dumps(context, default=str)) > RESULT_CONTEXT_LIMIT:
+        return {"status": status, "context": None, "contextInStore": True, "errors": errors}
+    return {"status": status, "context": context, "errors": errors}
+
+
 def complete_run(app: Celery, rt: Runtime, run_id: str) -> bool:
     """Finish a run with nothing pending as `completed`, with its final context."""
-    context = rt.contexts.snapshot(run_id)
-    result = {"status": "completed", "context": context, "errors": []}
-    done = rt.statuses.finish(run_id, "completed", result, [])
+    done = rt.statuses.finish(run_id, "completed", final_result(rt, run_id, "completed", []), [])
     if done:
         notify_parent(app, rt, run_id)
     return done
@@ -113,8 +126,7 @@ def complete_run(app: Celery, rt: Runtime, run_id: str) -> bool:
 def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]) -> bool:
     """Halt a run and record it `failed` with its errors."""
     rt.ledger.halt(run_id, "failed")
-    context = rt.contexts.snapshot(run_id)
-    done = rt.statuses.finish(run_id, "failed", {"status": "failed", "context": context, "errors": errors}, errors)
+    done = rt.statuses.finish(run_id, "failed", final_result(rt, run_id, "failed", errors), errors)
     if done:
         notify_parent(app, rt, run_id)
     return done

@@ -58,6 +58,15 @@ def total(ctx: NodeContext) -> int:
     return sum(int(v) for k, v in snapshot.items() if k.startswith("_outputs.p"))
 
 
+@node("bt-big")
+def big(ctx: NodeContext) -> int:
+    """Writes three 250 KB context values: the final context is too large for the status item."""
+    _count(ctx)
+    for i in range(3):
+        ctx.context.set(f"big.{i}", str(i) * 250_000)
+    return 3
+
+
 def _fan() -> Blueprint:
     flow = Flow("bt-fan").node("start", "bt-step").node("join", "bt-sum")
     for i in range(FAN_WIDTH):
@@ -102,6 +111,7 @@ def blueprints() -> list[Blueprint]:
     """What workers and the client both know."""
     return [
         _routed(),
+        Flow("bt-big").node("write", "bt-big").build(),
         _versioned(),
         _fan(),
         _chain("bt-dup", [3.0, 0.0]),

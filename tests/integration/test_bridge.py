@@ -296,3 +296,15 @@ def test_a_garbage_node_message_goes_to_the_dead_letter_queue_and_workers_keep_g
     wait_for(dead_lettered, 90, "the garbage message in the dead-letter queue")
     run = bridge.client.start("bt-dup")
     assert run.wait(RUN_TIMEOUT)["status"] == "completed"
+
+
+def test_a_final_context_too_large_for_the_status_item_stays_readable(bridge: Bridge) -> None:
+    bridge.shared_workers()
+    run = bridge.client.start("bt-big")
+    doc = run.wait(RUN_TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    assert doc["result"]["context"] is None and doc["result"]["contextInStore"] is True
+    result = bridge.client.result(run.run_id)
+    assert result["status"] == "completed"
+    assert [len(result["context"][f"big.{i}"]) for i in range(3)] == [250_000] * 3
+    assert result["context"]["_outputs.write"] == 3
