@@ -156,7 +156,9 @@ class Channel(virtual.Channel):
         return queue_declare_ok_t(name, count.approximate_message_count, 0)
 
     def _size(self, queue: str) -> int:
-        """Return the approximate number of messages, invisible ones included."""
+        """Return the approximate number of messages, invisible ones included (after the acks
+        already made here have reached the queue, so an acked message is not counted)."""
+        self.transport.keeper.flush()
         props = self.transport.queue_client(queue).get_queue_properties()
         return props.approximate_message_count or 0
 
