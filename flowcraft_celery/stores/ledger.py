@@ -131,11 +131,6 @@ class RunLedger:
         """How many node executions of the run have finished."""
         return int(self._redis.scard(self._key(run_id, "finished")))
 
-    def forget(self, run_id: str) -> None:
-        """Delete the run's bookkeeping (its keys expire on their own otherwise)."""
-        names = ("pending", "finished", "halt", "dynamic", "awaiting", "times", "recording")
-        self._redis.delete(*(self._key(run_id, n) for n in names))
-
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
