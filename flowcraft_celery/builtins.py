@@ -56,7 +56,11 @@ def loop_controller(ctx: NodeContext) -> NodeResult:
 
 
 def batch_scatter(ctx: NodeContext) -> NodeResult:
-    """One dynamic worker node per input item, each wired into the gather node."""
+    """One dynamic worker node per input item, each wired into the gather node.
+
+    With `chunkSize`, items run in waves of that many: each node of a wave waits for every
+    node of the wave before it.
+    """
     items = ctx.input
     if not isinstance(items, list):
         raise ValueError(f"batch-scatter {ctx.node_id!r}: input must be an array, got {type(items).__name__}")
@@ -64,8 +68,16 @@ def batch_scatter(ctx: NodeContext) -> NodeResult:
     gather = ctx.params.get("gatherNodeId")
     if not isinstance(uses, str) or not isinstance(gather, str):
         raise ValueError(f"batch-scatter {ctx.node_id!r} needs params.workerUsesKey and params.gatherNodeId")
+    chunk = ctx.params.get("chunkSize")
+    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+        raise ValueError(f"batch-scatter {ctx.node_id!r}: params.chunkSize must be a positive integer, got {chunk!r}")
     workers = [f"{ctx.node_id}_{i}" for i in range(len(items))]
-    nodes = [{"id": w, "uses": uses, "input": item} for w, item in zip(workers, items, strict=True)]
+    nodes: list[dict[str, Any]] = [{"id": w, "uses": uses, "input": item}
+                                   for w, item in zip(workers, items, strict=True)]
+    if chunk:
+        for i in range(chunk, len(nodes)):
+            wave_start = (i // chunk - 1) * chunk
+            nodes[i]["after"] = workers[wave_start:wave_start + chunk]
     return NodeResult(output={"gatherNodeId": gather, "workers": workers}, dynamic_nodes=nodes)
 
 

@@ -20,8 +20,9 @@ LOOP_CONTROLLER = "loop-controller"
 class DynamicAddition:
     """Nodes a result added to this run: each wired from `parent` (and into `gather`).
 
-    A node definition may carry `input` (our extension): its fixed input, instead of the
-    parent's output.
+    A node definition may carry (our extensions) `input`: its fixed input, instead of the
+    parent's output; and `after`: ids of earlier dynamic nodes it waits for (an `all` join),
+    instead of starting right after the parent.
     """
 
     parent: str
@@ -64,7 +65,9 @@ class Graph:
                 self.nodes[definition.id] = definition
                 if "input" in definition.extra:
                     self.fixed_inputs[definition.id] = definition.extra["input"]
-                self.edges.append(EdgeDefinition(source=addition.parent, target=definition.id))
+                after = definition.extra.get("after")
+                sources = after if isinstance(after, list) and after else [addition.parent]
+                self.edges += [EdgeDefinition(source=str(source), target=definition.id) for source in sources]
                 if addition.gather:
                     self.edges.append(EdgeDefinition(source=definition.id, target=addition.gather))
 

@@ -146,6 +146,10 @@ def _node_issues(
                                           f"{where}: params.workerUsesKey {worker!r} names no registered "
                                           "implementation",
                                           node_id=node.id))
+        chunk = node.params.get("chunkSize")
+        if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+            issues.append(ValidationIssue("INVALID_CONFIG", f"{where}: params.chunkSize must be a positive integer, "
+                                          f"got {chunk!r}", node_id=node.id))
         if not isinstance(node.params.get("gatherNodeId"), str) or node.params["gatherNodeId"] not in known:
             issues.append(ValidationIssue("INVALID_CONFIG",
                                           f"{where}: params.gatherNodeId {node.params.get('gatherNodeId')!r} "

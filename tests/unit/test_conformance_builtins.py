@@ -11,5 +11,5 @@ BUILTINS = Path(__file__).resolve().parents[1] / "integration" / "scenarios" / "
 
 def test_builtin_scenarios_pass_locally() -> None:
     reports = list(run_scenarios(load_scenarios(BUILTINS), LocalMode()))
-    assert len(reports) == 6
+    assert len(reports) == 7
     assert [r.line() for r in reports if not r.passed] == []

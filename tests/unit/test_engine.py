@@ -991,3 +991,39 @@ def test_a_transform_giving_nan_or_infinity_hands_over_null(kit: Kit) -> None:
     assert result.status == "completed"
     assert out(result, "b") is None
     assert out(result, "c") == [None, None, 1]
+
+
+def test_batch_chunk_size_runs_items_in_waves(kit: Kit) -> None:
+    order: list[str] = []
+
+    def work(ctx: NodeContext) -> str:
+        order.append(ctx.input)
+        return ctx.input.upper()
+
+    kit.registry.register("wave-work", work)
+    flow = (Flow("waves").node("sc", "batch-scatter", inputs="items",
+                               params={"workerUsesKey": "wave-work", "gatherNodeId": "ga", "chunkSize": 2})
+            .node("ga", "batch-gather", params={"gatherNodeId": "ga", "outputKey": "out"}).edge("sc", "ga"))
+    result = kit.run(flow, {"items": ["a", "b", "c", "d", "e"]})
+    assert result.status == "completed"
+    assert result.context["out"] == ["A", "B", "C", "D", "E"]
+    assert sorted(order) == ["a", "b", "c", "d", "e"]
+
+
+def test_batch_waves_wait_for_the_whole_previous_wave() -> None:
+    from flowcraft_celery.builtins import batch_scatter
+    from flowcraft_celery.context import RunContext
+    from flowcraft_celery.graph import DynamicAddition, Graph
+    from flowcraft_celery.stores.memory import MemoryContextStore
+
+    blueprint = (Flow("w").node("sc", "batch-scatter", params={"workerUsesKey": "x", "gatherNodeId": "ga",
+                                                                 "chunkSize": 2})
+                 .node("ga", "batch-gather", params={"gatherNodeId": "ga"}).edge("sc", "ga").build())
+    ctx = NodeContext(input=[1, 2, 3, 4, 5], params=dict(blueprint.node("sc").params),
+                      context=RunContext(MemoryContextStore(), "r"), run_id="r", node_id="sc", blueprint_id="w")
+    result = batch_scatter(ctx)
+    graph = Graph(blueprint).extend([DynamicAddition.from_result("sc", result.dynamic_nodes, result.output)])
+    assert graph.predecessors("sc_0") == ["sc"] and graph.predecessors("sc_1") == ["sc"]
+    assert graph.predecessors("sc_2") == ["sc_0", "sc_1"] == graph.predecessors("sc_3")
+    assert graph.predecessors("sc_4") == ["sc_2", "sc_3"]
+    assert set(graph.predecessors("ga")) == {"sc", "sc_0", "sc_1", "sc_2", "sc_3", "sc_4"}
