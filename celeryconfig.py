@@ -19,7 +19,7 @@ def _env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in _env(name, default).split(",") if item.strip()]
 
 
-# Broker: Azure Queue Storage through our transport (transports/azurequeue.py).
+# Broker: Azure Queue Storage through our transport (transports/azurequeue/__init__.py).
 broker_url = _env("CELERY_BROKER_URL", "azurequeue://")
 broker_transport_options = {
     "queue_name_prefix": _env("FLOWCRAFT_QUEUE_PREFIX", ""),

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from azure.cosmos import CosmosClient
 
-from flowcraft_celery.cosmos_client import (
+from flowcraft_celery.stores.cosmos import CosmosContextStore, CosmosStatusStore
+from flowcraft_celery.stores.cosmos_client import (
     connection_string_from_env,
     get_client,
     parse_connection_string,
@@ -24,7 +25,6 @@ from flowcraft_celery.cosmos_client import (
     reset_request_counts,
     verify_tls_from_env,
 )
-from flowcraft_celery.stores.cosmos import CosmosContextStore, CosmosStatusStore
 
 
 def measure(name: str, n: int, op: Callable[[int], object]) -> None:

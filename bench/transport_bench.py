@@ -30,7 +30,7 @@ from celery import Celery
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transports.azurequeue_stats import STATS, CountingTransport  # noqa: E402
+from transports.azurequeue.stats import STATS, CountingTransport  # noqa: E402
 
 THREADS = 8
 AZURITE_KEY = (

@@ -17,7 +17,7 @@ from celery import Celery
 from celery.signals import worker_ready
 
 import transports  # noqa: F401  (registers azurequeue://)
-from transports.azurequeue_stats import STATS
+from transports.azurequeue.stats import STATS
 
 app = Celery("transport_bench", broker=os.environ.get("BENCH_BROKER_URL", "azurequeue://"))
 app.conf.update(

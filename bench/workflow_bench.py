@@ -42,9 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.transport_bench import raw_ceiling  # noqa: E402
-from flowcraft_celery import devservices  # noqa: E402
-from flowcraft_celery.cosmos_client import request_counts  # noqa: E402
-from transports.azurequeue_stats import STATS  # noqa: E402
+from flowcraft_celery.devtools import devservices  # noqa: E402
+from flowcraft_celery.stores.cosmos_client import request_counts  # noqa: E402
+from transports.azurequeue.stats import STATS  # noqa: E402
 
 #: Commands the benchmark itself sends to its private Redis to observe it.
 OBSERVER_COMMANDS = frozenset({"info", "config", "time", "ping"})
@@ -349,7 +349,7 @@ def _bucket(raw: dict[Any, Any], inside: Callable[[tuple[str, int, str]], bool])
 
 def profile_nodes(client: Any, blueprint_id: str) -> Profile:
     """Run one run's node tasks in this process (workers stopped) under cProfile."""
-    from flowcraft_celery.runs import node_task_name
+    from flowcraft_celery.distributed.runs import node_task_name
 
     rt = client.runtime
     run = client.start(blueprint_id)
@@ -431,8 +431,8 @@ def main() -> None:
         from celery import chain, chord
 
         from bench import workflow_canvas_app, workflow_nodes
-        from flowcraft_celery.client import Client
-        from flowcraft_celery.workers import WorkerGroup
+        from flowcraft_celery.devtools.workers import WorkerGroup
+        from flowcraft_celery.distributed.client import Client
 
         client = Client()
         bench = Bench(client, redis.Redis.from_url(private.url(0)), monitor, stats_dir, f"{tag}:", timeout)
@@ -466,7 +466,7 @@ def main() -> None:
         private.stop()
         _delete_queues(conn_str, tag)
         with contextlib.suppress(Exception):
-            from flowcraft_celery.cosmos_client import get_client
+            from flowcraft_celery.stores.cosmos_client import get_client
 
             get_client().delete_database(tag)
 

@@ -18,12 +18,12 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_ready
 
-from flowcraft_celery.blueprint import Blueprint
-from flowcraft_celery.builder import Flow
-from flowcraft_celery.context import NodeContext
-from flowcraft_celery.cosmos_client import request_counts
-from flowcraft_celery.registry import node
-from transports.azurequeue_stats import STATS
+from flowcraft_celery.engine.context import NodeContext
+from flowcraft_celery.engine.registry import node
+from flowcraft_celery.model.blueprint import Blueprint
+from flowcraft_celery.model.builder import Flow
+from flowcraft_celery.stores.cosmos_client import request_counts
+from transports.azurequeue.stats import STATS
 
 NOOP = "wfb-noop"
 CHAIN_ID = "wfb-chain"

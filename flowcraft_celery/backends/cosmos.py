@@ -34,7 +34,8 @@ from celery.exceptions import BackendStoreError, ImproperlyConfigured
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.url import _parse_url, maybe_sanitize_url
 
-from flowcraft_celery.cosmos_client import (
+from flowcraft_celery.stores.cosmos import MAX_ITEM_BYTES, json_size
+from flowcraft_celery.stores.cosmos_client import (
     CosmosConfigError,
     connection_string_from_env,
     ensure_container,
@@ -44,7 +45,6 @@ from flowcraft_celery.cosmos_client import (
     read_item_or_none,
     verify_tls_from_env,
 )
-from flowcraft_celery.stores.cosmos import MAX_ITEM_BYTES, json_size
 
 DEFAULT_DATABASE = "flowcraft"
 DEFAULT_CONTAINER = "celery_results"

@@ -38,7 +38,6 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
-from flowcraft_celery.cosmos_client import ensure_container, read_item_or_none
 from flowcraft_celery.stores.base import (
     FINAL_STATES,
     MISSING,
@@ -48,6 +47,7 @@ from flowcraft_celery.stores.base import (
     RunStatusDoc,
     ValueTooLargeError,
 )
+from flowcraft_celery.stores.cosmos_client import ensure_container, read_item_or_none
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flowcraft_celery import devservices
+from flowcraft_celery.devtools import devservices
 from tests.integration import names
 
 _HERE = Path(__file__).parent

@@ -1,0 +1,50 @@
+"""The Celery app: configuration from `celeryconfig`, our transport, node tasks and the reconcile task.
+
+`celery -A flowcraft_celery worker` imports this module (through `flowcraft_celery.distributed.app`);
+node modules named in `flowcraft_node_modules` are imported so each implementation gets
+its task `flowcraft.node.<uses>`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+import transports  # noqa: F401 - registers the azurequeue:// transport alias
+from flowcraft_celery.distributed.bridge import register_node_tasks
+from flowcraft_celery.distributed.reconcile import reconcile
+from flowcraft_celery.distributed.runtime import reset_runtimes, runtime_for
+from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
+from flowcraft_celery.engine.registry import default_registry, import_modules
+from flowcraft_celery.model.validation import BUILTIN_USES
+
+
+def create_app(config: str | None = None) -> Celery:
+    """A configured app with every known node task and `flowcraft.reconcile` registered."""
+    celery_app = Celery("flowcraft_celery")
+    celery_app.config_from_object(config or os.environ.get("FLOWCRAFT_CONFIG_MODULE", "celeryconfig"))
+    import_modules(list(celery_app.conf.get("flowcraft_node_modules") or []))
+    register_node_tasks(celery_app, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
+
+    @celery_app.task(name="flowcraft.reconcile", bind=True, ignore_result=False, shared=False)
+    def reconcile_task(self: Any, stall_seconds: float | None = None) -> dict[str, int]:
+        """Re-publish the outstanding work of stalled runs; returns the counts."""
+        return reconcile(self.app, runtime_for(self.app.conf), stall_seconds).to_dict()
+
+    return celery_app
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    """A forked pool process must not share the parent's Cosmos and Redis connections."""
+    reset_runtimes()
+
+
+# The Azure SDKs log every HTTP request at INFO; a worker at `-l INFO` should show tasks, not headers.
+logging.getLogger("azure").setLevel(logging.WARNING)
+
+app = create_app()

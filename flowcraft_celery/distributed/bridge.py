@@ -1,0 +1,357 @@
+"""The Celery side of a run: one task per node implementation, executing one node message.
+
+A message is handled at least once and takes effect once: a finished token is dropped, a
+recorded output is reused instead of running the node again, an execution lock keeps two
+copies of one message from running at the same time, and arrivals, claims and the pending
+ledger are idempotent. Retries are task retries with a countdown (delayed messages).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
+
+from flowcraft_celery.distributed.lease import lease
+from flowcraft_celery.distributed.runs import (
+    Payload,
+    complete_run,
+    fail_run,
+    mark_awaiting,
+    payload,
+    publish,
+    publish_together,
+    run_graph,
+    start_run,
+)
+from flowcraft_celery.distributed.runtime import Runtime, runtime_for
+from flowcraft_celery.engine import dispatch, semantics
+from flowcraft_celery.engine.builtins import (
+    AWAITING_BUILTINS,
+    RUNNER_BUILTINS,
+    subflow_failure,
+    subflow_initial_context,
+    subflow_output,
+)
+from flowcraft_celery.engine.context import NodeContext, RunContext
+from flowcraft_celery.engine.invoke import NodeAttemptError, run_attempt, run_fallback
+from flowcraft_celery.engine.registry import NodeResult
+from flowcraft_celery.model.blueprint import NodeDefinition
+from flowcraft_celery.model.durations import sleep_seconds
+from flowcraft_celery.model.graph import DynamicAddition, Graph
+from flowcraft_celery.stores.base import MISSING
+from flowcraft_celery.stores.ledger import token
+
+logger = logging.getLogger("flowcraft.bridge")
+
+#: Re-deliveries of a message whose blueprint version differs before the run is failed.
+VERSION_MISMATCH_RETRIES = 5
+#: Retries (with exponential back-off up to a minute) when a store or the broker fails.
+INFRASTRUCTURE_RETRIES = 20
+
+
+def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
+    """Register `flowcraft.node.<uses>` for each implementation the worker knows."""
+    for uses in uses_keys:
+        name = f"flowcraft.node.{uses}"
+        if name in app.tasks:
+            continue
+
+        def run_node(self: Task, msg: Payload | None = None, msgs: list[Payload] | None = None) -> None:
+            members = [msg] if msgs is None else msgs
+            bad = [m for m in members if not _is_node_payload(m)]
+            if bad or not members:  # not ours to retry: the transport dead-letters a rejected message
+                raise Reject(f"not a flowcraft node message: {bad[:1] or members!r}"[:500], requeue=False)
+            rt = runtime_for(self.app.conf)
+            try:
+                if msgs is None:
+                    NodeExecution(self, rt, msg or {}).handle()
+                for member in msgs or []:  # finished members of a retried group are dropped
+                    NodeExecution(self, rt, member, own_message=False).handle()
+            except Retry:
+                raise
+            except Exception as exc:  # Cosmos, Redis or the broker unreachable: try again later
+                logger.exception("node message of run %s could not be processed", (msg or (msgs or [{}])[0]).get("run"))
+                raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries),
+                                 max_retries=INFRASTRUCTURE_RETRIES) from exc
+
+        app.task(name=name, bind=True, ignore_result=True, acks_late=True, max_retries=None)(run_node)
+
+
+def _is_node_payload(value: Any) -> bool:
+    """Whether a task argument has the fields every node message carries."""
+    return isinstance(value, dict) and all(isinstance(value.get(k), str) for k in ("run", "bp", "node"))
+
+
+def _is_json(value: Any) -> bool:
+    """Whether a value can travel in a message (a `prep` result that cannot is prepared again)."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class NodeExecution:
+    """Handles one node message end to end."""
+
+    def __init__(self, task: Task, rt: Runtime, msg: Payload, depth: int = 0, own_message: bool = True) -> None:
+        self.task = task
+        self.depth = depth
+        #: Whether the task's Celery message is this payload alone (so a task retry re-sends it).
+        self.own_message = own_message and depth == 0
+        self.app: Celery = task.app
+        self.rt = rt
+        self.msg = msg
+        self.run_id: str = msg["run"]
+        self.node_id: str = msg["node"]
+        self.iteration: int = int(msg.get("it", 0))
+        self.token = token(self.node_id, self.iteration)
+
+    def handle(self) -> None:
+        """Drop what is done or halted, check the blueprint, then run the node."""
+        finished, halted, self.maybe_recorded = self.rt.ledger.check(self.run_id, self.token)
+        if finished or halted:
+            return
+        blueprint = self.rt.blueprints.get(self.msg["bp"])
+        if blueprint is None:
+            host = socket.gethostname()
+            known = ", ".join(sorted(self.rt.blueprints)) or "none"
+            self._fail({"nodeId": self.node_id, "type": "UnknownBlueprint",
+                        "message": f"blueprint {self.msg['bp']!r} is not known to worker {host} (known: {known})"})
+            return
+        self.graph = run_graph(self.rt, blueprint, self.run_id, bool(self.msg.get("dyn")))
+        if blueprint.version != self.msg.get("ver"):
+            self._version_mismatch(blueprint.version)
+            return
+        if self.node_id not in self.graph.nodes:
+            self._fail({"nodeId": self.node_id, "type": "UnknownNode",
+                        "message": f"node {self.node_id!r} is not in blueprint {blueprint.id!r}"})
+            return
+        self.blueprint = blueprint
+        if "resume" in self.msg:
+            resumed = self.msg["resume"] or {}
+            self._succeed(NodeResult(output=resumed.get("output"), action=resumed.get("action")))
+        elif "child" in self.msg:
+            self._child_ended(self.msg["child"])
+        elif self.msg.get("wake"):
+            self._succeed(NodeResult(output=self.msg.get("value")))
+        else:
+            self._execute()
+
+    # -- execution --------------------------------------------------------------------------
+
+    def _lookup(self, key: str) -> Any:
+        return self.rt.contexts.get(self.run_id, key)
+
+    def _execute(self) -> None:
+        recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration) \
+            if self.maybe_recorded else None
+        if recorded is not None:
+            self._succeed(NodeResult(output=recorded.output, action=recorded.action), recorded=True)
+            return
+        node = self.graph.nodes[self.node_id]
+        node_input = semantics.resolve_input(self.graph, node, self.msg.get("value"), self._lookup)
+        if node.uses in RUNNER_BUILTINS:
+            self._builtin(node.uses, node_input)
+            return
+        with lease(self.rt.coordination, f"exec:{self.run_id}:{self.token}") as held:
+            if not held:  # another copy of this message is running it right now
+                self._requeue(self.msg, 5)
+                return
+            self._attempt(node, node_input)
+
+    def _attempt(self, node: NodeDefinition, node_input: Any) -> None:
+        """One attempt of an ordinary node, then success or the failure path."""
+        timeout = node.config.timeout_seconds
+        attempt = int(self.msg.get("attempt", 1))
+        ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
+                          run_id=self.run_id, node_id=self.node_id, blueprint_id=self.blueprint.id,
+                          iteration=self.iteration, attempt=attempt)
+        try:
+            impl = self.rt.registry.get(node.uses)
+            try:
+                result = run_attempt(impl, ctx, timeout, self.msg.get("prepared", MISSING))
+            except SoftTimeLimitExceeded as exc:
+                raise NodeAttemptError(self.node_id, attempt, f"node {self.node_id!r} attempt {attempt} exceeded "
+                                       f"its timeout of {int((timeout or 0) * 1000)} ms") from exc
+        except NodeAttemptError as error:
+            self._attempt_failed(node.config.attempts, node.config.delay_seconds, node.config.fallback, error, ctx)
+            return
+        self._succeed(result)
+
+    def _attempt_failed(self, attempts: int, delay: float, fallback: str | None, error: NodeAttemptError,
+                        ctx: NodeContext) -> None:
+        """Retry with a countdown, run a fallback, or fail the run (SPEC §3.9)."""
+        logger.warning("run %s node %s attempt %s failed: %s", self.run_id, self.node_id, error.attempt, error)
+        if error.retriable and error.attempt < attempts:
+            retry = dict(self.msg, attempt=error.attempt + 1)
+            if error.prepared is not MISSING and _is_json(error.prepared):
+                retry["prepared"] = error.prepared
+            self._requeue(retry, delay)
+            return
+        own = run_fallback(self.rt.registry.get(self.graph.nodes[self.node_id].uses), error, ctx)
+        if own is not None:
+            self._succeed(own)
+        elif fallback:
+            message = payload(self.run_id, self.blueprint, fallback, self.iteration, self.msg.get("value"),
+                              bool(self.msg.get("dyn")))
+            publish(self.app, self.graph, message)
+            self._progress({token(fallback, self.iteration): message})
+        else:
+            self._fail(error.to_record())
+
+    def _succeed(self, result: NodeResult, recorded: bool = False) -> None:
+        """Record the output once, deliver transitions, publish what starts, update the ledger."""
+        if not recorded:
+            self.rt.ledger.mark_recording(self.run_id, self.token)
+        if not recorded and not self.rt.contexts.record_output(
+                self.run_id, self.node_id, self.iteration, result.output, result.action):
+            first = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration)
+            if first is not None:
+                result = NodeResult(output=first.output, action=first.action, dynamic_nodes=result.dynamic_nodes)
+        original = self.graph.fallback_for.get(self.node_id)
+        if original is not None:
+            self.rt.contexts.record_output(self.run_id, original, self.iteration, result.output, result.action)
+        dynamic = bool(self.msg.get("dyn"))
+        try:
+            if result.dynamic_nodes:
+                addition = DynamicAddition.from_result(self.node_id, result.dynamic_nodes, result.output)
+                self.rt.ledger.add_dynamic(self.run_id, self.token, addition.to_dict())
+                self.graph = self.graph.extend([addition])
+                dynamic = True
+            transitions = semantics.after_success(self.graph, self.node_id, self.iteration, result, self._lookup)
+        except Exception as exc:  # a bad expression value or dynamic node fails the node
+            self._fail({"nodeId": self.node_id, "message": str(exc), "type": type(exc).__name__})
+            return
+        starts = dispatch.route(self.graph, self.run_id, transitions, self.rt.coordination)
+        messages = {token(s.node_id, s.iteration): payload(self.run_id, self.blueprint, s.node_id, s.iteration,
+                                                           s.value, dynamic) for s in starts}
+        finished_at = time.time()
+        inline = self._inline_choice(list(messages.values()))
+        for group in self._groups([m for m in messages.values() if m is not inline]):
+            publish_together(self.app, self.graph, group)
+        if inline is not None:
+            NodeExecution(self.task, self.rt, inline, self.depth + 1, own_message=False).handle()
+        self._progress(messages, finished_at)
+
+    def _groups(self, messages: list[Payload]) -> list[list[Payload]]:
+        """Successor messages packed for sending: up to `fanout_group` ordinary untimed nodes of
+        one implementation and queue share a task message; the rest go one by one."""
+        size = max(1, self.rt.fanout_group)
+        packs: dict[tuple[str, str | None], list[Payload]] = {}
+        groups: list[list[Payload]] = []
+        for message in messages:
+            node = self.graph.nodes[message["node"]]
+            if size == 1 or node.uses in RUNNER_BUILTINS or node.config.timeout is not None:
+                groups.append([message])
+                continue
+            pack = packs.setdefault((node.uses, node.config.queue), [])
+            pack.append(message)
+            if len(pack) == size:
+                groups.append(pack)
+                packs[(node.uses, node.config.queue)] = []
+        groups += [pack for pack in packs.values() if pack]
+        return groups
+
+    def _inline_choice(self, messages: list[Payload]) -> Payload | None:
+        """A successor to run right here instead of through the queue (a chain hop saved).
+
+        Only an ordinary node this worker implements, routed to the same queue, after a node
+        without a timeout, and no deeper than `inline_depth`. This token stays pending until
+        the inlined work returns, so a crash in between redelivers this message and the chain
+        is picked up again.
+        """
+        current = self.graph.nodes[self.node_id]
+        if self.depth >= self.rt.inline_depth or current.config.timeout is not None:
+            return None  # a timed node's task has a soft time limit that must not cover other nodes
+        queue = current.config.queue
+        for message in messages:
+            node = self.graph.nodes[message["node"]]
+            if node.uses not in RUNNER_BUILTINS and node.config.queue == queue and node.uses in self.rt.registry:
+                return message
+        return None
+
+    def _requeue(self, message: Payload, countdown: float) -> None:
+        """Run a message again later: a task retry when it is the task's own message, else a
+        delayed message of its own (inlined or grouped)."""
+        if self.own_message:
+            raise self.task.retry(kwargs={"msg": message}, countdown=countdown)
+        publish(self.app, self.graph, message, countdown=countdown or None)
+
+    def _progress(self, added: dict[str, Payload], finished_at: float | None = None) -> None:
+        """Mark this token finished; complete the run when nothing is pending."""
+        remaining = self.rt.ledger.progress(self.run_id, self.token, added, finished_at)
+        if remaining == 0:
+            complete_run(self.app, self.rt, self.run_id)
+        else:
+            self.rt.touch(self.run_id)
+
+    def _fail(self, record: dict[str, Any]) -> None:
+        logger.error("run %s failed at node %s: %s", self.run_id, self.node_id, record.get("message"))
+        fail_run(self.app, self.rt, self.run_id, [record])
+
+    def _version_mismatch(self, worker_version: str | None) -> None:
+        """Leave the message for a worker with the run's version; fail the run if none takes it."""
+        reason = (f"blueprint {self.msg['bp']!r} version mismatch: run started on version {self.msg.get('ver')!r}, "
+                  f"worker {socket.gethostname()} has version {worker_version!r}")
+        mismatches = int(self.msg.get("mismatches", 0))
+        if mismatches < VERSION_MISMATCH_RETRIES and self.node_id in self.graph.nodes:
+            logger.warning("%s; leaving it for another worker", reason)
+            self._requeue(dict(self.msg, mismatches=mismatches + 1), 5)
+            return
+        self._fail({"nodeId": self.node_id, "type": "VersionMismatch", "message": reason})
+
+    # -- built-ins --------------------------------------------------------------------------
+
+    def _builtin(self, uses: str, node_input: Any) -> None:
+        node = self.graph.nodes[self.node_id]
+        if uses == "sleep":
+            try:
+                seconds = sleep_seconds(node.params, self.node_id)
+            except ValueError as exc:
+                self._fail({"nodeId": self.node_id, "message": str(exc), "type": "ValueError"})
+                return
+            wake_at = time.time() + seconds
+            message = dict(self.msg, wake=True, wakeAt=wake_at, value=node_input)
+            self.rt.ledger.update_pending(self.run_id, self.token, message)
+            self.rt.statuses.update(self.run_id, {"wakeAt": wake_at})
+            publish(self.app, self.graph, message, countdown=seconds)
+        elif uses in AWAITING_BUILTINS:
+            mark_awaiting(self.app, self.rt, self.run_id, self.token)
+        else:
+            self._start_child(node_input)
+
+    def _start_child(self, node_input: Any) -> None:
+        """Start the subflow's child run (idempotently: its id derives from this node)."""
+        params = self.graph.nodes[self.node_id].params
+        child_id = f"{self.run_id}.{self.node_id}.{self.iteration}"
+        initial, to_starts = subflow_initial_context(params, node_input, self._lookup)
+        self.rt.ledger.update_pending(self.run_id, self.token, dict(self.msg, childRun=child_id))
+        if self.rt.statuses.get(child_id) is not None:
+            return
+        start_run(self.app, self.rt, str(params.get("blueprintId")), initial, run_id=child_id,
+                  start_input=node_input if to_starts else None,
+                  parent={"parentRunId": self.run_id, "parentNodeId": self.node_id,
+                          "parentIteration": self.iteration})
+
+    def _child_ended(self, child: dict[str, Any]) -> None:
+        """The child run finished: complete or fail this subflow node."""
+        doc = self.rt.statuses.get(str(child.get("runId"))) or {}
+        status = doc.get("status")
+        result = doc.get("result") or {}
+        if status != "completed":
+            self._fail({"nodeId": self.node_id, "type": "SubflowError",
+                        "message": subflow_failure(str(child.get("runId")), status, doc.get("errors") or [])})
+            return
+        context = dict(result.get("context") or {})
+        child_graph = Graph(self.rt.blueprints[str(doc.get("blueprintId"))])
+        output, copies = subflow_output(self.graph.nodes[self.node_id].params, child_graph, context)
+        for key, value in copies.items():
+            self.rt.contexts.set(self.run_id, key, value)
+        self._succeed(NodeResult(output=output))

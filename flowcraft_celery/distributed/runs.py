@@ -1,0 +1,199 @@
+"""A distributed run's lifecycle: start, publish node messages, finish, fail, cancel, resume.
+
+Shared by the client (start, resume, cancel), the node tasks (publish, finish, fail) and the
+reconciler (re-publish). A node message's payload is a small JSON dict:
+`{run, bp, ver, node, it, value, attempt, dyn}` plus `wake`/`resume`/`child` for built-ins.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery
+
+from flowcraft_celery.distributed.runtime import Runtime
+from flowcraft_celery.model.blueprint import Blueprint
+from flowcraft_celery.model.graph import DynamicAddition, Graph, start_nodes
+from flowcraft_celery.model.validation import validate_or_raise
+from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
+from flowcraft_celery.stores.ledger import token
+
+Payload = dict[str, Any]
+
+
+class RunError(RuntimeError):
+    """A run operation cannot be done (unknown run or blueprint, wrong state); says why."""
+
+
+def node_task_name(uses: str) -> str:
+    """The Celery task name of a node implementation."""
+    return f"flowcraft.node.{uses}"
+
+
+def payload(run_id: str, blueprint: Blueprint, node_id: str, iteration: int, value: Any,
+            dynamic: bool = False, **extra: Any) -> Payload:
+    """A node message's payload."""
+    out: Payload = {"run": run_id, "bp": blueprint.id, "ver": blueprint.version, "node": node_id,
+                    "it": iteration, "value": value, "attempt": 1, "dyn": dynamic}
+    out.update(extra)
+    return out
+
+
+def publish(app: Celery, graph: Graph, message: Payload, countdown: float | None = None) -> None:
+    """Send one node message to its implementation's task (and its node's queue, if set)."""
+    publish_together(app, graph, [message], countdown)
+
+
+def publish_together(app: Celery, graph: Graph, messages: list[Payload], countdown: float | None = None) -> None:
+    """Send node messages of one implementation and queue as a single task message.
+
+    One message carries `msg`; several carry `msgs`, run one after the other by the task
+    (a fan-out then costs one queue send, receive and delete per group instead of per node).
+    """
+    node = graph.nodes[messages[0]["node"]]
+    options: dict[str, Any] = {}
+    if node.config.queue:
+        options["queue"] = node.config.queue
+    if countdown:
+        options["countdown"] = countdown
+    timeout = node.config.timeout_seconds
+    if timeout:
+        options["soft_time_limit"] = timeout * 1.5 + 1
+    kwargs = {"msg": messages[0]} if len(messages) == 1 else {"msgs": messages}
+    app.send_task(node_task_name(node.uses), kwargs=kwargs, **options)
+
+
+def run_graph(rt: Runtime, blueprint: Blueprint, run_id: str, dynamic: bool) -> Graph:
+    """The run's graph: the blueprint plus, when it has any, the dynamic nodes added so far."""
+    graph = Graph(blueprint)
+    if dynamic:
+        graph = graph.extend(DynamicAddition.from_dict(d) for d in rt.ledger.dynamic(run_id))
+    return graph
+
+
+def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str, Any] | None = None,
+              run_id: str | None = None, start_input: Any = None,
+              parent: Mapping[str, Any] | None = None) -> str:
+    """Validate, write the status and initial context, and publish the start nodes' messages."""
+    blueprint = rt.blueprints.get(blueprint_id)
+    if blueprint is None:
+        known = ", ".join(sorted(rt.blueprints)) or "none"
+        raise RunError(f"unknown blueprint {blueprint_id!r} (known: {known})")
+    validate_or_raise(blueprint, rt.registry, rt.blueprints)
+    run_id = run_id or uuid.uuid4().hex
+    now = time.time()
+    rt.contexts.create_run(run_id, dict(context or {}))
+    doc = RunStatusDoc(runId=run_id, blueprintId=blueprint.id, blueprintVersion=blueprint.version,
+                       status="running", createdAt=now, lastUpdated=now, errors=[], awaiting=[])
+    if parent:
+        doc.update(parent)  # type: ignore[typeddict-item]
+    rt.statuses.create(doc)
+    graph = Graph(blueprint)
+    messages = {token(n, 0): payload(run_id, blueprint, n, 0, start_input) for n in start_nodes(graph)}
+    rt.ledger.progress(run_id, None, messages)
+    for message in messages.values():
+        publish(app, graph, message)
+    return run_id
+
+
+#: Largest final context (JSON bytes) copied into the status document; a bigger one stays in
+#: the context store only (`Client.result` reads it there), so the status item stays far below
+#: Cosmos's 2 MiB item limit.
+RESULT_CONTEXT_LIMIT = 512 * 1024
+
+
+def final_result(rt: Runtime, run_id: str, status: str, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """`{status, context, errors}` of a finished run; `contextInStore` instead of a too large context."""
+    context = rt.contexts.snapshot(run_id)
+    if len(json.dumps(context, default=str)) > RESULT_CONTEXT_LIMIT:
+        return {"status": status, "context": None, "contextInStore": True, "errors": errors}
+    return {"status": status, "context": context, "errors": errors}
+
+
+def complete_run(app: Celery, rt: Runtime, run_id: str) -> bool:
+    """Finish a run with nothing pending as `completed`, with its final context."""
+    done = rt.statuses.finish(run_id, "completed", final_result(rt, run_id, "completed", []), [])
+    if done:
+        notify_parent(app, rt, run_id)
+    return done
+
+
+def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]) -> bool:
+    """Halt a run and record it `failed` with its errors."""
+    rt.ledger.halt(run_id, "failed")
+    done = rt.statuses.finish(run_id, "failed", final_result(rt, run_id, "failed", errors), errors)
+    if done:
+        notify_parent(app, rt, run_id)
+    return done
+
+
+def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:
+    """Tell a subflow's parent node that the child run ended (or paused)."""
+    doc = rt.statuses.get(run_id)
+    if not doc or not doc.get("parentRunId"):
+        return
+    parent_run = str(doc["parentRunId"])
+    parent_doc = rt.statuses.get(parent_run)
+    blueprint = rt.blueprints.get(str(parent_doc.get("blueprintId"))) if parent_doc else None
+    if parent_doc is None or blueprint is None:
+        return
+    node_id = str(doc.get("parentNodeId"))
+    iteration = int(doc.get("parentIteration", 0) or 0)
+    child = {"runId": run_id, "status": doc.get("status")}
+    message = payload(parent_run, blueprint, node_id, iteration, None, dynamic=True, child=child)
+    publish(app, run_graph(rt, blueprint, parent_run, True), message)
+
+
+def mark_awaiting(app: Celery, rt: Runtime, run_id: str, node_token: str) -> None:
+    """Put the run in `awaiting` for `node_token` (and its parent too, for a subflow)."""
+    awaiting = rt.ledger.await_token(run_id, node_token)
+    rt.statuses.update(run_id, {"status": "awaiting", "awaiting": awaiting})
+    doc = rt.statuses.get(run_id)
+    if doc and doc.get("parentRunId"):
+        parent_token = token(str(doc.get("parentNodeId")), int(doc.get("parentIteration", 0) or 0))
+        mark_awaiting(app, rt, str(doc["parentRunId"]), parent_token)
+
+
+def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output: Any,
+               node_id: str | None = None) -> str:
+    """Continue an awaiting run: the waiting node's result becomes `output` and `action`."""
+    doc = rt.statuses.get(run_id)
+    if doc is None:
+        raise RunError(f"no run {run_id!r}")
+    if doc.get("status") != "awaiting":
+        raise RunError(f"run {run_id!r} is not awaiting (status {doc.get('status')!r})")
+    awaiting = rt.ledger.awaiting(run_id)
+    chosen = [t for t in awaiting if node_id is None or t.split("@", 1)[0] == node_id]
+    if not chosen:
+        raise RunError(f"node {node_id!r} of run {run_id!r} is not awaiting; awaiting: {sorted(awaiting)}")
+    node_token = chosen[0]
+    pending = rt.ledger.pending(run_id).get(node_token)
+    if pending is None:
+        raise RunError(f"run {run_id!r} has no pending message for {node_token!r}")
+    remaining = rt.ledger.unawait_token(run_id, node_token)
+    rt.statuses.update(run_id, {"status": "awaiting" if remaining else "running", "awaiting": remaining})
+    blueprint = rt.blueprints[str(doc.get("blueprintId"))]
+    graph = run_graph(rt, blueprint, run_id, bool(pending.get("dyn")))
+    if graph.nodes[pending["node"]].uses == "subflow":
+        child_id = str(pending.get("childRun") or "")
+        resume_run(app, rt, child_id, action, output)
+        return node_token
+    message = dict(pending, resume={"action": action, "output": output})
+    rt.ledger.update_pending(run_id, node_token, message)
+    publish(app, graph, message)
+    return node_token
+
+
+def cancel_run(rt: Runtime, run_id: str) -> bool:
+    """Stop a run: it becomes `cancelled` and workers start none of its nodes afterwards."""
+    doc = rt.statuses.get(run_id)
+    if doc is None:
+        raise RunError(f"no run {run_id!r}")
+    if doc.get("status") in FINAL_STATES:
+        return False
+    rt.ledger.halt(run_id, "cancelled")
+    return rt.statuses.finish(run_id, "cancelled", {"status": "cancelled", "context": {}, "errors": []}, [])

@@ -1,0 +1,257 @@
+"""Workflow semantics as pure functions: the one place that decides what a run does next.
+
+The local runner and the Celery bridge both call these; they differ only in how they move
+work and where state lives. Nothing here does I/O: context values come in through a
+`Lookup` callable (returning `MISSING` for absent keys), so a caller can load only the keys
+an expression reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from flowcraft_celery.engine.registry import NodeResult
+from flowcraft_celery.expressions.evaluator import UNDEFINED, compile_expression, truthy
+from flowcraft_celery.model.blueprint import EdgeDefinition, NodeDefinition
+from flowcraft_celery.model.graph import LOOP_CONTROLLER, Graph
+from flowcraft_celery.stores.base import MISSING, JoinState
+
+Lookup = Callable[[str], Any]
+
+
+def output_key(node_id: str) -> str:
+    """The context key holding a node's latest output."""
+    return f"_outputs.{node_id}"
+
+
+class ContextScope(Mapping[str, Any]):
+    """A read-only mapping over a lookup, so expressions read only the keys they name."""
+
+    def __init__(self, lookup: Lookup, extra: Mapping[str, Any] | None = None) -> None:
+        self._lookup = lookup
+        self._extra = dict(extra or {})
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._extra:
+            return self._extra[key]
+        value = self._lookup(key)
+        if value is MISSING:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        return key in self._extra or self._lookup(key) is not MISSING
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._extra)
+
+    def __len__(self) -> int:
+        return len(self._extra)
+
+
+def _condition_holds(edge: EdgeDefinition, result: NodeResult, lookup: Lookup) -> bool:
+    """An edge's condition, against the context's keys plus `result` (§3.3)."""
+    if edge.condition is None:
+        return True
+    scope = ContextScope(lookup, {"result": result.to_dict()})
+    return truthy(compile_expression(edge.condition).evaluate(scope))
+
+
+def handed_over(edge: EdgeDefinition, output: Any, lookup: Lookup) -> Any:
+    """The value an edge hands its target: the transform's value, else the source's output."""
+    if edge.transform is None:
+        return output
+    scope = {"input": output, "context": ContextScope(lookup)}
+    return json_value(compile_expression(edge.transform).evaluate(scope))
+
+
+def json_value(value: Any) -> Any:
+    """An expression's value as JSON stores it: undefined, NaN and infinities become null (as
+    JavaScript's JSON.stringify does), inside lists and objects too."""
+    if value is UNDEFINED or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    if isinstance(value, list):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_value(v) for k, v in value.items()}
+    return value
+
+
+def choose_edges(
+    graph: Graph, node_id: str, result: NodeResult, lookup: Lookup
+) -> tuple[list[EdgeDefinition], list[EdgeDefinition]]:
+    """Split candidate out-edges into taken and not taken (§3.2)."""
+    candidates = list(graph.out_edges.get(node_id, []))
+    original = graph.fallback_for.get(node_id)
+    if original is not None:
+        candidates += graph.out_edges.get(original, [])
+    taken: list[EdgeDefinition] = []
+    if graph.nodes[node_id].uses == LOOP_CONTROLLER:
+        taken = [e for e in candidates if e.condition is not None and _condition_holds(e, result, lookup)]
+    if not taken and result.action is not None:
+        taken = [e for e in candidates if e.action == result.action and _condition_holds(e, result, lookup)]
+    if not taken:
+        taken = [e for e in candidates if e.action is None and _condition_holds(e, result, lookup)]
+    chosen = {id(e) for e in taken}
+    return taken, [e for e in candidates if id(e) not in chosen]
+
+
+def target_iteration(graph: Graph, edge: EdgeDefinition, iteration: int) -> int:
+    """Iteration of the target: +1 across a back edge, same inside a cycle, 0 elsewhere."""
+    if graph.is_back_edge(edge):
+        return iteration + 1
+    if graph.same_cycle(edge.source, edge.target):
+        return iteration
+    return 0
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One edge's effect on its target: an arrival with a value, or a skip."""
+
+    edge: EdgeDefinition
+    iteration: int
+    value: Any = None
+    skipped: bool = False
+
+    @property
+    def target(self) -> str:
+        """The node the transition arrives at."""
+        return self.edge.target
+
+    @property
+    def predecessor(self) -> str:
+        """Who arrives: the edge's source (the original node when a fallback stood in)."""
+        return self.edge.source
+
+
+def after_success(
+    graph: Graph, node_id: str, iteration: int, result: NodeResult, lookup: Lookup
+) -> list[Transition]:
+    """Arrivals and skips caused by a node finishing (§3.2, §3.5)."""
+    taken, not_taken = choose_edges(graph, node_id, result, lookup)
+    out = [
+        Transition(e, target_iteration(graph, e, iteration), handed_over(e, result.output, lookup))
+        for e in taken
+    ]
+    out += _skips(graph, node_id, iteration, not_taken, left_loop=_left_loop(graph, node_id, taken))
+    return out
+
+
+def after_skip(graph: Graph, node_id: str, iteration: int) -> list[Transition]:
+    """Skips caused by a node that will not run in this iteration (dead-path elimination)."""
+    edges = graph.out_edges.get(node_id, [])
+    left = node_id in graph.loop_heads and iteration == 0
+    return _skips(graph, node_id, iteration, edges, left_loop=left)
+
+
+def _left_loop(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> bool:
+    """A cycle member that took no edge back into its cycle, being its head or taking an exit."""
+    if node_id not in graph.components:
+        return False
+    if any(graph.same_cycle(e.source, e.target) for e in taken):
+        return False
+    return node_id in graph.loop_heads or any(graph.is_exit_edge(e) for e in taken)
+
+
+def _skips(
+    graph: Graph, node_id: str, iteration: int, edges: Iterable[EdgeDefinition], left_loop: bool
+) -> list[Transition]:
+    """Skips to propagate: never along a back edge; out of a cycle only once it is left."""
+    out: list[Transition] = []
+    for edge in edges:
+        if graph.is_back_edge(edge) or graph.is_exit_edge(edge):
+            continue
+        out.append(Transition(edge, target_iteration(graph, edge, iteration), skipped=True))
+    if left_loop:
+        seen = {id(e) for e in edges}
+        taken_exits = {
+            id(e) for e in graph.exit_edges(node_id) if e.source == node_id and id(e) not in seen
+        }
+        for edge in graph.exit_edges(node_id):
+            if id(edge) not in taken_exits:
+                out.append(Transition(edge, 0, skipped=True))
+    return out
+
+
+JoinOutcome = Literal["run", "wait", "skip"]
+
+
+@dataclass(frozen=True)
+class JoinDecision:
+    """Whether a node's arrivals so far let it run, keep waiting, or mark it skipped."""
+
+    outcome: JoinOutcome
+    value: Any = None
+
+
+def join_decision(
+    graph: Graph, node_id: str, iteration: int, state: JoinState, arriving: str | None
+) -> JoinDecision:
+    """Decide a node's readiness from its arrivals (§3.4, §3.5).
+
+    One predecessor: run on its arrival. `any`: run on an arrival (`arriving` is who just
+    came; the caller's once-only claim keeps the first). `all`: run once every predecessor
+    arrived or was skipped, with `{predecessor: value}` of those that arrived. All skipped: skip.
+    """
+    preds = graph.join_predecessors(node_id, iteration)
+    arrived = {p: state.arrived[p] for p in preds if p in state.arrived}
+    skipped = [p for p in preds if p in state.skipped and p not in arrived]
+    if len(preds) <= 1:
+        if arrived:
+            return JoinDecision("run", next(iter(arrived.values())))
+        return JoinDecision("skip") if skipped else JoinDecision("wait")
+    if graph.nodes[node_id].config.join == "any":
+        if arriving is not None and arriving in arrived:
+            return JoinDecision("run", arrived[arriving])
+        if not arrived and len(skipped) == len(preds):
+            return JoinDecision("skip")
+        return JoinDecision("wait")
+    if len(arrived) + len(skipped) < len(preds):
+        return JoinDecision("wait")
+    if not arrived:
+        return JoinDecision("skip")
+    return JoinDecision("run", arrived)
+
+
+def resolve_input(graph: Graph, node: NodeDefinition, handed: Any, lookup: Lookup) -> Any:
+    """A node's input: its `inputs` mapping if any, else what the triggering edge handed over."""
+    if node.id in graph.fixed_inputs:
+        return graph.fixed_inputs[node.id]
+    if node.inputs is None:
+        return handed
+    if isinstance(node.inputs, str):
+        value = _resolve_ref(graph, node.inputs, lookup)
+        return None if value is MISSING else value
+    resolved = {k: _resolve_ref(graph, ref, lookup) for k, ref in node.inputs.items()}
+    return {k: v for k, v in resolved.items() if v is not MISSING}
+
+
+def _resolve_ref(graph: Graph, ref: str, lookup: Lookup) -> Any:
+    """One `inputs` reference: `_key`, `nodeId`, `nodeId.path.to.field`, or a context key."""
+    if ref.startswith("_"):
+        return lookup(ref)
+    head, _, path = ref.partition(".")
+    if head in graph.nodes:
+        value = lookup(output_key(head))
+        for part in path.split(".") if path else []:
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                return MISSING
+        return value
+    return lookup(ref)
+
+
+def loop_controller_result(condition: str, lookup: Lookup) -> NodeResult:
+    """A loop-controller's result: `continue` while its condition holds, else `break` (§3.8)."""
+    if truthy(compile_expression(condition).evaluate(ContextScope(lookup))):
+        return NodeResult(output=None, action="continue")
+    return NodeResult(output=None, action="break")

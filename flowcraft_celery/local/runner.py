@@ -1,0 +1,332 @@
+"""The local runner: a whole run in one process, moving work through a timed queue.
+
+Every semantic decision is the engine's; this module only schedules (attempts, retry pauses,
+sleeps), keeps state in the given stores (memory by default) and reports events.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowcraft_celery.engine import dispatch, semantics
+from flowcraft_celery.engine.builtins import (
+    AWAITING_BUILTINS,
+    BUILTIN_REGISTRY,
+    RUNNER_BUILTINS,
+    subflow_failure,
+    subflow_initial_context,
+    subflow_output,
+)
+from flowcraft_celery.engine.context import NodeContext, RunContext
+from flowcraft_celery.engine.invoke import NodeAttemptError, run_attempt, run_fallback
+from flowcraft_celery.engine.registry import NodeResult, Registry, default_registry
+from flowcraft_celery.model.blueprint import Blueprint
+from flowcraft_celery.model.durations import sleep_seconds
+from flowcraft_celery.model.graph import DynamicAddition, Graph, start_nodes
+from flowcraft_celery.model.validation import validate_or_raise
+from flowcraft_celery.stores.base import MISSING, ContextStore, CoordinationStore, StatusStore
+from flowcraft_celery.stores.memory import (
+    MemoryContextStore,
+    MemoryCoordinationStore,
+    MemoryStatusStore,
+)
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """A run's outcome: `{status, context, errors}` plus its id."""
+
+    run_id: str
+    status: str
+    context: dict[str, Any]
+    errors: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form printed by `flowcraft-celery run`."""
+        return {"runId": self.run_id, "status": self.status, "context": self.context, "errors": self.errors}
+
+
+@dataclass(order=True)
+class _Item:
+    """A unit of scheduled work: execute a node attempt, or finish a sleep."""
+
+    due: float
+    seq: int
+    kind: str = field(compare=False)
+    node_id: str = field(compare=False)
+    iteration: int = field(compare=False)
+    value: Any = field(compare=False, default=None)
+    attempt: int = field(compare=False, default=1)
+    prepared: Any = field(compare=False, default=MISSING)
+
+
+@dataclass
+class _Run:
+    """Live state of one run inside the runner."""
+
+    run_id: str
+    graph: Graph
+    queue: list[_Item] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    awaiting: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    children: dict[str, str] = field(default_factory=dict)
+    failed: bool = False
+    cancelled: bool = False
+
+
+class LocalRunner:
+    """Runs blueprints in-process: `run(blueprint, context)`, then `resume(run_id, ...)` if awaiting."""
+
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        blueprints: Mapping[str, Blueprint] | None = None,
+        deps: Mapping[str, Any] | None = None,
+        on_event: EventSink | None = None,
+        context_store: ContextStore | None = None,
+        status_store: StatusStore | None = None,
+        coordination: CoordinationStore | None = None,
+    ) -> None:
+        self.registry = BUILTIN_REGISTRY.merged(registry or default_registry)
+        self.blueprints = dict(blueprints or {})
+        self.deps = dict(deps or {})
+        self.on_event = on_event
+        self.contexts: ContextStore = context_store or MemoryContextStore()
+        self.statuses: StatusStore = status_store or MemoryStatusStore()
+        self.coordination: CoordinationStore = coordination or MemoryCoordinationStore()
+        self._runs: dict[str, _Run] = {}
+        self._seq = itertools.count()
+
+    # -- public API -------------------------------------------------------------------------
+
+    def run(self, blueprint: Blueprint, context: Mapping[str, Any] | None = None,
+            run_id: str | None = None, start_input: Any = None) -> RunResult:
+        """Validate and run a blueprint until it completes, fails or awaits an external event."""
+        validate_or_raise(blueprint, self.registry, self.blueprints)
+        self.blueprints.setdefault(blueprint.id, blueprint)
+        run = _Run(run_id or uuid.uuid4().hex, Graph(blueprint))
+        self._runs[run.run_id] = run
+        now = time.time()
+        self.contexts.create_run(run.run_id, dict(context or {}))
+        self.statuses.create({
+            "runId": run.run_id, "blueprintId": blueprint.id, "blueprintVersion": blueprint.version,
+            "status": "running", "createdAt": now, "lastUpdated": now, "errors": [],
+        })
+        self._emit("workflow:start", run, None)
+        for node_id in start_nodes(run.graph):
+            self._schedule(run, "exec", node_id, 0, start_input)
+        return self._drive(run)
+
+    def resume(self, run_id: str, action: str | None = None, output: Any = None,
+               node_id: str | None = None) -> RunResult:
+        """Continue an awaiting run: `output` and `action` become the waiting node's result."""
+        run = self._runs.get(run_id)
+        if run is None:
+            raise KeyError(f"no run {run_id!r} in this runner")
+        if not run.awaiting:
+            raise ValueError(f"run {run_id!r} is not awaiting (status {self._status(run)})")
+        waiting = node_id or next(iter(run.awaiting))
+        if waiting not in run.awaiting:
+            raise ValueError(f"node {waiting!r} of run {run_id!r} is not awaiting; awaiting: {sorted(run.awaiting)}")
+        iteration, _ = run.awaiting.pop(waiting)
+        self.statuses.update(run_id, {"status": "running", "awaiting": sorted(run.awaiting)})
+        self._emit("workflow:resume", run, waiting)
+        child = run.children.get(waiting)
+        if child is not None:
+            child_result = self.resume(child, action, output)
+            self._finish_subflow(run, waiting, iteration, child_result)
+        else:
+            self._succeed(run, waiting, iteration, NodeResult(output=output, action=action))
+        return self._drive(run)
+
+    def cancel(self, run_id: str) -> None:
+        """Stop a run: nothing starts afterwards."""
+        run = self._runs[run_id]
+        run.cancelled = True
+        run.queue.clear()
+        run.awaiting.clear()
+        self.statuses.finish(run_id, "cancelled", None, run.errors)
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def _schedule(self, run: _Run, kind: str, node_id: str, iteration: int, value: Any,
+                  attempt: int = 1, delay: float = 0.0, prepared: Any = MISSING) -> None:
+        heapq.heappush(run.queue, _Item(time.monotonic() + delay, next(self._seq), kind, node_id,
+                                        iteration, value, attempt, prepared))
+
+    def _drive(self, run: _Run) -> RunResult:
+        """Process scheduled work in due order until none is left."""
+        while run.queue and not run.cancelled:
+            item = heapq.heappop(run.queue)
+            pause = item.due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            if run.failed:
+                continue
+            if item.kind == "wake":
+                self.statuses.update(run.run_id, {"wakeAt": None})
+                self._succeed(run, item.node_id, item.iteration, NodeResult(output=item.value))
+            else:
+                self._execute(run, item)
+        return self._result(run)
+
+    def _status(self, run: _Run) -> str:
+        if run.cancelled:
+            return "cancelled"
+        if run.failed:
+            return "failed"
+        if run.awaiting:
+            return "awaiting"
+        return "completed" if not run.queue else "running"
+
+    def _result(self, run: _Run) -> RunResult:
+        status = self._status(run)
+        context = self.contexts.snapshot(run.run_id)
+        if status == "awaiting":
+            self.statuses.update(run.run_id, {"status": "awaiting", "awaiting": sorted(run.awaiting)})
+            self._emit("workflow:pause", run, None)
+        elif status in ("completed", "failed"):
+            self.statuses.finish(run.run_id, status,  # type: ignore[arg-type]
+                                 {"status": status, "context": context, "errors": run.errors}, run.errors)
+            self._emit("workflow:finish", run, None, status=status)
+        return RunResult(run.run_id, status, context, list(run.errors))
+
+    # -- executing nodes --------------------------------------------------------------------
+
+    def _lookup(self, run: _Run) -> semantics.Lookup:
+        return lambda key: self.contexts.get(run.run_id, key)
+
+    def _execute(self, run: _Run, item: _Item) -> None:
+        node = run.graph.nodes[item.node_id]
+        if self.contexts.get_output(run.run_id, node.id, item.iteration) is not None:
+            return
+        node_input = semantics.resolve_input(run.graph, node, item.value, self._lookup(run))
+        if node.uses in RUNNER_BUILTINS:
+            self._run_builtin(run, node.id, item.iteration, node_input)
+            return
+        ctx = NodeContext(
+            input=node_input, params=dict(node.params), context=RunContext(self.contexts, run.run_id),
+            run_id=run.run_id, node_id=node.id, blueprint_id=run.graph.blueprint.id,
+            iteration=item.iteration, attempt=item.attempt, deps=self.deps,
+        )
+        self._emit("node:start", run, node.id, attempt=item.attempt)
+        try:
+            impl = self.registry.get(node.uses)
+            result = run_attempt(impl, ctx, node.config.timeout_seconds, item.prepared)
+        except NodeAttemptError as error:
+            self._attempt_failed(run, item, ctx, error)
+            return
+        self._succeed(run, node.id, item.iteration, result)
+
+    def _attempt_failed(self, run: _Run, item: _Item, ctx: NodeContext, error: NodeAttemptError) -> None:
+        """Retry, fall back, or fail the run (§3.9)."""
+        node = run.graph.nodes[item.node_id]
+        self._emit("node:error", run, node.id, error=error.message, attempt=item.attempt)
+        if error.retriable and item.attempt < node.config.attempts:
+            self._emit("node:retry", run, node.id, attempt=item.attempt + 1)
+            self._schedule(run, "exec", node.id, item.iteration, item.value, item.attempt + 1,
+                           node.config.delay_seconds, error.prepared)
+            return
+        own = run_fallback(self.registry.get(node.uses), error, ctx)
+        if own is not None:
+            self._succeed(run, node.id, item.iteration, own)
+        elif node.config.fallback:
+            self._emit("node:fallback", run, node.id, fallback=node.config.fallback)
+            self._schedule(run, "exec", node.config.fallback, item.iteration, item.value)
+        else:
+            self._fail(run, error.to_record())
+
+    def _fail(self, run: _Run, record: dict[str, Any]) -> None:
+        run.errors.append(record)
+        run.failed = True
+
+    def _succeed(self, run: _Run, node_id: str, iteration: int, result: NodeResult) -> None:
+        """Record the output once, add dynamic nodes, and deliver the transitions it causes."""
+        if not self.contexts.record_output(run.run_id, node_id, iteration, result.output, result.action):
+            return
+        lookup = self._lookup(run)
+        try:
+            if result.dynamic_nodes:
+                addition = DynamicAddition.from_result(node_id, result.dynamic_nodes, result.output)
+                validate_or_raise(Blueprint(run.graph.blueprint.id, list(addition.nodes), []),
+                                  self.registry, self.blueprints)
+                run.graph = run.graph.extend([addition])
+            transitions = semantics.after_success(run.graph, node_id, iteration, result, lookup)
+        except Exception as exc:  # a bad expression value or dynamic node fails the node
+            self._fail(run, {"nodeId": node_id, "message": str(exc), "type": type(exc).__name__})
+            return
+        original = run.graph.fallback_for.get(node_id)
+        if original is not None:
+            self.contexts.record_output(run.run_id, original, iteration, result.output, result.action)
+        self._emit("node:finish", run, node_id, action=result.action)
+
+        def skipped(target: str, _: int) -> None:
+            self._emit("node:skipped", run, target)
+
+        for start in dispatch.route(run.graph, run.run_id, transitions, self.coordination, skipped):
+            self._schedule(run, "exec", start.node_id, start.iteration, start.value)
+
+    # -- runner built-ins -------------------------------------------------------------------
+
+    def _run_builtin(self, run: _Run, node_id: str, iteration: int, node_input: Any) -> None:
+        node = run.graph.nodes[node_id]
+        self._emit("node:start", run, node_id, attempt=1)
+        if node.uses == "sleep":
+            try:
+                seconds = sleep_seconds(node.params, node_id)
+            except ValueError as exc:
+                self._fail(run, {"nodeId": node_id, "message": str(exc), "type": "ValueError"})
+                return
+            self.statuses.update(run.run_id, {"wakeAt": time.time() + seconds})
+            self._schedule(run, "wake", node_id, iteration, node_input, delay=seconds)
+        elif node.uses in AWAITING_BUILTINS:
+            run.awaiting[node_id] = (iteration, node_input)
+        else:
+            self._start_subflow(run, node_id, iteration, node_input)
+
+    def _start_subflow(self, run: _Run, node_id: str, iteration: int, node_input: Any) -> None:
+        """Run the child blueprint; its outcome completes, fails or pauses this node."""
+        params = run.graph.nodes[node_id].params
+        child_id = str(params.get("blueprintId"))
+        child_bp = self.blueprints.get(child_id)
+        if child_bp is None:
+            self._fail(run, {"nodeId": node_id, "message": f"subflow blueprint {child_id!r} is not known",
+                             "type": "LookupError"})
+            return
+        initial, to_starts = subflow_initial_context(params, node_input, self._lookup(run))
+        child = self.run(child_bp, initial, start_input=node_input if to_starts else None)
+        if child.status == "awaiting":
+            run.children[node_id] = child.run_id
+            run.awaiting[node_id] = (iteration, node_input)
+            return
+        self._finish_subflow(run, node_id, iteration, child)
+
+    def _finish_subflow(self, run: _Run, node_id: str, iteration: int, child: RunResult) -> None:
+        if child.status == "awaiting":
+            run.awaiting[node_id] = (iteration, None)
+            return
+        if child.status != "completed":
+            self._fail(run, {"nodeId": node_id, "message": subflow_failure(child.run_id, child.status, child.errors),
+                             "type": "SubflowError"})
+            return
+        output, copies = subflow_output(run.graph.nodes[node_id].params, self._runs[child.run_id].graph,
+                                        child.context)
+        for key, value in copies.items():
+            self.contexts.set(run.run_id, key, value)
+        self._succeed(run, node_id, iteration, NodeResult(output=output))
+
+    def _emit(self, event: str, run: _Run, node_id: str | None, **data: Any) -> None:
+        if self.on_event is not None:
+            payload = {"runId": run.run_id, "blueprintId": run.graph.blueprint.id, **data}
+            if node_id is not None:
+                payload["nodeId"] = node_id
+            self.on_event(event, payload)
+

@@ -1,0 +1,49 @@
+"""The workflow benchmark's `--quick` run finishes on the dev services and prints its whole report."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+SCENARIOS = {"chain of 5": 5, "fan 1->10->1": 12, "3 runs of 1->3->1": 15}
+
+
+def _run_quick(env: dict[str, str]) -> tuple[int, str]:
+    """Run the quick benchmark; on a hang, interrupt it so it stops its own workers and Redis."""
+    proc = subprocess.Popen([sys.executable, "-W", "ignore", str(ROOT / "bench" / "workflow_bench.py"), "--quick"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+    return proc.returncode, out.decode(errors="replace")
+
+
+@pytest.mark.integration
+def test_quick_bench_reports_every_scenario_on_both_systems_with_targets_and_profile(
+        services_env: dict[str, str]) -> None:
+    code, out = _run_quick({**os.environ, **services_env})
+    assert code == 0, out[-4000:]
+    assert re.search(r"round trip p50 [\d.]+ms", out), out
+    for scenario, nodes in SCENARIOS.items():
+        for system in ("flowcraft", "canvas on Redis"):
+            row = re.search(rf"^{re.escape(scenario)}\s+{system}\s+(\d+)\s", out, re.MULTILINE)
+            assert row is not None, f"no row for {scenario} on {system}:\n{out}"
+            assert int(row.group(1)) == nodes, f"{scenario} on {system} finished {row.group(1)} of {nodes} nodes"
+    verdicts = re.findall(r"^  (PASS|MISS) ", out, re.MULTILINE)
+    assert len(verdicts) == 2 + 2 * len(SCENARIOS) + 2, out
+    assert "where the time goes" in out and "per node" in out

@@ -1,0 +1,127 @@
+"""Nodes and blueprints for the bridge integration tests; every invocation is counted in Redis.
+
+Workers import this module (`FLOWCRAFT_NODE_MODULES`); the counts live in the hash
+`<FLOWCRAFT_KEY_PREFIX>calls:<run id>` (field: node id) so a test sees every worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+
+from flowcraft_celery.engine.context import NodeContext
+from flowcraft_celery.engine.registry import node
+from flowcraft_celery.model.blueprint import Blueprint
+from flowcraft_celery.model.builder import Flow
+
+FAN_WIDTH = 200
+CHAIN_LENGTH = 5
+
+
+def calls_key(run_id: str) -> str:
+    """The Redis hash counting a run's node invocations."""
+    return f"{os.environ.get('FLOWCRAFT_KEY_PREFIX', 'flowcraft:')}calls:{run_id}"
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+def _count(ctx: NodeContext) -> None:
+    _redis().hincrby(calls_key(ctx.run_id), ctx.node_id, 1)
+
+
+@node("bt-step")
+def step(ctx: NodeContext) -> Any:
+    """Count the call, sleep `params.seconds` (default none), hand the input on."""
+    _count(ctx)
+    time.sleep(float(ctx.params.get("seconds", 0)))
+    return ctx.input if ctx.input is not None else ctx.node_id
+
+
+@node("bt-part")
+def part(ctx: NodeContext) -> int:
+    """A fan-out branch: writes its own context key and returns 1."""
+    _count(ctx)
+    ctx.context.set(f"part.{ctx.node_id}", ctx.node_id)
+    return 1
+
+
+@node("bt-sum")
+def total(ctx: NodeContext) -> int:
+    """The fan-in: the sum of every branch's output."""
+    _count(ctx)
+    snapshot = ctx.context.to_json()
+    return sum(int(v) for k, v in snapshot.items() if k.startswith("_outputs.p"))
+
+
+@node("bt-big")
+def big(ctx: NodeContext) -> int:
+    """Writes three 250 KB context values: the final context is too large for the status item."""
+    _count(ctx)
+    for i in range(3):
+        ctx.context.set(f"big.{i}", str(i) * 250_000)
+    return 3
+
+
+def _fan() -> Blueprint:
+    flow = Flow("bt-fan").node("start", "bt-step").node("join", "bt-sum")
+    for i in range(FAN_WIDTH):
+        flow.node(f"p{i}", "bt-part").edge("start", f"p{i}").edge(f"p{i}", "join")
+    return flow.build()
+
+
+def _chain(blueprint_id: str, seconds: list[float]) -> Blueprint:
+    ids = [f"c{i}" for i in range(len(seconds))]
+    flow = Flow(blueprint_id)
+    for node_id, wait in zip(ids, seconds, strict=True):
+        flow.node(node_id, "bt-step", params={"seconds": wait})
+    return flow.chain(*ids).build()
+
+
+def _approval() -> Blueprint:
+    return (Flow("bt-approval").node("gate", "wait").node("approved", "bt-step").node("rejected", "bt-step")
+            .edge("gate", "approved", action="approve").edge("gate", "rejected", action="reject").build())
+
+
+def _napping() -> Blueprint:
+    return (Flow("bt-stall").node("c0", "bt-step").node("nap", "sleep", params={"duration": "4s"})
+            .node("c2", "bt-step").chain("c0", "nap", "c2").build())
+
+
+def heavy_queue() -> str:
+    """The queue that `bt-routed`'s middle node is routed to (unique per test module)."""
+    return f"{os.environ.get('FLOWCRAFT_DEFAULT_QUEUE', 'flowcraft')}-heavy"
+
+
+def _routed() -> Blueprint:
+    return (Flow("bt-routed").node("a", "bt-step").node("heavy", "bt-step", queue=heavy_queue())
+            .node("b", "bt-step").chain("a", "heavy", "b").build())
+
+
+def _versioned() -> Blueprint:
+    """Its version comes from BT_VERSION, so workers and the client can disagree on purpose."""
+    return Flow("bt-versioned", version=os.environ.get("BT_VERSION", "1")).node("only", "bt-step").build()
+
+
+def blueprints() -> list[Blueprint]:
+    """What workers and the client both know."""
+    return [
+        _routed(),
+        Flow("bt-big").node("write", "bt-big").build(),
+        _versioned(),
+        _fan(),
+        _chain("bt-dup", [3.0, 0.0]),
+        _chain("bt-cancel", [1.5] * CHAIN_LENGTH),
+        _approval(),
+        _chain("bt-kill", [0.0, 5.0, 0.0]),
+        _napping(),
+    ]
+
+
+def client_blueprints() -> list[Blueprint]:
+    """Known to the client only: workers must fail its runs with a clear reason."""
+    return [_chain("bt-client-only", [0.0, 0.0])]

@@ -1,0 +1,137 @@
+"""Helpers for the transport tests: client apps, Kombu connections and real worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from kombu import Connection
+
+import transports  # noqa: F401  (registers azurequeue://)
+
+ROOT = Path(__file__).resolve().parents[3]
+APP = "tests.integration.transports.transport_app"
+
+
+def connection(prefix: str, **options: Any) -> Connection:
+    """A Kombu connection on `azurequeue://` whose queues all start with `prefix`."""
+    return Connection("azurequeue://", transport_options={"queue_name_prefix": prefix, **options})
+
+
+def client_app(prefix: str, visibility: int = 30) -> Celery:
+    """A Celery client app that sends to the test app's tasks under `prefix`."""
+    app = Celery("transport_test_client", broker="azurequeue://")
+    app.conf.update(
+        broker_transport_options={"queue_name_prefix": prefix, "visibility_timeout": visibility},
+        task_send_sent_event=True,
+    )
+    return app
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.25) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def child_env(prefix: str, visibility: int = 30) -> dict[str, str]:
+    """Environment for a child process of the test app under `prefix`."""
+    env = dict(os.environ)
+    env.update(
+        TRANSPORT_TEST_PREFIX=prefix,
+        TRANSPORT_TEST_VISIBILITY=str(visibility),
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+@dataclass
+class Process:
+    """A child process started by a test, with its log file."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        """Return everything the process has logged so far."""
+        return self.log.read_text(errors="replace")
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send `sig` to the process and its children (its own session), by its PID."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, grace: float = 20.0) -> None:
+        """Stop it: SIGTERM, then SIGKILL after `grace` seconds; reap it."""
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@dataclass
+class Processes:
+    """Starts processes for one test and stops them all in teardown."""
+
+    directory: Path
+    prefix: str
+    started: list[Process] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], visibility: int = 30) -> Process:
+        """Start `argv` in its own session with the test app's environment."""
+        log = self.directory / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env=child_env(self.prefix, visibility), stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        process = Process(proc, log)
+        self.started.append(process)
+        return process
+
+    def worker(self, name: str, visibility: int = 30, *extra: str) -> Process:
+        """Start a `celery worker` of the test app and wait until it is ready."""
+        argv = [
+            sys.executable, "-m", "celery", "-A", APP, "worker", "-l", "INFO",
+            "-n", f"{name}@%h", "-c", "2", *extra,
+        ]
+        process = self.start(name, argv, visibility)
+        wait_for(lambda: "ready." in process.text() or process.proc.poll() is not None, 60)
+        assert process.proc.poll() is None, process.text()
+        return process
+
+    def stop_all(self) -> None:
+        """Stop every process this test started."""
+        for process in self.started:
+            process.stop()
+
+
+@contextmanager
+def processes(directory: Path, prefix: str) -> Iterator[Processes]:
+    """Yield a `Processes` whose children are stopped on exit, even on failure."""
+    started = Processes(directory, prefix)
+    try:
+        yield started
+    finally:
+        started.stop_all()

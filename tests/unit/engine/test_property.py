@@ -1,0 +1,191 @@
+"""Properties of loading, validation and the local runner over generated blueprints (hypothesis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from flowcraft_celery.engine.context import NodeContext
+from flowcraft_celery.engine.registry import NodeResult, Registry
+from flowcraft_celery.expressions.evaluator import ExpressionError, validate_expression
+from flowcraft_celery.local.runner import LocalRunner
+from flowcraft_celery.model.blueprint import Blueprint, BlueprintFormatError
+from flowcraft_celery.model.validation import ValidationIssue, validate
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+IDS = ["a", "b", "c", "d", "", "a.b", "_x"]
+USES = ["echo", "missing", "wait", "sleep", "subflow", "loop-controller", "batch-scatter", "batch-gather", "webhook"]
+
+scalars = st.none() | st.booleans() | st.integers(-3, 5) | st.floats(allow_nan=True) | st.text(max_size=6) | \
+    st.sampled_from(IDS)
+json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.sampled_from(IDS) | st.text(max_size=4), inner, max_size=3),
+                           max_leaves=8)
+
+
+def field_or_junk(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Mostly a well-typed value, sometimes any JSON value."""
+    return st.one_of(good, good, good, json_values)
+
+
+configs = st.fixed_dictionaries({}, optional={
+    "maxRetries": field_or_junk(st.integers(-1, 4)),
+    "retryDelay": field_or_junk(st.integers(-5, 20) | st.floats(-1, 5)),
+    "timeout": field_or_junk(st.integers(-5, 100)),
+    "fallback": field_or_junk(st.sampled_from(IDS)),
+    "joinStrategy": field_or_junk(st.sampled_from(["all", "any", "some", ""])),
+    "queue": field_or_junk(st.text(max_size=4)),
+    "extra": json_values,
+})
+params = st.fixed_dictionaries({}, optional={
+    "condition": field_or_junk(st.sampled_from(["x < 3", "(", "a.b", "true", "count <"])),
+    "duration": field_or_junk(st.sampled_from([10, -1, "1s", "soon", "5 weeks", 0])),
+    "blueprintId": field_or_junk(st.sampled_from(["child", "gone", ""])),
+    "workerUsesKey": field_or_junk(st.sampled_from(["echo", "missing"])),
+    "gatherNodeId": field_or_junk(st.sampled_from(IDS)),
+    "inputs": json_values,
+    "outputs": json_values,
+})
+nodes = st.fixed_dictionaries(
+    {"id": field_or_junk(st.sampled_from(IDS)), "uses": field_or_junk(st.sampled_from(USES))},
+    optional={"params": field_or_junk(params), "config": field_or_junk(configs),
+              "inputs": field_or_junk(st.sampled_from(IDS) | st.dictionaries(st.text(max_size=3),
+                                                                            st.sampled_from(IDS), max_size=2)),
+              "_sourceLocation": json_values},
+)
+expressions = st.sampled_from(["a", "result.output > 1", "(", "a ===", "input.x", "__proto__", "x ? 1 : 2",
+                               "'unterminated", "a[0]", "f()", "a = 1", "!!a"]) | st.text(max_size=12)
+edges = st.fixed_dictionaries(
+    {"source": field_or_junk(st.sampled_from(IDS)), "target": field_or_junk(st.sampled_from(IDS))},
+    optional={"action": field_or_junk(st.sampled_from(["go", "continue", "break"])),
+              "condition": field_or_junk(expressions), "transform": field_or_junk(expressions),
+              "label": json_values},
+)
+hashable_json = st.none() | st.booleans() | st.integers(-3, 5) | st.text(max_size=6) | st.sampled_from(IDS)
+unhashable_json = st.lists(json_values, max_size=2) | st.dictionaries(st.text(max_size=3), json_values, max_size=2)
+metadata = st.fixed_dictionaries({}, optional={
+    "cycleEntryPoints": st.lists(st.sampled_from(IDS) | hashable_json, max_size=3) | hashable_json
+    | st.dictionaries(st.text(max_size=3), json_values, max_size=2),
+    "version": json_values,
+})
+documents = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"id": field_or_junk(st.sampled_from(["bp", "x"])),
+                           "nodes": field_or_junk(st.lists(field_or_junk(nodes), max_size=5)),
+                           "edges": field_or_junk(st.lists(field_or_junk(edges), max_size=6))},
+                          optional={"metadata": field_or_junk(metadata), "other": json_values}),
+)
+
+
+def small_registry() -> Registry:
+    registry = Registry()
+    registry.register("echo", lambda ctx: ctx.input)
+    return registry
+
+
+@SETTINGS
+@given(documents)
+def test_loading_and_validating_never_crash(document: Any) -> None:
+    try:
+        blueprint = Blueprint.from_dict(document)
+    except BlueprintFormatError as exc:
+        assert exc.path.startswith("$")
+        return
+    for registry, siblings in ((None, None), (small_registry(), {"child": blueprint})):
+        issues = validate(blueprint, registry, siblings)
+        assert all(isinstance(i, ValidationIssue) and i.severity in ("error", "warning") for i in issues)
+    assert Blueprint.from_dict(blueprint.to_dict()).to_dict() == blueprint.to_dict()
+
+
+@SETTINGS
+@given(st.lists(unhashable_json, min_size=1, max_size=3))
+@example([{"k": 1}])
+def test_unhashable_cycle_entry_points_give_an_issue(entries: list[Any]) -> None:
+    blueprint = Blueprint.from_dict({"id": "x", "nodes": [{"id": "a", "uses": "echo"}], "edges": [],
+                                     "metadata": {"cycleEntryPoints": entries}})
+    assert "INVALID_CONFIG" in [i.code for i in validate(blueprint)]
+
+
+@SETTINGS
+@given(expressions, st.sampled_from(["condition", "transform"]))
+def test_random_edge_expressions_give_issues_not_crashes(text: str, field_name: str) -> None:
+    blueprint = Blueprint.from_dict({"id": "x", "nodes": [{"id": "a", "uses": "echo"}, {"id": "b", "uses": "echo"}],
+                                     "edges": [{"source": "a", "target": "b", field_name: text}]})
+    issues = validate(blueprint, small_registry())
+    try:
+        validate_expression(text)
+    except ExpressionError:
+        assert [i.code for i in issues] == ["INVALID_EXPRESSION"]
+        assert field_name in issues[0].message and issues[0].edge == "a -> b"
+    else:
+        assert issues == []
+
+
+@SETTINGS
+@given(expressions)
+def test_random_loop_conditions_give_issues_not_crashes(text: str) -> None:
+    blueprint = Blueprint.from_dict({"id": "x", "nodes": [
+        {"id": "ctl", "uses": "loop-controller", "params": {"condition": text}}, {"id": "body", "uses": "echo"},
+    ], "edges": [{"source": "ctl", "target": "body", "action": "continue"}, {"source": "body", "target": "ctl"}]})
+    codes = [i.code for i in validate(blueprint, small_registry())]
+    try:
+        validate_expression(text)
+    except ExpressionError:
+        assert codes == ["INVALID_EXPRESSION"]
+    else:
+        assert codes == []
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> tuple[Blueprint, dict[str, str | None]]:
+    """A random DAG of `step` nodes (edges only go forward), some edges gated by actions."""
+    size = draw(st.integers(1, 8))
+    ids = [f"n{i}" for i in range(size)]
+    actions = {n: draw(st.sampled_from([None, "go", "stop"])) for n in ids}
+    node_defs = [{"id": n, "uses": "step", "params": {"action": actions[n]},
+                  **({"config": {"joinStrategy": "any"}} if draw(st.booleans()) else {})} for n in ids]
+    edge_defs = []
+    for j in range(1, size):
+        for i in range(j):
+            if draw(st.integers(0, 2)) == 0:
+                edge: dict[str, Any] = {"source": ids[i], "target": ids[j]}
+                gate = draw(st.sampled_from([None, None, "go", "stop"]))
+                if gate:
+                    edge["action"] = gate
+                edge_defs.append(edge)
+    return Blueprint.from_dict({"id": "dag", "nodes": node_defs, "edges": edge_defs}), actions
+
+
+def expected_to_run(blueprint: Blueprint, actions: dict[str, str | None]) -> set[str]:
+    """Start nodes run; a node runs when a node that ran took an edge into it (§3.2, §3.5)."""
+    ran = {n.id for n in blueprint.nodes if not any(e.target == n.id for e in blueprint.edges)}
+    for node in blueprint.nodes:
+        if node.id not in ran:
+            continue
+        out = [e for e in blueprint.edges if e.source == node.id]
+        taken = [e for e in out if actions[node.id] is not None and e.action == actions[node.id]]
+        taken = taken or [e for e in out if e.action is None]
+        ran |= {e.target for e in taken}
+    return ran
+
+
+@SETTINGS
+@given(dags())
+def test_random_dags_run_to_completion_with_dead_paths_eliminated(case: tuple[Blueprint, dict[str, str | None]]
+                                                                  ) -> None:
+    blueprint, actions = case
+    runs: list[str] = []
+    registry = Registry()
+
+    @registry.node("step")
+    def step(ctx: NodeContext) -> NodeResult:
+        runs.append(ctx.node_id)
+        return NodeResult(output=ctx.node_id, action=ctx.params.get("action"))
+
+    result = LocalRunner(registry).run(blueprint)
+    assert result.status == "completed", result.errors
+    assert sorted(runs) == sorted(expected_to_run(blueprint, actions))
+    assert len(runs) == len(set(runs))

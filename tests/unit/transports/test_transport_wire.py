@@ -1,0 +1,46 @@
+"""The wire envelope and the timing read from Celery headers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from transports.azurequeue import wire
+
+
+def test_envelope_round_trip() -> None:
+    envelope = {"m": {"body": "e30=", "properties": {"x": 1}, "headers": {}}, "due": 5.0}
+    assert wire.decode(wire.encode(envelope)) == envelope
+
+
+@pytest.mark.parametrize(
+    "text", ["not json", "[1, 2]", '{"other": 1}', '{"m": "str"}', '{"m": {"body": "x"}}']
+)
+def test_foreign_text_is_poison_with_a_reason(text: str) -> None:
+    with pytest.raises(wire.PoisonMessage):
+        wire.decode(text)
+
+
+def test_due_time_reads_celery_eta_aware_or_naive() -> None:
+    eta = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    assert wire.due_time({"headers": {"eta": eta.isoformat()}}) == eta.timestamp()
+    naive = eta.replace(tzinfo=None).isoformat()
+    assert wire.due_time({"headers": {"eta": naive}}) == eta.timestamp()
+    assert wire.due_time({"headers": {}}) is None
+    assert wire.due_time({"headers": {"eta": "garbage"}}) is None
+
+
+def test_initial_visibility_rounds_up_and_caps_at_seven_days() -> None:
+    assert wire.initial_visibility(None, 100.0) == 0
+    assert wire.initial_visibility(99.0, 100.0) == 0
+    assert wire.initial_visibility(110.2, 100.0) == 11
+    far = 100.0 + timedelta(days=30).total_seconds()
+    assert wire.initial_visibility(far, 100.0) == wire.MAX_VISIBILITY_SECONDS
+
+
+def test_time_to_live_takes_the_shorter_limit_after_the_delay() -> None:
+    assert wire.time_to_live({"properties": {}}, None, 0) is None
+    assert wire.time_to_live({"properties": {"expiration": "1500"}}, None, 0) == 2
+    assert wire.time_to_live({"properties": {"expiration": 9000}}, 5000, 10) == 15
+    assert wire.time_to_live({"properties": {}}, 300, 0) == 1

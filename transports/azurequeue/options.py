@@ -1,0 +1,45 @@
+"""The transport options of `azurequeue://`, with their defaults, read from Kombu's dict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every tunable of the transport; see the docstring of the `transports.azurequeue` package."""
+
+    queue_name_prefix: str = ""
+    visibility_timeout: int = 30
+    max_delivery_count: int = 5
+    polling_interval: float = 0.1
+    max_polling_interval: float = 8.0
+    max_messages_per_poll: int = 32
+    large_message_threshold: int = 61440
+    blob_container: str = "kombu-large-messages"
+    blob_account_url: str | None = None
+    binding_cache_seconds: float = 5.0
+    queue_heartbeat_interval: float = 60.0
+    settle_threads: int = 8
+
+    @classmethod
+    def from_transport_options(cls, options: dict[str, Any]) -> Options:
+        """Pick this transport's options out of Kombu's transport options, converting types."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if options.get(f.name) is None:
+                continue
+            default = getattr(cls, f.name)
+            kind = type(default) if default is not None else str
+            values[f.name] = kind(options[f.name])
+        if not 1 <= values.get("max_messages_per_poll", 32) <= 32:
+            raise ValueError("max_messages_per_poll must be between 1 and 32")
+        if values.get("visibility_timeout", 30) < 1:
+            raise ValueError("visibility_timeout must be at least 1 second")
+        return cls(**values)
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds without heartbeat after which a transient queue counts as abandoned."""
+        return 3 * self.queue_heartbeat_interval
