@@ -67,6 +67,16 @@ def reset_runtimes() -> None:
         _runtimes.clear()
 
 
+def deployment_name(conf: Mapping[str, Any]) -> str:
+    """The deployment's name: the full name of its default queue (queue prefix + default queue).
+
+    Runs carry it; listing and reconcile see only their own deployment's runs, so deployments
+    sharing a Cosmos database and a Redis prefix never touch each other's runs.
+    """
+    options = conf.get("broker_transport_options") or {}
+    return f"{options.get('queue_name_prefix') or ''}{conf.get('task_default_queue') or 'celery'}"
+
+
 def build_runtime(conf: Mapping[str, Any]) -> Runtime:
     """Connect to Cosmos and Redis and load node modules and blueprints named in `conf`."""
     from flowcraft_celery.stores.cosmos import CosmosContextStore, CosmosStatusStore
@@ -80,7 +90,8 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
     prefix = str(conf.get("flowcraft_key_prefix") or "flowcraft:")
     return Runtime(
         contexts=CosmosContextStore(client, database, str(conf.get("cosmos_context_container") or "context")),
-        statuses=CosmosStatusStore(client, database, str(conf.get("cosmos_runs_container") or "runs")),
+        statuses=CosmosStatusStore(client, database, str(conf.get("cosmos_runs_container") or "runs"),
+                                   deployment_name(conf)),
         coordination=RedisCoordinationStore(redis_client, prefix),
         ledger=RunLedger(redis_client, prefix),
         blueprints=load_blueprints(list(conf.get("flowcraft_blueprints") or [])),

@@ -124,6 +124,7 @@ class RunStatusDoc(TypedDict, total=False):
     lastUpdated: float
     wakeAt: float | None
     awaiting: list[str]
+    deployment: str
     parentRunId: str | None
     parentNodeId: str | None
     parentIteration: int
@@ -132,7 +133,11 @@ class RunStatusDoc(TypedDict, total=False):
 
 
 class StatusStore(Protocol):
-    """One status document per run; final states are never overwritten."""
+    """One status document per run; final states are never overwritten.
+
+    A store belongs to one deployment: `create` stamps the document's `deployment`, and
+    `find_stalled` and `list_runs` return only that deployment's runs (point reads do not filter).
+    """
 
     def create(self, doc: RunStatusDoc) -> None:
         """Write a new run's status document (idempotent for the same run id)."""
@@ -153,10 +158,10 @@ class StatusStore(Protocol):
         """Move the run to a final state once; True if this call did it."""
 
     def find_stalled(self, idle_seconds: float, now: float, page_size: int = 100) -> Iterator[RunStatusDoc]:
-        """Runs `running` whose `lastUpdated` is older than `now - idle_seconds` and not sleeping."""
+        """This deployment's runs `running`, `lastUpdated` older than `now - idle_seconds`, not sleeping."""
 
     def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
-        """Newest runs first, optionally only those in `status`."""
+        """This deployment's newest runs first, optionally only those in `status`."""
 
 
 @dataclass

@@ -15,7 +15,9 @@ life of the store, to one request per key, which is atomic per key only.
 
 Status (container `runs`, partition key `/runId`): one item per run; `touch` is one patch;
 `update` and `finish` are patches guarded by a filter predicate (the run is not final), so a
-final state is never overwritten and only one `finish` wins.
+final state is never overwritten and only one `finish` wins. Each item carries the `deployment`
+that created it; `find_stalled` and `list_runs` see only their own deployment's runs, so two
+deployments sharing a database never reconcile or list each other's runs.
 """
 
 from __future__ import annotations
@@ -84,11 +86,15 @@ RUNS_INDEXING: dict[str, Any] = {
         {"path": "/createdAt/?"},
         {"path": "/blueprintId/?"},
         {"path": "/parentRunId/?"},
+        {"path": "/deployment/?"},
     ],
     "excludedPaths": [{"path": "/*"}],
     "compositeIndexes": [
-        [{"path": "/status", "order": "ascending"}, {"path": "/lastUpdated", "order": "ascending"}],
-        [{"path": "/status", "order": "ascending"}, {"path": "/createdAt", "order": "descending"}],
+        [{"path": "/deployment", "order": "ascending"}, {"path": "/status", "order": "ascending"},
+         {"path": "/lastUpdated", "order": "ascending"}],
+        [{"path": "/deployment", "order": "ascending"}, {"path": "/status", "order": "ascending"},
+         {"path": "/createdAt", "order": "descending"}],
+        [{"path": "/deployment", "order": "ascending"}, {"path": "/createdAt", "order": "descending"}],
     ],
 }
 
@@ -363,14 +369,19 @@ _REPLACE_ATTEMPTS = 20
 
 
 class CosmosStatusStore:
-    """One status item per run in Cosmos DB; final states are written once and never replaced."""
+    """One status item per run in Cosmos DB; final states are written once and never replaced.
+
+    `deployment` names the deployment whose runs this store creates, lists and finds stalled.
+    """
 
     def __init__(
-        self, client: CosmosClient, database: str = "flowcraft", container: str = "runs"
+        self, client: CosmosClient, database: str = "flowcraft", container: str = "runs",
+        deployment: str = "",
     ) -> None:
         self._container: ContainerProxy = ensure_container(
             client, database, container, "/runId", indexing_policy=RUNS_INDEXING, default_ttl=-1
         )
+        self.deployment = deployment
 
     def create(self, doc: RunStatusDoc) -> None:
         """Write a new run's status item; a second create of the same run changes nothing."""
@@ -378,6 +389,7 @@ class CosmosStatusStore:
         item: dict[str, Any] = {"status": "running", "createdAt": now, "lastUpdated": now}
         item.update(doc)
         item["id"] = item_id("run", doc["runId"])
+        item["deployment"] = self.deployment
         check_item_size("status", item, item)
         try:
             self._container.create_item(item)
@@ -426,11 +438,13 @@ class CosmosStatusStore:
     def find_stalled(
         self, idle_seconds: float, now: float, page_size: int = 100
     ) -> Iterator[RunStatusDoc]:
-        """Runs `running`, idle for `idle_seconds`, not sleeping: paged cross-partition query."""
+        """This deployment's runs `running`, idle for `idle_seconds`, not sleeping: a paged
+        cross-partition query."""
         pages = self._container.query_items(
-            "SELECT * FROM c WHERE c.status = 'running' AND c.lastUpdated < @cutoff AND "
-            "(NOT IS_DEFINED(c.wakeAt) OR IS_NULL(c.wakeAt) OR c.wakeAt < @now)",
+            "SELECT * FROM c WHERE c.deployment = @deployment AND c.status = 'running' AND "
+            "c.lastUpdated < @cutoff AND (NOT IS_DEFINED(c.wakeAt) OR IS_NULL(c.wakeAt) OR c.wakeAt < @now)",
             parameters=[
+                {"name": "@deployment", "value": self.deployment},
                 {"name": "@cutoff", "value": now - idle_seconds}, {"name": "@now", "value": now},
             ],
             enable_cross_partition_query=True, max_item_count=page_size,
@@ -440,11 +454,12 @@ class CosmosStatusStore:
                 yield _strip(item)
 
     def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
-        """Newest runs first, optionally only those in `status`."""
-        where = "WHERE c.status = @status " if status is not None else ""
-        parameters: list[dict[str, object]] = (
-            [{"name": "@status", "value": status}] if status is not None else []
-        )
+        """This deployment's newest runs first, optionally only those in `status`."""
+        where = "WHERE c.deployment = @deployment "
+        parameters: list[dict[str, object]] = [{"name": "@deployment", "value": self.deployment}]
+        if status is not None:
+            where += "AND c.status = @status "
+            parameters.append({"name": "@status", "value": status})
         rows = self._container.query_items(
             f"SELECT TOP {int(limit)} * FROM c {where}ORDER BY c.createdAt DESC",
             parameters=parameters, enable_cross_partition_query=True,

@@ -100,15 +100,16 @@ class MemoryContextStore:
 
 
 class MemoryStatusStore:
-    """StatusStore in a dict."""
+    """StatusStore in a dict; `deployment` scopes `find_stalled` and `list_runs` like Cosmos's."""
 
-    def __init__(self) -> None:
+    def __init__(self, deployment: str = "") -> None:
         self._lock = threading.Lock()
         self._docs: dict[str, RunStatusDoc] = {}
+        self.deployment = deployment
 
     def create(self, doc: RunStatusDoc) -> None:
         with self._lock:
-            self._docs.setdefault(doc["runId"], RunStatusDoc(**doc))
+            self._docs.setdefault(doc["runId"], RunStatusDoc(**{**doc, "deployment": self.deployment}))
 
     def get(self, run_id: str) -> RunStatusDoc | None:
         with self._lock:
@@ -143,7 +144,7 @@ class MemoryStatusStore:
 
     def find_stalled(self, idle_seconds: float, now: float, page_size: int = 100) -> Iterator[RunStatusDoc]:
         with self._lock:
-            docs = [RunStatusDoc(**d) for d in self._docs.values()]
+            docs = [RunStatusDoc(**d) for d in self._docs.values() if d.get("deployment") == self.deployment]
         for doc in docs:
             wake = doc.get("wakeAt")
             if doc.get("status") == "running" and doc.get("lastUpdated", now) < now - idle_seconds \
@@ -153,7 +154,7 @@ class MemoryStatusStore:
     def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
         with self._lock:
             docs = [RunStatusDoc(**d) for d in self._docs.values()
-                    if status is None or d.get("status") == status]
+                    if d.get("deployment") == self.deployment and (status is None or d.get("status") == status)]
         docs.sort(key=lambda d: d.get("createdAt", 0.0), reverse=True)
         return docs[:limit]
 

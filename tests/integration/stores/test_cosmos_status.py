@@ -147,3 +147,22 @@ def test_list_runs_newest_first(store: CosmosStatusStore) -> None:
     store.finish(runs[1], "completed", None, [])
     assert [d["runId"] for d in store.list_runs(limit=3)] == runs[::-1][:3]
     assert [d["runId"] for d in store.list_runs(status="completed")] == [runs[1]]
+
+
+def test_deployments_sharing_a_database_see_only_their_own_runs(services_env: dict[str, str]) -> None:
+    with cosmos_support.temp_database("deploy") as database:
+        blue = CosmosStatusStore(cosmos_support.client(), database=database, deployment="blue-flowcraft")
+        green = CosmosStatusStore(cosmos_support.client(), database=database, deployment="green-flowcraft")
+        check_scoped(blue, green)
+
+
+def check_scoped(blue: CosmosStatusStore, green: CosmosStatusStore) -> None:
+    """Each store stalls and lists only the run it created."""
+    blue_run, green_run = new_run(blue), new_run(green)
+    time.sleep(0.05)
+    now = time.time()
+    assert [d["runId"] for d in blue.find_stalled(idle_seconds=0.01, now=now)] == [blue_run]
+    assert [d["runId"] for d in green.find_stalled(idle_seconds=0.01, now=now)] == [green_run]
+    assert [d["runId"] for d in blue.list_runs()] == [blue_run]
+    assert [d["runId"] for d in green.list_runs(status="running")] == [green_run]
+    assert blue.get(blue_run)["deployment"] == "blue-flowcraft"  # type: ignore[index]
