@@ -570,13 +570,12 @@ class Transport(virtual.Transport):
             self.schedule.was_empty(queue, now)
             return False
         self.schedule.got_messages(queue, now, full=len(received) >= wanted)
-        delivered = False
-        for message in received:
-            payload = channel.accept(queue, message)
-            if payload is not None:
-                self._deliver(payload, queue)
-                delivered = True
-        return delivered
+        # Hold (and so renew) every message of the batch before delivering any: delivering can
+        # block (a full prefork pool), and a message not yet held would reappear meanwhile.
+        payloads = [p for p in (channel.accept(queue, m) for m in received) if p is not None]
+        for payload in payloads:
+            self._deliver(payload, queue)
+        return bool(payloads)
 
 
 def _raw_payload(text: str) -> dict[str, Any]:

@@ -60,3 +60,12 @@ def flaky(self: object, key: str, countdown: int) -> None:
     attempt = client.rpush(key, str(time.time()))
     if attempt == 1:
         raise self.retry(countdown=countdown)  # type: ignore[attr-defined]
+
+
+@app.task(name="transport_app.tagged", acks_late=True)
+def tagged(key: str, tag: str, seconds: float) -> None:
+    """Record `start:<tag>`, work for `seconds`, record `done:<tag>`: an acks_late task."""
+    client = _redis()
+    client.rpush(key, f"start:{tag}")
+    time.sleep(seconds)
+    client.rpush(key, f"done:{tag}")
