@@ -12,12 +12,13 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.bridge import register_node_tasks
 from flowcraft_celery.distributed.reconcile import reconcile
 from flowcraft_celery.distributed.runtime import reset_runtimes, runtime_for
+from flowcraft_celery.distributed.secrets import censor_inspect_replies, protect_settings
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry, import_modules
 from flowcraft_celery.model.validation import BUILTIN_USES
@@ -27,6 +28,7 @@ def create_app(config: str | None = None) -> Celery:
     """A configured app with every known node task and `flowcraft.reconcile` registered."""
     celery_app = Celery("flowcraft_celery")
     celery_app.config_from_object(config or os.environ.get("FLOWCRAFT_CONFIG_MODULE", "celeryconfig"))
+    protect_settings(celery_app.conf)
     import_modules(list(celery_app.conf.get("flowcraft_node_modules") or []))
     register_node_tasks(celery_app, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
 
@@ -42,6 +44,15 @@ def create_app(config: str | None = None) -> Celery:
 def _fresh_connections(**_: Any) -> None:
     """A forked pool process must not share the parent's Cosmos and Redis connections."""
     reset_runtimes()
+
+
+@worker_init.connect
+@worker_ready.connect
+def _censor_inspect(**_: Any) -> None:
+    """`celery inspect` and Flower get no password, key or token in a worker's replies."""
+    from celery.worker.control import Panel
+
+    censor_inspect_replies(Panel)
 
 
 # The Azure SDKs log every HTTP request at INFO; a worker at `-l INFO` should show tasks, not headers.

@@ -65,13 +65,15 @@ def parse_connection_string(conn_str: str) -> CosmosAccount:
             "'AccountEndpoint=https://...;AccountKey=...;')"
         )
     parts: dict[str, str] = {}
-    for segment in conn_str.strip().split(";"):
+    for number, segment in enumerate(conn_str.strip().split(";"), start=1):
         if not segment.strip():
             continue
         name, sep, value = segment.partition("=")
         if not sep or not name.strip():
+            # never quote the segment: it may be (part of) the account key
             raise CosmosConfigError(
-                f"Cosmos connection string segment {segment.strip()[:40]!r} is not 'Name=value'"
+                f"Cosmos connection string segment {number} is not 'Name=value' "
+                "(segments are separated by ';')"
             )
         parts[name.strip().lower()] = value.strip()
     endpoint = parts.get("accountendpoint")
