@@ -25,8 +25,8 @@ broker_transport_options = {
     "queue_name_prefix": _env("FLOWCRAFT_QUEUE_PREFIX", ""),
     "visibility_timeout": int(_env("FLOWCRAFT_VISIBILITY_TIMEOUT", "30")),
 }
-# Results: Cosmos DB (flowcraft_celery/backends/cosmos.py). Node tasks keep no Celery result:
-# a run's state lives in the context and status stores.
+# Results: Cosmos DB (flowcraft_celery/backends/cosmos.py). A node task's result is small (its run
+# and the nodes it handled) and kept in Redis; a run's state lives in the context and status stores.
 result_backend = _env("CELERY_RESULT_BACKEND", "cosmos://")
 cosmos_database = _env("FLOWCRAFT_COSMOS_DATABASE", "flowcraft")
 cosmos_results_container = _env("FLOWCRAFT_COSMOS_RESULTS_CONTAINER", "celery_results")
@@ -42,6 +42,11 @@ result_serializer = "json"
 accept_content = ["json"]
 worker_send_task_events = _env("FLOWCRAFT_TASK_EVENTS", "true").lower() in ("1", "true", "yes")
 task_send_sent_event = worker_send_task_events
+# Log lines a node writes name it: ` [run=<id> bp=<blueprint> node=<node>@<iteration>]` (empty
+# elsewhere); the same fields are record attributes run_id, blueprint_id, node_id, iteration.
+worker_log_format = "[%(asctime)s: %(levelname)s/%(processName)s]%(flowcraft)s %(message)s"
+worker_task_log_format = ("[%(asctime)s: %(levelname)s/%(processName)s]%(flowcraft)s "
+                          "%(task_name)s[%(task_id)s]: %(message)s")
 
 # Workflows.
 flowcraft_node_modules = _env_list("FLOWCRAFT_NODE_MODULES")

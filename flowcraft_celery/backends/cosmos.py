@@ -34,6 +34,7 @@ from celery.exceptions import BackendStoreError, ImproperlyConfigured
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.url import _parse_url, maybe_sanitize_url
 
+from flowcraft_celery.backends.node_results import NodeResults, is_node_task
 from flowcraft_celery.stores.cosmos import MAX_ITEM_BYTES, json_size
 from flowcraft_celery.stores.cosmos_client import (
     CosmosConfigError,
@@ -96,6 +97,8 @@ class CosmosBackend(KeyValueStoreBackend):
         self._container_name = conf.get("cosmos_results_container") or DEFAULT_CONTAINER
         self._container_lock = threading.Lock()
         self._container_by_pid: tuple[int, ContainerProxy] | None = None
+        self.node_results = NodeResults(str(conf.get("flowcraft_redis_url") or "redis://127.0.0.1:6379/0"),
+                                        str(conf.get("flowcraft_key_prefix") or "flowcraft:"), self.expires)
 
     def __reduce__(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         """Pickle as (class, url, expires)."""
@@ -127,9 +130,22 @@ class CosmosBackend(KeyValueStoreBackend):
             return True
         return isinstance(exc, CosmosHttpResponseError) and exc.status_code in _RETRYABLE_STATUS
 
+    def _store_result(self, task_id: Any, result: Any, state: str, traceback: Any = None, request: Any = None,
+                      **kwargs: Any) -> Any:
+        """Store a task's result; a node task's goes to Redis (`node_results`), not to Cosmos."""
+        if not is_node_task(request):
+            return super()._store_result(task_id, result, state, traceback, request, **kwargs)
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+        meta["task_id"] = bytes_to_str(task_id)
+        self.node_results.set(self.get_key_for_task(task_id), self.encode(meta))
+        return result
+
     def get(self, key: Any) -> Any:
-        """The stored value for `key`, or None (also once its TTL has passed)."""
+        """The stored value for `key`, or None (also once its TTL has passed); a task result
+        Cosmos does not have may be a node task's, in Redis."""
         item = read_item_or_none(self.container, self._id(key), self._id(key))
+        if item is None and bytes_to_str(key).startswith(bytes_to_str(self.task_keyprefix)):
+            return self.node_results.get(key)
         if item is None or _expired(item):
             return None
         if "value_b64" in item:

@@ -14,6 +14,9 @@ from typing import Any
 
 import click
 
+from flowcraft_celery.cli.graph import graph_command
+from flowcraft_celery.cli.progress import progress_printer, user_context
+from flowcraft_celery.cli.show import show_command
 from flowcraft_celery.devtools.devservices import services_command
 from flowcraft_celery.engine.registry import default_registry, import_modules
 from flowcraft_celery.model.blueprint import Blueprint, BlueprintFormatError
@@ -28,6 +31,8 @@ def main() -> None:
 
 
 main.add_command(services_command)
+main.add_command(show_command)
+main.add_command(graph_command)
 
 
 def _json_option(_: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -192,7 +197,8 @@ def _echo_json(value: Any) -> None:
               help="Initial context as a JSON object.")
 @click.option("--wait", "wait", is_flag=True, help="Show progress and wait until the run ends or awaits.")
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after this many seconds.")
-def start_command(blueprint_id: str, context: Any, wait: bool, timeout: float | None) -> None:
+@click.option("--all-keys", is_flag=True, help="With --wait: print the internal `_outputs.*` keys of the context too.")
+def start_command(blueprint_id: str, context: Any, wait: bool, timeout: float | None, all_keys: bool) -> None:
     """Start a run of BLUEPRINT_ID on the Celery workers; print its run id (or its result with --wait)."""
     from flowcraft_celery.distributed.runs import RunError
 
@@ -207,19 +213,13 @@ def start_command(blueprint_id: str, context: Any, wait: bool, timeout: float | 
         click.echo(run.run_id)
         return
     click.echo(f"run {run.run_id}", err=True)
-    started = time.monotonic()
-
-    def show(doc: Any) -> None:
-        done = client.progress(run.run_id)
-        click.echo(f"\r{doc.get('status')}: {done} node(s) finished, {time.monotonic() - started:.1f} s",
-                   err=True, nl=False)
-
     try:
-        doc = run.wait(timeout, on_poll=show)
+        doc = run.wait(timeout, on_poll=progress_printer(client.runtime, run.run_id))
     except TimeoutError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("", err=True)
-    _echo_json(client.result(run.run_id))
+    result = client.result(run.run_id)
+    _echo_json(result if all_keys else {**result, "context": user_context(result.get("context"))})
     sys.exit(1 if doc.get("status") == "failed" else 0)
 
 

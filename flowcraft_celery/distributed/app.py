@@ -16,6 +16,7 @@ from celery.signals import worker_init, worker_process_init, worker_ready
 
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.bridge import register_node_tasks
+from flowcraft_celery.distributed.logcontext import install_on_celery_logging
 from flowcraft_celery.distributed.reconcile import reconcile
 from flowcraft_celery.distributed.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.secrets import censor_inspect_replies, protect_settings
@@ -44,6 +45,9 @@ def create_app(config: str | None = None) -> Celery:
 def _fresh_connections(**_: Any) -> None:
     """A forked pool process must not share the parent's Cosmos and Redis connections."""
     reset_runtimes()
+
+
+install_on_celery_logging()
 
 
 @worker_init.connect

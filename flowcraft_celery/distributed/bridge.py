@@ -3,7 +3,8 @@
 A message is handled at least once and takes effect once: a finished token is dropped, a
 recorded output is reused instead of running the node again, an execution lock keeps two
 copies of one message from running at the same time, and arrivals, claims and the pending
-ledger are idempotent. Retries are task retries with a countdown (delayed messages).
+ledger are idempotent. Retries are task retries with a countdown (delayed messages). A task's
+result names its run and the nodes it handled; its log lines name the node (`logcontext`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from flowcraft_celery.distributed.lease import lease
+from flowcraft_celery.distributed.logcontext import node_log_scope, start_task_record, task_summary
 from flowcraft_celery.distributed.runs import (
     Payload,
     complete_run,
@@ -62,12 +64,13 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
         if name in app.tasks:
             continue
 
-        def run_node(self: Task, msg: Payload | None = None, msgs: list[Payload] | None = None) -> None:
+        def run_node(self: Task, msg: Payload | None = None, msgs: list[Payload] | None = None) -> dict[str, Any]:
             members = [msg] if msgs is None else msgs
             bad = [m for m in members if not _is_node_payload(m)]
             if bad or not members:  # not ours to retry: the transport dead-letters a rejected message
                 raise Reject(f"not a flowcraft node message: {bad[:1] or members!r}"[:500], requeue=False)
             rt = runtime_for(self.app.conf)
+            handled = start_task_record()
             try:
                 if msgs is None:
                     NodeExecution(self, rt, msg or {}).handle()
@@ -79,8 +82,9 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
                 logger.exception("node message of run %s could not be processed", (msg or (msgs or [{}])[0]).get("run"))
                 raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries),
                                  max_retries=INFRASTRUCTURE_RETRIES) from exc
+            return task_summary(members, handled)
 
-        app.task(name=name, bind=True, ignore_result=True, acks_late=True, max_retries=None)(run_node)
+        app.task(name=name, bind=True, ignore_result=False, acks_late=True, max_retries=None)(run_node)
 
 
 def _is_node_payload(value: Any) -> bool:
@@ -113,6 +117,7 @@ class NodeExecution:
         self.iteration: int = int(msg.get("it", 0))
         self.token = token(self.node_id, self.iteration)
 
+    @node_log_scope
     def handle(self) -> None:
         """Drop what is done or halted, check the blueprint, then run the node."""
         finished, halted, self.maybe_recorded = self.rt.ledger.check(self.run_id, self.token)
@@ -170,6 +175,8 @@ class NodeExecution:
         """One attempt of an ordinary node, then success or the failure path."""
         timeout = node.config.timeout_seconds
         attempt = int(self.msg.get("attempt", 1))
+        trace = self.rt.timeline.begin(self.run_id, self.token, node.uses, attempt,
+                                       self.task.request.hostname or socket.gethostname())
         ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
                           run_id=self.run_id, node_id=self.node_id, blueprint_id=self.blueprint.id,
                           iteration=self.iteration, attempt=attempt)
@@ -181,8 +188,11 @@ class NodeExecution:
                 raise NodeAttemptError(self.node_id, attempt, f"node {self.node_id!r} attempt {attempt} exceeded "
                                        f"its timeout of {int((timeout or 0) * 1000)} ms") from exc
         except NodeAttemptError as error:
+            retrying = error.retriable and error.attempt < node.config.attempts
+            trace.end("retrying" if retrying else "failed", node.config.delay_seconds if retrying else None)
             self._attempt_failed(node.config.attempts, node.config.delay_seconds, node.config.fallback, error, ctx)
             return
+        trace.end("succeeded")
         self._succeed(result)
 
     def _attempt_failed(self, attempts: int, delay: float, fallback: str | None, error: NodeAttemptError,

@@ -20,6 +20,7 @@ from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.catalog import load_blueprints
 from flowcraft_celery.stores.base import ContextStore, CoordinationStore, StatusStore
 from flowcraft_celery.stores.ledger import RunLedger
+from flowcraft_celery.stores.timeline import RunTimeline
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Runtime:
     ledger: RunLedger
     blueprints: dict[str, Blueprint]
     registry: Registry
+    timeline: RunTimeline
     touch_interval: float = 5.0
     stall_seconds: float = 60.0
     inline_depth: int = 8
@@ -96,6 +98,7 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
         ledger=RunLedger(redis_client, prefix),
         blueprints=load_blueprints(list(conf.get("flowcraft_blueprints") or [])),
         registry=BUILTIN_REGISTRY.merged(default_registry),
+        timeline=RunTimeline(redis_client, prefix),
         touch_interval=float(conf.get("flowcraft_touch_interval") or 5.0),
         stall_seconds=float(conf.get("flowcraft_stall_seconds") or 60.0),
         inline_depth=int(conf.get("flowcraft_inline_depth", 8)),

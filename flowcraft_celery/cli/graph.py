@@ -1,0 +1,56 @@
+"""`flowcraft-celery graph BLUEPRINT [--run RUN]`: a Mermaid diagram, coloured by a run's states."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("graph")
+@click.argument("blueprint")
+@click.option("--run", "run_id", default=None, help="Colour each node by its state in this run (and add the "
+              "run's dynamic nodes).")
+@click.option("--direction", type=click.Choice(["TD", "LR"]), default="TD", show_default=True,
+              help="Top-down or left-to-right.")
+def graph_command(blueprint: str, run_id: str | None, direction: str) -> None:
+    """Print BLUEPRINT (an id of the catalog, or a JSON file) as a Mermaid flowchart.
+
+    With --run, BLUEPRINT is the run's blueprint id and each node has the colour of its state.
+    """
+    from flowcraft_celery.model.blueprint import Blueprint, BlueprintFormatError
+    from flowcraft_celery.model.diagram import mermaid
+    from flowcraft_celery.model.graph import Graph
+
+    if run_id is not None:
+        from flowcraft_celery.distributed.client import Client
+        from flowcraft_celery.distributed.runs import RunError
+        from flowcraft_celery.distributed.runview import run_view
+
+        try:
+            view = run_view(Client().runtime, run_id)
+        except RunError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if view.graph is None:
+            raise click.ClickException(f"run {run_id!r} uses blueprint {view.doc.get('blueprintId')!r}, "
+                                       "which this process's catalog (FLOWCRAFT_BLUEPRINTS) does not have")
+        if blueprint != view.graph.blueprint.id:
+            raise click.ClickException(f"run {run_id!r} is of blueprint {view.graph.blueprint.id!r}, "
+                                       f"not {blueprint!r}")
+        click.echo(mermaid(view.graph, view.node_states(), direction), nl=False)
+        return
+    if Path(blueprint).is_file():
+        try:
+            graph = Graph(Blueprint.load(blueprint))
+        except BlueprintFormatError as exc:
+            raise click.ClickException(f"{blueprint}: {exc}") from exc
+    else:
+        from flowcraft_celery.distributed.app import app
+        from flowcraft_celery.model.catalog import load_blueprints
+
+        catalog = load_blueprints(list(app.conf.get("flowcraft_blueprints") or []))
+        if blueprint not in catalog:
+            known = ", ".join(sorted(catalog)) or "none: set FLOWCRAFT_BLUEPRINTS"
+            raise click.ClickException(f"no blueprint {blueprint!r} in the catalog and no such file (known: {known})")
+        graph = Graph(catalog[blueprint])
+    click.echo(mermaid(graph, None, direction), nl=False)

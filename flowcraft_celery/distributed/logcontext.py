@@ -1,0 +1,127 @@
+"""Every log line written while a node runs names its run, blueprint, node and iteration.
+
+`node_log_scope` (a decorator of `NodeExecution.handle`) puts the node being handled on a
+context variable for the duration of that handling (an inlined successor nests inside and
+restores its predecessor after), and notes the node among those the current task handled.
+`NodeLogFilter` copies the node onto every log record as the attributes `run_id`,
+`blueprint_id`, `node_id` and `iteration` (JSON formatters pick them up as they are) and
+`flowcraft`, a ready-made ` [run=… bp=… node=…@it]` for plain formats (empty outside a node).
+`install_on_celery_logging` attaches the filter to every handler Celery sets up for workers and
+beat (root, task and multiprocessing loggers); the default `worker_log_format` of celeryconfig
+shows `%(flowcraft)s`. When you configure
+logging yourself, add `flowcraft_celery.distributed.logcontext.NodeLogFilter` to your handlers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+
+@dataclass(frozen=True)
+class NodeScope:
+    """The node a log line belongs to."""
+
+    run_id: str
+    blueprint_id: str
+    node_id: str
+    iteration: int
+
+    @property
+    def token(self) -> str:
+        """`node@iteration`, as the ledger names one node execution."""
+        return f"{self.node_id}@{self.iteration}"
+
+    def label(self) -> str:
+        """The text plain log formats show."""
+        return f" [run={self.run_id} bp={self.blueprint_id} node={self.token}]"
+
+
+_current: contextvars.ContextVar[NodeScope | None] = contextvars.ContextVar("flowcraft_node", default=None)
+_handled: contextvars.ContextVar[list[NodeScope] | None] = contextvars.ContextVar("flowcraft_handled",
+                                                                                   default=None)
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def current_node() -> NodeScope | None:
+    """The node being handled in this thread of execution, if any."""
+    return _current.get()
+
+
+def node_log_scope(handle: Method) -> Method:
+    """Run a `NodeExecution` method with its node as the logging context (and note it handled)."""
+
+    @functools.wraps(handle)
+    def scoped(execution: Any, *args: Any, **kwargs: Any) -> Any:
+        scope = NodeScope(str(execution.run_id), str(execution.msg.get("bp", "")), str(execution.node_id),
+                          int(execution.iteration))
+        handled = _handled.get()
+        if handled is not None:
+            handled.append(scope)
+        reset = _current.set(scope)
+        try:
+            return handle(execution, *args, **kwargs)
+        finally:
+            _current.reset(reset)
+
+    return scoped  # type: ignore[return-value]
+
+
+def start_task_record() -> list[NodeScope]:
+    """Begin noting the nodes the current task handles; returns the list that fills up."""
+    handled: list[NodeScope] = []
+    _handled.set(handled)
+    return handled
+
+
+class NodeLogFilter(logging.Filter):
+    """Adds `run_id`, `blueprint_id`, `node_id`, `iteration` and `flowcraft` to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Annotate the record (never drops one)."""
+        scope = _current.get()
+        record.run_id = scope.run_id if scope else None
+        record.blueprint_id = scope.blueprint_id if scope else None
+        record.node_id = scope.node_id if scope else None
+        record.iteration = scope.iteration if scope else None
+        record.flowcraft = scope.label() if scope else ""
+        return True
+
+
+def add_filter(logger: logging.Logger) -> None:
+    """Attach one `NodeLogFilter` to each handler of `logger` (again: no second copy)."""
+    for handler in logger.handlers:
+        if not any(isinstance(f, NodeLogFilter) for f in handler.filters):
+            handler.addFilter(NodeLogFilter())
+
+
+def _on_logger_setup(logger: logging.Logger | None = None, **_: Any) -> None:
+    """Celery set up `logger` (root or task logger); the multiprocessing logger shares the format."""
+    from celery.utils.log import get_multiprocessing_logger
+
+    for configured in (logger, get_multiprocessing_logger()):
+        if configured is not None:
+            add_filter(configured)
+
+
+def install_on_celery_logging() -> None:
+    """Filter the handlers Celery configures (worker, beat, their pool processes)."""
+    after_setup_logger.connect(_on_logger_setup, weak=False, dispatch_uid="flowcraft-node-log")
+    after_setup_task_logger.connect(_on_logger_setup, weak=False, dispatch_uid="flowcraft-node-task-log")
+
+
+def task_summary(members: Sequence[Mapping[str, Any] | None], handled: list[NodeScope]) -> dict[str, Any]:
+    """A node task's small Celery result: its run and the nodes it handled (inlined ones too)."""
+    first = members[0] or {} if members else {}
+    run_id = str(first.get("run", ""))
+    nodes = [s.token for s in handled if s.run_id == run_id] or [
+        f"{m.get('node')}@{int(m.get('it', 0))}" for m in members if m]
+    return {"run": run_id, "blueprint": first.get("bp"), "nodes": nodes,
+            "show": f"flowcraft-celery show {run_id}"}
