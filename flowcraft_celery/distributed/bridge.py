@@ -5,6 +5,12 @@ recorded output is reused instead of running the node again, an execution lock k
 copies of one message from running at the same time, and arrivals, claims and the pending
 ledger are idempotent. Retries are task retries with a countdown (delayed messages). A task's
 result names its run and the nodes it handled; its log lines name the node (`logcontext`).
+
+Failures are sorted by `stores.faults.classify`: an infrastructure error (Cosmos, Redis or
+the broker unreachable, also inside the node's `ctx.context` calls) re-sends the message with
+back-off and never counts as an attempt; when only recording a finished node's output failed,
+the re-sent message carries the result (`done`), so the write is retried, not the node. A
+permanent error (a value the store cannot hold) fails the node at once.
 """
 
 from __future__ import annotations
@@ -47,14 +53,19 @@ from flowcraft_celery.model.blueprint import NodeDefinition
 from flowcraft_celery.model.durations import sleep_seconds
 from flowcraft_celery.model.graph import DynamicAddition, Graph
 from flowcraft_celery.stores.base import MISSING
+from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
+from flowcraft_celery.stores.guard import TRANSIENT
 from flowcraft_celery.stores.ledger import token
 
 logger = logging.getLogger("flowcraft.bridge")
 
 #: Re-deliveries of a message whose blueprint version differs before the run is failed.
 VERSION_MISMATCH_RETRIES = 5
-#: Retries (with exponential back-off up to a minute) when a store or the broker fails.
-INFRASTRUCTURE_RETRIES = 20
+#: Longest back-off between retries of a message whose store or broker call failed.
+MAX_BACKOFF_SECONDS = 60
+#: Retries of a message that failed with an unexpected error (not infrastructure) before its
+#: run is failed with that error; infrastructure errors are retried for as long as they last.
+UNEXPECTED_RETRIES = 10
 
 
 def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
@@ -69,22 +80,41 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
             bad = [m for m in members if not _is_node_payload(m)]
             if bad or not members:  # not ours to retry: the transport dead-letters a rejected message
                 raise Reject(f"not a flowcraft node message: {bad[:1] or members!r}"[:500], requeue=False)
-            rt = runtime_for(self.app.conf)
             handled = start_task_record()
             try:
+                rt = runtime_for(self.app.conf)
                 if msgs is None:
                     NodeExecution(self, rt, msg or {}).handle()
                 for member in msgs or []:  # finished members of a retried group are dropped
                     NodeExecution(self, rt, member, own_message=False).handle()
-            except Retry:
+            except (Retry, Reject):
                 raise
-            except Exception as exc:  # Cosmos, Redis or the broker unreachable: try again later
-                logger.exception("node message of run %s could not be processed", (msg or (msgs or [{}])[0]).get("run"))
-                raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries),
-                                 max_retries=INFRASTRUCTURE_RETRIES) from exc
+            except Exception as exc:
+                _retry_later(self, [m for m in members if m], exc)
             return task_summary(members, handled)
 
         app.task(name=name, bind=True, ignore_result=False, acks_late=True, max_retries=None)(run_node)
+
+
+def _retry_later(task: Task, members: list[Payload], exc: Exception) -> None:
+    """Re-send the message with back-off after a store or broker failure (for as long as it
+    lasts); an unexpected error fails the run after UNEXPECTED_RETRIES tries."""
+    run_id = members[0].get("run")
+    retries = int(task.request.retries or 0)
+    if classify(exc) == "infrastructure" or isinstance(exc, TRANSIENT):
+        logger.warning("node message of run %s: %s; retry %s in %s s", run_id, exc, retries + 1,
+                       min(MAX_BACKOFF_SECONDS, 2 ** retries))
+        error: Exception = exc if isinstance(exc, InfrastructureError) else InfrastructureError.wrap("broker", exc)
+    else:
+        logger.exception("node message of run %s could not be processed", run_id)
+        if retries >= UNEXPECTED_RETRIES:
+            rt = runtime_for(task.app.conf)
+            record = {"nodeId": members[0].get("node"), "type": type(exc).__name__,
+                      "message": f"node message could not be processed {retries + 1} times: {exc}"}
+            fail_run(task.app, rt, str(run_id), [record])
+            return
+        error = InfrastructureError(f"{type(exc).__name__}: {exc}"[:500])
+    raise task.retry(exc=error, countdown=min(MAX_BACKOFF_SECONDS, 2 ** retries)) from exc
 
 
 def _is_node_payload(value: Any) -> bool:
@@ -139,7 +169,11 @@ class NodeExecution:
                         "message": f"node {self.node_id!r} is not in blueprint {blueprint.id!r}"})
             return
         self.blueprint = blueprint
-        if "resume" in self.msg:
+        if "done" in self.msg:  # the node finished earlier; recording its result failed then
+            done = self.msg["done"] or {}
+            self._succeed(NodeResult(output=done.get("output"), action=done.get("action"),
+                                     dynamic_nodes=done.get("dynamicNodes") or []))
+        elif "resume" in self.msg:
             resumed = self.msg["resume"] or {}
             self._succeed(NodeResult(output=resumed.get("output"), action=resumed.get("action")))
         elif "child" in self.msg:
@@ -219,15 +253,16 @@ class NodeExecution:
     def _succeed(self, result: NodeResult, recorded: bool = False) -> None:
         """Record the output once, deliver transitions, publish what starts, update the ledger."""
         if not recorded:
-            self.rt.ledger.mark_recording(self.run_id, self.token)
-        if not recorded and not self.rt.contexts.record_output(
-                self.run_id, self.node_id, self.iteration, result.output, result.action):
-            first = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration)
-            if first is not None:
-                result = NodeResult(output=first.output, action=first.action, dynamic_nodes=result.dynamic_nodes)
-        original = self.graph.fallback_for.get(self.node_id)
-        if original is not None:
-            self.rt.contexts.record_output(self.run_id, original, self.iteration, result.output, result.action)
+            try:
+                result = self._record(result)
+            except PermanentError as exc:  # an output no store can hold: no retry can fix it
+                self._fail({"nodeId": self.node_id, "message": str(exc), "type": type(exc).__name__})
+                return
+            except Exception as exc:
+                if classify(exc) != "infrastructure":
+                    raise
+                self._retry_write(result, exc)
+                return
         dynamic = bool(self.msg.get("dyn"))
         try:
             if result.dynamic_nodes:
@@ -237,6 +272,8 @@ class NodeExecution:
                 dynamic = True
             transitions = semantics.after_success(self.graph, self.node_id, self.iteration, result, self._lookup)
         except Exception as exc:  # a bad expression value or dynamic node fails the node
+            if classify(exc) == "infrastructure":
+                raise
             self._fail({"nodeId": self.node_id, "message": str(exc), "type": type(exc).__name__})
             return
         starts = dispatch.route(self.graph, self.run_id, transitions, self.rt.coordination)
@@ -249,6 +286,30 @@ class NodeExecution:
         if inline is not None:
             NodeExecution(self.task, self.rt, inline, self.depth + 1, own_message=False).handle()
         self._progress(messages, finished_at)
+
+    def _record(self, result: NodeResult) -> NodeResult:
+        """Record the output once (also for the node a fallback stands in for); the result that
+        counts is the first one recorded."""
+        self.rt.ledger.mark_recording(self.run_id, self.token)
+        if not self.rt.contexts.record_output(self.run_id, self.node_id, self.iteration, result.output,
+                                              result.action):
+            first = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration)
+            if first is not None:
+                result = NodeResult(output=first.output, action=first.action, dynamic_nodes=result.dynamic_nodes)
+        original = self.graph.fallback_for.get(self.node_id)
+        if original is not None:
+            self.rt.contexts.record_output(self.run_id, original, self.iteration, result.output, result.action)
+        return result
+
+    def _retry_write(self, result: NodeResult, exc: Exception) -> None:
+        """Recording a finished node's result failed: send the result on, to be recorded later
+        (the node itself is not run again)."""
+        writes = int(self.msg.get("writes", 0))
+        countdown = min(MAX_BACKOFF_SECONDS, 2 ** writes)
+        logger.warning("run %s node %s finished but its result could not be recorded (%s); retrying the write in %s s",
+                       self.run_id, self.node_id, exc, countdown)
+        done = {"output": result.output, "action": result.action, "dynamicNodes": result.dynamic_nodes}
+        self._requeue(dict(self.msg, done=done, writes=writes + 1), countdown)
 
     def _groups(self, messages: list[Payload]) -> list[list[Payload]]:
         """Successor messages packed for sending: up to `fanout_group` ordinary untimed nodes of

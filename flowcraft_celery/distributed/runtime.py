@@ -2,6 +2,8 @@
 
 Built once per process on first use (workers after fork, clients on first call), so the
 Cosmos client, Redis pool and loaded blueprints are shared by every task the process runs.
+Every store is `guarded`: a Cosmos or Redis failure surfaces as an `InfrastructureError`
+naming the endpoint, and Redis calls time out (`flowcraft_redis_timeout`) instead of hanging.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -19,8 +22,12 @@ from flowcraft_celery.engine.registry import Registry, default_registry, import_
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.catalog import load_blueprints
 from flowcraft_celery.stores.base import ContextStore, CoordinationStore, StatusStore
+from flowcraft_celery.stores.guard import call, guarded
 from flowcraft_celery.stores.ledger import RunLedger
 from flowcraft_celery.stores.timeline import RunTimeline
+
+#: Seconds a Redis connection attempt may take (a refused or unroutable endpoint fails fast).
+REDIS_CONNECT_TIMEOUT = 5.0
 
 
 @dataclass
@@ -79,6 +86,31 @@ def deployment_name(conf: Mapping[str, Any]) -> str:
     return f"{options.get('queue_name_prefix') or ''}{conf.get('task_default_queue') or 'celery'}"
 
 
+def redis_endpoint(url: str) -> str:
+    """A Redis URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def cosmos_endpoint(conf: Mapping[str, Any]) -> str:
+    """The Cosmos account endpoint named by the configuration (or the environment), for messages."""
+    from flowcraft_celery.stores.cosmos_client import (
+        CosmosConfigError,
+        connection_string_from_env,
+        parse_connection_string,
+    )
+
+    try:
+        conn_str = conf.get("cosmos_connection_string") or connection_string_from_env()
+        return parse_connection_string(str(conn_str)).endpoint
+    except CosmosConfigError:
+        return "(no Cosmos endpoint configured)"
+
+
 def build_runtime(conf: Mapping[str, Any]) -> Runtime:
     """Connect to Cosmos and Redis and load node modules and blueprints named in `conf`."""
     from flowcraft_celery.stores.cosmos import CosmosContextStore, CosmosStatusStore
@@ -86,19 +118,28 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
     from flowcraft_celery.stores.redis import RedisCoordinationStore
 
     import_modules(list(conf.get("flowcraft_node_modules") or []))
-    client = get_client(conf.get("cosmos_connection_string"), conf.get("cosmos_verify_tls"))
+    cosmos = f"Cosmos DB at {cosmos_endpoint(conf)}"
+    client = call(cosmos, get_client, conf.get("cosmos_connection_string"), conf.get("cosmos_verify_tls"))
     database = str(conf.get("cosmos_database") or "flowcraft")
-    redis_client = redis.Redis.from_url(str(conf.get("flowcraft_redis_url") or "redis://127.0.0.1:6379/0"))
+    redis_url = str(conf.get("flowcraft_redis_url") or "redis://127.0.0.1:6379/0")
+    timeout = float(conf.get("flowcraft_redis_timeout") or 10.0)
+    redis_client = redis.Redis.from_url(redis_url, socket_timeout=timeout,
+                                        socket_connect_timeout=min(timeout, REDIS_CONNECT_TIMEOUT),
+                                        health_check_interval=30)
+    redis_name = f"Redis at {redis_endpoint(redis_url)}"
     prefix = str(conf.get("flowcraft_key_prefix") or "flowcraft:")
+    context_store = call(cosmos, CosmosContextStore, client, database,
+                         str(conf.get("cosmos_context_container") or "context"))
+    status_store = call(cosmos, CosmosStatusStore, client, database, str(conf.get("cosmos_runs_container") or "runs"),
+                        deployment_name(conf))
     return Runtime(
-        contexts=CosmosContextStore(client, database, str(conf.get("cosmos_context_container") or "context")),
-        statuses=CosmosStatusStore(client, database, str(conf.get("cosmos_runs_container") or "runs"),
-                                   deployment_name(conf)),
-        coordination=RedisCoordinationStore(redis_client, prefix),
-        ledger=RunLedger(redis_client, prefix),
+        contexts=guarded(context_store, cosmos),
+        statuses=guarded(status_store, cosmos),
+        coordination=guarded(RedisCoordinationStore(redis_client, prefix), redis_name),
+        ledger=guarded(RunLedger(redis_client, prefix), redis_name),
         blueprints=load_blueprints(list(conf.get("flowcraft_blueprints") or [])),
         registry=BUILTIN_REGISTRY.merged(default_registry),
-        timeline=RunTimeline(redis_client, prefix),
+        timeline=guarded(RunTimeline(redis_client, prefix), redis_name),
         touch_interval=float(conf.get("flowcraft_touch_interval") or 5.0),
         stall_seconds=float(conf.get("flowcraft_stall_seconds") or 60.0),
         inline_depth=int(conf.get("flowcraft_inline_depth", 8)),

@@ -4,7 +4,10 @@ Shared by the local runner and the Celery bridge; retries between attempts are t
 loop with a pause locally, a task retry with a countdown on Celery). A class node's `prep`
 runs at the start of every attempt, `post` after the successful one; an error in either is
 fatal (not retried), as only `exec` is retried; `prep` runs once per node execution, its
-value handed from a failed attempt to the next.
+value handed from a failed attempt to the next. What an exception means is decided by
+`stores.faults.classify`: an infrastructure error (a store unreachable inside `ctx.context`)
+is not an attempt and propagates to the runner; a permanent error (a value the store cannot
+hold) fails the attempt without retries.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from flowcraft_celery.engine.context import NodeContext
 from flowcraft_celery.engine.registry import Implementation, Node, NodeResult
 from flowcraft_celery.stores.base import MISSING
+from flowcraft_celery.stores.faults import classify
 
 
 class NodeAttemptError(Exception):
@@ -67,6 +71,7 @@ def run_attempt(impl: Implementation, ctx: NodeContext, timeout: float | None,
             try:
                 prepared = node.prep(ctx)
             except Exception as exc:
+                _pass_infrastructure(exc)
                 _recover(node, exc, ctx)
                 raise NodeAttemptError(ctx.node_id, ctx.attempt, exc, retriable=False) from exc
         try:
@@ -77,6 +82,7 @@ def run_attempt(impl: Implementation, ctx: NodeContext, timeout: float | None,
         try:
             result = NodeResult.of(_resolve(node.post(raw, ctx)))
         except Exception as exc:
+            _pass_infrastructure(exc)
             _recover(node, exc, ctx)
             raise NodeAttemptError(ctx.node_id, ctx.attempt, exc, retriable=False) from exc
     else:
@@ -99,8 +105,15 @@ def run_fallback(impl: Implementation, error: NodeAttemptError, ctx: NodeContext
     try:
         return NodeResult.of(_resolve(target.fallback(error.cause or error, ctx)))
     except Exception as exc:
+        _pass_infrastructure(exc)
         _recover(target, exc, ctx)
         return None
+
+
+def _pass_infrastructure(exc: Exception) -> None:
+    """Re-raise an infrastructure error: it is the runner's to retry, not the node's failure."""
+    if classify(exc) == "infrastructure":
+        raise exc
 
 
 def _recover(node: Node, error: BaseException, ctx: NodeContext) -> None:
@@ -115,13 +128,17 @@ def _resolve(value: Any) -> Any:
 
 
 def _guarded(call: Callable[[], Any], ctx: NodeContext, timeout: float | None) -> Any:
-    """Call with the timeout enforced, turning exceptions into a retriable NodeAttemptError."""
+    """Call with the timeout enforced, turning the node's exceptions into a NodeAttemptError
+    (not retriable when no retry can fix it); infrastructure errors pass through."""
     try:
         return _call_with_timeout(call, ctx, timeout)
     except NodeAttemptError:
         raise
     except Exception as exc:
-        raise NodeAttemptError(ctx.node_id, ctx.attempt, exc) from exc
+        kind = classify(exc)
+        if kind == "infrastructure":
+            raise
+        raise NodeAttemptError(ctx.node_id, ctx.attempt, exc, retriable=kind != "permanent") from exc
 
 
 def _call_with_timeout(call: Callable[[], Any], ctx: NodeContext, timeout: float | None) -> Any:

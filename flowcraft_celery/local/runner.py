@@ -31,6 +31,7 @@ from flowcraft_celery.model.durations import sleep_seconds
 from flowcraft_celery.model.graph import DynamicAddition, Graph, start_nodes
 from flowcraft_celery.model.validation import validate_or_raise
 from flowcraft_celery.stores.base import MISSING, ContextStore, CoordinationStore, StatusStore
+from flowcraft_celery.stores.faults import PermanentError
 from flowcraft_celery.stores.memory import (
     MemoryContextStore,
     MemoryCoordinationStore,
@@ -250,7 +251,11 @@ class LocalRunner:
 
     def _succeed(self, run: _Run, node_id: str, iteration: int, result: NodeResult) -> None:
         """Record the output once, add dynamic nodes, and deliver the transitions it causes."""
-        if not self.contexts.record_output(run.run_id, node_id, iteration, result.output, result.action):
+        try:
+            if not self.contexts.record_output(run.run_id, node_id, iteration, result.output, result.action):
+                return
+        except PermanentError as exc:  # an output no store can hold fails the node, as on Celery
+            self._fail(run, {"nodeId": node_id, "message": str(exc), "type": type(exc).__name__})
             return
         lookup = self._lookup(run)
         try:

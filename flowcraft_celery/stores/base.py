@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict
 
+from flowcraft_celery.stores.faults import PermanentError
+
 #: Run statuses. `running`, `awaiting` are live; the others are final.
 RunState = Literal["running", "awaiting", "completed", "failed", "cancelled", "stalled"]
 FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "stalled"})
@@ -59,7 +61,7 @@ class RecordedOutput:
     action: str | None = None
 
 
-class ValueTooLargeError(ValueError):
+class ValueTooLargeError(PermanentError):
     """A single context value or output exceeds what the store can hold; names key and size."""
 
     def __init__(self, key: str, size: int, limit: int) -> None:

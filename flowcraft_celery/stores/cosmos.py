@@ -23,7 +23,6 @@ deployments sharing a database never reconcile or list each other's runs.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -47,14 +46,12 @@ from flowcraft_celery.stores.base import (
     RecordedOutput,
     RunState,
     RunStatusDoc,
-    ValueTooLargeError,
 )
 from flowcraft_celery.stores.cosmos_client import ensure_container, read_item_or_none
+from flowcraft_celery.stores.limits import MAX_ITEM_BYTES, check_item_size, json_size
 
 log = logging.getLogger(__name__)
 
-#: Cosmos DB's item size limit, less room for the system properties it adds.
-MAX_ITEM_BYTES = 2 * 1024 * 1024 - 1024
 #: Operations per transactional batch and per patch request (Cosmos DB limits).
 MAX_BATCH_OPS = 100
 MAX_PATCH_OPS = 10
@@ -105,19 +102,6 @@ def item_id(prefix: str, name: str) -> str:
     if len(escaped) <= _MAX_ID_CHARS:
         return f"{prefix}:{escaped}"
     return f"{prefix}h:{hashlib.sha256(name.encode()).hexdigest()}"
-
-
-def json_size(value: Any) -> int:
-    """Bytes of `value` as compact UTF-8 JSON (how the client sends items)."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-
-
-def check_item_size(key: str, item: Mapping[str, Any], value: Any) -> None:
-    """Raise ValueTooLargeError naming `key` when `item` would exceed the item size limit."""
-    item_size = json_size(item)
-    if item_size > MAX_ITEM_BYTES:
-        value_size = json_size(value)
-        raise ValueTooLargeError(key, value_size, MAX_ITEM_BYTES - (item_size - value_size))
 
 
 def _output_node(key: str) -> str:

@@ -1,4 +1,8 @@
-"""In-memory stores for unit tests and the local runner; never a stand-in for an integration."""
+"""In-memory stores for unit tests and the local runner; never a stand-in for an integration.
+
+Values are checked like the Cosmos store checks them (`limits.check_value`), so the local
+runner refuses what a distributed run could not store.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from flowcraft_celery.stores.base import (
     RunState,
     RunStatusDoc,
 )
+from flowcraft_celery.stores.limits import check_value
 
 _OUTPUTS = "_outputs."
 
@@ -29,6 +34,8 @@ class MemoryContextStore:
         self._outputs: dict[str, dict[tuple[str, int], RecordedOutput]] = {}
 
     def create_run(self, run_id: str, initial: Mapping[str, Any]) -> None:
+        for key, value in initial.items():
+            check_value(key, value)
         with self._lock:
             if run_id not in self._values:
                 self._values[run_id] = dict(initial)
@@ -51,6 +58,7 @@ class MemoryContextStore:
         return self.get(run_id, key) is not MISSING
 
     def set(self, run_id: str, key: str, value: Any) -> None:
+        check_value(key, value)
         with self._lock:
             self._values.setdefault(run_id, {})[key] = value
 
@@ -59,6 +67,9 @@ class MemoryContextStore:
             self._values.get(run_id, {}).pop(key, None)
 
     def patch(self, run_id: str, ops: Sequence[PatchOp]) -> None:
+        for op in ops:
+            if op.op == "set":
+                check_value(op.key, op.value)
         with self._lock:
             values = self._values.setdefault(run_id, {})
             for op in ops:
@@ -82,6 +93,7 @@ class MemoryContextStore:
     def record_output(
         self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None
     ) -> bool:
+        check_value(f"{_OUTPUTS}{node_id}", output)
         with self._lock:
             outputs = self._outputs.setdefault(run_id, {})
             if (node_id, iteration) in outputs:
