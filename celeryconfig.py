@@ -56,6 +56,10 @@ flowcraft_key_prefix = _env("FLOWCRAFT_KEY_PREFIX", "flowcraft:")
 flowcraft_touch_interval = float(_env("FLOWCRAFT_TOUCH_INTERVAL", "5"))
 flowcraft_stall_seconds = float(_env("FLOWCRAFT_STALL_SECONDS", "60"))
 flowcraft_reconcile_interval = float(_env("FLOWCRAFT_RECONCILE_INTERVAL", "30"))
+# A completed, failed or cancelled run's status, context, outputs and Redis keys are kept this many
+# days after it ends, then expire (Cosmos DB per-item TTL, Redis EXPIRE); 0 keeps them for ever.
+# Running, awaiting and sleeping runs never expire. `flowcraft-celery purge` removes old runs on demand.
+flowcraft_retention_days = float(_env("FLOWCRAFT_RETENTION_DAYS", "7"))
 # Up to this many successive nodes run inside one task when a node starts a successor on the
 # same queue (a chain hop without a queue round trip); 0 publishes every node as its own task.
 flowcraft_inline_depth = int(_env("FLOWCRAFT_INLINE_DEPTH", "8"))

@@ -3,7 +3,8 @@
 Workers import this module (FLOWCRAFT_NODE_MODULES). Graph sizes come from BENCH_CHAIN,
 BENCH_FAN and BENCH_RUN_FAN so the benchmark process and its workers build the same blueprints.
 When BENCH_STATS_DIR is set, every worker process (the consumer and each pool child) writes its
-Azure queue and Cosmos request counters to `<BENCH_STATS_DIR>/<pid>.json` five times a second,
+Azure queue and Cosmos request counters (and how often it ran the no-op node) to
+`<BENCH_STATS_DIR>/<pid>.json` five times a second,
 because those counters live in the process that made the requests.
 """
 
@@ -30,11 +31,14 @@ CHAIN_ID = "wfb-chain"
 FAN_ID = "wfb-fan"
 RUN_FAN_ID = "wfb-run-fan"
 STATS_PERIOD = 0.2
+#: Times this process ran the no-op node (a benchmark's extra executions are runs beyond one per node).
+EXECUTIONS = [0]
 
 
 @node(NOOP)
 def noop(ctx: NodeContext) -> Any:
     """Do nothing: hand the input on, so a hop costs only the engine's own work."""
+    EXECUTIONS[0] += 1
     return ctx.input
 
 
@@ -71,7 +75,8 @@ def _dump_forever(folder: Path) -> None:
     tmp = folder / f"{os.getpid()}.tmp"
     while True:
         time.sleep(STATS_PERIOD)
-        tmp.write_text(json.dumps({"queue": STATS.total("queue"), "cosmos": sum(request_counts().values())}))
+        tmp.write_text(json.dumps({"queue": STATS.total("queue"), "cosmos": sum(request_counts().values()),
+                                   "executions": EXECUTIONS[0]}))
         os.replace(tmp, path)
 
 

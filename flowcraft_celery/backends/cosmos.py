@@ -18,7 +18,6 @@ import base64
 import math
 import os
 import threading
-import time
 from typing import Any
 from urllib.parse import quote
 
@@ -35,7 +34,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.url import _parse_url, maybe_sanitize_url
 
 from flowcraft_celery.backends.node_results import NodeResults, is_node_task
-from flowcraft_celery.stores.cosmos import MAX_ITEM_BYTES, json_size
+from flowcraft_celery.stores.cosmos import MAX_ITEM_BYTES, expired, json_size
 from flowcraft_celery.stores.cosmos_client import (
     CosmosConfigError,
     connection_string_from_env,
@@ -146,7 +145,7 @@ class CosmosBackend(KeyValueStoreBackend):
         item = read_item_or_none(self.container, self._id(key), self._id(key))
         if item is None and bytes_to_str(key).startswith(bytes_to_str(self.task_keyprefix)):
             return self.node_results.get(key)
-        if item is None or _expired(item):
+        if item is None or expired(item):
             return None
         if "value_b64" in item:
             return base64.b64decode(item["value_b64"])
@@ -227,11 +226,3 @@ def _ttl(seconds: Any) -> int | None:
     if not seconds or seconds <= 0:
         return None
     return max(1, math.ceil(seconds))
-
-
-def _expired(item: dict[str, Any]) -> bool:
-    """Whether the item's TTL has passed (Cosmos DB hides such items; the emulator does not)."""
-    ttl = item.get("ttl")
-    if not isinstance(ttl, int | float) or ttl <= 0:
-        return False
-    return float(item.get("_ts", 0)) + ttl < time.time()

@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Celery
 
+from flowcraft_celery.distributed.retention import expire_finished_run
 from flowcraft_celery.distributed.runtime import Runtime
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.graph import DynamicAddition, Graph, start_nodes
@@ -118,6 +119,7 @@ def complete_run(app: Celery, rt: Runtime, run_id: str) -> bool:
     """Finish a run with nothing pending as `completed`, with its final context."""
     done = rt.statuses.finish(run_id, "completed", final_result(rt, run_id, "completed", []), [])
     if done:
+        expire_finished_run(rt, run_id)
         notify_parent(app, rt, run_id)
     return done
 
@@ -127,6 +129,7 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
     rt.ledger.halt(run_id, "failed")
     done = rt.statuses.finish(run_id, "failed", final_result(rt, run_id, "failed", errors), errors)
     if done:
+        expire_finished_run(rt, run_id)
         notify_parent(app, rt, run_id)
     return done
 
@@ -196,4 +199,7 @@ def cancel_run(rt: Runtime, run_id: str) -> bool:
     if doc.get("status") in FINAL_STATES:
         return False
     rt.ledger.halt(run_id, "cancelled")
-    return rt.statuses.finish(run_id, "cancelled", {"status": "cancelled", "context": {}, "errors": []}, [])
+    done = rt.statuses.finish(run_id, "cancelled", {"status": "cancelled", "context": {}, "errors": []}, [])
+    if done:
+        expire_finished_run(rt, run_id)
+    return done

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -29,6 +29,9 @@ from flowcraft_celery.stores.timeline import RunTimeline
 #: Seconds a Redis connection attempt may take (a refused or unroutable endpoint fails fast).
 REDIS_CONNECT_TIMEOUT = 5.0
 
+if TYPE_CHECKING:
+    from flowcraft_celery.stores.retention import RunRecords
+
 
 @dataclass
 class Runtime:
@@ -41,10 +44,13 @@ class Runtime:
     blueprints: dict[str, Blueprint]
     registry: Registry
     timeline: RunTimeline
+    records: RunRecords
     touch_interval: float = 5.0
     stall_seconds: float = 60.0
     inline_depth: int = 8
     fanout_group: int = 4
+    #: Seconds a finished run's records are kept (0: for ever).
+    retention_seconds: float = 7 * 86400.0
     _touched: dict[str, float] = field(default_factory=dict)
 
     def touch(self, run_id: str) -> None:
@@ -116,6 +122,7 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
     from flowcraft_celery.stores.cosmos import CosmosContextStore, CosmosStatusStore
     from flowcraft_celery.stores.cosmos_client import get_client
     from flowcraft_celery.stores.redis import RedisCoordinationStore
+    from flowcraft_celery.stores.retention import RunRecords
 
     import_modules(list(conf.get("flowcraft_node_modules") or []))
     cosmos = f"Cosmos DB at {cosmos_endpoint(conf)}"
@@ -132,16 +139,22 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
                          str(conf.get("cosmos_context_container") or "context"))
     status_store = call(cosmos, CosmosStatusStore, client, database, str(conf.get("cosmos_runs_container") or "runs"),
                         deployment_name(conf))
+    contexts = guarded(context_store, cosmos)
+    statuses = guarded(status_store, cosmos)
+    coordination = guarded(RedisCoordinationStore(redis_client, prefix), redis_name)
+    ledger = guarded(RunLedger(redis_client, prefix), redis_name)
     return Runtime(
-        contexts=guarded(context_store, cosmos),
-        statuses=guarded(status_store, cosmos),
-        coordination=guarded(RedisCoordinationStore(redis_client, prefix), redis_name),
-        ledger=guarded(RunLedger(redis_client, prefix), redis_name),
+        contexts=contexts,
+        statuses=statuses,
+        coordination=coordination,
+        ledger=ledger,
         blueprints=load_blueprints(list(conf.get("flowcraft_blueprints") or [])),
         registry=BUILTIN_REGISTRY.merged(default_registry),
         timeline=guarded(RunTimeline(redis_client, prefix), redis_name),
+        records=RunRecords(contexts, statuses, ledger, coordination),
         touch_interval=float(conf.get("flowcraft_touch_interval") or 5.0),
         stall_seconds=float(conf.get("flowcraft_stall_seconds") or 60.0),
         inline_depth=int(conf.get("flowcraft_inline_depth", 8)),
         fanout_group=int(conf.get("flowcraft_fanout_group", 4)),
+        retention_seconds=float(conf.get("flowcraft_retention_days", 7)) * 86400,
     )

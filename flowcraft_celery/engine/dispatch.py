@@ -26,6 +26,18 @@ class Start:
     value: Any
 
 
+def join_scope(run_id: str, target: str, iteration: int) -> str:
+    """The coordination scope of one join: arrivals and the claim at (target, iteration) of a run."""
+    return f"{run_id}:{target}@{iteration}"
+
+
+def join_scopes(graph: Graph, run_id: str, last_iteration: int) -> list[str]:
+    """Every scope `route` may have used in a run of `graph` whose tokens reached `last_iteration`
+    (targets with several predecessors to wait for, up to a loop's next iteration)."""
+    return [join_scope(run_id, target, iteration) for target in graph.nodes for iteration in range(last_iteration + 2)
+            if len(graph.join_predecessors(target, iteration)) > 1]
+
+
 def route(
     graph: Graph,
     run_id: str,
@@ -40,7 +52,7 @@ def route(
         transition = todo.pop(0)
         target, iteration = transition.target, transition.iteration
         single = len(graph.join_predecessors(target, iteration)) <= 1
-        scope = f"{run_id}:{target}@{iteration}"
+        scope = join_scope(run_id, target, iteration)
         if single:
             state = JoinState(*(({transition.predecessor: transition.value}, set()) if not transition.skipped
                                 else ({}, {transition.predecessor})))

@@ -10,6 +10,14 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+def parse_duration(text: str) -> float:
+    """Seconds of a duration written `<n>ms|s|m|h|d` (e.g. `90s`, `12h`, `7d`); ValueError otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like '30s', '5m', '2h' or '7d'")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
 def sleep_seconds(params: Mapping[str, Any], node_id: str) -> float:
     """A `sleep` node's `duration` in seconds: milliseconds as a number, or `<n>s|m|h|d`."""
     duration = params.get("duration")

@@ -111,8 +111,8 @@ class ContextStore(Protocol):
     def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
         """The output recorded for (node, iteration), or None."""
 
-    def delete_run(self, run_id: str) -> None:
-        """Remove everything stored for the run."""
+    def delete_run(self, run_id: str) -> int:
+        """Remove everything stored for the run; return how many items (keys and outputs) it had."""
 
 
 class RunStatusDoc(TypedDict, total=False):

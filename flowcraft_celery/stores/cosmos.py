@@ -18,6 +18,11 @@ Status (container `runs`, partition key `/runId`): one item per run; `touch` is 
 final state is never overwritten and only one `finish` wins. Each item carries the `deployment`
 that created it; `find_stalled` and `list_runs` see only their own deployment's runs, so two
 deployments sharing a database never reconcile or list each other's runs.
+
+Retention: both containers have TTL on with no default expiry (`defaultTtl: -1`), so an item lives
+until it gets a per-item `ttl`; `expire_run` and `expire` give a finished run's items one (Cosmos DB
+then deletes them `ttl` seconds after that write). The cosmosdb-server emulator keeps such items,
+so reads here treat an item past its `ttl` as gone, and `flowcraft-celery purge` deletes them.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ MAX_PATCH_OPS = 10
 _MAX_ID_CHARS = 200
 _OUTPUTS_PREFIX = "_outputs."
 _SYSTEM_FIELDS = frozenset({"id", "_rid", "_self", "_etag", "_attachments", "_ts", "ttl"})
+#: One transactional-batch operation: `(kind, args)` or `(kind, args, options)`, as the SDK takes them.
+BatchOp = tuple[Any, ...]
 #: Status codes with which a server that lacks transactional batch refuses one.
 _BATCH_UNSUPPORTED = frozenset({400, 405, 500, 501})
 
@@ -104,6 +111,19 @@ def item_id(prefix: str, name: str) -> str:
     return f"{prefix}h:{hashlib.sha256(name.encode()).hexdigest()}"
 
 
+def expired(item: Mapping[str, Any], now: float | None = None) -> bool:
+    """Whether an item's per-item `ttl` has run out (Cosmos DB hides such items; the emulator does not)."""
+    ttl = item.get("ttl")
+    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
+        return False
+    return float(item.get("_ts", 0)) + ttl < (time.time() if now is None else now)
+
+
+def ttl_operations(ids: Sequence[str], seconds: int) -> list[BatchOp]:
+    """Transactional-batch patches giving each item a per-item TTL of `seconds`."""
+    return [("patch", (id_, [{"op": "set", "path": "/ttl", "value": seconds}])) for id_ in ids]
+
+
 def _output_node(key: str) -> str:
     """The node id whose output a context key may name (`_outputs.x` and `x` both name `x`)."""
     return key[len(_OUTPUTS_PREFIX):] if key.startswith(_OUTPUTS_PREFIX) else key
@@ -135,9 +155,9 @@ def _collapse(ops: Sequence[PatchOp]) -> list[PatchOp]:
     return list(last.values())
 
 
-def batch_operations(run_id: str, ops: Sequence[PatchOp]) -> list[tuple[str, tuple[Any, ...]]]:
+def batch_operations(run_id: str, ops: Sequence[PatchOp]) -> list[BatchOp]:
     """The transactional-batch operations for a context patch (upserts and deletes)."""
-    result: list[tuple[str, tuple[Any, ...]]] = []
+    result: list[BatchOp] = []
     for op in _collapse(ops):
         if op.op == "set":
             result.append(("upsert", (_ctx_item(run_id, op.key, op.value),)))
@@ -146,14 +166,12 @@ def batch_operations(run_id: str, ops: Sequence[PatchOp]) -> list[tuple[str, tup
     return result
 
 
-def _chunks(
-    operations: list[tuple[str, tuple[Any, ...]]],
-) -> Iterator[list[tuple[str, tuple[Any, ...]]]]:
+def _chunks(operations: list[BatchOp]) -> Iterator[list[BatchOp]]:
     """Split batch operations into requests within the batch count and size limits."""
-    chunk: list[tuple[str, tuple[Any, ...]]] = []
+    chunk: list[BatchOp] = []
     size = 0
     for operation in operations:
-        op_size = json_size(operation[1][0])
+        op_size = json_size(list(operation[1]))
         if chunk and (len(chunk) == MAX_BATCH_OPS or size + op_size > MAX_ITEM_BYTES):
             yield chunk
             chunk, size = [], 0
@@ -172,7 +190,8 @@ class CosmosContextStore:
         self._container: ContainerProxy = ensure_container(
             client, database, container, "/runId", indexing_policy=CONTEXT_INDEXING, default_ttl=-1
         )
-        self._batch_supported: bool | None = None
+        #: Whether the server runs transactional batches of these operation kinds (None: not yet known).
+        self._batch_supported: dict[frozenset[str], bool] = {}
 
     def create_run(self, run_id: str, initial: Mapping[str, Any]) -> None:
         """Write the initial keys once: a second call for the same run changes nothing."""
@@ -228,7 +247,10 @@ class CosmosContextStore:
         """The whole context, with each node's latest output under `_outputs.<id>` and `<id>`."""
         result: dict[str, Any] = {}
         latest: dict[str, dict[str, Any]] = {}
+        now = time.time()
         for item in self._run_items(run_id):
+            if expired(item, now):
+                continue
             if item.get("kind") == "ctx":
                 result[item["key"]] = item.get("value")
             elif item.get("kind") == "out":
@@ -259,21 +281,50 @@ class CosmosContextStore:
     def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
         """The output recorded for (node, iteration), or None: one point read."""
         item = read_item_or_none(self._container, _output_item_id(node_id, iteration), run_id)
-        if item is None:
+        if item is None or expired(item):
             return None
         return RecordedOutput(node_id, iteration, item.get("output"), item.get("action"))
 
-    def delete_run(self, run_id: str) -> None:
-        """Remove every item of the run."""
-        ids = list(self._container.query_items(
-            "SELECT VALUE c.id FROM c WHERE c.runId = @run",
-            parameters=[{"name": "@run", "value": run_id}], partition_key=run_id,
-        ))
+    def delete_run(self, run_id: str) -> int:
+        """Remove every item of the run (transactional batches of deletes where the server has them);
+        return how many there were."""
+        ids = self._run_ids(run_id)
+        if not ids or self._run_batches(run_id, [("delete", (id_,)) for id_ in ids], conflict_ok=False):
+            return len(ids)
         for id_ in ids:
             try:
                 self._container.delete_item(id_, partition_key=run_id)
             except CosmosResourceNotFoundError:
                 continue
+        return len(ids)
+
+    def count_items(self, run_id: str) -> int:
+        """How many items the run has (context keys and recorded outputs, expired or not)."""
+        return len(self._run_ids(run_id))
+
+    def _run_ids(self, run_id: str) -> list[str]:
+        """The ids of every item of the run: one query in its partition."""
+        return [str(id_) for id_ in self._container.query_items(
+            "SELECT VALUE c.id FROM c WHERE c.runId = @run",
+            parameters=[{"name": "@run", "value": run_id}], partition_key=run_id,
+        )]
+
+    def expire_run(self, run_id: str, seconds: int) -> int:
+        """Give every item of the run a per-item TTL of `seconds` from now; return how many got one.
+
+        One query, then transactional batches of up to 100 patches (a 103-node run: 4 requests).
+        A server that refuses transactional batches (the emulator, which has no TTL either) would
+        need a request per item; there the items get no TTL and `purge` removes them.
+        """
+        if self._batch_supported.get(frozenset({"patch"})) is False:
+            return 0
+        ids = self._run_ids(run_id)
+        operations = ttl_operations(ids, seconds)
+        if not operations or self._run_batches(run_id, operations, conflict_ok=False):
+            return len(operations)
+        log.warning("Cosmos server has no transactional batch: items of finished runs get no TTL here; "
+                    "`flowcraft-celery purge` removes them")
+        return 0
 
     def _lookup(self, run_id: str, key: str) -> dict[str, Any] | None:
         """The item that answers for `key`: the node's latest output, else the key's own item."""
@@ -287,7 +338,7 @@ class CosmosContextStore:
             ],
             partition_key=run_id,
         ))
-        return rows[0] if rows else None
+        return rows[0] if rows and not expired(rows[0]) else None
 
     def _run_items(self, run_id: str) -> Iterable[dict[str, Any]]:
         """Every item of the run, fetched page by page from its one partition."""
@@ -297,15 +348,15 @@ class CosmosContextStore:
             partition_key=run_id, max_item_count=1000,
         ))
 
-    def _run_batches(
-        self, run_id: str, operations: list[tuple[str, tuple[Any, ...]]], conflict_ok: bool
-    ) -> bool:
+    def _run_batches(self, run_id: str, operations: list[BatchOp], conflict_ok: bool) -> bool:
         """Run `operations` as transactional batches; False if the server has no batch support.
 
-        A delete of an absent key fails a Cosmos batch with 404: that operation is dropped and
-        the batch retried. With `conflict_ok`, a 409 (items already created) ends the call.
+        A delete (or patch) of an absent item fails a Cosmos batch with 404: that operation is
+        dropped and the batch retried. With `conflict_ok`, a 409 (items already created) ends the call.
         """
-        if self._batch_supported is False:
+        kinds = frozenset(operation[0] for operation in operations)
+        supported = self._batch_supported.get(kinds)
+        if supported is False:
             return False
         for chunk in _chunks(operations):
             pending = list(chunk)
@@ -314,23 +365,23 @@ class CosmosContextStore:
                     self._container.execute_item_batch(pending, partition_key=run_id)
                 except CosmosBatchOperationError as exc:
                     failed = pending[exc.error_index]
-                    if exc.status_code == 404 and failed[0] == "delete":
+                    if exc.status_code == 404 and failed[0] in ("delete", "patch"):
                         pending.pop(exc.error_index)
                         continue
                     if exc.status_code == 409 and conflict_ok:
                         break
                     raise
                 except CosmosHttpResponseError as exc:
-                    if self._batch_supported is None and exc.status_code in _BATCH_UNSUPPORTED:
+                    if supported is None and exc.status_code in _BATCH_UNSUPPORTED:
                         log.warning(
-                            "Cosmos server refused a transactional batch (%s); context patches "
-                            "fall back to one request per key, atomic per key only",
-                            exc.status_code,
+                            "Cosmos server refused a transactional batch of %s (%s); such operations go "
+                            "one request per item (atomic per item only) or are skipped (TTLs of items)",
+                            "/".join(sorted(kinds)), exc.status_code,
                         )
-                        self._batch_supported = False
+                        self._batch_supported[kinds] = False
                         return False
                     raise
-                self._batch_supported = True
+                self._batch_supported[kinds] = supported = True
                 pending = []
         return True
 
@@ -345,9 +396,8 @@ def _strip(item: Mapping[str, Any]) -> RunStatusDoc:
     return cast(RunStatusDoc, {k: v for k, v in item.items() if k not in _SYSTEM_FIELDS})
 
 
-_NOT_FINAL = "FROM c WHERE NOT (c.status IN ({}))".format(
-    ", ".join(f"'{s}'" for s in sorted(FINAL_STATES))
-)
+_FINAL_LIST = ", ".join(f"'{s}'" for s in sorted(FINAL_STATES))
+_NOT_FINAL = f"FROM c WHERE NOT (c.status IN ({_FINAL_LIST}))"
 #: Attempts at an ETag-conditional replace before giving up on a hot status document.
 _REPLACE_ATTEMPTS = 20
 
@@ -383,7 +433,7 @@ class CosmosStatusStore:
     def get(self, run_id: str) -> RunStatusDoc | None:
         """The run's status document, or None: one point read."""
         item = read_item_or_none(self._container, item_id("run", run_id), run_id)
-        return None if item is None else _strip(item)
+        return None if item is None or expired(item) else _strip(item)
 
     def touch(self, run_id: str) -> None:
         """Set `lastUpdated` to now: one patch (a missing run is ignored)."""
@@ -448,7 +498,38 @@ class CosmosStatusStore:
             f"SELECT TOP {int(limit)} * FROM c {where}ORDER BY c.createdAt DESC",
             parameters=parameters, enable_cross_partition_query=True,
         )
-        return [_strip(item) for item in rows]
+        now = time.time()
+        return [_strip(item) for item in rows if not expired(item, now)]
+
+    def expire(self, run_id: str, seconds: int) -> None:
+        """Give the run's status item a per-item TTL of `seconds` from now: one patch."""
+        try:
+            self._container.patch_item(
+                item_id("run", run_id), run_id, [{"op": "set", "path": "/ttl", "value": seconds}],
+            )
+        except CosmosResourceNotFoundError:
+            return
+
+    def find_finished(self, before: float, page_size: int = 100) -> Iterator[RunStatusDoc]:
+        """This deployment's final runs last updated before `before` (expired or not): a paged
+        cross-partition query."""
+        pages = self._container.query_items(
+            "SELECT c.runId, c.blueprintId, c.status, c.lastUpdated FROM c WHERE c.deployment = @deployment "
+            f"AND c.status IN ({_FINAL_LIST}) AND c.lastUpdated < @before",
+            parameters=[{"name": "@deployment", "value": self.deployment}, {"name": "@before", "value": before}],
+            enable_cross_partition_query=True, max_item_count=page_size,
+        ).by_page()
+        for page in pages:
+            for item in page:
+                yield cast(RunStatusDoc, item)
+
+    def delete(self, run_id: str) -> bool:
+        """Remove the run's status item; False if there was none."""
+        try:
+            self._container.delete_item(item_id("run", run_id), partition_key=run_id)
+        except CosmosResourceNotFoundError:
+            return False
+        return True
 
     def _guarded_patch(self, run_id: str, changes: Mapping[str, Any]) -> bool:
         """One patch of `changes`, applied only while the run is not final."""

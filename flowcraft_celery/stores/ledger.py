@@ -17,11 +17,14 @@ import redis
 
 _PROGRESS = """
 local pending, finished, times = KEYS[1], KEYS[2], KEYS[3]
+local ttl = ARGV[1]
+local left = redis.call('TTL', KEYS[4])
+if left > 0 then ttl = left end
 if ARGV[2] ~= '' then
   redis.call('HDEL', pending, ARGV[2])
   if redis.call('SADD', finished, ARGV[2]) == 1 then
     redis.call('HSET', times, ARGV[2], ARGV[3])
-    redis.call('EXPIRE', times, ARGV[1])
+    redis.call('EXPIRE', times, ttl)
   end
 end
 for i = 4, #ARGV, 2 do
@@ -29,8 +32,8 @@ for i = 4, #ARGV, 2 do
     redis.call('HSET', pending, ARGV[i], ARGV[i + 1])
   end
 end
-redis.call('EXPIRE', pending, ARGV[1])
-redis.call('EXPIRE', finished, ARGV[1])
+redis.call('EXPIRE', pending, ttl)
+redis.call('EXPIRE', finished, ttl)
 return redis.call('HLEN', pending)
 """
 
@@ -38,6 +41,12 @@ _CHECK = """
 return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or '',
         redis.call('SISMEMBER', KEYS[3], ARGV[1])}
 """
+
+
+#: The names of a run's ledger keys (`<prefix>run:<run id>:<name>`). `expires` exists once the run
+#: has ended: its TTL is what is left of the run's retention, and progress of a late message (an
+#: inlined node failing the run before its caller records its own progress) keeps that expiry.
+RUN_KEY_NAMES = ("pending", "finished", "times", "recording", "halt", "dynamic", "awaiting", "expires")
 
 
 def token(node_id: str, iteration: int) -> str:
@@ -65,7 +74,8 @@ class RunLedger:
         args: list[Any] = [self._ttl, done or "", repr(time.time() if finished_at is None else finished_at)]
         for name, payload in added.items():
             args += [name, json.dumps(payload, separators=(",", ":"))]
-        keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times")]
+        keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times"),
+                self._key(run_id, "expires")]
         return int(self._progress(keys=keys, args=args))
 
     def check(self, run_id: str, node_token: str) -> tuple[bool, str, bool]:
@@ -126,6 +136,27 @@ class RunLedger:
         """When each node execution finished (the worker's clock), in order."""
         raw = self._redis.hgetall(self._key(run_id, "times"))
         return sorted(((_text(k), float(v)) for k, v in raw.items()), key=lambda item: item[1])
+
+    def tokens(self, run_id: str) -> set[str]:
+        """Every token of the run the ledger knows: finished and pending."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self._key(run_id, "finished"))
+            pipe.hkeys(self._key(run_id, "pending"))
+            finished, pending = pipe.execute()
+        return {_text(t) for t in (*finished, *pending)}
+
+    def expire_run(self, run_id: str, seconds: int) -> None:
+        """Let every ledger key of the run expire `seconds` from now (one round trip)."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._key(run_id, "expires"), seconds, ex=seconds)
+            for name in RUN_KEY_NAMES:
+                pipe.expire(self._key(run_id, name), seconds)
+            pipe.execute()
+
+    def delete_run(self, run_id: str, dry_run: bool = False) -> int:
+        """Delete the run's ledger keys (with `dry_run` only count them); return how many existed."""
+        keys = [self._key(run_id, name) for name in RUN_KEY_NAMES]
+        return int(self._redis.exists(*keys) if dry_run else self._redis.delete(*keys))
 
     def finished_count(self, run_id: str) -> int:
         """How many node executions of the run have finished."""

@@ -105,10 +105,9 @@ class MemoryContextStore:
         with self._lock:
             return self._outputs.get(run_id, {}).get((node_id, iteration))
 
-    def delete_run(self, run_id: str) -> None:
+    def delete_run(self, run_id: str) -> int:
         with self._lock:
-            self._values.pop(run_id, None)
-            self._outputs.pop(run_id, None)
+            return len(self._values.pop(run_id, {})) + len(self._outputs.pop(run_id, {}))
 
 
 class MemoryStatusStore:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -174,6 +175,27 @@ class RedisCoordinationStore:
     def release(self, name: str, token: str) -> bool:
         """Release a lock only if `token` owns it; True if this call released it."""
         return bool(self._run(self._release, [self.lock_key(name)], [token]))
+
+    def scope_keys(self, scopes: Iterable[str]) -> list[str]:
+        """The Redis keys of these scopes' joins and claims."""
+        return [key for scope in scopes for key in (*self.join_keys(scope), self.claim_key(scope))]
+
+    def expire_scopes(self, scopes: Iterable[str], seconds: int) -> None:
+        """Let the joins and claims of these scopes expire `seconds` from now (one round trip)."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for key in self.scope_keys(scopes):
+                pipe.expire(key, seconds)
+            self._count(len(pipe))
+            pipe.execute()
+
+    def delete_scopes(self, scopes: Iterable[str], dry_run: bool = False) -> int:
+        """Delete the joins and claims of these scopes (with `dry_run` only count them); return how
+        many keys existed."""
+        keys = self.scope_keys(scopes)
+        if not keys:
+            return 0
+        self._count()
+        return int(self._redis.exists(*keys) if dry_run else self._redis.unlink(*keys))
 
     def delete_scope(self, scope_prefix: str) -> int:
         """Delete the joins and claims whose scope starts with `scope_prefix` (e.g. `<run id>:`)."""
