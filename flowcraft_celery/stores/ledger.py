@@ -43,10 +43,11 @@ return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or
 """
 
 
-#: The names of a run's ledger keys (`<prefix>run:<run id>:<name>`). `expires` exists once the run
-#: has ended: its TTL is what is left of the run's retention, and progress of a late message (an
-#: inlined node failing the run before its caller records its own progress) keeps that expiry.
-RUN_KEY_NAMES = ("pending", "finished", "times", "recording", "halt", "dynamic", "awaiting", "expires")
+#: The names of a run's keys, `<prefix>run:<run id>:<name>` (`timeline` is stores/timeline.py's).
+#: `expires` exists once the run has ended: its TTL is what is left of the run's retention, and a
+#: late write (progress recorded by the caller of an inlined node that ended the run, an attempt's
+#: end in the timeline) keeps that expiry instead of starting a new one.
+RUN_KEY_NAMES = ("pending", "finished", "times", "recording", "halt", "dynamic", "awaiting", "timeline", "expires")
 
 
 def token(node_id: str, iteration: int) -> str:

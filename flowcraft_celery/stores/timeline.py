@@ -6,7 +6,8 @@ One Redis hash per run, `<prefix>run:<run>:timeline`: token `node@iteration` -> 
 next attempt). Each write is one script call that also counts the event in the deployment-wide
 hash `<prefix>metrics` (`started|<uses>`, `succeeded|<uses>`, ...), which the metrics endpoint
 exports. `flowcraft-celery show` reads the hash together with the run's ledger. It expires with
-the run's other keys.
+the run's other keys (once the run has ended, a late write keeps the expiry the ledger's
+`expires` key says is left).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from typing import Any
 import redis
 
 _RECORD = """
+local ttl = ARGV[3]
+local left = redis.call('TTL', KEYS[3])
+if left > 0 then ttl = left end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
 return 1
 """
@@ -77,7 +81,7 @@ class RunTimeline:
 
     def write(self, run_id: str, node_token: str, entry: Mapping[str, Any], counter: str) -> None:
         """Store one token's record and count `counter`: one script call."""
-        self._record(keys=[self._key(run_id), self.metrics_key],
+        self._record(keys=[self._key(run_id), self.metrics_key, f"{self._prefix}run:{run_id}:expires"],
                      args=[node_token, json.dumps(entry, separators=(",", ":")), self._ttl, counter])
 
     def count(self, counter: str, amount: int = 1) -> None:
