@@ -15,8 +15,10 @@ from typing import Any
 import click
 
 from flowcraft_celery.cli.graph import graph_command
+from flowcraft_celery.cli.metrics import metrics_command
 from flowcraft_celery.cli.progress import progress_printer, user_context
 from flowcraft_celery.cli.purge import purge_command
+from flowcraft_celery.cli.queues import dlq_group, queues_command
 from flowcraft_celery.cli.show import show_command
 from flowcraft_celery.devtools.devservices import services_command
 from flowcraft_celery.engine.registry import default_registry, import_modules
@@ -35,6 +37,9 @@ main.add_command(services_command)
 main.add_command(show_command)
 main.add_command(graph_command)
 main.add_command(purge_command)
+main.add_command(queues_command)
+main.add_command(dlq_group)
+main.add_command(metrics_command)
 
 
 def _json_option(_: click.Context, param: click.Parameter, value: str | None) -> Any:

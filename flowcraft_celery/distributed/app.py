@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from celery import Celery
@@ -16,8 +17,10 @@ from celery.signals import worker_init, worker_process_init, worker_ready
 
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.bridge import register_node_tasks
+from flowcraft_celery.distributed.delayed import install_delayed_index
 from flowcraft_celery.distributed.logcontext import install_on_celery_logging
 from flowcraft_celery.distributed.reconcile import reconcile
+from flowcraft_celery.distributed.reconcile_passes import install_quiet_beat, record_pass
 from flowcraft_celery.distributed.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.secrets import censor_inspect_replies, protect_settings
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
@@ -33,10 +36,15 @@ def create_app(config: str | None = None) -> Celery:
     import_modules(list(celery_app.conf.get("flowcraft_node_modules") or []))
     register_node_tasks(celery_app, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
 
-    @celery_app.task(name="flowcraft.reconcile", bind=True, ignore_result=False, shared=False)
+    # quiet passes leave no result and no event; see distributed/reconcile_passes.py
+    @celery_app.task(name="flowcraft.reconcile", bind=True, ignore_result=True, send_events=False, shared=False)
     def reconcile_task(self: Any, stall_seconds: float | None = None) -> dict[str, int]:
         """Re-publish the outstanding work of stalled runs; returns the counts."""
-        return reconcile(self.app, runtime_for(self.app.conf), stall_seconds).to_dict()
+        started = time.monotonic()
+        rt = runtime_for(self.app.conf)
+        report = reconcile(self.app, rt, stall_seconds).to_dict()
+        record_pass(self, rt, report, time.monotonic() - started)
+        return report
 
     return celery_app
 
@@ -48,6 +56,8 @@ def _fresh_connections(**_: Any) -> None:
 
 
 install_on_celery_logging()
+install_delayed_index()
+install_quiet_beat()
 
 
 @worker_init.connect

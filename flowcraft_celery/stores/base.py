@@ -165,6 +165,9 @@ class StatusStore(Protocol):
     def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
         """This deployment's newest runs first, optionally only those in `status`."""
 
+    def count_by_status(self, statuses: Sequence[str]) -> dict[str, int]:
+        """How many of this deployment's runs are in each of `statuses`."""
+
 
 @dataclass
 class JoinState:

@@ -169,6 +169,12 @@ class MemoryStatusStore:
         docs.sort(key=lambda d: d.get("createdAt", 0.0), reverse=True)
         return docs[:limit]
 
+    def count_by_status(self, statuses: Sequence[str]) -> dict[str, int]:
+        """How many of this deployment's runs are in each of `statuses`."""
+        with self._lock:
+            mine = [str(d.get("status")) for d in self._docs.values() if d.get("deployment") == self.deployment]
+        return {status: mine.count(status) for status in statuses}
+
 
 class MemoryCoordinationStore:
     """CoordinationStore in dicts: idempotent arrivals, once-only claims, owner-token locks."""

@@ -1,0 +1,143 @@
+"""`flowcraft-celery queues` and `flowcraft-celery dlq show|requeue|purge QUEUE`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+from flowcraft_celery.cli.tables import clock, render_table, seconds
+
+
+def _app() -> Any:
+    from flowcraft_celery.distributed.app import app
+
+    return app
+
+
+def _admin(app: Any) -> Any:
+    from flowcraft_celery.distributed.queues import NotAzureQueueBroker, queue_admin
+
+    try:
+        return queue_admin(app)
+    except (NotAzureQueueBroker, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command("queues")
+@click.option("--delayed", "show_delayed", is_flag=True, help="Also list each delayed task with its due time.")
+@click.option("--json", "as_json", is_flag=True, help="Print the queues as JSON.")
+def queues_command(show_delayed: bool, as_json: bool) -> None:
+    """Every queue of the deployment (its prefix) with message counts, dead-letter queues included.
+
+    MESSAGES is Azure's approximate count of a queue; DELAYED of those wait for their due time (a
+    countdown, retry or sleep); VISIBLE are the rest: ready, or held by a worker right now.
+    """
+    from flowcraft_celery.distributed.delayed import index_for
+    from flowcraft_celery.distributed.queues import queue_rows
+
+    app = _app()
+    admin = _admin(app)
+    now = time.time()
+    rows = queue_rows(app, admin, now)
+    index = index_for(app.conf)
+    delayed = {r.info.name: index.tasks(r.info.name, now) for r in rows if show_delayed and r.delayed}
+    if as_json:
+        click.echo(json.dumps({"prefix": admin.prefix, "queues": [
+            {**r.to_dict(), **({"delayedTasks": [vars(t) for t in delayed.get(r.info.name, [])]}
+                               if show_delayed else {})} for r in rows]}, indent=2))
+        return
+    click.echo(f"queue prefix {admin.prefix!r}: {len(rows)} queue(s)")
+    table = [(r.info.name, r.info.kind, _n(r.info.messages), _n(r.visible), str(r.delayed) if r.info.kind == "tasks"
+              else "", r.info.azure_name) for r in rows]
+    for line in render_table(("QUEUE", "KIND", "MESSAGES", "VISIBLE", "DELAYED", "AZURE QUEUE"), table):
+        click.echo(line)
+    for name, tasks in delayed.items():
+        click.echo(f"\ndelayed in {name}:")
+        for line in render_table(("DUE", "IN", "TASK", "TASK ID"),
+                                 [(clock(t.due), seconds(t.due - now), t.task, t.task_id) for t in tasks]):
+            click.echo(f"  {line}")
+
+
+def _n(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+@click.group("dlq")
+def dlq_group() -> None:
+    """Look at, re-drive or delete the dead letters of a queue (QUEUE or QUEUE-dlq).
+
+    A message is dead-lettered when its body cannot be decoded, when it was delivered more than
+    max_delivery_count times, or when its task rejected it.
+    """
+
+
+@dlq_group.command("show")
+@click.argument("queue")
+@click.option("--limit", default=32, show_default=True, type=click.IntRange(1, 32),
+              help="How many messages (Azure shows at most the first 32).")
+@click.option("--json", "as_json", is_flag=True, help="Print the messages as JSON.")
+def dlq_show(queue: str, limit: int, as_json: bool) -> None:
+    """The first dead letters of QUEUE: why each was moved, its task, and for a node task its run."""
+    admin = _admin(_app())
+    letters = admin.dead_letters(queue, limit)
+    total = admin.count(admin.dead_letter_queue(queue))
+    if as_json:
+        click.echo(json.dumps({"deadLetterQueue": admin.dead_letter_queue(queue), "messages": total,
+                               "shown": [d.to_dict() for d in letters]}, indent=2, default=str))
+        return
+    click.echo(f"{admin.dead_letter_queue(queue)}: {total or 0} message(s), showing {len(letters)}")
+    for letter in letters:
+        click.echo(f"\n{letter.message_id}  dead-lettered {clock(letter.inserted_on)}  from {letter.queue}  "
+                   f"after {letter.deliveries or '?'} deliveries")
+        click.echo(f"  reason: {letter.reason}")
+        if letter.task:
+            click.echo(f"  task:   {letter.task}[{letter.task_id}]")
+        node = _node_of(letter.kwargs)
+        if node:
+            click.echo(f"  node:   {node}")
+        if letter.stored_body:
+            click.echo(f"  body:   stored out of line in blob {letter.stored_body}")
+        elif letter.raw is not None:
+            click.echo(f"  body:   {letter.raw[:200]!r}")
+        elif letter.kwargs or letter.args:
+            click.echo(f"  args:   {json.dumps(letter.args, default=str)[:300]}  "
+                       f"kwargs: {json.dumps(letter.kwargs, default=str)[:300]}")
+
+
+def _node_of(kwargs: Any) -> str | None:
+    """`run <id> node <node>@<it>` of a node task's kwargs (several for a packed message)."""
+    if not isinstance(kwargs, dict):
+        return None
+    members = [kwargs["msg"]] if isinstance(kwargs.get("msg"), dict) else kwargs.get("msgs")
+    if not isinstance(members, list):
+        return None
+    payloads = [m for m in members if isinstance(m, dict) and m.get("run") and m.get("node")]
+    nodes = [f"{m['node']}@{m.get('it', 0)}" for m in payloads]
+    runs = {str(m["run"]) for m in payloads}
+    return f"run {', '.join(sorted(runs))} node {', '.join(nodes)}" if nodes else None
+
+
+@dlq_group.command("requeue")
+@click.argument("queue")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Re-drive at most this many messages.")
+def dlq_requeue(queue: str, limit: int | None) -> None:
+    """Send the dead letters of QUEUE back to the queue they came from, to be run again."""
+    admin = _admin(_app())
+    moved, skipped = admin.requeue(queue, limit)
+    click.echo(f"re-drove {moved} message(s) from {admin.dead_letter_queue(queue)}"
+               + (f"; left {skipped} that are not task messages" if skipped else ""))
+
+
+@dlq_group.command("purge")
+@click.argument("queue")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def dlq_purge(queue: str, yes: bool) -> None:
+    """Delete every dead letter of QUEUE (and bodies stored out of line)."""
+    admin = _admin(_app())
+    dlq = admin.dead_letter_queue(queue)
+    if not yes:
+        click.confirm(f"Delete all {admin.count(dlq) or 0} message(s) of {dlq}?", abort=True)
+    click.echo(f"deleted {admin.purge(queue)} message(s) from {dlq}")

@@ -1,0 +1,59 @@
+"""The deployment's queues for operators: counts from Azure, delayed counts from the publish index.
+
+`queue_admin(app)` opens the transport's `QueueAdmin` (transports/azurequeue/inspect.py) for the
+app's broker URL and transport options; `queue_rows(app)` lists every queue of the deployment's
+prefix (task, dead-letter, control and event queues) with Azure's approximate count, how many of
+those are delayed (`distributed/delayed.py`) and so how many are visible: ready to be taken, or
+held by a worker right now (Azure does not tell those two apart).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from flowcraft_celery.distributed.delayed import index_for
+from transports.azurequeue.inspect import QueueAdmin, QueueInfo
+
+
+class NotAzureQueueBroker(RuntimeError):
+    """The app's broker is not `azurequeue://`, so there are no Azure queues to look at."""
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One queue with its counts."""
+
+    info: QueueInfo
+    delayed: int
+
+    @property
+    def visible(self) -> int | None:
+        """Messages not delayed: ready, or held by a worker (approximate, like Azure's count)."""
+        return None if self.info.messages is None else max(0, self.info.messages - self.delayed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (`queues --json`)."""
+        return {"queue": self.info.name, "azureName": self.info.azure_name, "kind": self.info.kind,
+                "messages": self.info.messages, "visible": self.visible, "delayed": self.delayed,
+                "transient": self.info.transient, "deadLetterOf": self.info.dead_letter_of}
+
+
+def queue_admin(app: Celery) -> QueueAdmin:
+    """The queue admin of the app's broker (NotAzureQueueBroker for another broker)."""
+    connection = app.connection_for_read()
+    if connection.transport.driver_type != "azurequeue":
+        raise NotAzureQueueBroker(f"the broker is {connection.as_uri()!r}, not azurequeue://: "
+                                  "use the broker's own tools to see its queues")
+    return QueueAdmin.from_connection(connection)
+
+
+def queue_rows(app: Celery, admin: QueueAdmin | None = None, now: float | None = None) -> list[QueueRow]:
+    """Every queue of the deployment with its approximate, visible and delayed counts."""
+    admin = admin or queue_admin(app)
+    index = index_for(app.conf)
+    now = time.time() if now is None else now
+    return [QueueRow(info, index.count(info.name, now) if info.kind == "tasks" else 0) for info in admin.queues()]
