@@ -28,11 +28,16 @@ class WorkerGroup:
         self.cwd = str(cwd or Path.cwd())
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
+        self._worker_pids: set[int] = set()
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        return self.program(name, "-m", "celery", "-A", "flowcraft_celery", *args)
+
+    def program(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start `python ARGS...` in the group's environment (log `<name>.log`, stopped with the group)."""
         log = self.log_dir / f"{name}.log"
         handle = log.open("wb")
-        process = subprocess.Popen([sys.executable, "-m", "celery", "-A", "flowcraft_celery", *args],
+        process = subprocess.Popen([sys.executable, *args],
                                    env=self.env, cwd=self.cwd, stdout=handle, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         handle.close()
@@ -48,18 +53,26 @@ class WorkerGroup:
                 "--without-gossip", "--without-mingle"]
         if queues:
             args += ["-Q", queues]
-        return self._spawn(node, args)
+        process = self._spawn(node, args)
+        self._worker_pids.add(process.pid)
+        return process
 
     def beat(self) -> subprocess.Popen[bytes]:
         """Start `celery beat` (schedule file in the log folder)."""
         schedule = self.log_dir / f"beat-{uuid.uuid4().hex[:6]}"
         return self._spawn("beat", ["beat", "-l", "INFO", "-s", str(schedule)])
 
+    def flower(self, port: int, inspect_timeout: float = 15.0, *options: str) -> subprocess.Popen[bytes]:
+        """Start Flower on 127.0.0.1:`port` (its inspect calls wait `inspect_timeout` seconds), with
+        more Flower `options` (`--tasks_columns=...`)."""
+        return self._spawn("flower", ["flower", "--address=127.0.0.1", f"--port={port}",
+                                      f"--inspect_timeout={int(inspect_timeout * 1000)}", *options])
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until every worker logged `ready` (RuntimeError with the log tail otherwise)."""
         deadline = time.monotonic() + timeout
         for process, log in zip(self.processes, self.logs, strict=True):
-            if log.name.startswith("beat"):
+            if process.pid not in self._worker_pids:
                 continue
             while b"ready." not in log.read_bytes():
                 if process.poll() is not None or time.monotonic() > deadline:
