@@ -28,9 +28,10 @@ def _admin(app: Any) -> Any:
 
 @click.command("queues")
 @click.option("--delayed", "show_delayed", is_flag=True, help="Also list each delayed task with its due time.")
+@click.option("--all", "show_all", is_flag=True, help="Also Celery's control (pidbox, reply) and event queues.")
 @click.option("--json", "as_json", is_flag=True, help="Print the queues as JSON.")
-def queues_command(show_delayed: bool, as_json: bool) -> None:
-    """Every queue of the deployment (its prefix) with message counts, dead-letter queues included.
+def queues_command(show_delayed: bool, show_all: bool, as_json: bool) -> None:
+    """The task and dead-letter queues of the deployment (its prefix) with their message counts.
 
     MESSAGES is Azure's approximate count of a queue; DELAYED of those wait for their due time (a
     countdown, retry or sleep); VISIBLE are the rest: ready, or held by a worker right now.
@@ -41,7 +42,7 @@ def queues_command(show_delayed: bool, as_json: bool) -> None:
     app = _app()
     admin = _admin(app)
     now = time.time()
-    rows = queue_rows(app, admin, now)
+    rows = queue_rows(app, admin, now, None if show_all else ("tasks", "dead-letter"))
     index = index_for(app.conf)
     delayed = {r.info.name: index.tasks(r.info.name, now) for r in rows if show_delayed and r.delayed}
     if as_json:

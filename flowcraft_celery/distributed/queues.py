@@ -4,12 +4,14 @@
 app's broker URL and transport options; `queue_rows(app)` lists every queue of the deployment's
 prefix (task, dead-letter, control and event queues) with Azure's approximate count, how many of
 those are delayed (`distributed/delayed.py`) and so how many are visible: ready to be taken, or
-held by a worker right now (Azure does not tell those two apart).
+held by a worker right now (Azure does not tell those two apart). By default only the task and
+dead-letter queues, where work waits.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,9 +53,16 @@ def queue_admin(app: Celery) -> QueueAdmin:
     return QueueAdmin.from_connection(connection)
 
 
-def queue_rows(app: Celery, admin: QueueAdmin | None = None, now: float | None = None) -> list[QueueRow]:
-    """Every queue of the deployment with its approximate, visible and delayed counts."""
+#: The queues work waits in; control (pidbox, reply) and event queues are Celery's plumbing, and
+#: reply and event queues have random names (no metric label should).
+WORK_KINDS = ("tasks", "dead-letter")
+
+
+def queue_rows(app: Celery, admin: QueueAdmin | None = None, now: float | None = None,
+               kinds: Collection[str] | None = WORK_KINDS) -> list[QueueRow]:
+    """The deployment's queues of `kinds` (None: all) with approximate, visible and delayed counts."""
     admin = admin or queue_admin(app)
     index = index_for(app.conf)
     now = time.time() if now is None else now
-    return [QueueRow(info, index.count(info.name, now) if info.kind == "tasks" else 0) for info in admin.queues()]
+    return [QueueRow(info, index.count(info.name, now) if info.kind == "tasks" else 0)
+            for info in admin.queues(kinds=kinds)]

@@ -4,7 +4,7 @@ Built on the transport's queue naming, binding metadata and message envelopes, f
 `flowcraft-celery queues` and `dlq` commands, metrics exporters); the transport itself does not
 use this module. What each call costs in Azure requests:
 
-* `queues()`: one `list` (per 5,000 queues) plus one `get_properties` per queue for its count;
+* `queues()`: one `list` (per 5,000 queues) plus one `get_properties` per queue counted;
 * `dead_letters()`: one `peek` (Azure shows at most the first 32 visible messages);
 * `requeue()`: per 32 messages one `receive`, then one `send` and one `delete` per message;
 * `purge()`: per 32 messages one `receive`, one `delete` per message (and one blob `delete` per
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,8 +137,9 @@ class QueueAdmin:
         """The client of a Kombu queue's Azure queue."""
         return self._service.get_queue_client(self.azure_name(queue))
 
-    def queues(self, with_counts: bool = True) -> list[QueueInfo]:
-        """Every queue of this prefix, sorted by name, with its approximate message count."""
+    def queues(self, with_counts: bool = True, kinds: Collection[str] | None = None) -> list[QueueInfo]:
+        """Every queue of this prefix (or those of `kinds`), sorted by name, with its approximate
+        message count."""
         found: list[QueueInfo] = []
         namespace = namespace_tag(self.prefix)
         for props in self._service.list_queues(name_starts_with=listing_prefix(self.prefix), include_metadata=True):
@@ -148,8 +150,9 @@ class QueueAdmin:
                 record = QueueRecord.from_metadata(meta)
             except (ValueError, KeyError):
                 continue
-            found.append(QueueInfo(record.name, str(props.name), queue_kind(record.name),
-                                   transient=record.expires_s is not None))
+            if kinds is None or queue_kind(record.name) in kinds:
+                found.append(QueueInfo(record.name, str(props.name), queue_kind(record.name),
+                                       transient=record.expires_s is not None))
         if with_counts:
             found = [QueueInfo(q.name, q.azure_name, q.kind, self.count(q.name), q.transient) for q in found]
         return sorted(found, key=lambda q: q.name)

@@ -40,6 +40,12 @@ class Scenario:
     final_text: str
 
 
+def save(name: str, text: str) -> None:
+    """Keep what a command printed as a test artifact (docs/operations.md quotes them)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / name).write_text(text, encoding="utf-8")
+
+
 def node_row(view: dict[str, Any], node: str) -> dict[str, Any]:
     """The latest row of `node` in a `show --json` view."""
     rows = [r for r in view["nodes"] if r["node"] == node]
@@ -59,9 +65,12 @@ def scenario(deployment: Deployment) -> Scenario:
     sleeping_view = wait_for(sleeping, 120, "the nap node to sleep", 1)
     sleeping_text = deployment.cli("show", run_id).stdout
     sleeping_queues = deployment.cli_json("queues", "--delayed")
+    save("show-sleeping.txt", sleeping_text)
+    save("queues.txt", deployment.cli("queues", "--delayed").stdout)
     wait_for(lambda: node_row(deployment.cli_json("show", run_id), "approval")["state"] == "awaiting", 90,
              "the approval node to await", 1)
     awaiting_graph = deployment.cli("graph", "op-flow", "--run", run_id).stdout
+    save("graph-awaiting.mmd", awaiting_graph)
     deployment.cli("resume", run_id)
     final = wait_for(lambda: (v := deployment.cli_json("show", run_id))["status"] == "completed" and v, 90,
                      "the run to complete", 1)
@@ -72,6 +81,7 @@ def scenario(deployment: Deployment) -> Scenario:
 def scrape(deployment: Deployment) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The metrics endpoint over HTTP: (sample name, sorted labels) -> value."""
     text = deployment.http(deployment.metrics_port, "/metrics")
+    save("metrics.txt", text)
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
@@ -118,6 +128,8 @@ def test_show_tells_each_nodes_story_while_it_sleeps_and_when_it_is_done(deploym
     assert final["status"] == "completed"
     assert {node_row(final, n)["state"] for n in NODES} == {"succeeded"}
     assert re.search(r"nodes: 8 succeeded", scenario.final_text)
+    watched = deployment.cli("show", scenario.run_id, "--watch", "--interval", "0.5", timeout=60).stdout
+    assert "status completed" in watched  # --watch stops by itself once the run has ended
 
 
 def test_graph_draws_the_blueprint_and_colours_a_run_by_node_state(deployment: Deployment,
@@ -225,7 +237,9 @@ def test_queues_lists_the_deployments_queues_with_delayed_messages(deployment: D
     assert tasks["kind"] == "tasks" and tasks["delayed"] >= 1 and tasks["messages"] >= tasks["delayed"]
     naps = [t for t in tasks["delayedTasks"] if t["task"] == "flowcraft.node.sleep"]
     assert len(naps) == 1 and naps[0]["due"] == pytest.approx(node_row(scenario.sleeping, "nap")["due"], abs=2)
-    assert any(q["kind"] == "control" for q in queues.values())
+    assert {q["kind"] for q in queues.values()} <= {"tasks", "dead-letter"}
+    everything = deployment.cli_json("queues", "--all")["queues"]
+    assert {"tasks", "control", "events"} <= {q["kind"] for q in everything}
 
 
 def test_dead_letters_are_shown_requeued_and_purged_and_counted_in_the_metrics(deployment: Deployment,
@@ -238,6 +252,7 @@ def test_dead_letters_are_shown_requeued_and_purged_and_counted_in_the_metrics(d
         return list(deployment.cli_json("dlq", "show", "tasks")["shown"])
 
     first = wait_for(dead_letters, 90, "the rejected message in the dead-letter queue", 1)
+    save("dlq-show.txt", deployment.cli("dlq", "show", "tasks").stdout)
     assert [(d["taskId"], d["task"], d["reason"], d["queue"]) for d in first] == [
         (task_id, "flowcraft.node.op-step", "rejected by the consumer", "tasks")]
     listed = {q["queue"]: q for q in deployment.cli_json("queues")["queues"]}
@@ -296,6 +311,8 @@ def test_metrics_endpoint_counts_runs_nodes_retries_and_reconcile_passes(deploym
     assert sample(samples, "flowcraft_queue_messages", queue="tasks", kind="tasks") is not None
     assert {sample(samples, "flowcraft_metrics_source_up", source=s) for s in ("queues", "runs", "counters")} == {1}
 
+    # only task and dead-letter queues have metrics (reply and event queues have random names)
+    assert {dict(k[1])["kind"] for k in samples if k[0] == "flowcraft_queue_messages"} <= {"tasks", "dead-letter"}
     # what one refresh costs (intervals are 0 here, so every scrape refreshes)
     second = scrape(deployment)
     queues = len([k for k in second if k[0] == "flowcraft_queue_messages"])
