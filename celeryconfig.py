@@ -66,6 +66,10 @@ flowcraft_inline_depth = int(_env("FLOWCRAFT_INLINE_DEPTH", "8"))
 # A fan-out packs up to this many successors of one implementation into one task message
 # (one queue send, receive and delete per pack); 1 sends every node message on its own.
 flowcraft_fanout_group = int(_env("FLOWCRAFT_FANOUT_GROUP", "4"))
+# Subflows may nest this many runs deep; a subflow node past it fails its run with the reason.
+flowcraft_subflow_depth = int(_env("FLOWCRAFT_SUBFLOW_DEPTH", "10"))
+# Webhook nodes' URLs start with this (where `flowcraft-celery webhooks serve` is reachable).
+flowcraft_webhook_base_url = _env("FLOWCRAFT_WEBHOOK_BASE_URL", "http://127.0.0.1:8080/webhooks")
 
 beat_schedule = {
     "flowcraft-reconcile": {

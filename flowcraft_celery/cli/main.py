@@ -24,7 +24,9 @@ from flowcraft_celery.devtools.devservices import services_command
 from flowcraft_celery.engine.registry import default_registry, import_modules
 from flowcraft_celery.model.blueprint import Blueprint, BlueprintFormatError
 from flowcraft_celery.model.catalog import load_blueprints
-from flowcraft_celery.model.validation import BlueprintValidationError, validate
+from flowcraft_celery.model.ids import printable
+from flowcraft_celery.model.json_values import NotJsonError, check_json
+from flowcraft_celery.model.validation import validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,9 +49,13 @@ def _json_option(_: click.Context, param: click.Parameter, value: str | None) ->
     if value is None:
         return None
     try:
-        return json.loads(value)
+        parsed = json.loads(value)
+        check_json(parsed, "the value")
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param=param) from exc
+    except NotJsonError as exc:
+        raise click.BadParameter(str(exc), param=param) from exc
+    return parsed
 
 
 def _load(path: str, blueprint_id: str | None) -> Blueprint:
@@ -88,8 +94,8 @@ def validate_command(blueprint_file: str, registry_modules: tuple[str, ...], blu
         click.echo(json.dumps([i.to_dict() for i in issues], indent=2))
     else:
         for issue in issues:
-            click.echo(f"{issue.severity.upper()} {issue}")
-        click.echo(f"{blueprint.id}: {len(errors)} error(s), {len(issues) - len(errors)} warning(s)")
+            click.echo(printable(f"{issue.severity.upper()} {issue}", limit=2000))
+        click.echo(f"{printable(blueprint.id)}: {len(errors)} error(s), {len(issues) - len(errors)} warning(s)")
     sys.exit(1 if errors else 0)
 
 
@@ -123,7 +129,7 @@ def run_command(blueprint_file: str, local: bool, context: Any, registry_modules
     runner = LocalRunner(default_registry, siblings, on_event=show if events else None)
     try:
         result = runner.run(blueprint, context or {})
-    except BlueprintValidationError as exc:
+    except ValueError as exc:  # invalid blueprint, id or values
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     click.echo(json.dumps(result.to_dict(), indent=2, default=str))
@@ -214,7 +220,7 @@ def start_command(blueprint_id: str, context: Any, wait: bool, timeout: float | 
     client = _client()
     try:
         run = client.start(blueprint_id, context or {})
-    except (RunError, BlueprintValidationError) as exc:
+    except (RunError, ValueError) as exc:  # invalid blueprint, id or values
         raise click.ClickException(str(exc)) from exc
     if not wait:
         click.echo(run.run_id)
@@ -256,7 +262,7 @@ def resume_command(run_id: str, action: str | None, output: Any, node_id: str | 
         resumed = _client().resume(run_id, action, output, node_id)
     except RunError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"resumed {run_id} at {resumed}")
+    click.echo(f"resumed {printable(run_id)} at {printable(resumed)}")
 
 
 @main.command("cancel")
@@ -269,7 +275,7 @@ def cancel_command(run_id: str) -> None:
         cancelled = _client().cancel(run_id)
     except RunError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"cancelled {run_id}" if cancelled else f"{run_id} had already ended")
+    click.echo(f"cancelled {printable(run_id)}" if cancelled else f"{printable(run_id)} had already ended")
 
 
 @main.command("runs")
@@ -280,7 +286,8 @@ def runs_command(status: str | None, limit: int) -> None:
     """List the newest runs: id, status, blueprint, last update."""
     for doc in _client().list_runs(status, limit):
         updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(doc.get("lastUpdated", 0))))
-        click.echo(f"{doc.get('runId')}  {doc.get('status'):<9}  {doc.get('blueprintId')}  {updated}")
+        click.echo(f"{printable(str(doc.get('runId')))}  {doc.get('status'):<9}  "
+                   f"{printable(str(doc.get('blueprintId')))}  {updated}")
 
 
 @main.command("reconcile")

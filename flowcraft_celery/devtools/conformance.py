@@ -166,6 +166,16 @@ def invalid_outcome(issues: Any) -> Outcome:
     return Outcome("invalid", errors=[{"code": i.code, "message": i.message} for i in issues])
 
 
+def refused_outcome(exc: Exception) -> Outcome:
+    """The outcome of a start refused for its input (values or ids): counted as invalid."""
+    return Outcome("invalid", errors=[{"code": str(getattr(exc, "code", "INVALID_INPUT")), "message": str(exc)}])
+
+
+def resume_refusal(exc: Exception) -> dict[str, Any]:
+    """The error record of a refused resume (the run stays as it was)."""
+    return {"code": "RESUME_REFUSED", "message": str(exc)}
+
+
 def summary(reports: list[Report]) -> str:
     """The closing line: `N passed, M failed`."""
     passed = sum(r.passed for r in reports)
@@ -186,11 +196,18 @@ class LocalMode:
             result = runner.run(scenario.blueprints[scenario.start], scenario.initial_context)
         except BlueprintValidationError as exc:
             return invalid_outcome(exc.issues)
+        except ValueError as exc:  # values or ids refused at start
+            return refused_outcome(exc)
+        refusals: list[dict[str, Any]] = []
         for step in _resume_steps(scenario.resume):
             if result.status != "awaiting":
                 break
-            result = runner.resume(result.run_id, step.get("action"), step.get("output"), step.get("node"))
-        return Outcome(result.status, result.context, result.errors, recorder.counts())
+            try:
+                result = runner.resume(result.run_id, step.get("action"), step.get("output"), step.get("node"))
+            except ValueError as exc:
+                refusals.append(resume_refusal(exc))
+                break
+        return Outcome(result.status, result.context, result.errors + refusals, recorder.counts())
 
 
 def scenarios_env(path: str, key: str) -> dict[str, str]:

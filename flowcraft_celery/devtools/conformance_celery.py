@@ -15,9 +15,19 @@ from typing import Any
 import redis
 
 from flowcraft_celery.devtools.behaviours import build, counted
-from flowcraft_celery.devtools.conformance import Outcome, Scenario, invalid_outcome, load_scenarios
+from flowcraft_celery.devtools.conformance import (
+    Outcome,
+    Scenario,
+    invalid_outcome,
+    load_scenarios,
+    refused_outcome,
+    resume_refusal,
+)
+from flowcraft_celery.distributed.runs import RunError
 from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.blueprint import Blueprint
+from flowcraft_celery.model.ids import InvalidIdError
+from flowcraft_celery.model.json_values import NotJsonError
 from flowcraft_celery.model.validation import BUILTIN_USES, BlueprintValidationError
 
 
@@ -37,7 +47,8 @@ class RedisRecorder:
 
 
 def _ns(scenario: str, name: str) -> str:
-    return f"{scenario}/{name}"
+    """A name under the scenario's namespace (`:`, a character every store accepts in ids)."""
+    return f"{scenario}:{name}"
 
 
 def _namespaced_spec(spec: Any, scenario: str) -> Any:
@@ -107,12 +118,19 @@ class CeleryMode:
             run = self.client.start(_ns(scenario.name, scenario.start), scenario.initial_context)
         except BlueprintValidationError as exc:
             return invalid_outcome(exc.issues)
+        except (NotJsonError, InvalidIdError) as exc:
+            return refused_outcome(exc)
         doc = run.wait(self.timeout)
+        refusals: list[dict[str, Any]] = []
         for step in scenario.resume:
             if doc.get("status") != "awaiting":
                 break
-            self.client.resume(run.run_id, step.get("action"), step.get("output"), step.get("node"))
+            try:
+                self.client.resume(run.run_id, step.get("action"), step.get("output"), step.get("node"))
+            except RunError as exc:
+                refusals.append(resume_refusal(exc))
+                break
             doc = self.client.wait(run.run_id, self.timeout)
         result = self.client.result(run.run_id)
-        errors = list(doc.get("errors") or result.get("errors") or [])
+        errors = list(doc.get("errors") or result.get("errors") or []) + refusals
         return Outcome(str(doc.get("status")), dict(result["context"]), errors, recorder.counts())

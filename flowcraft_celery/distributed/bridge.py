@@ -28,6 +28,8 @@ from flowcraft_celery.distributed.lease import lease
 from flowcraft_celery.distributed.logcontext import node_log_scope, start_task_record, task_summary
 from flowcraft_celery.distributed.runs import (
     Payload,
+    RunError,
+    child_run_id,
     complete_run,
     fail_run,
     mark_awaiting,
@@ -42,6 +44,7 @@ from flowcraft_celery.engine import dispatch, semantics
 from flowcraft_celery.engine.builtins import (
     AWAITING_BUILTINS,
     RUNNER_BUILTINS,
+    subflow_depth_message,
     subflow_failure,
     subflow_initial_context,
     subflow_output,
@@ -51,7 +54,7 @@ from flowcraft_celery.engine.invoke import NodeAttemptError, run_attempt, run_fa
 from flowcraft_celery.engine.registry import NodeResult
 from flowcraft_celery.model.blueprint import NodeDefinition
 from flowcraft_celery.model.durations import sleep_seconds
-from flowcraft_celery.model.graph import DynamicAddition, Graph
+from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import MISSING
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
 from flowcraft_celery.stores.guard import TRANSIENT
@@ -195,7 +198,7 @@ class NodeExecution:
             self._succeed(NodeResult(output=recorded.output, action=recorded.action), recorded=True)
             return
         node = self.graph.nodes[self.node_id]
-        node_input = semantics.resolve_input(self.graph, node, self.msg.get("value"), self._lookup)
+        node_input = semantics.resolve_input(self.graph, node, self.msg.get("value"), self._lookup, self.iteration)
         if node.uses in RUNNER_BUILTINS:
             self._builtin(node.uses, node_input)
             return
@@ -265,10 +268,10 @@ class NodeExecution:
                 return
         dynamic = bool(self.msg.get("dyn"))
         try:
-            if result.dynamic_nodes:
-                addition = DynamicAddition.from_result(self.node_id, result.dynamic_nodes, result.output)
+            self.graph, addition = semantics.add_dynamic_nodes(self.graph, self.node_id, self.iteration, result,
+                                                               self.rt.registry, self.rt.blueprints)
+            if addition is not None:
                 self.rt.ledger.add_dynamic(self.run_id, self.token, addition.to_dict())
-                self.graph = self.graph.extend([addition])
                 dynamic = True
             transitions = semantics.after_success(self.graph, self.node_id, self.iteration, result, self._lookup)
         except Exception as exc:  # a bad expression value or dynamic node fails the node
@@ -401,15 +404,23 @@ class NodeExecution:
     def _start_child(self, node_input: Any) -> None:
         """Start the subflow's child run (idempotently: its id derives from this node)."""
         params = self.graph.nodes[self.node_id].params
-        child_id = f"{self.run_id}.{self.node_id}.{self.iteration}"
+        child_id = child_run_id(self.run_id, self.node_id, self.iteration)
+        depth = int((self.rt.statuses.get(self.run_id) or {}).get("depth") or 0) + 1
+        if depth > self.rt.subflow_depth:
+            self._fail({"nodeId": self.node_id, "type": "SubflowDepthError", "message": subflow_depth_message(
+                self.node_id, str(params.get("blueprintId")), self.rt.subflow_depth)})
+            return
         initial, to_starts = subflow_initial_context(params, node_input, self._lookup)
         self.rt.ledger.update_pending(self.run_id, self.token, dict(self.msg, childRun=child_id))
         if self.rt.statuses.get(child_id) is not None:
             return
-        start_run(self.app, self.rt, str(params.get("blueprintId")), initial, run_id=child_id,
-                  start_input=node_input if to_starts else None,
-                  parent={"parentRunId": self.run_id, "parentNodeId": self.node_id,
-                          "parentIteration": self.iteration})
+        try:
+            start_run(self.app, self.rt, str(params.get("blueprintId")), initial, run_id=child_id,
+                      start_input=node_input if to_starts else None,
+                      parent={"parentRunId": self.run_id, "parentNodeId": self.node_id,
+                              "parentIteration": self.iteration, "depth": depth})
+        except (RunError, ValueError) as exc:  # unknown or invalid child blueprint, values JSON cannot carry
+            self._fail({"nodeId": self.node_id, "type": "SubflowError", "message": str(exc)})
 
     def _child_ended(self, child: dict[str, Any]) -> None:
         """The child run finished: complete or fail this subflow node."""

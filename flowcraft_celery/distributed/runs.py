@@ -7,6 +7,7 @@ reconciler (re-publish). A node message's payload is a small JSON dict:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -17,8 +18,11 @@ from celery import Celery
 
 from flowcraft_celery.distributed.retention import expire_finished_run
 from flowcraft_celery.distributed.runtime import Runtime
+from flowcraft_celery.engine.semantics import check_resume_action
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.graph import DynamicAddition, Graph, start_nodes
+from flowcraft_celery.model.ids import MAX_ID_LENGTH, check_id
+from flowcraft_celery.model.json_values import check_json
 from flowcraft_celery.model.validation import validate_or_raise
 from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
 from flowcraft_celery.stores.ledger import token
@@ -68,10 +72,20 @@ def publish_together(app: Celery, graph: Graph, messages: list[Payload], countdo
     app.send_task(node_task_name(node.uses), kwargs=kwargs, **options)
 
 
+def child_run_id(run_id: str, node_id: str, iteration: int) -> str:
+    """The id of a subflow node's child run: derived from the node execution (so a redelivery
+    finds the same child), and hashed when it would exceed the id length limit."""
+    plain = f"{run_id}.{node_id}.{iteration}"
+    if len(plain) <= MAX_ID_LENGTH:
+        return plain
+    digest = hashlib.sha256(plain.encode()).hexdigest()[:40]
+    return f"{run_id[:MAX_ID_LENGTH - 42]}.{digest}"
+
+
 def run_graph(rt: Runtime, blueprint: Blueprint, run_id: str, dynamic: bool) -> Graph:
     """The run's graph: the blueprint plus, when it has any, the dynamic nodes added so far."""
     graph = Graph(blueprint)
-    if dynamic:
+    if dynamic:  # the graph orders additions by (iteration, parent), whatever order Redis returns
         graph = graph.extend(DynamicAddition.from_dict(d) for d in rt.ledger.dynamic(run_id))
     return graph
 
@@ -85,6 +99,10 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
         known = ", ".join(sorted(rt.blueprints)) or "none"
         raise RunError(f"unknown blueprint {blueprint_id!r} (known: {known})")
     validate_or_raise(blueprint, rt.registry, rt.blueprints)
+    if run_id is not None:
+        check_id("run", run_id)
+    check_json(dict(context or {}), "initial context")
+    check_json(start_input, "start input")
     run_id = run_id or uuid.uuid4().hex
     now = time.time()
     rt.contexts.create_run(run_id, dict(context or {}))
@@ -170,17 +188,23 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
     if doc.get("status") != "awaiting":
         raise RunError(f"run {run_id!r} is not awaiting (status {doc.get('status')!r})")
     awaiting = rt.ledger.awaiting(run_id)
-    chosen = [t for t in awaiting if node_id is None or t.split("@", 1)[0] == node_id]
+    chosen = [t for t in awaiting if node_id is None or t.rsplit("@", 1)[0] == node_id]
     if not chosen:
         raise RunError(f"node {node_id!r} of run {run_id!r} is not awaiting; awaiting: {sorted(awaiting)}")
     node_token = chosen[0]
     pending = rt.ledger.pending(run_id).get(node_token)
     if pending is None:
         raise RunError(f"run {run_id!r} has no pending message for {node_token!r}")
-    remaining = rt.ledger.unawait_token(run_id, node_token)
-    rt.statuses.update(run_id, {"status": "awaiting" if remaining else "running", "awaiting": remaining})
     blueprint = rt.blueprints[str(doc.get("blueprintId"))]
     graph = run_graph(rt, blueprint, run_id, bool(pending.get("dyn")))
+    try:
+        if graph.nodes[pending["node"]].uses != "subflow":  # the child run checks its own node
+            check_resume_action(graph, pending["node"], action, int(pending.get("it", 0)))
+        check_json(output, "resume output")
+    except ValueError as exc:
+        raise RunError(f"resume of run {run_id!r} refused: {exc}") from exc
+    remaining = rt.ledger.unawait_token(run_id, node_token)
+    rt.statuses.update(run_id, {"status": "awaiting" if remaining else "running", "awaiting": remaining})
     if graph.nodes[pending["node"]].uses == "subflow":
         child_id = str(pending.get("childRun") or "")
         resume_run(app, rt, child_id, action, output)
@@ -192,14 +216,19 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
 
 
 def cancel_run(rt: Runtime, run_id: str) -> bool:
-    """Stop a run: it becomes `cancelled` and workers start none of its nodes afterwards."""
+    """Stop a run and its child runs: each becomes `cancelled` (its result keeps the context it
+    had) and workers start none of their nodes afterwards."""
     doc = rt.statuses.get(run_id)
     if doc is None:
         raise RunError(f"no run {run_id!r}")
     if doc.get("status") in FINAL_STATES:
         return False
     rt.ledger.halt(run_id, "cancelled")
-    done = rt.statuses.finish(run_id, "cancelled", {"status": "cancelled", "context": {}, "errors": []}, [])
+    done = rt.statuses.finish(run_id, "cancelled", final_result(rt, run_id, "cancelled", []), [])
     if done:
         expire_finished_run(rt, run_id)
+    for message in rt.ledger.pending(run_id).values():  # its subflows' child runs
+        child = message.get("childRun")
+        if child and rt.statuses.get(str(child)) is not None:
+            cancel_run(rt, str(child))
     return done

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
+from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY, DEFAULT_SUBFLOW_DEPTH, DEFAULT_WEBHOOK_BASE_URL
 from flowcraft_celery.engine.registry import Registry, default_registry, import_modules
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.catalog import load_blueprints
@@ -51,6 +51,8 @@ class Runtime:
     fanout_group: int = 4
     #: Seconds a finished run's records are kept (0: for ever).
     retention_seconds: float = 7 * 86400.0
+    subflow_depth: int = DEFAULT_SUBFLOW_DEPTH
+    webhook_base_url: str = DEFAULT_WEBHOOK_BASE_URL
     _touched: dict[str, float] = field(default_factory=dict)
 
     def touch(self, run_id: str) -> None:
@@ -157,4 +159,6 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
         inline_depth=int(conf.get("flowcraft_inline_depth", 8)),
         fanout_group=int(conf.get("flowcraft_fanout_group", 4)),
         retention_seconds=float(conf.get("flowcraft_retention_days", 7)) * 86400,
+        subflow_depth=int(conf.get("flowcraft_subflow_depth", DEFAULT_SUBFLOW_DEPTH)),
+        webhook_base_url=str(conf.get("flowcraft_webhook_base_url") or DEFAULT_WEBHOOK_BASE_URL),
     )

@@ -7,8 +7,11 @@ an external event, a child run), so each runner handles them; the parsing they n
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from flowcraft_celery.engine.context import NodeContext
 from flowcraft_celery.engine.registry import NodeResult, Registry
@@ -21,6 +24,44 @@ RUNNER_BUILTINS = frozenset({"sleep", "wait", "webhook", "subflow"})
 #: Built-ins that put the run in `awaiting` until `resume`.
 AWAITING_BUILTINS = frozenset({"wait", "webhook"})
 
+
+
+#: How deep subflows may nest (a run inside a run inside ...) before the run fails.
+DEFAULT_SUBFLOW_DEPTH = 10
+#: Where webhook URLs point unless configured (`flowcraft_webhook_base_url`).
+DEFAULT_WEBHOOK_BASE_URL = "http://127.0.0.1:8080/webhooks"
+
+
+def subflow_depth_message(node_id: str, child_blueprint: str, limit: int) -> str:
+    """Why a subflow node failed at the depth limit."""
+    return (f"subflow node {node_id!r} would start blueprint {child_blueprint!r} {limit + 1} runs deep, over the "
+            f"subflow depth limit of {limit} (FLOWCRAFT_SUBFLOW_DEPTH)")
+
+
+def new_webhook_secret() -> str:
+    """An unguessable token for one webhook node execution."""
+    return secrets.token_urlsafe(32)
+
+
+def webhook_url(base: str, run_id: str, node_id: str, iteration: int, secret: str) -> str:
+    """The URL an HTTP POST resumes the webhook node at: `<base>/<run>/<node>/<iteration>/<token>`."""
+    parts = [quote(run_id, safe=""), quote(node_id, safe=""), str(iteration), secret]
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def webhook_secret_matches(url: str, secret: str) -> bool:
+    """Whether `secret` is the token at the end of a webhook's URL (compared in constant time)."""
+    return hmac.compare_digest(url.rsplit("/", 1)[-1].encode(), secret.encode())
+
+
+def webhook_key(node_id: str) -> str:
+    """The context key holding a waiting webhook node's URL."""
+    return f"_webhooks.{node_id}"
+
+
+def webhook_output(url: str, body: Any) -> dict[str, Any]:
+    """A webhook node's output once resumed: its URL and the request's JSON body."""
+    return {"url": url, "body": body}
 
 
 def loop_controller(ctx: NodeContext) -> NodeResult:
@@ -65,10 +106,12 @@ def batch_gather(ctx: NodeContext) -> NodeResult:
     """The workers' outputs in item order, also written to `context[outputKey]`."""
     arrivals = ctx.input if isinstance(ctx.input, dict) else {}
     order: list[str] = []
+    scattered = False
     for value in arrivals.values():
         if isinstance(value, dict) and value.get("gatherNodeId") == ctx.node_id:
+            scattered = True
             order += [w for w in value.get("workers", []) if isinstance(w, str)]
-    if not order:
+    if not scattered:
         order = sorted(arrivals, key=_item_index)
     outputs = [arrivals.get(w) for w in order]
     ctx.context.set(str(ctx.params.get("outputKey") or ctx.node_id), outputs)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowcraft_celery.model.json_values import check_json
 from flowcraft_celery.stores.base import MISSING, ContextStore, PatchOp
 
 
@@ -23,7 +24,8 @@ class RunContext:
         return default if value is MISSING else value
 
     def set(self, key: str, value: Any) -> None:
-        """Set one key."""
+        """Set one key (NotJsonError for a value JSON cannot carry exactly)."""
+        check_json(value, f"context key {key!r}")
         self._store.set(self.run_id, key, value)
 
     def has(self, key: str) -> bool:
@@ -41,6 +43,8 @@ class RunContext:
         for op in parsed:
             if op.op not in ("set", "delete"):
                 raise ValueError(f"patch op must be 'set' or 'delete', got {op.op!r} for key {op.key!r}")
+            if op.op == "set":
+                check_json(op.value, f"context key {op.key!r}")
         self._store.patch(self.run_id, parsed)
 
     def to_json(self) -> dict[str, Any]:

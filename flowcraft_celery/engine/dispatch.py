@@ -51,14 +51,15 @@ def route(
     while todo:
         transition = todo.pop(0)
         target, iteration = transition.target, transition.iteration
-        single = len(graph.join_predecessors(target, iteration)) <= 1
+        single = len(graph.join_predecessors(target, iteration, transition.back)) <= 1
         scope = join_scope(run_id, target, iteration)
         if single:
             state = JoinState(*(({transition.predecessor: transition.value}, set()) if not transition.skipped
                                 else ({}, {transition.predecessor})))
         else:
             state = coordination.arrive(scope, transition.predecessor, transition.value, transition.skipped)
-        decision = semantics.join_decision(graph, target, iteration, state, transition.predecessor)
+        decision = semantics.join_decision(graph, target, iteration, state, transition.predecessor,
+                                           transition.back)
         if decision.outcome == "wait":
             continue
         if not single and not coordination.claim(scope, transition.predecessor):

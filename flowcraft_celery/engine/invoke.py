@@ -21,6 +21,7 @@ from typing import Any
 
 from flowcraft_celery.engine.context import NodeContext
 from flowcraft_celery.engine.registry import Implementation, Node, NodeResult
+from flowcraft_celery.model.json_values import NotJsonError, check_json
 from flowcraft_celery.stores.base import MISSING
 from flowcraft_celery.stores.faults import classify
 
@@ -90,6 +91,15 @@ def run_attempt(impl: Implementation, ctx: NodeContext, timeout: float | None,
         result = NodeResult.of(_guarded(lambda: function(ctx), ctx, timeout))
     if result.error:
         raise NodeAttemptError(ctx.node_id, ctx.attempt, result.error)
+    return checked(result, ctx)
+
+
+def checked(result: NodeResult, ctx: NodeContext) -> NodeResult:
+    """The result if its output is exact JSON; else a failure no retry can fix."""
+    try:
+        check_json(result.output, f"output of node {ctx.node_id!r}")
+    except NotJsonError as exc:
+        raise NodeAttemptError(ctx.node_id, ctx.attempt, exc, retriable=False) from exc
     return result
 
 
@@ -103,11 +113,13 @@ def run_fallback(impl: Implementation, error: NodeAttemptError, ctx: NodeContext
             _recover(target, error.cause or error, ctx)
         return None
     try:
-        return NodeResult.of(_resolve(target.fallback(error.cause or error, ctx)))
+        result = NodeResult.of(_resolve(target.fallback(error.cause or error, ctx)))
+        check_json(result.output, f"output of node {ctx.node_id!r} (its fallback)")
     except Exception as exc:
         _pass_infrastructure(exc)
         _recover(target, exc, ctx)
         return None
+    return result
 
 
 def _pass_infrastructure(exc: Exception) -> None:
@@ -134,6 +146,8 @@ def _guarded(call: Callable[[], Any], ctx: NodeContext, timeout: float | None) -
         return _call_with_timeout(call, ctx, timeout)
     except NodeAttemptError:
         raise
+    except NotJsonError as exc:  # a context write no retry can fix
+        raise NodeAttemptError(ctx.node_id, ctx.attempt, exc, retriable=False) from exc
     except Exception as exc:
         kind = classify(exc)
         if kind == "infrastructure":

@@ -9,14 +9,15 @@ an expression reads.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from flowcraft_celery.engine.registry import NodeResult
 from flowcraft_celery.expressions.evaluator import UNDEFINED, compile_expression, truthy
-from flowcraft_celery.model.blueprint import EdgeDefinition, NodeDefinition
-from flowcraft_celery.model.graph import LOOP_CONTROLLER, Graph
+from flowcraft_celery.model.blueprint import Blueprint, EdgeDefinition, NodeDefinition
+from flowcraft_celery.model.graph import LOOP_CONTROLLER, DynamicAddition, Graph
+from flowcraft_celery.model.validation import validate_or_raise
 from flowcraft_celery.stores.base import MISSING, JoinState
 
 Lookup = Callable[[str], Any]
@@ -83,13 +84,13 @@ def json_value(value: Any) -> Any:
 
 
 def choose_edges(
-    graph: Graph, node_id: str, result: NodeResult, lookup: Lookup
+    graph: Graph, node_id: str, result: NodeResult, lookup: Lookup, iteration: int = 0
 ) -> tuple[list[EdgeDefinition], list[EdgeDefinition]]:
     """Split candidate out-edges into taken and not taken (§3.2)."""
-    candidates = list(graph.out_edges.get(node_id, []))
+    candidates = graph.out_edges_at(node_id, iteration)
     original = graph.fallback_for.get(node_id)
     if original is not None:
-        candidates += graph.out_edges.get(original, [])
+        candidates += graph.out_edges_at(original, iteration)
     taken: list[EdgeDefinition] = []
     if graph.nodes[node_id].uses == LOOP_CONTROLLER:
         taken = [e for e in candidates if e.condition is not None and _condition_holds(e, result, lookup)]
@@ -101,13 +102,33 @@ def choose_edges(
     return taken, [e for e in candidates if id(e) not in chosen]
 
 
+def resume_actions(graph: Graph, node_id: str, iteration: int = 0) -> list[str] | None:
+    """The actions a resume of an awaiting node may give, or None when any action is fine
+    (the node has edges without an action, which an unmatched action falls back to, or none)."""
+    edges = graph.out_edges_at(node_id, iteration)
+    if not edges or any(e.action is None for e in edges):
+        return None
+    return sorted({e.action for e in edges if e.action is not None})
+
+
+def check_resume_action(graph: Graph, node_id: str, action: str | None, iteration: int = 0) -> None:
+    """Refuse a resume whose action no edge of the awaiting node takes, naming the ones that do."""
+    actions = resume_actions(graph, node_id, iteration)
+    if actions is not None and action not in actions:
+        raise ValueError(f"action {action!r} is taken by no edge of awaiting node {node_id!r}; "
+                         f"its edges take: {', '.join(repr(a) for a in actions)}")
+
+
+class LoopBoundError(RuntimeError):
+    """A cycle ran more iterations than the blueprint's `metadata.maxIterations` allows."""
+
+
 def target_iteration(graph: Graph, edge: EdgeDefinition, iteration: int) -> int:
-    """Iteration of the target: +1 across a back edge, same inside a cycle, 0 elsewhere."""
+    """Iteration of an edge's target: +1 across a back edge; a loop's nodes keep the
+    iteration; nodes outside every loop run in iteration 0."""
     if graph.is_back_edge(edge):
         return iteration + 1
-    if graph.same_cycle(edge.source, edge.target):
-        return iteration
-    return 0
+    return iteration if graph.in_any_loop(edge.target) else 0
 
 
 @dataclass(frozen=True)
@@ -118,6 +139,7 @@ class Transition:
     iteration: int
     value: Any = None
     skipped: bool = False
+    back: bool = False
 
     @property
     def target(self) -> str:
@@ -133,49 +155,61 @@ class Transition:
 def after_success(
     graph: Graph, node_id: str, iteration: int, result: NodeResult, lookup: Lookup
 ) -> list[Transition]:
-    """Arrivals and skips caused by a node finishing (§3.2, §3.5)."""
-    taken, not_taken = choose_edges(graph, node_id, result, lookup)
+    """Arrivals and skips caused by a node finishing (§3.2, §3.5); LoopBoundError past
+    `metadata.maxIterations`."""
+    taken, not_taken = choose_edges(graph, node_id, result, lookup, iteration)
     out = [
-        Transition(e, target_iteration(graph, e, iteration), handed_over(e, result.output, lookup))
+        Transition(e, target_iteration(graph, e, iteration), handed_over(e, result.output, lookup),
+                   back=graph.is_back_edge(e))
         for e in taken
     ]
-    out += _skips(graph, node_id, iteration, not_taken, left_loop=_left_loop(graph, node_id, taken))
+    bound = graph.max_iterations
+    for transition in out:
+        if bound is not None and transition.iteration >= bound:
+            raise LoopBoundError(f"node {transition.target!r} would start iteration {transition.iteration + 1}, "
+                                 f"over the blueprint's metadata.maxIterations of {bound}")
+    out += _skips(graph, iteration, not_taken, _left_loops(graph, node_id, taken), taken)
     return out
 
 
 def after_skip(graph: Graph, node_id: str, iteration: int) -> list[Transition]:
-    """Skips caused by a node that will not run in this iteration (dead-path elimination)."""
-    edges = graph.out_edges.get(node_id, [])
-    left = node_id in graph.loop_heads and iteration == 0
-    return _skips(graph, node_id, iteration, edges, left_loop=left)
+    """Skips caused by a node that will not run in this iteration (dead-path elimination).
+
+    A loop head is skipped only when its loop is not entered: the whole loop is left."""
+    edges = graph.out_edges_at(node_id, iteration)
+    left = [node_id] if node_id in graph.loop_heads else []
+    return _skips(graph, iteration, edges, left)
 
 
-def _left_loop(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> bool:
-    """A cycle member that took no edge back into its cycle, being its head or taking an exit."""
-    if node_id not in graph.components:
-        return False
-    if any(graph.same_cycle(e.source, e.target) for e in taken):
-        return False
-    return node_id in graph.loop_heads or any(graph.is_exit_edge(e) for e in taken)
+def _left_loops(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> list[str]:
+    """Heads of the loops this node leaves: it took no edge that can lead back to the head,
+    being the head or taking an exit of the loop."""
+    left: list[str] = []
+    for head in graph.loop_heads:
+        if not graph.in_region(node_id, head):
+            continue
+        if any(e.target == head or graph.same_cycle(e.target, head) for e in taken):
+            continue
+        if node_id == head or any(head in graph.loops_left_by(e) for e in taken):
+            left.append(head)
+    return left
 
 
-def _skips(
-    graph: Graph, node_id: str, iteration: int, edges: Iterable[EdgeDefinition], left_loop: bool
-) -> list[Transition]:
-    """Skips to propagate: never along a back edge; out of a cycle only once it is left."""
+def _skips(graph: Graph, iteration: int, edges: Iterable[EdgeDefinition], left: list[str],
+           taken: Iterable[EdgeDefinition] = ()) -> list[Transition]:
+    """Skips to propagate: never along a back edge; out of a loop only once it is left (then
+    every exit of the loop not taken is skipped)."""
     out: list[Transition] = []
     for edge in edges:
         if graph.is_back_edge(edge) or graph.is_exit_edge(edge):
             continue
         out.append(Transition(edge, target_iteration(graph, edge, iteration), skipped=True))
-    if left_loop:
-        seen = {id(e) for e in edges}
-        taken_exits = {
-            id(e) for e in graph.exit_edges(node_id) if e.source == node_id and id(e) not in seen
-        }
-        for edge in graph.exit_edges(node_id):
-            if id(edge) not in taken_exits:
-                out.append(Transition(edge, 0, skipped=True))
+    done = list(taken)
+    for head in left:
+        for edge in graph.exit_edges(head):
+            if edge not in done:
+                done.append(edge)
+                out.append(Transition(edge, target_iteration(graph, edge, iteration), skipped=True))
     return out
 
 
@@ -190,25 +224,31 @@ class JoinDecision:
     value: Any = None
 
 
+#: Built-ins that always receive `{predecessor: value}`, even from a single predecessor.
+GATHERING = frozenset({"batch-gather"})
+
+
 def join_decision(
-    graph: Graph, node_id: str, iteration: int, state: JoinState, arriving: str | None
+    graph: Graph, node_id: str, iteration: int, state: JoinState, arriving: str | None, back: bool = False
 ) -> JoinDecision:
     """Decide a node's readiness from its arrivals (§3.4, §3.5).
 
     One predecessor: run on its arrival. `any`: run on an arrival (`arriving` is who just
     came; the caller's once-only claim keeps the first). `all`: run once every predecessor
     arrived or was skipped, with `{predecessor: value}` of those that arrived. All skipped: skip.
+    A `batch-gather` always gets `{predecessor: value}`.
     """
-    preds = graph.join_predecessors(node_id, iteration)
+    preds = graph.join_predecessors(node_id, iteration, back)
     arrived = {p: state.arrived[p] for p in preds if p in state.arrived}
     skipped = [p for p in preds if p in state.skipped and p not in arrived]
+    gathering = graph.nodes[node_id].uses in GATHERING
     if len(preds) <= 1:
         if arrived:
-            return JoinDecision("run", next(iter(arrived.values())))
+            return JoinDecision("run", arrived if gathering else next(iter(arrived.values())))
         return JoinDecision("skip") if skipped else JoinDecision("wait")
     if graph.nodes[node_id].config.join == "any":
         if arriving is not None and arriving in arrived:
-            return JoinDecision("run", arrived[arriving])
+            return JoinDecision("run", {arriving: arrived[arriving]} if gathering else arrived[arriving])
         if not arrived and len(skipped) == len(preds):
             return JoinDecision("skip")
         return JoinDecision("wait")
@@ -219,10 +259,12 @@ def join_decision(
     return JoinDecision("run", arrived)
 
 
-def resolve_input(graph: Graph, node: NodeDefinition, handed: Any, lookup: Lookup) -> Any:
-    """A node's input: its `inputs` mapping if any, else what the triggering edge handed over."""
-    if node.id in graph.fixed_inputs:
-        return graph.fixed_inputs[node.id]
+def resolve_input(graph: Graph, node: NodeDefinition, handed: Any, lookup: Lookup, iteration: int = 0) -> Any:
+    """A node's input: a dynamic node's fixed input of this iteration, else its `inputs`
+    mapping if any, else what the triggering edge handed over."""
+    fixed, value = graph.fixed_input(node.id, iteration)
+    if fixed:
+        return value
     if node.inputs is None:
         return handed
     if isinstance(node.inputs, str):
@@ -248,6 +290,18 @@ def _resolve_ref(graph: Graph, ref: str, lookup: Lookup) -> Any:
                 return MISSING
         return value
     return lookup(ref)
+
+
+def add_dynamic_nodes(graph: Graph, node_id: str, iteration: int, result: NodeResult,
+                      registry: Container[str] | None, blueprints: Mapping[str, Any] | None
+                      ) -> tuple[Graph, DynamicAddition | None]:
+    """The graph with a result's dynamic nodes added for this iteration (§3.7), and the addition;
+    a malformed node, an unknown implementation or a taken id raises (the node then fails)."""
+    if not result.dynamic_nodes:
+        return graph, None
+    addition = DynamicAddition.from_result(node_id, result.dynamic_nodes, result.output, iteration)
+    validate_or_raise(Blueprint(graph.blueprint.id, list(addition.nodes), []), registry, blueprints)
+    return graph.extend([addition]), addition
 
 
 def loop_controller_result(condition: str, lookup: Lookup) -> NodeResult:

@@ -18,17 +18,27 @@ from flowcraft_celery.engine import dispatch, semantics
 from flowcraft_celery.engine.builtins import (
     AWAITING_BUILTINS,
     BUILTIN_REGISTRY,
+    DEFAULT_SUBFLOW_DEPTH,
+    DEFAULT_WEBHOOK_BASE_URL,
     RUNNER_BUILTINS,
+    new_webhook_secret,
+    subflow_depth_message,
     subflow_failure,
     subflow_initial_context,
     subflow_output,
+    webhook_key,
+    webhook_output,
+    webhook_secret_matches,
+    webhook_url,
 )
 from flowcraft_celery.engine.context import NodeContext, RunContext
 from flowcraft_celery.engine.invoke import NodeAttemptError, run_attempt, run_fallback
 from flowcraft_celery.engine.registry import NodeResult, Registry, default_registry
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.durations import sleep_seconds
-from flowcraft_celery.model.graph import DynamicAddition, Graph, start_nodes
+from flowcraft_celery.model.graph import Graph, start_nodes
+from flowcraft_celery.model.ids import check_id
+from flowcraft_celery.model.json_values import check_json
 from flowcraft_celery.model.validation import validate_or_raise
 from flowcraft_celery.stores.base import MISSING, ContextStore, CoordinationStore, StatusStore
 from flowcraft_celery.stores.faults import PermanentError
@@ -79,6 +89,8 @@ class _Run:
     errors: list[dict[str, Any]] = field(default_factory=list)
     awaiting: dict[str, tuple[int, Any]] = field(default_factory=dict)
     children: dict[str, str] = field(default_factory=dict)
+    webhooks: dict[str, str] = field(default_factory=dict)
+    depth: int = 0
     failed: bool = False
     cancelled: bool = False
 
@@ -95,7 +107,11 @@ class LocalRunner:
         context_store: ContextStore | None = None,
         status_store: StatusStore | None = None,
         coordination: CoordinationStore | None = None,
+        max_subflow_depth: int = DEFAULT_SUBFLOW_DEPTH,
+        webhook_base_url: str = DEFAULT_WEBHOOK_BASE_URL,
     ) -> None:
+        self.max_subflow_depth = max_subflow_depth
+        self.webhook_base_url = webhook_base_url
         self.registry = BUILTIN_REGISTRY.merged(registry or default_registry)
         self.blueprints = dict(blueprints or {})
         self.deps = dict(deps or {})
@@ -110,10 +126,22 @@ class LocalRunner:
 
     def run(self, blueprint: Blueprint, context: Mapping[str, Any] | None = None,
             run_id: str | None = None, start_input: Any = None) -> RunResult:
-        """Validate and run a blueprint until it completes, fails or awaits an external event."""
+        """Validate and run a blueprint until it completes, fails or awaits an external event.
+
+        Raises BlueprintValidationError for an invalid blueprint, InvalidIdError for a bad run
+        id and NotJsonError for a context or input JSON cannot carry exactly.
+        """
+        return self._start(blueprint, context, run_id, start_input, depth=0)
+
+    def _start(self, blueprint: Blueprint, context: Mapping[str, Any] | None, run_id: str | None,
+               start_input: Any, depth: int) -> RunResult:
         validate_or_raise(blueprint, self.registry, self.blueprints)
+        if run_id is not None:
+            check_id("run", run_id)
+        check_json(dict(context or {}), "initial context")
+        check_json(start_input, "start input")
         self.blueprints.setdefault(blueprint.id, blueprint)
-        run = _Run(run_id or uuid.uuid4().hex, Graph(blueprint))
+        run = _Run(run_id or uuid.uuid4().hex, Graph(blueprint), depth=depth)
         self._runs[run.run_id] = run
         now = time.time()
         self.contexts.create_run(run.run_id, dict(context or {}))
@@ -137,24 +165,45 @@ class LocalRunner:
         waiting = node_id or next(iter(run.awaiting))
         if waiting not in run.awaiting:
             raise ValueError(f"node {waiting!r} of run {run_id!r} is not awaiting; awaiting: {sorted(run.awaiting)}")
-        iteration, _ = run.awaiting.pop(waiting)
+        iteration = run.awaiting[waiting][0]
+        child = run.children.get(waiting)
+        if child is None:
+            semantics.check_resume_action(run.graph, waiting, action, iteration)
+        check_json(output, "resume output")
+        run.awaiting.pop(waiting)
         self.statuses.update(run_id, {"status": "running", "awaiting": sorted(run.awaiting)})
         self._emit("workflow:resume", run, waiting)
-        child = run.children.get(waiting)
         if child is not None:
             child_result = self.resume(child, action, output)
             self._finish_subflow(run, waiting, iteration, child_result)
         else:
-            self._succeed(run, waiting, iteration, NodeResult(output=output, action=action))
+            url = run.webhooks.pop(waiting, None)
+            result_output = webhook_output(url, output) if url is not None else output
+            self._succeed(run, waiting, iteration, NodeResult(output=result_output, action=action))
         return self._drive(run)
 
+    def deliver_webhook(self, run_id: str, node_id: str, secret: str, body: Any,
+                        action: str | None = None) -> RunResult:
+        """What an HTTP POST to a webhook node's URL does: resume it with the body, if the secret
+        is the one its URL carries (ValueError otherwise, and for a node no longer waiting)."""
+        run = self._runs.get(run_id)
+        url = run.webhooks.get(node_id) if run is not None else None
+        if url is None or not webhook_secret_matches(url, secret):
+            raise ValueError(f"no webhook of run {run_id!r} node {node_id!r} with that token")
+        return self.resume(run_id, action, body, node_id)
+
     def cancel(self, run_id: str) -> None:
-        """Stop a run: nothing starts afterwards."""
+        """Stop a run and its child runs: nothing starts afterwards; the result keeps its context."""
         run = self._runs[run_id]
         run.cancelled = True
         run.queue.clear()
         run.awaiting.clear()
-        self.statuses.finish(run_id, "cancelled", None, run.errors)
+        for child in run.children.values():
+            if self._status(self._runs[child]) in ("running", "awaiting"):
+                self.cancel(child)
+        context = self.contexts.snapshot(run_id)
+        self.statuses.finish(run_id, "cancelled", {"status": "cancelled", "context": context, "errors": run.errors},
+                             run.errors)
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -206,10 +255,10 @@ class LocalRunner:
         return lambda key: self.contexts.get(run.run_id, key)
 
     def _execute(self, run: _Run, item: _Item) -> None:
-        node = run.graph.nodes[item.node_id]
+        node = run.graph.node(item.node_id, item.iteration)
         if self.contexts.get_output(run.run_id, node.id, item.iteration) is not None:
             return
-        node_input = semantics.resolve_input(run.graph, node, item.value, self._lookup(run))
+        node_input = semantics.resolve_input(run.graph, node, item.value, self._lookup(run), item.iteration)
         if node.uses in RUNNER_BUILTINS:
             self._run_builtin(run, node.id, item.iteration, node_input)
             return
@@ -259,11 +308,8 @@ class LocalRunner:
             return
         lookup = self._lookup(run)
         try:
-            if result.dynamic_nodes:
-                addition = DynamicAddition.from_result(node_id, result.dynamic_nodes, result.output)
-                validate_or_raise(Blueprint(run.graph.blueprint.id, list(addition.nodes), []),
-                                  self.registry, self.blueprints)
-                run.graph = run.graph.extend([addition])
+            run.graph, _ = semantics.add_dynamic_nodes(run.graph, node_id, iteration, result, self.registry,
+                                                       self.blueprints)
             transitions = semantics.after_success(run.graph, node_id, iteration, result, lookup)
         except Exception as exc:  # a bad expression value or dynamic node fails the node
             self._fail(run, {"nodeId": node_id, "message": str(exc), "type": type(exc).__name__})
@@ -294,6 +340,10 @@ class LocalRunner:
             self._schedule(run, "wake", node_id, iteration, node_input, delay=seconds)
         elif node.uses in AWAITING_BUILTINS:
             run.awaiting[node_id] = (iteration, node_input)
+            if node.uses == "webhook":
+                url = webhook_url(self.webhook_base_url, run.run_id, node_id, iteration, new_webhook_secret())
+                run.webhooks[node_id] = url
+                self.contexts.set(run.run_id, webhook_key(node_id), url)
         else:
             self._start_subflow(run, node_id, iteration, node_input)
 
@@ -306,8 +356,16 @@ class LocalRunner:
             self._fail(run, {"nodeId": node_id, "message": f"subflow blueprint {child_id!r} is not known",
                              "type": "LookupError"})
             return
+        if run.depth >= self.max_subflow_depth:
+            self._fail(run, {"nodeId": node_id, "type": "SubflowDepthError",
+                             "message": subflow_depth_message(node_id, child_id, self.max_subflow_depth)})
+            return
         initial, to_starts = subflow_initial_context(params, node_input, self._lookup(run))
-        child = self.run(child_bp, initial, start_input=node_input if to_starts else None)
+        try:
+            child = self._start(child_bp, initial, None, node_input if to_starts else None, run.depth + 1)
+        except ValueError as exc:  # invalid child blueprint or values
+            self._fail(run, {"nodeId": node_id, "message": str(exc), "type": type(exc).__name__})
+            return
         if child.status == "awaiting":
             run.children[node_id] = child.run_id
             run.awaiting[node_id] = (iteration, node_input)

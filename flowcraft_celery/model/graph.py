@@ -16,9 +16,14 @@ from flowcraft_celery.model.blueprint import Blueprint, EdgeDefinition, NodeDefi
 LOOP_CONTROLLER = "loop-controller"
 
 
+class DynamicNodeError(ValueError):
+    """A result's dynamic nodes cannot join the run's graph (an id already taken); names it."""
+
+
 @dataclass(frozen=True)
 class DynamicAddition:
-    """Nodes a result added to this run: each wired from `parent` (and into `gather`).
+    """Nodes a result added to this run at one loop iteration: each wired from `parent` (and
+    into `gather`); its edges exist in that iteration only, so each pass has its own nodes.
 
     A node definition may carry (our extensions) `input`: its fixed input, instead of the
     parent's output; and `after`: ids of earlier dynamic nodes it waits for (an `all` join),
@@ -28,57 +33,105 @@ class DynamicAddition:
     parent: str
     nodes: tuple[NodeDefinition, ...]
     gather: str | None = None
+    iteration: int = 0
 
     @classmethod
-    def from_result(cls, parent: str, nodes: list[dict[str, Any]], output: Any) -> DynamicAddition:
+    def from_result(cls, parent: str, nodes: list[dict[str, Any]], output: Any, iteration: int = 0
+                    ) -> DynamicAddition:
         """Parse a result's `dynamicNodes`; a `gatherNodeId` in its output names the gather node."""
         gather = output.get("gatherNodeId") if isinstance(output, dict) else None
         parsed = tuple(parse_node(n, f"{parent}.dynamicNodes[{i}]") for i, n in enumerate(nodes))
-        return cls(parent, parsed, gather if isinstance(gather, str) else None)
+        return cls(parent, parsed, gather if isinstance(gather, str) else None, iteration)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, for storing a run's additions."""
-        return {"parent": self.parent, "gather": self.gather, "nodes": [n.to_dict() for n in self.nodes]}
+        return {"parent": self.parent, "gather": self.gather, "iteration": self.iteration,
+                "nodes": [n.to_dict() for n in self.nodes]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DynamicAddition:
         """Inverse of `to_dict`."""
-        return cls.from_result(data["parent"], data["nodes"], {"gatherNodeId": data.get("gather")})
+        return cls.from_result(data["parent"], data["nodes"], {"gatherNodeId": data.get("gather")},
+                               int(data.get("iteration") or 0))
+
+    def sort_key(self) -> tuple[int, str]:
+        """Additions are applied in (iteration, parent) order, whatever order they were stored in."""
+        return self.iteration, self.parent
+
+    def edges(self) -> list[EdgeDefinition]:
+        """The edges this addition brings: parent (or `after` nodes) into each node, each into the gather."""
+        out: list[EdgeDefinition] = []
+        for definition in self.nodes:
+            after = definition.extra.get("after")
+            sources = after if isinstance(after, list) and after else [self.parent]
+            out += [EdgeDefinition(source=str(source), target=definition.id) for source in sources]
+            if self.gather:
+                out.append(EdgeDefinition(source=definition.id, target=self.gather))
+        return out
 
 
 @dataclass
 class Graph:
-    """A blueprint's graph with its derived indexes; `extend` adds a run's dynamic nodes."""
+    """A blueprint's graph with its derived indexes; `extend` adds a run's dynamic nodes.
+
+    Loops (SPEC §3.8): each cycle has a head (its loop-controller, else an entry point). A
+    head's *body* is every node reachable from its `continue` targets without passing through
+    the head, less the nodes that can also be reached from a start without passing through it
+    (a join with the outside is not part of the loop). The body runs once per iteration.
+    """
 
     blueprint: Blueprint
     additions: tuple[DynamicAddition, ...] = ()
     nodes: dict[str, NodeDefinition] = field(init=False)
     edges: list[EdgeDefinition] = field(init=False)
-    fixed_inputs: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
         self.nodes = {n.id: n for n in self.blueprint.nodes}
         self.edges = list(self.blueprint.edges)
-        self.fixed_inputs = {}
-        for addition in self.additions:
+        self._static_ids = frozenset(self.nodes)
+        self._fixed: dict[tuple[str, int], Any] = {}
+        self._definitions: dict[tuple[str, int], NodeDefinition] = {}
+        self._dynamic_out: dict[tuple[str, int], list[EdgeDefinition]] = {}
+        self._dynamic_in: dict[tuple[str, int], list[EdgeDefinition]] = {}
+        owners: dict[str, str] = {}
+        known_edges: set[tuple[str, str]] = set()
+        for addition in sorted(self.additions, key=DynamicAddition.sort_key):
             for definition in addition.nodes:
+                if definition.id in self._static_ids:
+                    raise DynamicNodeError(f"dynamic node {definition.id!r} added by {addition.parent!r} has the "
+                                           "id of a blueprint node")
+                if owners.setdefault(definition.id, addition.parent) != addition.parent:
+                    raise DynamicNodeError(f"dynamic node {definition.id!r} added by {addition.parent!r} was "
+                                           f"already added by {owners[definition.id]!r}")
                 self.nodes[definition.id] = definition
+                self._definitions[(definition.id, addition.iteration)] = definition
                 if "input" in definition.extra:
-                    self.fixed_inputs[definition.id] = definition.extra["input"]
-                after = definition.extra.get("after")
-                sources = after if isinstance(after, list) and after else [addition.parent]
-                self.edges += [EdgeDefinition(source=str(source), target=definition.id) for source in sources]
-                if addition.gather:
-                    self.edges.append(EdgeDefinition(source=definition.id, target=addition.gather))
+                    self._fixed[(definition.id, addition.iteration)] = definition.extra["input"]
+            for edge in addition.edges():
+                self._dynamic_out.setdefault((edge.source, addition.iteration), []).append(edge)
+                self._dynamic_in.setdefault((edge.target, addition.iteration), []).append(edge)
+                if (edge.source, edge.target) not in known_edges:
+                    known_edges.add((edge.source, edge.target))
+                    self.edges.append(edge)
 
     def extend(self, additions: Iterable[DynamicAddition]) -> Graph:
-        """A new graph with more dynamic nodes (already-known additions are not repeated)."""
+        """A new graph with more dynamic nodes (already-known additions are not repeated);
+        DynamicNodeError when a node id is already taken."""
         new = tuple(a for a in additions if a not in self.additions)
         return self if not new else Graph(self.blueprint, self.additions + new)
 
+    def node(self, node_id: str, iteration: int = 0) -> NodeDefinition:
+        """A node's definition; a dynamic node's as added in that iteration."""
+        return self._definitions.get((node_id, iteration)) or self.nodes[node_id]
+
+    def fixed_input(self, node_id: str, iteration: int) -> tuple[bool, Any]:
+        """Whether a dynamic node has a fixed input in that iteration (`input` of its definition), and it."""
+        key = (node_id, iteration)
+        return (True, self._fixed[key]) if key in self._fixed else (False, None)
+
     @cached_property
     def out_edges(self) -> dict[str, list[EdgeDefinition]]:
-        """Outgoing edges by source node, in blueprint order."""
+        """Outgoing edges by source node, in blueprint order (dynamic ones of every iteration)."""
         out: dict[str, list[EdgeDefinition]] = {n: [] for n in self.nodes}
         for edge in self.edges:
             out.setdefault(edge.source, []).append(edge)
@@ -86,15 +139,40 @@ class Graph:
 
     @cached_property
     def in_edges(self) -> dict[str, list[EdgeDefinition]]:
-        """Incoming edges by target node, in blueprint order."""
+        """Incoming edges by target node, in blueprint order (dynamic ones of every iteration)."""
         out: dict[str, list[EdgeDefinition]] = {n: [] for n in self.nodes}
         for edge in self.edges:
             out.setdefault(edge.target, []).append(edge)
         return out
 
-    def predecessors(self, node_id: str) -> list[str]:
-        """Distinct sources of the node's incoming edges, in order."""
-        return list(dict.fromkeys(e.source for e in self.in_edges.get(node_id, [])))
+    def out_edges_at(self, node_id: str, iteration: int) -> list[EdgeDefinition]:
+        """A node's outgoing edges in one iteration: the blueprint's, plus that iteration's dynamic ones."""
+        return self._static_out.get(node_id, []) + self._dynamic_out.get((node_id, iteration), [])
+
+    def predecessors(self, node_id: str, iteration: int | None = None) -> list[str]:
+        """Distinct sources of the node's incoming edges, in order; with `iteration`, only the
+        dynamic edges added in that iteration count."""
+        if iteration is None:
+            edges = self.in_edges.get(node_id, [])
+        else:
+            edges = self._static_in.get(node_id, []) + self._dynamic_in.get((node_id, iteration), [])
+        return list(dict.fromkeys(e.source for e in edges))
+
+    @cached_property
+    def _static_in(self) -> dict[str, list[EdgeDefinition]]:
+        """The blueprint's own edges by target."""
+        out: dict[str, list[EdgeDefinition]] = {}
+        for edge in self.blueprint.edges:
+            out.setdefault(edge.target, []).append(edge)
+        return out
+
+    @cached_property
+    def _static_out(self) -> dict[str, list[EdgeDefinition]]:
+        """The blueprint's own edges by source."""
+        out: dict[str, list[EdgeDefinition]] = {}
+        for edge in self.blueprint.edges:
+            out.setdefault(edge.source, []).append(edge)
+        return out
 
     @cached_property
     def fallback_for(self) -> dict[str, str]:
@@ -104,7 +182,7 @@ class Graph:
     @cached_property
     def components(self) -> dict[str, int]:
         """Cycle membership: node id -> index of its strongly connected cycle (acyclic nodes absent)."""
-        return _cyclic_components(self.nodes, self.out_edges)
+        return cyclic_components(self.nodes, self.out_edges)
 
     def same_cycle(self, a: str, b: str) -> bool:
         """Whether both nodes lie on one cycle."""
@@ -130,30 +208,86 @@ class Graph:
             heads.update(chosen or group[:1])
         return frozenset(heads)
 
+    def _flow_targets(self, node_id: str) -> list[str]:
+        """Where control may go from a node: its edges' targets, and its fallback node."""
+        targets = [e.target for e in self.out_edges.get(node_id, [])]
+        fallback = self.nodes[node_id].config.fallback if node_id in self.nodes else None
+        return [*targets, fallback] if fallback else targets
+
+    def _reach(self, roots: Iterable[str], avoid: str) -> set[str]:
+        """Nodes reachable from `roots` without entering `avoid`."""
+        seen: set[str] = set()
+        todo = [r for r in roots if r != avoid]
+        while todo:
+            current = todo.pop()
+            if current in seen or current not in self.nodes:
+                continue
+            seen.add(current)
+            todo += [t for t in self._flow_targets(current) if t != avoid and t not in seen]
+        return seen
+
+    @cached_property
+    def bodies(self) -> dict[str, frozenset[str]]:
+        """Loop head -> its body (see the class docstring)."""
+        starts = [*start_nodes(self), *self.fallback_for]
+        out: dict[str, frozenset[str]] = {}
+        for head in self.loop_heads:
+            edges = self.out_edges.get(head, [])
+            if self.nodes[head].uses == LOOP_CONTROLLER:
+                entries = [e.target for e in edges if e.action == "continue"]
+            else:
+                entries = [e.target for e in edges if self.same_cycle(head, e.target)]
+            outside = self._reach(starts, head)
+            out[head] = frozenset(self._reach(entries, head) - outside)
+        return out
+
+    def in_region(self, node_id: str, head: str) -> bool:
+        """Whether a node is the loop's head or in its body."""
+        return node_id == head or node_id in self.bodies[head]
+
+    @cached_property
+    def _looped(self) -> frozenset[str]:
+        """Every node that belongs to some loop (a head or a body node)."""
+        return frozenset(self.loop_heads).union(*self.bodies.values())
+
+    def in_any_loop(self, node_id: str) -> bool:
+        """Whether a node runs once per iteration of some loop."""
+        return node_id in self._looped
+
     def is_back_edge(self, edge: EdgeDefinition) -> bool:
-        """An edge from inside a cycle to that cycle's head: taking it starts a new iteration."""
-        return edge.target in self.loop_heads and self.same_cycle(edge.source, edge.target)
+        """An edge from inside a loop to its head: taking it starts a new iteration."""
+        return edge.target in self.loop_heads and self.in_region(edge.source, edge.target)
+
+    def loops_left_by(self, edge: EdgeDefinition) -> list[str]:
+        """Heads of the loops an edge leaves (source inside, target outside)."""
+        return [h for h in self.loop_heads if self.in_region(edge.source, h) and not self.in_region(edge.target, h)]
 
     def is_exit_edge(self, edge: EdgeDefinition) -> bool:
-        """An edge leaving a cycle."""
-        return edge.source in self.components and not self.same_cycle(edge.source, edge.target)
+        """An edge leaving a loop."""
+        return bool(self.loops_left_by(edge))
 
-    def exit_edges(self, node_id: str) -> list[EdgeDefinition]:
-        """Every edge leaving the cycle that `node_id` belongs to."""
-        return [e for e in self.edges if self.same_cycle(e.source, node_id) and self.is_exit_edge(e)]
+    def exit_edges(self, head: str) -> list[EdgeDefinition]:
+        """Every edge leaving the loop of `head`."""
+        return [e for e in self.edges if self.in_region(e.source, head) and not self.in_region(e.target, head)]
 
-    def join_predecessors(self, node_id: str, iteration: int) -> list[str]:
-        """Predecessors a node waits for: a loop head waits for outside arrivals on its first
-        iteration and for in-cycle arrivals on later ones."""
-        preds = self.predecessors(node_id)
+    def join_predecessors(self, node_id: str, iteration: int, back: bool = False) -> list[str]:
+        """Predecessors a node waits for in an iteration: a loop head waits for the arrivals
+        from outside its loop when entered, and for those from its body on a back edge."""
+        preds = self.predecessors(node_id, iteration)
         if node_id not in self.loop_heads:
             return preds
-        inside = [p for p in preds if self.same_cycle(p, node_id)]
-        outside = [p for p in preds if not self.same_cycle(p, node_id)]
-        return (outside or preds) if iteration == 0 else (inside or preds)
+        inside = [p for p in preds if self.in_region(p, node_id)]
+        outside = [p for p in preds if not self.in_region(p, node_id)]
+        return (inside or preds) if back else (outside or preds)
+
+    @property
+    def max_iterations(self) -> int | None:
+        """`metadata.maxIterations`: the explicit bound of a cycle without a loop-controller."""
+        value = self.blueprint.metadata.get("maxIterations")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _cyclic_components(nodes: Mapping[str, Any], out_edges: Mapping[str, list[EdgeDefinition]]
+def cyclic_components(nodes: Mapping[str, Any], out_edges: Mapping[str, list[EdgeDefinition]]
                        ) -> dict[str, int]:
     """Tarjan's strongly connected components, iteratively; keeps only real cycles."""
     index: dict[str, int] = {}

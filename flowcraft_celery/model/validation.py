@@ -14,7 +14,8 @@ from typing import Any, Literal
 from flowcraft_celery.expressions.evaluator import ExpressionError, validate_expression
 from flowcraft_celery.model.blueprint import Blueprint, NodeDefinition
 from flowcraft_celery.model.durations import sleep_seconds
-from flowcraft_celery.model.graph import LOOP_CONTROLLER, Graph, start_nodes
+from flowcraft_celery.model.graph import LOOP_CONTROLLER, Graph, cyclic_components, start_nodes
+from flowcraft_celery.model.ids import id_problem, printable
 
 BUILTIN_USES = frozenset({
     "loop-controller", "batch-scatter", "batch-gather", "sleep", "wait", "webhook", "subflow",
@@ -61,7 +62,15 @@ def validate(
 ) -> list[ValidationIssue]:
     """All problems of a blueprint; `registry` and `blueprints` enable the lookups they know."""
     issues: list[ValidationIssue] = []
+    problem = id_problem(blueprint.id)
+    if problem is not None:
+        issues.append(ValidationIssue("INVALID_ID", f"blueprint id '{printable(blueprint.id, 80)}' {problem}"))
     ids = [n.id for n in blueprint.nodes]
+    for node_id in dict.fromkeys(ids):
+        problem = id_problem(node_id)
+        if problem is not None:
+            issues.append(ValidationIssue("INVALID_ID", f"node id '{printable(node_id, 80)}' {problem}",
+                                          node_id=node_id))
     for node_id, count in Counter(ids).items():
         if count > 1:
             issues.append(ValidationIssue("DUPLICATE_NODE_ID", f"node id {node_id!r} is used {count} times",
@@ -81,6 +90,8 @@ def validate(
     for node in blueprint.nodes:
         issues += _node_issues(node, known, registry, blueprints, blueprint.id)
     issues += _graph_issues(blueprint, known)
+    if blueprints is not None:
+        issues += _recursion_issues(blueprint, blueprints)
     return issues
 
 
@@ -199,6 +210,7 @@ def _graph_issues(blueprint: Blueprint, known: set[str]) -> list[ValidationIssue
                 if not isinstance(entry, str) or entry not in known:
                     issues.append(ValidationIssue("INVALID_CONFIG",
                                                   f"metadata.cycleEntryPoints names unknown node {entry!r}"))
+    issues += _cycle_issues(blueprint, graph)
     starts = start_nodes(graph)
     if not starts:
         return [*issues, ValidationIssue("NO_START_NODE", "no node can start the run")]
@@ -207,6 +219,65 @@ def _graph_issues(blueprint: Blueprint, known: set[str]) -> list[ValidationIssue
         if node.id not in reachable:
             issues.append(ValidationIssue("ORPHAN_NODE", f"node {node.id!r} is unreachable from any start node",
                                           severity="warning", node_id=node.id))
+    return issues
+
+
+def _cycle_issues(blueprint: Blueprint, graph: Graph) -> list[ValidationIssue]:
+    """Every cycle must pass through a loop head, and a cycle without a loop-controller needs
+    an explicit bound (`metadata.maxIterations`), so no blueprint loops for ever by mistake."""
+    issues: list[ValidationIssue] = []
+    bound = blueprint.metadata.get("maxIterations")
+    if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool) or bound < 1):
+        issues.append(ValidationIssue("INVALID_CONFIG", f"metadata.maxIterations must be a positive integer, "
+                                      f"got {bound!r}"))
+    groups: dict[int, list[str]] = {}
+    for node_id, group in graph.components.items():
+        groups.setdefault(group, []).append(node_id)
+    for members in groups.values():
+        if graph.max_iterations is None and not any(graph.nodes[n].uses == LOOP_CONTROLLER for n in members):
+            issues.append(ValidationIssue(
+                "CYCLE_WITHOUT_LOOP_CONTROLLER",
+                f"nodes {', '.join(repr(n) for n in sorted(members))} form a cycle without a loop-controller; "
+                "route it through a loop-controller, or bound it with metadata.maxIterations", node_id=members[0]))
+    forward = {n: [e for e in graph.out_edges.get(n, []) if not graph.is_back_edge(e)] for n in graph.nodes}
+    rest: dict[int, list[str]] = {}
+    for node_id, group in cyclic_components(graph.nodes, forward).items():
+        rest.setdefault(group, []).append(node_id)
+    for members in rest.values():
+        issues.append(ValidationIssue(
+            "CYCLE_WITHOUT_LOOP_CONTROLLER",
+            f"nodes {', '.join(repr(n) for n in sorted(members))} form a cycle that does not pass through its "
+            f"loop's head ({', '.join(sorted(graph.loop_heads & set(graph.components)))}): each pass of a cycle "
+            "must go through the loop-controller", node_id=members[0]))
+    return issues
+
+
+def _recursion_issues(blueprint: Blueprint, blueprints: Mapping[str, Any]) -> list[ValidationIssue]:
+    """RECURSIVE_SUBFLOW for each subflow node from which a chain of subflows reaches a
+    blueprint already on the chain (A -> A, A -> B -> A, ...)."""
+    known = {**blueprints, blueprint.id: blueprint}
+
+    def children(bp: Any) -> list[tuple[str, str]]:
+        nodes = getattr(bp, "nodes", [])
+        return [(n.id, str(n.params.get("blueprintId"))) for n in nodes if n.uses == "subflow"]
+
+    def cycle_from(chain: list[str]) -> list[str] | None:
+        for _, child in children(known.get(chain[-1])):
+            if child in chain:
+                return [*chain[chain.index(child):], child]
+            if child in known:
+                found = cycle_from([*chain, child])
+                if found:
+                    return found
+        return None
+
+    issues: list[ValidationIssue] = []
+    for node_id, child in children(blueprint):
+        cycle = [blueprint.id, blueprint.id] if child == blueprint.id else cycle_from([blueprint.id, child])
+        if cycle:
+            issues.append(ValidationIssue(
+                "RECURSIVE_SUBFLOW", f"node {node_id!r}: subflow blueprint {child!r} includes itself: "
+                + " -> ".join(repr(b) for b in cycle), node_id=node_id))
     return issues
 
 

@@ -130,6 +130,7 @@ class RunStatusDoc(TypedDict, total=False):
     parentRunId: str | None
     parentNodeId: str | None
     parentIteration: int
+    depth: int
     result: dict[str, Any] | None
     errors: list[dict[str, Any]]
 

@@ -6,12 +6,13 @@ Context (container `context`, partition key `/runId`): one item per context key
 upsert, `record_output` one create (409 = already recorded), parallel writers of different keys
 never touch the same item, and no item grows with the run (the 2 MiB limit applies per value).
 
-Outputs own their names: once node `x` has a recorded output, `_outputs.x` and `x` show its
-latest iteration's output (highest iteration), whatever was `set` under those names; an explicit
-key of that name is kept but hidden. Two writers of the same key: the last write in the
-server's order wins. `patch` is one transactional batch per 100 operations on real Cosmos DB;
-where the server rejects batches (the cosmosdb-server emulator) it falls back, once and for the
-life of the store, to one request per key, which is atomic per key only.
+Outputs share their names with keys: `_outputs.x` and `x` show node `x`'s latest iteration's
+output (highest iteration) or the value `set` under that name, whichever was written last
+(`recordedAt` against `writtenAt`, the writers' clocks), as in the reference's single context.
+Two writers of the same key: the last write in the server's order wins. `patch` is one
+transactional batch per 100 operations on real Cosmos DB; where the server rejects batches (the
+cosmosdb-server emulator) it falls back, once and for the life of the store, to one request per
+key, which is atomic per key only.
 
 Status (container `runs`, partition key `/runId`): one item per run; `touch` is one patch;
 `update` and `finish` are patches guarded by a filter predicate (the run is not final), so a
@@ -129,14 +130,25 @@ def _output_node(key: str) -> str:
     return key[len(_OUTPUTS_PREFIX):] if key.startswith(_OUTPUTS_PREFIX) else key
 
 
+#: The `iteration` of a context key's item: above every output's, so a lookup's first row is
+#: the key's own item and the second the node's latest output.
+_CTX_ITERATION = 2 ** 40
+
+
 def _ctx_item(run_id: str, key: str, value: Any) -> dict[str, Any]:
-    """The item holding one context key (iteration -1 sorts below every recorded output)."""
+    """The item holding one context key, stamped with its write time."""
     item = {
         "id": item_id("c", key), "runId": run_id, "kind": "ctx", "key": key,
-        "value": value, "iteration": -1,
+        "value": value, "iteration": _CTX_ITERATION, "writtenAt": time.time(),
     }
     check_item_size(key, item, value)
     return item
+
+
+def _written(item: Mapping[str, Any]) -> float:
+    """When an item's value was written: a key's `writtenAt`, an output's `recordedAt` (0 if unknown)."""
+    stamp = item.get("writtenAt", item.get("recordedAt"))
+    return float(stamp) if isinstance(stamp, (int, float)) else 0.0
 
 
 def _output_item_id(node_id: str, iteration: int) -> str:
@@ -208,7 +220,7 @@ class CosmosContextStore:
                 continue
 
     def get(self, run_id: str, key: str) -> Any:
-        """The value under `key` (a recorded output wins), or MISSING; one query."""
+        """The value under `key` (the later of its own write and the node's output), or MISSING; one query."""
         found = self._lookup(run_id, key)
         if found is None:
             return MISSING
@@ -245,22 +257,23 @@ class CosmosContextStore:
 
     def snapshot(self, run_id: str) -> dict[str, Any]:
         """The whole context, with each node's latest output under `_outputs.<id>` and `<id>`."""
-        result: dict[str, Any] = {}
+        found: dict[str, tuple[float, Any]] = {}
         latest: dict[str, dict[str, Any]] = {}
         now = time.time()
         for item in self._run_items(run_id):
             if expired(item, now):
                 continue
             if item.get("kind") == "ctx":
-                result[item["key"]] = item.get("value")
+                found[item["key"]] = (_written(item), item.get("value"))
             elif item.get("kind") == "out":
                 node = item["node"]
                 if node not in latest or item["iteration"] > latest[node]["iteration"]:
                     latest[node] = item
         for node, item in latest.items():
-            result[_OUTPUTS_PREFIX + node] = item.get("output")
-            result[node] = item.get("output")
-        return result
+            for key in (_OUTPUTS_PREFIX + node, node):
+                if key not in found or found[key][0] <= _written(item):
+                    found[key] = (_written(item), item.get("output"))
+        return {key: value for key, (_, value) in found.items()}
 
     def record_output(
         self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None
@@ -329,7 +342,7 @@ class CosmosContextStore:
     def _lookup(self, run_id: str, key: str) -> dict[str, Any] | None:
         """The item that answers for `key`: the node's latest output, else the key's own item."""
         rows = list(self._container.query_items(
-            "SELECT TOP 1 * FROM c WHERE c.runId = @run AND (c.id = @cid OR "
+            "SELECT TOP 2 * FROM c WHERE c.runId = @run AND (c.id = @cid OR "
             "(c.kind = 'out' AND c.node = @node)) ORDER BY c.iteration DESC",
             parameters=[
                 {"name": "@run", "value": run_id},
@@ -338,7 +351,12 @@ class CosmosContextStore:
             ],
             partition_key=run_id,
         ))
-        return rows[0] if rows and not expired(rows[0]) else None
+        rows = [r for r in rows if not expired(r)]
+        own = next((r for r in rows if r.get("kind") == "ctx"), None)
+        output = next((r for r in rows if r.get("kind") == "out"), None)
+        if own is None or output is None:
+            return own or output
+        return own if _written(own) > _written(output) else output
 
     def _run_items(self, run_id: str) -> Iterable[dict[str, Any]]:
         """Every item of the run, fetched page by page from its one partition."""

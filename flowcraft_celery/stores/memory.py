@@ -6,6 +6,7 @@ runner refuses what a distributed run could not store.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,33 +27,40 @@ _OUTPUTS = "_outputs."
 
 
 class MemoryContextStore:
-    """ContextStore in a dict, guarded by a lock so threads behave like concurrent writers."""
+    """ContextStore in a dict, guarded by a lock so threads behave like concurrent writers.
+
+    Every write gets a sequence number, so between a key set through the context API and a
+    recorded output of a node of that name, the later write is what reads see.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: dict[str, dict[str, Any]] = {}
-        self._outputs: dict[str, dict[tuple[str, int], RecordedOutput]] = {}
+        self._seq = itertools.count()
+        self._values: dict[str, dict[str, tuple[int, Any]]] = {}
+        self._outputs: dict[str, dict[tuple[str, int], tuple[int, RecordedOutput]]] = {}
 
     def create_run(self, run_id: str, initial: Mapping[str, Any]) -> None:
         for key, value in initial.items():
             check_value(key, value)
         with self._lock:
             if run_id not in self._values:
-                self._values[run_id] = dict(initial)
+                self._values[run_id] = {k: (next(self._seq), v) for k, v in initial.items()}
                 self._outputs[run_id] = {}
 
-    def _latest(self, run_id: str, node_id: str) -> Any:
-        """The latest iteration's output of a node, or MISSING."""
+    def _latest(self, run_id: str, node_id: str) -> tuple[int, Any] | None:
+        """The latest iteration's output of a node with its write sequence, or None."""
         found = [o for (n, _), o in self._outputs.get(run_id, {}).items() if n == node_id]
-        return max(found, key=lambda o: o.iteration).output if found else MISSING
+        if not found:
+            return None
+        seq, recorded = max(found, key=lambda o: o[1].iteration)
+        return seq, recorded.output
 
     def get(self, run_id: str, key: str) -> Any:
         with self._lock:
             node_id = key[len(_OUTPUTS):] if key.startswith(_OUTPUTS) else key
-            latest = self._latest(run_id, node_id)
-            if latest is not MISSING:
-                return latest
-            return self._values.get(run_id, {}).get(key, MISSING)
+            candidates = [c for c in (self._latest(run_id, node_id), self._values.get(run_id, {}).get(key))
+                          if c is not None]
+            return max(candidates, key=lambda c: c[0])[1] if candidates else MISSING
 
     def has(self, run_id: str, key: str) -> bool:
         return self.get(run_id, key) is not MISSING
@@ -60,7 +68,7 @@ class MemoryContextStore:
     def set(self, run_id: str, key: str, value: Any) -> None:
         check_value(key, value)
         with self._lock:
-            self._values.setdefault(run_id, {})[key] = value
+            self._values.setdefault(run_id, {})[key] = (next(self._seq), value)
 
     def delete(self, run_id: str, key: str) -> None:
         with self._lock:
@@ -74,21 +82,22 @@ class MemoryContextStore:
             values = self._values.setdefault(run_id, {})
             for op in ops:
                 if op.op == "set":
-                    values[op.key] = op.value
+                    values[op.key] = (next(self._seq), op.value)
                 else:
                     values.pop(op.key, None)
 
     def snapshot(self, run_id: str) -> dict[str, Any]:
         with self._lock:
-            out = dict(self._values.get(run_id, {}))
-            latest: dict[str, RecordedOutput] = {}
-            for (node_id, _), recorded in self._outputs.get(run_id, {}).items():
-                if node_id not in latest or recorded.iteration > latest[node_id].iteration:
-                    latest[node_id] = recorded
-            for node_id, recorded in latest.items():
-                out[f"{_OUTPUTS}{node_id}"] = recorded.output
-                out[node_id] = recorded.output
-            return out
+            found = dict(self._values.get(run_id, {}))
+            latest: dict[str, tuple[int, RecordedOutput]] = {}
+            for (node_id, _), (seq, recorded) in self._outputs.get(run_id, {}).items():
+                if node_id not in latest or recorded.iteration > latest[node_id][1].iteration:
+                    latest[node_id] = (seq, recorded)
+            for node_id, (seq, recorded) in latest.items():
+                for key in (f"{_OUTPUTS}{node_id}", node_id):
+                    if key not in found or found[key][0] < seq:
+                        found[key] = (seq, recorded.output)
+            return {key: value for key, (_, value) in found.items()}
 
     def record_output(
         self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None
@@ -98,12 +107,13 @@ class MemoryContextStore:
             outputs = self._outputs.setdefault(run_id, {})
             if (node_id, iteration) in outputs:
                 return False
-            outputs[(node_id, iteration)] = RecordedOutput(node_id, iteration, output, action)
+            outputs[(node_id, iteration)] = (next(self._seq), RecordedOutput(node_id, iteration, output, action))
             return True
 
     def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
         with self._lock:
-            return self._outputs.get(run_id, {}).get((node_id, iteration))
+            found = self._outputs.get(run_id, {}).get((node_id, iteration))
+            return None if found is None else found[1]
 
     def delete_run(self, run_id: str) -> int:
         with self._lock:

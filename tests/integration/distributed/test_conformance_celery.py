@@ -1,7 +1,8 @@
 """Conformance scenarios on real Celery worker processes (2 workers, Azurite, Cosmos, Redis).
 
 The reference scenarios (our copy of the conformance file), and ours for the built-ins
-that file does not cover on workers (subflows, sleep, dynamic nodes).
+that file does not cover on workers (subflows, sleep, dynamic nodes), and issue 10's (loops,
+batches, context writes, recursion, cycles, resume, strict values, ids).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 REFERENCE = ROOT / "tests" / "scenarios" / "reference.json"
 BUILTINS = ROOT / "tests" / "scenarios" / "builtins.json"
+SEMANTICS = ROOT / "tests" / "scenarios" / "semantics.json"
 
 
-@pytest.mark.parametrize("scenarios", [REFERENCE, BUILTINS], ids=["reference", "builtins"])
+@pytest.mark.parametrize("scenarios", [REFERENCE, BUILTINS, SEMANTICS], ids=["reference", "builtins", "semantics"])
 def test_scenarios_pass_on_celery_workers(scenarios: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "flowcraft_celery.cli", "conformance", str(scenarios), "--mode", "celery",

@@ -105,13 +105,19 @@ def test_latest_iteration_output_is_shown(store: CosmosContextStore) -> None:
     assert store.get_output(run, "loop", 1) == RecordedOutput("loop", 1, "pass 1", None)
 
 
-def test_recorded_output_owns_the_node_names(store: CosmosContextStore) -> None:
+def test_last_write_wins_between_a_key_and_the_node_output_of_that_name(store: CosmosContextStore) -> None:
     run = run_id()
     store.set(run, "total", "explicit")
     assert store.get(run, "total") == "explicit"
     store.record_output(run, "total", 0, 42)
     assert store.get(run, "total") == 42
     assert store.snapshot(run) == {"total": 42, "_outputs.total": 42}
+    store.set(run, "total", "written after")
+    assert store.get(run, "total") == "written after"
+    assert store.get(run, "_outputs.total") == 42
+    assert store.snapshot(run) == {"total": "written after", "_outputs.total": 42}
+    store.record_output(run, "total", 1, 43)
+    assert store.get(run, "total") == 43 == store.snapshot(run)["total"]
 
 
 def test_concurrent_recorders_of_one_output_have_one_winner(store: CosmosContextStore) -> None:

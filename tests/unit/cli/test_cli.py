@@ -73,16 +73,18 @@ def test_validate_prints_every_issue_and_exits_1(tmp_path: Path) -> None:
     result = invoke("validate", str(write(tmp_path, "bad.json", document)))
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
-    for code in ("DUPLICATE_NODE_ID", "INVALID_EDGE_TARGET", "INVALID_EXPRESSION", "INVALID_CONFIG"):
+    for code in ("DUPLICATE_NODE_ID", "INVALID_EDGE_TARGET", "INVALID_EXPRESSION", "INVALID_CONFIG",
+                 "CYCLE_WITHOUT_LOOP_CONTROLLER"):
         assert any(line.startswith(f"ERROR {code}: ") for line in lines), code
     assert any(line.startswith("WARNING ORPHAN_NODE: ") and "'x'" in line for line in lines)
     assert any("ghost" in line for line in lines)
-    assert lines[-1] == "bad: 4 error(s), 2 warning(s)"
+    assert lines[-1] == "bad: 5 error(s), 2 warning(s)"
 
 
 def test_validate_warnings_only_exits_0(tmp_path: Path) -> None:
     document = {"id": "w", "nodes": [{"id": "a", "uses": "u"}, {"id": "x", "uses": "u"}, {"id": "y", "uses": "u"}],
-                "edges": [{"source": "x", "target": "y"}, {"source": "y", "target": "x"}]}
+                "edges": [{"source": "x", "target": "y"}, {"source": "y", "target": "x"}],
+                "metadata": {"maxIterations": 5}}
     result = invoke("validate", str(write(tmp_path, "w.json", document)))
     assert result.exit_code == 0
     assert "WARNING ORPHAN_NODE" in result.output

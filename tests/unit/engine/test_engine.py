@@ -125,7 +125,7 @@ def test_fallback_targets_are_not_start_nodes(kit: Kit) -> None:
 
 
 def test_cycle_starts_at_its_entry_point(kit: Kit) -> None:
-    flow = (Flow("c", cycleEntryPoints=["b"]).node("a", "incr").node("b", "incr").node("done", "echo")
+    flow = (Flow("c", cycleEntryPoints=["b"], maxIterations=10).node("a", "incr").node("b", "incr").node("done", "echo")
             .edge("a", "b").edge("b", "a", condition="count < 4").edge("b", "done", condition="count >= 4"))
     assert start_nodes(graph(flow)) == ["b"]
     result = kit.run(flow)

@@ -190,7 +190,8 @@ def test_loop_without_continue_edge() -> None:
 
 
 def test_orphan_node_is_a_warning() -> None:
-    blueprint = bp([n("a"), n("b"), n("x"), n("y")], [e("a", "b"), e("x", "y"), e("y", "x")])
+    blueprint = bp([n("a"), n("b"), n("x"), n("y")], [e("a", "b"), e("x", "y"), e("y", "x")],
+                   metadata={"maxIterations": 3})
     issues = validate(blueprint)
     orphans = [i for i in issues if i.code == "ORPHAN_NODE"]
     assert {i.node_id for i in orphans} == {"x", "y"}
@@ -208,7 +209,7 @@ def test_no_start_node_for_empty_blueprint() -> None:
 
 
 def test_cycle_without_any_start_uses_its_first_node() -> None:
-    assert validate(bp([n("a"), n("b")], [e("a", "b"), e("b", "a")])) == []
+    assert validate(bp([n("a"), n("b")], [e("a", "b"), e("b", "a")], metadata={"maxIterations": 3})) == []
 
 
 def test_no_start_node_when_only_node_is_a_fallback() -> None:
