@@ -164,8 +164,8 @@ class NodeExecution:
                         "message": f"blueprint {self.msg['bp']!r} is not known to worker {host} (known: {known})"})
             return
         self.graph = run_graph(self.rt, blueprint, self.run_id, bool(self.msg.get("dyn")))
-        if blueprint.version != self.msg.get("ver"):
-            self._version_mismatch(blueprint.version)
+        if blueprint.run_version != self.msg.get("ver"):
+            self._version_mismatch(blueprint.run_version)
             return
         if self.node_id not in self.graph.nodes:
             self._fail({"nodeId": self.node_id, "type": "UnknownNode",
@@ -374,9 +374,12 @@ class NodeExecution:
         """Leave the message for a worker with the run's version; fail the run if none takes it."""
         reason = (f"blueprint {self.msg['bp']!r} version mismatch: run started on version {self.msg.get('ver')!r}, "
                   f"worker {socket.gethostname()} has version {worker_version!r}")
+        if str(worker_version).startswith("sha256:") or str(self.msg.get("ver")).startswith("sha256:"):
+            reason += (" (a blueprint without metadata.version is versioned by its content: it was edited since "
+                       "the run started or since this worker loaded it; restart the workers or set a version)")
         mismatches = int(self.msg.get("mismatches", 0))
         if mismatches < VERSION_MISMATCH_RETRIES and self.node_id in self.graph.nodes:
-            logger.warning("%s; leaving it for another worker", reason)
+            logger.error("%s; leaving it for another worker", reason)
             self._requeue(dict(self.msg, mismatches=mismatches + 1), 5)
             return
         self._fail({"nodeId": self.node_id, "type": "VersionMismatch", "message": reason})

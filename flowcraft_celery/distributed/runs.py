@@ -42,7 +42,7 @@ def node_task_name(uses: str) -> str:
 def payload(run_id: str, blueprint: Blueprint, node_id: str, iteration: int, value: Any,
             dynamic: bool = False, **extra: Any) -> Payload:
     """A node message's payload."""
-    out: Payload = {"run": run_id, "bp": blueprint.id, "ver": blueprint.version, "node": node_id,
+    out: Payload = {"run": run_id, "bp": blueprint.id, "ver": blueprint.run_version, "node": node_id,
                     "it": iteration, "value": value, "attempt": 1, "dyn": dynamic}
     out.update(extra)
     return out
@@ -106,7 +106,7 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
     run_id = run_id or uuid.uuid4().hex
     now = time.time()
     rt.contexts.create_run(run_id, dict(context or {}))
-    doc = RunStatusDoc(runId=run_id, blueprintId=blueprint.id, blueprintVersion=blueprint.version,
+    doc = RunStatusDoc(runId=run_id, blueprintId=blueprint.id, blueprintVersion=blueprint.run_version,
                        status="running", createdAt=now, lastUpdated=now, errors=[], awaiting=[])
     if parent:
         doc.update(parent)  # type: ignore[typeddict-item]

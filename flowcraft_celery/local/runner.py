@@ -146,7 +146,7 @@ class LocalRunner:
         now = time.time()
         self.contexts.create_run(run.run_id, dict(context or {}))
         self.statuses.create({
-            "runId": run.run_id, "blueprintId": blueprint.id, "blueprintVersion": blueprint.version,
+            "runId": run.run_id, "blueprintId": blueprint.id, "blueprintVersion": blueprint.run_version,
             "status": "running", "createdAt": now, "lastUpdated": now, "errors": [],
         })
         self._emit("workflow:start", run, None)

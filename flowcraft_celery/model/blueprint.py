@@ -7,6 +7,7 @@ in `extra` and written back on save, so a document survives a load/dump round tr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -149,9 +150,21 @@ class Blueprint:
 
     @property
     def version(self) -> str | None:
-        """`metadata.version`, compared between the run and the worker (SPEC §9)."""
+        """`metadata.version` as declared (None when absent; see `run_version`)."""
         value = self.metadata.get("version")
         return None if value is None else str(value)
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the whole document (canonical JSON): changes whenever the blueprint does."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def run_version(self) -> str:
+        """What a run and a worker compare: `metadata.version`, else `sha256:<fingerprint>` (so a
+        blueprint edited without a version bump is a different version)."""
+        return self.version if self.version is not None else f"sha256:{self.fingerprint[:24]}"
 
     def node(self, node_id: str) -> NodeDefinition:
         """The node with this id (KeyError names it when absent)."""

@@ -107,10 +107,16 @@ def _versioned() -> Blueprint:
     return Flow("bt-versioned", version=os.environ.get("BT_VERSION", "1")).node("only", "bt-step").build()
 
 
+def _unversioned() -> Blueprint:
+    """No metadata.version; BT_EDIT changes its content (an edit without a version bump)."""
+    return Flow("bt-unversioned").node("only", "bt-step", params={"edit": os.environ.get("BT_EDIT", "")}).build()
+
+
 def blueprints() -> list[Blueprint]:
     """What workers and the client both know."""
     return [
         _routed(),
+        _unversioned(),
         Flow("bt-big").node("write", "bt-big").build(),
         _versioned(),
         _fan(),

@@ -269,15 +269,21 @@ def test_node_queue_routes_it_to_the_workers_of_that_queue(bridge: Bridge) -> No
 
 def test_a_worker_with_another_blueprint_version_never_continues_the_run(bridge: Bridge) -> None:
     bridge.stop_all()
-    other_version = bridge.group(BT_VERSION="2")
+    other_version = bridge.group(BT_VERSION="2", BT_EDIT="edited")
     other_version.worker(concurrency=1)
     other_version.wait_ready(90)
     run = bridge.client.start("bt-versioned")
+    edited = bridge.client.start("bt-unversioned")  # the workers hold an edited copy, same id, no version
     doc = run.wait(RUN_TIMEOUT)
     assert doc["status"] == "failed"
     message = doc["errors"][0]["message"]
     assert "version mismatch" in message and "'1'" in message and "'2'" in message
     assert bridge.calls(run.run_id) == {}
+    doc = edited.wait(RUN_TIMEOUT)
+    assert doc["status"] == "failed"
+    message = doc["errors"][0]["message"]
+    assert "version mismatch" in message and "sha256:" in message and "edited" in message
+    assert bridge.calls(edited.run_id) == {}
 
 
 def test_a_garbage_node_message_goes_to_the_dead_letter_queue_and_workers_keep_going(bridge: Bridge) -> None:

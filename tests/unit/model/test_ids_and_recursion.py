@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from flowcraft_celery.model.blueprint import Blueprint
+from flowcraft_celery.model.catalog import CatalogError, load_blueprints
 from flowcraft_celery.model.ids import InvalidIdError, check_id, printable
 from flowcraft_celery.model.validation import validate
 
@@ -73,3 +77,23 @@ def test_cycle_inside_a_loop_body_that_skips_the_controller_is_an_error() -> Non
              {"source": "a", "target": "b"}, {"source": "b", "target": "a"}, {"source": "b", "target": "ctl"}]
     issues = [i for i in validate(bp("c", nodes, edges)) if i.code == "CYCLE_WITHOUT_LOOP_CONTROLLER"]
     assert len(issues) == 1 and "'a', 'b'" in issues[0].message
+
+
+def test_a_blueprint_without_version_is_versioned_by_its_content() -> None:
+    one = bp("f", [{"id": "a", "uses": "w"}])
+    same = bp("f", [{"id": "a", "uses": "w"}])
+    edited = bp("f", [{"id": "a", "uses": "w", "params": {"x": 1}}])
+    assert one.run_version == same.run_version and one.run_version.startswith("sha256:")
+    assert edited.run_version != one.run_version
+    assert bp("f", [{"id": "a", "uses": "w"}], version=3).run_version == "3"
+
+
+def test_duplicate_blueprint_ids_across_sources_name_both(tmp_path: Path) -> None:
+    first, second = tmp_path / "one", tmp_path / "two"
+    first.mkdir()
+    second.mkdir()
+    (first / "a.json").write_text(json.dumps({"id": "flow", "nodes": [{"id": "x", "uses": "w"}], "edges": []}))
+    (second / "b.json").write_text(json.dumps({"id": "flow", "nodes": [{"id": "y", "uses": "w"}], "edges": []}))
+    with pytest.raises(CatalogError, match=r"'flow' is defined twice.*one/a\.json.*two/b\.json"):
+        load_blueprints([str(first), str(second)])
+    assert list(load_blueprints([str(first), str(first / "a.json")])) == ["flow"]
