@@ -20,6 +20,7 @@ from flowcraft_celery.cli.progress import progress_printer, user_context
 from flowcraft_celery.cli.purge import purge_command
 from flowcraft_celery.cli.queues import dlq_group, queues_command
 from flowcraft_celery.cli.show import show_command
+from flowcraft_celery.cli.webhooks import webhooks_group
 from flowcraft_celery.devtools.devservices import services_command
 from flowcraft_celery.engine.registry import default_registry, import_modules
 from flowcraft_celery.model.blueprint import Blueprint, BlueprintFormatError
@@ -41,6 +42,7 @@ main.add_command(graph_command)
 main.add_command(purge_command)
 main.add_command(queues_command)
 main.add_command(dlq_group)
+main.add_command(webhooks_group)
 main.add_command(metrics_command)
 
 

@@ -40,6 +40,7 @@ from flowcraft_celery.distributed.runs import (
     start_run,
 )
 from flowcraft_celery.distributed.runtime import Runtime, runtime_for
+from flowcraft_celery.distributed.webhooks import register_webhook
 from flowcraft_celery.engine import dispatch, semantics
 from flowcraft_celery.engine.builtins import (
     AWAITING_BUILTINS,
@@ -400,6 +401,8 @@ class NodeExecution:
             self.rt.statuses.update(self.run_id, {"wakeAt": wake_at})
             publish(self.app, self.graph, message, countdown=seconds)
         elif uses in AWAITING_BUILTINS:
+            if uses == "webhook":
+                register_webhook(self.rt, self.msg)
             mark_awaiting(self.app, self.rt, self.run_id, self.token)
         else:
             self._start_child(node_input)

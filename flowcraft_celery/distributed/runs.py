@@ -18,6 +18,7 @@ from celery import Celery
 
 from flowcraft_celery.distributed.retention import expire_finished_run
 from flowcraft_celery.distributed.runtime import Runtime
+from flowcraft_celery.engine.builtins import webhook_output
 from flowcraft_celery.engine.semantics import check_resume_action
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.graph import DynamicAddition, Graph, start_nodes
@@ -209,6 +210,8 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
         child_id = str(pending.get("childRun") or "")
         resume_run(app, rt, child_id, action, output)
         return node_token
+    if pending.get("webhook"):  # a webhook node's output is its URL and the body it received
+        output = webhook_output(str(pending["webhook"]), output)
     message = dict(pending, resume={"action": action, "output": output})
     rt.ledger.update_pending(run_id, node_token, message)
     publish(app, graph, message)
