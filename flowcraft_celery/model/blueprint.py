@@ -156,9 +156,16 @@ class Blueprint:
 
     @property
     def fingerprint(self) -> str:
-        """A digest of the whole document (canonical JSON): changes whenever the blueprint does."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """A digest of the whole document (canonical JSON): differs whenever the document does.
+
+        Computed once per object (every node message compares it): a blueprint is not to be
+        changed in place once a run uses it; build or load a new one instead.
+        """
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            cached = self.__dict__["_fingerprint"] = hashlib.sha256(canonical.encode()).hexdigest()
+        return str(cached)
 
     @property
     def run_version(self) -> str:
