@@ -206,6 +206,8 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
         raise RunError(f"resume of run {run_id!r} refused: {exc}") from exc
     remaining = rt.ledger.unawait_token(run_id, node_token)
     rt.statuses.update(run_id, {"status": "awaiting" if remaining else "running", "awaiting": remaining})
+    if not remaining:
+        _unawait_parents(rt, doc)
     if graph.nodes[pending["node"]].uses == "subflow":
         child_id = str(pending.get("childRun") or "")
         resume_run(app, rt, child_id, action, output)
@@ -216,6 +218,19 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
     rt.ledger.update_pending(run_id, node_token, message)
     publish(app, graph, message)
     return node_token
+
+
+def _unawait_parents(rt: Runtime, doc: RunStatusDoc) -> None:
+    """A child run resumed directly (its webhook, say) no longer holds its parents awaiting."""
+    while doc.get("parentRunId"):
+        parent_id = str(doc["parentRunId"])
+        parent_token = token(str(doc.get("parentNodeId")), int(doc.get("parentIteration", 0) or 0))
+        remaining = rt.ledger.unawait_token(parent_id, parent_token)
+        rt.statuses.update(parent_id, {"status": "awaiting" if remaining else "running", "awaiting": remaining})
+        parent = rt.statuses.get(parent_id)
+        if remaining or parent is None:
+            return
+        doc = parent
 
 
 def cancel_run(rt: Runtime, run_id: str) -> bool:

@@ -40,4 +40,6 @@ def blueprints() -> list[Blueprint]:
     ids = [f"s{i}" for i in range(CHILD_STEPS)]
     for node_id in ids:
         slow.node(node_id, "sem-step", params={"seconds": 1.0})
-    return [hook, parent, slow.chain(*ids).build()]
+    hook_parent = (Flow("sem-hook-parent").node("kid", "subflow", params={"blueprintId": "sem-hook"})
+                   .node("after", "sem-step").edge("kid", "after").build())
+    return [hook, parent, slow.chain(*ids).build(), hook_parent]

@@ -128,6 +128,19 @@ def test_a_webhook_node_is_resumed_by_an_http_post_to_its_url(deployment: Deploy
     assert post(f"{url}?action=paid", b'{"amount": 6}')[0] == 404  # a used token is refused
 
 
+def test_a_webhook_in_a_child_run_resumes_the_parent_too(deployment: Deployment) -> None:
+    run = deployment.client.start("sem-hook-parent")
+    assert run.wait(TIMEOUT)["status"] == "awaiting"
+    child_id = f"{run.run_id}.kid.0"
+    url = str(deployment.client.result(child_id)["context"]["_webhooks.hook"])
+    assert post(f"{url}?action=paid", b'{"order": 7}')[0] == 202
+    assert deployment.client.status(run.run_id)["status"] != "awaiting"  # the parent no longer waits
+    doc = run.wait(TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    assert deployment.client.result(run.run_id)["context"]["_outputs.kid"] == {"url": url, "body": {"order": 7}}
+    assert deployment.calls(run.run_id) == {"after": 1}
+
+
 def test_cancelling_a_parent_cancels_its_running_child(deployment: Deployment) -> None:
     run = deployment.client.start("sem-parent")
     child_id = f"{run.run_id}.kid.0"
