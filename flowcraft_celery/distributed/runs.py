@@ -198,9 +198,11 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
         raise RunError(f"run {run_id!r} has no pending message for {node_token!r}")
     blueprint = rt.blueprints[str(doc.get("blueprintId"))]
     graph = run_graph(rt, blueprint, run_id, bool(pending.get("dyn")))
+    if graph.nodes[pending["node"]].uses == "subflow":  # the child resumes its node and releases this run
+        resume_run(app, rt, str(pending.get("childRun") or ""), action, output)
+        return node_token
     try:
-        if graph.nodes[pending["node"]].uses != "subflow":  # the child run checks its own node
-            check_resume_action(graph, pending["node"], action, int(pending.get("it", 0)))
+        check_resume_action(graph, pending["node"], action, int(pending.get("it", 0)))
         check_json(output, "resume output")
     except ValueError as exc:
         raise RunError(f"resume of run {run_id!r} refused: {exc}") from exc
@@ -208,10 +210,6 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
     rt.statuses.update(run_id, {"status": "awaiting" if remaining else "running", "awaiting": remaining})
     if not remaining:
         _unawait_parents(rt, doc)
-    if graph.nodes[pending["node"]].uses == "subflow":
-        child_id = str(pending.get("childRun") or "")
-        resume_run(app, rt, child_id, action, output)
-        return node_token
     if pending.get("webhook"):  # a webhook node's output is its URL and the body it received
         output = webhook_output(str(pending["webhook"]), output)
     message = dict(pending, resume={"action": action, "output": output})

@@ -156,31 +156,55 @@ class LocalRunner:
 
     def resume(self, run_id: str, action: str | None = None, output: Any = None,
                node_id: str | None = None) -> RunResult:
-        """Continue an awaiting run: `output` and `action` become the waiting node's result."""
+        """Continue an awaiting run: `output` and `action` become the waiting node's result.
+
+        Resuming a child run (a subflow's) resumes its parents with it; the result is then the
+        outermost run's.
+        """
+        path: list[str | None] = [node_id]
+        while (parent := self._awaiting_parent(run_id)) is not None:
+            run_id, path = parent[0], [parent[1], *path]
+        return self._resume(run_id, action, output, path)
+
+    def _awaiting_parent(self, run_id: str) -> tuple[str, str] | None:
+        """The run and subflow node waiting for this child run, if any."""
+        for run in self._runs.values():
+            for node_id, child in run.children.items():
+                if child == run_id and node_id in run.awaiting:
+                    return run.run_id, node_id
+        return None
+
+    def _resume(self, run_id: str, action: str | None, output: Any, path: list[str | None]) -> RunResult:
+        """Resume `path[0]` of this run (for a subflow node, `path[1:]` inside its child); every
+        check happens before anything changes."""
         run = self._runs.get(run_id)
         if run is None:
             raise KeyError(f"no run {run_id!r} in this runner")
         if not run.awaiting:
             raise ValueError(f"run {run_id!r} is not awaiting (status {self._status(run)})")
-        waiting = node_id or next(iter(run.awaiting))
+        waiting = path[0] or next(iter(run.awaiting))
         if waiting not in run.awaiting:
             raise ValueError(f"node {waiting!r} of run {run_id!r} is not awaiting; awaiting: {sorted(run.awaiting)}")
         iteration = run.awaiting[waiting][0]
         child = run.children.get(waiting)
-        if child is None:
-            semantics.check_resume_action(run.graph, waiting, action, iteration)
         check_json(output, "resume output")
-        run.awaiting.pop(waiting)
-        self.statuses.update(run_id, {"status": "running", "awaiting": sorted(run.awaiting)})
-        self._emit("workflow:resume", run, waiting)
         if child is not None:
-            child_result = self.resume(child, action, output)
+            child_result = self._resume(child, action, output, path[1:] or [None])
+            self._resumed(run, waiting)
             self._finish_subflow(run, waiting, iteration, child_result)
         else:
+            semantics.check_resume_action(run.graph, waiting, action, iteration)
+            self._resumed(run, waiting)
             url = run.webhooks.pop(waiting, None)
             result_output = webhook_output(url, output) if url is not None else output
             self._succeed(run, waiting, iteration, NodeResult(output=result_output, action=action))
         return self._drive(run)
+
+    def _resumed(self, run: _Run, node_id: str) -> None:
+        """The node no longer awaits."""
+        run.awaiting.pop(node_id)
+        self.statuses.update(run.run_id, {"status": "running", "awaiting": sorted(run.awaiting)})
+        self._emit("workflow:resume", run, node_id)
 
     def deliver_webhook(self, run_id: str, node_id: str, secret: str, body: Any,
                         action: str | None = None) -> RunResult:

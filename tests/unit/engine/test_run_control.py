@@ -119,3 +119,18 @@ def test_a_node_reads_the_key_another_node_wrote_over_a_node_output() -> None:
     flow = Flow("lw").node("flag", "const").node("w", "write").node("r", "read").chain("flag", "w", "r")
     assert LocalRunner(reg).run(flow.build()).status == "completed"
     assert seen == ["written"]
+
+
+def test_a_webhook_in_a_child_run_resumes_the_parent_too() -> None:
+    parent = Flow("p").node("kid", "subflow", params={"blueprintId": "k"}).node("after", "echo").edge("kid", "after")
+    kid = Flow("k").node("hook", "webhook").node("paid", "echo").edge("hook", "paid", action="paid").build()
+    runner = LocalRunner(registry(), {"k": kid})
+    run = runner.run(parent.build())
+    child = runner._runs[run.run_id].children["kid"]
+    url = runner.statuses.get(child) and runner.contexts.get(child, "_webhooks.hook")
+    with pytest.raises(ValueError, match="'paid'"):
+        runner.deliver_webhook(child, "hook", url.rsplit("/", 1)[-1], {"n": 1}, "refund")
+    assert runner.statuses.get(run.run_id)["status"] == "awaiting"  # type: ignore[index]
+    result = runner.deliver_webhook(child, "hook", url.rsplit("/", 1)[-1], {"n": 1}, "paid")
+    assert result.run_id == run.run_id and result.status == "completed"
+    assert result.context["_outputs.after"] == {"url": url, "body": {"n": 1}}
