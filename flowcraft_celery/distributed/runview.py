@@ -8,7 +8,8 @@ timeline of attempts (`stores/timeline.py`). `flowcraft-celery show` prints it a
 Node states: `succeeded`; `running` (an attempt started on a worker); `retrying` (an attempt
 failed, the next one is due); `queued` (its message waits in a queue or a worker's prefetch);
 `sleeping` (a sleep node, due at its wake time); `awaiting` (a wait node, until resumed);
-`subflow` (waiting for its child run); `failed`; `not-run` (not reached, or skipped).
+`subflow` (waiting for its child run); `failed` (for good, or with a fallback node taking over);
+`not-run` (not reached, or skipped).
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ def run_view(rt: Runtime, run_id: str, now: float | None = None, doc: RunStatusD
                       attempts=entry.get("attempt") or message.get("attempt"), worker=entry.get("worker"),
                       start=entry.get("start"), end=entry.get("end"))
         state = entry.get("state")
-        if node_token in finished:
+        if node_token in finished and state == "failed":
+            row.state, row.end, row.detail = "failed", finished[node_token], "its fallback took over"
+        elif node_token in finished:
             row.state, row.end = "succeeded", finished[node_token]
         elif node_token in awaiting:
             row.state = "awaiting"
