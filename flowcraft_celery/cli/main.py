@@ -213,15 +213,22 @@ def _echo_json(value: Any) -> None:
 @click.option("--wait", "wait", is_flag=True, help="Show progress and wait until the run ends or awaits.")
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after this many seconds.")
 @click.option("--all-keys", is_flag=True, help="With --wait: print the internal `_outputs.*` keys of the context too.")
-def start_command(blueprint_id: str, context: Any, wait: bool, timeout: float | None, all_keys: bool) -> None:
-    """Start a run of BLUEPRINT_ID on the Celery workers; print its run id (or its result with --wait)."""
+@click.option("--run-id", "run_id", default=None,
+              help="Your own run id; starting the same id again starts nothing new and prints it again.")
+def start_command(blueprint_id: str, context: Any, wait: bool, timeout: float | None, all_keys: bool,
+                  run_id: str | None) -> None:
+    """Start a run of BLUEPRINT_ID on the Celery workers; print its run id (or its result with --wait).
+
+    All or nothing: when a service cannot be reached, it fails naming the endpoint and the run
+    never executes.
+    """
     from flowcraft_celery.distributed.runs import RunError
 
     if context is not None and not isinstance(context, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--context")
     client = _client()
     try:
-        run = client.start(blueprint_id, context or {})
+        run = client.start(blueprint_id, context or {}, run_id)
     except (RunError, ValueError) as exc:  # invalid blueprint, id or values
         raise click.ClickException(str(exc)) from exc
     if not wait:

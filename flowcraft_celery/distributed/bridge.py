@@ -24,13 +24,14 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
+from flowcraft_celery.distributed.deadletter import dead_letter
 from flowcraft_celery.distributed.lease import lease
 from flowcraft_celery.distributed.logcontext import node_log_scope, start_task_record, task_summary
+from flowcraft_celery.distributed.recovery import complete, ensure_state
 from flowcraft_celery.distributed.runs import (
     Payload,
     RunError,
     child_run_id,
-    complete_run,
     fail_run,
     mark_awaiting,
     payload,
@@ -153,10 +154,21 @@ class NodeExecution:
 
     @node_log_scope
     def handle(self) -> None:
-        """Drop what is done or halted, check the blueprint, then run the node."""
-        finished, halted, self.maybe_recorded = self.rt.ledger.check(self.run_id, self.token)
-        if finished or halted:
+        """Drop what is done or halted, rebuild a run whose Redis state was lost, check the
+        blueprint, then run the node."""
+        state = self.rt.ledger.check(self.run_id, self.token)
+        if state.lost and not (state.finished or state.halted):
+            presence = ensure_state(self.app, self.rt, self.run_id)
+            if presence == "unknown":
+                self._unknown_run()
+                return
+            if presence == "busy":  # another worker is rebuilding the run's state right now
+                self._requeue(self.msg, 2)
+                return
+            state = self.rt.ledger.check(self.run_id, self.token)
+        if state.finished or state.halted:
             return
+        self.maybe_recorded = state.maybe_recorded
         blueprint = self.rt.blueprints.get(self.msg["bp"])
         if blueprint is None:
             host = socket.gethostname()
@@ -196,7 +208,8 @@ class NodeExecution:
         recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration) \
             if self.maybe_recorded else None
         if recorded is not None:
-            self._succeed(NodeResult(output=recorded.output, action=recorded.action), recorded=True)
+            self._succeed(NodeResult(output=recorded.output, action=recorded.action,
+                                     dynamic_nodes=list(recorded.dynamic_nodes)), recorded=True)
             return
         node = self.graph.nodes[self.node_id]
         node_input = semantics.resolve_input(self.graph, node, self.msg.get("value"), self._lookup, self.iteration)
@@ -296,10 +309,11 @@ class NodeExecution:
         counts is the first one recorded."""
         self.rt.ledger.mark_recording(self.run_id, self.token)
         if not self.rt.contexts.record_output(self.run_id, self.node_id, self.iteration, result.output,
-                                              result.action):
+                                              result.action, result.dynamic_nodes):
             first = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration)
             if first is not None:
-                result = NodeResult(output=first.output, action=first.action, dynamic_nodes=result.dynamic_nodes)
+                result = NodeResult(output=first.output, action=first.action,
+                                    dynamic_nodes=list(first.dynamic_nodes))
         original = self.graph.fallback_for.get(self.node_id)
         if original is not None:
             self.rt.contexts.record_output(self.run_id, original, self.iteration, result.output, result.action)
@@ -363,9 +377,15 @@ class NodeExecution:
         """Mark this token finished; complete the run when nothing is pending."""
         remaining = self.rt.ledger.progress(self.run_id, self.token, added, finished_at)
         if remaining == 0:
-            complete_run(self.app, self.rt, self.run_id)
+            complete(self.app, self.rt, self.run_id)
         else:
             self.rt.touch(self.run_id)
+
+    def _unknown_run(self) -> None:
+        """A message for a run that has no status document is not executed: dead-lettered."""
+        reason = f"no run {self.run_id!r}: it has no status document (never started, or its start was taken back)"
+        logger.warning("dead-lettering node message %s of run %s: %s", self.token, self.run_id, reason)
+        dead_letter(self.app, self.task, self.msg, reason)
 
     def _fail(self, record: dict[str, Any]) -> None:
         logger.error("run %s failed at node %s: %s", self.run_id, self.node_id, record.get("message"))
@@ -396,9 +416,9 @@ class NodeExecution:
                 self._fail({"nodeId": self.node_id, "message": str(exc), "type": "ValueError"})
                 return
             wake_at = time.time() + seconds
-            message = dict(self.msg, wake=True, wakeAt=wake_at, value=node_input)
+            message = dict(self.msg, wake=True, wakeAt=wake_at, value=node_input, sent=time.time(), due=wake_at)
             self.rt.ledger.update_pending(self.run_id, self.token, message)
-            self.rt.statuses.update(self.run_id, {"wakeAt": wake_at})
+            self.rt.statuses.record_sleep(self.run_id, self.token, wake_at)
             publish(self.app, self.graph, message, countdown=seconds)
         elif uses in AWAITING_BUILTINS:
             if uses == "webhook":

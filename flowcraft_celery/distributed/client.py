@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery
 
-from flowcraft_celery.distributed.runs import RunError, cancel_run, resume_run, start_run
+from flowcraft_celery.distributed.runs import RunError, StartError, cancel_run, resume_run, start_run
 from flowcraft_celery.distributed.runtime import Runtime, runtime_for
 from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
 
@@ -49,8 +49,14 @@ class Client:
         return runtime_for(self.app.conf)
 
     def start(self, blueprint_id: str, context: Mapping[str, Any] | None = None, run_id: str | None = None) -> Run:
-        """Validate the blueprint, create the run and publish its start nodes."""
-        return Run(self, start_run(self.app, self.runtime, blueprint_id, context, run_id))
+        """Validate the blueprint, create the run and publish its start nodes, all or nothing
+        (StartError naming the unreachable endpoint otherwise). With `run_id`, starting the same
+        id again returns the run already started."""
+        try:
+            runtime = self.runtime
+        except Exception as exc:
+            raise StartError(f"run not started: {exc}".splitlines()[0]) from exc
+        return Run(self, start_run(self.app, runtime, blueprint_id, context, run_id))
 
     def status(self, run_id: str) -> RunStatusDoc:
         """The run's status document (RunError if unknown)."""

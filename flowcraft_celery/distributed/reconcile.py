@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 
 from celery import Celery
 
-from flowcraft_celery.distributed.runs import complete_run, publish, run_graph
+from flowcraft_celery.distributed.recovery import complete, ensure_state
+from flowcraft_celery.distributed.runs import publish, run_graph
 from flowcraft_celery.distributed.runtime import Runtime
 
 logger = logging.getLogger("flowcraft.reconcile")
@@ -53,9 +54,11 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None) -> R
                 logger.error("run %s: blueprint %r unknown to this reconciler", run_id, doc.get("blueprintId"))
                 report.failed += 1
                 continue
+            if rt.ledger.generation(run_id) is None and ensure_state(app, rt, run_id) != "live":
+                continue  # final, unknown, or being rebuilt by a worker right now
             pending = rt.ledger.pending(run_id)
             if not pending:
-                report.completed += int(complete_run(app, rt, run_id))
+                report.completed += int(complete(app, rt, run_id))
                 continue
             awaiting = set(rt.ledger.awaiting(run_id))
             graph = run_graph(rt, blueprint, run_id, any(p.get("dyn") for p in pending.values()))

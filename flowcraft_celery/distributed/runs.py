@@ -2,16 +2,27 @@
 
 Shared by the client (start, resume, cancel), the node tasks (publish, finish, fail) and the
 reconciler (re-publish). A node message's payload is a small JSON dict:
-`{run, bp, ver, node, it, value, attempt, dyn}` plus `wake`/`resume`/`child` for built-ins.
+`{run, bp, ver, node, it, value, attempt, dyn, sent}` plus `wake`/`resume`/`child`/`done` for
+built-ins and retried writes; `sent` (and `due` for a delayed message) say when it was put on
+its queue, which the reconciler uses as evidence that it may still be there.
+
+`start_run` is all or nothing: the context, the ledger (with the run's marker, generation 1),
+the status document and the start messages are written in that order, every service call has
+a timeout, and when one fails what was written is taken back (the status document deleted,
+the ledger halted) so the run never executes; the error names the endpoint. A caller may pass
+its own run id: starting the same id again returns the run already started.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from celery import Celery
@@ -26,13 +37,23 @@ from flowcraft_celery.model.ids import MAX_ID_LENGTH, check_id
 from flowcraft_celery.model.json_values import check_json
 from flowcraft_celery.model.validation import validate_or_raise
 from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
+from flowcraft_celery.stores.faults import InfrastructureError
 from flowcraft_celery.stores.ledger import token
+
+logger = logging.getLogger("flowcraft.runs")
+
+#: Seconds `start` waits for the broker to take the start messages (`flowcraft_start_timeout`).
+START_TIMEOUT = 20.0
 
 Payload = dict[str, Any]
 
 
 class RunError(RuntimeError):
     """A run operation cannot be done (unknown run or blueprint, wrong state); says why."""
+
+
+class StartError(RunError):
+    """A run could not be started: nothing of it runs. The message names the failing endpoint."""
 
 
 def node_task_name(uses: str) -> str:
@@ -59,11 +80,19 @@ def publish_together(app: Celery, graph: Graph, messages: list[Payload], countdo
 
     One message carries `msg`; several carry `msgs`, run one after the other by the task
     (a fan-out then costs one queue send, receive and delete per group instead of per node).
+    Each payload is stamped with `sent` (and `due` when delayed) before it goes out, so the
+    ledger entry written after it records when and until when it is on the queue.
     """
     node = graph.nodes[messages[0]["node"]]
     options: dict[str, Any] = {}
     if node.config.queue:
         options["queue"] = node.config.queue
+    now = time.time()
+    for message in messages:
+        message["sent"] = now
+        message.pop("due", None)
+        if countdown:
+            message["due"] = now + countdown
     if countdown:
         options["countdown"] = countdown
     timeout = node.config.timeout_seconds
@@ -83,6 +112,42 @@ def child_run_id(run_id: str, node_id: str, iteration: int) -> str:
     return f"{run_id[:MAX_ID_LENGTH - 42]}.{digest}"
 
 
+def broker_endpoint(app: Celery) -> str:
+    """Where the broker is, for messages: the queue endpoint of the storage account when known."""
+    url = str(app.conf.broker_url or "")
+    if url.startswith("azurequeue://") and "@" not in url:
+        conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
+        parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+        if parts.get("QueueEndpoint"):
+            return parts["QueueEndpoint"]
+        if parts.get("AccountName"):
+            return f"https://{parts['AccountName']}.queue.{parts.get('EndpointSuffix', 'core.windows.net')}"
+        return "azurequeue:// (no AZURE_STORAGE_CONNECTION_STRING)"
+    return url.split("@", 1)[-1] if "@" in url else url
+
+
+def publish_within(app: Celery, graph: Graph, messages: Iterable[Payload], timeout: float) -> None:
+    """Publish messages one by one, giving up after `timeout` seconds (InfrastructureError naming
+    the broker endpoint): the SDK's own retries against an unreachable endpoint take minutes."""
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            for message in messages:
+                publish(app, graph, message)
+        except BaseException as exc:  # reported by the caller's thread
+            failure.append(exc)
+
+    sender = threading.Thread(target=send, name="flowcraft-start-publish", daemon=True)
+    sender.start()
+    sender.join(timeout)
+    where = f"broker at {broker_endpoint(app)}"
+    if sender.is_alive():
+        raise InfrastructureError(f"{where} did not take the start messages within {timeout:g} s")
+    if failure:
+        raise InfrastructureError.wrap(where, failure[0]) from failure[0]
+
+
 def run_graph(rt: Runtime, blueprint: Blueprint, run_id: str, dynamic: bool) -> Graph:
     """The run's graph: the blueprint plus, when it has any, the dynamic nodes added so far."""
     graph = Graph(blueprint)
@@ -94,7 +159,8 @@ def run_graph(rt: Runtime, blueprint: Blueprint, run_id: str, dynamic: bool) -> 
 def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str, Any] | None = None,
               run_id: str | None = None, start_input: Any = None,
               parent: Mapping[str, Any] | None = None) -> str:
-    """Validate, write the status and initial context, and publish the start nodes' messages."""
+    """Validate, then write the context, ledger and status and publish the start messages, all
+    or nothing (see the module docstring); return the run id."""
     blueprint = rt.blueprints.get(blueprint_id)
     if blueprint is None:
         known = ", ".join(sorted(rt.blueprints)) or "none"
@@ -102,22 +168,73 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
     validate_or_raise(blueprint, rt.registry, rt.blueprints)
     if run_id is not None:
         check_id("run", run_id)
+        existing = _existing_run(rt, run_id)
+        if existing is not None:
+            if existing.get("blueprintId") != blueprint.id:
+                raise RunError(f"run id {run_id!r} is already a run of blueprint {existing.get('blueprintId')!r}, "
+                               f"not {blueprint.id!r}; choose another run id")
+            return run_id
     check_json(dict(context or {}), "initial context")
     check_json(start_input, "start input")
     run_id = run_id or uuid.uuid4().hex
     now = time.time()
-    rt.contexts.create_run(run_id, dict(context or {}))
     doc = RunStatusDoc(runId=run_id, blueprintId=blueprint.id, blueprintVersion=blueprint.run_version,
-                       status="running", createdAt=now, lastUpdated=now, errors=[], awaiting=[])
+                       status="running", createdAt=now, lastUpdated=now, errors=[], awaiting=[],
+                       generation=1, sleeping={})
+    if start_input is not None:
+        doc["startInput"] = start_input
     if parent:
         doc.update(parent)  # type: ignore[typeddict-item]
-    rt.statuses.create(doc)
     graph = Graph(blueprint)
     messages = {token(n, 0): payload(run_id, blueprint, n, 0, start_input) for n in start_nodes(graph)}
-    rt.ledger.progress(run_id, None, messages)
     for message in messages.values():
-        publish(app, graph, message)
+        message["sent"] = now
+    written: list[str] = []
+    try:
+        written.append("context")
+        rt.contexts.create_run(run_id, dict(context or {}))
+        written.append("ledger")
+        rt.ledger.begin(run_id, 1, messages)
+        written.append("status")
+        rt.statuses.create(doc)
+        timeout = float(app.conf.get("flowcraft_start_timeout") or START_TIMEOUT)
+        publish_within(app, graph, list(messages.values()), timeout)
+    except Exception as exc:
+        _take_back(rt, run_id, written)
+        raise StartError(f"run {run_id} not started: {exc}".splitlines()[0]) from exc
     return run_id
+
+
+def _existing_run(rt: Runtime, run_id: str) -> RunStatusDoc | None:
+    """The status document of a run id a caller reuses (StartError when it cannot be read)."""
+    try:
+        return rt.statuses.get(run_id)
+    except Exception as exc:
+        raise StartError(f"run {run_id} not started: {exc}".splitlines()[0]) from exc
+
+
+def _take_back(rt: Runtime, run_id: str, written: list[str]) -> None:
+    """Undo a start that failed, so nothing of the run executes: the status document goes (or,
+    if it cannot be deleted, becomes `failed`), the ledger halts, the context goes."""
+    if "status" in written:
+        try:
+            rt.statuses.delete(run_id)
+        except Exception:
+            logger.exception("run %s: could not delete the status of a failed start; marking it failed", run_id)
+            try:
+                error = {"type": "StartError", "message": "the run could not be started"}
+                rt.statuses.finish(run_id, "failed", {"status": "failed", "context": {}, "errors": [error]}, [error])
+            except Exception:
+                logger.exception("run %s: could not mark a failed start as failed", run_id)
+    if "ledger" in written:
+        try:
+            rt.ledger.halt(run_id, "not started")
+        except Exception:
+            logger.warning("run %s: could not halt the ledger of a failed start", run_id)
+    try:
+        rt.contexts.delete_run(run_id)
+    except Exception:
+        logger.warning("run %s: could not delete the context of a failed start", run_id)
 
 
 #: Largest final context (JSON bytes) copied into the status document; a bigger one stays in
@@ -126,19 +243,21 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
 RESULT_CONTEXT_LIMIT = 512 * 1024
 
 
-def final_result(rt: Runtime, run_id: str, status: str, errors: list[dict[str, Any]]) -> dict[str, Any]:
+def final_result(rt: Runtime, run_id: str, status: str, errors: list[dict[str, Any]],
+                 context: dict[str, Any] | None = None) -> dict[str, Any]:
     """`{status, context, errors}` of a finished run; `contextInStore` instead of a too large context."""
-    context = rt.contexts.snapshot(run_id)
+    context = rt.contexts.snapshot(run_id) if context is None else context
     if len(json.dumps(context, default=str)) > RESULT_CONTEXT_LIMIT:
         return {"status": status, "context": None, "contextInStore": True, "errors": errors}
     return {"status": status, "context": context, "errors": errors}
 
 
-def complete_run(app: Celery, rt: Runtime, run_id: str) -> bool:
-    """Finish a run with nothing pending as `completed`, with its final context."""
-    done = rt.statuses.finish(run_id, "completed", final_result(rt, run_id, "completed", []), [])
+def complete_run(app: Celery, rt: Runtime, run_id: str, context: dict[str, Any] | None = None) -> bool:
+    """Finish a run as `completed` with its final context (callers check the durable evidence
+    first: `recovery.complete`)."""
+    done = rt.statuses.finish(run_id, "completed", final_result(rt, run_id, "completed", [], context), [])
     if done:
-        expire_finished_run(rt, run_id)
+        retire(rt, run_id, "completed")
         notify_parent(app, rt, run_id)
     return done
 
@@ -148,9 +267,15 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
     rt.ledger.halt(run_id, "failed")
     done = rt.statuses.finish(run_id, "failed", final_result(rt, run_id, "failed", errors), errors)
     if done:
-        expire_finished_run(rt, run_id)
+        retire(rt, run_id, "failed")
         notify_parent(app, rt, run_id)
     return done
+
+
+def retire(rt: Runtime, run_id: str, status: str) -> None:
+    """A final run: halted in Redis (late messages are dropped), its records expiring after the retention."""
+    rt.ledger.halt(run_id, status)
+    expire_finished_run(rt, run_id)
 
 
 def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:
@@ -188,6 +313,11 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
         raise RunError(f"no run {run_id!r}")
     if doc.get("status") != "awaiting":
         raise RunError(f"run {run_id!r} is not awaiting (status {doc.get('status')!r})")
+    if rt.ledger.generation(run_id) is None:  # Redis lost the run's state: rebuild it first
+        from flowcraft_celery.distributed.recovery import ensure_state  # recovery builds on this module
+
+        if ensure_state(app, rt, run_id) != "live":
+            raise RunError(f"run {run_id!r} cannot be resumed right now (its state is being rebuilt); try again")
     awaiting = rt.ledger.awaiting(run_id)
     chosen = [t for t in awaiting if node_id is None or t.rsplit("@", 1)[0] == node_id]
     if not chosen:
@@ -242,7 +372,7 @@ def cancel_run(rt: Runtime, run_id: str) -> bool:
     rt.ledger.halt(run_id, "cancelled")
     done = rt.statuses.finish(run_id, "cancelled", final_result(rt, run_id, "cancelled", []), [])
     if done:
-        expire_finished_run(rt, run_id)
+        retire(rt, run_id, "cancelled")
     for message in rt.ledger.pending(run_id).values():  # its subflows' child runs
         child = message.get("childRun")
         if child and rt.statuses.get(str(child)) is not None:

@@ -325,7 +325,8 @@ class LocalRunner:
     def _succeed(self, run: _Run, node_id: str, iteration: int, result: NodeResult) -> None:
         """Record the output once, add dynamic nodes, and deliver the transitions it causes."""
         try:
-            if not self.contexts.record_output(run.run_id, node_id, iteration, result.output, result.action):
+            if not self.contexts.record_output(run.run_id, node_id, iteration, result.output, result.action,
+                                               result.dynamic_nodes):
                 return
         except PermanentError as exc:  # an output no store can hold fails the node, as on Celery
             self._fail(run, {"nodeId": node_id, "message": str(exc), "type": type(exc).__name__})

@@ -59,6 +59,8 @@ class RecordedOutput:
     iteration: int
     output: Any
     action: str | None = None
+    #: Nodes the result added to the run (`dynamicNodes`), kept so the graph can be rebuilt.
+    dynamic_nodes: tuple[dict[str, Any], ...] = ()
 
 
 class ValueTooLargeError(PermanentError):
@@ -104,12 +106,17 @@ class ContextStore(Protocol):
         """The whole context as a dict, outputs included as `_outputs.<id>` and `<id>`."""
 
     def record_output(
-        self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None
+        self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None,
+        dynamic_nodes: Sequence[Mapping[str, Any]] = (),
     ) -> bool:
-        """Record a node's output once; True if this call recorded it, False if one existed."""
+        """Record a node's output (and the nodes its result added) once; True if this call
+        recorded it, False if one existed."""
 
     def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
         """The output recorded for (node, iteration), or None."""
+
+    def outputs(self, run_id: str) -> list[RecordedOutput]:
+        """Every recorded output of the run, all iterations (the durable record of what ran)."""
 
     def delete_run(self, run_id: str) -> int:
         """Remove everything stored for the run; return how many items (keys and outputs) it had."""
@@ -133,6 +140,13 @@ class RunStatusDoc(TypedDict, total=False):
     depth: int
     result: dict[str, Any] | None
     errors: list[dict[str, Any]]
+    #: Bumped each time the run's Redis state is rebuilt; the ledger's marker holds the same number.
+    generation: int
+    #: The value handed to the start nodes (a subflow child's input), for rebuilding the run.
+    startInput: Any
+    #: Sleeping node executions: token -> wake-up time (so a rebuilt run wakes them on time).
+    sleeping: dict[str, float]
+    rebuiltAt: float | None
 
 
 class StatusStore(Protocol):
@@ -148,6 +162,9 @@ class StatusStore(Protocol):
     def get(self, run_id: str) -> RunStatusDoc | None:
         """The run's status document, or None."""
 
+    def delete(self, run_id: str) -> bool:
+        """Remove the run's status document (a start that did not happen, a purge); False if none."""
+
     def touch(self, run_id: str) -> None:
         """Set `lastUpdated` to now (a single small write)."""
 
@@ -159,6 +176,9 @@ class StatusStore(Protocol):
         errors: Sequence[Mapping[str, Any]],
     ) -> bool:
         """Move the run to a final state once; True if this call did it."""
+
+    def record_sleep(self, run_id: str, node_token: str, wake_at: float) -> None:
+        """Note that `node_token` sleeps until `wake_at` (`sleeping` and `wakeAt`), unless final."""
 
     def find_stalled(self, idle_seconds: float, now: float, page_size: int = 100) -> Iterator[RunStatusDoc]:
         """This deployment's runs `running`, `lastUpdated` older than `now - idle_seconds`, not sleeping."""
@@ -189,6 +209,9 @@ class CoordinationStore(Protocol):
 
     def acquire(self, name: str, token: str, ttl: float) -> bool:
         """Take a lock for `token` if free (or already ours); it expires after `ttl` seconds."""
+
+    def holder(self, name: str) -> str | None:
+        """Who holds lock `name` right now (None when it is free or lapsed)."""
 
     def release(self, name: str, token: str) -> bool:
         """Release a lock only if `token` owns it."""

@@ -151,6 +151,12 @@ def _written(item: Mapping[str, Any]) -> float:
     return float(stamp) if isinstance(stamp, (int, float)) else 0.0
 
 
+def _recorded(item: Mapping[str, Any]) -> RecordedOutput:
+    """A recorded output from its item."""
+    return RecordedOutput(str(item["node"]), int(item["iteration"]), item.get("output"), item.get("action"),
+                          tuple(item.get("dynamicNodes") or ()))
+
+
 def _output_item_id(node_id: str, iteration: int) -> str:
     """The id of the item recording (node, iteration)."""
     return f"{item_id('o', node_id)}:{iteration}"
@@ -276,7 +282,8 @@ class CosmosContextStore:
         return {key: value for key, (_, value) in found.items()}
 
     def record_output(
-        self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None
+        self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None,
+        dynamic_nodes: Sequence[Mapping[str, Any]] = (),
     ) -> bool:
         """Record (node, iteration) once with one create; False if it was already recorded."""
         item = {
@@ -284,6 +291,8 @@ class CosmosContextStore:
             "node": node_id, "iteration": iteration, "output": output, "action": action,
             "recordedAt": time.time(),
         }
+        if dynamic_nodes:
+            item["dynamicNodes"] = [dict(n) for n in dynamic_nodes]
         check_item_size(f"{_OUTPUTS_PREFIX}{node_id}", item, output)
         try:
             self._container.create_item(item)
@@ -294,9 +303,15 @@ class CosmosContextStore:
     def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
         """The output recorded for (node, iteration), or None: one point read."""
         item = read_item_or_none(self._container, _output_item_id(node_id, iteration), run_id)
-        if item is None or expired(item):
-            return None
-        return RecordedOutput(node_id, iteration, item.get("output"), item.get("action"))
+        return None if item is None or expired(item) else _recorded(item)
+
+    def outputs(self, run_id: str) -> list[RecordedOutput]:
+        """Every recorded output of the run: one query over its partition."""
+        items = self._container.query_items(
+            "SELECT * FROM c WHERE c.runId = @run AND c.kind = 'out'",
+            parameters=[{"name": "@run", "value": run_id}], partition_key=run_id, max_item_count=1000,
+        )
+        return [_recorded(item) for item in items if not expired(item)]
 
     def delete_run(self, run_id: str) -> int:
         """Remove every item of the run (transactional batches of deletes where the server has them);
@@ -453,6 +468,7 @@ class CosmosStatusStore:
         item = read_item_or_none(self._container, item_id("run", run_id), run_id)
         return None if item is None or expired(item) else _strip(item)
 
+
     def touch(self, run_id: str) -> None:
         """Set `lastUpdated` to now: one patch (a missing run is ignored)."""
         try:
@@ -486,6 +502,25 @@ class CosmosStatusStore:
         }
         check_item_size("result", changes, changes)
         return self._guarded_patch(run_id, changes)
+
+    def record_sleep(self, run_id: str, node_token: str, wake_at: float) -> None:
+        """One guarded patch of `/sleeping/<token>` and `/wakeAt` (the whole `/sleeping` for a
+        document created without it)."""
+        now = time.time()
+        member = [{"op": "set", "path": f"/sleeping{_pointer(node_token)}", "value": wake_at}]
+        whole = [{"op": "set", "path": "/sleeping", "value": {node_token: wake_at}}]
+        common = [{"op": "set", "path": "/wakeAt", "value": wake_at},
+                  {"op": "set", "path": "/lastUpdated", "value": now}]
+        for operations in (member, whole):
+            try:
+                self._container.patch_item(item_id("run", run_id), run_id, operations + common,
+                                           filter_predicate=_NOT_FINAL)
+                return
+            except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+                return
+            except CosmosHttpResponseError as exc:
+                if exc.status_code != 400:
+                    raise
 
     def find_stalled(
         self, idle_seconds: float, now: float, page_size: int = 100

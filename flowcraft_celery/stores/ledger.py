@@ -4,50 +4,67 @@ Every node message that has been decided but not finished is a *pending* entry (
 `node@iteration` -> the message payload), so completion is "nothing pending" and the
 reconciler can re-publish exactly what is outstanding after a crash. Each change is one
 atomic script call, idempotent under redelivery: a token that finished is never pending again.
+
+Redis is coordination that can be lost (docs/guarantees.md). Each run has a *marker* holding
+its generation (the status document in Cosmos records the same number): `check` reports it,
+so a worker that finds no marker knows Redis lost the run's state and has it rebuilt from
+Cosmos (`distributed/recovery.py`) before trusting anything here. Keys never expire while the
+run lives; `expire_run` gives them the retention once the run is final (`expires` then exists,
+and a late write keeps that expiry instead of starting a new one).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 _PROGRESS = """
 local pending, finished, times = KEYS[1], KEYS[2], KEYS[3]
-local ttl = ARGV[1]
-local left = redis.call('TTL', KEYS[4])
-if left > 0 then ttl = left end
-if ARGV[2] ~= '' then
-  redis.call('HDEL', pending, ARGV[2])
-  if redis.call('SADD', finished, ARGV[2]) == 1 then
-    redis.call('HSET', times, ARGV[2], ARGV[3])
-    redis.call('EXPIRE', times, ttl)
+if ARGV[1] ~= '' then
+  redis.call('HDEL', pending, ARGV[1])
+  if redis.call('SADD', finished, ARGV[1]) == 1 then
+    redis.call('HSET', times, ARGV[1], ARGV[2])
   end
 end
-for i = 4, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   if redis.call('SISMEMBER', finished, ARGV[i]) == 0 then
     redis.call('HSET', pending, ARGV[i], ARGV[i + 1])
   end
 end
-redis.call('EXPIRE', pending, ttl)
-redis.call('EXPIRE', finished, ttl)
+local left = redis.call('TTL', KEYS[4])
+if left > 0 then
+  redis.call('EXPIRE', pending, left)
+  redis.call('EXPIRE', finished, left)
+  redis.call('EXPIRE', times, left)
+end
 return redis.call('HLEN', pending)
 """
 
 _CHECK = """
 return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or '',
-        redis.call('SISMEMBER', KEYS[3], ARGV[1])}
+        redis.call('SISMEMBER', KEYS[3], ARGV[1]), redis.call('GET', KEYS[4]) or ''}
 """
 
+_BEGIN = """
+redis.call('DEL', unpack(KEYS))
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+"""
 
 #: The names of a run's keys, `<prefix>run:<run id>:<name>` (`timeline` is stores/timeline.py's).
 #: `expires` exists once the run has ended: its TTL is what is left of the run's retention, and a
 #: late write (progress recorded by the caller of an inlined node that ended the run, an attempt's
 #: end in the timeline) keeps that expiry instead of starting a new one.
-RUN_KEY_NAMES = ("pending", "finished", "times", "recording", "halt", "dynamic", "awaiting", "timeline", "expires")
+RUN_KEY_NAMES = ("pending", "finished", "times", "recording", "halt", "dynamic", "awaiting", "gen", "crashes",
+                 "timeline", "expires")
 
 
 def token(node_id: str, iteration: int) -> str:
@@ -55,48 +72,111 @@ def token(node_id: str, iteration: int) -> str:
     return f"{node_id}@{iteration}"
 
 
-class RunLedger:
-    """Pending/finished bookkeeping, halt flags and dynamic nodes of runs, in Redis."""
+@dataclass(frozen=True)
+class TokenState:
+    """What the ledger says about one node execution of a run."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "flowcraft:", ttl_seconds: int = 7 * 86400) -> None:
+    finished: bool
+    halted: str
+    maybe_recorded: bool
+    generation: int | None
+
+    @property
+    def lost(self) -> bool:
+        """Redis has no marker for the run: its state was lost (or the run never existed)."""
+        return self.generation is None
+
+
+@dataclass(frozen=True)
+class RebuiltState:
+    """A run's ledger as rebuilt from what Cosmos records (see `RunLedger.rebuild`)."""
+
+    generation: int
+    finished: Iterable[str]
+    recorded: Iterable[str]
+    pending: Mapping[str, Mapping[str, Any]]
+    awaiting: Iterable[str]
+    dynamic: Mapping[str, Mapping[str, Any]]
+
+
+class RunLedger:
+    """Pending/finished bookkeeping, halt flags, markers and dynamic nodes of runs, in Redis."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "flowcraft:") -> None:
         self._redis = client
         self._prefix = prefix
-        self._ttl = ttl_seconds
         self._progress = client.register_script(_PROGRESS)
         self._check = client.register_script(_CHECK)
+        self._begin = client.register_script(_BEGIN)
 
     def _key(self, run_id: str, name: str) -> str:
         return f"{self._prefix}run:{run_id}:{name}"
+
+    def keys(self, run_id: str) -> list[str]:
+        """Every key of the run."""
+        return [self._key(run_id, name) for name in RUN_KEY_NAMES]
+
+    def begin(self, run_id: str, generation: int, pending: Mapping[str, Mapping[str, Any]]) -> None:
+        """A new run: whatever Redis held under its id cleared, its start messages pending and
+        its marker set, in one step."""
+        args: list[Any] = [generation]
+        for name, payload in pending.items():
+            args += [name, _dump(payload)]
+        keys = [self._key(run_id, "pending"), self._key(run_id, "gen")]
+        keys += [k for k in self.keys(run_id) if k not in keys]
+        self._begin(keys=keys, args=args)
 
     def progress(self, run_id: str, done: str | None, added: Mapping[str, Mapping[str, Any]],
                  finished_at: float | None = None) -> int:
         """Mark `done` finished (at `finished_at`, default now) and add `added` (token -> payload)
         as pending; return how many remain."""
-        args: list[Any] = [self._ttl, done or "", repr(time.time() if finished_at is None else finished_at)]
+        args: list[Any] = [done or "", repr(time.time() if finished_at is None else finished_at)]
         for name, payload in added.items():
-            args += [name, json.dumps(payload, separators=(",", ":"))]
+            args += [name, _dump(payload)]
         keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times"),
                 self._key(run_id, "expires")]
         return int(self._progress(keys=keys, args=args))
 
-    def check(self, run_id: str, node_token: str) -> tuple[bool, str, bool]:
-        """Whether the token finished, the run's halt reason ('' if running), and whether an
-        output may already be recorded for the token (see `mark_recording`)."""
-        keys = [self._key(run_id, "finished"), self._key(run_id, "halt"), self._key(run_id, "recording")]
-        finished, halted, recording = self._check(keys=keys, args=[node_token])
-        reason = halted.decode() if isinstance(halted, bytes) else str(halted)
-        return bool(finished), reason, bool(recording)
+    def check(self, run_id: str, node_token: str) -> TokenState:
+        """Whether the token finished, the run's halt reason ('' if running), whether an output
+        may already be recorded for the token (see `mark_recording`), and the run's generation."""
+        keys = [self._key(run_id, "finished"), self._key(run_id, "halt"), self._key(run_id, "recording"),
+                self._key(run_id, "gen")]
+        finished, halted, recording, generation = self._check(keys=keys, args=[node_token])
+        marker = _text(generation)
+        return TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None)
+
+    def generation(self, run_id: str) -> int | None:
+        """The run's marker: its generation, or None when Redis holds no state for the run."""
+        value = self._redis.get(self._key(run_id, "gen"))
+        return int(_text(value)) if value else None
 
     def mark_recording(self, run_id: str, node_token: str) -> None:
         """Note, before writing an output, that one may exist: a redelivery then looks it up
         instead of running the node again (and a first delivery skips that lookup)."""
-        key = self._key(run_id, "recording")
-        self._redis.sadd(key, node_token)
-        self._redis.expire(key, self._ttl)
+        self._redis.sadd(self._key(run_id, "recording"), node_token)
 
     def halt(self, run_id: str, reason: str) -> None:
         """Stop the run: workers drop its messages from now on."""
-        self._redis.set(self._key(run_id, "halt"), reason, ex=self._ttl)
+        self._redis.set(self._key(run_id, "halt"), reason)
+
+    def rebuild(self, run_id: str, state: RebuiltState) -> None:
+        """Replace the run's ledger with `state` in one transaction; the marker is set last."""
+        pipe = self._redis.pipeline(transaction=True)
+        names = ("pending", "finished", "recording", "awaiting", "dynamic", "gen")
+        pipe.delete(*(self._key(run_id, n) for n in names))
+        if state.finished:
+            pipe.sadd(self._key(run_id, "finished"), *state.finished)
+        if state.recorded:
+            pipe.sadd(self._key(run_id, "recording"), *state.recorded)
+        if state.pending:
+            pipe.hset(self._key(run_id, "pending"), mapping={t: _dump(p) for t, p in state.pending.items()})
+        if state.awaiting:
+            pipe.sadd(self._key(run_id, "awaiting"), *state.awaiting)
+        if state.dynamic:
+            pipe.hset(self._key(run_id, "dynamic"), mapping={t: _dump(a) for t, a in state.dynamic.items()})
+        pipe.set(self._key(run_id, "gen"), state.generation)
+        pipe.execute()
 
     def pending(self, run_id: str) -> dict[str, dict[str, Any]]:
         """Outstanding work: token -> message payload."""
@@ -105,13 +185,11 @@ class RunLedger:
 
     def update_pending(self, run_id: str, node_token: str, payload: Mapping[str, Any]) -> None:
         """Replace a pending entry's payload (a sleep's wake time, a resume's result)."""
-        self._redis.hset(self._key(run_id, "pending"), node_token, json.dumps(payload, separators=(",", ":")))
+        self._redis.hset(self._key(run_id, "pending"), node_token, _dump(payload))
 
     def add_dynamic(self, run_id: str, parent_token: str, addition: Mapping[str, Any]) -> None:
         """Remember nodes a result added, so every worker rebuilds the same graph."""
-        key = self._key(run_id, "dynamic")
-        self._redis.hset(key, parent_token, json.dumps(addition, separators=(",", ":")))
-        self._redis.expire(key, self._ttl)
+        self._redis.hset(self._key(run_id, "dynamic"), parent_token, _dump(addition))
 
     def dynamic(self, run_id: str) -> list[dict[str, Any]]:
         """Every addition of the run, in no particular order."""
@@ -119,9 +197,7 @@ class RunLedger:
 
     def await_token(self, run_id: str, node_token: str) -> list[str]:
         """Record that `node_token` waits for an external event; return every waiting token."""
-        key = self._key(run_id, "awaiting")
-        self._redis.sadd(key, node_token)
-        self._redis.expire(key, self._ttl)
+        self._redis.sadd(self._key(run_id, "awaiting"), node_token)
         return self.awaiting(run_id)
 
     def unawait_token(self, run_id: str, node_token: str) -> list[str]:
@@ -132,6 +208,15 @@ class RunLedger:
     def awaiting(self, run_id: str) -> list[str]:
         """Tokens of nodes waiting for an external event, sorted."""
         return sorted(_text(t) for t in self._redis.smembers(self._key(run_id, "awaiting")))
+
+    def begin_attempt(self, run_id: str, node_token: str) -> int:
+        """Count an attempt of the token that starts now; return how many started and never ended
+        (this one included): more than one means earlier attempts died with their process."""
+        return int(self._redis.hincrby(self._key(run_id, "crashes"), node_token, 1))
+
+    def end_attempt(self, run_id: str, node_token: str) -> None:
+        """The attempt ended (success, failure or error), so it did not crash its process."""
+        self._redis.hdel(self._key(run_id, "crashes"), node_token)
 
     def finish_times(self, run_id: str) -> list[tuple[str, float]]:
         """When each node execution finished (the worker's clock), in order."""
@@ -147,16 +232,17 @@ class RunLedger:
         return {_text(t) for t in (*finished, *pending)}
 
     def expire_run(self, run_id: str, seconds: int) -> None:
-        """Let every ledger key of the run expire `seconds` from now (one round trip)."""
+        """Let every key of the run expire `seconds` from now (one round trip)."""
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(self._key(run_id, "expires"), seconds, ex=seconds)
-            for name in RUN_KEY_NAMES:
-                pipe.expire(self._key(run_id, name), seconds)
+            for key in self.keys(run_id):
+                if not key.endswith(":expires"):
+                    pipe.expire(key, seconds)
             pipe.execute()
 
     def delete_run(self, run_id: str, dry_run: bool = False) -> int:
-        """Delete the run's ledger keys (with `dry_run` only count them); return how many existed."""
-        keys = [self._key(run_id, name) for name in RUN_KEY_NAMES]
+        """Delete the run's keys (with `dry_run` only count them); return how many existed."""
+        keys = self.keys(run_id)
         return int(self._redis.exists(*keys) if dry_run else self._redis.delete(*keys))
 
     def finished_count(self, run_id: str) -> int:
@@ -164,5 +250,11 @@ class RunLedger:
         return int(self._redis.scard(self._key(run_id, "finished")))
 
 
-def _text(value: bytes | str) -> str:
+def _dump(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
     return value.decode() if isinstance(value, bytes) else value

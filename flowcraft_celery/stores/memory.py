@@ -100,20 +100,26 @@ class MemoryContextStore:
             return {key: value for key, (_, value) in found.items()}
 
     def record_output(
-        self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None
+        self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None,
+        dynamic_nodes: Sequence[Mapping[str, Any]] = (),
     ) -> bool:
         check_value(f"{_OUTPUTS}{node_id}", output)
         with self._lock:
             outputs = self._outputs.setdefault(run_id, {})
             if (node_id, iteration) in outputs:
                 return False
-            outputs[(node_id, iteration)] = (next(self._seq), RecordedOutput(node_id, iteration, output, action))
+            outputs[(node_id, iteration)] = (next(self._seq), RecordedOutput(node_id, iteration, output, action,
+                                                                             tuple(dict(n) for n in dynamic_nodes)))
             return True
 
     def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
         with self._lock:
             found = self._outputs.get(run_id, {}).get((node_id, iteration))
             return None if found is None else found[1]
+
+    def outputs(self, run_id: str) -> list[RecordedOutput]:
+        with self._lock:
+            return [recorded for _, recorded in self._outputs.get(run_id, {}).values()]
 
     def delete_run(self, run_id: str) -> int:
         with self._lock:
@@ -136,6 +142,10 @@ class MemoryStatusStore:
         with self._lock:
             doc = self._docs.get(run_id)
             return None if doc is None else RunStatusDoc(**doc)
+
+    def delete(self, run_id: str) -> bool:
+        with self._lock:
+            return self._docs.pop(run_id, None) is not None
 
     def touch(self, run_id: str) -> None:
         with self._lock:
@@ -162,6 +172,14 @@ class MemoryStatusStore:
             doc["errors"] = [dict(e) for e in errors]
             doc["lastUpdated"] = time.time()
             return True
+
+    def record_sleep(self, run_id: str, node_token: str, wake_at: float) -> None:
+        with self._lock:
+            doc = self._docs.get(run_id)
+            if doc is not None and doc.get("status") not in FINAL_STATES:
+                doc["sleeping"] = {**(doc.get("sleeping") or {}), node_token: wake_at}
+                doc["wakeAt"] = wake_at
+                doc["lastUpdated"] = time.time()
 
     def find_stalled(self, idle_seconds: float, now: float, page_size: int = 100) -> Iterator[RunStatusDoc]:
         with self._lock:
@@ -217,6 +235,11 @@ class MemoryCoordinationStore:
                 self._locks[name] = (token, now + ttl)
                 return True
             return False
+
+    def holder(self, name: str) -> str | None:
+        with self._lock:
+            held = self._locks.get(name)
+            return held[0] if held is not None and held[1] > time.monotonic() else None
 
     def release(self, name: str, token: str) -> bool:
         with self._lock:

@@ -4,8 +4,10 @@ Each operation is one Redis command (a Lua script run by EVALSHA), so it is atom
 idempotent under redelivery: an arrival is recorded once per predecessor (the first word wins
 between arrive and skip) and answered with the join's whole state; a claim answers yes to its
 first holder and to that holder again; a lock is re-entrant for its token and released only by
-it. Join and claim keys expire after `ttl_seconds` (refreshed on each arrival), so finished
-runs leave nothing behind. Keys of one scope share a hash tag (`{scope}`) for Redis Cluster.
+it. Join and claim keys never expire while their run lives (a run may wait for months); when the
+run ends, retention gives them an expiry (`expire_scopes`), and a late arrival keeps it. A
+positive `ttl_seconds` makes them expire that long after their last write instead. Keys of one
+scope share a hash tag (`{scope}`) for Redis Cluster.
 `commands` counts the Redis commands this store has sent, for benchmarks.
 """
 
@@ -22,8 +24,8 @@ from redis.exceptions import NoScriptError
 
 from flowcraft_celery.stores.base import JoinState
 
-#: How long join and claim keys live after their last write: a week.
-DEFAULT_TTL_SECONDS = 7 * 24 * 3600.0
+#: How long join and claim keys live after their last write: 0, for as long as their run lives.
+DEFAULT_TTL_SECONDS = 0.0
 
 _ARRIVE = """
 local arrived, skipped = KEYS[1], KEYS[2]
@@ -36,15 +38,21 @@ if redis.call('HEXISTS', arrived, predecessor) == 0
     redis.call('HSET', arrived, predecessor, ARGV[2])
   end
 end
-redis.call('PEXPIRE', arrived, ARGV[4])
-redis.call('PEXPIRE', skipped, ARGV[4])
+if tonumber(ARGV[4]) > 0 then
+  redis.call('PEXPIRE', arrived, ARGV[4])
+  redis.call('PEXPIRE', skipped, ARGV[4])
+end
 return {redis.call('HGETALL', arrived), redis.call('SMEMBERS', skipped)}
 """
 
 _CLAIM = """
 local holder = redis.call('GET', KEYS[1])
 if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if tonumber(ARGV[2]) > 0 then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  else
+    redis.call('SET', KEYS[1], ARGV[1])
+  end
   return 1
 end
 if holder == ARGV[1] then
@@ -80,8 +88,8 @@ def _text(value: bytes | str) -> str:
 
 
 def _milliseconds(seconds: float) -> int:
-    """A TTL in whole milliseconds, at least 1 (Redis refuses 0)."""
-    return max(1, int(seconds * 1000))
+    """A TTL in whole milliseconds, at least 1 (Redis refuses 0); 0 for no expiry."""
+    return max(1, int(seconds * 1000)) if seconds > 0 else 0
 
 
 def _glob_escape(text: str) -> str:
@@ -171,6 +179,12 @@ class RedisCoordinationStore:
     def acquire(self, name: str, token: str, ttl: float) -> bool:
         """Take a lock for `token` if free, or extend it if already ours; it expires after `ttl` s."""
         return bool(self._run(self._acquire, [self.lock_key(name)], [token, _milliseconds(ttl)]))
+
+    def holder(self, name: str) -> str | None:
+        """Who holds lock `name` right now (None when it is free or lapsed)."""
+        self._count()
+        value = self._redis.get(self.lock_key(name))
+        return None if value is None else _text(value)
 
     def release(self, name: str, token: str) -> bool:
         """Release a lock only if `token` owns it; True if this call released it."""

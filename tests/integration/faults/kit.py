@@ -1,0 +1,151 @@
+"""What every fault test module shares: an app and client on a service set, workers, counts, waits."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueClient
+
+from flowcraft_celery.devtools.workers import WorkerGroup
+from flowcraft_celery.distributed.client import Client
+from flowcraft_celery.stores.base import FINAL_STATES, RecordedOutput, RunStatusDoc
+from tests.integration import names
+from transports.azurequeue.naming import azure_queue_name, dead_letter_queue_name
+
+ROOT = Path(__file__).resolve().parents[3]
+NODES = "tests.integration.faults.fault_nodes"
+
+
+@dataclass
+class FaultKit:
+    """A client on one service set, the workers' environment, and the processes started so far."""
+
+    client: Client
+    env: dict[str, str]
+    log_dir: Path
+    calls_file: Path
+    groups: list[WorkerGroup] = field(default_factory=list)
+
+    def group(self, **overrides: str) -> WorkerGroup:
+        """A new worker group (stopped at module teardown at the latest)."""
+        group = WorkerGroup({**self.env, **overrides}, self.log_dir / f"group{len(self.groups)}", cwd=ROOT)
+        self.groups.append(group)
+        return group
+
+    def stop_all(self) -> None:
+        """Stop every worker and beat started so far."""
+        for group in self.groups:
+            group.stop()
+
+    def start(self, blueprint_id: str, count: int = 1, **context: Any) -> list[str]:
+        """Start `count` runs; their ids."""
+        return [self.client.start(blueprint_id, dict(context)).run_id for _ in range(count)]
+
+    def calls(self, run_id: str) -> Counter[str]:
+        """How often each node of the run was invoked, over every worker process."""
+        return Counter(node for run, node, *_ in self._lines() if run == run_id)
+
+    def call_times(self, run_id: str) -> list[float]:
+        """When the run's node invocations started."""
+        return [float(line[-1]) for line in self._lines() if line[0] == run_id]
+
+    def _lines(self) -> list[list[str]]:
+        if not self.calls_file.exists():
+            return []
+        return [line.split() for line in self.calls_file.read_text().splitlines() if line.strip()]
+
+    def outputs(self, run_id: str) -> list[RecordedOutput]:
+        """Every output recorded for the run."""
+        return self.client.runtime.contexts.outputs(run_id)
+
+    def status(self, run_id: str) -> RunStatusDoc:
+        """The run's status document."""
+        return self.client.status(run_id)
+
+    def wait_final(self, run_ids: Iterable[str], timeout: float) -> dict[str, RunStatusDoc]:
+        """Wait until every run is final or awaiting; their status documents."""
+        docs: dict[str, RunStatusDoc] = {}
+        deadline = time.monotonic() + timeout
+        for run_id in run_ids:
+            docs[run_id] = self.client.wait(run_id, max(1.0, deadline - time.monotonic()), interval=0.5)
+        return docs
+
+    def queue(self, queue: str | None = None) -> QueueClient:
+        """The Azure queue behind a Celery queue (the module's default queue by default)."""
+        prefix = os.environ.get("FLOWCRAFT_QUEUE_PREFIX", "")
+        name = azure_queue_name(queue or self.env["FLOWCRAFT_DEFAULT_QUEUE"], prefix)
+        return QueueClient.from_connection_string(self.env["AZURE_STORAGE_CONNECTION_STRING"], name)
+
+    def queue_length(self, queue: str | None = None) -> int:
+        """Messages (visible or not) on a queue; 0 when it does not exist."""
+        try:
+            return int(self.queue(queue).get_queue_properties().approximate_message_count or 0)
+        except ResourceNotFoundError:
+            return 0
+
+    def dead_letters(self) -> int:
+        """Messages on the default queue's dead-letter queue."""
+        return self.queue_length(dead_letter_queue_name(self.env["FLOWCRAFT_DEFAULT_QUEUE"]))
+
+    def logs(self) -> str:
+        """Every worker and beat log so far, concatenated."""
+        return "\n".join(log.read_text(errors="replace") for group in self.groups for log in group.logs
+                         if log.exists())
+
+
+def assert_recorded_once(kit: FaultKit, run_id: str, nodes: set[str]) -> None:
+    """Each node of the run has exactly one recorded output, and nothing else is recorded."""
+    recorded = Counter((o.node_id, o.iteration) for o in kit.outputs(run_id))
+    assert set(recorded) == {(n, 0) for n in nodes}, f"run {run_id}: outputs {sorted(recorded)}"
+    assert all(n == 1 for n in recorded.values())
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.3) -> None:
+    """Poll until `condition` holds (AssertionError naming `what` otherwise)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def is_final(doc: Mapping[str, Any]) -> bool:
+    """Whether a status document is final."""
+    return doc.get("status") in FINAL_STATES
+
+
+@contextlib.contextmanager
+def fault_kit(service_env: Mapping[str, str], log_dir: Path, tag: str, **settings: str) -> Iterator[FaultKit]:
+    """A client configured for `service_env` with a unique queue, key prefix and database; the
+    environment is restored and every process stopped afterwards."""
+    unique = names.unique_name(tag)
+    env = {**service_env, "FLOWCRAFT_DEFAULT_QUEUE": unique, "FLOWCRAFT_KEY_PREFIX": f"{unique}:",
+           "FLOWCRAFT_COSMOS_DATABASE": unique, "FLOWCRAFT_NODE_MODULES": NODES,
+           "FLOWCRAFT_BLUEPRINTS": f"{NODES}:blueprints", "FLOWCRAFT_TASK_EVENTS": "false",
+           "FAULT_CALLS_FILE": str(log_dir / "calls.txt"), **settings}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    import celeryconfig
+    from flowcraft_celery.distributed.app import create_app
+
+    importlib.reload(celeryconfig)
+    kit = FaultKit(Client(create_app()), env, log_dir, log_dir / "calls.txt")
+    try:
+        yield kit
+    finally:
+        kit.stop_all()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        importlib.reload(celeryconfig)

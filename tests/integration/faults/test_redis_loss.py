@@ -1,0 +1,139 @@
+"""Losing Redis never produces a false status: runs are rebuilt from Cosmos and complete once.
+
+One private Redis / Azurite / Cosmos emulator set for the module (Redis is restarted, flushed
+and paused here, never the shared dev services), two workers and a beat.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from flowcraft_celery.devtools.workers import WorkerGroup
+from flowcraft_celery.distributed.runs import payload
+from tests.integration.faults import fault_nodes
+from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit, wait_for
+from tests.integration.faults.private import PrivateServices
+
+RUN_TIMEOUT = 150.0
+
+
+@dataclass
+class Faults:
+    kit: FaultKit
+    services: PrivateServices
+    workers: WorkerGroup | None = None
+
+    def running(self) -> WorkerGroup:
+        """Two workers (concurrency 2) and a beat, started on first use."""
+        if self.workers is None:
+            self.workers = self.kit.group()
+            self.workers.worker(concurrency=2)
+            self.workers.worker(concurrency=2)
+            self.workers.beat()
+            self.workers.wait_ready(90)
+        return self.workers
+
+    def stop_workers(self) -> None:
+        if self.workers is not None:
+            self.workers.stop()
+            self.workers = None
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.kit.env["REDIS_URL"], socket_timeout=10)
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
+    folder: Path = tmp_path_factory.mktemp("redis-loss")
+    with PrivateServices(folder / "services") as services, \
+            fault_kit(services.env(), folder, "redisloss", FLOWCRAFT_STALL_SECONDS="4",
+                      FLOWCRAFT_RECONCILE_INTERVAL="2", FLOWCRAFT_VISIBILITY_TIMEOUT="10") as kit:
+        yield Faults(kit, services)
+
+
+def assert_never_ran_after_completion(kit: FaultKit, run_id: str, completed_at: float) -> None:
+    late = [t for t in kit.call_times(run_id) if t > completed_at + 0.5]
+    assert not late, f"run {run_id}: {len(late)} node(s) started after the run completed"
+
+
+def test_a_forged_message_for_an_unknown_run_is_dead_lettered_not_run(faults: Faults) -> None:
+    faults.running()
+    kit = faults.kit
+    blueprint = kit.client.runtime.blueprints["ft-other"]
+    forged = payload("forged-run-0001", blueprint, "x", 0, None)
+    kit.client.app.send_task("flowcraft.node.ft-step", kwargs={"msg": forged}, queue=kit.env["FLOWCRAFT_DEFAULT_QUEUE"])
+    wait_for(lambda: kit.dead_letters() >= 1, 60, "the forged message in the dead-letter queue")
+    assert kit.calls("forged-run-0001") == {}
+    assert kit.client.runtime.statuses.get("forged-run-0001") is None
+    wait_for(lambda: "forged-run-0001" in kit.logs() and "no status document" in kit.logs(), 10, "the WARNING")
+
+
+def test_a_wait_whose_redis_keys_are_gone_resumes_and_every_join_runs_once(faults: Faults) -> None:
+    faults.running()
+    kit = faults.kit
+    run_id = kit.start("ft-longwait")[0]
+    doc = kit.client.wait(run_id, RUN_TIMEOUT)
+    assert doc["status"] == "awaiting" and doc["awaiting"] == ["gate@0"]
+    wait_for(lambda: kit.calls(run_id).get("side") == 1 and kit.calls(run_id).get("first") == 1, 30,
+             "the side branch and the any-join")
+    faults.redis().flushall()  # what expiry of every key (or a restart without persistence) leaves
+    kit.client.resume(run_id, None, {"by": "me"})
+    doc = kit.client.wait(run_id, RUN_TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    assert kit.calls(run_id) == {"a": 1, "side": 1, "first": 1, "j": 1, "after": 1}
+    assert_recorded_once(kit, run_id, {"a", "gate", "side", "first", "j", "after"})
+
+
+def test_redis_restarted_empty_mid_run_completes_every_run_with_each_output_once(faults: Faults) -> None:
+    faults.running()
+    kit = faults.kit
+    runs = kit.start("ft-wide", 8)
+    wait_for(lambda: sum(sum(kit.calls(r).values()) for r in runs) >= 20, 90, "the runs to be under way")
+    faults.services.restart_empty("redis")
+    docs = kit.wait_final(runs, RUN_TIMEOUT)
+    for run_id, doc in docs.items():
+        assert doc["status"] == "completed", (run_id, doc.get("errors"))
+        assert_recorded_once(kit, run_id, fault_nodes.wide_nodes())
+        calls = kit.calls(run_id)
+        assert set(calls) == fault_nodes.wide_nodes()
+        assert max(calls.values()) <= 2, calls
+        assert_never_ran_after_completion(kit, run_id, float(doc["lastUpdated"]))
+
+
+def test_redis_paused_20_s_delays_runs_but_every_run_completes_once(faults: Faults) -> None:
+    faults.running()
+    kit = faults.kit
+    runs = kit.start("ft-wide", 5)
+    wait_for(lambda: sum(sum(kit.calls(r).values()) for r in runs) >= 8, 90, "the runs to be under way")
+    faults.services.pause_for("redis", 20)
+    docs = kit.wait_final(runs, RUN_TIMEOUT)
+    for run_id, doc in docs.items():
+        assert doc["status"] == "completed", (run_id, doc.get("errors"))
+        assert_recorded_once(kit, run_id, fault_nodes.wide_nodes())
+        assert max(kit.calls(run_id).values()) <= 2
+
+
+def test_reconcile_alone_after_redis_lost_its_state_completes_nothing_falsely(faults: Faults) -> None:
+    faults.stop_workers()
+    kit = faults.kit
+    runs = kit.start("ft-wide", 4)
+    faults.services.restart_empty("redis")
+    beat_only = kit.group()
+    beat_only.beat()
+    time.sleep(14)  # several reconcile passes past the 4 s stall threshold
+    assert [kit.status(r)["status"] for r in runs] == ["running"] * len(runs)
+    assert all(kit.outputs(r) == [] for r in runs)
+    workers = kit.group()
+    workers.worker(concurrency=2)
+    workers.wait_ready(90)
+    docs = kit.wait_final(runs, RUN_TIMEOUT)
+    for run_id, doc in docs.items():
+        assert doc["status"] == "completed", (run_id, doc.get("errors"))
+        assert_recorded_once(kit, run_id, fault_nodes.wide_nodes())
+        assert set(kit.calls(run_id).values()) == {1}, kit.calls(run_id)
