@@ -78,6 +78,19 @@ with a prefetch of 32 or more, see ``bench/transport_bench.py``); an idle queue 
 every request of the process by kind.
 """
 
-from transports.azurequeue.transport import Channel, Transport
+from typing import Any
 
 __all__ = ["Channel", "Transport"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the channel and transport classes on first use (importing the package stays light)."""
+    if name == "Transport":
+        from transports.azurequeue.transport import Transport
+
+        return Transport
+    if name == "Channel":
+        from transports.azurequeue.channel import Channel
+
+        return Channel
+    raise AttributeError(name)

@@ -22,6 +22,10 @@ class Options:
     binding_cache_seconds: float = 5.0
     queue_heartbeat_interval: float = 60.0
     settle_threads: int = 8
+    redis_url: str | None = None
+    redis_key_prefix: str = "azurequeue:"
+    gather_seconds: float = 0.02
+    transient_max_length: int = 10000
 
     @classmethod
     def from_transport_options(cls, options: dict[str, Any]) -> Options:
@@ -37,9 +41,16 @@ class Options:
             raise ValueError("max_messages_per_poll must be between 1 and 32")
         if values.get("visibility_timeout", 30) < 1:
             raise ValueError("visibility_timeout must be at least 1 second")
+        if values.get("gather_seconds", 0.0) < 0:
+            raise ValueError("gather_seconds must not be negative")
         return cls(**values)
 
     @property
     def stale_after(self) -> float:
         """Seconds without heartbeat after which a transient queue counts as abandoned."""
         return 3 * self.queue_heartbeat_interval
+
+    @property
+    def redis_namespace(self) -> str:
+        """The prefix of every Redis key of this transport (the queue prefix keeps tests apart)."""
+        return f"{self.redis_key_prefix}{self.queue_name_prefix}"

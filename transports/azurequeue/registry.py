@@ -5,6 +5,9 @@ Each queue this transport creates carries metadata naming its Kombu queue, its b
 or `x-expires`), a heartbeat. Listing the queues under the prefix with their metadata gives any
 process the full routing table in one request; deleting a queue deletes its bindings with it.
 Transient queues whose heartbeat is older than their expiry are deleted by whoever lists them.
+With Redis, a version counter there tells when the table changed: a process re-lists only then
+(or once a minute), instead of every `binding_cache_seconds`, so publishing events and replies
+costs no listing.
 Binding is read-merge-write on one queue's metadata: two processes binding the same queue to
 different exchanges at the same instant could lose one binding (Celery binds each queue from
 one place: the worker declaring it, or the pidbox/event consumer owning it).
@@ -31,6 +34,8 @@ from .naming import listing_prefix
 logger = logging.getLogger(__name__)
 
 _TOPIC = TopicExchange(None)
+#: Longest time a process trusts an unchanged version counter instead of listing the queues.
+VERSION_TRUST = 60.0
 
 Binding = tuple[str, str, str]
 """(exchange, exchange type, routing key)"""
@@ -92,6 +97,8 @@ class BindingRegistry:
         prefix: str,
         cache_seconds: float,
         stale_after: float,
+        version: Callable[[], str | None] | None = None,
+        bump: Callable[[], None] | None = None,
     ) -> None:
         self._service = service
         self._client_for = client_for
@@ -102,6 +109,10 @@ class BindingRegistry:
         self._records: dict[str, QueueRecord] = {}
         self._declared: dict[str, QueueRecord] = {}
         self._fetched_at = float("-inf")
+        self._checked_at = float("-inf")
+        self._version = version
+        self._bump = bump
+        self._seen_version: str | None = None
 
     def record_for_new_queue(self, name: str, arguments: dict[str, Any], auto_delete: bool) -> (
         QueueRecord
@@ -137,6 +148,8 @@ class BindingRegistry:
                 self._declared[queue] = record
             self._records[queue] = record
         client.set_queue_metadata(metadata=self.metadata(record))
+        if self._bump is not None:
+            self._bump()
 
     def declare(self, record: QueueRecord) -> None:
         """Remember a queue this process declared, to keep it alive or recreate it if lost."""
@@ -169,11 +182,14 @@ class BindingRegistry:
         with self._lock:
             self._records.pop(queue, None)
             self._declared.pop(queue, None)
+        if self._bump is not None:
+            self._bump()
 
     def refresh(self) -> None:
         """List every queue of the namespace with its metadata; delete stale transient queues."""
         records: dict[str, QueueRecord] = {}
         stale: list[str] = []
+        version = self._version() if self._version is not None else None
         now = time.time()
         namespace = namespace_tag(self._prefix)
         for props in self._service.list_queues(
@@ -193,16 +209,28 @@ class BindingRegistry:
             records[record.name] = record
         with self._lock:
             self._records = records
-            self._fetched_at = time.monotonic()
+            self._fetched_at = self._checked_at = time.monotonic()
+            self._seen_version = version
         for name in stale:
             logger.info("Deleting queue %s: its consumer stopped heartbeating", name)
             with contextlib.suppress(ResourceNotFoundError):
                 self._service.delete_queue(name)
 
     def _ensure_fresh(self, max_age: float) -> None:
-        """Refresh the cache if it is older than `max_age` seconds."""
-        if time.monotonic() - self._fetched_at > max_age:
-            self.refresh()
+        """Refresh the cache if it is older than `max_age` seconds and may have changed."""
+        now = time.monotonic()
+        if now - self._checked_at <= max_age:
+            return
+        if self._version is not None and now - self._fetched_at <= VERSION_TRUST:
+            version = self._version()
+            if version is not None and version == self._seen_version:
+                self._checked_at = now
+                return
+        self.refresh()
+
+    def recheck(self, max_age: float) -> None:
+        """Re-list the bindings if the cache is older than `max_age` and may have changed."""
+        self._ensure_fresh(max_age)
 
     def routes(self, exchange: str, max_age: float | None = None) -> list[Route]:
         """Return the routing table of `exchange` across all processes."""

@@ -62,10 +62,11 @@ def due_time(payload: dict[str, Any]) -> float | None:
 
 
 def initial_visibility(due: float | None, now: float) -> int:
-    """Seconds a message must stay hidden after sending so it appears when due (capped 7 days)."""
+    """Seconds a message stays hidden after sending: whole seconds, so it appears up to one
+    second before it is due (the consumer keeps it until then), capped at 7 days."""
     if due is None or due <= now:
         return 0
-    return min(math.ceil(due - now), MAX_VISIBILITY_SECONDS)
+    return min(math.floor(due - now), MAX_VISIBILITY_SECONDS)
 
 
 def time_to_live(payload: dict[str, Any], queue_ttl_ms: int | None, hidden: int) -> int | None:

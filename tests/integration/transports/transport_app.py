@@ -1,7 +1,8 @@
 """A tiny Celery app on the `azurequeue://` broker for the transport tests.
 
 Each test isolates itself with `TRANSPORT_TEST_PREFIX` (the `queue_name_prefix`) and sets the
-visibility timeout with `TRANSPORT_TEST_VISIBILITY`. Tasks record what they do in Redis lists
+visibility timeout with `TRANSPORT_TEST_VISIBILITY`; `TRANSPORT_TEST_REDIS=0` runs the transport
+without Redis (no wake-up signals, control and event queues on Azure). Tasks record what they do in Redis lists
 so a test can count executions from outside the worker.
 """
 
@@ -20,6 +21,9 @@ app.conf.update(
     broker_transport_options={
         "queue_name_prefix": os.environ.get("TRANSPORT_TEST_PREFIX", "transport-test-"),
         "visibility_timeout": int(os.environ.get("TRANSPORT_TEST_VISIBILITY", "30")),
+        "redis_url": (
+            os.environ.get("REDIS_URL") if os.environ.get("TRANSPORT_TEST_REDIS", "1") == "1" else None
+        ),
     },
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,

@@ -28,11 +28,16 @@ def connection(prefix: str, **options: Any) -> Connection:
     return Connection("azurequeue://", transport_options={"queue_name_prefix": prefix, **options})
 
 
-def client_app(prefix: str, visibility: int = 30) -> Celery:
-    """A Celery client app that sends to the test app's tasks under `prefix`."""
+def client_app(prefix: str, visibility: int = 30, redis: bool = True) -> Celery:
+    """A Celery client app that sends to the test app's tasks under `prefix` (with Redis unless
+    `redis` is false, like the workers started with the same flag)."""
     app = Celery("transport_test_client", broker="azurequeue://")
     app.conf.update(
-        broker_transport_options={"queue_name_prefix": prefix, "visibility_timeout": visibility},
+        broker_transport_options={
+            "queue_name_prefix": prefix,
+            "visibility_timeout": visibility,
+            "redis_url": os.environ["REDIS_URL"] if redis else None,
+        },
         task_send_sent_event=True,
     )
     return app
@@ -50,12 +55,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2
         time.sleep(interval)
 
 
-def child_env(prefix: str, visibility: int = 30) -> dict[str, str]:
-    """Environment for a child process of the test app under `prefix`."""
+def child_env(prefix: str, visibility: int = 30, redis: bool = True) -> dict[str, str]:
+    """Environment for a child process of the test app under `prefix` (with Redis unless not)."""
     env = dict(os.environ)
     env.update(
         TRANSPORT_TEST_PREFIX=prefix,
         TRANSPORT_TEST_VISIBILITY=str(visibility),
+        TRANSPORT_TEST_REDIS="1" if redis else "0",
         PYTHONPATH=str(ROOT),
     )
     return env
@@ -96,6 +102,7 @@ class Processes:
 
     directory: Path
     prefix: str
+    redis: bool = True
     started: list[Process] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], visibility: int = 30) -> Process:
@@ -103,7 +110,7 @@ class Processes:
         log = self.directory / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                argv, cwd=ROOT, env=child_env(self.prefix, visibility), stdout=out,
+                argv, cwd=ROOT, env=child_env(self.prefix, visibility, self.redis), stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
         process = Process(proc, log)
@@ -128,9 +135,9 @@ class Processes:
 
 
 @contextmanager
-def processes(directory: Path, prefix: str) -> Iterator[Processes]:
+def processes(directory: Path, prefix: str, redis: bool = True) -> Iterator[Processes]:
     """Yield a `Processes` whose children are stopped on exit, even on failure."""
-    started = Processes(directory, prefix)
+    started = Processes(directory, prefix, redis)
     try:
         yield started
     finally:

@@ -31,10 +31,11 @@ def test_due_time_reads_celery_eta_aware_or_naive() -> None:
     assert wire.due_time({"headers": {"eta": "garbage"}}) is None
 
 
-def test_initial_visibility_rounds_up_and_caps_at_seven_days() -> None:
+def test_initial_visibility_rounds_down_and_caps_at_seven_days() -> None:
     assert wire.initial_visibility(None, 100.0) == 0
     assert wire.initial_visibility(99.0, 100.0) == 0
-    assert wire.initial_visibility(110.2, 100.0) == 11
+    assert wire.initial_visibility(110.2, 100.0) == 10
+    assert wire.initial_visibility(100.7, 100.0) == 0
     far = 100.0 + timedelta(days=30).total_seconds()
     assert wire.initial_visibility(far, 100.0) == wire.MAX_VISIBILITY_SECONDS
 

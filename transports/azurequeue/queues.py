@@ -1,0 +1,289 @@
+"""The Azure side of the transport: queues, and the life of a message on them.
+
+Creating and deleting queues, sending (delayed until due, large bodies to Blob Storage, a
+wake-up token after the send), receiving a batch and turning each message into a held Kombu
+payload (or dead-lettering it, or hopping one due beyond Azure's 7-day limit), and settling:
+delete on ack, visible again on requeue, moved to `<queue>-dlq` on reject.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import QueueClient, QueueMessage
+
+from . import wire
+from .auth import Clients
+from .blobs import LargeBodyStore
+from .leases import Lease, LeaseKeeper
+from .naming import DEAD_LETTER_SUFFIX, azure_queue_name, dead_letter_queue_name
+from .options import Options
+from .registry import BindingRegistry
+from .wakeup import WakeSignals
+
+logger = logging.getLogger(__name__)
+
+#: A received message due later than this (seconds) is re-sent hidden instead of kept here.
+HOLD_LIMIT = 2.0
+
+
+class AzureQueues:
+    """Queue and message operations of one connection on one storage account."""
+
+    def __init__(
+        self,
+        options: Options,
+        clients: Callable[[], Clients],
+        keeper: LeaseKeeper,
+        signals: Callable[[], WakeSignals | None],
+    ) -> None:
+        self.options = options
+        self._clients = clients
+        self.keeper = keeper
+        self._signals = signals
+        self._registry: BindingRegistry | None = None
+        self._blobs: LargeBodyStore | None = None
+        self._queue_clients: dict[str, QueueClient] = {}
+        self._declared: set[str] = set()
+
+    @property
+    def registry(self) -> BindingRegistry:
+        """The shared binding registry (Azure queue metadata)."""
+        if self._registry is None:
+            signals = self._signals()
+            self._registry = BindingRegistry(
+                self._clients().queues,
+                self.queue_client,
+                self.options.queue_name_prefix,
+                self.options.binding_cache_seconds,
+                self.options.stale_after,
+                version=signals.bindings_version if signals is not None else None,
+                bump=signals.bump_bindings if signals is not None else None,
+            )
+        return self._registry
+
+    @property
+    def blobs(self) -> LargeBodyStore:
+        """Where large bodies go."""
+        if self._blobs is None:
+            self._blobs = LargeBodyStore(self._clients().blobs, self.options.blob_container)
+        return self._blobs
+
+    def azure_name(self, queue: str) -> str:
+        """Return the Azure queue name of a Kombu queue."""
+        return azure_queue_name(queue, self.options.queue_name_prefix)
+
+    def queue_client(self, queue: str) -> QueueClient:
+        """Return the (cached) client of a Kombu queue's Azure queue."""
+        client = self._queue_clients.get(queue)
+        if client is None:
+            client = self._clients().queues.get_queue_client(self.azure_name(queue))
+            self._queue_clients[queue] = client
+        return client
+
+    def declare_queue(self, queue: str, arguments: dict[str, Any], auto_delete: bool) -> None:
+        """Create the queue with its registry metadata, once per connection."""
+        if queue in self._declared:
+            return
+        record = self.registry.record_for_new_queue(queue, arguments, auto_delete)
+        self.registry.declare(record)
+        self._create(queue)
+        self._declared.add(queue)
+
+    def _create(self, queue: str) -> None:
+        """Create the Azure queue with what this process knows of its metadata."""
+        record = self.registry.declared(queue)
+        metadata = self.registry.metadata(record) if record is not None else None
+        with contextlib.suppress(ResourceExistsError):
+            self.queue_client(queue).create_queue(metadata=metadata)
+
+    def delete_queue(self, queue: str) -> None:
+        """Delete the Azure queue once settlements in flight are done; a queue already gone is fine."""
+        self.keeper.flush()
+        self._declared.discard(queue)
+        self.registry.forget(queue)
+        with contextlib.suppress(ResourceNotFoundError):
+            self.queue_client(queue).delete_queue()
+        self._queue_clients.pop(queue, None)
+
+    def size(self, queue: str) -> int:
+        """Approximate message count, invisible ones included, after the acks already made here."""
+        self.keeper.flush()
+        props = self.queue_client(queue).get_queue_properties()
+        return props.approximate_message_count or 0
+
+    def send(self, queue: str, payload: dict[str, Any]) -> None:
+        """Send a Kombu payload: hidden until (about a second before) its ETA, with its TTL."""
+        now = time.time()
+        due = wire.due_time(payload)
+        hidden = wire.initial_visibility(due, now)
+        ttl = wire.time_to_live(payload, self.registry.message_ttl_ms(queue), hidden)
+        envelope: dict[str, Any] = {"m": payload}
+        if due is not None and due > now:
+            envelope["due"] = due
+        self.send_envelope(queue, envelope, hidden, ttl)
+
+    def send_envelope(
+        self, queue: str, envelope: dict[str, Any], hidden: int = 0, ttl: int | None = None
+    ) -> None:
+        """Send an envelope (a too-large payload goes to Blob Storage first), then signal it."""
+        text = wire.encode(envelope)
+        if len(text) > self.options.large_message_threshold and "m" in envelope:
+            reference = self.blobs.put(self.azure_name(queue), wire.encode(envelope["m"]))
+            slim = {k: v for k, v in envelope.items() if k != "m"}
+            text = wire.encode({**slim, "blob": reference})
+        client = self.queue_client(queue)
+        started = time.time()
+        try:
+            client.send_message(text, visibility_timeout=hidden or None, time_to_live=ttl)
+        except ResourceNotFoundError:
+            self._create(queue)
+            client.send_message(text, visibility_timeout=hidden or None, time_to_live=ttl)
+        signals = self._signals()
+        if signals is not None and hidden < wire.MAX_VISIBILITY_SECONDS:
+            signals.notify(queue, started + hidden if hidden else None)
+
+    def receive(self, queue: str, count: int) -> list[QueueMessage]:
+        """Receive up to `count` messages, hiding them for the visibility timeout."""
+        client = self.queue_client(queue)
+        try:
+            pages = client.receive_messages(
+                messages_per_page=count,
+                max_messages=count,
+                visibility_timeout=self.options.visibility_timeout,
+            )
+            return list(next(pages.by_page(), []))
+        except ResourceNotFoundError:
+            logger.warning("Queue %r is gone; recreating it", queue)
+            self._create(queue)
+            return []
+
+    def accept(self, queue: str, received: QueueMessage, no_ack: bool) -> tuple[dict[str, Any], float | None] | None:
+        """Turn a received message into a held Kombu payload and its due time, or dead-letter/hop it."""
+        lease = Lease(
+            queue=queue,
+            client=self.queue_client(queue),
+            message_id=received.id,
+            pop_receipt=received.pop_receipt or "",
+            dequeue_count=received.dequeue_count or 1,
+        )
+        text = str(received.content)
+        try:
+            envelope = wire.decode(text)
+            lease.blob = envelope.get("blob")
+            lease.envelope = envelope
+            payload = self.unpack(envelope)
+        except wire.PoisonMessage as exc:
+            self.dead_letter(lease, {"raw": text}, f"undecodable body: {exc}")
+            return None
+        limit = self.options.max_delivery_count
+        if lease.dequeue_count > limit and not queue.endswith(DEAD_LETTER_SUFFIX):
+            self.dead_letter(lease, envelope, f"delivered {lease.dequeue_count} times (limit {limit})")
+            return None
+        due = envelope.get("due")
+        if due is not None and float(due) > time.time() + HOLD_LIMIT:
+            self.hop(lease, envelope)
+            return None
+        tag = uuid.uuid4().hex
+        props = payload["properties"]
+        props["delivery_tag"] = tag
+        props.setdefault("delivery_info", {})["redelivered"] = lease.dequeue_count > 1
+        if no_ack:
+            self.keeper.settle_later(lease, self.delete_message)
+        else:
+            self.keeper.hold(tag, lease)
+        return payload, (float(due) if due is not None else None)
+
+    def unpack(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        """Return the Kombu payload of an envelope (fetching a blob, annotating dead letters)."""
+        if "raw" in envelope:
+            payload = _raw_payload(str(envelope["raw"]))
+        elif "blob" in envelope:
+            try:
+                payload = wire.payload_from(self.blobs.get(str(envelope["blob"])))
+            except ResourceNotFoundError as exc:
+                raise wire.PoisonMessage(f"stored body {envelope['blob']} is gone") from exc
+        else:
+            payload = envelope["m"]
+        dead = envelope.get("dl")
+        if isinstance(dead, dict):
+            headers = payload.setdefault("headers", {}) or {}
+            payload["headers"] = headers
+            headers.update({f"x-dead-letter-{k}": v for k, v in dead.items()})
+        return payload
+
+    def delete_message(self, lease: Lease) -> None:
+        """Delete an acked message, then its out-of-line body."""
+        try:
+            lease.client.delete_message(lease.message_id, lease.pop_receipt)
+        except ResourceNotFoundError:
+            logger.warning(
+                "Ack of message %s on %r came too late: it will be redelivered",
+                lease.message_id, lease.queue,
+            )
+            return
+        if lease.blob:
+            self.blobs.delete(lease.blob)
+
+    def release(self, lease: Lease, after: float = 0.0) -> None:
+        """Make a held message visible again (at once, or after `after` seconds), and signal it."""
+        hidden = math.ceil(after)
+        try:
+            lease.client.update_message(lease.message_id, lease.pop_receipt, visibility_timeout=hidden)
+        except ResourceNotFoundError:
+            logger.warning("Message %s was already redelivered", lease.message_id)
+            return
+        signals = self._signals()
+        if signals is not None:
+            signals.notify(lease.queue, time.time() + hidden if hidden else None)
+
+    def dead_letter(self, lease: Lease, envelope: dict[str, Any], reason: str) -> None:
+        """Move a message to `<queue>-dlq` with the reason attached (in the background)."""
+        logger.error(
+            "Moving message %s of queue %r to its dead-letter queue: %s",
+            lease.message_id, lease.queue, reason,
+        )
+        dlq = dead_letter_queue_name(lease.queue)
+        info = {"reason": reason, "queue": lease.queue, "delivery-count": lease.dequeue_count}
+        dead = {k: v for k, v in envelope.items() if k != "due"}
+        dead["dl"] = info
+
+        def move(held: Lease) -> None:
+            self.declare_queue(dlq, {}, False)
+            self.send_envelope(dlq, dead)
+            held.blob = None
+            self.delete_message(held)
+
+        self.keeper.settle_later(lease, move)
+
+    def hop(self, lease: Lease, envelope: dict[str, Any]) -> None:
+        """Re-send a message due later than it can stay hidden, then delete the received copy."""
+        now = time.time()
+        due = float(envelope["due"])
+        hidden = wire.initial_visibility(due, now)
+
+        def move(held: Lease) -> None:
+            self.send_envelope(held.queue, envelope, hidden)
+            held.blob = None
+            self.delete_message(held)
+
+        self.keeper.settle_later(lease, move)
+
+
+def _raw_payload(text: str) -> dict[str, Any]:
+    """Wrap text that was not a Kombu message as one, so a dead-letter queue can be read."""
+    return {
+        "body": base64.b64encode(text.encode("utf-8")).decode("ascii"),
+        "content-type": "text/plain",
+        "content-encoding": "utf-8",
+        "headers": {},
+        "properties": {"body_encoding": "base64", "delivery_info": {}},
+    }

@@ -1,0 +1,312 @@
+"""The transport's I/O thread: it receives, so the consuming thread (a worker's event loop) never waits.
+
+One `Receiver` per connection. It polls the consumed Azure queues when the `PollSchedule`
+says so and only while their channel has prefetch room, holds every received message at once
+(the lease keeper renews it from then on), keeps a message that came a little early (a delayed
+message is made visible up to a second before it is due) until its due time, and puts
+deliveries into the `Inbox`, which wakes the consuming thread. With Redis it waits in one
+BLPOP on: the lists of the transient queues it consumes (control, replies, events), the
+wake-up and due tokens of its Azure queues, and its own nudge list (the consuming thread
+nudges it when a consumer is added or prefetch room opens). Without Redis it sleeps until the
+next scheduled poll or a nudge. It also runs the periodic upkeep (queue heartbeats).
+
+Batching: a channel that holds nothing polls as soon as it is woken (latency); one that
+already holds messages waits until half its prefetch is free and lets a trickle gather for
+`gather_seconds`, so a busy worker receives in batches (fewer requests).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+
+from .inbox import Inbox
+from .polling import PollSchedule
+from .transient import TransientQueues, decode
+from .wakeup import WakeSignals, token_time
+
+logger = logging.getLogger(__name__)
+
+#: Longest single wait, so the thread notices a stop or a change without a nudge.
+MAX_WAIT = 1.0
+#: Seconds the thread keeps to polling alone after Redis failed.
+REDIS_RETRY = 5.0
+#: Seconds between two logs of the same failing loop.
+ERROR_PAUSE = 1.0
+#: A message due within this many seconds of now is delivered now.
+DUE_SLACK = 0.002
+
+
+class QoSView(Protocol):
+    """What the receiver reads of a Kombu channel's QoS."""
+
+    prefetch_count: int
+
+    def can_consume_max_estimate(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Consumption:
+    """One consumed queue: its channel (owner of deliveries), whether it lives in Redis."""
+
+    owner: Hashable
+    qos: QoSView
+    transient: bool
+
+
+@dataclass(frozen=True)
+class Received:
+    """A held message ready for delivery at `due` (epoch seconds; None: now)."""
+
+    payload: dict[str, Any]
+    due: float | None
+
+
+class Source(Protocol):
+    """What the receiver needs from its transport."""
+
+    def consumption(self) -> dict[str, Consumption]: ...
+
+    def receive_batch(self, queue: str, owner: Hashable, count: int) -> tuple[int, list[Received]]: ...
+
+    def give_back(self, payload: dict[str, Any]) -> None: ...
+
+    def upkeep(self, now: float) -> None: ...
+
+
+class Receiver:
+    """Runs the receive loop of one connection on a daemon thread."""
+
+    def __init__(
+        self,
+        source: Source,
+        inbox: Inbox,
+        schedule: PollSchedule,
+        max_batch: int,
+        gather_seconds: float,
+        signals: WakeSignals | None = None,
+        transient: TransientQueues | None = None,
+        blocking: redis.Redis | None = None,
+    ) -> None:
+        self._source = source
+        self._inbox = inbox
+        self._schedule = schedule
+        self._max_batch = max_batch
+        self._gather = gather_seconds
+        self._signals = signals
+        self._transient = transient
+        self._blocking = blocking
+        self._timed: list[tuple[float, int, str, Hashable, dict[str, Any]]] = []
+        self._timed_owned: dict[Hashable, int] = {}
+        self._seq = itertools.count()
+        self._taken: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._stop = threading.Event()
+        self._starving: set[Hashable] = set()
+        self._redis_down_until = 0.0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="azurequeue-receiver", daemon=True)
+            self._thread.start()
+
+    def wake(self, queue: str | None = None) -> None:
+        """Interrupt the wait: poll `queue` at once (if given) and re-read what is consumed."""
+        if queue is not None:
+            with self._lock:
+                self._schedule.wake(queue, time.monotonic())
+        self._interrupt()
+
+    def room_opened(self, owner: Hashable) -> None:
+        """The consuming thread acked or rejected: interrupt the wait if `owner` lacked room."""
+        with self._lock:
+            if owner not in self._starving:
+                return
+            self._starving.discard(owner)
+        self._interrupt()
+
+    def forget(self, queue: str) -> None:
+        """Stop scheduling a queue no longer consumed."""
+        with self._lock:
+            self._schedule.forget(queue)
+
+    def stop(self) -> list[dict[str, Any]]:
+        """Stop the thread and return the payloads it still held for later delivery."""
+        self._stop.set()
+        self._interrupt()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        with self._lock:
+            held = [entry[4] for entry in self._timed]
+            self._timed.clear()
+            self._timed_owned.clear()
+        return held
+
+    def _interrupt(self) -> None:
+        self._event.set()
+        if self._signals is not None and self._blocking is not None and self._redis_ok():
+            self._signals.nudge()
+
+    def _redis_ok(self) -> bool:
+        return self._blocking is not None and time.monotonic() >= self._redis_down_until
+
+    def _run(self) -> None:
+        """Loop until stopped; an error pauses the loop briefly and is logged, never fatal."""
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except redis.RedisError as exc:
+                logger.warning("Redis failed; polling Azure only for %.0f s: %r", REDIS_RETRY, exc)
+                self._redis_down_until = time.monotonic() + REDIS_RETRY
+            except Exception as exc:
+                logger.error("Receiving from Azure Queue Storage failed, retrying: %r", exc)
+                self._stop.wait(ERROR_PAUSE)
+
+    def room(self, consumption: Consumption) -> int:
+        """How many more messages the channel may take now (its prefetch room, capped)."""
+        estimate = consumption.qos.can_consume_max_estimate()
+        pending = self._inbox.pending(consumption.owner) + self._timed_owned.get(consumption.owner, 0)
+        if estimate is None:
+            return self._max_batch
+        return max(0, min(self._max_batch, estimate - pending))
+
+    def _eligible(self, consumption: Consumption) -> int:
+        """The batch to receive for this channel now (0: none), keeping busy channels batched."""
+        room = self.room(consumption)
+        prefetch = consumption.qos.prefetch_count or 0
+        if room and prefetch and room < prefetch and room < math.ceil(prefetch / 2):
+            return 0
+        return room
+
+    def _holds(self, consumption: Consumption) -> bool:
+        """Whether the channel already holds messages (busy: no hurry to poll)."""
+        room = consumption.qos.can_consume_max_estimate()
+        prefetch = consumption.qos.prefetch_count or 0
+        pending = self._inbox.pending(consumption.owner) + self._timed_owned.get(consumption.owner, 0)
+        return pending > 0 or (room is not None and room < prefetch)
+
+    def _step(self) -> None:
+        """One turn: upkeep, due deliveries, one due poll or one wait."""
+        now = time.monotonic()
+        self._source.upkeep(now)
+        self._release_due()
+        table = self._source.consumption()
+        azure = {q: c for q, c in table.items() if not c.transient}
+        batches = {q: self._eligible(c) for q, c in azure.items()}
+        ready = [q for q, n in batches.items() if n > 0]
+        with self._lock:
+            self._starving = {c.owner for q, c in azure.items() if batches[q] == 0}
+            passed = [q for q in azure if q not in ready and self._schedule.take_expected(q, now)]
+            due = self._schedule.due(ready, now) if ready else None
+            wake_at = self._schedule.next_time(ready) if ready else now + MAX_WAIT
+        for queue in passed:
+            if self._signals is not None:
+                self._signals.notify(queue)
+        if due is not None:
+            self._poll(due, azure[due], batches[due])
+            return
+        if self._timed:
+            wake_at = min(wake_at, now + max(0.0, self._timed[0][0] - time.time()))
+        timeout = min(MAX_WAIT, max(0.0, wake_at - now))
+        if self._signals is not None and self._redis_ok():
+            self._wait_redis(table, azure, ready, timeout)
+        else:
+            if self._event.wait(timeout):
+                self._event.clear()
+
+    def _wait_redis(
+        self, table: dict[str, Consumption], azure: dict[str, Consumption], ready: list[str], timeout: float
+    ) -> None:
+        """Block in BLPOP on everything that can wake this connection, up to `timeout`."""
+        assert self._signals is not None and self._blocking is not None
+        signals = self._signals
+        keys: dict[str, tuple[str, str]] = {}
+        if self._transient is not None:
+            for queue, consumption in table.items():
+                if consumption.transient:
+                    keys[self._transient.list_key(queue)] = ("transient", queue)
+        for queue in azure:
+            keys[signals.due_key(queue)] = ("due", queue)
+        for queue in ready:
+            keys[signals.wake_key(queue)] = ("wake", queue)
+        keys[signals.nudge_key] = ("nudge", "")
+        self._event.clear()
+        if timeout < 0.001:
+            return
+        popped = self._blocking.blpop(list(keys), timeout=timeout)
+        if popped is None:
+            return
+        key, value = (_text(part) for part in popped)
+        kind, queue = keys.get(key, ("nudge", ""))
+        now = time.monotonic()
+        if kind == "transient":
+            self._deliver_transient(queue, table[queue], value)
+        elif kind == "wake":
+            consumption = azure[queue]
+            with self._lock:
+                self._taken[queue] = self._taken.get(queue, 0) + 1
+                self._schedule.wake(queue, now + (self._gather if self._holds(consumption) else 0.0))
+        elif kind == "due":
+            at = token_time(value)
+            if at is not None:
+                with self._lock:
+                    self._schedule.expect(queue, now + max(0.0, at - time.time()) + DUE_SLACK)
+
+    def _deliver_transient(self, queue: str, consumption: Consumption, text: str) -> None:
+        """Hand a message popped from a transient queue to the inbox."""
+        try:
+            payload = decode(text)
+        except ValueError as exc:
+            logger.error("Dropping an unreadable message of transient queue %r: %r", queue, exc)
+            return
+        self._inbox.put(queue, payload, consumption.owner)
+
+    def _poll(self, queue: str, consumption: Consumption, count: int) -> None:
+        """Receive one batch from an Azure queue and queue its deliveries."""
+        received, held = self._source.receive_batch(queue, consumption.owner, count)
+        now = time.monotonic()
+        with self._lock:
+            taken = self._taken.pop(queue, 0)
+            if received:
+                self._schedule.got_messages(queue, now, full=received >= count)
+            else:
+                self._schedule.was_empty(queue, now)
+        if self._signals is not None and received > taken and self._redis_ok():
+            self._signals.discard(queue, received - max(taken, 1) if taken else received)
+        wall = time.time()
+        for item in held:
+            if item.due is not None and item.due > wall + DUE_SLACK:
+                with self._lock:
+                    heapq.heappush(self._timed, (item.due, next(self._seq), queue, consumption.owner, item.payload))
+                    self._timed_owned[consumption.owner] = self._timed_owned.get(consumption.owner, 0) + 1
+            else:
+                self._inbox.put(queue, item.payload, consumption.owner)
+
+    def _release_due(self) -> None:
+        """Deliver the messages kept until their due time once it has come."""
+        wall = time.time()
+        while True:
+            with self._lock:
+                if not self._timed or self._timed[0][0] > wall + DUE_SLACK:
+                    return
+                _, _, queue, owner, payload = heapq.heappop(self._timed)
+                self._timed_owned[owner] -= 1
+            self._inbox.put(queue, payload, owner)
+
+
+def _text(value: Any) -> str:
+    """Decode a Redis reply part."""
+    return value.decode() if isinstance(value, bytes) else str(value)
