@@ -16,10 +16,18 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 logger = logging.getLogger(__name__)
+
+
+def lost_hold(exc: Exception) -> bool:
+    """Tell whether an Azure error means the message is no longer ours: deleted, or received
+    again by someone else (its pop receipt changed)."""
+    if isinstance(exc, ResourceNotFoundError):
+        return True
+    return isinstance(exc, HttpResponseError) and getattr(exc, "error_code", None) == "PopReceiptMismatch"
 
 
 @dataclass(eq=False)
@@ -126,14 +134,14 @@ class LeaseKeeper:
                 updated = lease.client.update_message(
                     lease.message_id, lease.pop_receipt, visibility_timeout=self._timeout
                 )
-            except ResourceNotFoundError:
-                logger.warning(
-                    "Lost hold of message %s on %s: it was redelivered before renewal",
-                    lease.message_id, lease.queue,
-                )
-                lease.renew_at = float("inf")
-                return
             except AzureError as exc:
+                if lost_hold(exc):
+                    logger.warning(
+                        "Lost hold of message %s on %s: it was redelivered before renewal",
+                        lease.message_id, lease.queue,
+                    )
+                    lease.renew_at = float("inf")
+                    return
                 logger.warning("Renewing message %s failed, will retry: %r", lease.message_id, exc)
                 lease.renew_at = time.monotonic() + 1.0
                 return

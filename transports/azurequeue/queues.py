@@ -17,13 +17,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from . import wire
 from .auth import Clients
 from .blobs import LargeBodyStore
-from .leases import Lease, LeaseKeeper
+from .leases import Lease, LeaseKeeper, lost_hold
 from .naming import DEAD_LETTER_SUFFIX, azure_queue_name, dead_letter_queue_name
 from .options import Options
 from .registry import BindingRegistry
@@ -224,7 +224,9 @@ class AzureQueues:
         """Delete an acked message, then its out-of-line body."""
         try:
             lease.client.delete_message(lease.message_id, lease.pop_receipt)
-        except ResourceNotFoundError:
+        except AzureError as exc:
+            if not lost_hold(exc):
+                raise
             logger.warning(
                 "Ack of message %s on %r came too late: it will be redelivered",
                 lease.message_id, lease.queue,
@@ -238,7 +240,9 @@ class AzureQueues:
         hidden = math.ceil(after)
         try:
             lease.client.update_message(lease.message_id, lease.pop_receipt, visibility_timeout=hidden)
-        except ResourceNotFoundError:
+        except AzureError as exc:
+            if not lost_hold(exc):
+                raise
             logger.warning("Message %s was already redelivered", lease.message_id)
             return
         signals = self._signals()

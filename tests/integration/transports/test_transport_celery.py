@@ -116,15 +116,17 @@ def test_bad_body_reaches_dlq_and_worker_keeps_consuming(
     assert worker.proc.poll() is None
 
 
-def test_inspect_ping_from_another_process_reaches_two_workers(
-    procs: Processes, unique_prefix: str
+def test_without_redis_inspect_ping_from_another_process_reaches_two_workers(
+    tmp_path: Path, unique_prefix: str
 ) -> None:
-    procs.worker("alpha")
-    procs.worker("beta")
-    result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", APP, "inspect", "ping", "--timeout", "12"],
-        cwd=ROOT, env=child_env(unique_prefix), capture_output=True, text=True, timeout=60,
-    )
+    with processes(tmp_path, unique_prefix, redis=False) as procs:
+        procs.worker("alpha")
+        procs.worker("beta")
+        result = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", APP, "inspect", "ping", "--timeout", "12"],
+            cwd=ROOT, env=child_env(unique_prefix, redis=False), capture_output=True, text=True,
+            timeout=60,
+        )
     assert "alpha@" in result.stdout and "beta@" in result.stdout, result.stdout + result.stderr
     assert "2 nodes online" in result.stdout
 

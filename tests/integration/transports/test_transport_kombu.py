@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +23,7 @@ from azure.storage.queue import (
 from kombu import Consumer, Exchange, Message, Producer, Queue
 from kombu.exceptions import ChannelError
 
-from tests.integration.transports.transport_support import connection, wait_for
+from tests.integration.transports.transport_support import ROOT, connection, wait_for
 from transports.azurequeue.naming import azure_queue_name
 from transports.azurequeue.stats import STATS
 
@@ -95,12 +97,27 @@ def test_unacked_message_stays_hidden_while_held_and_is_gone_after_ack(
         other.SimpleQueue("held").queue.delete()
 
 
-def test_unacked_message_of_a_dead_consumer_reappears(unique_prefix: str) -> None:
-    dead = connection(unique_prefix, visibility_timeout=2)
-    dead.SimpleQueue("orphan").put("payload")
-    assert dead.SimpleQueue("orphan").get(timeout=10).payload == "payload"
-    dead.transport.keeper.close()
+HOLD_AND_WAIT = """
+import sys, time
+from tests.integration.transports.transport_support import connection
+conn = connection(sys.argv[1], visibility_timeout=2)
+print(conn.SimpleQueue("orphan").get(timeout=10).payload, flush=True)
+time.sleep(60)
+"""
+
+
+def test_unacked_message_of_a_killed_consumer_reappears(unique_prefix: str) -> None:
     with connection(unique_prefix) as other:
+        other.SimpleQueue("orphan").put("payload")
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_AND_WAIT, unique_prefix], cwd=ROOT, stdout=subprocess.PIPE,
+            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "payload"
+        finally:
+            holder.kill()
+            holder.wait(10)
         message = other.SimpleQueue("orphan").get(timeout=15)
         assert message.payload == "payload"
         assert message.delivery_info["redelivered"] is True
