@@ -21,9 +21,13 @@ def _env_list(name: str, default: str = "") -> list[str]:
 
 # Broker: Azure Queue Storage through our transport (transports/azurequeue/__init__.py).
 broker_url = _env("CELERY_BROKER_URL", "azurequeue://")
+# With Redis (REDIS_URL, which the workflows need anyway) the transport wakes an idle worker the
+# moment a message is sent and carries remote control, replies and events (Flower) over Redis;
+# Azure is still polled, every 8 s at most, as the safety net.
 broker_transport_options = {
     "queue_name_prefix": _env("FLOWCRAFT_QUEUE_PREFIX", ""),
     "visibility_timeout": int(_env("FLOWCRAFT_VISIBILITY_TIMEOUT", "30")),
+    "redis_url": _env("REDIS_URL", "redis://127.0.0.1:6379/0"),
 }
 # Results: Cosmos DB (flowcraft_celery/backends/cosmos.py). A node task's result is small (its run
 # and the nodes it handled) and kept in Redis; a run's state lives in the context and status stores.

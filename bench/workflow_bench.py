@@ -1,5 +1,7 @@
-"""Workflow benchmark (issue 5): no-op workflow graphs on real workers, against Celery canvas on
-Redis and the raw round trip of Azure Queue Storage, with requests per node and a profile.
+"""Workflow benchmark (issues 5 and 8): no-op workflow graphs on real workers, one Celery task per node
+(the default) and with the opt-ins (inline chain hops, packed fan-outs), against Celery canvas on
+Redis and the raw round trip of Azure Queue Storage; idle pick-up latency and idle cost of the
+transport; requests per node and a profile.
 
     .venv/bin/python -W ignore bench/workflow_bench.py            # chain 20, fan 100, 10 runs of fan 10
     .venv/bin/python -W ignore bench/workflow_bench.py --quick    # a small smoke run
@@ -51,9 +53,29 @@ OBSERVER_COMMANDS = frozenset({"info", "config", "time", "ping"})
 WORKERS = 2
 TARGET_HOP_RATIO = 3.0
 TARGET_CEILING_SHARE = 0.5
-TARGET_QUEUE_PER_NODE = 2.1
+TARGET_QUEUE_PER_NODE_CHAIN = 3.2
+TARGET_QUEUE_PER_NODE_FAN = 2.2
 TARGET_COSMOS_PER_NODE = 2.0
 TARGET_REDIS_PER_ARRIVAL = 2.0
+TARGET_PICKUP_P50 = 0.1
+TARGET_IDLE_PER_QUEUE = 0.2
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How the Flowcraft workers run a workflow: the environment that selects it."""
+
+    system: str
+    title: str
+    env: dict[str, str]
+
+
+MODES = (
+    Mode("flowcraft", "one Celery task per node (the default)",
+         {"FLOWCRAFT_INLINE_DEPTH": "0", "FLOWCRAFT_FANOUT_GROUP": "1"}),
+    Mode("flowcraft+opt-ins", "opt-ins: inline chain hops (depth 8), fan-out packs of 4",
+         {"FLOWCRAFT_INLINE_DEPTH": "8", "FLOWCRAFT_FANOUT_GROUP": "4"}),
+)
 
 
 @dataclass
@@ -82,12 +104,12 @@ class Figures:
             return "-" if count is None or n == 0 else f"{count / n:.2f}"
 
         hop = f"{_ms(_pct(self.hops, 50)):>8} {_ms(_pct(self.hops, 95)):>8}" if self.hops else f"{'-':>8} {'-':>8}"
-        return (f"{self.scenario:<24} {self.system:<16} {self.nodes:>5} {self.seconds:7.2f} {self.nodes_per_s:8.1f} "
+        return (f"{self.scenario:<24} {self.system:<18} {self.nodes:>5} {self.seconds:7.2f} {self.nodes_per_s:8.1f} "
                 f"{hop} {per(self.queue, self.nodes):>7} {per(self.cosmos, self.nodes):>7} "
                 f"{per(self.redis, self.nodes):>7} {per(self.join_commands, self.arrivals):>9}")
 
 
-HEADER = (f"{'scenario':<24} {'system':<16} {'nodes':>5} {'wall s':>7} {'nodes/s':>8} {'hop p50':>8} "
+HEADER = (f"{'scenario':<24} {'system':<18} {'nodes':>5} {'wall s':>7} {'nodes/s':>8} {'hop p50':>8} "
           f"{'hop p95':>8} {'queue/n':>7} {'cosmos/n':>7} {'redis/n':>7} {'redis/arr':>9}")
 
 
@@ -220,6 +242,7 @@ class Bench:
     stats_dir: Path
     prefix: str
     timeout: float
+    system: str = "flowcraft"
 
     def scenario(self, name: str, blueprint_id: str, runs: int) -> Figures:
         """Start `runs` runs of a blueprint at once, wait for all; count and time them."""
@@ -249,10 +272,36 @@ class Bench:
         joins = sum(1 for line in lines if any(mark in line for mark in marks))
         width = sum(1 for e in graph.edges if e.target == "join")
         last = max(t for run in finished for _, t in run)
-        return Figures(name, "flowcraft", sum(len(run) for run in finished), last - started,
+        return Figures(name, self.system, sum(len(run) for run in finished), last - started,
                        hops, len(lines), runs * width, joins,
                        workers_after[0] - workers_before[0] + own_queue,
                        workers_after[1] - workers_before[1] + own_cosmos)
+
+
+def idle_cost(stats_dir: Path, seconds: float, queues: int) -> float:
+    """Azure queue requests per second per consumed queue of the idle workers over `seconds`."""
+    before = worker_counts(stats_dir)[0]
+    time.sleep(seconds)
+    after = worker_counts(stats_dir)[0]
+    return (after - before) / seconds / queues
+
+
+def pickup_latencies(publish: Callable[[], float], stamps: redis.Redis, key: str, samples: int,
+                     gap: float, timeout: float) -> list[float]:
+    """Seconds from a publish to an idle worker starting the task, `samples` times `gap` s apart.
+
+    `publish` sends one task message and returns the time it was sent; the worker stamps the time
+    it starts that task onto the Redis list `key` (same machine, same clock)."""
+    latencies = []
+    stamps.delete(key)
+    for _ in range(samples):
+        time.sleep(gap)
+        sent = publish()
+        popped = stamps.blpop([key], timeout=timeout)
+        if popped is None:
+            raise RuntimeError(f"no worker started the pick-up task within {timeout} s")
+        latencies.append(max(0.0, float(popped[1]) - sent))
+    return latencies
 
 
 def _results(result: Any) -> list[Any]:
@@ -392,7 +441,7 @@ def _delete_queues(conn_str: str, prefix: str) -> None:
 
 
 def main() -> None:
-    """Measure everything in one run and print the table, ratios, targets and profile."""
+    """Measure everything in one run and print the tables, ratios, targets and profile."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small graphs and samples: a smoke run")
     parser.add_argument("--chain", type=int, default=20)
@@ -401,17 +450,19 @@ def main() -> None:
     parser.add_argument("--run-fan", type=int, default=10, help="width of each concurrent run's fan")
     parser.add_argument("--round-trips", type=int, default=50)
     parser.add_argument("--ceiling-messages", type=int, default=1000)
+    parser.add_argument("--pickups", type=int, default=12, help="idle pick-up samples per system")
+    parser.add_argument("--pickup-gap", type=float, default=5.0, help="idle seconds before each pick-up sample")
+    parser.add_argument("--idle-window", type=float, default=30.0, help="seconds of idle workers whose requests count")
     args = parser.parse_args()
     if args.quick:
         args.chain, args.fan, args.runs, args.run_fan, args.round_trips, args.ceiling_messages = 5, 10, 3, 3, 10, 100
+        args.pickups, args.pickup_gap, args.idle_window = 3, 0.5, 3.0
     timeout = 60.0 if args.quick else 600.0
     for name, value in devservices.env_vars(devservices.Ports.from_env()).items():
         os.environ.setdefault(name, value)
     conn_str = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
     tag = f"wfb-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="workflow-bench-"))
-    stats_dir = work / "stats"
-    stats_dir.mkdir()
 
     rtt = raw_round_trip(conn_str, args.round_trips)
     send, drain = raw_ceiling(args.ceiling_messages)
@@ -422,30 +473,50 @@ def main() -> None:
     env = {"REDIS_URL": private.url(0), "FLOWCRAFT_DEFAULT_QUEUE": tag, "FLOWCRAFT_KEY_PREFIX": f"{tag}:",
            "FLOWCRAFT_COSMOS_DATABASE": tag, "FLOWCRAFT_NODE_MODULES": "bench.workflow_nodes",
            "FLOWCRAFT_BLUEPRINTS": "bench.workflow_nodes:blueprints", "FLOWCRAFT_TASK_EVENTS": "false",
-           "BENCH_STATS_DIR": str(stats_dir), "BENCH_CHAIN": str(args.chain), "BENCH_FAN": str(args.fan),
+           "BENCH_CHAIN": str(args.chain), "BENCH_FAN": str(args.fan),
            "BENCH_RUN_FAN": str(args.run_fan), "PYTHONPATH": str(ROOT),
            "BENCH_CANVAS_REDIS": private.url(1), "BENCH_CANVAS_QUEUE": f"{tag}-canvas"}
     os.environ.update(env)
     figures: list[Figures] = []
+    pickups: dict[str, list[float]] = {}
+    idle_per_queue = 0.0
     try:
         from celery import chain, chord
+        from celery.signals import after_task_publish
 
         from bench import workflow_canvas_app, workflow_nodes
         from flowcraft_celery.devtools.workers import WorkerGroup
         from flowcraft_celery.distributed.client import Client
 
+        published: list[float] = []
+        after_task_publish.connect(lambda **_: published.append(time.time()), weak=False)
         client = Client()
-        bench = Bench(client, redis.Redis.from_url(private.url(0)), monitor, stats_dir, f"{tag}:", timeout)
+        stamps = redis.Redis.from_url(private.url(0))
         chain_name, fan_name = f"chain of {args.chain}", f"fan 1->{args.fan}->1"
         runs_name = f"{args.runs} runs of 1->{args.run_fan}->1"
-        with WorkerGroup(env, work / "workers", cwd=ROOT) as group:
-            for _ in range(WORKERS):
-                group.worker()
-            group.wait_ready(90)
-            bench.scenario("warm-up", workflow_nodes.RUN_FAN_ID, 2)
-            figures.append(bench.scenario(chain_name, workflow_nodes.CHAIN_ID, 1))
-            figures.append(bench.scenario(fan_name, workflow_nodes.FAN_ID, 1))
-            figures.append(bench.scenario(runs_name, workflow_nodes.RUN_FAN_ID, args.runs))
+        for mode in MODES:
+            stats_dir = work / f"stats-{len(figures)}"
+            stats_dir.mkdir()
+            mode_env = {**env, **mode.env, "BENCH_STATS_DIR": str(stats_dir)}
+            bench = Bench(client, stamps, monitor, stats_dir, f"{tag}:", timeout, mode.system)
+            with WorkerGroup(mode_env, work / f"workers-{len(figures)}", cwd=ROOT) as group:
+                for _ in range(WORKERS):
+                    group.worker()
+                group.wait_ready(90)
+                bench.scenario("warm-up", workflow_nodes.RUN_FAN_ID, 2)
+                figures.append(bench.scenario(chain_name, workflow_nodes.CHAIN_ID, 1))
+                figures.append(bench.scenario(fan_name, workflow_nodes.FAN_ID, 1))
+                figures.append(bench.scenario(runs_name, workflow_nodes.RUN_FAN_ID, args.runs))
+                if mode is MODES[0]:
+                    idle_per_queue = idle_cost(stats_dir, args.idle_window, WORKERS)
+
+                    def start_one() -> float:
+                        published.clear()
+                        client.start(workflow_nodes.PICKUP_ID)
+                        return published[-1]
+
+                    pickups[mode.system] = pickup_latencies(start_one, stamps, workflow_nodes.PICKUP_KEY,
+                                                            args.pickups, args.pickup_gap, timeout)
         profile = profile_nodes(client, workflow_nodes.RUN_FAN_ID)
 
         noop = workflow_canvas_app.noop
@@ -461,6 +532,14 @@ def main() -> None:
             figures.append(canvas_scenario(
                 runs_name, lambda: chain(noop.s(0), chord([noop.s() for _ in range(args.run_fan)], noop.s())),
                 args.runs, args.run_fan, monitor, timeout, hops=False))
+            canvas_key = f"{tag}:canvas-pickup"
+
+            def stamp_one() -> float:
+                workflow_canvas_app.stamp.apply_async(args=[canvas_key], ignore_result=True)
+                return time.time()
+
+            pickups["canvas on Redis"] = pickup_latencies(stamp_one, redis.Redis.from_url(private.url(1)),
+                                                          canvas_key, args.pickups, args.pickup_gap, timeout)
     finally:
         monitor.close()
         private.stop()
@@ -474,42 +553,60 @@ def main() -> None:
     print(f"\nraw Azure queue, plain SDK: send->receive->delete round trip p50 {_ms(rtt_p50)}, "
           f"p95 {_ms(_pct(rtt, 95))} ({len(rtt)} round trips); 8 threads: send {send:.0f}/s, "
           f"receive(32)+delete {drain:.0f}/s, whole-message ceiling 1/(1/send+1/drain) {ceiling:.0f} msg/s")
-    print(f"workers: {WORKERS} processes, prefork -c 2 each; flowcraft over azurequeue + Cosmos emulator + "
-          f"Redis, task events off; canvas: the same no-op task on a Redis broker and result backend\n")
+    print(f"workers: {WORKERS} processes, prefork -c 2 each, Celery's default prefetch (multiplier 4); flowcraft "
+          f"over azurequeue (Redis wake-ups) + Cosmos emulator + Redis, task events off; canvas: the same no-op "
+          f"task on a Redis broker and result backend")
+    for mode in MODES:
+        print(f"  {mode.system}: {mode.title}")
+    print()
     print(HEADER)
     for item in figures:
         print(item.row())
     print("per node (/n): requests of every worker process plus the client's start; redis/arr: Redis commands "
           "on the join's keys per join arrival (flowcraft: arrive + claim scripts; canvas: the chord's keys)")
 
-    ours = {f.scenario: f for f in figures if f.system == "flowcraft"}
-    theirs = {f.scenario: f for f in figures if f.system != "flowcraft"}
-    print("\nratios, flowcraft vs canvas on Redis vs raw queue:")
-    for name, mine in ours.items():
-        other = theirs[name]
-        print(f"  {name:<24} nodes/s {mine.nodes_per_s / other.nodes_per_s:5.2f}x canvas, "
-              f"{mine.nodes_per_s / ceiling:5.2f}x raw ceiling")
-    hop_ours = _pct(ours[chain_name].hops, 50)
-    print(f"  chain hop p50: flowcraft {_ms(hop_ours)} = {hop_ours / rtt_p50:.2f}x raw round trip, "
-          f"{hop_ours / _pct(theirs[chain_name].hops, 50):.2f}x canvas")
+    print(f"\nidle pick-up (publish -> an idle worker starts the task; {args.pickups} samples, each after "
+          f"{args.pickup_gap:g} s idle):")
+    for system, values in pickups.items():
+        print(f"  {system:<18} p50 {_ms(_pct(values, 50))}  p95 {_ms(_pct(values, 95))}")
+    print(f"idle workers: {idle_per_queue:.3f} Azure queue requests/s per consumed queue "
+          f"({WORKERS} workers, 1 task queue each, over {args.idle_window:g} s)")
 
-    fan = ours[fan_name]
+    theirs = {f.scenario: f for f in figures if f.system == "canvas on Redis"}
     print("\ntargets:")
-    print(f"  {_mark(hop_ours <= TARGET_HOP_RATIO * rtt_p50)} chain hop p50 {_ms(hop_ours)} <= "
-          f"{TARGET_HOP_RATIO:g} x raw round trip ({_ms(TARGET_HOP_RATIO * rtt_p50)})")
-    print(f"  {_mark(fan.nodes_per_s >= TARGET_CEILING_SHARE * ceiling)} fan-out/fan-in {fan.nodes_per_s:.1f} "
-          f"nodes/s >= {TARGET_CEILING_SHARE:g} x raw ceiling ({TARGET_CEILING_SHARE * ceiling:.1f})")
-    for item in ours.values():
-        queue = (item.queue or 0) / item.nodes
-        cosmos = (item.cosmos or 0) / item.nodes
-        print(f"  {_mark(queue <= TARGET_QUEUE_PER_NODE)} {item.scenario}: {queue:.2f} queue requests/node "
-              f"<= {TARGET_QUEUE_PER_NODE}")
-        print(f"  {_mark(cosmos <= TARGET_COSMOS_PER_NODE)} {item.scenario}: {cosmos:.2f} Cosmos requests/node "
-              f"<= {TARGET_COSMOS_PER_NODE:g}")
-        if item.arrivals:
-            arrival = item.join_commands / item.arrivals
-            print(f"  {_mark(arrival <= TARGET_REDIS_PER_ARRIVAL)} {item.scenario}: {arrival:.2f} Redis "
-                  f"commands/join arrival <= {TARGET_REDIS_PER_ARRIVAL:g}")
+    pickup_p50 = _pct(pickups[MODES[0].system], 50)
+    print(f"  {_mark(pickup_p50 <= TARGET_PICKUP_P50)} transport: idle pick-up p50 {_ms(pickup_p50)} <= "
+          f"{_ms(TARGET_PICKUP_P50)}")
+    print(f"  {_mark(idle_per_queue <= TARGET_IDLE_PER_QUEUE)} transport: idle {idle_per_queue:.3f} requests/s "
+          f"per queue <= {TARGET_IDLE_PER_QUEUE:g}")
+    for mode in MODES:
+        ours = {f.scenario: f for f in figures if f.system == mode.system}
+        print(f"  {mode.system} ({mode.title}):")
+        for name, mine in ours.items():
+            other = theirs[name]
+            print(f"    {name:<24} nodes/s {mine.nodes_per_s / other.nodes_per_s:5.2f}x canvas, "
+                  f"{mine.nodes_per_s / ceiling:5.2f}x raw ceiling")
+        hop_ours = _pct(ours[chain_name].hops, 50)
+        print(f"    chain hop p50 {_ms(hop_ours)} = {hop_ours / rtt_p50:.2f}x raw round trip, "
+              f"{hop_ours / _pct(theirs[chain_name].hops, 50):.2f}x canvas")
+        fan = ours[fan_name]
+        print(f"  {_mark(hop_ours <= TARGET_HOP_RATIO * rtt_p50)} {mode.system}: chain hop p50 {_ms(hop_ours)} <= "
+              f"{TARGET_HOP_RATIO:g} x raw round trip ({_ms(TARGET_HOP_RATIO * rtt_p50)})")
+        print(f"  {_mark(fan.nodes_per_s >= TARGET_CEILING_SHARE * ceiling)} {mode.system}: fan-out/fan-in "
+              f"{fan.nodes_per_s:.1f} nodes/s >= {TARGET_CEILING_SHARE:g} x raw ceiling "
+              f"({TARGET_CEILING_SHARE * ceiling:.1f})")
+        for item in ours.values():
+            queue = (item.queue or 0) / item.nodes
+            cosmos = (item.cosmos or 0) / item.nodes
+            limit = TARGET_QUEUE_PER_NODE_CHAIN if item.scenario == chain_name else TARGET_QUEUE_PER_NODE_FAN
+            print(f"  {_mark(queue <= limit)} {mode.system}: {item.scenario}: {queue:.2f} queue requests/node "
+                  f"<= {limit:g}")
+            print(f"  {_mark(cosmos <= TARGET_COSMOS_PER_NODE)} {mode.system}: {item.scenario}: {cosmos:.2f} "
+                  f"Cosmos requests/node <= {TARGET_COSMOS_PER_NODE:g}")
+            if item.arrivals:
+                arrival = item.join_commands / item.arrivals
+                print(f"  {_mark(arrival <= TARGET_REDIS_PER_ARRIVAL)} {mode.system}: {item.scenario}: "
+                      f"{arrival:.2f} Redis commands/join arrival <= {TARGET_REDIS_PER_ARRIVAL:g}")
 
     per_node = profile.total / profile.nodes
     print(f"\nwhere the time goes: one run of 1->{args.run_fan}->1 ({profile.nodes} node tasks) executed in this "

@@ -7,8 +7,10 @@ benchmark builds chains and chords of `wfb.noop` with the same shapes as its wor
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
+import redis
 from celery import Celery
 
 _url = os.environ.get("BENCH_CANVAS_REDIS", "redis://127.0.0.1:6379/1")
@@ -22,3 +24,9 @@ app.conf.update(task_default_queue=os.environ.get("BENCH_CANVAS_QUEUE", "wfb-can
 def noop(value: Any = None) -> Any:
     """Do nothing: return the input (a chord callback gets the list of branch outputs)."""
     return value
+
+
+@app.task(name="wfb.stamp")
+def stamp(key: str) -> None:
+    """Record when a worker started this task (the canvas side of the idle pick-up figure)."""
+    redis.Redis.from_url(_url).rpush(key, repr(time.time()))

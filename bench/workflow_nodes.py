@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready
+import redis
+from celery.signals import task_prerun, worker_process_init, worker_ready
 
 from flowcraft_celery.engine.context import NodeContext
 from flowcraft_celery.engine.registry import node
@@ -30,6 +31,9 @@ NOOP = "wfb-noop"
 CHAIN_ID = "wfb-chain"
 FAN_ID = "wfb-fan"
 RUN_FAN_ID = "wfb-run-fan"
+PICKUP_ID = "wfb-pickup"
+#: Redis list (on REDIS_URL) where a worker stamps the time it starts a pick-up run's task.
+PICKUP_KEY = "wfb:pickup"
 STATS_PERIOD = 0.2
 #: Times this process ran the no-op node (a benchmark's extra executions are runs beyond one per node).
 EXECUTIONS = [0]
@@ -66,7 +70,14 @@ def fan(blueprint_id: str, width: int) -> Blueprint:
 def blueprints() -> list[Blueprint]:
     """The benchmark's graphs, sized from the environment."""
     return [chain(_size("BENCH_CHAIN", 20)), fan(FAN_ID, _size("BENCH_FAN", 100)),
-            fan(RUN_FAN_ID, _size("BENCH_RUN_FAN", 10))]
+            fan(RUN_FAN_ID, _size("BENCH_RUN_FAN", 10)), Flow(PICKUP_ID).node("only", NOOP).build()]
+
+
+def _stamp_pickup(kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    """Record when a worker starts the task of a pick-up run (before any of the task's own work)."""
+    msg = (kwargs or {}).get("msg")
+    if isinstance(msg, dict) and msg.get("bp") == PICKUP_ID:
+        redis.Redis.from_url(os.environ["REDIS_URL"]).rpush(PICKUP_KEY, repr(time.time()))
 
 
 def _dump_forever(folder: Path) -> None:
@@ -87,5 +98,6 @@ def _start_dumping(**_: Any) -> None:
         threading.Thread(target=_dump_forever, args=(Path(folder),), daemon=True).start()
 
 
+task_prerun.connect(_stamp_pickup, weak=False)
 worker_ready.connect(_start_dumping, weak=False)
 worker_process_init.connect(_start_dumping, weak=False)

@@ -1,27 +1,34 @@
 """Azure Queue Storage transport module for Kombu (``azurequeue://``).
 
-At-least-once delivery over Azure Queue Storage, usable as Celery's broker.
+At-least-once delivery over Azure Queue Storage, usable as Celery's broker at Celery's defaults
+(prefork pool, prefetch multiplier 4), with Redis (when configured) for instant wake-up and for
+Celery's control, reply and event traffic.
 
 Features
 ========
-* Type: Virtual
+* Type: Virtual, asynchronous (a worker runs it on its event loop; an I/O thread receives)
 * Supports Direct: Yes, across processes
 * Supports Topic: Yes, across processes
 * Supports Fanout: Yes, across processes (so ``celery inspect``/``control``, events, Flower work)
 * Supports Priority: No
-* Supports TTL: Yes (message ``expiration`` and queue ``x-message-ttl``)
+* Supports TTL: Yes (message ``expiration`` and queue ``x-message-ttl``, on Azure queues)
 * Acknowledgements: a received message stays invisible and is deleted on ack; its invisibility
-  is extended while the consumer holds it; if the consumer dies it reappears after
-  ``visibility_timeout``. ``reject(requeue=True)`` makes it visible at once,
+  is extended while the consumer holds it (prefetched or running); if the consumer dies it
+  reappears after ``visibility_timeout``. ``reject(requeue=True)`` makes it visible at once,
   ``reject(requeue=False)`` moves it to the dead-letter queue ``<queue>-dlq``.
 * Poison messages: undecodable bodies and messages delivered more than ``max_delivery_count``
   times go to ``<queue>-dlq`` with the reason in their ``x-dead-letter-*`` headers.
-* Delayed delivery: a message with a Celery ``eta`` (countdown/ETA/retry) is sent with the
-  queue's initial visibility, so it appears only when due (longer than 7 days: it hops).
+* Delayed delivery: a message with a Celery ``eta`` (countdown/ETA/retry) is sent hidden for the
+  whole seconds until it is due, so it appears up to a second early; the consumer that receives
+  it keeps it (held, renewed, counted against its prefetch) and delivers it at its due time.
+  Longer than 7 days: it hops.
 * Large bodies: a message longer than ``large_message_threshold`` is stored in Blob Storage and
   the queue carries a reference; the blob is deleted on ack.
-* Batching: receives up to 32 messages per request (bounded by the prefetch count), acks in
-  parallel, backs off polling geometrically when idle.
+* Batching: receives up to 32 messages per request (bounded by the prefetch room), acks in
+  parallel.
+* Warm shutdown of a Celery worker hands the messages it prefetched but never started back at
+  once (visibility 0) and exits when the running tasks finish (``handback.HandBackUnstarted``, a
+  worker step added automatically to ``celery worker`` when the broker is ``azurequeue://``).
 
 Connection String
 =================
@@ -47,9 +54,16 @@ Transport Options
 * ``visibility_timeout``: seconds a received message stays invisible, renewed while held
   (default 30).
 * ``max_delivery_count``: deliveries after which a message is dead-lettered (default 5).
-* ``polling_interval``: first wait after an empty poll, doubled per empty poll (default 0.1 s).
-* ``max_polling_interval``: longest wait between polls of an idle queue (default 8 s: an idle
-  queue costs 0.125 requests/s).
+* ``redis_url``: Redis for wake-up signals and transient queues (default none: Azure only).
+  Every process of a deployment (workers, beat, clients, Flower) must use the same setting.
+* ``redis_key_prefix``: prefix of the transport's Redis keys, followed by ``queue_name_prefix``
+  (default ``azurequeue:``).
+* ``polling_interval``: without Redis, first wait after an empty poll, doubled per empty poll
+  (default 0.1 s).
+* ``max_polling_interval``: longest wait between polls of an idle queue; with Redis, the
+  safety-net poll of every consumed queue (default 8 s).
+* ``gather_seconds``: how long a consumer that already holds messages lets a trickle gather
+  before receiving (default 0.02 s).
 * ``max_messages_per_poll``: batch size of a receive, 1-32, also bounded by prefetch
   (default 32).
 * ``large_message_threshold``: message text length above which the body goes to Blob Storage
@@ -58,24 +72,64 @@ Transport Options
 * ``blob_account_url``: blob endpoint when the broker URL is an account URL whose host has no
   ``.queue.`` to replace (default: derived).
 * ``binding_cache_seconds``: how long a process trusts its copy of the shared binding table
-  before listing it again when publishing through an exchange (default 5 s).
-* ``queue_heartbeat_interval``: how often a consumer marks its transient (auto-delete or
-  expiring) queues alive; such a queue silent for 3 intervals is deleted by whoever lists the
-  bindings (default 60 s).
+  before checking it again when publishing through an exchange (default 5 s; with Redis the
+  check is one GET of a version counter, the table is listed again only when it changed).
+* ``queue_heartbeat_interval``: how often a consumer marks its transient Azure queues alive
+  (without Redis); such a queue silent for 3 intervals is deleted by whoever lists the bindings
+  (default 60 s).
+* ``transient_max_length``: messages a transient queue in Redis keeps at most (default 10000).
 * ``settle_threads``: threads that ack, requeue and dead-letter in parallel (default 8).
 
-Polling and latency: Azure has no long polling, so an idle queue is polled at most every
-``max_polling_interval`` seconds; the first message after a long idle time waits up to that
-long (then polling is immediate while messages flow). ``celery inspect``/``control`` therefore
-needs a ``--timeout`` of about 1.5 x ``max_polling_interval`` (``--timeout 12`` with the
-defaults: the worker sees the request within 8 s, the caller's young reply queue is polled at
-least every quarter of its age), and Flower ``--inspect_timeout=12000``.
-Events reach a new receiver once publishers re-read the bindings (``binding_cache_seconds``).
+Threads and the event loop
+==========================
 
-Request costs: a task costs one send, one delete and 1/batch of a receive (about 2.06 requests
-with a prefetch of 32 or more, see ``bench/transport_bench.py``); an idle queue about
-1/``max_polling_interval`` requests per second. ``transports.azurequeue.stats.STATS`` counts
-every request of the process by kind.
+Receiving never happens on the caller's thread. Each connection that consumes has one I/O
+thread (``receiver.Receiver``): it polls the consumed Azure queues when they are due and only
+while the channel has prefetch room, holds every received message at once (the lease keeper's
+thread renews it at half the visibility timeout until it is acked, however long it waits in the
+prefetch buffer or runs), and hands deliveries to an inbox. A Celery worker watches the inbox's
+descriptor on its event loop (``asynchronous=True``, so Celery runs ``asynloop`` with the prefork
+pool's non-blocking semaphore), so a full pool never stalls receiving, renewing, acking, remote
+control or events; a plain Kombu ``drain_events(timeout)`` waits on the inbox. Acks, requeues and
+dead-lettering run on ``settle_threads`` threads. Publishing is a direct request from the caller.
+
+Wake-up
+=======
+
+Azure has no long polling. With ``redis_url``, a sender pushes a token onto the queue's Redis list
+after each send (one script call); consumers wait on those lists in one BLPOP, so exactly one
+consumer with room wakes per message and polls at once (a consumer receiving k messages for
+one token drops k-1 further tokens). A channel that already holds messages waits until half its
+prefetch is free and ``gather_seconds`` before receiving, so busy workers receive in batches.
+Delayed messages push the time they become visible; the consumer that takes that token polls
+then. Azure is still polled every ``max_polling_interval`` as the safety net (messages of a
+worker that died, tokens lost with Redis). Without Redis, polling backs off geometrically from
+``polling_interval`` to ``max_polling_interval`` when idle: the first message after a long idle
+time waits up to that long.
+
+Control, replies and events
+===========================
+
+With ``redis_url``, transient queues (auto-delete or ``x-expires``: Celery's
+``<host>.celery.pidbox``, ``<id>.reply.celery.pidbox`` and ``celeryev.<id>``) live in Redis
+(``transient.TransientQueues``): a list per queue, bindings in a sorted set per exchange, both
+kept alive by the declaring process and gone a few seconds after it dies; a queue is deleted
+with its connection (auto-delete ones with their last consumer). ``celery inspect``/``control``/
+``status`` and Flower therefore work at Celery's default timeouts against idle and busy
+workers, and a client reusing its reply queue between calls never loses a reply. Messages of
+transient queues are delivered at most once (Celery sends them without acks).
+Without Redis they are Azure queues as well: ``celery inspect`` then needs ``--timeout``
+about 1.5 x ``max_polling_interval`` and Flower ``--inspect_timeout`` likewise.
+
+Request costs
+=============
+
+A task costs one send, one delete and 1/batch of a receive (about 2.06 Azure requests with a
+prefetch of 32 or more, 2.13-2.25 at Celery's default prefetch, see ``bench/``), plus one Redis
+script call with ``redis_url``. An idle consumed queue costs 1/``max_polling_interval`` Azure
+requests per second (0.125 with the defaults), plus a listing of the binding table each
+``queue_heartbeat_interval``; with Redis, control and event traffic costs no Azure request.
+``transports.azurequeue.stats.STATS`` counts every Azure request of the process by kind.
 """
 
 from typing import Any
