@@ -2,9 +2,11 @@
 
 Built on the transport's queue naming, binding metadata and message envelopes, for tools (the
 `flowcraft-celery queues` and `dlq` commands, metrics exporters); the transport itself does not
-use this module. What each call costs in Azure requests:
+use this module. With the transport's `redis_url`, control, reply and event queues live in Redis
+(`transient.py`) and are listed from there. What each call costs in Azure requests:
 
-* `queues()`: one `list` (per 5,000 queues) plus one `get_properties` per queue counted;
+* `queues()`: one `list` (per 5,000 queues) plus one `get_properties` per queue counted (and a
+  Redis SCAN plus one LLEN per transient queue);
 * `dead_letters()`: one `peek` (Azure shows at most the first 32 visible messages);
 * `requeue()`: per 32 messages one `receive`, then one `send` and one `delete` per message;
 * `purge()`: per 32 messages one `receive`, one `delete` per message (and one blob `delete` per
@@ -22,6 +24,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
 
@@ -31,6 +34,7 @@ from .blobs import LargeBodyStore
 from .naming import DEAD_LETTER_SUFFIX, azure_queue_name, dead_letter_queue_name, listing_prefix
 from .options import Options
 from .registry import QueueRecord, namespace_tag
+from .transient import TransientQueues
 
 #: Seconds a message taken by `requeue` or `purge` stays hidden while it is moved or deleted.
 MOVE_VISIBILITY_SECONDS = 60
@@ -116,10 +120,12 @@ def _dead_letter_info(envelope: dict[str, Any]) -> dict[str, Any]:
 class QueueAdmin:
     """Counts, dead-letter inspection and re-driving for the queues under one Kombu prefix."""
 
-    def __init__(self, service: QueueServiceClient, prefix: str, blobs: LargeBodyStore | None = None) -> None:
+    def __init__(self, service: QueueServiceClient, prefix: str, blobs: LargeBodyStore | None = None,
+                 transient: TransientQueues | None = None) -> None:
         self._service = service
         self.prefix = prefix
         self._blobs = blobs
+        self._transient = transient
 
     @classmethod
     def from_connection(cls, connection: Any) -> QueueAdmin:
@@ -127,7 +133,12 @@ class QueueAdmin:
         transport_options = dict(connection.transport_options or {})
         options = Options.from_transport_options(transport_options)
         clients = build_clients(connection.hostname or "", transport_options)
-        return cls(clients.queues, options.queue_name_prefix, LargeBodyStore(clients.blobs, options.blob_container))
+        transient = None
+        if options.redis_url:
+            client = redis.Redis.from_url(str(options.redis_url), decode_responses=True)
+            transient = TransientQueues(client, options.redis_namespace, options.transient_max_length)
+        return cls(clients.queues, options.queue_name_prefix, LargeBodyStore(clients.blobs, options.blob_container),
+                   transient)
 
     def azure_name(self, queue: str) -> str:
         """The Azure name of a Kombu queue."""
@@ -155,6 +166,12 @@ class QueueAdmin:
                                        transient=record.expires_s is not None))
         if with_counts:
             found = [QueueInfo(q.name, q.azure_name, q.kind, self.count(q.name), q.transient) for q in found]
+        if self._transient is not None:
+            for name in self._transient.names():
+                if kinds is None or queue_kind(name) in kinds:
+                    count = self._transient.size(name) if with_counts else None
+                    found.append(QueueInfo(name, f"redis:{self._transient.list_key(name)}", queue_kind(name),
+                                           count, transient=True))
         return sorted(found, key=lambda q: q.name)
 
     def count(self, queue: str) -> int | None:

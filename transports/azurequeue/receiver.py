@@ -171,6 +171,8 @@ class Receiver:
             except redis.RedisError as exc:
                 logger.warning("Redis failed; polling Azure only for %.0f s: %r", REDIS_RETRY, exc)
                 self._redis_down_until = time.monotonic() + REDIS_RETRY
+                with self._lock:
+                    self._schedule.signalled = False
             except Exception as exc:
                 logger.error("Receiving from Azure Queue Storage failed, retrying: %r", exc)
                 self._stop.wait(ERROR_PAUSE)
@@ -201,6 +203,9 @@ class Receiver:
     def _step(self) -> None:
         """One turn: upkeep, due deliveries, one due poll or one wait."""
         now = time.monotonic()
+        if self._signals is not None and not self._schedule.signalled and self._redis_ok():
+            with self._lock:
+                self._schedule.signalled = True
         self._source.upkeep(now)
         self._release_due()
         table = self._source.consumption()

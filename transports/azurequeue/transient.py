@@ -175,6 +175,11 @@ class TransientQueues:
         pipe.delete(self.list_key(queue))
         return int(pipe.execute()[0])
 
+    def names(self) -> list[str]:
+        """Every transient queue alive in this namespace (any process's)."""
+        prefix = f"{self.namespace}alive:"
+        return sorted(str(key)[len(prefix):] for key in self._client.scan_iter(f"{prefix}*", count=500))
+
     def queue_of(self, list_key: str) -> str | None:
         """The queue whose message list is `list_key`, if it is one."""
         prefix = f"{self.namespace}q:"

@@ -28,8 +28,9 @@ from .wakeup import WakeSignals
 logger = logging.getLogger(__name__)
 
 _TOPIC = TopicExchange(None)
-#: Redis socket timeouts (seconds) for commands, and on top of a blocking wait.
-REDIS_TIMEOUT = 5.0
+#: Redis socket timeouts (seconds) for commands, and on top of a blocking wait: short, because
+#: a send waits on its wake-up signal and Redis answers in well under a millisecond.
+REDIS_TIMEOUT = 1.0
 #: Longest time (seconds) a worker's event loop sleeps, so it notices a shutdown signal soon.
 LOOP_TICK = 1.0
 

@@ -28,6 +28,8 @@ MAX_TOKENS = 1000
 TOKEN_TTL_MS = 60_000
 #: Seconds between two warnings about Redis being unreachable from the sending side.
 WARN_EVERY = 30.0
+#: Seconds a sender skips signals after Redis failed (a send must not wait on a sick Redis).
+PAUSE_AFTER_FAILURE = 5.0
 
 _PUSH = """
 redis.call('rpush', KEYS[1], ARGV[1])
@@ -62,6 +64,7 @@ class WakeSignals:
         self.namespace = namespace
         self._push: Callable[..., Any] = client.register_script(_PUSH)
         self._last_warning = float("-inf")
+        self._paused_until = float("-inf")
         self.nudge_key = f"{namespace}nudge:{uuid.uuid4().hex}"
 
     def wake_key(self, queue: str) -> str:
@@ -74,6 +77,8 @@ class WakeSignals:
 
     def notify(self, queue: str, visible_at: float | None = None) -> None:
         """Announce a message sent to `queue`, visible now or at epoch `visible_at`."""
+        if time.monotonic() < self._paused_until:
+            return
         if visible_at is None:
             key, token = self.wake_key(queue), NOW_TOKEN
         else:
@@ -85,7 +90,7 @@ class WakeSignals:
 
     def discard(self, queue: str, count: int) -> None:
         """Drop up to `count` immediate tokens of `queue` (their messages came in one batch)."""
-        if count <= 0:
+        if count <= 0 or time.monotonic() < self._paused_until:
             return
         try:
             self._client.lpop(self.wake_key(queue), count)
@@ -94,6 +99,8 @@ class WakeSignals:
 
     def nudge(self) -> None:
         """Interrupt this process's own blocking wait (a consumer was added, room opened)."""
+        if time.monotonic() < self._paused_until:
+            return
         try:
             self._push(keys=[self.nudge_key], args=[NOW_TOKEN, 1, 10_000])
         except redis.RedisError as exc:
@@ -116,8 +123,10 @@ class WakeSignals:
             self._warn(exc)
 
     def _warn(self, exc: Exception) -> None:
-        """Log a Redis failure now and then: the messages are safe, only pick-up is slower."""
+        """Log a Redis failure now and then, and pause signals: the messages are safe, only
+        pick-up is slower."""
         now = time.monotonic()
+        self._paused_until = now + PAUSE_AFTER_FAILURE
         if now - self._last_warning >= WARN_EVERY:
             self._last_warning = now
             logger.warning("Redis wake-up signal failed (consumers fall back to polling): %r", exc)
