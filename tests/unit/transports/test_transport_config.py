@@ -48,6 +48,11 @@ def test_options_defaults_conversion_and_bounds() -> None:
         Options.from_transport_options({"max_messages_per_poll": 33})
     with pytest.raises(ValueError):
         Options.from_transport_options({"visibility_timeout": 0})
+    assert options.redis_url is None
+    with_redis = Options.from_transport_options({"redis_url": "redis://h:6379/0", "queue_name_prefix": "p-"})
+    assert with_redis.redis_namespace == "azurequeue:p-"
+    with pytest.raises(ValueError, match="gather_seconds"):
+        Options.from_transport_options({"gather_seconds": -1})
 
 
 @pytest.mark.parametrize(

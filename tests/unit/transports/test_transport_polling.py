@@ -61,3 +61,39 @@ def test_the_queue_waiting_longest_goes_first_and_wake_resets() -> None:
         schedule.was_empty("c", 0.0)
     schedule.wake("c", 1.0)
     assert schedule.due(["c"], 1.0) == "c"
+
+
+def test_with_signals_a_partial_or_empty_poll_waits_the_safety_interval() -> None:
+    schedule = PollSchedule(0.1, 8.0, signalled=True)
+    schedule.got_messages("a", 10.0, full=False)
+    assert schedule.when("a") == 18.0
+    schedule.wake("a", 11.0)
+    assert schedule.due(["a"], 11.0) == "a"
+    schedule.was_empty("a", 11.0)
+    assert schedule.when("a") == 19.0
+    schedule.got_messages("a", 12.0, full=True)
+    assert schedule.due(["a"], 12.0) == "a"
+
+
+def test_an_expected_poll_that_finds_nothing_is_retried_a_few_times_then_dropped() -> None:
+    schedule = PollSchedule(0.1, 8.0, signalled=True)
+    schedule.was_empty("a", 0.0)
+    schedule.expect("a", 3.0)
+    assert schedule.when("a") == 3.0
+    now, retries = 3.0, []
+    while schedule.when("a") < 8.0:
+        now = schedule.when("a")
+        schedule.was_empty("a", now)
+        retries.append(round(now, 2))
+    assert retries == [3.0, 3.05, 3.2, 3.6, 4.6]
+
+
+def test_an_expected_poll_that_finds_the_message_is_done_and_one_past_due_can_be_passed_on() -> None:
+    schedule = PollSchedule(0.1, 8.0, signalled=True)
+    schedule.was_empty("a", 0.0)
+    schedule.expect("a", 2.0)
+    schedule.got_messages("a", 2.0, full=False)
+    assert schedule.when("a") == 10.0
+    schedule.expect("a", 11.0)
+    assert schedule.take_expected("a", 12.0) == 1
+    assert schedule.when("a") == 10.0
