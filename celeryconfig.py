@@ -64,12 +64,14 @@ flowcraft_reconcile_interval = float(_env("FLOWCRAFT_RECONCILE_INTERVAL", "30"))
 # days after it ends, then expire (Cosmos DB per-item TTL, Redis EXPIRE); 0 keeps them for ever.
 # Running, awaiting and sleeping runs never expire. `flowcraft-celery purge` removes old runs on demand.
 flowcraft_retention_days = float(_env("FLOWCRAFT_RETENTION_DAYS", "7"))
-# Up to this many successive nodes run inside one task when a node starts a successor on the
-# same queue (a chain hop without a queue round trip); 0 publishes every node as its own task.
-flowcraft_inline_depth = int(_env("FLOWCRAFT_INLINE_DEPTH", "8"))
-# A fan-out packs up to this many successors of one implementation into one task message
-# (one queue send, receive and delete per pack); 1 sends every node message on its own.
-flowcraft_fanout_group = int(_env("FLOWCRAFT_FANOUT_GROUP", "4"))
+# Every node is its own Celery task by default (its own task id, state and runtime in Flower,
+# per-task rate and time limits, revoke, routing). Opt-ins that trade that for speed:
+# FLOWCRAFT_INLINE_DEPTH > 0 runs up to that many successive nodes inside one task when a node
+# starts a successor on the same queue (a chain hop without a queue round trip), and
+# FLOWCRAFT_FANOUT_GROUP > 1 packs up to that many successors of one implementation into one task
+# message (one queue send, receive and delete per pack). See README, "One task per node".
+flowcraft_inline_depth = int(_env("FLOWCRAFT_INLINE_DEPTH", "0"))
+flowcraft_fanout_group = int(_env("FLOWCRAFT_FANOUT_GROUP", "1"))
 # Subflows may nest this many runs deep; a subflow node past it fails its run with the reason.
 flowcraft_subflow_depth = int(_env("FLOWCRAFT_SUBFLOW_DEPTH", "10"))
 # Webhook nodes' URLs start with this (where `flowcraft-celery webhooks serve` is reachable).

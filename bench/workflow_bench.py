@@ -304,6 +304,29 @@ def pickup_latencies(publish: Callable[[], float], stamps: redis.Redis, key: str
     return latencies
 
 
+def delayed_lateness(prefix: str, redis_url: str, samples: int, delay: float) -> list[float]:
+    """Seconds between due time and delivery of messages sent `delay` s ahead (an ETA, like a
+    countdown or retry), on a plain Kombu consumer of the transport with Redis wake-ups."""
+    from datetime import UTC, datetime, timedelta
+
+    from kombu import Connection
+
+    lateness = []
+    options = {"queue_name_prefix": prefix, "redis_url": redis_url}
+    with Connection("azurequeue://", transport_options=options) as conn:
+        queue = conn.SimpleQueue("delayed")
+        queue.put("warm-up")
+        queue.get(timeout=30).ack()
+        for _ in range(samples):
+            due = datetime.now(UTC) + timedelta(seconds=delay)
+            queue.put("due", headers={"eta": due.isoformat()})
+            message = queue.get(timeout=delay + 30)
+            lateness.append((datetime.now(UTC) - due).total_seconds())
+            message.ack()
+        queue.queue.delete()
+    return lateness
+
+
 def _results(result: Any) -> list[Any]:
     """Every task result of a chain or chord result (following parents and group members)."""
     from celery.result import GroupResult
@@ -453,10 +476,11 @@ def main() -> None:
     parser.add_argument("--pickups", type=int, default=12, help="idle pick-up samples per system")
     parser.add_argument("--pickup-gap", type=float, default=5.0, help="idle seconds before each pick-up sample")
     parser.add_argument("--idle-window", type=float, default=30.0, help="seconds of idle workers whose requests count")
+    parser.add_argument("--delayed", type=int, default=8, help="delayed-message samples (due 1.5 s after sending)")
     args = parser.parse_args()
     if args.quick:
         args.chain, args.fan, args.runs, args.run_fan, args.round_trips, args.ceiling_messages = 5, 10, 3, 3, 10, 100
-        args.pickups, args.pickup_gap, args.idle_window = 3, 0.5, 3.0
+        args.pickups, args.pickup_gap, args.idle_window, args.delayed = 3, 0.5, 3.0, 2
     timeout = 60.0 if args.quick else 600.0
     for name, value in devservices.env_vars(devservices.Ports.from_env()).items():
         os.environ.setdefault(name, value)
@@ -478,6 +502,7 @@ def main() -> None:
            "BENCH_CANVAS_REDIS": private.url(1), "BENCH_CANVAS_QUEUE": f"{tag}-canvas"}
     os.environ.update(env)
     figures: list[Figures] = []
+    late = delayed_lateness(f"{tag}-", private.url(2), args.delayed, 1.5)
     pickups: dict[str, list[float]] = {}
     idle_per_queue = 0.0
     try:
@@ -569,6 +594,8 @@ def main() -> None:
           f"{args.pickup_gap:g} s idle):")
     for system, values in pickups.items():
         print(f"  {system:<18} p50 {_ms(_pct(values, 50))}  p95 {_ms(_pct(values, 95))}")
+    print(f"delayed messages (due 1.5 s after sending; {len(late)} samples): delivered p50 "
+          f"{_ms(_pct(late, 50))}, p95 {_ms(_pct(late, 95))} after their due time (earliest {_ms(min(late))})")
     print(f"idle workers: {idle_per_queue:.3f} Azure queue requests/s per consumed queue "
           f"({WORKERS} workers, 1 task queue each, over {args.idle_window:g} s)")
 
@@ -579,6 +606,9 @@ def main() -> None:
           f"{_ms(TARGET_PICKUP_P50)}")
     print(f"  {_mark(idle_per_queue <= TARGET_IDLE_PER_QUEUE)} transport: idle {idle_per_queue:.3f} requests/s "
           f"per queue <= {TARGET_IDLE_PER_QUEUE:g}")
+    late_p50 = _pct(late, 50)
+    print(f"  {_mark(min(late) >= 0 and late_p50 <= TARGET_PICKUP_P50)} transport: delayed message delivered "
+          f"p50 {_ms(late_p50)} after due (never before: earliest {_ms(min(late))}) <= {_ms(TARGET_PICKUP_P50)}")
     for mode in MODES:
         ours = {f.scenario: f for f in figures if f.system == mode.system}
         print(f"  {mode.system} ({mode.title}):")

@@ -47,8 +47,8 @@ class Runtime:
     records: RunRecords
     touch_interval: float = 5.0
     stall_seconds: float = 60.0
-    inline_depth: int = 8
-    fanout_group: int = 4
+    inline_depth: int = 0
+    fanout_group: int = 1
     #: Seconds a finished run's records are kept (0: for ever).
     retention_seconds: float = 7 * 86400.0
     subflow_depth: int = DEFAULT_SUBFLOW_DEPTH
@@ -156,8 +156,8 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
         records=RunRecords(contexts, statuses, ledger, coordination),
         touch_interval=float(conf.get("flowcraft_touch_interval") or 5.0),
         stall_seconds=float(conf.get("flowcraft_stall_seconds") or 60.0),
-        inline_depth=int(conf.get("flowcraft_inline_depth", 8)),
-        fanout_group=int(conf.get("flowcraft_fanout_group", 4)),
+        inline_depth=int(conf.get("flowcraft_inline_depth", 0)),
+        fanout_group=int(conf.get("flowcraft_fanout_group", 1)),
         retention_seconds=float(conf.get("flowcraft_retention_days", 7)) * 86400,
         subflow_depth=int(conf.get("flowcraft_subflow_depth", DEFAULT_SUBFLOW_DEPTH)),
         webhook_base_url=str(conf.get("flowcraft_webhook_base_url") or DEFAULT_WEBHOOK_BASE_URL),

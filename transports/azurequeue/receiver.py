@@ -11,7 +11,8 @@ nudges it when a consumer is added or prefetch room opens). Without Redis it sle
 next scheduled poll or a nudge. It also runs the periodic upkeep (queue heartbeats).
 
 Batching: a channel that holds nothing polls as soon as it is woken (latency); one that
-already holds messages waits until half its prefetch is free and lets a trickle gather for
+already holds messages waits until no more than a quarter of its prefetch is held (with
+Celery's default multiplier of 4: only the running tasks) and lets a trickle gather for
 `gather_seconds`, so a busy worker receives in batches (fewer requests).
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Hashable
@@ -32,7 +32,7 @@ import redis
 from .inbox import Inbox
 from .polling import PollSchedule
 from .transient import TransientQueues, decode
-from .wakeup import WakeSignals, token_time
+from .wakeup import WakeSignals, token_time, token_worth
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Receiver:
         """The batch to receive for this channel now (0: none), keeping busy channels batched."""
         room = self.room(consumption)
         prefetch = consumption.qos.prefetch_count or 0
-        if room and prefetch and room < prefetch and room < math.ceil(prefetch / 2):
+        if room and prefetch and room < prefetch - max(1, prefetch // 4):
             return 0
         return room
 
@@ -262,7 +262,7 @@ class Receiver:
         elif kind == "wake":
             consumption = azure[queue]
             with self._lock:
-                self._taken[queue] = self._taken.get(queue, 0) + 1
+                self._taken[queue] = self._taken.get(queue, 0) + token_worth(value)
                 self._schedule.wake(queue, now + (self._gather if self._holds(consumption) else 0.0))
         elif kind == "due":
             at = token_time(value)
@@ -280,17 +280,25 @@ class Receiver:
         self._inbox.put(queue, payload, consumption.owner)
 
     def _poll(self, queue: str, consumption: Consumption, count: int) -> None:
-        """Receive one batch from an Azure queue and queue its deliveries."""
+        """Receive one batch from an Azure queue and queue its deliveries; with signals, claim
+        the batch's tokens first and drop those of messages received beyond them after."""
+        with self._lock:
+            taken = self._taken.pop(queue, 0)
+        signalled = self._signals is not None and self._redis_ok()
+        if signalled and self._signals is not None:
+            taken += self._signals.claim(queue, count - taken)
         received, held = self._source.receive_batch(queue, consumption.owner, count)
         now = time.monotonic()
         with self._lock:
-            taken = self._taken.pop(queue, 0)
             if received:
                 self._schedule.got_messages(queue, now, full=received >= count)
             else:
                 self._schedule.was_empty(queue, now)
-        if self._signals is not None and received > taken and self._redis_ok():
-            self._signals.discard(queue, received - max(taken, 1) if taken else received)
+        if signalled and self._signals is not None:
+            if received > taken:
+                self._signals.discard(queue, received - taken)
+            elif received >= count and taken > received:
+                self._signals.announce(queue, taken - received)
         wall = time.time()
         for item in held:
             if item.due is not None and item.due > wall + DUE_SLACK:

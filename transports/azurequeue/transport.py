@@ -31,6 +31,8 @@ _TOPIC = TopicExchange(None)
 #: Redis socket timeouts (seconds) for commands, and on top of a blocking wait: short, because
 #: a send waits on its wake-up signal and Redis answers in well under a millisecond.
 REDIS_TIMEOUT = 1.0
+#: Seconds a process reuses the Redis bindings of an exchange that also has Azure queues.
+TRANSIENT_ROUTES_CACHE = 1.0
 #: Longest time (seconds) a worker's event loop sleeps, so it notices a shutdown signal soon.
 LOOP_TICK = 1.0
 
@@ -71,6 +73,7 @@ class Transport(virtual.Transport):
         self._receiver: Receiver | None = None
         self._consumed: dict[str, Consumption] = {}
         self._transient_names: set[str] = set()
+        self._transient_routes: dict[str, tuple[float, list[tuple[str, str, str]]]] = {}
         self._expiring_azure: set[str] = set()
         self._loop: Any = None
         self._last_heartbeat = time.monotonic()
@@ -171,10 +174,19 @@ class Transport(virtual.Transport):
         self.registry.bind(queue, binding, lambda bindings: bindings.discard(binding))
 
     def routes(self, exchange: str) -> list[Route]:
-        """The routing table of `exchange` in every process: Azure queues' and Redis queues'."""
+        """The routing table of `exchange` in every process: Azure queues' and Redis queues'.
+
+        Redis is asked on every publish to an exchange without Azure queues (control, replies,
+        events: a new reply queue must be found at once) and at most once a second for one
+        with Azure queues (task exchanges: a publish costs no extra Redis round trip)."""
         table = self.registry.routes(exchange)
         if self.transient is not None:
-            for kind, key, queue in self.transient.routes(exchange):
+            now = time.monotonic()
+            cached = self._transient_routes.get(exchange)
+            if not table or cached is None or now - cached[0] > TRANSIENT_ROUTES_CACHE:
+                cached = (now, self.transient.routes(exchange))
+                self._transient_routes[exchange] = cached
+            for kind, key, queue in cached[1]:
                 self._transient_names.add(queue)
                 pattern = _TOPIC.key_to_pattern(key) if kind == "topic" else None
                 table.append((key, pattern, queue))
@@ -360,6 +372,8 @@ class Transport(virtual.Transport):
     def close_connection(self, connection: Any) -> None:
         """Stop receiving, give back what was received but not delivered, close channels (giving
         unacked messages back), delete this connection's expiring queues, finish settlements."""
+        if self._signals is not None:
+            self._signals.flush()
         if self._receiver is not None:
             for payload in self._receiver.stop():
                 self.give_back(payload)

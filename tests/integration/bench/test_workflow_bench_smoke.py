@@ -46,6 +46,6 @@ def test_quick_bench_reports_every_scenario_in_both_modes_and_on_canvas_with_tar
             assert int(row.group(1)) == nodes, f"{scenario} on {system} finished {row.group(1)} of {nodes} nodes"
     verdicts = re.findall(r"^  (PASS|MISS) ", out, re.MULTILINE)
     per_mode = 2 + 2 * len(SCENARIOS) + 2
-    assert len(verdicts) == 2 + 2 * per_mode, out
+    assert len(verdicts) == 3 + 2 * per_mode, out
     assert re.search(r"flowcraft\s+p50 [\d.]+ms\s+p95 [\d.]+ms", out), out
     assert "where the time goes" in out and "per node" in out
