@@ -33,7 +33,7 @@ def graph_command(blueprint: str, run_id: str | None, direction: str) -> None:
             raise click.ClickException(str(exc)) from exc
         if view.graph is None:
             raise click.ClickException(f"run {run_id!r} uses blueprint {view.doc.get('blueprintId')!r}, "
-                                       "which this process's catalog (FLOWCRAFT_BLUEPRINTS) does not have")
+                                       "which neither the workers' published catalog nor FLOWCRAFT_BLUEPRINTS here has")
         if blueprint != view.graph.blueprint.id:
             raise click.ClickException(f"run {run_id!r} is of blueprint {view.graph.blueprint.id!r}, "
                                        f"not {blueprint!r}")
@@ -45,12 +45,12 @@ def graph_command(blueprint: str, run_id: str | None, direction: str) -> None:
         except BlueprintFormatError as exc:
             raise click.ClickException(f"{blueprint}: {exc}") from exc
     else:
-        from flowcraft_celery.distributed.app import app
-        from flowcraft_celery.model.catalog import load_blueprints
+        from flowcraft_celery.distributed.client import Client
 
-        catalog = load_blueprints(list(app.conf.get("flowcraft_blueprints") or []))
-        if blueprint not in catalog:
-            known = ", ".join(sorted(catalog)) or "none: set FLOWCRAFT_BLUEPRINTS"
+        client = Client()
+        found = client.runtime.blueprints.get(blueprint)
+        if found is None:
+            known = ", ".join(sorted(client.blueprints())) or "none: no worker of this deployment published any"
             raise click.ClickException(f"no blueprint {blueprint!r} in the catalog and no such file (known: {known})")
-        graph = Graph(catalog[blueprint])
+        graph = Graph(found)
     click.echo(mermaid(graph, None, direction), nl=False)

@@ -1,4 +1,4 @@
-"""Plain-text tables and time formats for the operator commands (`show`, `queues`, `dlq`)."""
+"""Plain-text tables and time formats for the commands that print for people (`runs`, `show`, `queues`, ...)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,18 @@ def clock(when: float | None) -> str:
 
 
 def seconds(value: float | None) -> str:
-    """A duration for people: `850 ms`, `4.2 s`, `3 min 05 s`; '' when unknown."""
+    """A duration for people: `850 ms`, `4.2 s`, `3 min 05 s`, `2 h 07 min`, `3 d 4 h`; '' when unknown."""
     if value is None:
         return ""
     if value < 1:
-        return f"{value * 1000:.0f} ms"
+        return f"{max(0.0, value) * 1000:.0f} ms"
     if value < 60:
         return f"{value:.1f} s"
     minutes, rest = divmod(int(value), 60)
-    return f"{minutes} min {rest:02d} s"
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"

@@ -1,8 +1,13 @@
 """The Celery app: configuration from `celeryconfig`, our transport, node tasks and the reconcile task.
 
-`celery -A flowcraft_celery worker` imports this module (through `flowcraft_celery.distributed.app`);
-node modules named in `flowcraft_node_modules` are imported so each implementation gets
-its task `flowcraft.node.<uses>`.
+`celery -A flowcraft_celery worker` imports this module (through `flowcraft_celery.distributed.app`).
+Node modules (`flowcraft_node_modules`) are imported, and their tasks `flowcraft.node.<uses>`
+registered, when the app is finalized, which a worker does before it consumes and any process
+does when it looks up a task; a process that only sends messages (a client) imports none.
+
+A worker reads every blueprint when it starts and refuses to start, naming the setting and the
+file, when one cannot be read; once ready it publishes its catalog (blueprints and node
+implementations) for clients, and withdraws itself from it when it stops.
 """
 
 from __future__ import annotations
@@ -12,29 +17,55 @@ import os
 import time
 from typing import Any
 
+import redis
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import import_modules, worker_init, worker_process_init, worker_ready, worker_shutdown
 
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.bridge import register_node_tasks
 from flowcraft_celery.distributed.delayed import install_delayed_index
 from flowcraft_celery.distributed.logcontext import install_on_celery_logging
+from flowcraft_celery.distributed.problems import SettingError, explain
+from flowcraft_celery.distributed.published import (
+    import_node_modules,
+    load_worker_code,
+    publish_catalog,
+    worker_code,
+)
 from flowcraft_celery.distributed.reconcile import reconcile
 from flowcraft_celery.distributed.reconcile_passes import install_quiet_beat, record_pass
 from flowcraft_celery.distributed.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.secrets import censor_inspect_replies, protect_settings
+from flowcraft_celery.distributed.settings import deployment_name, key_prefix, redis_url
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
-from flowcraft_celery.engine.registry import default_registry, import_modules
+from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
+from flowcraft_celery.stores.catalog import RedisCatalogStore
+
+logger = logging.getLogger("flowcraft.worker")
+
+#: Exit status of a worker that refuses to start because of a setting (as the CLI's).
+EXIT_CONFIG = 3
+
+
+class FlowcraftCelery(Celery):
+    """A Celery app that registers the node tasks when it is finalized."""
+
+    def finalize(self, auto: bool = False) -> None:
+        """Finalize, then import the node modules and register one task per implementation."""
+        first = not self.finalized
+        super().finalize(auto)
+        if first:
+            import_node_modules(self.conf)
+            register_node_tasks(self, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
+            reset_runtimes()  # a runtime built before knew fewer node implementations
 
 
 def create_app(config: str | None = None) -> Celery:
-    """A configured app with every known node task and `flowcraft.reconcile` registered."""
-    celery_app = Celery("flowcraft_celery")
+    """A configured app with `flowcraft.reconcile` registered (node tasks follow on finalize)."""
+    celery_app = FlowcraftCelery("flowcraft_celery")
     celery_app.config_from_object(config or os.environ.get("FLOWCRAFT_CONFIG_MODULE", "celeryconfig"))
     protect_settings(celery_app.conf)
-    import_modules(list(celery_app.conf.get("flowcraft_node_modules") or []))
-    register_node_tasks(celery_app, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
 
     # quiet passes leave no result and no event; see distributed/reconcile_passes.py
     @celery_app.task(name="flowcraft.reconcile", bind=True, ignore_result=True, send_events=False, shared=False)
@@ -47,6 +78,54 @@ def create_app(config: str | None = None) -> Celery:
         return report
 
     return celery_app
+
+
+@import_modules.connect
+def _load_worker_code(sender: Any = None, **_: Any) -> None:
+    """A worker (or beat) reads its node modules and every blueprint before it starts; a fault stops it."""
+    if not isinstance(sender, FlowcraftCelery):
+        return
+    try:
+        load_worker_code(sender.conf)
+    except SettingError as exc:
+        logger.critical("flowcraft: cannot start: %s", exc)
+        raise SystemExit(EXIT_CONFIG) from exc
+
+
+@worker_ready.connect
+def _publish_catalog(sender: Any = None, **_: Any) -> None:
+    """Publish what this worker runs, for clients (`flowcraft-celery blueprints`)."""
+    app = getattr(sender, "app", None)
+    code = worker_code(app.conf) if isinstance(app, FlowcraftCelery) else None
+    if app is None or code is None:
+        return
+    queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
+    client = redis.Redis.from_url(redis_url(app.conf))
+    try:
+        publish_catalog(RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)),
+                        str(sender.hostname), code, queues)
+        logger.info("flowcraft: published %d blueprint(s) (%s) and %d node implementation(s) for deployment %r",
+                    len(code.blueprints), ", ".join(sorted(code.blueprints)) or "none", len(code.nodes),
+                    deployment_name(app.conf))
+    except Exception as exc:
+        logger.error("flowcraft: could not publish the catalog: %s", explain(exc, app.conf, os.environ) or exc)
+    finally:
+        client.close()
+
+
+@worker_shutdown.connect
+def _withdraw(sender: Any = None, **_: Any) -> None:
+    """Take this worker out of the published catalog (its blueprints stay)."""
+    app = getattr(sender, "app", None)
+    if not isinstance(app, FlowcraftCelery) or worker_code(app.conf) is None:
+        return
+    client = redis.Redis.from_url(redis_url(app.conf))
+    try:
+        RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)).forget_worker(str(sender.hostname))
+    except Exception as exc:
+        logger.warning("flowcraft: could not withdraw from the catalog: %s", exc)
+    finally:
+        client.close()
 
 
 @worker_process_init.connect

@@ -10,6 +10,9 @@ from celery import Celery
 
 from flowcraft_celery.distributed.runs import RunError, StartError, cancel_run, resume_run, start_run
 from flowcraft_celery.distributed.runtime import Runtime, runtime_for
+from flowcraft_celery.distributed.settings import blueprint_sources, deployment_name
+from flowcraft_celery.model.blueprint import Blueprint
+from flowcraft_celery.model.builder import Flow
 from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
 
 
@@ -48,15 +51,57 @@ class Client:
         """The process's stores and blueprints for this app."""
         return runtime_for(self.app.conf)
 
-    def start(self, blueprint_id: str, context: Mapping[str, Any] | None = None, run_id: str | None = None) -> Run:
+    def start(self, blueprint: str | Flow | Blueprint, context: Mapping[str, Any] | None = None,
+              run_id: str | None = None) -> Run:
         """Validate the blueprint, create the run and publish its start nodes, all or nothing
         (StartError naming the unreachable endpoint otherwise). With `run_id`, starting the same
-        id again returns the run already started."""
+        id again returns the run already started.
+
+        `blueprint` is an id the deployment's workers published, or a `Flow`/`Blueprint` that
+        must be the one the workers run (same content), so a run never meets another version.
+        """
         try:
             runtime = self.runtime
+            blueprint_id = self._resolve(blueprint)
+        except (RunError, ValueError):
+            raise  # an unknown or differing blueprint, or a wrong setting: said as it is
         except Exception as exc:
             raise StartError(f"run not started: {exc}".splitlines()[0]) from exc
         return Run(self, start_run(self.app, runtime, blueprint_id, context, run_id))
+
+    def _resolve(self, blueprint: str | Flow | Blueprint) -> str:
+        """The id to start, checked against what the workers run (RunError naming where it looked)."""
+        given = blueprint.build() if isinstance(blueprint, Flow) else blueprint
+        blueprint_id = given if isinstance(given, str) else given.id
+        known = self.runtime.blueprints.get(blueprint_id)
+        if known is None:
+            raise RunError(self._unknown(blueprint_id))
+        if isinstance(given, Blueprint) and given.fingerprint != known.fingerprint:
+            raise RunError(f"blueprint {blueprint_id!r} given here differs from the one the workers run "
+                           f"(fingerprint {given.fingerprint[:16]} here, {known.fingerprint[:16]} on the workers): "
+                           "deploy it with the workers' FLOWCRAFT_BLUEPRINTS and restart them, then start it again")
+        return blueprint_id
+
+    def _unknown(self, blueprint_id: str) -> str:
+        """Why `blueprint_id` cannot be started: what is published, and which settings were looked at."""
+        deployment = deployment_name(self.app.conf)
+        published = sorted(self.blueprints())
+        sources = blueprint_sources(self.app.conf)
+        where = f"nor does FLOWCRAFT_BLUEPRINTS here ({', '.join(sources)}) define it" if sources else \
+            "and FLOWCRAFT_BLUEPRINTS is not set here"
+        return (f"unknown blueprint {blueprint_id!r}: no worker of deployment {deployment!r} published it "
+                f"(published: {', '.join(published) or 'none'}), {where}; start a worker whose "
+                "FLOWCRAFT_BLUEPRINTS names it (same FLOWCRAFT_QUEUE_PREFIX, FLOWCRAFT_DEFAULT_QUEUE and REDIS_URL)")
+
+    def blueprints(self) -> dict[str, dict[str, Any]]:
+        """The deployment's published blueprints by id: `{id, version, fingerprint, uses, publishedAt, worker}`."""
+        catalog = self.runtime.catalog
+        return catalog.entries() if catalog is not None else {}
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """The deployment's workers that published their catalog: queues, node implementations, start time."""
+        catalog = self.runtime.catalog
+        return catalog.workers() if catalog is not None else {}
 
     def status(self, run_id: str) -> RunStatusDoc:
         """The run's status document (RunError if unknown)."""

@@ -165,7 +165,7 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
     if blueprint is None:
         known = ", ".join(sorted(rt.blueprints)) or "none"
         raise RunError(f"unknown blueprint {blueprint_id!r} (known: {known})")
-    validate_or_raise(blueprint, rt.registry, rt.blueprints)
+    validate_or_raise(blueprint, rt.implementations(), rt.blueprints)
     if run_id is not None:
         check_id("run", run_id)
         existing = _existing_run(rt, run_id)

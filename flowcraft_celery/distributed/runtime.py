@@ -4,24 +4,29 @@ Built once per process on first use (workers after fork, clients on first call),
 Cosmos client, Redis pool and loaded blueprints are shared by every task the process runs.
 Every store is `guarded`: a Cosmos or Redis failure surfaces as an `InfrastructureError`
 naming the endpoint, and Redis calls time out (`flowcraft_redis_timeout`) instead of hanging.
+Building it reads no blueprint: a client that only lists runs never touches blueprint files.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from flowcraft_celery.distributed.published import DeploymentBlueprints, worker_code
+from flowcraft_celery.distributed.settings import blueprint_sources, deployment_name, key_prefix, redis_url
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY, DEFAULT_SUBFLOW_DEPTH, DEFAULT_WEBHOOK_BASE_URL
-from flowcraft_celery.engine.registry import Registry, default_registry, import_modules
+from flowcraft_celery.engine.registry import Registry, default_registry
 from flowcraft_celery.model.blueprint import Blueprint
-from flowcraft_celery.model.catalog import load_blueprints
+from flowcraft_celery.model.catalog import Catalog
+from flowcraft_celery.model.validation import BUILTIN_USES
 from flowcraft_celery.stores.base import ContextStore, CoordinationStore, StatusStore
+from flowcraft_celery.stores.catalog import RedisCatalogStore
 from flowcraft_celery.stores.guard import call, guarded
 from flowcraft_celery.stores.ledger import RunLedger
 from flowcraft_celery.stores.timeline import RunTimeline
@@ -41,10 +46,11 @@ class Runtime:
     statuses: StatusStore
     coordination: CoordinationStore
     ledger: RunLedger
-    blueprints: dict[str, Blueprint]
+    blueprints: Mapping[str, Blueprint]
     registry: Registry
     timeline: RunTimeline
     records: RunRecords
+    catalog: RedisCatalogStore | None = None
     touch_interval: float = 5.0
     stall_seconds: float = 60.0
     inline_depth: int = 0
@@ -64,6 +70,16 @@ class Runtime:
                 self._touched.clear()
             self.statuses.touch(run_id)
 
+    def implementations(self) -> Container[str] | None:
+        """The node implementations a run may use: this process's, and those the deployment's workers
+        published; None (not checked) when neither knows any beyond the built-ins."""
+        local = set(default_registry)
+        if isinstance(self.blueprints, DeploymentBlueprints):
+            local |= self.blueprints.implementations()
+        if not local:
+            return None
+        return local | set(self.registry) | set(BUILTIN_USES)
+
 
 _lock = threading.Lock()
 _runtimes: dict[int, Runtime] = {}
@@ -82,16 +98,6 @@ def reset_runtimes() -> None:
     """Forget built runtimes (after a fork, or when a test changes the configuration)."""
     with _lock:
         _runtimes.clear()
-
-
-def deployment_name(conf: Mapping[str, Any]) -> str:
-    """The deployment's name: the full name of its default queue (queue prefix + default queue).
-
-    Runs carry it; listing and reconcile see only their own deployment's runs, so deployments
-    sharing a Cosmos database and a Redis prefix never touch each other's runs.
-    """
-    options = conf.get("broker_transport_options") or {}
-    return f"{options.get('queue_name_prefix') or ''}{conf.get('task_default_queue') or 'celery'}"
 
 
 def redis_endpoint(url: str) -> str:
@@ -120,40 +126,46 @@ def cosmos_endpoint(conf: Mapping[str, Any]) -> str:
 
 
 def build_runtime(conf: Mapping[str, Any]) -> Runtime:
-    """Connect to Cosmos and Redis and load node modules and blueprints named in `conf`."""
+    """Connect to Cosmos and Redis; a worker's blueprints are the ones it read at start, a client's
+    are the deployment's published catalog (with FLOWCRAFT_BLUEPRINTS, read lazily, for the rest)."""
     from flowcraft_celery.stores.cosmos import CosmosContextStore, CosmosStatusStore
     from flowcraft_celery.stores.cosmos_client import get_client
     from flowcraft_celery.stores.redis import RedisCoordinationStore
     from flowcraft_celery.stores.retention import RunRecords
 
-    import_modules(list(conf.get("flowcraft_node_modules") or []))
     cosmos = f"Cosmos DB at {cosmos_endpoint(conf)}"
     client = call(cosmos, get_client, conf.get("cosmos_connection_string"), conf.get("cosmos_verify_tls"))
     database = str(conf.get("cosmos_database") or "flowcraft")
-    redis_url = str(conf.get("flowcraft_redis_url") or "redis://127.0.0.1:6379/0")
+    url = redis_url(conf)
     timeout = float(conf.get("flowcraft_redis_timeout") or 10.0)
-    redis_client = redis.Redis.from_url(redis_url, socket_timeout=timeout,
+    redis_client = redis.Redis.from_url(url, socket_timeout=timeout,
                                         socket_connect_timeout=min(timeout, REDIS_CONNECT_TIMEOUT),
                                         health_check_interval=30)
-    redis_name = f"Redis at {redis_endpoint(redis_url)}"
-    prefix = str(conf.get("flowcraft_key_prefix") or "flowcraft:")
+    redis_name = f"Redis at {redis_endpoint(url)}"
+    prefix = key_prefix(conf)
+    deployment = deployment_name(conf)
     context_store = call(cosmos, CosmosContextStore, client, database,
                          str(conf.get("cosmos_context_container") or "context"))
     status_store = call(cosmos, CosmosStatusStore, client, database, str(conf.get("cosmos_runs_container") or "runs"),
-                        deployment_name(conf))
+                        deployment)
     contexts = guarded(context_store, cosmos)
     statuses = guarded(status_store, cosmos)
     coordination = guarded(RedisCoordinationStore(redis_client, prefix), redis_name)
     ledger = guarded(RunLedger(redis_client, prefix), redis_name)
+    catalog = guarded(RedisCatalogStore(redis_client, prefix, deployment), redis_name)
+    code = worker_code(conf)
+    blueprints: Mapping[str, Blueprint] = (
+        code.blueprints if code is not None else DeploymentBlueprints(catalog, Catalog(blueprint_sources(conf))))
     return Runtime(
         contexts=contexts,
         statuses=statuses,
         coordination=coordination,
         ledger=ledger,
-        blueprints=load_blueprints(list(conf.get("flowcraft_blueprints") or [])),
+        blueprints=blueprints,
         registry=BUILTIN_REGISTRY.merged(default_registry),
         timeline=guarded(RunTimeline(redis_client, prefix), redis_name),
         records=RunRecords(contexts, statuses, ledger, coordination),
+        catalog=catalog,
         touch_interval=float(conf.get("flowcraft_touch_interval") or 5.0),
         stall_seconds=float(conf.get("flowcraft_stall_seconds") or 60.0),
         inline_depth=int(conf.get("flowcraft_inline_depth", 0)),

@@ -10,9 +10,10 @@ import heapq
 import itertools
 import time
 import uuid
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from flowcraft_celery.engine import dispatch, semantics
 from flowcraft_celery.engine.builtins import (
@@ -113,7 +114,9 @@ class LocalRunner:
         self.max_subflow_depth = max_subflow_depth
         self.webhook_base_url = webhook_base_url
         self.registry = BUILTIN_REGISTRY.merged(registry or default_registry)
-        self.blueprints = dict(blueprints or {})
+        # a ChainMap keeps a lazy catalog lazy: a lookup reads only the blueprint it needs
+        given = cast("dict[str, Blueprint]", {} if blueprints is None else blueprints)
+        self.blueprints: ChainMap[str, Blueprint] = ChainMap({}, given)
         self.deps = dict(deps or {})
         self.on_event = on_event
         self.contexts: ContextStore = context_store or MemoryContextStore()

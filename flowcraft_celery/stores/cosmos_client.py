@@ -41,6 +41,9 @@ THROTTLE_MAX_WAIT_SECONDS = 30
 #: Tries at creating a database or container that other processes may be creating too.
 _CREATE_ATTEMPTS = 5
 
+#: Hosts for which the Cosmos SDK turns TLS verification off itself (the local emulator).
+_SDK_UNVERIFIED_HOSTS = frozenset({"localhost", "127.0.0.1"})
+
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
@@ -239,6 +242,8 @@ def get_client(conn_str: str | None = None, verify_tls: bool | None = None) -> C
         conn_str = connection_string_from_env()
     account = parse_connection_string(conn_str)
     verify = verify_tls_from_env() if verify_tls is None else verify_tls
+    if urlparse(account.endpoint).hostname in _SDK_UNVERIFIED_HOSTS:
+        verify = False  # the SDK never verifies these; a verifying TLS context would refuse its requests
     key = (os.getpid(), account.endpoint + ";" + account.key, verify)
     with _clients_lock:
         client = _clients.get(key)

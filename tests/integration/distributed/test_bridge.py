@@ -269,11 +269,12 @@ def test_node_queue_routes_it_to_the_workers_of_that_queue(bridge: Bridge) -> No
 
 def test_a_worker_with_another_blueprint_version_never_continues_the_run(bridge: Bridge) -> None:
     bridge.stop_all()
-    other_version = bridge.group(BT_VERSION="2", BT_EDIT="edited")
+    # started on version 1 and the unedited copy; a rolling deploy then replaces the workers
+    run = bridge.client.start("bt-versioned")
+    edited = bridge.client.start("bt-unversioned")
+    other_version = bridge.group(BT_VERSION="2", BT_EDIT="edited")  # same ids: version 2, an edited copy
     other_version.worker(concurrency=1)
     other_version.wait_ready(90)
-    run = bridge.client.start("bt-versioned")
-    edited = bridge.client.start("bt-unversioned")  # the workers hold an edited copy, same id, no version
     doc = run.wait(RUN_TIMEOUT)
     assert doc["status"] == "failed"
     message = doc["errors"][0]["message"]

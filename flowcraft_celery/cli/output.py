@@ -1,0 +1,62 @@
+"""How runs read for people: local times, durations, a status as labelled lines (machines use `--json`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flowcraft_celery.cli.tables import seconds
+from flowcraft_celery.model.ids import printable
+from flowcraft_celery.stores.base import FINAL_STATES
+
+
+def local_time(epoch: Any) -> str:
+    """`2026-11-28 14:03:07` in this machine's time zone; `-` when absent."""
+    if not isinstance(epoch, (int, float)) or isinstance(epoch, bool) or epoch <= 0:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def run_duration(doc: Mapping[str, Any], now: float | None = None) -> str:
+    """How long a run took (final) or has taken so far (live)."""
+    created = doc.get("createdAt")
+    if not isinstance(created, (int, float)):
+        return "-"
+    end = doc.get("lastUpdated") if doc.get("status") in FINAL_STATES else (now or time.time())
+    return seconds(float(end or created) - float(created))
+
+
+def awaiting_text(tokens: Sequence[str]) -> str:
+    """`approve@0` is node `approve` in loop iteration 0."""
+    parts = []
+    for token in tokens:
+        node, _, iteration = token.rpartition("@")
+        parts.append(f"{node} (iteration {iteration})" if node else token)
+    return ", ".join(parts)
+
+
+def status_lines(doc: Mapping[str, Any]) -> list[str]:
+    """A run's status document as labelled lines."""
+    version = doc.get("blueprintVersion")
+    shown_version = f" (version {printable(str(version))})" if version else ""
+    rows: list[tuple[str, str]] = [
+        ("run", printable(str(doc.get("runId")))),
+        ("blueprint", printable(str(doc.get("blueprintId"))) + shown_version),
+        ("status", str(doc.get("status"))),
+        ("started", local_time(doc.get("createdAt"))),
+        ("updated", local_time(doc.get("lastUpdated"))),
+        ("took" if doc.get("status") in FINAL_STATES else "running for", run_duration(doc)),
+    ]
+    if doc.get("awaiting"):
+        rows.append(("awaiting", awaiting_text(doc["awaiting"]) + "  (continue with `flowcraft-celery resume`)"))
+    if doc.get("wakeAt") and doc.get("status") not in FINAL_STATES:
+        rows.append(("wakes at", local_time(doc.get("wakeAt"))))
+    if doc.get("parentRunId"):
+        rows.append(("parent", f"{doc.get('parentRunId')} (node {doc.get('parentNodeId')})"))
+    for error in doc.get("errors") or []:
+        where = error.get("nodeId") if isinstance(error, Mapping) else None
+        message = error.get("message") if isinstance(error, Mapping) else error
+        rows.append(("error", printable(f"{where}: {message}" if where else str(message), limit=2000)))
+    width = max(len(label) for label, _ in rows)
+    return [f"{label.ljust(width)}  {value}" for label, value in rows]

@@ -1,0 +1,94 @@
+"""Looking at and steering runs: `status`, `runs`, `resume`, `cancel`. None of them reads blueprint files."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from flowcraft_celery.cli.errors import EXIT_FAILED, CommandError
+from flowcraft_celery.cli.options import json_output_option, parse_json
+from flowcraft_celery.cli.output import local_time, run_duration, status_lines
+from flowcraft_celery.cli.session import client
+from flowcraft_celery.cli.tables import render_table
+from flowcraft_celery.model.ids import printable
+
+
+def echo_json(value: Any) -> None:
+    """Print a value as indented JSON."""
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def run_error(exc: Exception) -> CommandError:
+    """A refused run operation (unknown run, wrong state) as exit status 1."""
+    return CommandError(str(exc), EXIT_FAILED)
+
+
+@click.command("status")
+@click.argument("run_id")
+@json_output_option
+def status_command(run_id: str, as_json: bool) -> None:
+    """Show a run: blueprint, status, local start time, duration, what it awaits, errors.
+
+    --json prints the status document (times as Unix epoch seconds).
+    """
+    from flowcraft_celery.distributed.runs import RunError
+
+    try:
+        doc = client().status(run_id)
+    except RunError as exc:
+        raise run_error(exc) from None
+    if as_json:
+        echo_json(doc)
+    else:
+        click.echo("\n".join(status_lines(doc)))
+
+
+@click.command("runs")
+@click.option("--status", "status", default=None,
+              type=click.Choice(["running", "awaiting", "completed", "failed", "cancelled", "stalled"]))
+@click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@json_output_option
+def runs_command(status: str | None, limit: int, as_json: bool) -> None:
+    """List this deployment's newest runs: id, status, blueprint, local start time, duration."""
+    docs = client().list_runs(status, limit)
+    if as_json:
+        echo_json(docs)
+        return
+    if not docs:
+        click.echo(f"no {status + ' ' if status else ''}runs in this deployment")
+        return
+    rows = [(printable(str(d.get("runId"))), str(d.get("status")), printable(str(d.get("blueprintId"))),
+             local_time(d.get("createdAt")), run_duration(d)) for d in docs]
+    click.echo("\n".join(render_table(["RUN", "STATUS", "BLUEPRINT", "STARTED", "DURATION"], rows)))
+
+
+@click.command("resume")
+@click.argument("run_id")
+@click.argument("action", required=False)
+@click.option("--output", "output", callback=parse_json, default=None, metavar="JSON",
+              help="The waiting node's output, as JSON.")
+@click.option("--node", "node_id", default=None, help="Which waiting node (default: the first).")
+def resume_command(run_id: str, action: str | None, output: Any, node_id: str | None) -> None:
+    """Continue an awaiting run: the waiting node gets OUTPUT and ACTION as its result."""
+    from flowcraft_celery.distributed.runs import RunError
+
+    try:
+        resumed = client().resume(run_id, action, output, node_id)
+    except RunError as exc:
+        raise run_error(exc) from None
+    click.echo(f"resumed {printable(run_id)} at {printable(resumed)}")
+
+
+@click.command("cancel")
+@click.argument("run_id")
+def cancel_command(run_id: str) -> None:
+    """Cancel a run; nothing of it starts afterwards."""
+    from flowcraft_celery.distributed.runs import RunError
+
+    try:
+        cancelled = client().cancel(run_id)
+    except RunError as exc:
+        raise run_error(exc) from None
+    click.echo(f"cancelled {printable(run_id)}" if cancelled else f"{printable(run_id)} had already ended")

@@ -1,0 +1,152 @@
+"""Configuration and connection problems told in one line: which setting or endpoint, and what to do.
+
+`SettingError` is raised where a setting is read and found wrong. `explain` recognizes the
+exceptions the Azure SDKs and redis-py raise when a service is down, refuses the credentials or
+the TLS handshake, and names the endpoint and the setting that points at it.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from flowcraft_celery.model.catalog import CatalogError
+from flowcraft_celery.stores.cosmos_client import CONNECTION_STRING_ENV, VERIFY_TLS_ENV, CosmosConfigError
+
+STORAGE_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+REDIS_ENV = "REDIS_URL"
+
+
+class SettingError(ValueError):
+    """A setting is missing or wrong; the message names it and says what to do."""
+
+    def __init__(self, setting: str, detail: str, fix: str | None = None) -> None:
+        super().__init__(f"{setting}: {detail}" + (f"; {fix}" if fix else ""))
+        self.setting = setting
+
+
+class ServiceUnreachable(ConnectionError):
+    """A service could not be used; the message names it, its endpoint and the setting."""
+
+    def __init__(self, service: str, endpoint: str, setting: str, reason: str, fix: str) -> None:
+        super().__init__(f"cannot reach {service} at {endpoint} ({setting}): {reason}; {fix}")
+        self.service = service
+        self.setting = setting
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and its causes, outermost first (each once)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost readable reason of a connection failure (`Connection refused`, a timeout, ...)."""
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host",
+                   "Temporary failure in name resolution", "certificate verify failed"):
+        if marker.lower() in text.lower():
+            return marker.lower()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def _mask(url: str) -> str:
+    """A URL without its password."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+def _connection_part(conn_str: str, name: str) -> str | None:
+    """One `Name=value` part of an Azure connection string."""
+    for segment in conn_str.split(";"):
+        key, _, value = segment.partition("=")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+def _host_port(url: str | None) -> str | None:
+    if not url:
+        return None
+    parsed = urlparse(url)
+    if not parsed.hostname:
+        return None
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return f"{parsed.hostname}:{port}"
+
+
+def _endpoints(conf: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """The configured endpoints by service name."""
+    cosmos = _connection_part(env.get(CONNECTION_STRING_ENV, ""), "AccountEndpoint") or ""
+    storage = env.get(STORAGE_ENV, "")
+    queue = _connection_part(storage, "QueueEndpoint")
+    if queue is None and _connection_part(storage, "AccountName"):
+        queue = f"https://{_connection_part(storage, 'AccountName')}.queue.core.windows.net"
+    return {"cosmos": cosmos, "storage": queue or "", "redis": str(conf.get("flowcraft_redis_url") or "")}
+
+
+def explain(exc: BaseException, conf: Mapping[str, Any], env: Mapping[str, str]) -> Exception | None:
+    """A one-line `SettingError`/`ServiceUnreachable` for a configuration or connection failure, else None."""
+    endpoints = _endpoints(conf, env)
+    for item in _chain(exc):
+        if isinstance(item, (SettingError, ServiceUnreachable)):
+            return item
+        if isinstance(item, CosmosConfigError):
+            return SettingError(CONNECTION_STRING_ENV, str(item), "run `flowcraft-celery services up --env` for the "
+                                "emulator's value, or copy it from the Azure portal (Keys)")
+        if isinstance(item, CatalogError):
+            return SettingError("FLOWCRAFT_BLUEPRINTS", str(item))
+        found = _redis_problem(item, endpoints["redis"]) or _azure_problem(item, endpoints)
+        if found is not None:
+            return found
+    return None
+
+
+def _redis_problem(exc: BaseException, url: str) -> Exception | None:
+    try:
+        import redis.exceptions as rex
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return None
+    where = _mask(url)
+    if isinstance(exc, rex.AuthenticationError):
+        return ServiceUnreachable("Redis", where, REDIS_ENV, "the password was refused",
+                                  "put the right password in REDIS_URL (redis://:PASSWORD@host:port/0)")
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError)):
+        return ServiceUnreachable("Redis", where, REDIS_ENV, _reason(exc),
+                                  "start Redis (`flowcraft-celery services up`) or point REDIS_URL at it")
+    return None
+
+
+def _azure_problem(exc: BaseException, endpoints: Mapping[str, str]) -> Exception | None:
+    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
+    from azure.cosmos.exceptions import CosmosHttpResponseError
+
+    if isinstance(exc, CosmosHttpResponseError) and exc.status_code in (401, 403):
+        return ServiceUnreachable("Cosmos DB", endpoints["cosmos"], CONNECTION_STRING_ENV,
+                                  "the account key was refused",
+                                  "copy the key from the Azure portal (Keys) into AccountKey")
+    if isinstance(exc, ClientAuthenticationError):
+        return ServiceUnreachable("Azure Storage", endpoints["storage"], STORAGE_ENV, "the credentials were refused",
+                                  "copy the connection string from the storage account's Access keys")
+    if isinstance(exc, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return ServiceUnreachable("Cosmos DB", endpoints["cosmos"], VERIFY_TLS_ENV,
+                                  "its TLS certificate is not trusted", f"for the emulator set {VERIFY_TLS_ENV}=false")
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        text = str(exc)
+        for service, setting, name in (("cosmos", CONNECTION_STRING_ENV, "Cosmos DB"),
+                                       ("storage", STORAGE_ENV, "Azure Storage")):
+            host_port = _host_port(endpoints[service])
+            if host_port and (host_port in text or host_port.replace(":", "', port=") in text):
+                return ServiceUnreachable(name, endpoints[service], setting, _reason(exc),
+                                          "start it (`flowcraft-celery services up`) or fix the endpoint in " + setting)
+        return ServiceUnreachable("an Azure service", "?", f"{CONNECTION_STRING_ENV} / {STORAGE_ENV}", _reason(exc),
+                                  "check both connection strings")
+    return None
