@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from flowcraft_celery.cli.main import main
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios" / "reference.json"
-REFERENCE = Path("/work/shared/reference-blueprints")
+EXAMPLES = Path(__file__).resolve().parents[2] / "blueprints"
 
 NODES_MODULE = '''
 from flowcraft_celery.engine.registry import node
@@ -106,22 +106,22 @@ def test_validate_with_registry_reports_unknown_uses(tmp_path: Path, nodes_modul
     assert "clitest-echo" not in result.output
 
 
-def test_validate_reference_blueprint_with_its_siblings(tmp_path: Path) -> None:
-    result = invoke("validate", str(REFERENCE / "300.json"))
+def test_validate_example_blueprint_with_its_siblings(tmp_path: Path) -> None:
+    result = invoke("validate", str(EXAMPLES / "moderation.json"))
     assert result.exit_code == 0
-    assert result.output.strip().splitlines()[-1] == "300: 0 error(s), 0 warning(s)"
+    assert result.output.strip().splitlines()[-1] == "moderation: 0 error(s), 0 warning(s)"
 
 
 def test_validate_reports_a_subflow_whose_sibling_is_missing(tmp_path: Path) -> None:
-    path = tmp_path / "200.json"
-    path.write_text((REFERENCE / "200.json").read_text(encoding="utf-8"), encoding="utf-8")
+    path = tmp_path / "support.json"
+    path.write_text((EXAMPLES / "support.json").read_text(encoding="utf-8"), encoding="utf-8")
     result = invoke("validate", str(path))
     assert result.exit_code == 1
-    assert "INVALID_SUBFLOW_BLUEPRINT_ID" in result.output and "'201'" in result.output
+    assert "INVALID_SUBFLOW_BLUEPRINT_ID" in result.output and "'escalate'" in result.output
 
 
 def test_validate_id_override(tmp_path: Path) -> None:
-    result = invoke("validate", "--id", "renamed", str(REFERENCE / "100.json"))
+    result = invoke("validate", "--id", "renamed", str(EXAMPLES / "article.json"))
     assert result.exit_code == 0
     assert result.output.strip().splitlines()[-1].startswith("renamed: ")
 

