@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery.signals import import_modules, worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import import_modules, worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.bridge import register_node_tasks
@@ -43,6 +43,9 @@ from flowcraft_celery.model.validation import BUILTIN_USES
 from flowcraft_celery.stores.catalog import RedisCatalogStore
 
 logger = logging.getLogger("flowcraft.worker")
+
+#: The app of each worker (by name) that published its catalog, to withdraw it at shutdown.
+_published: dict[str, Celery] = {}
 
 #: Exit status of a worker that refuses to start because of a setting (as the CLI's).
 EXIT_CONFIG = 3
@@ -104,6 +107,7 @@ def _publish_catalog(sender: Any = None, **_: Any) -> None:
     try:
         publish_catalog(RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)),
                         str(sender.hostname), code, queues)
+        _published[str(sender.hostname)] = app
         logger.info("flowcraft: published %d blueprint(s) (%s) and %d node implementation(s) for deployment %r",
                     len(code.blueprints), ", ".join(sorted(code.blueprints)) or "none", len(code.nodes),
                     deployment_name(app.conf))
@@ -113,15 +117,15 @@ def _publish_catalog(sender: Any = None, **_: Any) -> None:
         client.close()
 
 
-@worker_shutdown.connect
+@worker_shutting_down.connect
 def _withdraw(sender: Any = None, **_: Any) -> None:
-    """Take this worker out of the published catalog (its blueprints stay)."""
-    app = getattr(sender, "app", None)
-    if not isinstance(app, FlowcraftCelery) or worker_code(app.conf) is None:
+    """Take this worker out of the published catalog as its shutdown begins (its blueprints stay)."""
+    app = _published.pop(str(sender), None)
+    if app is None:
         return
     client = redis.Redis.from_url(redis_url(app.conf))
     try:
-        RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)).forget_worker(str(sender.hostname))
+        RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)).forget_worker(str(sender))
     except Exception as exc:
         logger.warning("flowcraft: could not withdraw from the catalog: %s", exc)
     finally:
