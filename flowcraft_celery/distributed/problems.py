@@ -23,7 +23,8 @@ class SettingError(ValueError):
     """A setting is missing or wrong; the message names it and says what to do."""
 
     def __init__(self, setting: str, detail: str, fix: str | None = None) -> None:
-        super().__init__(f"{setting}: {detail}" + (f"; {fix}" if fix else ""))
+        text = detail if detail.startswith(setting) else f"{setting}: {detail}"
+        super().__init__(text + (f"; {fix}" if fix else ""))
         self.setting = setting
 
 
