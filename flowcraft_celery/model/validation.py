@@ -255,17 +255,19 @@ def _cycle_issues(blueprint: Blueprint, graph: Graph) -> list[ValidationIssue]:
 def _recursion_issues(blueprint: Blueprint, blueprints: Mapping[str, Any]) -> list[ValidationIssue]:
     """RECURSIVE_SUBFLOW for each subflow node from which a chain of subflows reaches a
     blueprint already on the chain (A -> A, A -> B -> A, ...)."""
-    known = {**blueprints, blueprint.id: blueprint}
+
+    def known(blueprint_id: str) -> Any:  # a lookup, not a copy: a lazy catalog reads only what it is asked for
+        return blueprint if blueprint_id == blueprint.id else blueprints.get(blueprint_id)
 
     def children(bp: Any) -> list[tuple[str, str]]:
         nodes = getattr(bp, "nodes", [])
         return [(n.id, str(n.params.get("blueprintId"))) for n in nodes if n.uses == "subflow"]
 
     def cycle_from(chain: list[str]) -> list[str] | None:
-        for _, child in children(known.get(chain[-1])):
+        for _, child in children(known(chain[-1])):
             if child in chain:
                 return [*chain[chain.index(child):], child]
-            if child in known:
+            if known(child) is not None:
                 found = cycle_from([*chain, child])
                 if found:
                     return found
