@@ -41,10 +41,13 @@ def start_command(blueprint_id: str, context: dict[str, Any], wait: bool, timeou
     The blueprint comes from the catalog the workers published (`flowcraft-celery blueprints`).
     """
     from flowcraft_celery.distributed.runs import RunError
+    from flowcraft_celery.model.catalog import CatalogError
 
     session = client()
     try:
         run = session.start(blueprint_id, context)
+    except CatalogError:
+        raise  # a blueprint source of the settings: a configuration problem (exit 3, naming the setting)
     except (RunError, ValueError) as exc:  # unknown or invalid blueprint, bad id or values
         raise CommandError(str(exc), EXIT_FAILED) from None
     if not wait:
