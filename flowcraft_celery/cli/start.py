@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from flowcraft_celery.cli.errors import EXIT_FAILED, EXIT_TIMEOUT, CommandError
+from flowcraft_celery.cli.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
+    CommandError,
+    as_command_error,
+)
 from flowcraft_celery.cli.options import context_option
 from flowcraft_celery.cli.progress import Progress, run_state, user_context
 from flowcraft_celery.cli.runs import echo_json
@@ -17,6 +24,14 @@ from flowcraft_celery.cli.session import client
 #: (an idle worker polls its queue only every 8 s); sooner when the catalog lists no worker at all.
 NO_WORKER_HINT_SECONDS = 15.0
 NO_WORKER_LISTED_HINT_SECONDS = 4.0
+def not_started(exc: Exception) -> CommandError:
+    """A start that failed on a service or setting: as the error wrapper says it, else in the endpoint's words."""
+    explained = as_command_error(exc)
+    if explained.exit_code in (EXIT_CONFIG, EXIT_UNREACHABLE):
+        return CommandError(f"run not started: {explained.message}", explained.exit_code)
+    return CommandError(str(exc), EXIT_UNREACHABLE)
+
+
 def no_worker_hint(session: Any, elapsed: float, listed: bool) -> str:
     """What to say when no worker has taken up a new run."""
     from flowcraft_celery.distributed.settings import deployment_name
@@ -34,18 +49,24 @@ def no_worker_hint(session: Any, elapsed: float, listed: bool) -> str:
 @click.option("--wait", "wait", is_flag=True, help="Show progress and wait until the run ends or awaits.")
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after this many seconds (exit 5).")
 @click.option("--all-keys", is_flag=True, help="With --wait: print the internal `_outputs.*` keys of the context too.")
+@click.option("--run-id", "run_id", default=None,
+              help="Your own run id; starting the same id again starts nothing new and prints it again.")
 def start_command(blueprint_id: str, context: dict[str, Any], wait: bool, timeout: float | None,
-                  all_keys: bool) -> None:
+                  all_keys: bool, run_id: str | None) -> None:
     """Start a run of BLUEPRINT_ID on the Celery workers; print its run id (or its result with --wait).
 
     The blueprint comes from the catalog the workers published (`flowcraft-celery blueprints`).
+    All or nothing: when a service cannot be reached, it fails naming the endpoint and the run
+    never executes.
     """
-    from flowcraft_celery.distributed.runs import RunError
+    from flowcraft_celery.distributed.runs import RunError, StartError
     from flowcraft_celery.model.catalog import CatalogError
 
     session = client()
     try:
-        run = session.start(blueprint_id, context)
+        run = session.start(blueprint_id, context, run_id)
+    except StartError as exc:
+        raise not_started(exc) from exc
     except CatalogError:
         raise  # a blueprint source of the settings: a configuration problem (exit 3, naming the setting)
     except (RunError, ValueError) as exc:  # unknown or invalid blueprint, bad id or values
