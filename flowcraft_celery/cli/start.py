@@ -29,7 +29,11 @@ def not_started(exc: Exception) -> CommandError:
     explained = as_command_error(exc)
     if explained.exit_code in (EXIT_CONFIG, EXIT_UNREACHABLE):
         return CommandError(f"run not started: {explained.message}", explained.exit_code)
-    return CommandError(str(exc), EXIT_UNREACHABLE)
+    message = str(exc)
+    if "broker" in message:
+        message += ("; check AZURE_STORAGE_CONNECTION_STRING (or CELERY_BROKER_URL) and that Azure Storage answers "
+                    "(`flowcraft-celery services status` for the dev services)")
+    return CommandError(message, EXIT_UNREACHABLE)
 
 
 def no_worker_hint(session: Any, elapsed: float, listed: bool) -> str:

@@ -137,6 +137,10 @@ def test_wrong_settings_are_one_line_naming_the_setting(services_env: dict[str, 
     user = deployment(services_env, database, code, FLOWCRAFT_BLUEPRINTS="flows")
     cosmos = services_env["AZURE_COSMOS_CONNECTION_STRING"]
     port = str(free_port())
+
+    def storage_on(other: str) -> str:
+        return re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{other}", services_env["AZURE_STORAGE_CONNECTION_STRING"])
+
     checks = [
         (user.run("runs", AZURE_COSMOS_CONNECTION_STRING="<unset>"), 3, ["AZURE_COSMOS_CONNECTION_STRING", "not set"]),
         (user.run("runs", AZURE_COSMOS_CONNECTION_STRING=cosmos.replace(":8081", f":{port}")), 4,
@@ -145,6 +149,8 @@ def test_wrong_settings_are_one_line_naming_the_setting(services_env: dict[str, 
          ["Redis", f"127.0.0.1:{port}", "REDIS_URL", "refused"]),
         (user.run("start", "hello", FLOWCRAFT_BLUEPRINTS="nosuchmodule:flows"), 3,
          ["FLOWCRAFT_BLUEPRINTS", "nosuchmodule:flows", "cannot import"]),
+        (user.run("start", "hello", AZURE_STORAGE_CONNECTION_STRING=storage_on(port)), 4,
+         ["not started", f"127.0.0.1:{port}", "AZURE_STORAGE_CONNECTION_STRING"]),
     ]
     for result, code_, words in checks:
         line = one_line(result)
