@@ -92,21 +92,28 @@ def publish_catalog(store: RedisCatalogStore, name: str, code: WorkerCode, queue
 
 
 class DeploymentBlueprints(Mapping[str, Blueprint]):
-    """Blueprints by id as the deployment's workers published them; unpublished ids from local sources."""
+    """Blueprints by id as the deployment's workers published them; unpublished ids from local sources.
+
+    Each lookup reads the blueprint's small catalog entry, so a long-lived client sees a version
+    that restarted workers published; a document is fetched and parsed once per content.
+    """
 
     def __init__(self, store: RedisCatalogStore, local: Catalog) -> None:
         self.store = store
         self.local = local
-        self._cache: dict[str, Blueprint] = {}
+        self._documents: dict[tuple[str, str], Blueprint] = {}
 
     def __getitem__(self, blueprint_id: str) -> Blueprint:
-        if blueprint_id in self._cache:
-            return self._cache[blueprint_id]
         entry = self.store.entry(blueprint_id)
-        document = self.store.document(blueprint_id, str(entry["fingerprint"])) if entry else None
-        blueprint = Blueprint.loads(document) if document is not None else self.local[blueprint_id]
-        self._cache[blueprint_id] = blueprint
-        return blueprint
+        if entry is None:
+            return self.local[blueprint_id]
+        key = (blueprint_id, str(entry["fingerprint"]))
+        if key not in self._documents:
+            document = self.store.document(*key)
+            if document is None:
+                return self.local[blueprint_id]
+            self._documents[key] = Blueprint.loads(document)
+        return self._documents[key]
 
     def published(self) -> dict[str, dict[str, Any]]:
         """The published entries by id (no document is read)."""
