@@ -261,6 +261,11 @@ def test_a_client_without_the_workers_code_starts_and_follows_runs(services_env:
         outcome = json.loads(script.stdout)
         assert (outcome["status"], outcome["shout"]) == ("completed", "HELLO ADA")
         assert "differs from the one the workers run" in outcome["refused"]
+        (elsewhere / "extra.json").write_text(json.dumps(
+            {"id": "extra", "nodes": [{"id": "a", "uses": "nobody-runs-this"}], "edges": []}), encoding="utf-8")
+        refused = client.run("start", "extra", FLOWCRAFT_BLUEPRINTS="extra.json")  # validated against the workers
+        assert refused.returncode == 1 and refused.stderr.startswith("Error: blueprint 'extra' is invalid")
+        assert "MISSING_NODE_IMPLEMENTATION" in refused.stderr and "nobody-runs-this" in refused.stderr
         unknown = client.run("start", "nope")
         assert unknown.returncode == 1
         assert "published: hello" in one_line(unknown) and "FLOWCRAFT_BLUEPRINTS" in one_line(unknown)
