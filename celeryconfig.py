@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from kombu import Exchange, Queue
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -76,6 +78,19 @@ flowcraft_fanout_group = int(_env("FLOWCRAFT_FANOUT_GROUP", "1"))
 flowcraft_subflow_depth = int(_env("FLOWCRAFT_SUBFLOW_DEPTH", "10"))
 # Webhook nodes' URLs start with this (where `flowcraft-celery webhooks serve` is reachable).
 flowcraft_webhook_base_url = _env("FLOWCRAFT_WEBHOOK_BASE_URL", "http://127.0.0.1:8080/webhooks")
+
+# Seconds a Redis call may take before it counts as an outage (retried with back-off).
+flowcraft_redis_timeout = float(_env("FLOWCRAFT_REDIS_TIMEOUT", "10"))
+# A node that kills its worker process this many times fails its run (its message is dead-lettered).
+flowcraft_max_node_crashes = int(_env("FLOWCRAFT_MAX_NODE_CRASHES", "5"))
+# Seconds `start` waits for the broker to take a new run's start messages before giving up.
+flowcraft_start_timeout = float(_env("FLOWCRAFT_START_TIMEOUT", "20"))
+# Reconcile passes run on their own queue, so a backlog of node tasks cannot delay them; a worker
+# started without -Q consumes both queues (one started with -Q consumes only what it names).
+flowcraft_reconcile_queue = _env("FLOWCRAFT_RECONCILE_QUEUE", f"{task_default_queue}-reconcile")
+task_queues = tuple(Queue(name, Exchange(name), routing_key=name)
+                    for name in (task_default_queue, flowcraft_reconcile_queue))
+task_routes = {"flowcraft.reconcile": {"queue": flowcraft_reconcile_queue}}
 
 beat_schedule = {
     "flowcraft-reconcile": {

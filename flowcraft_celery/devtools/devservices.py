@@ -1,7 +1,8 @@
 """Dev services: make Azurite, the Cosmos DB emulator and Redis answer on loopback.
 
 Whatever already answers on a port is reused; a free port gets the service started in the
-background (logs and PID files in `.services/` at the repo root); `down` stops only what
+background (logs and PID files in `.services/` at the repo root; Redis keeps its data there in
+an append-only file, `.services/redis-<port>-aof/`, so a restart loses nothing); `down` stops only what
 these commands started, by the PIDs in those files. Installs what is missing: `npm ci` for
 the emulators, `apt-get install redis-server` when no `redis-server` is on PATH.
 """
@@ -196,7 +197,10 @@ def endpoints(ports: Ports) -> list[Endpoint]:
 # --- launches ------------------------------------------------------------------------------
 
 AZURITE_FLAGS = ("--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck", "--silent")
-REDIS_FLAGS = ("--bind", HOST, "--save", "", "--appendonly", "no", "--daemonize", "no")
+#: Redis keeps its data across restarts: an append-only file (fsync every second) under
+#: `.services/` (the process's working directory), no RDB snapshots; never evicts a key.
+REDIS_FLAGS = ("--bind", HOST, "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+               "--maxmemory-policy", "noeviction", "--daemonize", "no")
 
 
 @dataclass(frozen=True)
@@ -228,7 +232,7 @@ def launches(ports: Ports, root: Path, redis_server: str = "redis-server") -> li
     blob, queue, table, cosmos, redis = endpoints(ports)
     bin_dir = root / "node_modules" / ".bin"
     cosmos_argv = (str(bin_dir / "cosmosdb-server"), "-p", str(cosmos.port), "--host", HOST)
-    redis_argv = (redis_server, "--port", str(redis.port), *REDIS_FLAGS)
+    redis_argv = (redis_server, "--port", str(redis.port), *REDIS_FLAGS, "--appenddirname", f"redis-{redis.port}-aof")
     return [
         _azurite(bin_dir, "azurite", [blob, queue, table]),
         *(_azurite(bin_dir, part.name, [part]) for part in (blob, queue, table)),

@@ -119,7 +119,22 @@ def _retry_later(task: Task, members: list[Payload], exc: Exception) -> None:
             fail_run(task.app, rt, str(run_id), [record])
             return
         error = InfrastructureError(f"{type(exc).__name__}: {exc}"[:500])
-    raise task.retry(exc=error, countdown=min(MAX_BACKOFF_SECONDS, 2 ** retries)) from exc
+    countdown = min(MAX_BACKOFF_SECONDS, 2 ** retries)
+    _note_delay(task, members, countdown)
+    raise task.retry(exc=error, countdown=countdown) from exc
+
+
+def _note_delay(task: Task, members: list[Payload], countdown: float) -> None:
+    """Record in the ledger that these messages come back only after `countdown` seconds, so the
+    reconciler does not re-send them meanwhile (best effort: Redis may be what failed)."""
+    try:
+        rt = runtime_for(task.app.conf)
+        now = time.time()
+        for member in members:
+            entry = dict(member, sent=now, due=now + countdown)
+            rt.ledger.refresh_pending(str(member["run"]), token(str(member["node"]), int(member.get("it", 0))), entry)
+    except Exception as exc:
+        logger.debug("could not note the delay of a retried message: %s", exc)
 
 
 def _is_node_payload(value: Any) -> bool:
@@ -216,11 +231,39 @@ class NodeExecution:
         if node.uses in RUNNER_BUILTINS:
             self._builtin(node.uses, node_input)
             return
-        with lease(self.rt.coordination, f"exec:{self.run_id}:{self.token}") as held:
+        with lease(self.rt.coordination, f"exec:{self.run_id}:{self.token}",
+                   on_renew=lambda: self.rt.touch(self.run_id)) as held:
             if not held:  # another copy of this message is running it right now
                 self._requeue(self.msg, 5)
                 return
-            self._attempt(node, node_input)
+            again = self.rt.ledger.check(self.run_id, self.token)
+            if again.finished or again.halted:  # a copy that held the lease before us finished it
+                return
+            recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration) \
+                if again.maybe_recorded else None
+            if recorded is not None:
+                self._succeed(NodeResult(output=recorded.output, action=recorded.action,
+                                         dynamic_nodes=list(recorded.dynamic_nodes)), recorded=True)
+                return
+            crashes = self.rt.ledger.begin_attempt(self.run_id, self.token) - 1
+            if crashes >= self.rt.max_node_crashes:
+                self._crash_loop(crashes)
+                return
+            try:
+                self._attempt(node, node_input)
+            finally:
+                try:
+                    self.rt.ledger.end_attempt(self.run_id, self.token)
+                except Exception as exc:
+                    logger.warning("run %s node %s: could not note the end of the attempt: %s",
+                                   self.run_id, self.node_id, exc)
+
+    def _crash_loop(self, crashes: int) -> None:
+        """The node killed its worker process too often: fail the run and dead-letter the message."""
+        reason = (f"node {self.node_id!r} crashed its worker process {crashes} times "
+                  f"(limit {self.rt.max_node_crashes}, FLOWCRAFT_MAX_NODE_CRASHES); its message was dead-lettered")
+        self._fail({"nodeId": self.node_id, "type": "NodeCrashed", "message": reason, "crashes": crashes})
+        dead_letter(self.app, self.task, self.msg, reason)
 
     def _attempt(self, node: NodeDefinition, node_input: Any) -> None:
         """One attempt of an ordinary node, then success or the failure path."""
@@ -297,6 +340,8 @@ class NodeExecution:
         messages = {token(s.node_id, s.iteration): payload(self.run_id, self.blueprint, s.node_id, s.iteration,
                                                            s.value, dynamic) for s in starts}
         finished_at = time.time()
+        for message in messages.values():
+            message["sent"] = finished_at  # an inlined one is on its way right here
         inline = self._inline_choice(list(messages.values()))
         for group in self._groups([m for m in messages.values() if m is not inline]):
             publish_together(self.app, self.graph, group)
@@ -369,6 +414,12 @@ class NodeExecution:
     def _requeue(self, message: Payload, countdown: float) -> None:
         """Run a message again later: a task retry when it is the task's own message, else a
         delayed message of its own (inlined or grouped)."""
+        now = time.time()
+        message = {k: v for k, v in message.items() if k != "due"}
+        message["sent"] = now
+        if countdown:
+            message["due"] = now + countdown
+        self.rt.ledger.refresh_pending(self.run_id, self.token, message)
         if self.own_message:
             raise self.task.retry(kwargs={"msg": message}, countdown=countdown)
         publish(self.app, self.graph, message, countdown=countdown or None)

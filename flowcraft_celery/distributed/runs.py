@@ -215,26 +215,27 @@ def _existing_run(rt: Runtime, run_id: str) -> RunStatusDoc | None:
 
 def _take_back(rt: Runtime, run_id: str, written: list[str]) -> None:
     """Undo a start that failed, so nothing of the run executes: the status document goes (or,
-    if it cannot be deleted, becomes `failed`), the ledger halts, the context goes."""
+    if it cannot be deleted, becomes `failed`), the ledger halts, the context goes. Best effort:
+    the caller reports the first failure; what could not be undone is logged at INFO."""
     if "status" in written:
         try:
             rt.statuses.delete(run_id)
-        except Exception:
-            logger.exception("run %s: could not delete the status of a failed start; marking it failed", run_id)
+        except Exception as exc:
+            logger.info("run %s: could not delete the status of a failed start (%s); marking it failed", run_id, exc)
             try:
                 error = {"type": "StartError", "message": "the run could not be started"}
                 rt.statuses.finish(run_id, "failed", {"status": "failed", "context": {}, "errors": [error]}, [error])
-            except Exception:
-                logger.exception("run %s: could not mark a failed start as failed", run_id)
+            except Exception as again:
+                logger.info("run %s: could not mark a failed start as failed: %s", run_id, again)
     if "ledger" in written:
         try:
             rt.ledger.halt(run_id, "not started")
-        except Exception:
-            logger.warning("run %s: could not halt the ledger of a failed start", run_id)
+        except Exception as exc:
+            logger.info("run %s: could not halt the ledger of a failed start: %s", run_id, exc)
     try:
         rt.contexts.delete_run(run_id)
-    except Exception:
-        logger.warning("run %s: could not delete the context of a failed start", run_id)
+    except Exception as exc:
+        logger.info("run %s: could not delete the context of a failed start: %s", run_id, exc)
 
 
 #: Largest final context (JSON bytes) copied into the status document; a bigger one stays in

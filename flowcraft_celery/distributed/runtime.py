@@ -55,6 +55,8 @@ class Runtime:
     stall_seconds: float = 60.0
     inline_depth: int = 0
     fanout_group: int = 1
+    #: Times a node may kill its worker process before its run fails (FLOWCRAFT_MAX_NODE_CRASHES).
+    max_node_crashes: int = 5
     #: Seconds a finished run's records are kept (0: for ever).
     retention_seconds: float = 7 * 86400.0
     subflow_depth: int = DEFAULT_SUBFLOW_DEPTH
@@ -170,6 +172,7 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
         stall_seconds=float(conf.get("flowcraft_stall_seconds") or 60.0),
         inline_depth=int(conf.get("flowcraft_inline_depth", 0)),
         fanout_group=int(conf.get("flowcraft_fanout_group", 1)),
+        max_node_crashes=int(conf.get("flowcraft_max_node_crashes", 5)),
         retention_seconds=float(conf.get("flowcraft_retention_days", 7)) * 86400,
         subflow_depth=int(conf.get("flowcraft_subflow_depth", DEFAULT_SUBFLOW_DEPTH)),
         webhook_base_url=str(conf.get("flowcraft_webhook_base_url") or DEFAULT_WEBHOOK_BASE_URL),

@@ -50,6 +50,14 @@ return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or
         redis.call('SISMEMBER', KEYS[3], ARGV[1]), redis.call('GET', KEYS[4]) or ''}
 """
 
+_REFRESH = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 and redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
 _BEGIN = """
 redis.call('DEL', unpack(KEYS))
 for i = 2, #ARGV, 2 do
@@ -108,6 +116,7 @@ class RunLedger:
         self._progress = client.register_script(_PROGRESS)
         self._check = client.register_script(_CHECK)
         self._begin = client.register_script(_BEGIN)
+        self._refresh = client.register_script(_REFRESH)
 
     def _key(self, run_id: str, name: str) -> str:
         return f"{self._prefix}run:{run_id}:{name}"
@@ -186,6 +195,12 @@ class RunLedger:
     def update_pending(self, run_id: str, node_token: str, payload: Mapping[str, Any]) -> None:
         """Replace a pending entry's payload (a sleep's wake time, a resume's result)."""
         self._redis.hset(self._key(run_id, "pending"), node_token, _dump(payload))
+
+    def refresh_pending(self, run_id: str, node_token: str, payload: Mapping[str, Any]) -> bool:
+        """Replace a pending entry's payload (a re-sent message's `sent`/`due`) only while it is
+        still pending: a token that finished meanwhile stays finished. True if replaced."""
+        keys = [self._key(run_id, "pending"), self._key(run_id, "finished")]
+        return bool(self._refresh(keys=keys, args=[node_token, _dump(payload)]))
 
     def add_dynamic(self, run_id: str, parent_token: str, addition: Mapping[str, Any]) -> None:
         """Remember nodes a result added, so every worker rebuilds the same graph."""

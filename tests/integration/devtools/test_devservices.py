@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def stop_after(free_ports: Ports) -> Iterator[Ports]:
         root = devservices.repo_root()
         for launch in devservices.launches(free_ports, root):
             background.log_path(devservices.services_dir(root), launch.key).unlink(missing_ok=True)
+        shutil.rmtree(devservices.services_dir(root) / f"redis-{free_ports.redis}-aof", ignore_errors=True)
 
 
 def test_up_returns_the_env_vars_the_session_exported(services_env: dict[str, str]) -> None:
@@ -127,6 +129,7 @@ def test_up_starts_what_is_missing_and_down_stops_it(stop_after: Ports) -> None:
     assert len(pids) == 3
     queues = QueueServiceClient.from_connection_string(devservices.env_vars(ports)["AZURE_STORAGE_CONNECTION_STRING"])
     queues.create_queue("started-here")
+    redis.Redis.from_url(devservices.env_vars(ports)["REDIS_URL"]).set("kept", "across restarts")
 
     stopped = devservices.down(ports)
 
@@ -134,6 +137,8 @@ def test_up_starts_what_is_missing_and_down_stops_it(stop_after: Ports) -> None:
     assert not any(background.alive(pid) for pid in pids)
     assert all(r.state is State.FREE for r in devservices.status(ports))
     assert not any(_is_for(p, ports) for p in folder.glob("*.pid"))
+    devservices.bring_up(ports)
+    assert redis.Redis.from_url(devservices.env_vars(ports)["REDIS_URL"]).get("kept") == b"across restarts"
 
 
 def _is_for(pidfile: Path, ports: Ports) -> bool:

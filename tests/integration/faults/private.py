@@ -44,10 +44,12 @@ class PrivateServices:
         blob, queue, table, cosmos, redis = free_ports(5)
         self.ports = devservices.Ports(blob=blob, queue=queue, table=table, cosmos=cosmos, redis=redis)
         launches = devservices.launches(self.ports, ROOT)
+        redis_argv = ("redis-server", "--port", str(redis), "--bind", devservices.HOST, "--save", "",
+                      "--appendonly", "no", "--daemonize", "no")  # no persistence: a restart loses everything
         self._launches = {
             "azurite": launches[0],
             "cosmos": next(la for la in launches if la.key.startswith("cosmosdb-server")),
-            "redis": next(la for la in launches if la.key.startswith("redis-")),
+            "redis": devservices.Launch(f"redis-{redis}", (devservices.endpoints(self.ports)[-1],), redis_argv),
         }
         self._pids: dict[str, int] = {}
 

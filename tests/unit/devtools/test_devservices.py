@@ -101,7 +101,9 @@ def test_all_free_starts_one_azurite_with_the_documented_command() -> None:
         " --queueHost 127.0.0.1 --queuePort 10001 --tableHost 127.0.0.1 --tablePort 10002"
     )
     assert cosmos == "/repo/node_modules/.bin/cosmosdb-server -p 8081 --host 127.0.0.1"
-    assert redis == ("/usr/bin/redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize no")
+    assert redis == ("/usr/bin/redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly yes "
+                     "--appendfsync everysec --maxmemory-policy noeviction --daemonize no "
+                     "--appenddirname redis-6379-aof")
 
 
 def test_a_partly_running_azurite_gets_only_its_missing_parts() -> None:

@@ -1,0 +1,67 @@
+"""Evidence that a node message is still on its queue: when the oldest visible message was put there.
+
+Azure Queue Storage delivers roughly in insertion order, and `peek_messages` shows the front of
+a queue without taking it. A pending node message sent at `sent` is still queued when the
+queue's oldest visible message is not younger than it: it waits behind (or is) that message.
+One peek per queue per reconcile pass; transports that cannot peek give no evidence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from celery import Celery
+
+logger = logging.getLogger("flowcraft.reconcile")
+
+#: Seconds of clock difference between the sender and the queue service tolerated.
+CLOCK_SLACK = 2.0
+
+
+class QueueFronts:
+    """The insertion time of each queue's oldest visible message, looked up once per queue."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+        self._fronts: dict[str, float | None] = {}
+        self._connection: Any = None
+        self._peek: Any = None
+        self._available = True
+
+    def _client(self, queue: str) -> Any:
+        """The transport's Azure queue client for a Celery queue, or None for other transports."""
+        if self._peek is None and self._available:
+            self._connection = self._app.connection_for_read()
+            transport = getattr(self._connection.default_channel, "transport", None)
+            self._peek = getattr(transport, "queue_client", None)
+            self._available = self._peek is not None
+        return self._peek(queue) if self._peek is not None else None
+
+    def oldest(self, queue: str) -> float | None:
+        """When the oldest visible message of `queue` was inserted (epoch seconds); None when no
+        message is visible or the transport cannot tell."""
+        if queue not in self._fronts:
+            front: float | None = None
+            try:
+                client = self._client(queue)
+                if client is not None:
+                    peeked = list(client.peek_messages(max_messages=1))
+                    if peeked and peeked[0].inserted_on is not None:
+                        front = peeked[0].inserted_on.timestamp()
+            except Exception as exc:  # no evidence: the caller treats the message as not seen queued
+                logger.warning("could not peek queue %s: %s", queue, exc)
+            self._fronts[queue] = front
+        return self._fronts[queue]
+
+    def still_queued(self, queue: str, sent: float) -> bool:
+        """Whether a message sent at `sent` to `queue` waits there still (see the module docstring)."""
+        front = self.oldest(queue)
+        return front is not None and front <= sent + CLOCK_SLACK
+
+    def close(self) -> None:
+        """Release the broker connection, if one was opened."""
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.release()
