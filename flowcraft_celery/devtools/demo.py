@@ -40,8 +40,8 @@ def run_demo(echo: Callable[[str], None]) -> int:
     from flowcraft_celery.distributed.client import Client
 
     with WorkerGroup(env, Path(".services") / f"demo-{tag}") as group:
-        group.worker(queues=env["FLOWCRAFT_DEFAULT_QUEUE"])
-        group.worker(queues=env["FLOWCRAFT_DEFAULT_QUEUE"])
+        group.worker()  # without -Q: the node tasks' queue and the reconcile queue
+        group.worker()
         group.beat()
         group.wait_ready()
         echo(f"2 workers and beat are up (logs in {group.log_dir})")

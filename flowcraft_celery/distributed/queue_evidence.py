@@ -8,11 +8,13 @@ One peek per queue per reconcile pass; transports that cannot peek give no evide
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
 from celery import Celery
+
+from transports.azurequeue.auth import build_clients
+from transports.azurequeue.naming import azure_queue_name
 
 logger = logging.getLogger("flowcraft.reconcile")
 
@@ -26,18 +28,20 @@ class QueueFronts:
     def __init__(self, app: Celery) -> None:
         self._app = app
         self._fronts: dict[str, float | None] = {}
-        self._connection: Any = None
-        self._peek: Any = None
-        self._available = True
+        self._queues: Any = None
+        self._prefix = ""
 
     def _client(self, queue: str) -> Any:
-        """The transport's Azure queue client for a Celery queue, or None for other transports."""
-        if self._peek is None and self._available:
-            self._connection = self._app.connection_for_read()
-            transport = getattr(self._connection.default_channel, "transport", None)
-            self._peek = getattr(transport, "queue_client", None)
-            self._available = self._peek is not None
-        return self._peek(queue) if self._peek is not None else None
+        """An Azure queue client for a Celery queue (the transport's naming and credentials), or
+        None when the broker is not `azurequeue://`."""
+        url = str(self._app.conf.broker_url or "")
+        if not url.startswith("azurequeue://"):
+            return None
+        if self._queues is None:
+            options = dict(self._app.conf.broker_transport_options or {})
+            self._prefix = str(options.get("queue_name_prefix") or "")
+            self._queues = build_clients(url, options).queues
+        return self._queues.get_queue_client(azure_queue_name(queue, self._prefix))
 
     def oldest(self, queue: str) -> float | None:
         """When the oldest visible message of `queue` was inserted (epoch seconds); None when no
@@ -59,9 +63,3 @@ class QueueFronts:
         """Whether a message sent at `sent` to `queue` waits there still (see the module docstring)."""
         front = self.oldest(queue)
         return front is not None and front <= sent + CLOCK_SLACK
-
-    def close(self) -> None:
-        """Release the broker connection, if one was opened."""
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                self._connection.release()

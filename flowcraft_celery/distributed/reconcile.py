@@ -57,22 +57,19 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None) -> R
     owner = uuid.uuid4().hex
     threshold = rt.stall_seconds if stall_seconds is None else stall_seconds
     fronts = QueueFronts(app)
-    try:
-        for doc in list(rt.statuses.find_stalled(threshold, now)):
-            report.stalled += 1
-            run_id = doc["runId"]
-            lock = f"reconcile:{run_id}"
-            if not rt.coordination.acquire(lock, owner, ttl=60):
-                continue
-            try:
-                _reconcile_run(app, rt, run_id, str(doc.get("blueprintId")), threshold, now, fronts, report)
-            except Exception:
-                logger.exception("run %s: reconcile failed", run_id)
-                report.failed += 1
-            finally:
-                rt.coordination.release(lock, owner)
-    finally:
-        fronts.close()
+    for doc in list(rt.statuses.find_stalled(threshold, now)):
+        report.stalled += 1
+        run_id = doc["runId"]
+        lock = f"reconcile:{run_id}"
+        if not rt.coordination.acquire(lock, owner, ttl=60):
+            continue
+        try:
+            _reconcile_run(app, rt, run_id, str(doc.get("blueprintId")), threshold, now, fronts, report)
+        except Exception:
+            logger.exception("run %s: reconcile failed", run_id)
+            report.failed += 1
+        finally:
+            rt.coordination.release(lock, owner)
     logger.info("reconcile: %s", report.to_dict())
     return report
 

@@ -84,16 +84,19 @@ class Runtime:
 
 
 _lock = threading.Lock()
-_runtimes: dict[int, Runtime] = {}
+_runtimes: dict[int, tuple[Mapping[str, Any], Runtime]] = {}
 
 
 def runtime_for(conf: Mapping[str, Any]) -> Runtime:
-    """The process's runtime for this configuration (built on first call)."""
+    """The process's runtime for this configuration (built on first call; the configuration is
+    kept with it, so a new configuration that reuses a freed one's id gets its own runtime)."""
     key = id(conf)
     with _lock:
-        if key not in _runtimes:
-            _runtimes[key] = build_runtime(conf)
-        return _runtimes[key]
+        known = _runtimes.get(key)
+        if known is None or known[0] is not conf:
+            known = (conf, build_runtime(conf))
+            _runtimes[key] = known
+        return known[1]
 
 
 def reset_runtimes() -> None:

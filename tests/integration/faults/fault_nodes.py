@@ -95,7 +95,9 @@ def blueprints() -> list[Blueprint]:
         .chain("a", "boom", "b").build(),
         Flow("ft-retry").node("r", "ft-fail-once", max_retries=2, retry_delay=12000).node("b", "ft-step")
         .chain("r", "b").build(),
-        Flow("ft-slow").node("long", "ft-step", params={"seconds": 12}).node("b", "ft-step").chain("long", "b").build(),
+        Flow("ft-slow").node("long", "ft-step", params={"seconds": 8}).node("b", "ft-step").chain("long", "b").build(),
         Flow("ft-huge").node("big", "ft-huge", max_retries=3).node("b", "ft-step").chain("big", "b").build(),
         Flow("ft-other").node("x", "ft-step").build(),
+        Flow("ft-nap").node("a", "ft-step").node("nap", "sleep", params={"duration": "8s"}).node("b", "ft-step")
+        .chain("a", "nap", "b").build(),
     ]

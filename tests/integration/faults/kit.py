@@ -14,6 +14,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
+from kombu import pools
 
 from flowcraft_celery.devtools.workers import WorkerGroup
 from flowcraft_celery.distributed.client import Client
@@ -138,11 +139,16 @@ def fault_kit(service_env: Mapping[str, str], log_dir: Path, tag: str, **setting
     from flowcraft_celery.distributed.app import create_app
 
     importlib.reload(celeryconfig)
+    # Celery takes producers from kombu's process-wide pools, keyed by the broker URL: every
+    # module's `azurequeue://` looks the same, so a pool left by another module would publish to
+    # that module's (private, maybe stopped) Azurite.
+    pools.reset()
     kit = FaultKit(Client(create_app()), env, log_dir, log_dir / "calls.txt")
     try:
         yield kit
     finally:
         kit.stop_all()
+        pools.reset()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

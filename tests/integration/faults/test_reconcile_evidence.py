@@ -17,7 +17,7 @@ from tests.integration.faults import fault_nodes
 from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit, wait_for
 
 RUN_TIMEOUT = 150.0
-BACKLOG = 12
+BACKLOG = 8
 
 
 @pytest.fixture(scope="module")

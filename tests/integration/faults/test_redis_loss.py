@@ -74,20 +74,26 @@ def test_a_forged_message_for_an_unknown_run_is_dead_lettered_not_run(faults: Fa
     wait_for(lambda: "forged-run-0001" in kit.logs() and "no status document" in kit.logs(), 10, "the WARNING")
 
 
-def test_a_wait_whose_redis_keys_are_gone_resumes_and_every_join_runs_once(faults: Faults) -> None:
+def test_waits_and_sleeps_whose_redis_keys_are_gone_go_on_and_every_join_runs_once(faults: Faults) -> None:
     faults.running()
     kit = faults.kit
     run_id = kit.start("ft-longwait")[0]
+    napping = kit.start("ft-nap")[0]
     doc = kit.client.wait(run_id, RUN_TIMEOUT)
     assert doc["status"] == "awaiting" and doc["awaiting"] == ["gate@0"]
     wait_for(lambda: kit.calls(run_id).get("side") == 1 and kit.calls(run_id).get("first") == 1, 30,
              "the side branch and the any-join")
+    wait_for(lambda: (kit.status(napping).get("sleeping") or {}).get("nap@0") is not None, 30, "the nap")
     faults.redis().flushall()  # what expiry of every key (or a restart without persistence) leaves
     kit.client.resume(run_id, None, {"by": "me"})
     doc = kit.client.wait(run_id, RUN_TIMEOUT)
     assert doc["status"] == "completed", doc.get("errors")
     assert kit.calls(run_id) == {"a": 1, "side": 1, "first": 1, "j": 1, "after": 1}
     assert_recorded_once(kit, run_id, {"a", "gate", "side", "first", "j", "after"})
+    doc = kit.client.wait(napping, RUN_TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    assert kit.calls(napping) == {"a": 1, "b": 1}
+    assert_recorded_once(kit, napping, {"a", "nap", "b"})
 
 
 def test_redis_restarted_empty_mid_run_completes_every_run_with_each_output_once(faults: Faults) -> None:
@@ -126,7 +132,7 @@ def test_reconcile_alone_after_redis_lost_its_state_completes_nothing_falsely(fa
     faults.services.restart_empty("redis")
     beat_only = kit.group()
     beat_only.beat()
-    time.sleep(14)  # several reconcile passes past the 4 s stall threshold
+    time.sleep(10)  # reconcile passes every 2 s, past the 4 s stall threshold
     assert [kit.status(r)["status"] for r in runs] == ["running"] * len(runs)
     assert all(kit.outputs(r) == [] for r in runs)
     workers = kit.group()

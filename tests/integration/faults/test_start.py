@@ -92,7 +92,7 @@ def test_start_against_each_broken_service_fails_fast_naming_it_and_never_runs(k
     workers.worker(concurrency=1)
     workers.beat()
     workers.wait_ready(90)
-    time.sleep(6)  # several reconcile passes past the 2 s stall threshold
+    time.sleep(4)  # several reconcile passes past the 2 s stall threshold
     for run_id in started:
         assert kit.client.runtime.statuses.get(run_id) is None, run_id
         assert kit.calls(run_id) == {}, run_id

@@ -182,7 +182,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str,
         group.flower(flower_port, 15.0, f"--tasks_columns={FLOWER_COLUMNS}")
         wait_for(lambda: _http_up(flower_port, "/healthcheck"), 60, "Flower")
         for name in ("w1", "w2"):
-            group.worker(queues="tasks", concurrency=2, name=f"{name}-{tag}")
+            group.worker(queues="tasks,tasks-reconcile", concurrency=2, name=f"{name}-{tag}")
             state.worker_names.append(f"{name}-{tag}@{socket.gethostname()}")
         group.beat()
         group.program("metrics", "-m", "flowcraft_celery.cli", "metrics", "--port", str(metrics_port),
