@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from azure.storage.queue import QueueClient
 
 from flowcraft_celery.devtools.workers import WorkerGroup
 from tests.integration import names
+from transports.azurequeue.naming import azure_queue_name
 
 HELLO = {"id": "hello", "metadata": {"version": "1"},
          "nodes": [{"id": "greet", "uses": "greet"}, {"id": "shout", "uses": "shout"}],
@@ -215,7 +217,12 @@ def test_two_deployments_sharing_a_database_never_touch_each_others_runs(
     green_pass = json.loads(green.run("reconcile", "--stall-seconds", "0").stdout)
     assert green_pass["stalled"] == 0 and green_pass["republished"] == 0
     blue_pass = json.loads(blue.run("reconcile", "--stall-seconds", "0").stdout)
-    assert blue_pass["stalled"] == 1 and blue_pass["republished"] == 1
+    assert blue_pass["stalled"] == 1 and blue_pass["republished"] == 0  # its start message is still queued
+    queue = azure_queue_name(shared["FLOWCRAFT_DEFAULT_QUEUE"], "blue-")
+    QueueClient.from_connection_string(services_env["AZURE_STORAGE_CONNECTION_STRING"], queue).clear_messages()
+    lost_pass = json.loads(blue.run("reconcile", "--stall-seconds", "0").stdout)
+    assert lost_pass["stalled"] == 1 and lost_pass["republished"] == 1  # the message is gone: re-sent
+    assert json.loads(green.run("reconcile", "--stall-seconds", "0").stdout)["republished"] == 0
     assert [d["runId"] for d in json.loads(blue.run("runs", "--json").stdout)] == [run_id]
 
 
@@ -249,7 +256,8 @@ def test_a_client_without_the_workers_code_starts_and_follows_runs(services_env:
         entry = catalog["blueprints"]["hello"]
         assert (entry["version"], entry["uses"]) == ("1", ["greet", "shout"]) and len(entry["fingerprint"]) == 16
         [(name, info)] = catalog["workers"].items()
-        assert {"greet", "shout"} <= set(info["nodes"]) and info["queues"] == [worker.env["FLOWCRAFT_DEFAULT_QUEUE"]]
+        queue = worker.env["FLOWCRAFT_DEFAULT_QUEUE"]
+        assert {"greet", "shout"} <= set(info["nodes"]) and info["queues"] == [queue, f"{queue}-reconcile"]
         table = client.run("blueprints").stdout
         assert "hello" in table and "greet, shout" in table and name in table
         waited = client.run("start", "hello", "--context", '{"name": "lee"}', "--wait", "--timeout", "90")

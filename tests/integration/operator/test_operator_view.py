@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.storage.queue import QueueClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.operator.conftest import ROOT, Deployment, wait_for
 from tests.integration.operator.operator_nodes import NAP_SECONDS
+from transports.azurequeue.naming import azure_queue_name
 
 ARTIFACTS = ROOT / ".artifacts" / "operator"
 NODES = ("start", "left", "right", "flaky", "join", "nap", "approval", "finish")
@@ -286,6 +288,11 @@ def test_quiet_reconcile_passes_stay_out_of_flower_and_active_ones_show(deployme
     stuck = deployment.cli("start", "op-stuck").stdout.strip()  # its node's queue has no worker: it stalls
     try:
         wait_for(lambda: {t["uuid"] for t in reconcile_tasks()} - before, 90, "an active reconcile pass in Flower", 2)
+        nowhere = azure_queue_name(f"{deployment.queue}-nowhere", deployment.env["FLOWCRAFT_QUEUE_PREFIX"])
+        QueueClient.from_connection_string(deployment.env["AZURE_STORAGE_CONNECTION_STRING"],
+                                           nowhere).clear_messages()  # the node's message is lost: re-sent
+        wait_for(lambda: [t for t in reconcile_tasks() if ast.literal_eval(t["result"])["republished"] >= 1],
+                 90, "a reconcile pass that re-sends the lost message", 2)
     finally:
         deployment.cli("cancel", stuck)
     listed = reconcile_tasks()
