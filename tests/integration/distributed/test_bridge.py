@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,9 @@ from flowcraft_celery.distributed.client import Client
 from flowcraft_celery.distributed.runs import publish
 from flowcraft_celery.model.graph import Graph
 from tests.integration import names
+from tests.integration.celery_settings import celery_app_for
 from tests.integration.distributed import bridge_nodes
+from tests.integration.polling import wait_for
 from transports.azurequeue.naming import azure_queue_name, dead_letter_queue_name
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -83,36 +84,15 @@ def bridge(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str, str
            "FLOWCRAFT_COSMOS_DATABASE": tag, "FLOWCRAFT_NODE_MODULES": NODES,
            "FLOWCRAFT_BLUEPRINTS": WORKER_BLUEPRINTS, "FLOWCRAFT_TASK_EVENTS": "false"}
     client_env = {**env, "FLOWCRAFT_BLUEPRINTS": CLIENT_BLUEPRINTS}
-    saved = {name: os.environ.get(name) for name in client_env}
-    os.environ.update(client_env)
-    import celeryconfig
-    from flowcraft_celery.distributed.app import create_app
-
-    importlib.reload(celeryconfig)
-    state = Bridge(Client(create_app()), env, tmp_path_factory.mktemp("bridge"),
-                   redis.Redis.from_url(env["REDIS_URL"]))
-    try:
-        yield state
-    finally:
-        for group in state.groups:
-            group.stop()
-        for key in state.redis.scan_iter(f"{tag}:*"):
-            state.redis.delete(key)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        importlib.reload(celeryconfig)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll until `condition` holds (AssertionError naming `what` otherwise)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
+    with celery_app_for(client_env) as app:
+        state = Bridge(Client(app), env, tmp_path_factory.mktemp("bridge"), redis.Redis.from_url(env["REDIS_URL"]))
+        try:
+            yield state
+        finally:
+            for group in state.groups:
+                group.stop()
+            for key in state.redis.scan_iter(f"{tag}:*"):
+                state.redis.delete(key)
 
 
 def test_fan_out_of_200_joins_with_every_node_run_once(bridge: Bridge) -> None:

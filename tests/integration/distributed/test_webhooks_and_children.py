@@ -3,14 +3,12 @@ parent run cancels its running child runs: real workers over Azurite, Cosmos and
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,9 @@ import redis
 from flowcraft_celery.devtools.workers import WorkerGroup
 from flowcraft_celery.distributed.client import Client
 from tests.integration import names
+from tests.integration.celery_settings import celery_app_for
 from tests.integration.distributed import semantics_nodes
+from tests.integration.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 NODES = "tests.integration.distributed.semantics_nodes"
@@ -47,14 +47,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str, str]) -> Iterator[Deployment]:
     tag = names.unique_name("semantics")
@@ -64,32 +56,20 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str,
            "FLOWCRAFT_COSMOS_DATABASE": tag, "FLOWCRAFT_NODE_MODULES": NODES,
            "FLOWCRAFT_BLUEPRINTS": f"{NODES}:blueprints", "FLOWCRAFT_TASK_EVENTS": "false",
            "FLOWCRAFT_WEBHOOK_BASE_URL": base_url}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    import celeryconfig
-    from flowcraft_celery.distributed.app import create_app
-
-    importlib.reload(celeryconfig)
-    client = Client(create_app())
-    group = WorkerGroup(env, tmp_path_factory.mktemp("semantics"), cwd=ROOT)
-    state = Deployment(client, base_url, redis.Redis.from_url(env["REDIS_URL"]))
-    try:
-        group.worker(concurrency=2)
-        group.worker(concurrency=2)
-        group.program("webhooks", "-m", "flowcraft_celery.cli", "webhooks", "serve", "--port", str(port))
-        group.wait_ready(90)
-        wait_for(lambda: _answers(port), 60, "the webhook server")
-        yield state
-    finally:
-        group.stop()
-        for key in state.redis.scan_iter(f"{tag}:*"):
-            state.redis.delete(key)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        importlib.reload(celeryconfig)
+    with celery_app_for(env) as app:
+        group = WorkerGroup(env, tmp_path_factory.mktemp("semantics"), cwd=ROOT)
+        state = Deployment(Client(app), base_url, redis.Redis.from_url(env["REDIS_URL"]))
+        try:
+            group.worker(concurrency=2)
+            group.worker(concurrency=2)
+            group.program("webhooks", "-m", "flowcraft_celery.cli", "webhooks", "serve", "--port", str(port))
+            group.wait_ready(90)
+            wait_for(lambda: _answers(port), 60, "the webhook server")
+            yield state
+        finally:
+            group.stop()
+            for key in state.redis.scan_iter(f"{tag}:*"):
+                state.redis.delete(key)
 
 
 def _answers(port: int) -> bool:

@@ -12,10 +12,9 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from azure.storage.queue import QueueServiceClient
 
 from flowcraft_celery.devtools.workers import WorkerGroup
 from tests.integration import names
+from tests.integration.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 NODES = "tests.integration.operator.operator_nodes"
@@ -39,18 +39,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    """Poll until `condition()` is truthy and return it (AssertionError naming `what` otherwise)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class PasswordRedis:

@@ -19,8 +19,9 @@ import pytest
 from azure.storage.queue import QueueClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.operator.conftest import ROOT, Deployment, wait_for
+from tests.integration.operator.conftest import ROOT, Deployment
 from tests.integration.operator.operator_nodes import NAP_SECONDS
+from tests.integration.polling import wait_for
 from transports.azurequeue.naming import azure_queue_name
 
 ARTIFACTS = ROOT / ".artifacts" / "operator"
