@@ -9,12 +9,29 @@ or `module:attribute` Python builders), comma-separated.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from kombu import Exchange, Queue
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def _env_number(name: str, default: str, kind: type[int] | type[float], minimum: float = 0) -> Any:
+    """A number from the environment; a wrong one stops here, naming the variable."""
+    text = _env(name, default)
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not minimum <= value < float("inf"):
+        from flowcraft_celery.distributed.problems import SettingError
+
+        what = "a whole number" if kind is int else "a number"
+        raise SettingError(name, f"{text!r} is not {what} of at least {minimum:g}",
+                           f"unset it for the default ({default})")
+    return value
 
 
 def _env_list(name: str, default: str = "") -> list[str]:
@@ -28,7 +45,7 @@ broker_url = _env("CELERY_BROKER_URL", "azurequeue://")
 # Azure is still polled, every 8 s at most, as the safety net.
 broker_transport_options = {
     "queue_name_prefix": _env("FLOWCRAFT_QUEUE_PREFIX", ""),
-    "visibility_timeout": int(_env("FLOWCRAFT_VISIBILITY_TIMEOUT", "30")),
+    "visibility_timeout": _env_number("FLOWCRAFT_VISIBILITY_TIMEOUT", "30", int),
     "redis_url": _env("REDIS_URL", "redis://127.0.0.1:6379/0"),
 }
 # Results: Cosmos DB (flowcraft_celery/backends/cosmos.py). A node task's result is small (its run
@@ -42,7 +59,7 @@ cosmos_runs_container = _env("FLOWCRAFT_COSMOS_RUNS_CONTAINER", "runs")
 task_default_queue = _env("FLOWCRAFT_DEFAULT_QUEUE", "flowcraft")
 task_acks_late = True
 task_reject_on_worker_lost = True
-worker_prefetch_multiplier = int(_env("FLOWCRAFT_PREFETCH_MULTIPLIER", "4"))
+worker_prefetch_multiplier = _env_number("FLOWCRAFT_PREFETCH_MULTIPLIER", "4", int)
 task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]
@@ -59,32 +76,32 @@ flowcraft_node_modules = _env_list("FLOWCRAFT_NODE_MODULES")
 flowcraft_blueprints = _env_list("FLOWCRAFT_BLUEPRINTS")
 flowcraft_redis_url = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
 flowcraft_key_prefix = _env("FLOWCRAFT_KEY_PREFIX", "flowcraft:")
-flowcraft_touch_interval = float(_env("FLOWCRAFT_TOUCH_INTERVAL", "5"))
-flowcraft_stall_seconds = float(_env("FLOWCRAFT_STALL_SECONDS", "60"))
-flowcraft_reconcile_interval = float(_env("FLOWCRAFT_RECONCILE_INTERVAL", "30"))
+flowcraft_touch_interval = _env_number("FLOWCRAFT_TOUCH_INTERVAL", "5", float)
+flowcraft_stall_seconds = _env_number("FLOWCRAFT_STALL_SECONDS", "60", float)
+flowcraft_reconcile_interval = _env_number("FLOWCRAFT_RECONCILE_INTERVAL", "30", float)
 # A completed, failed or cancelled run's status, context, outputs and Redis keys are kept this many
 # days after it ends, then expire (Cosmos DB per-item TTL, Redis EXPIRE); 0 keeps them for ever.
 # Running, awaiting and sleeping runs never expire. `flowcraft-celery purge` removes old runs on demand.
-flowcraft_retention_days = float(_env("FLOWCRAFT_RETENTION_DAYS", "7"))
+flowcraft_retention_days = _env_number("FLOWCRAFT_RETENTION_DAYS", "7", float)
 # Every node is its own Celery task by default (its own task id, state and runtime in Flower,
 # per-task rate and time limits, revoke, routing). Opt-ins that trade that for speed:
 # FLOWCRAFT_INLINE_DEPTH > 0 runs up to that many successive nodes inside one task when a node
 # starts a successor on the same queue (a chain hop without a queue round trip), and
 # FLOWCRAFT_FANOUT_GROUP > 1 packs up to that many successors of one implementation into one task
 # message (one queue send, receive and delete per pack). See README, "One task per node".
-flowcraft_inline_depth = int(_env("FLOWCRAFT_INLINE_DEPTH", "0"))
-flowcraft_fanout_group = int(_env("FLOWCRAFT_FANOUT_GROUP", "1"))
+flowcraft_inline_depth = _env_number("FLOWCRAFT_INLINE_DEPTH", "0", int)
+flowcraft_fanout_group = _env_number("FLOWCRAFT_FANOUT_GROUP", "1", int, 1)
 # Subflows may nest this many runs deep; a subflow node past it fails its run with the reason.
-flowcraft_subflow_depth = int(_env("FLOWCRAFT_SUBFLOW_DEPTH", "10"))
+flowcraft_subflow_depth = _env_number("FLOWCRAFT_SUBFLOW_DEPTH", "10", int)
 # Webhook nodes' URLs start with this (where `flowcraft-celery webhooks serve` is reachable).
 flowcraft_webhook_base_url = _env("FLOWCRAFT_WEBHOOK_BASE_URL", "http://127.0.0.1:8080/webhooks")
 
 # Seconds a Redis call may take before it counts as an outage (retried with back-off).
-flowcraft_redis_timeout = float(_env("FLOWCRAFT_REDIS_TIMEOUT", "10"))
+flowcraft_redis_timeout = _env_number("FLOWCRAFT_REDIS_TIMEOUT", "10", float)
 # A node that kills its worker process this many times fails its run (its message is dead-lettered).
-flowcraft_max_node_crashes = int(_env("FLOWCRAFT_MAX_NODE_CRASHES", "5"))
+flowcraft_max_node_crashes = _env_number("FLOWCRAFT_MAX_NODE_CRASHES", "5", int)
 # Seconds `start` waits for the broker to take a new run's start messages before giving up.
-flowcraft_start_timeout = float(_env("FLOWCRAFT_START_TIMEOUT", "20"))
+flowcraft_start_timeout = _env_number("FLOWCRAFT_START_TIMEOUT", "20", float)
 # Reconcile passes run on their own queue, so a backlog of node tasks cannot delay them; a worker
 # started without -Q consumes both queues (one started with -Q consumes only what it names).
 flowcraft_reconcile_queue = _env("FLOWCRAFT_RECONCILE_QUEUE", f"{task_default_queue}-reconcile")

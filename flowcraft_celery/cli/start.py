@@ -40,11 +40,12 @@ def no_worker_hint(session: Any, elapsed: float, listed: bool) -> str:
     """What to say when no worker has taken up a new run."""
     from flowcraft_celery.distributed.settings import deployment_name
 
-    queue = session.app.conf.task_default_queue
+    conf = session.app.conf
+    queues = ",".join(q for q in (conf.task_default_queue, conf.get("flowcraft_reconcile_queue")) if q)
     why = "no worker of deployment {!r} is running (none is listed by `flowcraft-celery blueprints`)" if not listed \
         else "the workers of deployment {!r} have not taken it up"
     return (f"waiting {elapsed:.0f} s: " + why.format(deployment_name(session.app.conf)) +
-            f"; start one with `celery -A flowcraft_celery worker -Q {queue}` and the same settings")
+            f"; start one with `celery -A flowcraft_celery worker -Q {queues}` and the same settings")
 
 
 @click.command("start")
@@ -73,7 +74,10 @@ def start_command(blueprint_id: str, context: dict[str, Any], wait: bool, timeou
         raise not_started(exc) from exc
     except CatalogError:
         raise  # a blueprint source of the settings: a configuration problem (exit 3, naming the setting)
-    except (RunError, ValueError) as exc:  # unknown or invalid blueprint, bad id or values
+    except (RunError, ValueError) as exc:  # unknown or invalid blueprint, bad id or values; or a setting
+        explained = as_command_error(exc)
+        if explained.exit_code in (EXIT_CONFIG, EXIT_UNREACHABLE):
+            raise explained from exc
         raise CommandError(str(exc), EXIT_FAILED) from None
     if not wait:
         click.echo(run.run_id)

@@ -7,6 +7,7 @@ the TLS handshake, and names the endpoint and the setting that points at it.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -17,6 +18,11 @@ from flowcraft_celery.stores.cosmos_client import CONNECTION_STRING_ENV, VERIFY_
 
 STORAGE_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 REDIS_ENV = "REDIS_URL"
+BROKER_ENV = "CELERY_BROKER_URL"
+BACKEND_ENV = "CELERY_RESULT_BACKEND"
+#: What to do about a missing or malformed Azure Storage connection string.
+STORAGE_FIX = ("run `flowcraft-celery services up --env` for Azurite's value, or copy it from the storage account's "
+               "Access keys")
 
 
 class SettingError(ValueError):
@@ -100,14 +106,44 @@ def explain(exc: BaseException, conf: Mapping[str, Any], env: Mapping[str, str])
     for item in _chain(exc):
         if isinstance(item, (SettingError, ServiceUnreachable)):
             return item
+        if isinstance(item, CosmosConfigError) and VERIFY_TLS_ENV in str(item):
+            return SettingError(VERIFY_TLS_ENV, f"{env.get(VERIFY_TLS_ENV, '')!r} is not a boolean",
+                                "set it to true, or to false for the Cosmos emulator only")
         if isinstance(item, CosmosConfigError):
             return SettingError(CONNECTION_STRING_ENV, str(item), "run `flowcraft-celery services up --env` for the "
                                 "emulator's value, or copy it from the Azure portal (Keys)")
         if isinstance(item, CatalogError):
             return SettingError("FLOWCRAFT_BLUEPRINTS", str(item))
-        found = _redis_problem(item, endpoints["redis"]) or _azure_problem(item, endpoints)
+        found = (_setting_problem(item, conf, env) or _redis_problem(item, endpoints["redis"])
+                 or _azure_problem(item, endpoints))
         if found is not None:
             return found
+    return None
+
+
+def _scheme(url: Any) -> str:
+    return str(url or "").partition("://")[0]
+
+
+def _setting_problem(exc: BaseException, conf: Mapping[str, Any], env: Mapping[str, str]) -> Exception | None:
+    """A setting the broker, the result backend or Redis could not even parse."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and f"or {STORAGE_ENV}" in text and not env.get(STORAGE_ENV):
+        return SettingError(STORAGE_ENV, f"{STORAGE_ENV} is not set", STORAGE_FIX)
+    if isinstance(exc, ValueError) and "Connection string is either blank or malformed" in text:
+        return SettingError(STORAGE_ENV, "is not an Azure Storage connection string (Name=value;... with "
+                            "AccountName and AccountKey, or endpoints and a SharedAccessSignature)", STORAGE_FIX)
+    if isinstance(exc, ValueError) and text.startswith("Redis URL must specify"):
+        shown = re.sub(r"^[^@]*@", "***@", str(conf.get("flowcraft_redis_url") or ""))  # no password shown
+        return SettingError(REDIS_ENV, f"{shown!r} is not a Redis URL",
+                            "write it as redis://HOST:PORT/DB (rediss:// for TLS, redis://:PASSWORD@HOST:PORT/DB)")
+    if isinstance(exc, KeyError) and "No such transport" in text:
+        return SettingError(BROKER_ENV, f"unknown transport {_scheme(conf.get('broker_url'))!r}",
+                            "leave it unset (azurequeue://, Azure Queue Storage) or name a Kombu transport")
+    backend = _scheme(conf.get("result_backend"))
+    if isinstance(exc, ImportError) and backend and getattr(exc, "name", None) == backend:
+        return SettingError(BACKEND_ENV, f"unknown result backend {backend!r}",
+                            "leave it unset (cosmos://, Cosmos DB) or name a Celery result backend")
     return None
 
 

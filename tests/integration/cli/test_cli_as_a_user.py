@@ -153,6 +153,18 @@ def test_wrong_settings_are_one_line_naming_the_setting(services_env: dict[str, 
          ["FLOWCRAFT_BLUEPRINTS", "nosuchmodule:flows", "cannot import"]),
         (user.run("start", "hello", AZURE_STORAGE_CONNECTION_STRING=storage_on(port)), 4,
          ["not started", f"127.0.0.1:{port}", "AZURE_STORAGE_CONNECTION_STRING"]),
+        # settings that are missing or cannot even be parsed: exit 3, naming the variable and the fix
+        (user.run("start", "hello", AZURE_STORAGE_CONNECTION_STRING="<unset>"), 3,
+         ["not started", "AZURE_STORAGE_CONNECTION_STRING is not set", "services up --env"]),
+        (user.run("start", "hello", AZURE_STORAGE_CONNECTION_STRING="garbage"), 3,
+         ["AZURE_STORAGE_CONNECTION_STRING", "not an Azure Storage connection string"]),
+        (user.run("start", "hello", AZURE_COSMOS_CONNECTION_STRING="<unset>"), 3,
+         ["AZURE_COSMOS_CONNECTION_STRING is not set", "services up --env"]),
+        (user.run("start", "hello", CELERY_RESULT_BACKEND="nosuchbackend://"), 3,
+         ["CELERY_RESULT_BACKEND", "nosuchbackend"]),
+        (user.run("runs", REDIS_URL=f"secret@127.0.0.1:{port}"), 3, ["REDIS_URL", "not a Redis URL", "redis://"]),
+        (user.run("runs", FLOWCRAFT_COSMOS_VERIFY_TLS="maybe"), 3, ["FLOWCRAFT_COSMOS_VERIFY_TLS", "'maybe'"]),
+        (user.run("runs", FLOWCRAFT_STALL_SECONDS="soon"), 3, ["FLOWCRAFT_STALL_SECONDS", "'soon'", "default"]),
     ]
     for result, code_, words in checks:
         line = one_line(result)
@@ -188,6 +200,8 @@ def test_run_commands_never_read_broken_or_huge_files(services_env: dict[str, st
     assert rows[0].index("running") == header.index("STATUS")
     assert [d["runId"] for d in json.loads(user.run("runs", "--json").stdout)] == [run_id]
     assert json.loads(user.run("status", run_id, "--json").stdout)["status"] == "running"
+    refused = user.run("resume", run_id, "approve")
+    assert refused.returncode == 1 and "is not awaiting" in one_line(refused)
     cancelled = user.run("cancel", run_id)
     assert cancelled.returncode == 0 and cancelled.stdout.strip() == f"cancelled {run_id}", cancelled.stderr
     unknown = user.run("status", "no-such-run")
@@ -201,7 +215,8 @@ def test_waiting_with_no_worker_says_so_in_plain_lines(services_env: dict[str, s
     assert waited.returncode == 5, waited.stderr
     assert "\r" not in waited.stderr
     assert max(len(line) for line in waited.stderr.splitlines()) < 400
-    assert "no worker of deployment" in waited.stderr and f"-Q {user.env['FLOWCRAFT_DEFAULT_QUEUE']}" in waited.stderr
+    queue = user.env["FLOWCRAFT_DEFAULT_QUEUE"]
+    assert "no worker of deployment" in waited.stderr and f"-Q {queue},{queue}-reconcile" in waited.stderr
     assert sum("running:" in line for line in waited.stderr.splitlines()) <= 2  # one per change, not per poll
 
 
