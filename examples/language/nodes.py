@@ -5,6 +5,7 @@ Run an example with: flowcraft-celery run examples/language/<name>.json --local 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from flowcraft_celery import Node, NodeContext, NodeResult, node
@@ -67,16 +68,40 @@ def manual_payment(ctx: NodeContext) -> str:
 class Charge(Node):
     """A class node: prepare, execute (retried), post-process, and a fallback of its own."""
 
-    def prep(self, ctx: NodeContext) -> dict[str, Any]:
+    def prep(self, ctx: NodeContext) -> dict[str, Any]:               # default: returns ctx.input
         return {"cents": round(float(ctx.input) * 100)}
 
-    def exec(self, prepared: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
+    def exec(self, prepared: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:   # retried up to maxRetries
         if prepared["cents"] <= 0:
             raise ValueError("nothing to charge")
         return {"charged": prepared["cents"], "key": ctx.idempotency_key}
 
-    def post(self, result: dict[str, Any], ctx: NodeContext) -> NodeResult:
+    def post(self, result: dict[str, Any], ctx: NodeContext) -> NodeResult:   # default: unchanged
         return NodeResult(output=result, action="paid")
 
     def fallback(self, error: BaseException, ctx: NodeContext) -> NodeResult:
+        # after the last failed exec attempt; default: re-raise (the node fails)
         return NodeResult(output={"charged": 0, "reason": str(error)}, action="free")
+
+    def recover(self, error: BaseException, ctx: NodeContext) -> None:
+        """Clean up after an error escaped any phase (default: nothing)."""
+
+
+@node("plan")
+def plan(ctx: NodeContext) -> NodeResult:
+    """Add one `check` node per host to this run; `report` waits for all of them."""
+    return NodeResult(output={"gatherNodeId": "report"},
+                      dynamic_nodes=[{"id": f"check_{i}", "uses": "check", "input": host}
+                                     for i, host in enumerate(ctx.input)])
+
+
+@node("check")
+async def check(ctx: NodeContext) -> str:   # async def works too
+    await asyncio.sleep(0.01)               # say, a call with an async HTTP client
+    return f"{ctx.input}: up"
+
+
+@node("summarize")
+def summarize(ctx: NodeContext) -> list[str]:
+    """After a join: the outputs of the `check_*` predecessors, in order."""
+    return [value for key, value in sorted(ctx.input.items()) if key.startswith("check_")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from flowcraft_celery.local.runner import LocalRunner, RunResult
 from flowcraft_celery.model.catalog import Catalog, read_blueprint_file
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "language"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "language"
 
 
 def run(name: str, context: dict[str, Any]) -> tuple[LocalRunner, RunResult]:
@@ -69,3 +71,58 @@ def test_subflow_then_wait_then_resume(action: str, key: str) -> None:
     resumed = runner.resume(result.run_id, action, {"by": "lee"})
     assert resumed.status == "completed"
     assert resumed.context[key] == {"by": "lee"}
+
+
+def test_dynamic_nodes_join_their_gather_node() -> None:
+    _, result = run("dynamic", {"hosts": ["db", "web", "cache"]})
+    assert result.status == "completed"
+    assert result.context["report"] == ["db: up", "web: up", "cache: up"]
+    assert {k for k in mine(result) if k.startswith("check_")} == {"check_0", "check_1", "check_2"}
+
+
+def _code_blocks(page: Path, lang: str) -> list[str]:
+    text = page.read_text(encoding="utf-8")
+    return re.findall(rf"^```{lang}\n(.*?)^```", text, re.S | re.M)
+
+
+def _squeezed(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+@pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+def test_every_python_example_of_the_guide_is_code_of_an_example_file(page: Path) -> None:
+    """What the guide shows is what the tests run: each line of a Python block (imports aside) is
+    in examples/language/."""
+    code = _squeezed("".join(p.read_text(encoding="utf-8") for p in EXAMPLES.rglob("*.py")))
+    for block in _code_blocks(page, "python"):
+        for line in block.splitlines():
+            if line.strip() and not line.startswith(("import ", "from ")):
+                assert _squeezed(line) in code, f"{page.name}: {line.strip()!r} is in no example file"
+
+
+@pytest.mark.parametrize(("amount", "key"), [(1500, "manual"), (120, "quick"), (20, "accepted")])
+def test_conditions_read_the_result_of_the_node_they_leave(amount: int, key: str) -> None:
+    _, result = run("conditions", {"order": {"amount": amount}})
+    assert result.status == "completed"
+    assert [k for k in ("manual", "quick", "accepted") if k in result.context] == [key]
+    if key == "accepted":
+        assert result.context["accepted"] == amount  # the transform handed over only the amount
+
+
+def test_a_webhook_waits_for_its_url_to_be_called() -> None:
+    runner, result = run("webhook", {})
+    assert result.status == "awaiting"
+    url = result.context["_webhooks.payment_confirmed"]
+    assert url.startswith(f"http://127.0.0.1:8080/webhooks/{result.run_id}/payment_confirmed/0/")
+    paid = runner.deliver_webhook(result.run_id, "payment_confirmed", url.rsplit("/", 1)[1], {"paid": True}, "paid")
+    assert paid.status == "completed"
+    assert paid.context["shipped"] == {"url": url, "body": {"paid": True}} and "refunded" not in paid.context
+
+
+@pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+def test_every_json_example_of_the_guide_is_part_of_an_example_file(page: Path) -> None:
+    """Each JSON block (but the format's outline, marked by `…`) is text of examples/language/."""
+    files = _squeezed("".join(p.read_text(encoding="utf-8") for p in EXAMPLES.rglob("*.json")))
+    for block in _code_blocks(page, "json"):
+        if "…" not in block:
+            assert _squeezed(block) in files, f"{page.name}: {block[:80]!r} is in no example file"
