@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
@@ -92,6 +93,7 @@ class Figures:
     join_commands: int
     queue: int | None = None
     cosmos: int | None = None
+    kinds: Counter[str] | None = None
 
     @property
     def nodes_per_s(self) -> float:
@@ -232,6 +234,20 @@ def worker_counts(folder: Path) -> tuple[int, int]:
     return queue, cosmos
 
 
+def worker_kinds(folder: Path) -> Counter[str]:
+    """Queue requests made so far by every worker process, by kind (`queue.send`, ...)."""
+    kinds: Counter[str] = Counter()
+    for path in folder.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            kinds.update({str(k): int(v) for k, v in json.loads(path.read_text()).get("kinds", {}).items()})
+    return kinds
+
+
+def _queue_kinds() -> Counter[str]:
+    """This process's queue requests by kind."""
+    return Counter({k: v for k, v in STATS.snapshot().items() if k.startswith("queue.")})
+
+
 @dataclass
 class Bench:
     """What the Flowcraft scenarios share: the client app, Redis, the monitor and the counter folder."""
@@ -251,9 +267,11 @@ class Bench:
         seconds, micros = self.redis.time()
         started = seconds + micros / 1e6
         self.monitor.take()
-        workers_before = worker_counts(self.stats_dir)
+        workers_before, kinds_before = worker_counts(self.stats_dir), worker_kinds(self.stats_dir)
         queue_before, cosmos_before = STATS.total("queue"), sum(request_counts().values())
+        own_kinds_before = _queue_kinds()
         handles = [self.client.start(blueprint_id) for _ in range(runs)]
+        own_kinds = _queue_kinds() - own_kinds_before
         own_queue = STATS.total("queue") - queue_before
         own_cosmos = sum(request_counts().values()) - cosmos_before
         for handle in handles:
@@ -263,6 +281,7 @@ class Bench:
         time.sleep(2 * workflow_nodes.STATS_PERIOD + 0.1)
         lines = self.monitor.take()
         workers_after = worker_counts(self.stats_dir)
+        kinds = worker_kinds(self.stats_dir) - kinds_before + own_kinds
         graph = self.client.runtime.blueprints[blueprint_id]
         finished = [self.client.runtime.ledger.finish_times(h.run_id) for h in handles]
         hops = []
@@ -275,15 +294,16 @@ class Bench:
         return Figures(name, self.system, sum(len(run) for run in finished), last - started,
                        hops, len(lines), runs * width, joins,
                        workers_after[0] - workers_before[0] + own_queue,
-                       workers_after[1] - workers_before[1] + own_cosmos)
+                       workers_after[1] - workers_before[1] + own_cosmos, kinds)
 
 
-def idle_cost(stats_dir: Path, seconds: float, queues: int) -> float:
-    """Azure queue requests per second per consumed queue of the idle workers over `seconds`."""
-    before = worker_counts(stats_dir)[0]
+def idle_cost(stats_dir: Path, seconds: float, queues: int) -> tuple[float, Counter[str]]:
+    """Azure queue requests per second per consumed queue of the idle workers over `seconds`, and
+    those requests by kind."""
+    before, kinds_before = worker_counts(stats_dir)[0], worker_kinds(stats_dir)
     time.sleep(seconds)
-    after = worker_counts(stats_dir)[0]
-    return (after - before) / seconds / queues
+    after, kinds_after = worker_counts(stats_dir)[0], worker_kinds(stats_dir)
+    return (after - before) / seconds / queues, kinds_after - kinds_before
 
 
 def pickup_latencies(publish: Callable[[], float], stamps: redis.Redis, key: str, samples: int,
@@ -451,6 +471,14 @@ def profile_nodes(client: Any, blueprint_id: str) -> Profile:
     return Profile(nodes, total, buckets, [(name, ct / nodes, calls / nodes) for name, ct, calls in top])
 
 
+def _kinds_text(kinds: Counter[str], per: int = 0) -> str:
+    """`send 1.00, receive 0.31, ...`: requests by kind, per `per` (0: plain counts)."""
+    if not kinds:
+        return "none"
+    return ", ".join(f"{kind.removeprefix('queue.')} {n / per:.2f}" if per else f"{kind.removeprefix('queue.')} {n}"
+                     for kind, n in kinds.most_common())
+
+
 def _mark(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -504,7 +532,7 @@ def main() -> None:
     figures: list[Figures] = []
     late = delayed_lateness(f"{tag}-", private.url(2), args.delayed, 1.5)
     pickups: dict[str, list[float]] = {}
-    idle_per_queue = 0.0
+    idle_per_queue, idle_kinds, consumed = 0.0, Counter[str](), WORKERS
     try:
         from celery import chain, chord
         from celery.signals import after_task_publish
@@ -533,7 +561,8 @@ def main() -> None:
                 figures.append(bench.scenario(fan_name, workflow_nodes.FAN_ID, 1))
                 figures.append(bench.scenario(runs_name, workflow_nodes.RUN_FAN_ID, args.runs))
                 if mode is MODES[0]:
-                    idle_per_queue = idle_cost(stats_dir, args.idle_window, WORKERS)
+                    consumed = WORKERS * len(client.app.conf.task_queues or ()) or WORKERS
+                    idle_per_queue, idle_kinds = idle_cost(stats_dir, args.idle_window, consumed)
 
                     def start_one() -> float:
                         published.clear()
@@ -587,6 +616,10 @@ def main() -> None:
     print(HEADER)
     for item in figures:
         print(item.row())
+    print("queue requests per node by kind:")
+    for item in figures:
+        if item.kinds is not None:
+            print(f"  {item.scenario:<24} {item.system:<18} {_kinds_text(item.kinds, item.nodes)}")
     print("per node (/n): requests of every worker process plus the client's start; redis/arr: Redis commands "
           "on the join's keys per join arrival (flowcraft: arrive + claim scripts; canvas: the chord's keys)")
 
@@ -597,7 +630,8 @@ def main() -> None:
     print(f"delayed messages (due 1.5 s after sending; {len(late)} samples): delivered p50 "
           f"{_ms(_pct(late, 50))}, p95 {_ms(_pct(late, 95))} after their due time (earliest {_ms(min(late))})")
     print(f"idle workers: {idle_per_queue:.3f} Azure queue requests/s per consumed queue "
-          f"({WORKERS} workers, 1 task queue each, over {args.idle_window:g} s)")
+          f"({WORKERS} workers, {consumed // WORKERS} queues each (tasks, reconcile), over {args.idle_window:g} s: "
+          f"{_kinds_text(idle_kinds)})")
 
     theirs = {f.scenario: f for f in figures if f.system == "canvas on Redis"}
     print("\ntargets:")

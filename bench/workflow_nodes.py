@@ -87,7 +87,8 @@ def _dump_forever(folder: Path) -> None:
     while True:
         time.sleep(STATS_PERIOD)
         tmp.write_text(json.dumps({"queue": STATS.total("queue"), "cosmos": sum(request_counts().values()),
-                                   "executions": EXECUTIONS[0]}))
+                                   "executions": EXECUTIONS[0],
+                                   "kinds": {k: v for k, v in STATS.snapshot().items() if k.startswith("queue.")}}))
         os.replace(tmp, path)
 
 

@@ -1,4 +1,7 @@
-"""Celery's remote control at its default timeouts over azurequeue with Redis: real worker, Azurite, Redis."""
+"""Celery's remote control at its default timeouts over azurequeue with Redis: real worker, Azurite, Redis.
+
+The module's tests share one worker; the last test stops it.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +18,11 @@ import pytest
 import redis
 from azure.storage.queue import QueueServiceClient
 
+from tests.integration import names
 from tests.integration.transports.transport_support import (
     APP,
     ROOT,
-    Processes,
+    Process,
     child_env,
     client_app,
     processes,
@@ -26,12 +30,22 @@ from tests.integration.transports.transport_support import (
 )
 from transports.azurequeue.naming import azure_queue_name
 
+IDLE_SECONDS = 40
 
-@pytest.fixture
-def procs(tmp_path: Path, unique_prefix: str) -> Iterator[Processes]:
-    """Processes for this test, stopped at teardown."""
-    with processes(tmp_path, unique_prefix) as started:
-        yield started
+
+@pytest.fixture(scope="module")
+def prefix() -> str:
+    """The queue name prefix of this module's worker and clients."""
+    return names.unique_name("control")
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str, str],
+           prefix: str) -> Iterator[tuple[Process, float]]:
+    """The module's `celery worker -c 2` and when it was ready (monotonic); the last test stops it."""
+    folder: Path = tmp_path_factory.mktemp("control")
+    with processes(folder, prefix) as started:
+        yield started.worker("idle"), time.monotonic()
 
 
 def celery_cli(prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -55,27 +69,31 @@ def redis_queues(prefix: str) -> list[str]:
 
 
 def test_worker_idle_40s_answers_ping_status_and_control_at_the_1s_default_and_30_of_30_pings(
-    procs: Processes, unique_prefix: str
+    worker: tuple[Process, float], prefix: str
 ) -> None:
-    procs.worker("idle")
-    time.sleep(40)
-    ping = celery_cli(unique_prefix, "inspect", "ping")
-    assert "idle@" in ping.stdout, ping.stdout + ping.stderr
-    status = celery_cli(unique_prefix, "status")
+    _, ready = worker
+    time.sleep(max(0.0, ready + IDLE_SECONDS - time.monotonic()))
+    ping = celery_cli(prefix, "inspect", "ping")
+    assert "idle@" in ping.stdout, f"no reply at the 1 s default after {IDLE_SECONDS} s idle:\n" + (
+        ping.stdout + ping.stderr)
+    status = celery_cli(prefix, "status")
     assert "1 node online" in status.stdout, status.stdout + status.stderr
-    grow = celery_cli(unique_prefix, "control", "pool_grow", "1")
+    grow = celery_cli(prefix, "control", "pool_grow", "1")
     assert "pool will grow" in grow.stdout, grow.stdout + grow.stderr
-    app = client_app(unique_prefix)
-    replies = [app.control.inspect(timeout=1.0).ping() or {} for _ in range(30)]
+    app = client_app(prefix)
+    # one process, one reply queue reused call after call, as Flower does; limit=1 returns at the
+    # first reply, which must come within Celery's default 1 s
+    replies = [app.control.inspect(timeout=1.0, limit=1).ping() or {} for _ in range(30)]
     answered = sum(1 for reply in replies if any(name.startswith("idle@") for name in reply))
-    assert answered == 30, f"{answered} of 30 pings got a reply"
+    app.close()
+    assert answered == 30, f"{answered} of 30 pings got a reply within 1 s"
 
 
 def test_worker_stopped_while_a_flower_like_poller_runs_leaves_no_queue(
-    procs: Processes, unique_prefix: str
+    worker: tuple[Process, float], prefix: str
 ) -> None:
-    worker = procs.worker("leaving")
-    app = client_app(unique_prefix)
+    process, _ = worker
+    app = client_app(prefix)
     stop = threading.Event()
     seen: list[dict[str, object]] = []
 
@@ -88,11 +106,12 @@ def test_worker_stopped_while_a_flower_like_poller_runs_leaves_no_queue(
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     wait_for(lambda: any(seen), 20)
-    os.kill(worker.proc.pid, signal.SIGTERM)
-    worker.proc.wait(30)
+    os.kill(process.proc.pid, signal.SIGTERM)
+    process.proc.wait(30)
     time.sleep(5)
     stop.set()
     poller.join(10)
     app.close()
-    assert azure_queues(unique_prefix) == {azure_queue_name("celery", unique_prefix)}
-    assert redis_queues(unique_prefix) == []
+    left = azure_queues(prefix) - {azure_queue_name("celery", prefix)}
+    assert not left, f"Azure queues left after the worker stopped: {sorted(left)}"
+    assert redis_queues(prefix) == [], "transient queues left in Redis after the worker stopped"
