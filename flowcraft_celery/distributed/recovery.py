@@ -108,13 +108,18 @@ def ensure_state(app: Celery, rt: Runtime, run_id: str) -> Presence:
 
 def complete(app: Celery, rt: Runtime, run_id: str) -> bool:
     """Finish a run whose ledger has nothing pending, if Cosmos agrees nothing is left to run;
-    otherwise rebuild its state and re-send what is missing. True if this call completed it."""
+    otherwise rebuild its state and re-send what is missing. True if this call completed it. A run
+    whose replay reaches a join that can never fire ends `stalled` (engine.dispatch.StalledJoin)."""
     doc = rt.statuses.get(run_id)
     if doc is None or doc.get("status") in FINAL_STATES:
         return False
     evidence = durable_evidence(rt, run_id, doc)
     if evidence.frontier.complete:
         return complete_run(app, rt, run_id, evidence.context)
+    if evidence.frontier.stuck:  # never `completed` with a join reached that did not run
+        errors = [join.to_error(evidence.frontier.graph) for join in evidence.frontier.stalled]
+        fail_run(app, rt, run_id, errors, status="stalled")
+        return False
     missing = sorted(evidence.frontier.pending)
     logger.warning("run %s: Redis says nothing is pending but Cosmos records %s still to run; Redis lost part "
                    "of the run's state: rebuilding it", run_id, ", ".join(missing[:10]))

@@ -32,9 +32,7 @@ def run_scopes(rt: Runtime, run_id: str, blueprint_id: str | None) -> list[str]:
     blueprint = rt.blueprints.get(str(blueprint_id))
     if blueprint is None:
         return []
-    tokens = rt.ledger.tokens(run_id)
-    last = max((int(t.rsplit("@", 1)[1]) for t in tokens), default=0)
-    return join_scopes(run_graph(rt, blueprint, run_id, dynamic=True), run_id, last)
+    return join_scopes(run_graph(rt, blueprint, run_id, dynamic=True), run_id, rt.ledger.tokens(run_id))
 
 
 def expire_finished_run(rt: Runtime, run_id: str) -> None:

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from celery import Celery
 
@@ -263,12 +263,13 @@ def complete_run(app: Celery, rt: Runtime, run_id: str, context: dict[str, Any] 
     return done
 
 
-def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]) -> bool:
-    """Halt a run and record it `failed` with its errors."""
-    rt.ledger.halt(run_id, "failed")
-    done = rt.statuses.finish(run_id, "failed", final_result(rt, run_id, "failed", errors), errors)
+def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]],
+             status: Literal["failed", "stalled"] = "failed") -> bool:
+    """Halt a run and record it `failed` (or `stalled`: a join it reached can never run) with its errors."""
+    rt.ledger.halt(run_id, status)
+    done = rt.statuses.finish(run_id, status, final_result(rt, run_id, status, errors), errors)
     if done:
-        retire(rt, run_id, "failed")
+        retire(rt, run_id, status)
         notify_parent(app, rt, run_id)
     return done
 

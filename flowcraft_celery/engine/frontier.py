@@ -54,11 +54,18 @@ class Frontier:
     claims: dict[str, str] = field(default_factory=dict)
     #: Dynamic additions by the token of the node whose result added them.
     additions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Joins reached but never settled (only meaningful once nothing is pending).
+    stalled: list[dispatch.StalledJoin] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        """Nothing is left to run."""
-        return not self.pending
+        """Nothing is left to run and every join reached fired: the run may report `completed`."""
+        return not self.pending and not self.stalled
+
+    @property
+    def stuck(self) -> bool:
+        """Nothing is left to run, yet a join was reached and never fired: the run is `stalled`."""
+        return not self.pending and bool(self.stalled)
 
 
 class _Recording(MemoryCoordinationStore):
@@ -88,6 +95,7 @@ def frontier(graph: Graph, run_id: str, outputs: Mapping[tuple[str, int], Record
     finished with the fallback's output (the copy of it may not have been written).
     """
     coordination = _Recording()
+    watch = dispatch.JoinWatch()
     result = Frontier(graph)
     todo = deque(dispatch.Start(n, 0, start_value) for n in start_nodes(graph))
     while todo:
@@ -108,9 +116,10 @@ def frontier(graph: Graph, run_id: str, outputs: Mapping[tuple[str, int], Record
             result.graph = result.graph.extend([addition])
         outcome = NodeResult(output=recorded.output, action=recorded.action)
         transitions = semantics.after_success(result.graph, start.node_id, start.iteration, outcome, lookup)
-        todo.extend(dispatch.route(result.graph, run_id, transitions, coordination))
+        todo.extend(dispatch.route(result.graph, run_id, transitions, coordination, watch=watch))
     result.arrivals = coordination.arrivals
     result.claims = coordination.claims
+    result.stalled = watch.stalled(result.graph)
     return result
 
 

@@ -17,6 +17,7 @@ from flowcraft_celery.engine.registry import NodeResult
 from flowcraft_celery.expressions.evaluator import UNDEFINED, compile_expression, truthy
 from flowcraft_celery.model.blueprint import Blueprint, EdgeDefinition, NodeDefinition
 from flowcraft_celery.model.graph import LOOP_CONTROLLER, DynamicAddition, Graph
+from flowcraft_celery.model.iterations import IterationOverflowError
 from flowcraft_celery.model.validation import validate_or_raise
 from flowcraft_celery.stores.base import MISSING, JoinState
 
@@ -123,12 +124,26 @@ class LoopBoundError(RuntimeError):
     """A cycle ran more iterations than the blueprint's `metadata.maxIterations` allows."""
 
 
-def target_iteration(graph: Graph, edge: EdgeDefinition, iteration: int) -> int:
-    """Iteration of an edge's target: +1 across a back edge; a loop's nodes keep the
-    iteration; nodes outside every loop run in iteration 0."""
-    if graph.is_back_edge(edge):
-        return iteration + 1
-    return iteration if graph.in_any_loop(edge.target) else 0
+def target_iteration(graph: Graph, edge: EdgeDefinition, iteration: int, origin: str | None = None) -> int:
+    """Iteration of an edge's target, from the iteration of `origin`'s execution (default the
+    edge's source; a fallback runs in the iteration of the node it stands in for). The target
+    keeps the passes of the loops it shares with the origin, starts at pass 0 in loops it
+    enters, drops the loops it leaves, and a back edge starts its loop's next pass. With one
+    loop: +1 across the back edge, the loop's nodes keep the iteration, nodes outside every
+    loop run in iteration 0. LoopBoundError past the room the nesting leaves."""
+    source = edge.source if origin is None else origin
+    chain_from, chain_to = graph.loops_of(source), graph.loops_of(edge.target)
+    before = graph.passes(source, iteration)
+    shared = 0
+    while shared < min(len(chain_from), len(chain_to)) and chain_from[shared] == chain_to[shared]:
+        shared += 1
+    passes = [*before[:shared], *([0] * (len(chain_to) - shared))]
+    if graph.is_back_edge(edge) and edge.target in chain_to:
+        passes[chain_to.index(edge.target)] += 1
+    try:
+        return graph.iteration_at(passes)
+    except IterationOverflowError as exc:
+        raise LoopBoundError(f"node {edge.target!r}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -158,17 +173,19 @@ def after_success(
     """Arrivals and skips caused by a node finishing (§3.2, §3.5); LoopBoundError past
     `metadata.maxIterations`."""
     taken, not_taken = choose_edges(graph, node_id, result, lookup, iteration)
+    origin = graph.fallback_for.get(node_id, node_id)  # a fallback runs in its original's iteration
     out = [
-        Transition(e, target_iteration(graph, e, iteration), handed_over(e, result.output, lookup),
+        Transition(e, target_iteration(graph, e, iteration, origin), handed_over(e, result.output, lookup),
                    back=graph.is_back_edge(e))
         for e in taken
     ]
     bound = graph.max_iterations
     for transition in out:
-        if bound is not None and transition.iteration >= bound:
-            raise LoopBoundError(f"node {transition.target!r} would start iteration {transition.iteration + 1}, "
+        passes = graph.passes(transition.target, transition.iteration) if transition.back else ()
+        if bound is not None and passes and passes[-1] >= bound:
+            raise LoopBoundError(f"node {transition.target!r} would start iteration {passes[-1] + 1}, "
                                  f"over the blueprint's metadata.maxIterations of {bound}")
-    out += _skips(graph, iteration, not_taken, _left_loops(graph, node_id, taken), taken)
+    out += _skips(graph, iteration, not_taken, _left_loops(graph, origin, taken), taken, origin)
     return out
 
 
@@ -178,17 +195,18 @@ def after_skip(graph: Graph, node_id: str, iteration: int) -> list[Transition]:
     A loop head is skipped only when its loop is not entered: the whole loop is left."""
     edges = graph.out_edges_at(node_id, iteration)
     left = [node_id] if node_id in graph.loop_heads else []
-    return _skips(graph, iteration, edges, left)
+    return _skips(graph, iteration, edges, left, origin=node_id)
 
 
 def _left_loops(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> list[str]:
-    """Heads of the loops this node leaves: it took no edge that can lead back to the head,
-    being the head or taking an exit of the loop."""
+    """Heads of the loops this node ends: the head itself, or a node of the loop's cycle taking
+    an exit, when none of the edges it took can come back to the head. An off-cycle node (a
+    side branch) never ends a loop: the loop's own cycle decides when it is left."""
     left: list[str] = []
-    for head in graph.loop_heads:
-        if not graph.in_region(node_id, head):
+    for head in graph.loops_of(node_id):
+        if not graph.returns_to(node_id, head):
             continue
-        if any(e.target == head or graph.same_cycle(e.target, head) for e in taken):
+        if any(graph.returns_to(e.target, head) for e in taken):
             continue
         if node_id == head or any(head in graph.loops_left_by(e) for e in taken):
             left.append(head)
@@ -196,20 +214,21 @@ def _left_loops(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> list
 
 
 def _skips(graph: Graph, iteration: int, edges: Iterable[EdgeDefinition], left: list[str],
-           taken: Iterable[EdgeDefinition] = ()) -> list[Transition]:
+           taken: Iterable[EdgeDefinition] = (), origin: str | None = None) -> list[Transition]:
     """Skips to propagate: never along a back edge; out of a loop only once it is left (then
-    every exit of the loop not taken is skipped)."""
+    every exit of the loop not taken is skipped, in the iteration the loop was left in).
+    `iteration` is `origin`'s execution's (the node that finished or was skipped)."""
     out: list[Transition] = []
     for edge in edges:
         if graph.is_back_edge(edge) or graph.is_exit_edge(edge):
             continue
-        out.append(Transition(edge, target_iteration(graph, edge, iteration), skipped=True))
+        out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True))
     done = list(taken)
     for head in left:
         for edge in graph.exit_edges(head):
-            if edge not in done:
+            if edge not in done and not graph.is_back_edge(edge):
                 done.append(edge)
-                out.append(Transition(edge, target_iteration(graph, edge, iteration), skipped=True))
+                out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True))
     return out
 
 

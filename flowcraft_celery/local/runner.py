@@ -91,9 +91,11 @@ class _Run:
     awaiting: dict[str, tuple[int, Any]] = field(default_factory=dict)
     children: dict[str, str] = field(default_factory=dict)
     webhooks: dict[str, str] = field(default_factory=dict)
+    joins: dispatch.JoinWatch = field(default_factory=dispatch.JoinWatch)
     depth: int = 0
     failed: bool = False
     cancelled: bool = False
+    stalled: bool = False
 
 
 class LocalRunner:
@@ -161,13 +163,23 @@ class LocalRunner:
                node_id: str | None = None) -> RunResult:
         """Continue an awaiting run: `output` and `action` become the waiting node's result.
 
-        Resuming a child run (a subflow's) resumes its parents with it; the result is then the
-        outermost run's.
+        The result is always the named run's own. Resuming a child run (a subflow's) resumes
+        the parent runs waiting for it too, as far as they can go: `result(parent_run_id)`
+        gives theirs.
         """
+        named = run_id
         path: list[str | None] = [node_id]
         while (parent := self._awaiting_parent(run_id)) is not None:
             run_id, path = parent[0], [parent[1], *path]
-        return self._resume(run_id, action, output, path)
+        outermost = self._resume(run_id, action, output, path)
+        return outermost if named == run_id else self.result(named)
+
+    def result(self, run_id: str) -> RunResult:
+        """A run's result as it stands: `{status, context, errors}` (KeyError for an unknown run)."""
+        run = self._runs.get(run_id)
+        if run is None:
+            raise KeyError(f"no run {run_id!r} in this runner")
+        return RunResult(run.run_id, self._status(run), self.contexts.snapshot(run_id), list(run.errors))
 
     def _awaiting_parent(self, run_id: str) -> tuple[str, str] | None:
         """The run and subflow node waiting for this child run, if any."""
@@ -212,7 +224,8 @@ class LocalRunner:
     def deliver_webhook(self, run_id: str, node_id: str, secret: str, body: Any,
                         action: str | None = None) -> RunResult:
         """What an HTTP POST to a webhook node's URL does: resume it with the body, if the secret
-        is the one its URL carries (ValueError otherwise, and for a node no longer waiting)."""
+        is the one its URL carries (ValueError otherwise, and for a node no longer waiting).
+        Returns that run's result, as `resume` does (a child run's own, its parents resumed too)."""
         run = self._runs.get(run_id)
         url = run.webhooks.get(node_id) if run is not None else None
         if url is None or not webhook_secret_matches(url, secret):
@@ -260,17 +273,29 @@ class LocalRunner:
             return "cancelled"
         if run.failed:
             return "failed"
+        if run.stalled:
+            return "stalled"
         if run.awaiting:
             return "awaiting"
         return "completed" if not run.queue else "running"
 
+    def _check_stalled(self, run: _Run) -> None:
+        """No work is left: a join reached that never fired makes the run `stalled`, never `completed`."""
+        if run.queue or run.awaiting or run.failed or run.cancelled or run.stalled:
+            return
+        stalled = run.joins.stalled(run.graph)
+        if stalled:
+            run.errors += [join.to_error(run.graph) for join in stalled]
+            run.stalled = True
+
     def _result(self, run: _Run) -> RunResult:
+        self._check_stalled(run)
         status = self._status(run)
         context = self.contexts.snapshot(run.run_id)
         if status == "awaiting":
             self.statuses.update(run.run_id, {"status": "awaiting", "awaiting": sorted(run.awaiting)})
             self._emit("workflow:pause", run, None)
-        elif status in ("completed", "failed"):
+        elif status in ("completed", "failed", "stalled"):
             self.statuses.finish(run.run_id, status,  # type: ignore[arg-type]
                                  {"status": status, "context": context, "errors": run.errors}, run.errors)
             self._emit("workflow:finish", run, None, status=status)
@@ -350,7 +375,7 @@ class LocalRunner:
         def skipped(target: str, _: int) -> None:
             self._emit("node:skipped", run, target)
 
-        for start in dispatch.route(run.graph, run.run_id, transitions, self.coordination, skipped):
+        for start in dispatch.route(run.graph, run.run_id, transitions, self.coordination, skipped, run.joins):
             self._schedule(run, "exec", start.node_id, start.iteration, start.value)
 
     # -- runner built-ins -------------------------------------------------------------------

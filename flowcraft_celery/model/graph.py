@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from flowcraft_celery.model import iterations
 from flowcraft_celery.model.blueprint import Blueprint, EdgeDefinition, NodeDefinition, parse_node
 
 LOOP_CONTROLLER = "loop-controller"
@@ -78,6 +79,10 @@ class Graph:
     head's *body* is every node reachable from its `continue` targets without passing through
     the head, less the nodes that can also be reached from a start without passing through it
     (a join with the outside is not part of the loop). The body runs once per iteration.
+
+    Loops nest: an inner loop's head and body lie in the outer loop's body. A node's
+    iteration counts the passes of every loop around it (`model.iterations`): each pass of the
+    outer loop runs the inner loop afresh, from its pass 0.
     """
 
     blueprint: Blueprint
@@ -118,7 +123,11 @@ class Graph:
         """A new graph with more dynamic nodes (already-known additions are not repeated);
         DynamicNodeError when a node id is already taken."""
         new = tuple(a for a in additions if a not in self.additions)
-        return self if not new else Graph(self.blueprint, self.additions + new)
+        if not new:
+            return self
+        graph = Graph(self.blueprint, self.additions + new)
+        graph.__dict__["iteration_width"] = self.iteration_width  # the blueprint's, computed once
+        return graph
 
     def node(self, node_id: str, iteration: int = 0) -> NodeDefinition:
         """A node's definition; a dynamic node's as added in that iteration."""
@@ -269,6 +278,57 @@ class Graph:
     def exit_edges(self, head: str) -> list[EdgeDefinition]:
         """Every edge leaving the loop of `head`."""
         return [e for e in self.edges if self.in_region(e.source, head) and not self.in_region(e.target, head)]
+
+    @cached_property
+    def _chains(self) -> dict[str, tuple[str, ...]]:
+        """Node id -> heads of the loops around it, outermost first (a head is in its own loop)."""
+        order = sorted(self.loop_heads, key=lambda h: (-len(self.bodies[h]), h))
+        return {n: tuple(h for h in order if self.in_region(n, h)) for n in self.nodes}
+
+    def loops_of(self, node_id: str) -> tuple[str, ...]:
+        """Heads of the loops a node runs in, outermost first (empty outside every loop)."""
+        return self._chains.get(node_id, ())
+
+    @cached_property
+    def _spines(self) -> dict[str, frozenset[str]]:
+        """Loop head -> the nodes of its loop from which control can come back to the head
+        (the head itself included), moving only inside the loop."""
+        out: dict[str, frozenset[str]] = {}
+        for head in self.loop_heads:
+            seen = {head}
+            todo = [head]
+            while todo:
+                current = todo.pop()
+                for edge in self.in_edges.get(current, []):
+                    if edge.source not in seen and self.in_region(edge.source, head):
+                        seen.add(edge.source)
+                        todo.append(edge.source)
+            out[head] = frozenset(seen)
+        return out
+
+    def returns_to(self, node_id: str, head: str) -> bool:
+        """Whether control at this node can come back to the loop's head within the loop."""
+        return node_id in self._spines.get(head, frozenset())
+
+    @cached_property
+    def iteration_width(self) -> int:
+        """Digits per inner level of an iteration (`model.iterations`), from how deeply the
+        blueprint's own loops nest (dynamic nodes never change it)."""
+        if self.additions:
+            return Graph(self.blueprint).iteration_width
+        return iterations.width_for(max((len(c) for c in self._chains.values()), default=0))
+
+    def passes(self, node_id: str, iteration: int) -> tuple[int, ...]:
+        """A node execution's pass count in each loop around the node, outermost first."""
+        return iterations.decode(iteration, len(self.loops_of(node_id)), self.iteration_width)
+
+    def iteration_at(self, passes: tuple[int, ...] | list[int]) -> int:
+        """The iteration of a node execution with these passes; IterationOverflowError past the limits."""
+        return iterations.encode(passes, self.iteration_width)
+
+    def iteration_label(self, node_id: str, iteration: int) -> str:
+        """A node execution's iteration as its passes: `2.5` in nested loops, `3` in one loop."""
+        return iterations.label(self.passes(node_id, iteration))
 
     def join_predecessors(self, node_id: str, iteration: int, back: bool = False) -> list[str]:
         """Predecessors a node waits for in an iteration: a loop head waits for the arrivals

@@ -132,5 +132,10 @@ def test_a_webhook_in_a_child_run_resumes_the_parent_too() -> None:
         runner.deliver_webhook(child, "hook", url.rsplit("/", 1)[-1], {"n": 1}, "refund")
     assert runner.statuses.get(run.run_id)["status"] == "awaiting"  # type: ignore[index]
     result = runner.deliver_webhook(child, "hook", url.rsplit("/", 1)[-1], {"n": 1}, "paid")
-    assert result.run_id == run.run_id and result.status == "completed"
-    assert result.context["_outputs.after"] == {"url": url, "body": {"n": 1}}
+    assert result.run_id == child and result.status == "completed"  # the named run's own result
+    assert result.context["_outputs.paid"] == {"url": url, "body": {"n": 1}}
+    assert "_outputs.after" not in result.context
+    parent_result = runner.result(run.run_id)  # the parent, waiting for the child, went on too
+    assert parent_result.status == "completed"
+    assert parent_result.context["_outputs.after"] == {"url": url, "body": {"n": 1}}
+    assert runner.statuses.get(run.run_id)["status"] == "completed"  # type: ignore[index]

@@ -1,0 +1,247 @@
+"""Loops nested in loops (SPEC §3.8): each outer pass runs the inner loop afresh, joins in the
+outer body fire once per outer pass with that pass's data, and a run never reports `completed`
+while a join it reached has not run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flowcraft_celery.engine import dispatch, semantics
+from flowcraft_celery.engine.context import NodeContext
+from flowcraft_celery.engine.frontier import frontier
+from flowcraft_celery.engine.registry import NodeResult, Registry
+from flowcraft_celery.local.runner import LocalRunner
+from flowcraft_celery.model import iterations
+from flowcraft_celery.model.blueprint import EdgeDefinition
+from flowcraft_celery.model.builder import Flow
+from flowcraft_celery.model.graph import Graph
+from flowcraft_celery.stores.base import MISSING, JoinState
+from flowcraft_celery.stores.memory import MemoryContextStore, MemoryCoordinationStore
+
+
+class Calls:
+    """Test nodes that log (node, iteration, input)."""
+
+    def __init__(self) -> None:
+        self.registry = Registry()
+        self.log: list[tuple[str, int, Any]] = []
+        reg = self.registry.register
+
+        def counter(key: str) -> Any:
+            def incr(ctx: NodeContext) -> int:
+                value = (ctx.context.get(key) or 0) + 1
+                ctx.context.set(key, value)
+                self.log.append((ctx.node_id, ctx.iteration, value))
+                return value
+            return incr
+
+        def echo(ctx: NodeContext) -> Any:
+            self.log.append((ctx.node_id, ctx.iteration, ctx.input))
+            return ctx.input
+
+        def spawn(ctx: NodeContext) -> NodeResult:
+            self.log.append((ctx.node_id, ctx.iteration, ctx.input))
+            nodes = [{"id": f"{ctx.node_id}_{i}", "uses": "echo", "input": ctx.input * 10 + i} for i in range(2)]
+            return NodeResult(output=ctx.input, dynamic_nodes=nodes)
+
+        reg("inc_o", counter("o"))
+        reg("inc_i", counter("i"))
+        reg("zero_i", lambda ctx: ctx.context.set("i", 0))
+        reg("echo", echo)
+        reg("spawn", spawn)
+
+    def of(self, node_id: str) -> list[tuple[int, Any]]:
+        return [(it, value) for n, it, value in self.log if n == node_id]
+
+
+def nested(outer: str = "o < 3", inner: str = "i < o - 1") -> Flow:
+    """An outer loop whose body forks: an inner loop (reset each outer pass) on one branch, a
+    plain node on the other, joined by an all-join `j` that leads back to the outer controller."""
+    return (Flow("nest").node("init", "echo")
+            .node("octl", "loop-controller", params={"condition": outer}, join="any")
+            .node("obody", "inc_o").node("zi", "zero_i")
+            .node("ictl", "loop-controller", params={"condition": inner}, join="any")
+            .node("ibody", "inc_i").node("iread", "echo", inputs="i").node("plain", "echo")
+            .node("j", "echo").node("done", "echo")
+            .edge("init", "octl").edge("octl", "obody", action="continue").edge("obody", "zi").edge("zi", "ictl")
+            .edge("ictl", "ibody", action="continue").edge("ibody", "ictl").edge("ictl", "iread", action="break")
+            .edge("obody", "plain").edge("iread", "j").edge("plain", "j").edge("j", "octl")
+            .edge("octl", "done", action="break"))
+
+
+def test_iterations_encode_passes_in_digit_groups_and_keep_their_order() -> None:
+    assert iterations.width_for(1) == 12 and iterations.width_for(2) == 6 and iterations.width_for(3) == 4
+    assert iterations.encode((), 6) == 0 and iterations.encode((7,), 6) == 7
+    assert iterations.encode((2, 5), 6) == 2_000_005
+    assert iterations.decode(2_000_005, 2, 6) == (2, 5) and iterations.decode(7, 1, 6) == (7,)
+    assert iterations.decode(0, 0, 6) == ()
+    ordered = [(0, 0), (0, 1), (0, 999_999), (1, 0), (1, 3), (12, 0)]
+    encoded = [iterations.encode(p, 6) for p in ordered]
+    assert encoded == sorted(encoded)  # stores show the highest iteration as the latest output
+    assert [iterations.decode(e, 2, 6) for e in encoded] == ordered
+    assert iterations.label((2, 5)) == "2.5" and iterations.label(()) == "0"
+    with pytest.raises(iterations.IterationOverflowError, match="at most 1000000 passes"):
+        iterations.encode((0, 1_000_000), 6)
+    with pytest.raises(iterations.IterationOverflowError, match="limit"):
+        iterations.encode((iterations.MAX_ITERATION,), 6)
+
+
+def test_a_nodes_iteration_counts_the_passes_of_every_loop_around_it() -> None:
+    graph = Graph(nested().build())
+    assert graph.loops_of("ibody") == ("octl", "ictl") and graph.loops_of("ictl") == ("octl", "ictl")
+    assert graph.loops_of("j") == ("octl",) and graph.loops_of("done") == () and graph.loops_of("init") == ()
+    assert graph.iteration_width == 6
+    at = graph.iteration_at
+
+    def target(source: str, target: str, iteration: int, **kw: Any) -> int:
+        return semantics.target_iteration(graph, EdgeDefinition(source, target, **kw), iteration)
+
+    assert target("zi", "ictl", at((2,))) == at((2, 0))  # entering the inner loop: its pass 0
+    assert target("ibody", "ictl", at((2, 4))) == at((2, 5))  # inner back edge: next inner pass
+    assert target("ictl", "iread", at((2, 5)), action="break") == at((2,))  # leaving: back to the outer pass
+    assert target("j", "octl", at((2,))) == at((3,))  # outer back edge
+    assert target("octl", "done", at((3,)), action="break") == 0
+    assert graph.iteration_label("ibody", at((2, 5))) == "2.5"
+    with pytest.raises(semantics.LoopBoundError, match="at most 1000000 passes"):
+        target("ibody", "ictl", at((0, 999_999)))
+
+
+def test_a_join_in_the_outer_body_fires_once_per_outer_pass_with_that_pass_data() -> None:
+    calls = Calls()
+    result = LocalRunner(calls.registry).run(nested().build(), {"o": 0})
+    assert result.status == "completed", result.errors
+    at = Graph(nested().build()).iteration_at
+    # the inner loop restarts in each outer pass: 0, 1, then 2 passes
+    assert calls.of("ibody") == [(at((1, 0)), 1), (at((2, 0)), 1), (at((2, 1)), 2)]
+    assert calls.of("iread") == [(0, 0), (1, 1), (2, 2)]
+    assert calls.of("j") == [(0, {"iread": 0, "plain": 1}), (1, {"iread": 1, "plain": 2}),
+                             (2, {"iread": 2, "plain": 3})]
+    assert calls.of("done") == [(0, None)]
+
+
+def test_a_join_inside_the_inner_body_fires_once_per_inner_pass() -> None:
+    calls = Calls()
+    flow = (nested().node("a", "echo").node("b", "echo").node("ij", "echo")
+            .edge("ibody", "a").edge("ibody", "b").edge("a", "ij").edge("b", "ij"))
+    result = LocalRunner(calls.registry).run(flow.build(), {"o": 0})
+    assert result.status == "completed", result.errors
+    at = Graph(flow.build()).iteration_at
+    assert calls.of("ij") == [(at((1, 0)), {"a": 1, "b": 1}), (at((2, 0)), {"a": 1, "b": 1}),
+                              (at((2, 1)), {"a": 2, "b": 2})]
+
+
+def test_dynamic_nodes_inside_an_inner_loop_run_in_each_inner_pass_with_its_inputs() -> None:
+    calls = Calls()
+    flow = (Flow("nd").node("init", "echo").edge("init", "octl")
+            .node("octl", "loop-controller", params={"condition": "o < 2"}, join="any")
+            .node("obody", "inc_o").node("zi", "zero_i")
+            .node("ictl", "loop-controller", params={"condition": "i < o"}, join="any")
+            .node("ibody", "inc_i").node("sp", "spawn")
+            .edge("octl", "obody", action="continue").edge("obody", "zi").edge("zi", "ictl")
+            .edge("ictl", "ibody", action="continue").edge("ibody", "sp").edge("sp", "ictl")
+            .edge("ictl", "octl", action="break"))
+    result = LocalRunner(calls.registry).run(flow.build(), {"o": 0})
+    assert result.status == "completed", result.errors
+    at = Graph(flow.build()).iteration_at
+    assert calls.of("sp_0") == [(at((0, 0)), 10), (at((1, 0)), 10), (at((1, 1)), 20)]
+    assert calls.of("sp_1") == [(at((0, 0)), 11), (at((1, 0)), 11), (at((1, 1)), 21)]
+
+
+def test_a_batch_inside_an_inner_loop_gathers_each_inner_pass_own_items() -> None:
+    calls = Calls()
+    calls.registry.register("plus", lambda ctx: ctx.input + 100)
+    flow = (nested(outer="o < 2", inner="i < o")
+            .node("sc", "batch-scatter", params={"workerUsesKey": "plus", "gatherNodeId": "ga"})
+            .node("ga", "batch-gather", params={"gatherNodeId": "ga", "outputKey": "got"})
+            .edge("ibody", "sc", transform="[input, context.o * 10]").edge("sc", "ga"))
+    runner = LocalRunner(calls.registry)
+    result = runner.run(flow.build(), {"o": 0})
+    assert result.status == "completed", result.errors
+    at = Graph(flow.build()).iteration_at
+    gathered = {p: runner.contexts.get_output(result.run_id, "ga", at(p)) for p in [(0, 0), (1, 0), (1, 1)]}
+    assert {p: o.output for p, o in gathered.items() if o} == {(0, 0): [101, 110], (1, 0): [101, 120],
+                                                                (1, 1): [102, 120]}
+    assert result.context["got"] == [102, 120]
+
+
+def test_the_frontier_replays_a_nested_run_as_complete_and_lists_its_join_scopes() -> None:
+    calls = Calls()
+    store = MemoryContextStore()
+    coordination = Scopes()
+    runner = LocalRunner(calls.registry, context_store=store, coordination=coordination)
+    result = runner.run(nested().build(), {"o": 0})
+    assert result.status == "completed", result.errors
+    outputs = {(o.node_id, o.iteration): o for o in store.outputs(result.run_id)}
+    replay = frontier(Graph(nested().build()), result.run_id, outputs, None,
+                      lambda key: result.context.get(key, MISSING))
+    assert replay.complete and not replay.stalled and not replay.pending
+    tokens = [f"{n}@{it}" for n, it in outputs]
+    scopes = set(dispatch.join_scopes(Graph(nested().build()), result.run_id, tokens))
+    assert coordination.used and coordination.used <= scopes  # what retention expires covers every join used
+
+
+class Scopes(MemoryCoordinationStore):
+    """Remembers the join scopes used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used: set[str] = set()
+
+    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False) -> JoinState:
+        self.used.add(scope)
+        return super().arrive(scope, predecessor, value, skipped)
+
+
+def stalling_loop() -> Flow:
+    """A controller that waits for all of two back edges, one of which is not taken after pass 0:
+    its next pass is reached and can never fire."""
+    return (Flow("st").node("init", "echo")
+            .node("ctl", "loop-controller", params={"condition": "o < 3"}, join="all")
+            .node("body", "inc_o").node("a", "echo").node("b", "echo").node("done", "echo")
+            .edge("init", "ctl").edge("ctl", "body", action="continue").edge("body", "a").edge("body", "b")
+            .edge("a", "ctl").edge("b", "ctl", condition="o < 1").edge("ctl", "done", action="break"))
+
+
+def test_a_run_with_a_join_reached_that_never_fired_is_stalled_not_completed() -> None:
+    calls = Calls()
+    store = MemoryContextStore()
+    runner = LocalRunner(calls.registry, context_store=store)
+    result = runner.run(stalling_loop().build(), {"o": 0})
+    assert result.status == "stalled"
+    assert [(e["nodeId"], e["type"], e["iteration"]) for e in result.errors] == [("ctl", "StalledJoin", 1)]
+    assert "'a' reached it but 'b' neither arrived nor was skipped" in result.errors[0]["message"]
+    assert runner.statuses.get(result.run_id)["status"] == "stalled"  # type: ignore[index]
+    # the replay both runners complete on finds it too: Celery ends such a run `stalled` as well
+    outputs = {(o.node_id, o.iteration): o for o in store.outputs(result.run_id)}
+    replay = frontier(Graph(stalling_loop().build()), result.run_id, outputs, None,
+                      lambda key: result.context.get(key, MISSING))
+    assert not replay.pending and not replay.complete and replay.stuck
+    assert [(s.node_id, s.iteration, s.arrived, s.missing) for s in replay.stalled] == [("ctl", 1, ("a",), ("b",))]
+
+
+def test_join_watch_settles_a_join_that_fired_or_was_skipped() -> None:
+    graph = Graph(Flow("w").node("a", "echo").node("b", "echo").node("j", "echo").edge("a", "j").edge("b", "j")
+                  .build())
+    watch = dispatch.JoinWatch()
+    watch.arrive("j", 0, "a", False)
+    assert [s.missing for s in watch.stalled(graph)] == [("b",)]
+    watch.arrive("j", 0, "b", False)
+    watch.fire("j", 0)
+    assert watch.stalled(graph) == []
+
+
+def test_resuming_a_child_run_returns_the_childs_result_and_resumes_its_parent() -> None:
+    child = Flow("kid").node("wait", "wait").node("after", "echo").edge("wait", "after").build()
+    parent = Flow("par").node("sub", "subflow", params={"blueprintId": "kid"}).node("next", "echo")
+    runner = LocalRunner(Calls().registry, {"kid": child})
+    started = runner.run(parent.edge("sub", "next").build())
+    assert started.status == "awaiting"
+    child_id = runner._runs[started.run_id].children["sub"]
+    resumed = runner.resume(child_id, None, "go")
+    assert resumed.run_id == child_id and resumed.status == "completed"
+    assert resumed.context["_outputs.after"] == "go"
+    assert runner.result(started.run_id).status == "completed"
+    with pytest.raises(KeyError):
+        runner.result("nope")
