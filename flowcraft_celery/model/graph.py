@@ -314,7 +314,7 @@ class Graph:
     def iteration_width(self) -> int:
         """Digits per inner level of an iteration (`model.iterations`), from how deeply the
         blueprint's own loops nest (dynamic nodes never change it)."""
-        if self.additions:
+        if self.additions and self.loop_heads:  # without loops at all there is nothing to look up
             return Graph(self.blueprint).iteration_width
         return iterations.width_for(max((len(c) for c in self._chains.values()), default=0))
 
