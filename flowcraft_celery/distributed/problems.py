@@ -131,8 +131,8 @@ def _setting_problem(exc: BaseException, conf: Mapping[str, Any], env: Mapping[s
     if isinstance(exc, ValueError) and f"or {STORAGE_ENV}" in text and not env.get(STORAGE_ENV):
         return SettingError(STORAGE_ENV, f"{STORAGE_ENV} is not set", STORAGE_FIX)
     if isinstance(exc, ValueError) and "Connection string is either blank or malformed" in text:
-        return SettingError(STORAGE_ENV, "is not an Azure Storage connection string (Name=value;... with "
-                            "AccountName and AccountKey, or endpoints and a SharedAccessSignature)", STORAGE_FIX)
+        return SettingError(STORAGE_ENV, f"{STORAGE_ENV} is not an Azure Storage connection string (Name=value;... "
+                            "with AccountName and AccountKey, or endpoints and a SharedAccessSignature)", STORAGE_FIX)
     if isinstance(exc, ValueError) and text.startswith("Redis URL must specify"):
         shown = re.sub(r"^[^@]*@", "***@", str(conf.get("flowcraft_redis_url") or ""))  # no password shown
         return SettingError(REDIS_ENV, f"{shown!r} is not a Redis URL",

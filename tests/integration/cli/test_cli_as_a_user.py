@@ -24,6 +24,7 @@ from azure.storage.queue import QueueClient
 
 from flowcraft_celery.devtools.workers import WorkerGroup
 from tests.integration import names
+from tests.integration.polling import wait_for
 from transports.azurequeue.naming import azure_queue_name
 
 HELLO = {"id": "hello", "metadata": {"version": "1"},
@@ -254,6 +255,37 @@ def test_a_worker_with_an_unreadable_blueprint_refuses_to_start(services_env: di
         log = group.logs[0].read_text(errors="replace")
     assert "cannot start: FLOWCRAFT_BLUEPRINTS:" in log and "package.json" in log and "$.nodes" in log
     assert "ready." not in log and "Traceback" not in log
+
+
+def test_a_worker_with_a_wrong_service_setting_refuses_to_start_naming_it(
+        services_env: dict[str, str], database: str, code: Path) -> None:
+    wrong = {"REDIS_URL": ("127.0.0.1:6379", "not a Redis URL"),
+             "AZURE_STORAGE_CONNECTION_STRING": ("", "AZURE_STORAGE_CONNECTION_STRING is not set"),
+             "AZURE_COSMOS_CONNECTION_STRING": ("AccountKey=x", "AccountEndpoint")}
+    groups = []
+    for setting, (value, _) in wrong.items():
+        env = deployment(services_env, database, code, FLOWCRAFT_BLUEPRINTS="flows",
+                         FLOWCRAFT_NODE_MODULES="hellonodes", **{setting: value}).env
+        group = WorkerGroup(env, code / "logs" / setting, cwd=code)
+        groups.append((setting, group, group.worker(concurrency=1)))
+    for setting, group, process in groups:
+        with group:
+            assert process.wait(timeout=90) == 3, setting
+            lines = [line for line in group.logs[0].read_text(errors="replace").splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("flowcraft: cannot start: "), lines
+        assert setting in lines[0] and wrong[setting][1] in lines[0], lines[0]
+    # a service that does not answer is not a wrong setting: said once, up front, and the worker goes on
+    port = free_port()
+    env = deployment(services_env, database, code, FLOWCRAFT_BLUEPRINTS="flows", FLOWCRAFT_NODE_MODULES="hellonodes",
+                     REDIS_URL=f"redis://127.0.0.1:{port}/0").env
+    with WorkerGroup(env, code / "logs" / "redis-down", cwd=code) as group:
+        process = group.worker(concurrency=1)
+        first = wait_for(lambda: group.logs[0].read_text(errors="replace").split("\n", 1)[0] or None, 60,
+                         "the worker's first log line")
+        assert first == (f"flowcraft: cannot reach Redis at redis://127.0.0.1:{port}/0 (REDIS_URL): connection "
+                         "refused; start Redis (`flowcraft-celery services up`) or point REDIS_URL at it "
+                         "(the worker keeps retrying)")
+        assert process.poll() is None
 
 
 def test_a_client_without_the_workers_code_starts_and_follows_runs(services_env: dict[str, str], database: str,

@@ -1,0 +1,74 @@
+"""What a worker (or beat) checks about its service settings before it starts.
+
+A setting that cannot work whatever the network does (a connection string or URL that does not
+parse, one that is missing) stops the process with one line naming it (`SettingError`). A
+service that does not answer yet is only reported, in one line naming its endpoint and setting:
+the worker starts anyway and keeps retrying, as it does for any outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+from flowcraft_celery.distributed.problems import STORAGE_ENV, STORAGE_FIX, SettingError, explain
+from flowcraft_celery.distributed.settings import redis_url
+
+logger = logging.getLogger("flowcraft.worker")
+
+
+def _as_setting_error(exc: Exception, conf: Mapping[str, Any], env: Mapping[str, str]) -> Exception:
+    problem = explain(exc, conf, env)
+    return problem if isinstance(problem, SettingError) else exc
+
+
+def check_settings(conf: Mapping[str, Any], env: Mapping[str, str] | None = None) -> None:
+    """Raise SettingError for a Cosmos, Azure Storage or Redis setting that is missing or malformed."""
+    from flowcraft_celery.stores.cosmos_client import (
+        CosmosConfigError,
+        connection_string_from_env,
+        parse_connection_string,
+        parse_verify_flag,
+        verify_tls_from_env,
+    )
+
+    env = os.environ if env is None else env
+    try:
+        parse_connection_string(str(conf.get("cosmos_connection_string") or connection_string_from_env()))
+        parse_verify_flag(conf.get("cosmos_verify_tls"), verify_tls_from_env())
+    except CosmosConfigError as exc:
+        raise _as_setting_error(exc, conf, env) from exc
+    broker = str(conf.get("broker_url") or "")
+    options = conf.get("broker_transport_options") or {}
+    if broker.rstrip("/") == "azurequeue:":
+        conn_str = options.get("connection_string") or env.get(STORAGE_ENV)
+        if not conn_str:
+            raise SettingError(STORAGE_ENV, f"{STORAGE_ENV} is not set", STORAGE_FIX)
+        from azure.storage.queue import QueueServiceClient
+
+        try:
+            QueueServiceClient.from_connection_string(str(conn_str))
+        except ValueError as exc:
+            raise _as_setting_error(exc, conf, env) from exc
+    try:
+        redis.connection.parse_url(redis_url(conf))
+    except ValueError as exc:
+        raise _as_setting_error(exc, conf, env) from exc
+
+
+def report_unreachable_redis(conf: Mapping[str, Any], timeout: float = 3.0) -> bool:
+    """Ping Redis once; if it does not answer, log one line naming REDIS_URL. True if it answered."""
+    client = redis.Redis.from_url(redis_url(conf), socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client.ping()
+        return True
+    except redis.RedisError as exc:
+        problem = explain(exc, conf, os.environ) or exc
+        logger.error("flowcraft: %s (the worker keeps retrying)", problem)
+        return False
+    finally:
+        client.close()
