@@ -20,8 +20,9 @@ from flowcraft_celery.model.builder import Flow
 
 logger = logging.getLogger("op.nodes")
 
-#: Seconds the `nap` node sleeps (long enough to look at a sleeping run).
-NAP_SECONDS = 12
+#: Seconds the `nap` node sleeps: long enough for three CLI calls to look at the sleeping run on a
+#: loaded 2-core CI machine (a CLI call can take several seconds there).
+NAP_SECONDS = 40
 FAN = ("left", "right", "flaky")
 
 

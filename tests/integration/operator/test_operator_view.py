@@ -63,7 +63,9 @@ def scenario(deployment: Deployment) -> Scenario:
 
     def sleeping() -> dict[str, Any] | None:
         view = deployment.cli_json("show", run_id)
-        return view if node_row(view, "nap")["state"] == "sleeping" else None
+        state = node_row(view, "nap")["state"]
+        assert state != "succeeded", f"nap slept its {NAP_SECONDS} s before `show` saw it sleep: {view}"
+        return view if state == "sleeping" else None
 
     sleeping_view = wait_for(sleeping, 120, "the nap node to sleep", 1)
     sleeping_text = deployment.cli("show", run_id).stdout
