@@ -11,6 +11,10 @@ the broker unreachable, also inside the node's `ctx.context` calls) re-sends the
 back-off and never counts as an attempt; when only recording a finished node's output failed,
 the re-sent message carries the result (`done`), so the write is retried, not the node. A
 permanent error (a value the store cannot hold) fails the node at once.
+
+A task message that is not a node message (other arguments, a payload of the wrong shape), a
+message of a run that does not exist and a node that keeps killing its worker are poison: never
+executed, moved to the dead-letter queue with the reason (`deadletter`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
-from flowcraft_celery.distributed.deadletter import dead_letter
+from flowcraft_celery.distributed.deadletter import dead_letter, dead_letter_arguments, node_message_problem
 from flowcraft_celery.distributed.lease import lease
 from flowcraft_celery.distributed.logcontext import node_log_scope, start_task_record, task_summary
 from flowcraft_celery.distributed.recovery import complete, ensure_state
@@ -61,6 +65,7 @@ from flowcraft_celery.stores.base import MISSING
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
 from flowcraft_celery.stores.guard import TRANSIENT
 from flowcraft_celery.stores.ledger import token
+from flowcraft_celery.stores.timeline import Attempt
 
 logger = logging.getLogger("flowcraft.bridge")
 
@@ -80,11 +85,14 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
         if name in app.tasks:
             continue
 
-        def run_node(self: Task, msg: Payload | None = None, msgs: list[Payload] | None = None) -> dict[str, Any]:
+        def run_node(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            problem = node_message_problem(args, kwargs)
+            if problem is not None:  # a poison message: never executed, never retried
+                _dead_letter_poison(self, args, kwargs, problem)
+                return {"deadLettered": problem}
+            msg: Payload | None = kwargs.get("msg")
+            msgs: list[Payload] | None = kwargs.get("msgs")
             members = [msg] if msgs is None else msgs
-            bad = [m for m in members if not _is_node_payload(m)]
-            if bad or not members:  # not ours to retry: the transport dead-letters a rejected message
-                raise Reject(f"not a flowcraft node message: {bad[:1] or members!r}"[:500], requeue=False)
             handled = start_task_record()
             try:
                 rt = runtime_for(self.app.conf)
@@ -99,6 +107,17 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
             return task_summary(members, handled)
 
         app.task(name=name, bind=True, ignore_result=False, acks_late=True, max_retries=None)(run_node)
+
+
+def _dead_letter_poison(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], problem: str) -> None:
+    """Move a task message that is not a node message to the dead-letter queue with the reason;
+    if even that send fails, reject it (the transport dead-letters a rejected message)."""
+    reason = f"not a flowcraft node message: {problem}"[:500]
+    try:
+        dead_letter_arguments(task.app, task, args, kwargs, reason)
+    except Exception as exc:
+        logger.warning("could not dead-letter a %s message (%s): %s; rejecting it", task.name, reason, exc)
+        raise Reject(reason, requeue=False) from exc
 
 
 def _retry_later(task: Task, members: list[Payload], exc: Exception) -> None:
@@ -137,9 +156,14 @@ def _note_delay(task: Task, members: list[Payload], countdown: float) -> None:
         logger.debug("could not note the delay of a retried message: %s", exc)
 
 
-def _is_node_payload(value: Any) -> bool:
-    """Whether a task argument has the fields every node message carries."""
-    return isinstance(value, dict) and all(isinstance(value.get(k), str) for k in ("run", "bp", "node"))
+def _end_trace(trace: Attempt, state: str, retry_in: float | None = None) -> None:
+    """Record how an attempt ended, best effort: the node's work is done by now, and a timeline
+    that cannot be written (Redis unreachable) must not make the node run again."""
+    try:
+        trace.end(state, retry_in)
+    except Exception as exc:
+        logger.warning("run %s node %s: could not record the attempt's end (%s): %s",
+                       trace.run_id, trace.token, state, exc)
 
 
 def _is_json(value: Any) -> bool:
@@ -283,10 +307,10 @@ class NodeExecution:
                                        f"its timeout of {int((timeout or 0) * 1000)} ms") from exc
         except NodeAttemptError as error:
             retrying = error.retriable and error.attempt < node.config.attempts
-            trace.end("retrying" if retrying else "failed", node.config.delay_seconds if retrying else None)
+            _end_trace(trace, "retrying" if retrying else "failed", node.config.delay_seconds if retrying else None)
             self._attempt_failed(node.config.attempts, node.config.delay_seconds, node.config.fallback, error, ctx)
             return
-        trace.end("succeeded")
+        _end_trace(trace, "succeeded")
         self._succeed(result)
 
     def _attempt_failed(self, attempts: int, delay: float, fallback: str | None, error: NodeAttemptError,

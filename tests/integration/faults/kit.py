@@ -20,6 +20,7 @@ from flowcraft_celery.devtools.workers import WorkerGroup
 from flowcraft_celery.distributed.client import Client
 from flowcraft_celery.stores.base import FINAL_STATES, RecordedOutput, RunStatusDoc
 from tests.integration import names
+from transports.azurequeue import wire
 from transports.azurequeue.naming import azure_queue_name, dead_letter_queue_name
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -96,6 +97,16 @@ class FaultKit:
     def dead_letters(self) -> int:
         """Messages on the default queue's dead-letter queue."""
         return self.queue_length(dead_letter_queue_name(self.env["FLOWCRAFT_DEFAULT_QUEUE"]))
+
+    def dead_letter_reasons(self) -> list[str]:
+        """The `x-dead-letter-reason` of each message on the default queue's dead-letter queue
+        (peeked, up to 32)."""
+        try:
+            peeked = self.queue(dead_letter_queue_name(self.env["FLOWCRAFT_DEFAULT_QUEUE"])).peek_messages(32)
+        except ResourceNotFoundError:
+            return []
+        envelopes = [wire.decode(str(message.content)) for message in peeked]
+        return [str((e.get("m") or {}).get("headers", {}).get("x-dead-letter-reason")) for e in envelopes]
 
     def logs(self) -> str:
         """Every worker and beat log so far, concatenated."""

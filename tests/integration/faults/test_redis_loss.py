@@ -72,6 +72,34 @@ def test_a_forged_message_for_an_unknown_run_is_dead_lettered_not_run(faults: Fa
     assert kit.calls("forged-run-0001") == {}
     assert kit.client.runtime.statuses.get("forged-run-0001") is None
     wait_for(lambda: "forged-run-0001" in kit.logs() and "no status document" in kit.logs(), 10, "the WARNING")
+    assert any("no run 'forged-run-0001'" in reason for reason in kit.dead_letter_reasons())
+
+
+def test_valid_celery_messages_that_are_not_node_messages_are_dead_lettered_with_the_reason(faults: Faults) -> None:
+    faults.running()
+    kit = faults.kit
+    real = kit.start("ft-other")[0]
+    good = payload(real, kit.client.runtime.blueprints["ft-other"], "x", 0, None)
+    poison = {  # each a well-formed Celery message of a node task, with arguments no node message has
+        "argument(s) 'extra'": ((), {"msg": good, "extra": 1}),
+        "positional arguments": ((good,), {}),
+        "exactly one of msg": ((), {}),
+        "field 'it' must be a whole number": ((), {"msg": {**good, "it": "zero"}}),
+        "msgs must be a non-empty list": ((), {"msgs": []}),
+        "msgs[1]: field 'node' must be non-empty text": ((), {"msgs": [good, {**good, "node": 7}]}),
+    }
+    dead_before = kit.dead_letters()
+    for args, kwargs in poison.values():
+        kit.client.app.send_task("flowcraft.node.ft-step", args=list(args), kwargs=kwargs,
+                                 queue=kit.env["FLOWCRAFT_DEFAULT_QUEUE"])
+    wait_for(lambda: kit.dead_letters() >= dead_before + len(poison), 60, "every poison message dead-lettered")
+    reasons = kit.dead_letter_reasons()
+    for expected in poison:
+        assert any(expected in reason for reason in reasons), (expected, reasons)
+    assert kit.client.wait(real, RUN_TIMEOUT)["status"] == "completed"
+    time.sleep(2)
+    assert kit.calls(real) == {"x": 1}  # the run's own message ran it once; no poison copy did
+    assert kit.logs().count("not a flowcraft node message") >= len(poison)
 
 
 def test_waits_and_sleeps_whose_redis_keys_are_gone_go_on_and_every_join_runs_once(faults: Faults) -> None:
