@@ -152,7 +152,7 @@ def test_wrong_settings_are_one_line_naming_the_setting(services_env: dict[str, 
          ["Redis", f"127.0.0.1:{port}", "REDIS_URL", "refused"]),
         (user.run("start", "hello", FLOWCRAFT_BLUEPRINTS="nosuchmodule:flows"), 3,
          ["FLOWCRAFT_BLUEPRINTS", "nosuchmodule:flows", "cannot import"]),
-        (user.run("start", "hello", AZURE_STORAGE_CONNECTION_STRING=storage_on(port)), 4,
+        (user.run("start", "hello", AZURE_STORAGE_CONNECTION_STRING=storage_on(port), FLOWCRAFT_START_TIMEOUT="5"), 4,
          ["not started", f"127.0.0.1:{port}", "AZURE_STORAGE_CONNECTION_STRING"]),
         # settings that are missing or cannot even be parsed: exit 3, naming the variable and the fix
         (user.run("start", "hello", AZURE_STORAGE_CONNECTION_STRING="<unset>"), 3,
@@ -167,11 +167,18 @@ def test_wrong_settings_are_one_line_naming_the_setting(services_env: dict[str, 
         (user.run("runs", FLOWCRAFT_COSMOS_VERIFY_TLS="maybe"), 3, ["FLOWCRAFT_COSMOS_VERIFY_TLS", "'maybe'"]),
         (user.run("runs", FLOWCRAFT_STALL_SECONDS="soon"), 3, ["FLOWCRAFT_STALL_SECONDS", "'soon'", "default"]),
     ]
+    said = set()
     for result, code_, words in checks:
         line = one_line(result)
         assert result.returncode == code_, (result.returncode, line)
         assert all(w in line for w in words), line
         assert "secret" not in line
+        said.add(line)
+    # docs/commands.md quotes these word for word
+    page = (Path(__file__).resolve().parents[3] / "docs" / "commands.md").read_text(encoding="utf-8")
+    quoted = [line for line in page.splitlines() if line.startswith("Error: ") and "127.0.0.1" not in line
+              and "flows/" not in line]
+    assert len(quoted) == 3 and set(quoted) <= said, set(quoted) - said
     debug = user.run("runs", "--debug", AZURE_COSMOS_CONNECTION_STRING="<unset>")
     assert "Traceback" in debug.stderr and debug.returncode != 0
     # a machine that only looks at runs needs no node modules, even if the setting names some
