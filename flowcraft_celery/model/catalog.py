@@ -160,6 +160,11 @@ class Catalog(Mapping[str, Blueprint]):
                 found.add(str(file), blueprint)
         return found.blueprints.get(blueprint_id, self._given.get(blueprint_id))
 
+    def searched(self, blueprint_id: str) -> str:
+        """Where `blueprint_id` was looked for, for a message about a blueprint not found."""
+        places = [str(Path(s) / f"{blueprint_id}.json") if Path(s).is_dir() else s for s in self.sources]
+        return "looked for " + ", ".join(places) if places else "no blueprint folder was given"
+
     def __getitem__(self, blueprint_id: str) -> Blueprint:
         if blueprint_id not in self._found:
             self._found[blueprint_id] = self._lookup(blueprint_id)

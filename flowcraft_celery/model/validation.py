@@ -168,8 +168,11 @@ def _node_issues(
         child = node.params.get("blueprintId")
         if not isinstance(child, str) or not child or (
                 blueprints is not None and child not in blueprints and child != own_id):
+            searched = getattr(blueprints, "searched", None)
+            hint = f" ({searched(child)}; name more folders with --blueprints or FLOWCRAFT_BLUEPRINTS)" \
+                if callable(searched) and isinstance(child, str) and child else ""
             issues.append(ValidationIssue("INVALID_SUBFLOW_BLUEPRINT_ID",
-                                          f"{where}: params.blueprintId {child!r} names no known blueprint",
+                                          f"{where}: params.blueprintId {child!r} names no known blueprint{hint}",
                                           node_id=node.id))
     if node.uses == LOOP_CONTROLLER:
         condition = node.params.get("condition")

@@ -98,6 +98,7 @@ def test_a_missing_subflow_is_a_validation_error_not_a_crash(folder: Path) -> No
     result = cli("validate", str(folder / "order.json"))
     assert result.exit_code == 1
     assert "INVALID_SUBFLOW_BLUEPRINT_ID" in result.output and "'payment'" in result.output
+    assert f"looked for {folder / 'payment.json'}; name more folders with --blueprints" in result.output
 
 
 def test_the_flow_file_itself_broken_is_one_line(folder: Path) -> None:
