@@ -32,6 +32,7 @@ from celery import Celery
 from flowcraft_celery.distributed.runs import (
     Payload,
     RunError,
+    child_run_id,
     complete_run,
     fail_run,
     payload,
@@ -186,7 +187,7 @@ def _pending_messages(rt: Runtime, run_id: str, doc: RunStatusDoc, evidence: Evi
             node_input = semantics.resolve_input(replay.graph, node, start.value, lookup, start.iteration)
             message.update(wake=True, wakeAt=float(wake_at), value=node_input, due=float(wake_at))
         if node.uses == "subflow":
-            child = f"{run_id}.{start.node_id}.{start.iteration}"
+            child = child_run_id(run_id, start.node_id, start.iteration)
             if rt.statuses.get(child) is not None:
                 message["childRun"] = child
         pending[name] = message

@@ -44,12 +44,12 @@ def crash(ctx: NodeContext) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-@node("ft-fail-once")
-def fail_once(ctx: NodeContext) -> str:
-    """Fail the first attempt; succeed after (its retry waits out `retryDelay`)."""
+@node("ft-flaky")
+def flaky(ctx: NodeContext) -> str:
+    """Fail every attempt before `params.succeed_on`; succeed then (each retry waits out `retryDelay`)."""
     _count(ctx)
-    if ctx.attempt == 1:
-        raise RuntimeError("first attempt fails")
+    if ctx.attempt < int(ctx.params.get("succeed_on", 2)):
+        raise RuntimeError(f"attempt {ctx.attempt} fails")
     return f"attempt {ctx.attempt}"
 
 
@@ -93,8 +93,8 @@ def blueprints() -> list[Blueprint]:
         _long_wait(),
         Flow("ft-crashloop").node("a", "ft-step").node("boom", "ft-crash").node("b", "ft-step")
         .chain("a", "boom", "b").build(),
-        Flow("ft-retry").node("r", "ft-fail-once", max_retries=2, retry_delay=12000).node("b", "ft-step")
-        .chain("r", "b").build(),
+        Flow("ft-retry").node("r", "ft-flaky", params={"succeed_on": 3}, max_retries=3, retry_delay=8000)
+        .node("b", "ft-step").chain("r", "b").build(),
         Flow("ft-slow").node("long", "ft-step", params={"seconds": 8}).node("b", "ft-step").chain("long", "b").build(),
         Flow("ft-huge").node("big", "ft-huge", max_retries=3).node("b", "ft-step").chain("big", "b").build(),
         Flow("ft-other").node("x", "ft-step").build(),

@@ -62,6 +62,7 @@ def test_an_output_over_the_store_limit_fails_the_node_at_once(outages: Outages)
     assert doc["status"] == "failed"
     assert "over the store's limit" in doc["errors"][0]["message"] and doc["errors"][0]["nodeId"] == "big"
     assert kit.calls(run_id) == {"big": 1}
+    assert kit.outputs(run_id) == []
 
 
 def test_a_node_waiting_out_its_retry_delay_is_not_re_sent(outages: Outages) -> None:
@@ -69,8 +70,12 @@ def test_a_node_waiting_out_its_retry_delay_is_not_re_sent(outages: Outages) -> 
     run_id = kit.start("ft-retry")[0]
     doc = kit.client.wait(run_id, RUN_TIMEOUT)
     assert doc["status"] == "completed", doc.get("errors")
-    assert kit.calls(run_id) == {"r": 2, "b": 1}  # 12 s delay, stall threshold 4 s, passes every 2 s (x2 beats)
-    assert kit.client.result(run_id)["context"]["_outputs.r"] == "attempt 2"
+    # maxRetries 3 (total attempts), failing twice: exactly 3 attempts, though each 8 s delay
+    # outlasts the 4 s stall threshold and two beats reconcile every 2 s meanwhile (a re-sent copy
+    # at an old attempt number would add attempts)
+    assert kit.calls(run_id) == {"r": 3, "b": 1}
+    assert kit.client.result(run_id)["context"]["_outputs.r"] == "attempt 3"
+    assert_recorded_once(kit, run_id, {"r", "b"})
 
 
 def test_a_healthy_node_running_past_the_stall_threshold_is_not_re_sent(outages: Outages) -> None:
@@ -80,6 +85,7 @@ def test_a_healthy_node_running_past_the_stall_threshold_is_not_re_sent(outages:
     doc = kit.client.wait(run_id, RUN_TIMEOUT)
     assert doc["status"] == "completed", doc.get("errors")
     assert kit.calls(run_id) == {"long": 1, "b": 1}
+    assert_recorded_once(kit, run_id, {"long", "b"})
     assert outages.republished() == before
 
 
@@ -93,6 +99,7 @@ def test_a_node_that_keeps_crashing_its_worker_fails_the_run_and_is_dead_lettere
     assert doc["errors"][0]["nodeId"] == "boom" and f"crashed its worker process {CRASH_LIMIT} times" in message
     calls = kit.calls(run_id)
     assert calls["a"] == 1 and "b" not in calls and calls["boom"] == CRASH_LIMIT, calls
+    assert_recorded_once(kit, run_id, {"a"})
     wait_for(lambda: kit.dead_letters() > dead_before, 30, "the crashing node's message in the dead-letter queue")
     wait_for(lambda: kit.queue_length() == 0, 60, "no copy of it left on the queue")
 
@@ -124,6 +131,13 @@ def test_cosmos_paused_20_s_during_context_writes_fails_nothing(outages: Outages
         assert_recorded_once(kit, run_id, fault_nodes.wide_nodes())
         context = kit.client.result(run_id)["context"]
         assert {f"k.p{i}" for i in range(fault_nodes.WIDTH)} <= set(context)
+        # a node whose write to its context failed runs again; one whose output could not be
+        # recorded does not (only the write is retried)
+        calls = kit.calls(run_id)
+        assert all(calls[n] == 1 for n in fault_nodes.wide_nodes() if not n.startswith("p")), calls
+    logs = kit.logs()
+    assert re.search(r"Cosmos DB at https?://\S+ unavailable: .*retry", logs), "no clear Cosmos retry in the logs"
+    assert "UnpickleableExceptionWrapper" not in logs
 
 
 def test_azurite_paused_60_s_loses_no_run(outages: Outages) -> None:

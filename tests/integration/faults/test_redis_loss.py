@@ -17,7 +17,7 @@ import redis
 from flowcraft_celery.devtools.workers import WorkerGroup
 from flowcraft_celery.distributed.runs import payload
 from tests.integration.faults import fault_nodes
-from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit, wait_for
+from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit, is_final, wait_for
 from tests.integration.faults.private import PrivateServices
 
 RUN_TIMEOUT = 150.0
@@ -122,6 +122,26 @@ def test_waits_and_sleeps_whose_redis_keys_are_gone_go_on_and_every_join_runs_on
     assert doc["status"] == "completed", doc.get("errors")
     assert kit.calls(napping) == {"a": 1, "b": 1}
     assert_recorded_once(kit, napping, {"a", "nap", "b"})
+
+
+def test_a_run_that_cannot_be_rebuilt_after_redis_lost_it_fails_naming_the_loss(faults: Faults) -> None:
+    faults.running()
+    kit = faults.kit
+    run_id = kit.start("ft-longwait")[0]
+    assert kit.client.wait(run_id, RUN_TIMEOUT)["status"] == "awaiting"
+    wait_for(lambda: kit.calls(run_id).get("first") == 1, 30, "the any-join")
+    # Cosmos records something the blueprint cannot replay: the gate's result added a malformed node
+    kit.client.runtime.contexts.record_output(run_id, "gate", 0, None, None, [{"no": "id"}])
+    faults.redis().flushall()
+    late = payload(run_id, kit.client.runtime.blueprints["ft-longwait"], "side", 0, None)
+    kit.client.app.send_task("flowcraft.node.ft-step", kwargs={"msg": late}, queue=kit.env["FLOWCRAFT_DEFAULT_QUEUE"])
+    wait_for(lambda: is_final(kit.status(run_id)), 60, "the run to end")
+    doc = kit.status(run_id)
+    assert doc["status"] == "failed", doc
+    assert doc["errors"][0]["type"] == "RedisStateLost"
+    assert "Redis lost the run's state and it cannot be rebuilt from Cosmos" in doc["errors"][0]["message"]
+    time.sleep(2)
+    assert kit.calls(run_id) == {"a": 1, "side": 1, "first": 1}
 
 
 def test_redis_restarted_empty_mid_run_completes_every_run_with_each_output_once(faults: Faults) -> None:

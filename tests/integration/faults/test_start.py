@@ -20,7 +20,7 @@ import pytest
 
 from flowcraft_celery.devtools.devservices import AZURITE_KEY, HOST
 from flowcraft_celery.distributed.runs import RunError
-from tests.integration.faults.kit import ROOT, FaultKit, fault_kit, wait_for
+from tests.integration.faults.kit import ROOT, FaultKit, assert_recorded_once, fault_kit, wait_for
 from tests.integration.faults.private import free_ports
 
 CLI = str(ROOT / ".venv" / "bin" / "flowcraft-celery")
@@ -114,3 +114,4 @@ def test_starting_one_run_id_twice_starts_one_run(kit: FaultKit) -> None:
         kit.client.start("ft-slow", {}, run_id)
     time.sleep(2)
     assert kit.calls(run_id) == {"x": 1}
+    assert_recorded_once(kit, run_id, {"x"})
