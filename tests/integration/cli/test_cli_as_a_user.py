@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,14 @@ class Deployment:
         return subprocess.run([sys.executable, "-m", "flowcraft_celery.cli", *args], env=self.environment(**extra),
                               cwd=self.folder, capture_output=True, text=True, timeout=timeout, check=False)
 
+    def later(self, *args: str, **extra: str) -> Future[subprocess.CompletedProcess[str]]:
+        """`run`, started now in the background; `.result()` waits for it."""
+        return _SIDE_BY_SIDE.submit(self.run, *args, **extra)
+
+
+#: Commands of one test that may run side by side (each is its own process, mostly waiting).
+_SIDE_BY_SIDE = ThreadPoolExecutor(max_workers=4)
+
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
     """The single line a failing command writes to stderr (no traceback)."""
@@ -145,30 +154,32 @@ def test_wrong_settings_are_one_line_naming_the_setting(services_env: dict[str, 
         return re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{other}", services_env["AZURE_STORAGE_CONNECTION_STRING"])
 
     checks = [
-        (user.run("runs", AZURE_COSMOS_CONNECTION_STRING="<unset>"), 3, ["AZURE_COSMOS_CONNECTION_STRING", "not set"]),
-        (user.run("runs", AZURE_COSMOS_CONNECTION_STRING=cosmos.replace(":8081", f":{port}")), 4,
+        (user.later("runs", AZURE_COSMOS_CONNECTION_STRING="<unset>"), 3,
+         ["AZURE_COSMOS_CONNECTION_STRING", "not set"]),
+        (user.later("runs", AZURE_COSMOS_CONNECTION_STRING=cosmos.replace(":8081", f":{port}")), 4,
          ["Cosmos DB", f"127.0.0.1:{port}", "AZURE_COSMOS_CONNECTION_STRING", "refused"]),
-        (user.run("start", "hello", REDIS_URL=f"redis://:secret@127.0.0.1:{port}/0"), 4,
+        (user.later("start", "hello", REDIS_URL=f"redis://:secret@127.0.0.1:{port}/0"), 4,
          ["Redis", f"127.0.0.1:{port}", "REDIS_URL", "refused"]),
-        (user.run("start", "hello", FLOWCRAFT_BLUEPRINTS="nosuchmodule:flows"), 3,
+        (user.later("start", "hello", FLOWCRAFT_BLUEPRINTS="nosuchmodule:flows"), 3,
          ["FLOWCRAFT_BLUEPRINTS", "nosuchmodule:flows", "cannot import"]),
-        (user.run("start", "hello", AZURE_STORAGE_CONNECTION_STRING=storage_on(port), FLOWCRAFT_START_TIMEOUT="5"), 4,
+        (user.later("start", "hello", AZURE_STORAGE_CONNECTION_STRING=storage_on(port), FLOWCRAFT_START_TIMEOUT="5"), 4,
          ["not started", f"127.0.0.1:{port}", "AZURE_STORAGE_CONNECTION_STRING"]),
         # settings that are missing or cannot even be parsed: exit 3, naming the variable and the fix
-        (user.run("start", "hello", AZURE_STORAGE_CONNECTION_STRING="<unset>"), 3,
+        (user.later("start", "hello", AZURE_STORAGE_CONNECTION_STRING="<unset>"), 3,
          ["not started", "AZURE_STORAGE_CONNECTION_STRING is not set", "services up --env"]),
-        (user.run("start", "hello", AZURE_STORAGE_CONNECTION_STRING="garbage"), 3,
+        (user.later("start", "hello", AZURE_STORAGE_CONNECTION_STRING="garbage"), 3,
          ["AZURE_STORAGE_CONNECTION_STRING", "not an Azure Storage connection string"]),
-        (user.run("start", "hello", AZURE_COSMOS_CONNECTION_STRING="<unset>"), 3,
+        (user.later("start", "hello", AZURE_COSMOS_CONNECTION_STRING="<unset>"), 3,
          ["AZURE_COSMOS_CONNECTION_STRING is not set", "services up --env"]),
-        (user.run("start", "hello", CELERY_RESULT_BACKEND="nosuchbackend://"), 3,
+        (user.later("start", "hello", CELERY_RESULT_BACKEND="nosuchbackend://"), 3,
          ["CELERY_RESULT_BACKEND", "nosuchbackend"]),
-        (user.run("runs", REDIS_URL=f"secret@127.0.0.1:{port}"), 3, ["REDIS_URL", "not a Redis URL", "redis://"]),
-        (user.run("runs", FLOWCRAFT_COSMOS_VERIFY_TLS="maybe"), 3, ["FLOWCRAFT_COSMOS_VERIFY_TLS", "'maybe'"]),
-        (user.run("runs", FLOWCRAFT_STALL_SECONDS="soon"), 3, ["FLOWCRAFT_STALL_SECONDS", "'soon'", "default"]),
+        (user.later("runs", REDIS_URL=f"secret@127.0.0.1:{port}"), 3, ["REDIS_URL", "not a Redis URL", "redis://"]),
+        (user.later("runs", FLOWCRAFT_COSMOS_VERIFY_TLS="maybe"), 3, ["FLOWCRAFT_COSMOS_VERIFY_TLS", "'maybe'"]),
+        (user.later("runs", FLOWCRAFT_STALL_SECONDS="soon"), 3, ["FLOWCRAFT_STALL_SECONDS", "'soon'", "default"]),
     ]
     said = set()
-    for result, code_, words in checks:
+    for pending, code_, words in checks:
+        result = pending.result()
         line = one_line(result)
         assert result.returncode == code_, (result.returncode, line)
         assert all(w in line for w in words), line
