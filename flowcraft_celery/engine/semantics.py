@@ -216,7 +216,8 @@ def _left_loops(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> list
 def _skips(graph: Graph, iteration: int, edges: Iterable[EdgeDefinition], left: list[str],
            taken: Iterable[EdgeDefinition] = (), origin: str | None = None) -> list[Transition]:
     """Skips to propagate: never along a back edge; out of a loop only once it is left (then
-    every exit of the loop not taken is skipped, in the iteration the loop was left in).
+    every exit of the loop not taken is skipped, in the iteration the loop was left in, unless
+    it also leaves an outer loop still running).
     `iteration` is `origin`'s execution's (the node that finished or was skipped)."""
     out: list[Transition] = []
     for edge in edges:
@@ -226,10 +227,17 @@ def _skips(graph: Graph, iteration: int, edges: Iterable[EdgeDefinition], left: 
     done = list(taken)
     for head in left:
         for edge in graph.exit_edges(head):
-            if edge not in done and not graph.is_back_edge(edge):
+            if edge not in done and not graph.is_back_edge(edge) and _outermost_left(graph, edge) in left:
                 done.append(edge)
                 out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True))
     return out
+
+
+def _outermost_left(graph: Graph, edge: EdgeDefinition) -> str | None:
+    """The outermost loop an exit edge leaves: its skip is final only once that loop is left
+    (an edge out of an inner and an outer loop may still be taken in the outer loop's next pass)."""
+    leaves = graph.loops_left_by(edge)
+    return next((h for h in graph.loops_of(edge.source) if h in leaves), leaves[0] if leaves else None)
 
 
 JoinOutcome = Literal["run", "wait", "skip"]

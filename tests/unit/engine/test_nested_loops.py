@@ -121,6 +121,22 @@ def test_a_join_in_the_outer_body_fires_once_per_outer_pass_with_that_pass_data(
     assert calls.of("done") == [(0, None)]
 
 
+def test_an_edge_out_of_both_loops_stays_open_until_the_outer_loop_is_left() -> None:
+    calls = Calls()
+    # ibody -> fin leaves both loops; it is taken only in the last outer pass, after the inner
+    # loop was left in earlier passes: that must not have settled `fin` without it
+    flow = (nested().node("fin", "echo").edge("init", "fin")
+            .edge("ibody", "fin", condition="o === 3 && i === 2", transform="'late'"))
+    result = LocalRunner(calls.registry).run(flow.build(), {"o": 0})
+    assert result.status == "completed", result.errors
+    assert calls.of("fin") == [(0, {"init": None, "ibody": "late"})]
+    calls = Calls()
+    never = nested().node("fin", "echo").edge("init", "fin").edge("ibody", "fin", condition="false")
+    result = LocalRunner(calls.registry).run(never.build(), {"o": 0})
+    assert result.status == "completed", result.errors
+    assert calls.of("fin") == [(0, {"init": None})]  # settled once the outer loop was left
+
+
 def test_a_join_inside_the_inner_body_fires_once_per_inner_pass() -> None:
     calls = Calls()
     flow = (nested().node("a", "echo").node("b", "echo").node("ij", "echo")
