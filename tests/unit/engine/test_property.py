@@ -189,3 +189,61 @@ def test_random_dags_run_to_completion_with_dead_paths_eliminated(case: tuple[Bl
     assert result.status == "completed", result.errors
     assert sorted(runs) == sorted(expected_to_run(blueprint, actions))
     assert len(runs) == len(set(runs))
+
+
+def _prefixed(blueprint: Blueprint, prefix: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A DAG's nodes and edges under prefixed ids."""
+    nodes = [{**n.to_dict(), "id": prefix + n.id} for n in blueprint.nodes]
+    edges = [{**e.to_dict(), "source": prefix + e.source, "target": prefix + e.target} for e in blueprint.edges]
+    return nodes, edges
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dags())
+def test_random_dags_inside_nested_loops_run_once_per_pass_and_their_joins_settle(
+        case: tuple[Blueprint, dict[str, str | None]]) -> None:
+    """The DAG runs in an inner loop's body (off the cycle) and in the outer loop's body, where
+    its sinks join the inner loop's exit: 2 outer passes, the inner loop 1 then 2 passes."""
+    blueprint, actions = case
+    inner_nodes, inner_edges = _prefixed(blueprint, "i_")
+    outer_nodes, outer_edges = _prefixed(blueprint, "o_")
+    starts = [n.id for n in blueprint.nodes if not any(e.target == n.id for e in blueprint.edges)]
+    sinks = [n.id for n in blueprint.nodes if not any(e.source == n.id for e in blueprint.edges)]
+    loop = Blueprint.from_dict({"id": "nested", "nodes": [
+        {"id": "octl", "uses": "loop-controller", "params": {"condition": "o < 2"}, "config": {"joinStrategy": "any"}},
+        {"id": "obody", "uses": "count", "params": {"key": "o", "reset": "i"}},
+        {"id": "ictl", "uses": "loop-controller", "params": {"condition": "i < o"}, "config": {"joinStrategy": "any"}},
+        {"id": "ibody", "uses": "count", "params": {"key": "i"}},
+        {"id": "j", "uses": "count", "params": {"key": "joins"}},
+        {"id": "init", "uses": "count", "params": {"key": "init"}},
+        *inner_nodes, *outer_nodes,
+    ], "edges": [
+        {"source": "init", "target": "octl"}, {"source": "octl", "target": "obody", "action": "continue"},
+        {"source": "obody", "target": "ictl"}, {"source": "ictl", "target": "ibody", "action": "continue"},
+        {"source": "ibody", "target": "ictl"}, {"source": "ictl", "target": "j", "action": "break"},
+        {"source": "j", "target": "octl"},
+        *({"source": "ibody", "target": "i_" + s} for s in starts), *inner_edges,
+        *({"source": "obody", "target": "o_" + s} for s in starts), *outer_edges,
+        *({"source": "o_" + s, "target": "j"} for s in sinks),
+    ]})
+    runs: list[str] = []
+    registry = Registry()
+
+    @registry.node("step")
+    def step(ctx: NodeContext) -> NodeResult:
+        runs.append(ctx.node_id)
+        return NodeResult(output=ctx.node_id, action=ctx.params.get("action"))
+
+    @registry.node("count")
+    def count(ctx: NodeContext) -> int:
+        value = (ctx.context.get(ctx.params["key"]) or 0) + 1
+        ctx.context.set(ctx.params["key"], value)
+        if ctx.params.get("reset"):
+            ctx.context.set(ctx.params["reset"], 0)
+        return value
+
+    result = LocalRunner(registry).run(loop, {"o": 0})
+    assert result.status == "completed", result.errors
+    expected = expected_to_run(blueprint, actions)
+    assert sorted(runs) == sorted([f"i_{n}" for n in expected] * 3 + [f"o_{n}" for n in expected] * 2)
+    assert result.context["joins"] == 2 and result.context["i"] == 2
