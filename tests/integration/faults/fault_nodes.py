@@ -60,6 +60,15 @@ def huge(ctx: NodeContext) -> str:
     return "x" * (3 * 1024 * 1024)
 
 
+@node("ft-odd")
+def odd(ctx: NodeContext) -> Any:
+    """Write a context value that is not JSON (`params.where` context), or return one (output)."""
+    _count(ctx)
+    if ctx.params.get("where") == "context":
+        ctx.context.set("odd", {1, 2})
+    return {1, 2}
+
+
 def _wide(blueprint_id: str, seconds: float, write: bool) -> Blueprint:
     """start -> WIDTH parallel steps -> all-join -> a chain of CHAIN steps."""
     flow = Flow(blueprint_id).node("start", "ft-step").node("join", "ft-step")
@@ -98,6 +107,8 @@ def blueprints() -> list[Blueprint]:
         Flow("ft-slow").node("long", "ft-step", params={"seconds": 8}).node("b", "ft-step").chain("long", "b").build(),
         Flow("ft-huge").node("big", "ft-huge", max_retries=3).node("b", "ft-step").chain("big", "b").build(),
         Flow("ft-other").node("x", "ft-step").build(),
+        Flow("ft-odd-context").node("n", "ft-odd", params={"where": "context"}, max_retries=3).build(),
+        Flow("ft-odd-output").node("n", "ft-odd", max_retries=3).build(),
         Flow("ft-nap").node("a", "ft-step").node("nap", "sleep", params={"duration": "8s"}).node("b", "ft-step")
         .chain("a", "nap", "b").build(),
     ]

@@ -65,6 +65,17 @@ def test_an_output_over_the_store_limit_fails_the_node_at_once(outages: Outages)
     assert kit.outputs(run_id) == []
 
 
+def test_a_value_that_is_not_json_fails_the_node_at_once(outages: Outages) -> None:
+    kit = outages.kit
+    runs = {where: kit.start(f"ft-odd-{where}")[0] for where in ("context", "output")}
+    for where, run_id in runs.items():
+        doc = kit.client.wait(run_id, RUN_TIMEOUT)
+        assert doc["status"] == "failed", (where, doc)
+        assert "is not JSON" in doc["errors"][0]["message"] and doc["errors"][0]["nodeId"] == "n", (where, doc)
+        assert kit.calls(run_id) == {"n": 1}, where  # maxRetries 3, yet no retry can fix it
+        assert kit.outputs(run_id) == []
+
+
 def test_a_node_waiting_out_its_retry_delay_is_not_re_sent(outages: Outages) -> None:
     kit = outages.kit
     run_id = kit.start("ft-retry")[0]
