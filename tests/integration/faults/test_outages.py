@@ -112,6 +112,8 @@ def test_a_node_that_keeps_crashing_its_worker_fails_the_run_and_is_dead_lettere
     assert calls["a"] == 1 and "b" not in calls and calls["boom"] == CRASH_LIMIT, calls
     assert_recorded_once(kit, run_id, {"a"})
     wait_for(lambda: kit.dead_letters() > dead_before, 30, "the crashing node's message in the dead-letter queue")
+    assert any(f"node 'boom' crashed its worker process {CRASH_LIMIT} times" in reason
+               for reason in kit.dead_letter_reasons())
     wait_for(lambda: kit.queue_length() == 0, 60, "no copy of it left on the queue")
 
 
