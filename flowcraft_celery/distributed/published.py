@@ -61,8 +61,8 @@ def load_worker_code(conf: Mapping[str, Any]) -> WorkerCode:
         try:
             blueprints = load_blueprints(blueprint_sources(conf))
         except CatalogError as exc:
-            raise SettingError("FLOWCRAFT_BLUEPRINTS", str(exc), "fix or remove it, then start the worker again") \
-                from exc
+            raise SettingError("FLOWCRAFT_BLUEPRINTS", str(exc),
+                               "fix or remove what it names, then start the worker again") from exc
         nodes = sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES})
         _loaded[id(conf)] = code = WorkerCode(blueprints, nodes)
         return code

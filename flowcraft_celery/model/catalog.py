@@ -111,14 +111,26 @@ class _Found:
         self.origins.setdefault(blueprint.id, origin)
 
 
+#: How many unreadable blueprint files one error names (the rest are counted).
+NAMED_FAULTS = 3
+
+
 def load_blueprints(sources: Iterable[str]) -> dict[str, Blueprint]:
-    """Every blueprint the sources define, by id, read now (the first unreadable one raises, and
-    so does an id defined twice differently)."""
+    """Every blueprint the sources define, by id, read now. Every file is read before one
+    CatalogError names the unreadable ones (and an id defined twice differently)."""
     found = _Found()
-    for source in sources:
-        if source.strip():
-            for origin, blueprint in _load_source(source.strip()):
-                found.add(origin, blueprint)
+    faults: list[str] = []
+    for source in (s.strip() for s in sources if s.strip()):
+        path = Path(source)
+        for part in [str(p) for p in sorted(path.glob("*.json"))] if path.is_dir() else [source]:
+            try:
+                for origin, blueprint in _load_source(part):
+                    found.add(origin, blueprint)
+            except CatalogError as exc:
+                faults.append(str(exc))
+    if faults:
+        more = f" (and {len(faults) - NAMED_FAULTS} more)" if len(faults) > NAMED_FAULTS else ""
+        raise CatalogError("; ".join(faults[:NAMED_FAULTS]) + more)
     return found.blueprints
 
 

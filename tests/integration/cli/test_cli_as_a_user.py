@@ -265,14 +265,15 @@ def test_two_deployments_sharing_a_database_never_touch_each_others_runs(
 
 def test_a_worker_with_an_unreadable_blueprint_refuses_to_start(services_env: dict[str, str], database: str,
                                                                 code: Path) -> None:
-    (code / "flows" / "package.json").write_text('{"name": "shop"}', encoding="utf-8")
+    add_junk(code / "flows")
     worker = deployment(services_env, database, code, FLOWCRAFT_BLUEPRINTS="flows", FLOWCRAFT_NODE_MODULES="hellonodes")
     with WorkerGroup(worker.env, code / "logs", cwd=code) as group:
         process = group.worker(concurrency=1)
         assert process.wait(timeout=90) == 3
         log = group.logs[0].read_text(errors="replace")
-    assert "cannot start: FLOWCRAFT_BLUEPRINTS:" in log and "package.json" in log and "$.nodes" in log
-    assert "ready." not in log and "Traceback" not in log
+    [line] = [line for line in log.splitlines() if line.strip()]  # every bad file in one line
+    assert line.startswith("flowcraft: cannot start: FLOWCRAFT_BLUEPRINTS: flows/deep.json: ")
+    assert "flows/huge.json: MALFORMED_BLUEPRINT" in line and "flows/package.json: MALFORMED_BLUEPRINT: $.nodes" in line
 
 
 def test_a_worker_with_a_wrong_service_setting_refuses_to_start_naming_it(
