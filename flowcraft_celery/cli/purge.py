@@ -38,7 +38,8 @@ def purge_command(older_than: float | None, dry_run: bool) -> None:
     Deletes each run's status item, context and output items (Cosmos DB) and ledger, join and
     claim keys (Redis). On Azure, Cosmos DB's TTL already removes runs after the retention; use
     this on the emulator (which has no TTL), for runs a crash left without expiry, or to clean up
-    sooner. Running, awaiting and sleeping runs are never removed.
+    sooner. Running, awaiting and sleeping runs are never removed, nor are other deployments'
+    runs (a deployment is FLOWCRAFT_QUEUE_PREFIX + FLOWCRAFT_DEFAULT_QUEUE).
     """
     from flowcraft_celery.distributed.client import Client
     from flowcraft_celery.distributed.retention import purge

@@ -23,13 +23,22 @@ def boom(ctx: NodeContext) -> Any:
     raise RuntimeError(f"{ctx.node_id} fails on purpose")
 
 
+#: Parallel nodes of `rt-wide`, the backlog test's fan-out.
+WIDE = 25
+
+
 def blueprints() -> list[Blueprint]:
-    """A fan-out with a join (completes), a failing node, a run waiting for an event and a sleeping one."""
+    """A fan-out with a join (completes), a failing node, a run waiting for an event, a sleeping
+    one, and a wide fan-out (the reconcile backlog test)."""
     fan = Flow("rt-fan").node("start", "rt-step").node("join", "rt-step").node("end", "rt-step")
     for branch in ("a", "b", "c"):
         fan.node(branch, "rt-step").edge("start", branch).edge(branch, "join")
+    wide = Flow("rt-wide").node("start", "rt-step").node("join", "rt-step")
+    for i in range(WIDE):
+        wide.node(f"p{i}", "rt-step").edge("start", f"p{i}").edge(f"p{i}", "join")
     return [
         fan.edge("join", "end").build(),
+        wide.build(),
         Flow("rt-fail").node("start", "rt-step").node("boom", "rt-boom").chain("start", "boom").build(),
         Flow("rt-wait").node("start", "rt-step").node("gate", "wait").node("after", "rt-step")
         .chain("start", "gate", "after").build(),

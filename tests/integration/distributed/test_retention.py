@@ -45,6 +45,7 @@ class Services:
 
     short: Client
     default: Client
+    other: Client
     env: dict[str, str]
     tag: str
     redis: redis.Redis
@@ -59,6 +60,11 @@ class Services:
         """The run's Redis keys."""
         return [k.decode() for k in self.redis.scan_iter(f"{self.tag}:*", count=1000) if run_id in k.decode()]
 
+    def everything(self, run_id: str) -> tuple[list[str], list[str], list[str]]:
+        """The ids of the run's status and context items and its Redis keys, sorted."""
+        return (sorted(i["id"] for i in self.items("runs", run_id)),
+                sorted(i["id"] for i in self.items("context", run_id)), sorted(self.keys(run_id)))
+
     def purge(self, *args: str) -> str:
         """Run `flowcraft-celery purge ARGS` as an operator would; its output."""
         done = subprocess.run([sys.executable, "-m", "flowcraft_celery.cli", "purge", *args], cwd=ROOT,
@@ -70,6 +76,13 @@ class Services:
 @pytest.fixture(scope="module")
 def services(services_env: dict[str, str]) -> Iterator[Services]:
     """Unique queue, key prefix and database; the environment the CLI sees too."""
+    with open_services(services_env) as state:
+        yield state
+
+
+@contextlib.contextmanager
+def open_services(services_env: dict[str, str]) -> Iterator[Services]:
+    """Clients over a unique queue, key prefix and database, all removed at the end."""
     tag = names.unique_name("retention")
     env = {**services_env, "FLOWCRAFT_DEFAULT_QUEUE": tag, "FLOWCRAFT_KEY_PREFIX": f"{tag}:",
            "FLOWCRAFT_COSMOS_DATABASE": tag, "FLOWCRAFT_NODE_MODULES": NODES,
@@ -82,7 +95,10 @@ def services(services_env: dict[str, str]) -> Iterator[Services]:
     importlib.reload(celeryconfig)
     short_app = create_app()
     short_app.conf.flowcraft_retention_days = SHORT_DAYS
-    state = Services(Client(short_app), Client(create_app()), env, tag, redis.Redis.from_url(env["REDIS_URL"]))
+    other_app = create_app()  # another deployment in the same database and Redis prefix
+    other_app.conf.task_default_queue = f"{tag}-other"
+    state = Services(Client(short_app), Client(create_app()), Client(other_app), env, tag,
+                     redis.Redis.from_url(env["REDIS_URL"]))
     try:
         yield state
     finally:
@@ -190,6 +206,10 @@ def test_purge_removes_old_finished_runs_from_every_store_and_keeps_waiting_ones
     failed = drive(client, "rt-fail")
     waiting = drive(client, "rt-wait")
     sleeping = drive(client, "rt-sleep")
+    elsewhere = drive(services.other, "rt-fan")  # another deployment's finished run: not purge's
+    assert services.other.status(elsewhere)["status"] == "completed"
+    elsewhere_items = services.everything(elsewhere)
+    assert all(elsewhere_items)
     finished_keys = {r: services.keys(r) for r in (completed, failed)}
     assert all(finished_keys.values())
 
@@ -215,3 +235,24 @@ def test_purge_removes_old_finished_runs_from_every_store_and_keeps_waiting_ones
         assert client.status(run_id)["status"] == status
         assert client.runtime.contexts.snapshot(run_id)["seen.start"] is True
         assert services.keys(run_id)
+    assert services.everything(elsewhere) == elsewhere_items, "purge removed another deployment's run"
+
+
+def test_a_reconcile_pass_keeps_no_celery_result(services: Services) -> None:
+    app = services.default.app
+
+    def kept_result() -> str:
+        """The control: a task whose result is kept."""
+        return "kept"
+
+    kept = app.task(name="rt.kept-result", shared=False)(kept_result)
+    app.conf.task_store_eager_result = True  # eager runs store results like a worker's, unless ignored
+    try:
+        control = kept.apply(task_id=f"{services.tag}-control")
+        passed = app.tasks["flowcraft.reconcile"].apply(kwargs={"stall_seconds": 3600},
+                                                        task_id=f"{services.tag}-reconcile")
+    finally:
+        app.conf.task_store_eager_result = False
+    assert control.successful() and passed.successful(), passed.traceback
+    assert app.AsyncResult(control.id).state == "SUCCESS", "the control's result was not stored"
+    assert app.AsyncResult(passed.id).state == "PENDING", "a reconcile pass left a Celery result"
