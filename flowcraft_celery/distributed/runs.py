@@ -15,6 +15,7 @@ its own run id: starting the same id again returns the run already started.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -80,8 +81,10 @@ def publish_together(app: Celery, graph: Graph, messages: list[Payload], countdo
 
     One message carries `msg`; several carry `msgs`, run one after the other by the task
     (a fan-out then costs one queue send, receive and delete per group instead of per node).
-    Each payload is stamped with `sent` (and `due` when delayed) before it goes out, so the
-    ledger entry written after it records when and until when it is on the queue.
+    Each payload is stamped with `sent` (and `due` when delayed) before it goes out, and `sent`
+    again once the send returned, so a ledger entry written after it records a time no earlier
+    than the queue's insertion of the message, however slow the send (reconcile counts a message
+    as still queued when the queue's oldest message is not younger than its `sent`).
     """
     node = graph.nodes[messages[0]["node"]]
     options: dict[str, Any] = {}
@@ -100,6 +103,9 @@ def publish_together(app: Celery, graph: Graph, messages: list[Payload], countdo
         options["soft_time_limit"] = timeout * 1.5 + 1
     kwargs = {"msg": messages[0]} if len(messages) == 1 else {"msgs": messages}
     app.send_task(node_task_name(node.uses), kwargs=kwargs, **options)
+    sent = time.time()
+    for message in messages:
+        message["sent"] = sent
 
 
 def child_run_id(run_id: str, node_id: str, iteration: int) -> str:
@@ -202,6 +208,9 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
     except Exception as exc:
         _take_back(rt, run_id, written)
         raise StartError(f"run {run_id} not started: {exc}".splitlines()[0]) from exc
+    for node_token, message in messages.items():  # their `sent` is now after the queue took them
+        with contextlib.suppress(Exception):  # best effort: the earlier stamp only makes reconcile re-send sooner
+            rt.ledger.refresh_pending(run_id, node_token, message)
     return run_id
 
 
