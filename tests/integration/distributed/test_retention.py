@@ -245,14 +245,14 @@ def test_a_reconcile_pass_keeps_no_celery_result(services: Services) -> None:
         """The control: a task whose result is kept."""
         return "kept"
 
-    kept = app.task(name="rt.kept-result", shared=False)(kept_result)
-    app.conf.task_store_eager_result = True  # eager runs store results like a worker's, unless ignored
+    kept = app.task(name="rt.kept-result", shared=False, store_eager_result=True)(kept_result)
+    reconcile_task = app.tasks["flowcraft.reconcile"]
+    reconcile_task.store_eager_result = True  # eager runs store results like a worker's, unless ignored
     try:
         control = kept.apply(task_id=f"{services.tag}-control")
-        passed = app.tasks["flowcraft.reconcile"].apply(kwargs={"stall_seconds": 3600},
-                                                        task_id=f"{services.tag}-reconcile")
+        passed = reconcile_task.apply(kwargs={"stall_seconds": 3600}, task_id=f"{services.tag}-reconcile")
     finally:
-        app.conf.task_store_eager_result = False
+        del reconcile_task.store_eager_result
     assert control.successful() and passed.successful(), passed.traceback
     assert app.AsyncResult(control.id).state == "SUCCESS", "the control's result was not stored"
     assert app.AsyncResult(passed.id).state == "PENDING", "a reconcile pass left a Celery result"
