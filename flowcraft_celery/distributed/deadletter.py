@@ -4,8 +4,9 @@ Poison messages: a task message that is a valid Celery message but not a node me
 arguments, fields missing or of the wrong type), a node message of a run that does not exist,
 a node that keeps killing its worker process. The message goes to `<queue>-dlq` (the
 transport's naming) with `x-dead-letter-reason` and `x-dead-letter-queue` headers, as the
-transport's own dead letters carry them, and the original is acknowledged. A WARNING names the
-reason (and the run, when the message names one).
+transport's own dead letters carry them (`dlq show` reads either), under the original task id,
+and the original is acknowledged. A WARNING names the reason (and the run, when the message
+names one).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from celery import Celery, Task
 
-from transports.azurequeue.naming import dead_letter_queue_name
+from transports.azurequeue.naming import DEAD_LETTER_SUFFIX, dead_letter_queue_name
 
 logger = logging.getLogger("flowcraft.deadletter")
 
@@ -74,9 +75,15 @@ def node_message_problem(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str 
 
 
 def source_queue(app: Celery, task: Task) -> str:
-    """The queue the task's message came from (the default queue when the request does not say)."""
+    """The queue the task's message came from (the default queue when the request does not say).
+
+    A message re-driven from a dead-letter queue (`dlq requeue`) still carries that queue as its
+    routing key: its source is the queue the dead-letter queue belongs to."""
     info = getattr(task.request, "delivery_info", None) or {}
-    return str(info.get("routing_key") or info.get("queue") or app.conf.task_default_queue)
+    queue = str(info.get("routing_key") or info.get("queue") or app.conf.task_default_queue)
+    while queue.endswith(DEAD_LETTER_SUFFIX) and len(queue) > len(DEAD_LETTER_SUFFIX):
+        queue = queue[: -len(DEAD_LETTER_SUFFIX)]
+    return queue
 
 
 def dead_letter(app: Celery, task: Task, message: dict[str, Any], reason: str) -> None:
@@ -90,7 +97,7 @@ def dead_letter_arguments(app: Celery, task: Task, args: Sequence[Any], kwargs: 
     message came from, with the reason in its headers."""
     queue = source_queue(app, task)
     dlq = dead_letter_queue_name(queue)
-    app.send_task(task.name, args=list(args), kwargs=dict(kwargs), queue=dlq,
+    app.send_task(task.name, args=list(args), kwargs=dict(kwargs), queue=dlq, task_id=task.request.id,
                   headers={"x-dead-letter-reason": reason, "x-dead-letter-queue": queue})
     run = kwargs.get("msg", {}).get("run") if isinstance(kwargs.get("msg"), dict) else None
     logger.warning("%s moved to %s: %s", f"node message of run {run}" if run else f"{task.name} message", dlq, reason)

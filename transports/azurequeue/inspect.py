@@ -112,9 +112,16 @@ def _celery_parts(payload: dict[str, Any]) -> tuple[str | None, str | None, Any,
 
 
 def _dead_letter_info(envelope: dict[str, Any]) -> dict[str, Any]:
-    """What the transport noted when it dead-lettered a message (`reason`, `queue`, ...)."""
+    """What the transport noted when it dead-lettered a message (`reason`, `queue`, ...), else
+    what the sender put in the message's `x-dead-letter-*` headers (a consumer that moved a
+    message itself, with its own reason)."""
     info = envelope.get("dl")
-    return info if isinstance(info, dict) else {}
+    if isinstance(info, dict):
+        return info
+    payload = envelope.get("m")
+    headers = (payload.get("headers") if isinstance(payload, dict) else None) or {}
+    prefix = "x-dead-letter-"
+    return {k[len(prefix):]: v for k, v in headers.items() if isinstance(k, str) and k.startswith(prefix)}
 
 
 class QueueAdmin:

@@ -259,7 +259,8 @@ def test_dead_letters_are_shown_requeued_and_purged_and_counted_in_the_metrics(d
     first = wait_for(dead_letters, 90, "the rejected message in the dead-letter queue", 1)
     save("dlq-show.txt", deployment.cli("dlq", "show", "tasks").stdout)
     assert [(d["taskId"], d["task"], d["reason"], d["queue"]) for d in first] == [
-        (task_id, "flowcraft.node.op-step", "rejected by the consumer", "tasks")]
+        (task_id, "flowcraft.node.op-step", "not a flowcraft node message: field 'run' must be non-empty text, "
+         "got None", "tasks")]
     listed = {q["queue"]: q for q in deployment.cli_json("queues")["queues"]}
     assert listed["tasks-dlq"]["kind"] == "dead-letter" and listed["tasks-dlq"]["messages"] == 1
     samples = scrape(deployment)

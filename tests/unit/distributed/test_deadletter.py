@@ -3,11 +3,13 @@ is dead-lettered with)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from celery import Celery
 
-from flowcraft_celery.distributed.deadletter import node_message_problem, payload_problem
+from flowcraft_celery.distributed.deadletter import node_message_problem, payload_problem, source_queue
 
 GOOD: dict[str, Any] = {"run": "r1", "bp": "b", "ver": "1", "node": "n", "it": 0, "value": None, "attempt": 1,
                         "dyn": False, "sent": 1.5}
@@ -39,3 +41,12 @@ def test_node_messages_have_no_problem() -> None:
 def test_each_problem_is_named(args: tuple[Any, ...], kwargs: dict[str, Any], reason: str) -> None:
     problem = node_message_problem(args, kwargs)
     assert problem is not None and reason in problem, problem
+
+
+@pytest.mark.parametrize(("routing_key", "queue"), [("tasks", "tasks"), ("tasks-dlq", "tasks"), (None, "dflt")])
+def test_the_source_of_a_message_re_driven_from_a_dead_letter_queue_is_the_queue_it_belongs_to(
+        routing_key: str | None, queue: str) -> None:
+    app = Celery("t", set_as_current=False)
+    app.conf.task_default_queue = "dflt"
+    task = SimpleNamespace(request=SimpleNamespace(delivery_info={"routing_key": routing_key}))
+    assert source_queue(app, task) == queue  # type: ignore[arg-type]
