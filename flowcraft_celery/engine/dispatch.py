@@ -38,11 +38,15 @@ class StalledJoin:
 
     def to_error(self, graph: Graph) -> dict[str, Any]:
         """The run's error record for it (the run ends `stalled`, never `completed`)."""
+        where = f"node {self.node_id!r} (iteration {graph.iteration_label(self.node_id, self.iteration)}) never ran"
+        came = ", ".join(map(repr, self.arrived))
+        if self.missing:
+            why = (f"{came} reached it but {', '.join(map(repr, self.missing))} neither arrived nor was skipped, "
+                   "and no work is left that could bring them")
+        else:
+            why = f"{came} reached it, yet the coordination store did not let it fire (its arrivals were lost)"
         return {"nodeId": self.node_id, "type": "StalledJoin", "iteration": self.iteration,
-                "message": f"node {self.node_id!r} (iteration {graph.iteration_label(self.node_id, self.iteration)}) "
-                           f"never ran: {', '.join(map(repr, self.arrived))} reached it but "
-                           f"{', '.join(map(repr, self.missing))} neither arrived nor was skipped, and no work is "
-                           "left that could bring them"}
+                "message": f"{where}: {why}"}
 
 
 class JoinWatch:

@@ -186,6 +186,35 @@ def after_success(
             raise LoopBoundError(f"node {transition.target!r} would start iteration {passes[-1] + 1}, "
                                  f"over the blueprint's metadata.maxIterations of {bound}")
     out += _skips(graph, iteration, not_taken, _left_loops(graph, origin, taken), taken, origin)
+    out += _back_skips(graph, iteration, not_taken, origin)
+    out += _unused_fallback_skips(graph, node_id, iteration)
+    return out
+
+
+def _unused_fallback_skips(graph: Graph, node_id: str, iteration: int) -> list[Transition]:
+    """A node that succeeded (or was skipped) never needs its `config.fallback` in this
+    iteration: the fallback's own out-edges are dead paths (when no other node names it)."""
+    node = graph.nodes.get(node_id)
+    fallback = node.config.fallback if node is not None else None
+    if not fallback or fallback not in graph.nodes or graph.fallback_for.get(fallback) != node_id:
+        return []
+    if sum(1 for n in graph.nodes.values() if n.config.fallback == fallback) > 1:
+        return []
+    return _skips(graph, iteration, graph.out_edges_at(fallback, iteration), [], origin=node_id)
+
+
+def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], origin: str) -> list[Transition]:
+    """A back edge a node did not take, skipped into its loop head's next pass: the node cannot
+    run again in this pass, so the skip is final there. When no back edge reaches the head's
+    next pass, that pass is skipped and the loop is left (its exits settle the joins after it).
+    Only a node that ran does this: a skipped node's pass never happened."""
+    out: list[Transition] = []
+    for edge in not_taken:
+        if graph.is_back_edge(edge):
+            try:
+                out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True, back=True))
+            except LoopBoundError:  # a pass that could not start anyway
+                continue
     return out
 
 
@@ -195,7 +224,7 @@ def after_skip(graph: Graph, node_id: str, iteration: int) -> list[Transition]:
     A loop head is skipped only when its loop is not entered: the whole loop is left."""
     edges = graph.out_edges_at(node_id, iteration)
     left = [node_id] if node_id in graph.loop_heads else []
-    return _skips(graph, iteration, edges, left, origin=node_id)
+    return _skips(graph, iteration, edges, left, origin=node_id) + _unused_fallback_skips(graph, node_id, iteration)
 
 
 def _left_loops(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> list[str]:
@@ -215,7 +244,7 @@ def _left_loops(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> list
 
 def _skips(graph: Graph, iteration: int, edges: Iterable[EdgeDefinition], left: list[str],
            taken: Iterable[EdgeDefinition] = (), origin: str | None = None) -> list[Transition]:
-    """Skips to propagate: never along a back edge; out of a loop only once it is left (then
+    """Skips to propagate: never along a back edge (see `_back_skips`); out of a loop only once it is left (then
     every exit of the loop not taken is skipped, in the iteration the loop was left in, unless
     it also leaves an outer loop still running).
     `iteration` is `origin`'s execution's (the node that finished or was skipped)."""
