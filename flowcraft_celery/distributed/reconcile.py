@@ -7,7 +7,8 @@ only when it is really lost, never when evidence says it is still on its way:
   (or came due) less than the stall threshold ago;
 - its node is running: the execution lease of its token is alive;
 - it is still queued: its queue's oldest visible message is not younger than it
-  (`queue_evidence`), however deep the backlog.
+  (`queue_evidence`), however deep the backlog;
+- a live worker has taken it off the queue and not started it yet (prefetched; `in_flight`).
 A run whose Redis state was lost is rebuilt first (`recovery`); a run with nothing pending
 completes only on durable evidence. Each run is taken under a lock, so two beats are safe;
 duplicates that slip through are harmless because node messages take effect once.
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 from celery import Celery
 
+from flowcraft_celery.distributed.in_flight import WorkerHands
 from flowcraft_celery.distributed.queue_evidence import QueueFronts
 from flowcraft_celery.distributed.recovery import complete, ensure_state
 from flowcraft_celery.distributed.runs import Payload, notify_parent, publish, run_graph
@@ -57,6 +59,7 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None) -> R
     owner = uuid.uuid4().hex
     threshold = rt.stall_seconds if stall_seconds is None else stall_seconds
     fronts = QueueFronts(app)
+    hands = WorkerHands(app)
     for doc in list(rt.statuses.find_stalled(threshold, now)):
         report.stalled += 1
         run_id = doc["runId"]
@@ -64,7 +67,7 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None) -> R
         if not rt.coordination.acquire(lock, owner, ttl=60):
             continue
         try:
-            _reconcile_run(app, rt, run_id, str(doc.get("blueprintId")), threshold, now, fronts, report)
+            _reconcile_run(app, rt, run_id, str(doc.get("blueprintId")), threshold, now, (fronts, hands), report)
         except Exception:
             logger.exception("run %s: reconcile failed", run_id)
             report.failed += 1
@@ -75,7 +78,7 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None) -> R
 
 
 def _reconcile_run(app: Celery, rt: Runtime, run_id: str, blueprint_id: str, threshold: float, now: float,
-                   fronts: QueueFronts, report: ReconcileReport) -> None:
+                   evidence: tuple[QueueFronts, WorkerHands], report: ReconcileReport) -> None:
     """Re-publish what one stalled run really lost."""
     blueprint = rt.blueprints.get(blueprint_id)
     if blueprint is None:
@@ -96,7 +99,7 @@ def _reconcile_run(app: Celery, rt: Runtime, run_id: str, blueprint_id: str, thr
         if message.get("childRun"):
             report.republished += int(_child_ended_unnoticed(app, rt, str(message["childRun"])))
             continue
-        reason = _still_on_its_way(app, rt, graph, run_id, node_token, message, threshold, now, fronts)
+        reason = _still_on_its_way(app, rt, graph, run_id, node_token, message, threshold, now, evidence)
         if reason is not None:
             setattr(report, reason, getattr(report, reason) + 1)
             continue
@@ -108,7 +111,7 @@ def _reconcile_run(app: Celery, rt: Runtime, run_id: str, blueprint_id: str, thr
 
 
 def _still_on_its_way(app: Celery, rt: Runtime, graph: Graph, run_id: str, node_token: str, message: Payload,
-                      threshold: float, now: float, fronts: QueueFronts) -> str | None:
+                      threshold: float, now: float, evidence: tuple[QueueFronts, WorkerHands]) -> str | None:
     """Why a pending message is not lost (`delayed`, `running`, `queued`), or None if it is."""
     sent = float(message.get("sent") or 0)
     due = float(message.get("due") or message.get("wakeAt") or 0)
@@ -118,8 +121,11 @@ def _still_on_its_way(app: Celery, rt: Runtime, graph: Graph, run_id: str, node_
         return "running"
     node = graph.nodes.get(str(message.get("node")))
     queue = (node.config.queue if node is not None else None) or str(app.conf.task_default_queue)
+    fronts, hands = evidence
     if sent and fronts.still_queued(queue, sent):
         return "queued"
+    if hands.hold(run_id, node_token):  # taken off the queue by a live worker, not started yet
+        return "running"
     return None
 
 

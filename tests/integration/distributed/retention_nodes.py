@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flowcraft_celery.engine.context import NodeContext
@@ -17,6 +18,17 @@ def step(ctx: NodeContext) -> Any:
     return ctx.node_id
 
 
+#: Seconds the `rt-long` node takes (the in-flight test's busy worker).
+LONG = 15.0
+
+
+@node("rt-long")
+def long(ctx: NodeContext) -> Any:
+    """Keep a worker's only pool process busy for LONG seconds."""
+    time.sleep(LONG)
+    return ctx.node_id
+
+
 @node("rt-boom")
 def boom(ctx: NodeContext) -> Any:
     """Fail every attempt."""
@@ -29,7 +41,7 @@ WIDE = 25
 
 def blueprints() -> list[Blueprint]:
     """A fan-out with a join (completes), a failing node, a run waiting for an event, a sleeping
-    one, and a wide fan-out (the reconcile backlog test)."""
+    one, a wide fan-out and a long node (the reconcile backlog tests)."""
     fan = Flow("rt-fan").node("start", "rt-step").node("join", "rt-step").node("end", "rt-step")
     for branch in ("a", "b", "c"):
         fan.node(branch, "rt-step").edge("start", branch).edge(branch, "join")
@@ -39,6 +51,7 @@ def blueprints() -> list[Blueprint]:
     return [
         fan.edge("join", "end").build(),
         wide.build(),
+        Flow("rt-long").node("start", "rt-long").build(),
         Flow("rt-fail").node("start", "rt-step").node("boom", "rt-boom").chain("start", "boom").build(),
         Flow("rt-wait").node("start", "rt-step").node("gate", "wait").node("after", "rt-step")
         .chain("start", "gate", "after").build(),

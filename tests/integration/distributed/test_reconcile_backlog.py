@@ -3,8 +3,9 @@ short stall threshold. Reconcile must re-send none of them (they are queued, not
 backlog never grows because of it; once they are really gone, it re-sends each exactly once.
 
 No worker process: each run's start node is executed here (`task.apply`), as a worker would before
-the workers stopped, and its fan-out's messages go to the real Azure queue. The killed-worker
-counterpart (a message in flight when its worker died is still re-driven) is
+the workers stopped, and its fan-out's messages go to the real Azure queue. A message that a
+live worker has taken off the queue but not started (prefetched behind a long node) is not re-sent
+either. The killed-worker counterpart (a message in flight when its worker died is still re-driven) is
 tests/integration/faults/test_reconcile_evidence.py::test_a_killed_workers_message_is_still_re_driven.
 """
 
@@ -12,16 +13,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
+from flowcraft_celery.devtools.workers import WorkerGroup
+from flowcraft_celery.distributed.in_flight import WorkerHands
 from flowcraft_celery.distributed.reconcile import ReconcileReport, reconcile
 from flowcraft_celery.distributed.runs import node_task_name
 from flowcraft_celery.model.graph import Graph
-from tests.integration.distributed.retention_nodes import WIDE
-from tests.integration.distributed.test_retention import Services, open_services, wait_for
+from tests.integration.distributed.retention_nodes import LONG, WIDE
+from tests.integration.distributed.test_retention import ROOT, Services, open_services, wait_for
 from transports.azurequeue.naming import azure_queue_name
 
 RUNS = 8
@@ -89,3 +93,22 @@ def test_reconcile_re_sends_nothing_still_queued_in_a_backlog_and_lost_messages_
     report = _pass(services)  # what it re-sent waits in the queue: not re-sent again
     assert report.republished == 0 and report.queued == backlog, report
     assert _length(queue) == backlog
+
+
+def test_reconcile_leaves_a_message_a_live_worker_prefetched_and_has_not_started(
+        services: Services, tmp_path: Path) -> None:
+    client = services.default
+    app, rt = client.app, client.runtime
+    with WorkerGroup(services.env, tmp_path, cwd=ROOT) as group:
+        group.worker(concurrency=1)  # one pool process; it prefetches more messages than it runs
+        group.wait_ready(90)
+        busy = client.start("rt-long").run_id
+        wait_for(lambda: rt.coordination.holder(f"exec:{busy}:start@0") is not None, 60, "the long node to start")
+        waiting = client.start("rt-long").run_id  # taken off the queue, waits behind the long node
+        wait_for(lambda: WorkerHands(app).hold(waiting, "start@0"), 30, "the worker to prefetch the second run")
+        report = reconcile(app, rt, stall_seconds=0.5)
+        assert rt.coordination.holder(f"exec:{waiting}:start@0") is None, "the second run started too soon"
+        assert report.republished == 0 and report.queued == 0 and report.running >= 1, report
+        for run_id in (busy, waiting):
+            assert client.wait(run_id, 2 * LONG + 60)["status"] == "completed"
+        assert sum(log.read_text().count("] received") for log in group.logs) == 2, "a message was sent twice"
