@@ -187,14 +187,16 @@ def test_the_frontier_replays_a_nested_run_as_complete_and_lists_its_join_scopes
     store = MemoryContextStore()
     coordination = Scopes()
     runner = LocalRunner(calls.registry, context_store=store, coordination=coordination)
-    result = runner.run(nested().build(), {"o": 0})
+    flow = (nested().node("fb", "echo").node("fx", "echo").node("fj", "echo").node("plain2", "echo", fallback="fb")
+            .edge("obody", "plain2").edge("fb", "fj").edge("fb", "fx").edge("fx", "fj"))  # skips of an unused fallback
+    result = runner.run(flow.build(), {"o": 0})
     assert result.status == "completed", result.errors
     outputs = {(o.node_id, o.iteration): o for o in store.outputs(result.run_id)}
-    replay = frontier(Graph(nested().build()), result.run_id, outputs, None,
+    replay = frontier(Graph(flow.build()), result.run_id, outputs, None,
                       lambda key: result.context.get(key, MISSING))
     assert replay.complete and not replay.stalled and not replay.pending
     tokens = [f"{n}@{it}" for n, it in outputs]
-    scopes = set(dispatch.join_scopes(Graph(nested().build()), result.run_id, tokens))
+    scopes = set(dispatch.join_scopes(Graph(flow.build()), result.run_id, tokens))
     assert coordination.used and coordination.used <= scopes  # what retention expires covers every join used
 
 
