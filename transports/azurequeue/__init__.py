@@ -90,8 +90,12 @@ thread renews it at half the visibility timeout until it is acked, however long 
 prefetch buffer or runs), and hands deliveries to an inbox. A Celery worker watches the inbox's
 descriptor on its event loop (``asynchronous=True``, so Celery runs ``asynloop`` with the prefork
 pool's non-blocking semaphore), so a full pool never stalls receiving, renewing, acking, remote
-control or events; a plain Kombu ``drain_events(timeout)`` waits on the inbox. Acks, requeues and
-dead-lettering run on ``settle_threads`` threads. Publishing is a direct request from the caller.
+control or events; a plain Kombu ``drain_events(timeout)`` waits on the inbox. With Redis, a second
+thread owns the transient queues (control, replies, events; see below): it keeps them alive and
+waits on their lists alone, so a hung Azure request (an outage, a slow network) delays neither
+``celery inspect`` nor control, and the worker's pidbox queue never lapses meanwhile. Acks,
+requeues and dead-lettering run on ``settle_threads`` threads. Publishing is a direct request
+from the caller.
 
 Wake-up
 =======
@@ -118,8 +122,9 @@ with its connection (auto-delete ones with their last consumer). ``celery inspec
 ``status`` and Flower therefore work at Celery's default timeouts against idle and busy
 workers, and a client reusing its reply queue between calls never loses a reply. Messages of
 transient queues are delivered at most once (Celery sends them without acks).
-Without Redis they are Azure queues as well: ``celery inspect`` then needs ``--timeout``
-about 1.5 x ``max_polling_interval`` and Flower ``--inspect_timeout`` likewise.
+Without Redis they are Azure queues as well, found by polling like any other: a reply can take
+up to about 1.5 x ``max_polling_interval``, far beyond Celery's 1 s default, so configure
+``redis_url`` wherever remote control or Flower is used (every Flowcraft deployment has Redis).
 
 Request costs
 =============

@@ -5,10 +5,14 @@ says so and only while their channel has prefetch room, holds every received mes
 (the lease keeper renews it from then on), keeps a message that came a little early (a delayed
 message is made visible up to a second before it is due) until its due time, and puts
 deliveries into the `Inbox`, which wakes the consuming thread. With Redis it waits in one
-BLPOP on: the lists of the transient queues it consumes (control, replies, events), the
-wake-up and due tokens of its Azure queues, and its own nudge list (the consuming thread
-nudges it when a consumer is added or prefetch room opens). Without Redis it sleeps until the
-next scheduled poll or a nudge. It also runs the periodic upkeep (queue heartbeats).
+BLPOP on the wake-up and due tokens of its Azure queues and its own nudge list (the consuming
+thread nudges it when a consumer is added or prefetch room opens). Without Redis it sleeps
+until the next scheduled poll or a nudge. It also runs the periodic upkeep (queue heartbeats).
+
+With Redis, a second thread owns the transient queues (control, replies, events): it keeps
+them alive and waits in its own BLPOP on their lists and its nudge list. So a stalled Azure
+request (an outage, a slow network) never holds up `celery inspect`, control, replies or
+events, and never lets the worker's pidbox queue expire.
 
 Batching: a channel that holds nothing polls as soon as it is woken (latency); one that
 already holds messages waits until no more than a quarter of its prefetch is held (with
@@ -82,6 +86,8 @@ class Source(Protocol):
 
     def upkeep(self, now: float) -> None: ...
 
+    def transient_upkeep(self, now: float) -> None: ...
+
 
 class Receiver:
     """Runs the receive loop of one connection on a daemon thread."""
@@ -115,12 +121,18 @@ class Receiver:
         self._starving: set[Hashable] = set()
         self._redis_down_until = 0.0
         self._thread: threading.Thread | None = None
+        self._transient_thread: threading.Thread | None = None
+        self._transient_nudge = f"{signals.nudge_key}:transient" if signals is not None else ""
 
     def start(self) -> None:
-        """Start the thread (once)."""
+        """Start the thread (once), and the transient queues' thread with Redis."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="azurequeue-receiver", daemon=True)
             self._thread.start()
+        if self._transient_thread is None and self._transient is not None and self._blocking is not None:
+            self._transient_thread = threading.Thread(
+                target=self._run_transient, name="azurequeue-transient", daemon=True)
+            self._transient_thread.start()
 
     def wake(self, queue: str | None = None) -> None:
         """Interrupt the wait: poll `queue` at once (if given) and re-read what is consumed."""
@@ -128,6 +140,11 @@ class Receiver:
             with self._lock:
                 self._schedule.wake(queue, time.monotonic())
         self._interrupt()
+
+    def wake_transient(self) -> None:
+        """Interrupt the transient queues' wait: the set of consumed transient queues changed."""
+        if self._signals is not None and self._transient_thread is not None:
+            self._signals.nudge(self._transient_nudge)
 
     def room_opened(self, owner: Hashable) -> None:
         """The consuming thread acked or rejected: interrupt the wait if `owner` lacked room."""
@@ -146,9 +163,13 @@ class Receiver:
         """Stop the thread and return the payloads it still held for later delivery."""
         self._stop.set()
         self._interrupt()
+        self.wake_transient()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
+        transient, self._transient_thread = self._transient_thread, None
+        if transient is not None and transient is not threading.current_thread():
+            transient.join(timeout=MAX_WAIT + 2)
         with self._lock:
             held = [entry[4] for entry in self._timed]
             self._timed.clear()
@@ -239,10 +260,6 @@ class Receiver:
         assert self._signals is not None and self._blocking is not None
         signals = self._signals
         keys: dict[str, tuple[str, str]] = {}
-        if self._transient is not None:
-            for queue, consumption in table.items():
-                if consumption.transient:
-                    keys[self._transient.list_key(queue)] = ("transient", queue)
         for queue in azure:
             keys[signals.due_key(queue)] = ("due", queue)
         for queue in ready:
@@ -257,9 +274,7 @@ class Receiver:
         key, value = (_text(part) for part in popped)
         kind, queue = keys.get(key, ("nudge", ""))
         now = time.monotonic()
-        if kind == "transient":
-            self._deliver_transient(queue, table[queue], value)
-        elif kind == "wake":
+        if kind == "wake":
             consumption = azure[queue]
             with self._lock:
                 self._taken[queue] = self._taken.get(queue, 0) + token_worth(value)
@@ -269,6 +284,32 @@ class Receiver:
             if at is not None:
                 with self._lock:
                     self._schedule.expect(queue, now + max(0.0, at - time.time()) + DUE_SLACK)
+
+    def _run_transient(self) -> None:
+        """The transient queues' loop: keep them alive, deliver what their lists receive."""
+        while not self._stop.is_set():
+            try:
+                self._step_transient()
+            except redis.RedisError as exc:
+                logger.warning("Redis failed; control, reply and event queues wait %.0f s: %r", REDIS_RETRY, exc)
+                self._stop.wait(REDIS_RETRY)
+            except Exception as exc:
+                logger.error("Receiving from transient queues failed, retrying: %r", exc)
+                self._stop.wait(ERROR_PAUSE)
+
+    def _step_transient(self) -> None:
+        """One turn of the transient loop: upkeep, then one BLPOP of up to MAX_WAIT."""
+        assert self._transient is not None and self._blocking is not None
+        self._source.transient_upkeep(time.monotonic())
+        table = {q: c for q, c in self._source.consumption().items() if c.transient}
+        keys = {self._transient.list_key(queue): queue for queue in table}
+        popped = self._blocking.blpop([*keys, self._transient_nudge], timeout=MAX_WAIT)
+        if popped is None or self._stop.is_set():
+            return
+        key, value = (_text(part) for part in popped)
+        queue = keys.get(key)
+        if queue is not None:
+            self._deliver_transient(queue, table[queue], value)
 
     def _deliver_transient(self, queue: str, consumption: Consumption, text: str) -> None:
         """Hand a message popped from a transient queue to the inbox."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Hashable
 from typing import Any
@@ -178,18 +179,23 @@ class Transport(virtual.Transport):
 
         Redis is asked on every publish to an exchange without Azure queues (control, replies,
         events: a new reply queue must be found at once) and at most once a second for one
-        with Azure queues (task exchanges: a publish costs no extra Redis round trip)."""
-        table = self.registry.routes(exchange)
-        if self.transient is not None:
-            now = time.monotonic()
-            cached = self._transient_routes.get(exchange)
-            if not table or cached is None or now - cached[0] > TRANSIENT_ROUTES_CACHE:
-                cached = (now, self.transient.routes(exchange))
-                self._transient_routes[exchange] = cached
-            for kind, key, queue in cached[1]:
-                self._transient_names.add(queue)
-                pattern = _TOPIC.key_to_pattern(key) if kind == "topic" else None
-                table.append((key, pattern, queue))
+        with Azure queues (task exchanges: a publish costs no extra Redis round trip). An
+        exchange with queues in Redis takes the Azure table as this process last read it, so
+        control, replies and events never wait on an Azure request (the event loop sends them)."""
+        if self.transient is None:
+            return self.registry.routes(exchange)
+        now = time.monotonic()
+        table = self.registry.routes(exchange, max_age=math.inf)
+        cached = self._transient_routes.get(exchange)
+        if not table or cached is None or now - cached[0] > TRANSIENT_ROUTES_CACHE:
+            cached = (now, self.transient.routes(exchange))
+            self._transient_routes[exchange] = cached
+        if not cached[1]:
+            return self.registry.routes(exchange)
+        for kind, key, queue in cached[1]:
+            self._transient_names.add(queue)
+            pattern = _TOPIC.key_to_pattern(key) if kind == "topic" else None
+            table.append((key, pattern, queue))
         return table
 
     def exchange_type(self, exchange: str) -> str | None:
@@ -265,7 +271,10 @@ class Transport(virtual.Transport):
         """Start receiving `queue` for `channel` on the I/O thread."""
         consumption = Consumption(channel, channel.qos, self.is_transient(queue))
         self._consumed = {**self._consumed, queue: consumption}
-        self._receiving().wake(queue)
+        if consumption.transient:
+            self._receiving().wake_transient()
+        else:
+            self._receiving().wake(queue)
 
     def cancel(self, queue: str) -> None:
         """Stop receiving `queue`."""
@@ -299,14 +308,17 @@ class Transport(virtual.Transport):
         if lease is not None:
             self.keeper.settle(lease, self.queues.release)
 
-    def upkeep(self, now: float) -> None:
-        """Periodic work of a consuming connection (I/O thread): keep transient queues alive,
-        reap abandoned ones."""
+    def transient_upkeep(self, now: float) -> None:
+        """Keep this process's transient queues in Redis alive (the transient queues' thread)."""
         transient = self.transient
         ttl = transient.min_ttl() if transient is not None else None
         if transient is not None and ttl is not None and now - self._last_keepalive >= ttl / 3:
             self._last_keepalive = now
             transient.keepalive()
+
+    def upkeep(self, now: float) -> None:
+        """Periodic work of a consuming connection (I/O thread): queue heartbeats, reap abandoned
+        Azure queues."""
         if now - self._last_heartbeat >= self.options.queue_heartbeat_interval:
             self._last_heartbeat = now
             consumed = [q for q, c in self._consumed.items() if not c.transient]

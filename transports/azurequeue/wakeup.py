@@ -204,12 +204,13 @@ class WakeSignals:
         """Drop tokens worth up to `count` messages of `queue` (their messages came in a batch)."""
         self.claim(queue, count)
 
-    def nudge(self) -> None:
-        """Interrupt this process's own blocking wait (a consumer was added, room opened)."""
+    def nudge(self, key: str | None = None) -> None:
+        """Interrupt this process's own blocking wait (a consumer was added, room opened) on
+        `nudge_key` or on `key`."""
         if time.monotonic() < self._paused_until:
             return
         try:
-            self._push(keys=[self.nudge_key], args=[NOW_TOKEN, 1, 10_000])
+            self._push(keys=[key or self.nudge_key], args=[NOW_TOKEN, 1, 10_000])
         except redis.RedisError as exc:
             self._warn(exc)
 

@@ -83,9 +83,10 @@ def test_idle_consumer_wakes_on_a_signal_in_under_a_second_without_polling_more(
             before = STATS.snapshot().get("queue.receive", 0)
             drain_until(conn, lambda: False, 6)
             idle_polls = STATS.snapshot().get("queue.receive", 0) - before
-            with with_redis(unique_prefix) as other:
+            with with_redis(unique_prefix) as other:  # a sender only: a SimpleQueue would consume too
+                producer = Producer(other.default_channel)
                 sent = time.monotonic()
-                other.SimpleQueue("wakes").put("wake up")
+                producer.publish("wake up", exchange="", routing_key="wakes")
             drain_until(conn, lambda: got, 10)
         queue(conn.default_channel).delete()
     assert idle_polls <= 1, f"{idle_polls} receives in 6 s idle"

@@ -104,13 +104,14 @@ class Processes:
     prefix: str
     redis: bool = True
     started: list[Process] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self, name: str, argv: list[str], visibility: int = 30) -> Process:
         """Start `argv` in its own session with the test app's environment."""
         log = self.directory / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                argv, cwd=ROOT, env=child_env(self.prefix, visibility, self.redis), stdout=out,
+                argv, cwd=ROOT, env={**child_env(self.prefix, visibility, self.redis), **self.env}, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
         process = Process(proc, log)
