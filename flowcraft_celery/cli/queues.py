@@ -18,12 +18,42 @@ def _app() -> Any:
 
 
 def _admin(app: Any) -> Any:
+    from flowcraft_celery.cli.errors import EXIT_CONFIG, as_command_error
     from flowcraft_celery.distributed.queues import NotAzureQueueBroker, queue_admin
 
     try:
-        return queue_admin(app)
-    except (NotAzureQueueBroker, ValueError) as exc:
+        admin = queue_admin(app)
+    except NotAzureQueueBroker as exc:
         raise click.ClickException(str(exc)) from exc
+    except ValueError as exc:  # a storage setting that does not parse: named when we know it
+        explained = as_command_error(exc)
+        raise explained if explained.exit_code == EXIT_CONFIG else click.ClickException(str(exc)) from exc
+    _refused_at_once()
+    return admin
+
+
+def _refused_at_once(timeout: float = 3.0) -> None:
+    """Fail at once when the storage endpoint of AZURE_STORAGE_CONNECTION_STRING refuses connections:
+    the Azure SDK would retry for about 85 s before saying so."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from flowcraft_celery.distributed.problems import STORAGE_ENV, ServiceUnreachable
+
+    parts = dict(p.split("=", 1) for p in os.environ.get(STORAGE_ENV, "").split(";") if "=" in p)
+    endpoint = parts.get("QueueEndpoint") or ""
+    url = urlparse(endpoint)
+    if not url.hostname:
+        return  # an Azure account (its own host name), or the account URL is in CELERY_BROKER_URL
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except ConnectionRefusedError as exc:
+        raise ServiceUnreachable("Azure Storage", endpoint, STORAGE_ENV, "connection refused",
+                                 f"start it (`flowcraft-celery services up`) or fix the endpoint in {STORAGE_ENV}"
+                                 ) from exc
+    except OSError:
+        return  # slow or unknown: the SDK's own retries and message apply
 
 
 @click.command("queues")

@@ -88,9 +88,9 @@ class Deployment:
         return subprocess.run([sys.executable, "-m", "flowcraft_celery.cli", *args], env=self.environment(**extra),
                               cwd=self.folder, capture_output=True, text=True, timeout=timeout, check=False)
 
-    def later(self, *args: str, **extra: str) -> Future[subprocess.CompletedProcess[str]]:
+    def later(self, *args: str, timeout: float = 90, **extra: str) -> Future[subprocess.CompletedProcess[str]]:
         """`run`, started now in the background; `.result()` waits for it."""
-        return _SIDE_BY_SIDE.submit(self.run, *args, **extra)
+        return _SIDE_BY_SIDE.submit(self.run, *args, timeout=timeout, **extra)
 
 
 #: Commands of one test that may run side by side (each is its own process, mostly waiting).
@@ -176,6 +176,11 @@ def test_wrong_settings_are_one_line_naming_the_setting(services_env: dict[str, 
         (user.later("runs", REDIS_URL=f"secret@127.0.0.1:{port}"), 3, ["REDIS_URL", "not a Redis URL", "redis://"]),
         (user.later("runs", FLOWCRAFT_COSMOS_VERIFY_TLS="maybe"), 3, ["FLOWCRAFT_COSMOS_VERIFY_TLS", "'maybe'"]),
         (user.later("runs", FLOWCRAFT_STALL_SECONDS="soon"), 3, ["FLOWCRAFT_STALL_SECONDS", "'soon'", "default"]),
+        # queue commands: a refused storage endpoint at once (not after the SDK's 85 s of retries)
+        (user.later("queues", AZURE_STORAGE_CONNECTION_STRING=storage_on(port), timeout=20), 4,
+         ["Azure Storage", f"127.0.0.1:{port}", "AZURE_STORAGE_CONNECTION_STRING", "connection refused"]),
+        (user.later("dlq", "show", "flowcraft", AZURE_STORAGE_CONNECTION_STRING="<unset>"), 3,
+         ["AZURE_STORAGE_CONNECTION_STRING is not set"]),
     ]
     said = set()
     for pending, code_, words in checks:
