@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from flowcraft_celery.devtools import devservices
 from tests.integration import names
+from tests.integration.celery_settings import environ_applied
 
 _HERE = Path(__file__).parent
 
@@ -27,16 +27,10 @@ def services_env() -> Iterator[dict[str, str]]:
     """Bring the dev services up for the session, export their env vars, stop what it started."""
     ports = devservices.Ports.from_env()
     env = devservices.up(ports)
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
     try:
-        yield env
+        with environ_applied(env):
+            yield env
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         devservices.down(ports, only_started_here=True)
 
 

@@ -10,13 +10,11 @@ items wait for `purge`, which the second test checks removes everything.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,8 @@ from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import FINAL_STATES
 from flowcraft_celery.stores.cosmos_client import get_client
 from tests.integration import names
+from tests.integration.celery_settings import settings_applied
+from tests.integration.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 NODES = "tests.integration.distributed.retention_nodes"
@@ -87,35 +87,26 @@ def open_services(services_env: dict[str, str]) -> Iterator[Services]:
     env = {**services_env, "FLOWCRAFT_DEFAULT_QUEUE": tag, "FLOWCRAFT_KEY_PREFIX": f"{tag}:",
            "FLOWCRAFT_COSMOS_DATABASE": tag, "FLOWCRAFT_NODE_MODULES": NODES,
            "FLOWCRAFT_BLUEPRINTS": f"{NODES}:blueprints", "FLOWCRAFT_TASK_EVENTS": "false", "PYTHONPATH": str(ROOT)}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    import celeryconfig
-    from flowcraft_celery.distributed.app import create_app
+    with settings_applied(env):
+        from flowcraft_celery.distributed.app import create_app
 
-    importlib.reload(celeryconfig)
-    short_app = create_app()
-    short_app.conf.flowcraft_retention_days = SHORT_DAYS
-    other_app = create_app()  # another deployment in the same database and Redis prefix
-    other_app.conf.task_default_queue = f"{tag}-other"
-    state = Services(Client(short_app), Client(create_app()), Client(other_app), env, tag,
-                     redis.Redis.from_url(env["REDIS_URL"]))
-    try:
-        yield state
-    finally:
-        for key in state.redis.scan_iter(f"{tag}:*"):
-            state.redis.delete(key)
-        queues = QueueServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"])
-        for queue in queues.list_queues(name_starts_with=tag):
+        short_app = create_app()
+        short_app.conf.flowcraft_retention_days = SHORT_DAYS
+        other_app = create_app()  # another deployment in the same database and Redis prefix
+        other_app.conf.task_default_queue = f"{tag}-other"
+        state = Services(Client(short_app), Client(create_app()), Client(other_app), env, tag,
+                         redis.Redis.from_url(env["REDIS_URL"]))
+        try:
+            yield state
+        finally:
+            for key in state.redis.scan_iter(f"{tag}:*"):
+                state.redis.delete(key)
+            queues = QueueServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"])
+            for queue in queues.list_queues(name_starts_with=tag):
+                with contextlib.suppress(Exception):
+                    queues.delete_queue(queue.name)
             with contextlib.suppress(Exception):
-                queues.delete_queue(queue.name)
-        with contextlib.suppress(Exception):
-            get_client().delete_database(tag)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        importlib.reload(celeryconfig)
+                get_client().delete_database(tag)
 
 
 def settle(client: Client, run_id: str, blueprint_id: str) -> str:
@@ -140,15 +131,6 @@ def settle(client: Client, run_id: str, blueprint_id: str) -> str:
 def drive(client: Client, blueprint_id: str) -> str:
     """Start a run and settle it."""
     return settle(client, client.start(blueprint_id).run_id, blueprint_id)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll until `condition` holds (AssertionError naming `what` otherwise)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.25)
 
 
 def _gone(client: Client, run_id: str) -> bool:

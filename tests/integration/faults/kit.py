@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from flowcraft_celery.devtools.workers import WorkerGroup
 from flowcraft_celery.distributed.client import Client
 from flowcraft_celery.stores.base import FINAL_STATES, RecordedOutput, RunStatusDoc
 from tests.integration import names
+from tests.integration.celery_settings import settings_applied
 from transports.azurequeue import wire
 from transports.azurequeue.naming import azure_queue_name, dead_letter_queue_name
 
@@ -121,15 +121,6 @@ def assert_recorded_once(kit: FaultKit, run_id: str, nodes: set[str]) -> None:
     assert all(n == 1 for n in recorded.values())
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.3) -> None:
-    """Poll until `condition` holds (AssertionError naming `what` otherwise)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 def is_final(doc: Mapping[str, Any]) -> bool:
     """Whether a status document is final."""
     return doc.get("status") in FINAL_STATES
@@ -144,25 +135,16 @@ def fault_kit(service_env: Mapping[str, str], log_dir: Path, tag: str, **setting
            "FLOWCRAFT_COSMOS_DATABASE": unique, "FLOWCRAFT_NODE_MODULES": NODES,
            "FLOWCRAFT_BLUEPRINTS": f"{NODES}:blueprints", "FLOWCRAFT_TASK_EVENTS": "false",
            "FAULT_CALLS_FILE": str(log_dir / "calls.txt"), **settings}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    import celeryconfig
-    from flowcraft_celery.distributed.app import create_app
+    with settings_applied(env):
+        from flowcraft_celery.distributed.app import create_app
 
-    importlib.reload(celeryconfig)
-    # Celery takes producers from kombu's process-wide pools, keyed by the broker URL: every
-    # module's `azurequeue://` looks the same, so a pool left by another module would publish to
-    # that module's (private, maybe stopped) Azurite.
-    pools.reset()
-    kit = FaultKit(Client(create_app()), env, log_dir, log_dir / "calls.txt")
-    try:
-        yield kit
-    finally:
-        kit.stop_all()
+        # Celery takes producers from kombu's process-wide pools, keyed by the broker URL: every
+        # module's `azurequeue://` looks the same, so a pool left by another module would publish to
+        # that module's (private, maybe stopped) Azurite.
         pools.reset()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        importlib.reload(celeryconfig)
+        kit = FaultKit(Client(create_app()), env, log_dir, log_dir / "calls.txt")
+        try:
+            yield kit
+        finally:
+            kit.stop_all()
+            pools.reset()

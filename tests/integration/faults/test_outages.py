@@ -19,8 +19,9 @@ import pytest
 
 from flowcraft_celery.devtools.workers import WorkerGroup
 from tests.integration.faults import fault_nodes
-from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit, wait_for
+from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit
 from tests.integration.faults.private import PrivateServices
+from tests.integration.polling import wait_for
 
 RUN_TIMEOUT = 180.0
 #: Crashes allowed before a node fails its run (the default is 5; fewer keeps the test short).

@@ -14,7 +14,8 @@ import pytest
 
 from flowcraft_celery.distributed.reconcile import reconcile
 from tests.integration.faults import fault_nodes
-from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit, wait_for
+from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit
+from tests.integration.polling import wait_for
 
 RUN_TIMEOUT = 150.0
 BACKLOG = 8

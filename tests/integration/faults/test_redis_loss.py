@@ -17,8 +17,9 @@ import redis
 from flowcraft_celery.devtools.workers import WorkerGroup
 from flowcraft_celery.distributed.runs import payload
 from tests.integration.faults import fault_nodes
-from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit, is_final, wait_for
+from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit, is_final
 from tests.integration.faults.private import PrivateServices
+from tests.integration.polling import wait_for
 
 RUN_TIMEOUT = 150.0
 

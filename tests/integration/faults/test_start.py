@@ -20,8 +20,9 @@ import pytest
 
 from flowcraft_celery.devtools.devservices import AZURITE_KEY, HOST
 from flowcraft_celery.distributed.runs import RunError
-from tests.integration.faults.kit import ROOT, FaultKit, assert_recorded_once, fault_kit, wait_for
+from tests.integration.faults.kit import ROOT, FaultKit, assert_recorded_once, fault_kit
 from tests.integration.faults.private import free_ports
+from tests.integration.polling import wait_for
 
 CLI = str(ROOT / ".venv" / "bin" / "flowcraft-celery")
 WRONG_KEY = "d3Jvbmcga2V5IGZvciB0ZXN0aW5nIG9ubHk="  # valid base64, not the account's key

@@ -76,7 +76,7 @@ def test_8_tasks_of_15s_with_10s_visibility_on_a_c2_worker_run_8_times_and_it_an
             ping.stdout + ping.stderr)
         assert took < 15, f"inspect ping {attempt + 1} took {took:.1f} s"
         time.sleep(12)
-    wait_for(lambda: sum(e.startswith("done") for e in rdb.lrange(key, 0, -1)) >= 8, 120, 1)
+    wait_for(lambda: sum(e.startswith("done") for e in rdb.lrange(key, 0, -1)) >= 8, 120, interval=1)
     time.sleep(VISIBILITY + 2)  # a message whose hold was lost would reappear and run again by now
     starts = Counter(e.split(":")[1] for e in rdb.lrange(key, 0, -1) if e.startswith("start"))
     assert starts == Counter({str(i): 1 for i in range(8)}), (
@@ -100,7 +100,7 @@ def test_warm_shutdown_hands_4_unstarted_messages_back_at_once_and_exits_after_t
     azure = QueueServiceClient.from_connection_string(
         os.environ["AZURE_STORAGE_CONNECTION_STRING"]
     ).get_queue_client(azure_queue_name("celery", prefix))
-    visible = wait_for(lambda: len(azure.peek_messages(max_messages=32)) >= 4 and azure, 5, 0.2)
+    visible = wait_for(lambda: len(azure.peek_messages(max_messages=32)) >= 4 and azure, 5, interval=0.2)
     handed_back = time.monotonic() - stopped
     worker.proc.wait(30)
     exited = time.monotonic() - stopped

@@ -7,8 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from celery import Celery
 from kombu import Connection
 
 import transports  # noqa: F401  (registers azurequeue://)
+from tests.integration.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 APP = "tests.integration.transports.transport_app"
@@ -41,18 +41,6 @@ def client_app(prefix: str, visibility: int = 30, redis: bool = True) -> Celery:
         task_send_sent_event=True,
     )
     return app
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.25) -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def child_env(prefix: str, visibility: int = 30, redis: bool = True) -> dict[str, str]:
