@@ -129,6 +129,15 @@ class Deployment:
         """Flower's JSON API."""
         return json.loads(self.http(self.flower_port, path, timeout))
 
+    def flower_post(self, path: str, timeout: float = 60) -> tuple[int, Any]:
+        """POST to Flower's API (what its buttons do): the HTTP status and the JSON answer."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.flower_port}{path}", data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return int(response.status), json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode("utf-8", errors="replace")
+
     def logs(self) -> dict[str, str]:
         """Every log of the deployment's processes, by file name."""
         return {log.name: log.read_text(errors="replace") for log in self.group.logs}
@@ -167,7 +176,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str,
                "cosmos account key": _account_key(services_env["AZURE_COSMOS_CONNECTION_STRING"])}
     state = Deployment(tag, env, group, private, flower_port, metrics_port, [], planted)
     try:
-        group.flower(flower_port, 15.0, f"--tasks_columns={FLOWER_COLUMNS}")
+        group.flower(flower_port, f"--tasks_columns={FLOWER_COLUMNS}")
         wait_for(lambda: _http_up(flower_port, "/healthcheck"), 60, "Flower")
         for name in ("w1", "w2"):
             group.worker(queues="tasks,tasks-reconcile", concurrency=2, name=f"{name}-{tag}")

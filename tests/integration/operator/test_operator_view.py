@@ -337,13 +337,27 @@ def test_metrics_endpoint_counts_runs_nodes_retries_and_reconcile_passes(deploym
     assert spent("docs:query", "cosmos") == 6
 
 
+def test_flower_buttons_and_worker_pages_answer_at_celerys_default_timeouts(deployment: Deployment) -> None:
+    workers = deployment.flower("/api/workers?refresh=1")  # what the dashboard asks (1 s inspect)
+    assert set(deployment.worker_names) <= set(workers), sorted(workers)
+    assert all(workers[w].get("stats") for w in deployment.worker_names), "a worker page without stats"
+    name = deployment.worker_names[0]
+    for action in ("grow", "shrink"):  # Flower's pool buttons; it waits 1 s for the worker's reply
+        status, answer = deployment.flower_post(f"/api/worker/pool/{action}/{name}?n=1")
+        assert status == 200, f"pool {action}: HTTP {status} {answer}"
+        assert name in answer["message"], answer
+    status, answer = deployment.flower_post(f"/api/worker/queue/add-consumer/{name}?queue=tasks-extra")
+    assert status == 200, f"add-consumer: HTTP {status} {answer}"
+    status, answer = deployment.flower_post(f"/api/worker/queue/cancel-consumer/{name}?queue=tasks-extra")
+    assert status == 200, f"cancel-consumer: HTTP {status} {answer}"
+
+
 # -- secrets -----------------------------------------------------------------------------------
 
 def test_no_planted_password_or_account_key_shows_anywhere(deployment: Deployment, scenario: Scenario) -> None:
     report = deployment.celery("report").stdout
     assert re.search(r"flowcraft_redis_url: 'redis://:\*+@127\.0\.0\.1:\d+/0'", report)
-    conf = deployment.celery("inspect", "conf", "--json", "--timeout", "20", "-d", deployment.worker_names[0],
-                             timeout=90).stdout
+    conf = deployment.celery("inspect", "conf", "--json", "-d", deployment.worker_names[0], timeout=90).stdout
     settings = json.loads(conf)[deployment.worker_names[0]]
     assert settings["flowcraft_redis_url"].startswith("redis://:********@")
     assert "AccountKey=********" in settings["broker_transport_options"]["connection_string"]
