@@ -16,12 +16,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from celery import current_app
 from celery.signals import after_task_publish
+
+from transports.azurequeue.wire import eta_time
 
 logger = logging.getLogger("flowcraft.delayed")
 
@@ -89,22 +90,11 @@ def index_for(conf: Any) -> DelayedIndex:
     return _indexes[key]
 
 
-def due_time(eta: Any) -> float | None:
-    """Epoch seconds of a Celery `eta` header (ISO 8601; naive means UTC), or None."""
-    if not eta:
-        return None
-    try:
-        when = datetime.fromisoformat(str(eta))
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
 def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None, routing_key: str | None = None,
                 **_: Any) -> None:
     """Record a published task message that has an ETA in the future."""
     headers = headers or {}
-    due = due_time(headers.get("eta"))
+    due = eta_time(headers.get("eta"))
     if due is None or due <= time.time() or not routing_key:
         return
     try:

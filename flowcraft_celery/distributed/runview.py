@@ -21,7 +21,7 @@ from typing import Any
 from flowcraft_celery.distributed.runs import RunError, run_graph
 from flowcraft_celery.distributed.runtime import Runtime
 from flowcraft_celery.model.graph import Graph
-from flowcraft_celery.stores.base import RunStatusDoc
+from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
 
 #: States of a node that are still to come to an end, and the order `show` lists states in.
 LIVE_STATES = ("running", "retrying", "queued", "sleeping", "awaiting", "subflow")
@@ -113,7 +113,7 @@ def run_view(rt: Runtime, run_id: str, now: float | None = None, doc: RunStatusD
     finished = dict(rt.ledger.finish_times(run_id))
     attempts = rt.timeline.entries(run_id)
     failed_nodes = {str(e.get("nodeId")) for e in doc.get("errors") or [] if isinstance(e, dict)}
-    final = doc.get("status") in ("completed", "failed", "cancelled", "stalled")
+    final = doc.get("status") in FINAL_STATES
     rows: list[NodeRow] = []
     for node_token in sorted({*finished, *pending, *attempts, *awaiting}):
         node, iteration = _split(node_token)

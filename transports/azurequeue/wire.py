@@ -49,16 +49,18 @@ def payload_from(text: str) -> dict[str, Any]:
 
 def due_time(payload: dict[str, Any]) -> float | None:
     """Return when a message may run (epoch seconds) from Celery's `eta` header, if any."""
-    eta = (payload.get("headers") or {}).get("eta")
+    return eta_time((payload.get("headers") or {}).get("eta"))
+
+
+def eta_time(eta: Any) -> float | None:
+    """Epoch seconds of a Celery `eta` header value (ISO 8601; naive means UTC), or None."""
     if not eta:
         return None
     try:
         when = datetime.fromisoformat(str(eta))
     except ValueError:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def initial_visibility(due: float | None, now: float) -> int:
