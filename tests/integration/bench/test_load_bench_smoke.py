@@ -4,40 +4,19 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.integration.bench.quick_run import run_quick
+
 MODES = ("inline+packing", "one task per node")
 NODES = 5 * (20 + 3)
-
-
-def _run_quick(env: dict[str, str]) -> tuple[int, str]:
-    """Run the quick benchmark; on a hang, interrupt it so it stops its own workers."""
-    proc = subprocess.Popen([sys.executable, "-W", "ignore", str(ROOT / "bench" / "load_bench.py"), "--quick"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-    return proc.returncode, out.decode(errors="replace")
 
 
 @pytest.mark.integration
 def test_quick_load_bench_finishes_every_node_in_both_modes_and_prints_the_targets(
         services_env: dict[str, str]) -> None:
-    code, out = _run_quick({**os.environ, **services_env})
+    code, out = run_quick("load_bench.py", {**os.environ, **services_env}, 240)
     assert code == 0, out[-4000:]
     for mode in MODES:
         row = re.search(rf"^{re.escape(mode)}\s+(\d+)/(\d+)\s", out, re.MULTILINE)

@@ -4,39 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.integration.bench.quick_run import run_quick
+
 SCENARIOS = {"chain of 5": 5, "fan 1->10->1": 12, "3 runs of 1->3->1": 15}
-
-
-def _run_quick(env: dict[str, str]) -> tuple[int, str]:
-    """Run the quick benchmark; on a hang, interrupt it so it stops its own workers and Redis."""
-    proc = subprocess.Popen([sys.executable, "-W", "ignore", str(ROOT / "bench" / "workflow_bench.py"), "--quick"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-    return proc.returncode, out.decode(errors="replace")
 
 
 @pytest.mark.integration
 def test_quick_bench_reports_every_scenario_in_both_modes_and_on_canvas_with_targets_and_profile(
         services_env: dict[str, str]) -> None:
-    code, out = _run_quick({**os.environ, **services_env})
+    code, out = run_quick("workflow_bench.py", {**os.environ, **services_env}, 180)
     assert code == 0, out[-4000:]
     assert re.search(r"round trip p50 [\d.]+ms", out), out
     for scenario, nodes in SCENARIOS.items():
