@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -158,4 +159,17 @@ def _censor_inspect(**_: Any) -> None:
 # The Azure SDKs log every HTTP request at INFO; a worker at `-l INFO` should show tasks, not headers.
 logging.getLogger("azure").setLevel(logging.WARNING)
 
-app = create_app()
+
+def _started_by_celery() -> bool:
+    """Whether this process is Celery's own command (`celery -A flowcraft_celery worker|beat|...`)."""
+    program = sys.argv[0] if sys.argv else ""
+    return os.path.basename(program) == "celery" or program.endswith(os.path.join("celery", "__main__.py"))
+
+
+try:
+    app = create_app()
+except SettingError as exc:  # a setting celeryconfig cannot parse: one line, not Celery's load traceback
+    if not _started_by_celery():
+        raise
+    print(f"flowcraft: cannot start: {exc}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG) from exc

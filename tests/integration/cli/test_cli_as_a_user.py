@@ -285,7 +285,8 @@ def test_a_worker_with_a_wrong_service_setting_refuses_to_start_naming_it(
         services_env: dict[str, str], database: str, code: Path) -> None:
     wrong = {"REDIS_URL": ("127.0.0.1:6379", "not a Redis URL"),
              "AZURE_STORAGE_CONNECTION_STRING": ("", "AZURE_STORAGE_CONNECTION_STRING is not set"),
-             "AZURE_COSMOS_CONNECTION_STRING": ("AccountKey=x", "AccountEndpoint")}
+             "AZURE_COSMOS_CONNECTION_STRING": ("AccountKey=x", "AccountEndpoint"),
+             "FLOWCRAFT_STALL_SECONDS": ("soon", "'soon' is not a number")}
     groups = []
     for setting, (value, _) in wrong.items():
         env = deployment(services_env, database, code, FLOWCRAFT_BLUEPRINTS="flows",
