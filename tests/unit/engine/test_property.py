@@ -172,18 +172,25 @@ def expected_to_run(blueprint: Blueprint, actions: dict[str, str | None]) -> set
     return ran
 
 
-@SETTINGS
-@given(dags())
-def test_random_dags_run_to_completion_with_dead_paths_eliminated(case: tuple[Blueprint, dict[str, str | None]]
-                                                                  ) -> None:
-    blueprint, actions = case
-    runs: list[str] = []
+def recording_registry(runs: list[str]) -> Registry:
+    """A registry whose `step` node appends its id to `runs` and takes the action its params name."""
     registry = Registry()
 
     @registry.node("step")
     def step(ctx: NodeContext) -> NodeResult:
         runs.append(ctx.node_id)
         return NodeResult(output=ctx.node_id, action=ctx.params.get("action"))
+
+    return registry
+
+
+@SETTINGS
+@given(dags())
+def test_random_dags_run_to_completion_with_dead_paths_eliminated(case: tuple[Blueprint, dict[str, str | None]]
+                                                                  ) -> None:
+    blueprint, actions = case
+    runs: list[str] = []
+    registry = recording_registry(runs)
 
     result = LocalRunner(registry).run(blueprint)
     assert result.status == "completed", result.errors
@@ -227,12 +234,7 @@ def test_random_dags_inside_nested_loops_run_once_per_pass_and_their_joins_settl
         *({"source": "o_" + s, "target": "j"} for s in sinks),
     ]})
     runs: list[str] = []
-    registry = Registry()
-
-    @registry.node("step")
-    def step(ctx: NodeContext) -> NodeResult:
-        runs.append(ctx.node_id)
-        return NodeResult(output=ctx.node_id, action=ctx.params.get("action"))
+    registry = recording_registry(runs)
 
     @registry.node("count")
     def count(ctx: NodeContext) -> int:
