@@ -40,7 +40,7 @@ from flowcraft_celery.distributed.runs import (
     mark_awaiting,
     payload,
     publish,
-    publish_together,
+    publish_groups,
     run_graph,
     start_run,
 )
@@ -367,8 +367,7 @@ class NodeExecution:
         for message in messages.values():
             message["sent"] = finished_at  # an inlined one is on its way right here
         inline = self._inline_choice(list(messages.values()))
-        for group in self._groups([m for m in messages.values() if m is not inline]):
-            publish_together(self.app, self.graph, group)
+        publish_groups(self.app, self.graph, self._groups([m for m in messages.values() if m is not inline]))
         if inline is not None:
             NodeExecution(self.task, self.rt, inline, self.depth + 1, own_message=False).handle()
         self._progress(messages, finished_at)

@@ -40,6 +40,7 @@ from flowcraft_celery.model.validation import validate_or_raise
 from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
 from flowcraft_celery.stores.faults import InfrastructureError
 from flowcraft_celery.stores.ledger import token
+from transports.azurequeue.bundles import bundled
 
 logger = logging.getLogger("flowcraft.runs")
 
@@ -108,6 +109,19 @@ def publish_together(app: Celery, graph: Graph, messages: list[Payload], countdo
         message["sent"] = sent
 
 
+def publish_groups(app: Celery, graph: Graph, groups: list[list[Payload]]) -> None:
+    """Send several task messages in one go: on `azurequeue://` the immediate ones to a queue
+    travel as few Azure messages (bundles; each stays its own Celery task). Every payload's
+    `sent` is stamped again once all sends returned."""
+    with bundled():
+        for group in groups:
+            publish_together(app, graph, group)
+    sent = time.time()
+    for group in groups:
+        for message in group:
+            message["sent"] = sent
+
+
 def child_run_id(run_id: str, node_id: str, iteration: int) -> str:
     """The id of a subflow node's child run: derived from the node execution (so a redelivery
     finds the same child), and hashed when it would exceed the id length limit."""
@@ -133,14 +147,13 @@ def broker_endpoint(app: Celery) -> str:
 
 
 def publish_within(app: Celery, graph: Graph, messages: Iterable[Payload], timeout: float) -> None:
-    """Publish messages one by one, giving up after `timeout` seconds (InfrastructureError naming
-    the broker endpoint): the SDK's own retries against an unreachable endpoint take minutes."""
+    """Publish messages (one task each), giving up after `timeout` seconds (InfrastructureError
+    naming the broker endpoint): the SDK's own retries against an unreachable endpoint take minutes."""
     failure: list[BaseException] = []
 
     def send() -> None:
         try:
-            for message in messages:
-                publish(app, graph, message)
+            publish_groups(app, graph, [[message] for message in messages])
         except BaseException as exc:  # reported by the caller's thread
             failure.append(exc)
 

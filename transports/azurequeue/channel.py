@@ -183,14 +183,15 @@ class Channel(virtual.Channel):
         if no_ack:
             lease = self.transport.keeper.take(message.delivery_tag)
             if lease is not None:
-                self.transport.keeper.settle_later(lease, self.transport.queues.delete_message)
+                self.transport.queues.ack(lease, message.delivery_tag)
         else:
             self.qos.append(message, message.delivery_tag)
         return message
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         """Receive one message for `basic_get` (poison messages are dead-lettered and skipped,
-        one received before its due time goes back hidden until then)."""
+        one received before its due time goes back hidden until then, a bundle's further parts
+        go back on their own)."""
         transport = self.transport
         while True:
             if transport.is_transient(queue):
@@ -202,9 +203,11 @@ class Channel(virtual.Channel):
             if not received:
                 raise Empty()
             accepted = transport.queues.accept(queue, received[0], no_ack=False)
-            if accepted is None:
+            if not accepted:
                 continue
-            payload, due = accepted
+            (payload, due), rest = accepted[0], accepted[1:]
+            for extra, _ in rest:
+                transport.give_back(extra)
             early = (due or 0.0) - time.time()
             if early > 0:
                 lease = transport.keeper.take(payload["properties"]["delivery_tag"])
@@ -215,22 +218,21 @@ class Channel(virtual.Channel):
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         """Acknowledge: delete the message (in the background) and free its prefetch slot."""
-        keeper = self.transport.keeper
-        lease = keeper.take(delivery_tag)
+        lease = self.transport.keeper.take(delivery_tag)
         if lease is not None:
-            keeper.settle_later(lease, self.transport.queues.delete_message)
+            self.transport.queues.ack(lease, delivery_tag)
         super().basic_ack(delivery_tag)
         self.transport.room_opened(self)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """Reject: make the message visible again at once, or move it to the dead-letter queue."""
-        keeper, queues = self.transport.keeper, self.transport.queues
-        lease = keeper.take(delivery_tag)
+        queues = self.transport.queues
+        lease = self.transport.keeper.take(delivery_tag)
         if lease is not None:
             if requeue:
-                keeper.settle(lease, queues.release)
+                queues.requeue(lease, delivery_tag)
             else:
-                queues.dead_letter(lease, lease.envelope, "rejected by the consumer")
+                queues.reject(lease, delivery_tag, "rejected by the consumer")
         self.qos.reject(delivery_tag, requeue=False)
         self.transport.room_opened(self)
 
@@ -240,4 +242,4 @@ class Channel(virtual.Channel):
         if lease is None:
             super()._restore(message)
             return
-        self.transport.keeper.settle(lease, self.transport.queues.release)
+        self.transport.queues.requeue(lease, message.delivery_tag)

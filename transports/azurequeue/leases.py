@@ -32,7 +32,10 @@ def lost_hold(exc: Exception) -> bool:
 
 @dataclass(eq=False)
 class Lease:
-    """One received message: where it lives, its current pop receipt, and when to renew it."""
+    """One received message: where it lives, its current pop receipt, and when to renew it.
+
+    A bundle's lease is shared by its parts: `parts` maps each held part's delivery tag to its
+    index and payload until the part is settled; the message goes with its last part."""
 
     queue: str
     client: QueueClient
@@ -43,6 +46,8 @@ class Lease:
     envelope: dict[str, Any] = field(default_factory=dict)
     renew_at: float = 0.0
     settled: bool = False
+    bundle: bool = False
+    parts: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -89,13 +94,17 @@ class LeaseKeeper:
 
     def settle_later(self, lease: Lease, action: Callable[[Lease], None]) -> Future[None]:
         """Run `settle` on the thread pool and return at once."""
+        return self.run_later(lambda: self.settle(lease, action))
+
+    def run_later(self, work: Callable[[], None]) -> Future[None]:
+        """Run `work` on the thread pool (a flush waits for it) and return at once."""
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
                     self._settle_threads, thread_name_prefix="azurequeue-settle"
                 )
             executor = self._executor
-        future = executor.submit(self.settle, lease, action)
+        future = executor.submit(work)
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._done)
@@ -120,8 +129,8 @@ class LeaseKeeper:
         tick = min(1.0, self._timeout / 4.0)
         while not stop.wait(tick):
             now = time.monotonic()
-            with self._lock:
-                due = [lease for lease in self._leases.values() if lease.renew_at <= now]
+            with self._lock:  # a bundle's lease is held under each of its parts' tags
+                due = list({id(lease): lease for lease in self._leases.values() if lease.renew_at <= now}.values())
             for lease in due:
                 self._renew(lease)
 

@@ -26,6 +26,7 @@ class Options:
     redis_key_prefix: str = "azurequeue:"
     gather_seconds: float = 0.02
     transient_max_length: int = 10000
+    bundle_size: int = 4
 
     @classmethod
     def from_transport_options(cls, options: dict[str, Any]) -> Options:
@@ -39,6 +40,8 @@ class Options:
             values[f.name] = kind(options[f.name])
         if not 1 <= values.get("max_messages_per_poll", 32) <= 32:
             raise ValueError("max_messages_per_poll must be between 1 and 32")
+        if not 1 <= values.get("bundle_size", 4) <= 32:
+            raise ValueError("bundle_size must be between 1 and 32")
         if values.get("visibility_timeout", 30) < 1:
             raise ValueError("visibility_timeout must be at least 1 second")
         if values.get("gather_seconds", 0.0) < 0:

@@ -1,9 +1,10 @@
 """The Azure side of the transport: queues, and the life of a message on them.
 
 Creating and deleting queues, sending (delayed until due, large bodies to Blob Storage, a
-wake-up token after the send), receiving a batch and turning each message into a held Kombu
-payload (or dead-lettering it, or hopping one due beyond Azure's 7-day limit), and settling:
-delete on ack, visible again on requeue, moved to `<queue>-dlq` on reject.
+wake-up token after the send, several messages as one bundle inside `bundles.bundled()`),
+receiving a batch and turning each message into held Kombu payloads (or dead-lettering it, or
+hopping one due beyond Azure's 7-day limit), and settling: delete on ack, visible again on
+requeue, moved to `<queue>-dlq` on reject (a bundle's parts one by one, see `bundles`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from . import wire
+from . import bundles, wire
 from .auth import Clients
 from .blobs import LargeBodyStore
 from .leases import Lease, LeaseKeeper, lost_hold
@@ -44,11 +45,13 @@ class AzureQueues:
         clients: Callable[[], Clients],
         keeper: LeaseKeeper,
         signals: Callable[[], WakeSignals | None],
+        done_parts: Callable[[], bundles.DoneParts | None],
     ) -> None:
         self.options = options
         self._clients = clients
         self.keeper = keeper
         self._signals = signals
+        self._done_parts = done_parts
         self._registry: BindingRegistry | None = None
         self._blobs: LargeBodyStore | None = None
         self._queue_clients: dict[str, QueueClient] = {}
@@ -126,10 +129,43 @@ class AzureQueues:
         due = wire.due_time(payload)
         hidden = wire.initial_visibility(due, now)
         ttl = wire.time_to_live(payload, self.registry.message_ttl_ms(queue), hidden)
+        if not hidden and self.options.bundle_size > 1 and self._signals() is not None \
+                and bundles.collect(self, queue, payload, ttl):
+            return
         envelope: dict[str, Any] = {"m": payload}
         if due is not None and due > now:
             envelope["due"] = due
         self.send_envelope(queue, envelope, hidden, ttl)
+
+    def send_bundle(self, queue: str, payloads: list[tuple[dict[str, Any], int | None]]) -> None:
+        """Send collected immediate messages as bundles of up to `bundle_size` parts that fit
+        under the large-message threshold (a message too large for any bundle goes alone)."""
+        limit = self.options.large_message_threshold
+        chunk: list[str] = []
+        ttls: list[int | None] = []
+        length = 0
+
+        def flush() -> None:
+            if len(chunk) == 1:
+                self.send_text(queue, '{"m":' + chunk[0] + "}", 0, ttls[0])
+            elif chunk:
+                known = [ttl for ttl in ttls if ttl is not None]
+                self.send_text(queue, wire.encode_bundle(chunk), 0, min(known) if known else None)
+            chunk.clear()
+            ttls.clear()
+
+        for payload, ttl in payloads:
+            text = wire.encode(payload)
+            if len(text) + 16 > limit:
+                self.send_envelope(queue, {"m": payload}, 0, ttl)
+                continue
+            if chunk and (len(chunk) >= self.options.bundle_size or length + len(text) + 16 > limit):
+                flush()
+                length = 0
+            chunk.append(text)
+            ttls.append(ttl)
+            length += len(text) + 1
+        flush()
 
     def send_envelope(
         self, queue: str, envelope: dict[str, Any], hidden: int = 0, ttl: int | None = None
@@ -140,6 +176,10 @@ class AzureQueues:
             reference = self.blobs.put(self.azure_name(queue), wire.encode(envelope["m"]))
             slim = {k: v for k, v in envelope.items() if k != "m"}
             text = wire.encode({**slim, "blob": reference})
+        self.send_text(queue, text, hidden, ttl)
+
+    def send_text(self, queue: str, text: str, hidden: int = 0, ttl: int | None = None) -> None:
+        """Send envelope text as one Azure message, then signal it."""
         client = self.queue_client(queue)
         started = time.time()
         try:
@@ -166,8 +206,9 @@ class AzureQueues:
             self._create(queue)
             return []
 
-    def accept(self, queue: str, received: QueueMessage, no_ack: bool) -> tuple[dict[str, Any], float | None] | None:
-        """Turn a received message into a held Kombu payload and its due time, or dead-letter/hop it."""
+    def accept(self, queue: str, received: QueueMessage, no_ack: bool) -> list[tuple[dict[str, Any], float | None]]:
+        """Turn a received message into held Kombu payloads with their due time (one, or a
+        bundle's parts not settled yet), or dead-letter/hop it (none)."""
         lease = Lease(
             queue=queue,
             client=self.queue_client(queue),
@@ -180,18 +221,20 @@ class AzureQueues:
             envelope = wire.decode(text)
             lease.blob = envelope.get("blob")
             lease.envelope = envelope
+            if "ms" in envelope:
+                return self._accept_bundle(lease, envelope["ms"], no_ack)
             payload = self.unpack(envelope)
         except wire.PoisonMessage as exc:
             self.dead_letter(lease, {"raw": text}, f"undecodable body: {exc}")
-            return None
+            return []
         limit = self.options.max_delivery_count
         if lease.dequeue_count > limit and not queue.endswith(DEAD_LETTER_SUFFIX):
             self.dead_letter(lease, envelope, f"delivered {lease.dequeue_count} times (limit {limit})")
-            return None
+            return []
         due = envelope.get("due")
         if due is not None and float(due) > time.time() + HOLD_LIMIT:
             self.hop(lease, envelope)
-            return None
+            return []
         tag = uuid.uuid4().hex
         props = payload["properties"]
         props["delivery_tag"] = tag
@@ -200,7 +243,97 @@ class AzureQueues:
             self.keeper.settle_later(lease, self.delete_message)
         else:
             self.keeper.hold(tag, lease)
-        return payload, (float(due) if due is not None else None)
+        return [(payload, float(due) if due is not None else None)]
+
+    def _accept_bundle(
+        self, lease: Lease, parts: list[dict[str, Any]], no_ack: bool
+    ) -> list[tuple[dict[str, Any], float | None]]:
+        """Hold a bundle's parts not settled in an earlier delivery, each with its own tag; a
+        bundle delivered too often has those parts dead-lettered one by one."""
+        lease.bundle = True
+        done_parts = self._done_parts()
+        settled = done_parts.get(lease.queue, lease.message_id) \
+            if done_parts is not None and lease.dequeue_count > 1 else set()
+        open_parts = [(index, part) for index, part in enumerate(parts) if index not in settled]
+        limit = self.options.max_delivery_count
+        if open_parts and lease.dequeue_count > limit and not lease.queue.endswith(DEAD_LETTER_SUFFIX):
+            reason = f"delivered {lease.dequeue_count} times (limit {limit})"
+            logger.error("Moving %d part(s) of bundle %s of queue %r to its dead-letter queue: %s",
+                         len(open_parts), lease.message_id, lease.queue, reason)
+
+            def move(held: Lease) -> None:
+                for _, part in open_parts:
+                    self._send_dead(held, {"m": part}, reason)
+                self._delete_bundle(held)
+
+            self.keeper.settle_later(lease, move)
+            return []
+        if not open_parts:
+            self.keeper.settle_later(lease, self._delete_bundle)
+            return []
+        for index, part in open_parts:
+            tag = uuid.uuid4().hex
+            props = part["properties"]
+            props["delivery_tag"] = tag
+            props.setdefault("delivery_info", {})["redelivered"] = lease.dequeue_count > 1
+            lease.parts[tag] = (index, part)
+            if not no_ack:
+                self.keeper.hold(tag, lease)
+        if no_ack:
+            for tag in list(lease.parts):
+                self.ack(lease, tag)
+        return [(part, None) for _, part in open_parts]
+
+    def ack(self, lease: Lease, tag: str) -> None:
+        """Settle an acked message: deleted in the background (a bundle with its last part)."""
+        if lease.bundle:
+            self.keeper.run_later(lambda: self._close_part(lease, tag, None))
+        else:
+            self.keeper.settle_later(lease, self.delete_message)
+
+    def requeue(self, lease: Lease, tag: str) -> None:
+        """Make a held message visible again at once (a bundle's part is re-sent on its own)."""
+        if lease.bundle:
+            self._close_part(lease, tag, lambda part: self.send_envelope(lease.queue, {"m": part}))
+        else:
+            self.keeper.settle(lease, self.release)
+
+    def reject(self, lease: Lease, tag: str, reason: str) -> None:
+        """Move a held message to the dead-letter queue (a bundle's part on its own)."""
+        if not lease.bundle:
+            self.dead_letter(lease, lease.envelope, reason)
+            return
+        logger.error("Moving a part of bundle %s of queue %r to its dead-letter queue: %s",
+                     lease.message_id, lease.queue, reason)
+        self.keeper.run_later(
+            lambda: self._close_part(lease, tag, lambda part: self._send_dead(lease, {"m": part}, reason)))
+
+    def _close_part(self, lease: Lease, tag: str, redirect: Callable[[dict[str, Any]], None] | None) -> None:
+        """Settle one part of a bundle: redirect it (re-send, dead-letter) if asked, then note it
+        settled in Redis, or delete the bundle when it was the last part held."""
+        entry = lease.parts.get(tag)
+        if entry is None:
+            return
+        index, part = entry
+        if redirect is not None:
+            redirect(part)
+        with lease.lock:
+            if lease.parts.pop(tag, None) is None:
+                return
+            last = not lease.parts
+        if last:
+            self.keeper.settle(lease, self._delete_bundle)
+            return
+        done_parts = self._done_parts()
+        if done_parts is not None:
+            done_parts.add(lease.queue, lease.message_id, index)
+
+    def _delete_bundle(self, lease: Lease) -> None:
+        """Delete a bundle whose parts are all settled, and its record of settled parts."""
+        self.delete_message(lease)
+        done_parts = self._done_parts()
+        if done_parts is not None:
+            done_parts.clear(lease.queue, lease.message_id)
 
     def unpack(self, envelope: dict[str, Any]) -> dict[str, Any]:
         """Return the Kombu payload of an envelope (fetching a blob, annotating dead letters)."""
@@ -255,18 +388,21 @@ class AzureQueues:
             "Moving message %s of queue %r to its dead-letter queue: %s",
             lease.message_id, lease.queue, reason,
         )
-        dlq = dead_letter_queue_name(lease.queue)
-        info = {"reason": reason, "queue": lease.queue, "delivery-count": lease.dequeue_count}
-        dead = {k: v for k, v in envelope.items() if k != "due"}
-        dead["dl"] = info
 
         def move(held: Lease) -> None:
-            self.declare_queue(dlq, {}, False)
-            self.send_envelope(dlq, dead)
+            self._send_dead(held, envelope, reason)
             held.blob = None
             self.delete_message(held)
 
         self.keeper.settle_later(lease, move)
+
+    def _send_dead(self, lease: Lease, envelope: dict[str, Any], reason: str) -> None:
+        """Send an envelope to `<queue>-dlq` with the reason and delivery count attached."""
+        dlq = dead_letter_queue_name(lease.queue)
+        dead = {k: v for k, v in envelope.items() if k != "due"}
+        dead["dl"] = {"reason": reason, "queue": lease.queue, "delivery-count": lease.dequeue_count}
+        self.declare_queue(dlq, {}, False)
+        self.send_envelope(dlq, dead)
 
     def hop(self, lease: Lease, envelope: dict[str, Any]) -> None:
         """Re-send a message due later than it can stay hidden, then delete the received copy."""

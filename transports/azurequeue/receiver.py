@@ -17,7 +17,9 @@ events, and never lets the worker's pidbox queue expire.
 Batching: a channel that holds nothing polls as soon as it is woken (latency); one that
 already holds messages waits until no more than a quarter of its prefetch is held (with
 Celery's default multiplier of 4: only the running tasks) and lets a trickle gather for
-`gather_seconds`, so a busy worker receives in batches (fewer requests).
+`gather_seconds`, so a busy worker receives in batches (fewer requests). Bundles (several
+deliveries in one Azure message) count as what they bring, so a receive fills the prefetch
+room without hoarding.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Hashable
@@ -115,6 +118,7 @@ class Receiver:
         self._timed_owned: dict[Hashable, int] = {}
         self._seq = itertools.count()
         self._taken: dict[str, int] = {}
+        self._per_message: dict[str, float] = {}
         self._lock = threading.Lock()
         self._event = threading.Event()
         self._stop = threading.Event()
@@ -320,15 +324,22 @@ class Receiver:
             return
         self._inbox.put(queue, payload, consumption.owner)
 
-    def _poll(self, queue: str, consumption: Consumption, count: int) -> None:
+    def _poll(self, queue: str, consumption: Consumption, room: int) -> None:
         """Receive one batch from an Azure queue and queue its deliveries; with signals, claim
-        the batch's tokens first and drop those of messages received beyond them after."""
+        the batch's tokens first and drop those of messages received beyond them after.
+
+        `room` counts deliveries; a bundle brings several, so the batch asks for as many Azure
+        messages as fill the room at the queue's recent deliveries per message."""
+        count = max(1, min(room, math.ceil(room / self._per_message.get(queue, 1.0))))
         with self._lock:
             taken = self._taken.pop(queue, 0)
         signalled = self._signals is not None and self._redis_ok()
         if signalled and self._signals is not None:
             taken += self._signals.claim(queue, count - taken)
         received, held = self._source.receive_batch(queue, consumption.owner, count)
+        if received:
+            recent = self._per_message.get(queue, 1.0)
+            self._per_message[queue] = max(1.0, (recent + len(held) / received) / 2)
         now = time.monotonic()
         with self._lock:
             if received:

@@ -15,6 +15,7 @@ from kombu.transport.virtual.exchange import TopicExchange
 
 from .auth import Clients, build_clients, masked_url
 from .blobs import LargeBodyStore
+from .bundles import DoneParts
 from .channel import Channel as AzureQueueChannel
 from .inbox import Inbox
 from .leases import LeaseKeeper
@@ -70,7 +71,9 @@ class Transport(virtual.Transport):
         self._redis: redis.Redis | None = None
         self._signals: WakeSignals | None = None
         self._transient: TransientQueues | None = None
-        self.queues = AzureQueues(self.options, lambda: self.clients, self.keeper, lambda: self.signals)
+        self._done_parts: DoneParts | None = None
+        self.queues = AzureQueues(self.options, lambda: self.clients, self.keeper, lambda: self.signals,
+                                  lambda: self.done_parts)
         self._receiver: Receiver | None = None
         self._consumed: dict[str, Consumption] = {}
         self._transient_names: set[str] = set()
@@ -115,6 +118,13 @@ class Transport(virtual.Transport):
         if self._signals is None and self.options.redis_url:
             self._signals = WakeSignals(self._redis_client(), self.options.redis_namespace)
         return self._signals
+
+    @property
+    def done_parts(self) -> DoneParts | None:
+        """The settled parts of bundles, in Redis (None without the `redis_url` option)."""
+        if self._done_parts is None and self.options.redis_url:
+            self._done_parts = DoneParts(self._redis_client(), self.options.redis_namespace)
+        return self._done_parts
 
     @property
     def transient(self) -> TransientQueues | None:
@@ -297,16 +307,15 @@ class Transport(virtual.Transport):
         no_ack = isinstance(owner, AzureQueueChannel) and queue in owner._noack_queues
         held: list[Received] = []
         for message in received:
-            accepted = self.queues.accept(queue, message, no_ack)
-            if accepted is not None:
-                held.append(Received(*accepted))
+            held.extend(Received(*accepted) for accepted in self.queues.accept(queue, message, no_ack))
         return len(received), held
 
     def give_back(self, payload: dict[str, Any]) -> None:
         """Make a received but undelivered message visible again at once."""
-        lease = self.keeper.take(payload["properties"]["delivery_tag"])
+        tag = payload["properties"]["delivery_tag"]
+        lease = self.keeper.take(tag)
         if lease is not None:
-            self.keeper.settle(lease, self.queues.release)
+            self.queues.requeue(lease, tag)
 
     def transient_upkeep(self, now: float) -> None:
         """Keep this process's transient queues in Redis alive (the transient queues' thread)."""

@@ -16,8 +16,13 @@ class PoisonMessage(ValueError):
 
 
 def encode(envelope: dict[str, Any]) -> str:
-    """Serialize an envelope (`m` payload or `blob` reference, plus `due` and `dl`) to text."""
+    """Serialize an envelope (`m` payload, `ms` bundle or `blob` reference, plus `due` and `dl`) to text."""
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=True)
+
+
+def encode_bundle(part_texts: list[str]) -> str:
+    """The envelope text of a bundle: several Kombu messages (each already encoded) in one."""
+    return '{"ms":[' + ",".join(part_texts) + "]}"
 
 
 def decode(text: str) -> dict[str, Any]:
@@ -26,14 +31,20 @@ def decode(text: str) -> dict[str, Any]:
         envelope = json.loads(text)
     except ValueError as exc:
         raise PoisonMessage(f"body is not JSON: {exc}") from exc
-    if not isinstance(envelope, dict) or not ({"m", "blob", "raw"} & envelope.keys()):
+    if not isinstance(envelope, dict) or not ({"m", "ms", "blob", "raw"} & envelope.keys()):
         raise PoisonMessage("body is not an azurequeue envelope")
-    payload = envelope.get("m")
-    if "m" in envelope and not (
-        isinstance(payload, dict) and isinstance(payload.get("properties"), dict)
-    ):
+    if "m" in envelope and not _is_payload(envelope["m"]):
         raise PoisonMessage("envelope carries no Kombu message")
+    if "ms" in envelope:
+        parts = envelope["ms"]
+        if not isinstance(parts, list) or not parts or not all(_is_payload(part) for part in parts):
+            raise PoisonMessage("bundle envelope carries no list of Kombu messages")
     return envelope
+
+
+def _is_payload(value: Any) -> bool:
+    """Whether `value` looks like a Kombu message (a dict with a `properties` dict)."""
+    return isinstance(value, dict) and isinstance(value.get("properties"), dict)
 
 
 def payload_from(text: str) -> dict[str, Any]:

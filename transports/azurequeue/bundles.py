@@ -1,0 +1,104 @@
+"""Bundles: several Kombu messages sent to one Azure queue as one Azure message.
+
+Azure Queue Storage has no batch send or batch delete, so each message costs one send and one
+delete however small it is. Inside `with bundled():` this thread's immediate sends (no
+countdown or ETA) to an Azure queue are collected and, when the outermost block ends, sent as
+bundles of up to `bundle_size` messages (envelope `{"ms": [...]}`, never larger than
+`large_message_threshold`). Only with `redis_url`: elsewhere sends go out one by one at once.
+
+Each part stays its own Kombu message, so its own Celery task: its own delivery tag, task id,
+state, ack, reject and requeue. The consumer that receives a bundle holds all its parts (the
+lease keeper renews the one Azure message while any part is held). Acking a part records its
+index in a Redis set (`<ns>bundle:<queue>:<message id>`, one command) and the Azure message is
+deleted with its last part; if the consumer dies first, the bundle reappears and only the parts
+not in the set are delivered again. A part that is requeued or rejected goes out on its own
+(re-sent, or to the dead-letter queue) and counts as settled in its bundle.
+
+The trade-off: a bundle's parts go to one consumer, so a fan-out is spread in groups of up to
+`bundle_size`, and a queue's message count counts a bundle once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import redis
+
+#: Seconds a bundle's set of settled parts lives: longer than any message (7 days at most).
+DONE_TTL_SECONDS = 8 * 24 * 3600
+
+
+class BundleSender(Protocol):
+    """What sends the collected messages (the transport's `AzureQueues`)."""
+
+    def send_bundle(self, queue: str, payloads: list[tuple[dict[str, Any], int | None]]) -> None: ...
+
+
+class _Collecting(threading.local):
+    """This thread's open `bundled()` blocks and the sends they collected."""
+
+    depth = 0
+    pending: dict[tuple[int, str], tuple[BundleSender, list[tuple[dict[str, Any], int | None]]]]
+
+    def __init__(self) -> None:
+        self.pending = {}
+
+
+_collecting = _Collecting()
+
+
+@contextmanager
+def bundled() -> Iterator[None]:
+    """Collect this thread's immediate sends to Azure queues; send them as bundles at the end.
+
+    Nested blocks send when the outermost ends. The sends happen even when the block raises,
+    so nothing published inside is lost; a failed send raises from here.
+    """
+    _collecting.depth += 1
+    try:
+        yield
+    finally:
+        _collecting.depth -= 1
+        if _collecting.depth == 0:
+            pending, _collecting.pending = _collecting.pending, {}
+            for (_, queue), (sender, payloads) in pending.items():
+                sender.send_bundle(queue, payloads)
+
+
+def collect(sender: BundleSender, queue: str, payload: dict[str, Any], ttl: int | None) -> bool:
+    """Keep a send for the enclosing `bundled()` block; False when there is none (send now)."""
+    if _collecting.depth == 0:
+        return False
+    _, payloads = _collecting.pending.setdefault((id(sender), queue), (sender, []))
+    payloads.append((payload, ttl))
+    return True
+
+
+class DoneParts:
+    """The settled parts of bundles, in Redis, so a redelivered bundle skips them."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self._client = client
+        self._namespace = namespace
+
+    def _key(self, queue: str, message_id: str) -> str:
+        return f"{self._namespace}bundle:{queue}:{message_id}"
+
+    def add(self, queue: str, message_id: str, index: int) -> None:
+        """Record part `index` of a bundle as settled."""
+        key = self._key(queue, message_id)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.sadd(key, index)
+        pipe.expire(key, DONE_TTL_SECONDS)
+        pipe.execute()
+
+    def get(self, queue: str, message_id: str) -> set[int]:
+        """The indexes of a bundle's settled parts."""
+        return {int(value) for value in self._client.smembers(self._key(queue, message_id))}
+
+    def clear(self, queue: str, message_id: str) -> None:
+        """Forget a bundle (its Azure message is deleted)."""
+        self._client.delete(self._key(queue, message_id))
