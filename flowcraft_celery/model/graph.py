@@ -357,6 +357,7 @@ def cyclic_components(nodes: Mapping[str, Any], out_edges: Mapping[str, list[Edg
     result: dict[str, int] = {}
     counter = 0
     component = 0
+    targets_of: dict[str, list[str]] = {}  # each node's targets, listed once (a hub is revisited per edge)
     for root in nodes:
         if root in index:
             continue
@@ -368,7 +369,9 @@ def cyclic_components(nodes: Mapping[str, Any], out_edges: Mapping[str, list[Edg
                 counter += 1
                 stack.append(node)
                 on_stack.add(node)
-            targets = [e.target for e in out_edges.get(node, []) if e.target in nodes]
+            targets = targets_of.get(node)
+            if targets is None:
+                targets = targets_of[node] = [e.target for e in out_edges.get(node, []) if e.target in nodes]
             if pos < len(targets):
                 work.append((node, pos + 1))
                 nxt = targets[pos]
