@@ -13,9 +13,11 @@ import base64
 import contextlib
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
@@ -34,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: A received message due later than this (seconds) is re-sent hidden instead of kept here.
 HOLD_LIMIT = 2.0
+#: Threads that send the bundles of one `bundled()` block in parallel.
+BUNDLE_SEND_THREADS = 4
 
 
 class AzureQueues:
@@ -56,6 +60,7 @@ class AzureQueues:
         self._blobs: LargeBodyStore | None = None
         self._queue_clients: dict[str, QueueClient] = {}
         self._declared: set[str] = set()
+        self._sender_pool: tuple[int, ThreadPoolExecutor] | None = None
 
     @property
     def registry(self) -> BindingRegistry:
@@ -139,18 +144,20 @@ class AzureQueues:
 
     def send_bundle(self, queue: str, payloads: list[tuple[dict[str, Any], int | None]]) -> None:
         """Send collected immediate messages as bundles of up to `bundle_size` parts that fit
-        under the large-message threshold (a message too large for any bundle goes alone)."""
+        under the large-message threshold (a message too large for any bundle goes alone), on
+        up to `BUNDLE_SEND_THREADS` threads; each bundle is signalled as soon as it is sent."""
         limit = self.options.large_message_threshold
+        messages: list[tuple[str, int | None]] = []
         chunk: list[str] = []
         ttls: list[int | None] = []
         length = 0
 
-        def flush() -> None:
+        def close_chunk() -> None:
             if len(chunk) == 1:
-                self.send_text(queue, '{"m":' + chunk[0] + "}", 0, ttls[0])
+                messages.append(('{"m":' + chunk[0] + "}", ttls[0]))
             elif chunk:
                 known = [ttl for ttl in ttls if ttl is not None]
-                self.send_text(queue, wire.encode_bundle(chunk), 0, min(known) if known else None)
+                messages.append((wire.encode_bundle(chunk), min(known) if known else None))
             chunk.clear()
             ttls.clear()
 
@@ -160,12 +167,25 @@ class AzureQueues:
                 self.send_envelope(queue, {"m": payload}, 0, ttl)
                 continue
             if chunk and (len(chunk) >= self.options.bundle_size or length + len(text) + 16 > limit):
-                flush()
+                close_chunk()
                 length = 0
             chunk.append(text)
             ttls.append(ttl)
             length += len(text) + 1
-        flush()
+        close_chunk()
+        if len(messages) <= 1:
+            for text, ttl in messages:
+                self.send_text(queue, text, 0, ttl, coalesce=False)
+            return
+        for future in [self._senders().submit(self.send_text, queue, text, 0, ttl, False) for text, ttl in messages]:
+            future.result()
+
+    def _senders(self) -> ThreadPoolExecutor:
+        """This process's threads for sending bundles (a forked child makes its own)."""
+        if self._sender_pool is None or self._sender_pool[0] != os.getpid():
+            self._sender_pool = (os.getpid(), ThreadPoolExecutor(BUNDLE_SEND_THREADS,
+                                                                 thread_name_prefix="azurequeue-send"))
+        return self._sender_pool[1]
 
     def send_envelope(
         self, queue: str, envelope: dict[str, Any], hidden: int = 0, ttl: int | None = None
@@ -178,8 +198,10 @@ class AzureQueues:
             text = wire.encode({**slim, "blob": reference})
         self.send_text(queue, text, hidden, ttl)
 
-    def send_text(self, queue: str, text: str, hidden: int = 0, ttl: int | None = None) -> None:
-        """Send envelope text as one Azure message, then signal it."""
+    def send_text(self, queue: str, text: str, hidden: int = 0, ttl: int | None = None,
+                  coalesce: bool = True) -> None:
+        """Send envelope text as one Azure message, then signal it (`coalesce`: a burst's
+        signals may be pushed together; a bundle is a batch already, so it is signalled alone)."""
         client = self.queue_client(queue)
         started = time.time()
         try:
@@ -189,7 +211,7 @@ class AzureQueues:
             client.send_message(text, visibility_timeout=hidden or None, time_to_live=ttl)
         signals = self._signals()
         if signals is not None and hidden < wire.MAX_VISIBILITY_SECONDS:
-            signals.notify(queue, started + hidden if hidden else None)
+            signals.notify(queue, started + hidden if hidden else None, coalesce=coalesce)
 
     def receive(self, queue: str, count: int) -> list[QueueMessage]:
         """Receive up to `count` messages, hiding them for the visibility timeout."""

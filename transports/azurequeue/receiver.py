@@ -51,6 +51,8 @@ REDIS_RETRY = 5.0
 ERROR_PAUSE = 1.0
 #: A message due within this many seconds of now is delivered now.
 DUE_SLACK = 0.002
+#: Seconds a queue's largest bundle seen is remembered when sizing receives.
+BUNDLE_MEMORY = 60.0
 
 
 class QoSView(Protocol):
@@ -105,6 +107,7 @@ class Receiver:
         signals: WakeSignals | None = None,
         transient: TransientQueues | None = None,
         blocking: redis.Redis | None = None,
+        bundle_size: int = 1,
     ) -> None:
         self._source = source
         self._inbox = inbox
@@ -118,7 +121,8 @@ class Receiver:
         self._timed_owned: dict[Hashable, int] = {}
         self._seq = itertools.count()
         self._taken: dict[str, int] = {}
-        self._per_message: dict[str, float] = {}
+        self._bundle_size = bundle_size
+        self._per_message: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
         self._event = threading.Event()
         self._stop = threading.Event()
@@ -329,18 +333,22 @@ class Receiver:
         the batch's tokens first and drop those of messages received beyond them after.
 
         `room` counts deliveries; a bundle brings several, so the batch asks for as many Azure
-        messages as fill the room at the queue's recent deliveries per message."""
-        count = max(1, min(room, math.ceil(room / self._per_message.get(queue, 1.0))))
+        messages as fill the room at the most deliveries per message the queue brought in the
+        last `BUNDLE_MEMORY` seconds (at first: `bundle_size`), so a fan-out sent in bundles is
+        not hoarded by the first worker to receive."""
+        per_message = self._deliveries_per_message(queue, time.monotonic())
+        count = max(1, min(room, math.ceil(room / per_message)))
         with self._lock:
             taken = self._taken.pop(queue, 0)
         signalled = self._signals is not None and self._redis_ok()
         if signalled and self._signals is not None:
             taken += self._signals.claim(queue, count - taken)
         received, held = self._source.receive_batch(queue, consumption.owner, count)
-        if received:
-            recent = self._per_message.get(queue, 1.0)
-            self._per_message[queue] = max(1.0, (recent + len(held) / received) / 2)
         now = time.monotonic()
+        if received:
+            observed = max(1.0, len(held) / received)
+            if queue not in self._per_message or observed >= self._deliveries_per_message(queue, now):
+                self._per_message[queue] = (observed, now)
         with self._lock:
             if received:
                 self._schedule.got_messages(queue, now, full=received >= count)
@@ -359,6 +367,14 @@ class Receiver:
                     self._timed_owned[consumption.owner] = self._timed_owned.get(consumption.owner, 0) + 1
             else:
                 self._inbox.put(queue, item.payload, consumption.owner)
+
+    def _deliveries_per_message(self, queue: str, now: float) -> float:
+        """Deliveries an Azure message of `queue` may bring: the most seen lately, else 1."""
+        seen = self._per_message.get(queue)
+        if seen is None:
+            return float(self._bundle_size)
+        per_message, at = seen
+        return per_message if now - at <= BUNDLE_MEMORY else 1.0
 
     def _release_due(self) -> None:
         """Deliver the messages kept until their due time once it has come."""

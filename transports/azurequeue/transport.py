@@ -351,6 +351,7 @@ class Transport(virtual.Transport):
                 signals=signals,
                 transient=self.transient,
                 blocking=self._blocking_redis() if signals is not None else None,
+                bundle_size=self.options.bundle_size if signals is not None else 1,
             )
             self._receiver.start()
         return self._receiver

@@ -139,12 +139,16 @@ class WakeSignals:
         """The list of due tokens of Kombu queue `queue`."""
         return f"{self.namespace}due:{queue}"
 
-    def notify(self, queue: str, visible_at: float | None = None) -> None:
-        """Announce a message sent to `queue`, visible now or at epoch `visible_at`."""
+    def notify(self, queue: str, visible_at: float | None = None, coalesce: bool = True) -> None:
+        """Announce a message sent to `queue`, visible now or at epoch `visible_at` (without
+        `coalesce`, at once even within a burst)."""
         if time.monotonic() < self._paused_until:
             return
         if visible_at is not None:
             self._push_token(self.due_key(queue), due_token(visible_at))
+            return
+        if not coalesce:
+            self._push_token(self.wake_key(queue), NOW_TOKEN)
             return
         now = time.monotonic()
         with self._lock:
