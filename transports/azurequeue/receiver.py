@@ -239,9 +239,9 @@ class Receiver:
         self._release_due()
         table = self._source.consumption()
         azure = {q: c for q, c in table.items() if not c.transient}
-        batches = {q: self._eligible(c) for q, c in azure.items()}
-        ready = [q for q, n in batches.items() if n > 0]
-        with self._lock:
+        with self._lock:  # with `room_opened`: an ack right after the room was read still interrupts
+            batches = {q: self._eligible(c) for q, c in azure.items()}
+            ready = [q for q, n in batches.items() if n > 0]
             self._starving = {c.owner for q, c in azure.items() if batches[q] == 0}
             passed = [q for q in azure if q not in ready and self._schedule.take_expected(q, now)]
             due = self._schedule.due(ready, now) if ready else None
