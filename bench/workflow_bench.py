@@ -94,6 +94,10 @@ class Figures:
     queue: int | None = None
     cosmos: int | None = None
     kinds: Counter[str] | None = None
+    #: Seconds from the first publish to the first node's finish, and the longest wait between
+    #: two finishes (a stall shows here, not in the hop percentiles).
+    first: float | None = None
+    longest_gap: float | None = None
 
     @property
     def nodes_per_s(self) -> float:
@@ -264,12 +268,12 @@ class Bench:
         """Start `runs` runs of a blueprint at once, wait for all; count and time them."""
         from bench import workflow_nodes
 
-        seconds, micros = self.redis.time()
-        started = seconds + micros / 1e6
         self.monitor.take()
         workers_before, kinds_before = worker_counts(self.stats_dir), worker_kinds(self.stats_dir)
         queue_before, cosmos_before = STATS.total("queue"), sum(request_counts().values())
         own_kinds_before = _queue_kinds()
+        seconds, micros = self.redis.time()  # the clock starts just before the first start, as canvas's
+        started = seconds + micros / 1e6
         handles = [self.client.start(blueprint_id) for _ in range(runs)]
         own_kinds = _queue_kinds() - own_kinds_before
         own_queue = STATS.total("queue") - queue_before
@@ -290,11 +294,12 @@ class Bench:
         marks = [f"{self.prefix}{kind}:{{{h.run_id}:" for h in handles for kind in ("join", "claim")]
         joins = sum(1 for line in lines if any(mark in line for mark in marks))
         width = sum(1 for e in graph.edges if e.target == "join")
-        last = max(t for run in finished for _, t in run)
-        return Figures(name, self.system, sum(len(run) for run in finished), last - started,
+        times = sorted(t for run in finished for _, t in run)
+        return Figures(name, self.system, len(times), times[-1] - started,
                        hops, len(lines), runs * width, joins,
                        workers_after[0] - workers_before[0] + own_queue,
-                       workers_after[1] - workers_before[1] + own_cosmos, kinds)
+                       workers_after[1] - workers_before[1] + own_cosmos, kinds,
+                       times[0] - started, max((b - a for a, b in itertools.pairwise(times)), default=0.0))
 
 
 def idle_cost(stats_dir: Path, seconds: float, queues: int) -> tuple[float, Counter[str]]:
@@ -616,6 +621,11 @@ def main() -> None:
     print(HEADER)
     for item in figures:
         print(item.row())
+    print("timing (first publish -> first finish; longest gap between two finishes):")
+    for item in figures:
+        if item.first is not None and item.longest_gap is not None:
+            print(f"  {item.scenario:<24} {item.system:<18} first {_ms(item.first)}, "
+                  f"longest gap {_ms(item.longest_gap)}")
     print("queue requests per node by kind:")
     for item in figures:
         if item.kinds is not None:

@@ -55,7 +55,8 @@ def bundled() -> Iterator[None]:
     """Collect this thread's immediate sends to Azure queues; send them as bundles at the end.
 
     Nested blocks send when the outermost ends. The sends happen even when the block raises,
-    so nothing published inside is lost; a failed send raises from here.
+    so nothing published inside is lost; every queue's sends are tried, then the first failure
+    raises from here.
     """
     _collecting.depth += 1
     try:
@@ -64,8 +65,19 @@ def bundled() -> Iterator[None]:
         _collecting.depth -= 1
         if _collecting.depth == 0:
             pending, _collecting.pending = _collecting.pending, {}
-            for (_, queue), (sender, payloads) in pending.items():
-                sender.send_bundle(queue, payloads)
+            _send_all(pending)
+
+
+def _send_all(pending: dict[tuple[int, str], tuple[BundleSender, list[tuple[dict[str, Any], int | None]]]]) -> None:
+    """Send what a block collected, queue by queue; raise the first failure after trying all."""
+    failure: Exception | None = None
+    for (_, queue), (sender, payloads) in pending.items():
+        try:
+            sender.send_bundle(queue, payloads)
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def collect(sender: BundleSender, queue: str, payload: dict[str, Any], ttl: int | None) -> bool:

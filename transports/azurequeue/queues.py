@@ -134,7 +134,7 @@ class AzureQueues:
         due = wire.due_time(payload)
         hidden = wire.initial_visibility(due, now)
         ttl = wire.time_to_live(payload, self.registry.message_ttl_ms(queue), hidden)
-        if not hidden and self.options.bundle_size > 1 and self._signals() is not None \
+        if (due is None or due <= now) and self.options.bundle_size > 1 and self._signals() is not None \
                 and bundles.collect(self, queue, payload, ttl):
             return
         envelope: dict[str, Any] = {"m": payload}
@@ -143,8 +143,9 @@ class AzureQueues:
         self.send_envelope(queue, envelope, hidden, ttl)
 
     def send_bundle(self, queue: str, payloads: list[tuple[dict[str, Any], int | None]]) -> None:
-        """Send collected immediate messages as bundles of up to `bundle_size` parts that fit
-        under the large-message threshold (a message too large for any bundle goes alone), on
+        """Send collected immediate messages as bundles of up to `bundle_size` parts of one
+        time-to-live that fit under the large-message threshold (a message too large for any
+        bundle goes alone), on
         up to `BUNDLE_SEND_THREADS` threads; each bundle is signalled as soon as it is sent."""
         limit = self.options.large_message_threshold
         messages: list[tuple[str, int | None]] = []
@@ -156,8 +157,7 @@ class AzureQueues:
             if len(chunk) == 1:
                 messages.append(('{"m":' + chunk[0] + "}", ttls[0]))
             elif chunk:
-                known = [ttl for ttl in ttls if ttl is not None]
-                messages.append((wire.encode_bundle(chunk), min(known) if known else None))
+                messages.append((wire.encode_bundle(chunk), ttls[0]))
             chunk.clear()
             ttls.clear()
 
@@ -166,7 +166,8 @@ class AzureQueues:
             if len(text) + 16 > limit:
                 self.send_envelope(queue, {"m": payload}, 0, ttl)
                 continue
-            if chunk and (len(chunk) >= self.options.bundle_size or length + len(text) + 16 > limit):
+            if chunk and (len(chunk) >= self.options.bundle_size or length + len(text) + 16 > limit
+                          or ttl != ttls[0]):
                 close_chunk()
                 length = 0
             chunk.append(text)
@@ -243,6 +244,9 @@ class AzureQueues:
             envelope = wire.decode(text)
             lease.blob = envelope.get("blob")
             lease.envelope = envelope
+            earlier = envelope.get("rd")  # deliveries of a bundle's part before it was re-sent alone
+            if isinstance(earlier, int) and not isinstance(earlier, bool) and earlier > 0:
+                lease.dequeue_count += earlier
             if "ms" in envelope:
                 return self._accept_bundle(lease, envelope["ms"], no_ack)
             payload = self.unpack(envelope)
@@ -316,7 +320,8 @@ class AzureQueues:
     def requeue(self, lease: Lease, tag: str) -> None:
         """Make a held message visible again at once (a bundle's part is re-sent on its own)."""
         if lease.bundle:
-            self._close_part(lease, tag, lambda part: self.send_envelope(lease.queue, {"m": part}))
+            self._close_part(lease, tag, lambda part: self.send_envelope(
+                lease.queue, {"m": part, "rd": lease.dequeue_count}))
         else:
             self.keeper.settle(lease, self.release)
 
@@ -339,16 +344,15 @@ class AzureQueues:
         index, part = entry
         if redirect is not None:
             redirect(part)
-        with lease.lock:
+        with lease.lock:  # noted before the lock is released, so never after the last part's clear
             if lease.parts.pop(tag, None) is None:
                 return
             last = not lease.parts
+            done_parts = self._done_parts()
+            if not last and done_parts is not None:
+                done_parts.add(lease.queue, lease.message_id, index)
         if last:
             self.keeper.settle(lease, self._delete_bundle)
-            return
-        done_parts = self._done_parts()
-        if done_parts is not None:
-            done_parts.add(lease.queue, lease.message_id, index)
 
     def _delete_bundle(self, lease: Lease) -> None:
         """Delete a bundle whose parts are all settled, and its record of settled parts."""
@@ -421,7 +425,7 @@ class AzureQueues:
     def _send_dead(self, lease: Lease, envelope: dict[str, Any], reason: str) -> None:
         """Send an envelope to `<queue>-dlq` with the reason and delivery count attached."""
         dlq = dead_letter_queue_name(lease.queue)
-        dead = {k: v for k, v in envelope.items() if k != "due"}
+        dead = {k: v for k, v in envelope.items() if k not in ("due", "rd")}
         dead["dl"] = {"reason": reason, "queue": lease.queue, "delivery-count": lease.dequeue_count}
         self.declare_queue(dlq, {}, False)
         self.send_envelope(dlq, dead)

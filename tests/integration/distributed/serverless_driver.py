@@ -32,9 +32,8 @@ def main() -> int:
         if status not in ("running",):
             break
         for message in queue.receive_messages(max_messages=32, visibility_timeout=60):
-            process_message(message.content)
+            processed += len(process_message(message.content))  # a bundle carries several tasks
             queue.delete_message(message)
-            processed += 1
         time.sleep(0.2)
     doc = client.status(run.run_id)
     print(json.dumps({"processed": processed, "status": doc.get("status"),

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from azure.storage.queue import QueueClient, QueueServiceClient
 from celery import Celery
 from kombu import Connection
 
 import transports  # noqa: F401  (registers azurequeue://)
 from tests.integration.polling import wait_for
+from transports.azurequeue.naming import azure_queue_name
 
 ROOT = Path(__file__).resolve().parents[3]
 APP = "tests.integration.transports.transport_app"
@@ -26,6 +28,13 @@ APP = "tests.integration.transports.transport_app"
 def connection(prefix: str, **options: Any) -> Connection:
     """A Kombu connection on `azurequeue://` whose queues all start with `prefix`."""
     return Connection("azurequeue://", transport_options={"queue_name_prefix": prefix, **options})
+
+
+def azure_queue(prefix: str, name: str) -> QueueClient:
+    """The plain Azure SDK client of Kombu queue `name` under `prefix` (to peek and count behind
+    the transport's back)."""
+    service = QueueServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
+    return service.get_queue_client(azure_queue_name(name, prefix))
 
 
 def client_app(prefix: str, visibility: int = 30, redis: bool = True) -> Celery:

@@ -45,3 +45,36 @@ def test_time_to_live_takes_the_shorter_limit_after_the_delay() -> None:
     assert wire.time_to_live({"properties": {"expiration": "1500"}}, None, 0) == 2
     assert wire.time_to_live({"properties": {"expiration": 9000}}, 5000, 10) == 15
     assert wire.time_to_live({"properties": {}}, 300, 0) == 1
+
+
+PART = {"body": "e30=", "properties": {"body_encoding": "base64"}, "headers": {}}
+
+
+def test_bundle_envelope_decodes_to_its_parts_in_order() -> None:
+    parts = [dict(PART, headers={"n": i}) for i in range(3)]
+    envelope = wire.decode(wire.encode({"ms": parts}))
+    assert envelope["ms"] == parts
+
+
+def test_encode_bundle_of_encoded_parts_round_trips() -> None:
+    parts = [dict(PART, headers={"n": i}) for i in range(4)]
+    text = wire.encode_bundle([wire.encode(part) for part in parts])
+    assert wire.decode(text) == {"ms": parts}
+    assert len(text) == len(wire.encode({"ms": parts}))
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        {"ms": []},
+        {"ms": PART},
+        {"ms": "parts"},
+        {"ms": [PART, {"body": "e30=", "headers": {}}]},
+        {"ms": [PART, {"body": "e30=", "properties": "not a dict"}]},
+        {"ms": [PART, "text"]},
+    ],
+    ids=["empty", "not-a-list", "text", "part-without-properties", "properties-not-a-dict", "part-not-a-dict"],
+)
+def test_bad_bundle_envelope_is_poison(envelope: dict[str, object]) -> None:
+    with pytest.raises(wire.PoisonMessage, match="bundle"):
+        wire.decode(wire.encode(envelope))
