@@ -10,10 +10,11 @@ prefork -c 2, Celery's default prefetch) and `celery beat` with the default reco
 stall threshold, then all runs are started at once. Per mode: wall time (first start to last node
 finish), nodes/s, extra node executions (no-op bodies run beyond one per node), task messages
 received per node, task retries, peak queue depth (the node queues' approximate message count,
-sampled every second; Azure messages, so a bundle of up to 4 task messages counts once), reconcile passes and what they re-published (from the workers' logs),
-ERROR lines logged, peak worker RSS (every process of both workers), and Azure queue and Cosmos
-requests per node (worker processes' counters, `bench/workflow_nodes.py`, plus the client's
-starts). Targets print as PASS/MISS; the exit status is 0 either way.
+sampled every second; Azure messages, so a bundle of up to 4 task messages counts once),
+reconcile passes and what they re-published (from the workers' logs), ERROR lines logged, peak
+worker RSS (every process of both workers), and Azure queue and Cosmos requests per node (worker
+processes' counters, `bench/workflow_nodes.py`, plus the client's starts). Targets print as
+PASS/MISS; the exit status is 0 either way.
 
 Needs the dev services (the emulators' env vars default to `flowcraft-celery services up`'s). Uses
 its own queue prefix, Cosmos database and Redis key prefix, all removed at the end.

@@ -67,15 +67,6 @@ with connection(prefix, **options) as conn:
 
 
 @pytest.fixture
-def rdb(unique_prefix: str) -> Iterator[redis.Redis]:
-    """Redis, with every key of this test's prefix (the transport's and the tasks') deleted after."""
-    client = redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
-    yield client
-    for key in client.scan_iter(f"*{unique_prefix}*"):
-        client.delete(key)
-
-
-@pytest.fixture
 def cleanup(unique_prefix: str, rdb: redis.Redis) -> Iterator[None]:
     """Delete this test's Azure queues at teardown."""
     yield

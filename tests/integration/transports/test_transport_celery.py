@@ -35,15 +35,6 @@ def procs(tmp_path: Path, unique_prefix: str) -> Iterator[Processes]:
         yield started
 
 
-@pytest.fixture
-def rdb(unique_prefix: str) -> Iterator[redis.Redis]:
-    """Redis, with this test's keys deleted afterwards."""
-    client = redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
-    yield client
-    for key in client.scan_iter(f"{unique_prefix}*"):
-        client.delete(key)
-
-
 def entries(rdb: redis.Redis, key: str) -> list[str]:
     """The list a test task appended to."""
     return [str(entry) for entry in rdb.lrange(key, 0, -1)]
