@@ -145,35 +145,26 @@ class AzureQueues:
     def send_bundle(self, queue: str, payloads: list[tuple[dict[str, Any], int | None]]) -> None:
         """Send collected immediate messages as bundles of up to `bundle_size` parts of one
         time-to-live that fit under the large-message threshold (a message too large for any
-        bundle goes alone), on
-        up to `BUNDLE_SEND_THREADS` threads; each bundle is signalled as soon as it is sent."""
-        limit = self.options.large_message_threshold
+        bundle goes alone), on up to `BUNDLE_SEND_THREADS` threads; each bundle is signalled as
+        soon as it is sent."""
+        limit = self.options.large_message_threshold - wire.ENVELOPE_OVERHEAD
         messages: list[tuple[str, int | None]] = []
         chunk: list[str] = []
-        ttls: list[int | None] = []
+        chunk_ttl: int | None = None
         length = 0
-
-        def close_chunk() -> None:
-            if len(chunk) == 1:
-                messages.append(('{"m":' + chunk[0] + "}", ttls[0]))
-            elif chunk:
-                messages.append((wire.encode_bundle(chunk), ttls[0]))
-            chunk.clear()
-            ttls.clear()
-
         for payload, ttl in payloads:
             text = wire.encode(payload)
-            if len(text) + 16 > limit:
+            if len(text) > limit:
                 self.send_envelope(queue, {"m": payload}, 0, ttl)
                 continue
-            if chunk and (len(chunk) >= self.options.bundle_size or length + len(text) + 16 > limit
-                          or ttl != ttls[0]):
-                close_chunk()
-                length = 0
+            if chunk and (len(chunk) >= self.options.bundle_size or length + len(text) > limit or ttl != chunk_ttl):
+                messages.append((wire.encode_parts(chunk), chunk_ttl))
+                chunk, length = [], 0
             chunk.append(text)
-            ttls.append(ttl)
+            chunk_ttl = ttl
             length += len(text) + 1
-        close_chunk()
+        if chunk:
+            messages.append((wire.encode_parts(chunk), chunk_ttl))
         if len(messages) <= 1:
             for text, ttl in messages:
                 self.send_text(queue, text, 0, ttl, coalesce=False)

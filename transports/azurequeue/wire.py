@@ -20,8 +20,14 @@ def encode(envelope: dict[str, Any]) -> str:
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=True)
 
 
-def encode_bundle(part_texts: list[str]) -> str:
-    """The envelope text of a bundle: several Kombu messages (each already encoded) in one."""
+#: Characters an envelope adds around the texts of the Kombu messages it carries (and more).
+ENVELOPE_OVERHEAD = 16
+
+
+def encode_parts(part_texts: list[str]) -> str:
+    """The envelope text of Kombu messages already encoded: `m` for one, a bundle (`ms`) for several."""
+    if len(part_texts) == 1:
+        return '{"m":' + part_texts[0] + "}"
     return '{"ms":[' + ",".join(part_texts) + "]}"
 
 

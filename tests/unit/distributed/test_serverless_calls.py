@@ -34,7 +34,7 @@ CALLS: list[tuple[str, list[Any], dict[str, Any]]] = [
 
 def test_bundle_text_gives_one_call_per_part_in_order() -> None:
     payloads, ids = celery_payloads(CALLS)
-    text = wire.encode_bundle([wire.encode(payload) for payload in payloads])
+    text = wire.encode_parts([wire.encode(payload) for payload in payloads])
     calls = task_calls(text)
     assert calls == [(name, task_id, args, kwargs, 0) for (name, args, kwargs), task_id in zip(CALLS, ids, strict=True)]
     assert len(set(ids)) == 3
@@ -67,6 +67,6 @@ def test_process_message_runs_every_part_in_order_and_returns_their_names() -> N
         ran.append(("second", k, self.request.id))
 
     payloads, ids = celery_payloads(CALLS)
-    names = process_message(wire.encode_bundle([wire.encode(payload) for payload in payloads]), app=app)
+    names = process_message(wire.encode_parts([wire.encode(payload) for payload in payloads]), app=app)
     assert names == ["tasks.first", "tasks.second", "tasks.first"]
     assert ran == [("first", "a", ids[0]), ("second", "b", ids[1]), ("first", [3, 4], ids[2])]

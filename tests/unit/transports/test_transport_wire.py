@@ -56,11 +56,12 @@ def test_bundle_envelope_decodes_to_its_parts_in_order() -> None:
     assert envelope["ms"] == parts
 
 
-def test_encode_bundle_of_encoded_parts_round_trips() -> None:
+def test_encode_parts_of_encoded_messages_round_trips() -> None:
     parts = [dict(PART, headers={"n": i}) for i in range(4)]
-    text = wire.encode_bundle([wire.encode(part) for part in parts])
+    text = wire.encode_parts([wire.encode(part) for part in parts])
     assert wire.decode(text) == {"ms": parts}
     assert len(text) == len(wire.encode({"ms": parts}))
+    assert wire.decode(wire.encode_parts([wire.encode(parts[0])])) == {"m": parts[0]}
 
 
 @pytest.mark.parametrize(
