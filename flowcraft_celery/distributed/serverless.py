@@ -2,8 +2,8 @@
 
 The Functions host receives the message from the Azure queue and hands over its text; this
 decodes our transport's envelope (fetching an out-of-line body from Blob Storage), finds the
-Celery task it names (each task of a bundle, in order) and runs it in this process. What the task publishes (successors,
-retries with their countdown) goes through the broker as usual. A message that cannot be
+Celery task it names (each task of a bundle, in order) and runs it in this process. What the
+task publishes (successors, retries with their countdown) goes through the broker as usual. A message that cannot be
 decoded, or names an unknown task, raises `UnprocessableMessage`: the host then retries it and
 moves it to its poison queue after `maxDequeueCount` attempts, so nothing is dropped.
 """
