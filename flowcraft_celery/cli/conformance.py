@@ -25,7 +25,10 @@ from flowcraft_celery.cli.errors import EXIT_FAILED, CommandError
 @click.option("-k", "only", default=None, help="Run only scenarios whose name contains this text.")
 def conformance_command(scenarios_file: str, mode: str, workers: int, external_workers: bool,
                         only: str | None) -> None:
-    """Run every scenario of SCENARIOS_FILE; print PASS/FAIL lines and `N passed, M failed`."""
+    """Run every scenario of SCENARIOS_FILE; print PASS/FAIL lines and `N passed, M failed`.
+
+    In celery mode the workers' logs are read too: a rebuild of a run's Redis state with healthy
+    services is a failure (a line says how many)."""
     from flowcraft_celery.devtools.conformance import (
         LocalMode,
         Mode,
@@ -39,21 +42,37 @@ def conformance_command(scenarios_file: str, mode: str, workers: int, external_w
         scenarios = load_scenarios(scenarios_file)
     except ScenarioFormatError as exc:
         raise CommandError(str(exc), EXIT_FAILED) from exc
+    rebuilds = 0
     with contextlib.ExitStack() as stack:
         executor: Mode = LocalMode()
+        logs: list[Path] = []
         if mode == "celery":
-            executor = stack.enter_context(_celery_mode(scenarios_file, workers, external_workers))
+            executor, logs = stack.enter_context(_celery_mode(scenarios_file, workers, external_workers))
         reports = []
         for report in run_scenarios(scenarios, executor, only):
             click.echo(report.line())
             reports.append(report)
+        if mode == "celery" and not external_workers:
+            rebuilds = _rebuilds_logged(logs)
+            click.echo(f"{'FAIL' if rebuilds else 'PASS'} workers rebuilt a run's Redis state {rebuilds} times "
+                       "(with healthy services this must be 0)")
     click.echo(summary(reports))
-    sys.exit(0 if all(r.passed for r in reports) else EXIT_FAILED)
+    sys.exit(0 if all(r.passed for r in reports) and not rebuilds else EXIT_FAILED)
+
+
+#: The log line a worker writes each time it rebuilds a run's Redis state from Cosmos.
+REBUILD_LINE = b"rebuilt from Cosmos as generation"
+
+
+def _rebuilds_logged(logs: list[Path]) -> int:
+    """How many times the workers logged a rebuild of a run's Redis state."""
+    return sum(log.read_bytes().count(REBUILD_LINE) for log in logs if log.exists())
 
 
 @contextlib.contextmanager
-def _celery_mode(scenarios_file: str, workers: int, external: bool) -> Iterator[Any]:
-    """Environment for the scenarios, workers started (unless external), and the Celery mode."""
+def _celery_mode(scenarios_file: str, workers: int, external: bool) -> Iterator[tuple[Any, list[Path]]]:
+    """Environment for the scenarios, workers started (unless external): the Celery mode and the
+    workers' log files."""
     from flowcraft_celery.devtools.conformance import scenarios_env
 
     tag = uuid.uuid4().hex[:8]
@@ -70,4 +89,4 @@ def _celery_mode(scenarios_file: str, workers: int, external: bool) -> Iterator[
             for _ in range(workers):
                 group.worker(queues=env["FLOWCRAFT_DEFAULT_QUEUE"])
             group.wait_ready()
-        yield CeleryMode()
+        yield CeleryMode(), group.logs

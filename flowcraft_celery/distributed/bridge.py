@@ -56,12 +56,13 @@ from flowcraft_celery.engine.builtins import (
     subflow_output,
 )
 from flowcraft_celery.engine.context import NodeContext, RunContext
+from flowcraft_celery.engine.decisions import Decision
 from flowcraft_celery.engine.invoke import NodeAttemptError, run_attempt, run_fallback
 from flowcraft_celery.engine.registry import NodeResult
 from flowcraft_celery.model.blueprint import NodeDefinition
 from flowcraft_celery.model.durations import sleep_seconds
-from flowcraft_celery.model.graph import Graph
-from flowcraft_celery.stores.base import MISSING
+from flowcraft_celery.model.graph import DynamicAddition, Graph
+from flowcraft_celery.stores.base import MISSING, RecordedOutput
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
 from flowcraft_celery.stores.guard import TRANSIENT
 from flowcraft_celery.stores.ledger import token
@@ -166,6 +167,16 @@ def _end_trace(trace: Attempt, state: str, retry_in: float | None = None) -> Non
                        trace.run_id, trace.token, state, exc)
 
 
+def _result_of(recorded: RecordedOutput) -> NodeResult:
+    """The result a recorded output stands for."""
+    return NodeResult(output=recorded.output, action=recorded.action, dynamic_nodes=list(recorded.dynamic_nodes))
+
+
+def _decision_of(recorded: RecordedOutput) -> Decision | None:
+    """The decision recorded with an output (None in a record of an older version: decided then)."""
+    return None if recorded.decision is None else Decision.from_dict(recorded.decision)
+
+
 def _is_json(value: Any) -> bool:
     """Whether a value can travel in a message (a `prep` result that cannot is prepared again)."""
     try:
@@ -207,6 +218,10 @@ class NodeExecution:
             state = self.rt.ledger.check(self.run_id, self.token)
         if state.finished or state.halted:
             return
+        problem = self._unexpected(state.pending)
+        if problem is not None:
+            self._dead_letter_unexpected(problem)
+            return
         self.maybe_recorded = state.maybe_recorded
         blueprint = self.rt.blueprints.get(self.msg["bp"])
         if blueprint is None:
@@ -226,8 +241,10 @@ class NodeExecution:
         self.blueprint = blueprint
         if "done" in self.msg:  # the node finished earlier; recording its result failed then
             done = self.msg["done"] or {}
+            decided = done.get("decision")
             self._succeed(NodeResult(output=done.get("output"), action=done.get("action"),
-                                     dynamic_nodes=done.get("dynamicNodes") or []))
+                                     dynamic_nodes=done.get("dynamicNodes") or []),
+                          Decision.from_dict(decided) if isinstance(decided, dict) else None)
         elif "resume" in self.msg:
             resumed = self.msg["resume"] or {}
             self._succeed(NodeResult(output=resumed.get("output"), action=resumed.get("action")))
@@ -247,8 +264,7 @@ class NodeExecution:
         recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration) \
             if self.maybe_recorded else None
         if recorded is not None:
-            self._succeed(NodeResult(output=recorded.output, action=recorded.action,
-                                     dynamic_nodes=list(recorded.dynamic_nodes)), recorded=True)
+            self._succeed(_result_of(recorded), _decision_of(recorded), recorded=True)
             return
         node = self.graph.nodes[self.node_id]
         node_input = semantics.resolve_input(self.graph, node, self.msg.get("value"), self._lookup, self.iteration)
@@ -266,8 +282,7 @@ class NodeExecution:
             recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration) \
                 if again.maybe_recorded else None
             if recorded is not None:
-                self._succeed(NodeResult(output=recorded.output, action=recorded.action,
-                                         dynamic_nodes=list(recorded.dynamic_nodes)), recorded=True)
+                self._succeed(_result_of(recorded), _decision_of(recorded), recorded=True)
                 return
             crashes = self.rt.ledger.begin_attempt(self.run_id, self.token) - 1
             if crashes >= self.rt.max_node_crashes:
@@ -329,33 +344,40 @@ class NodeExecution:
         elif fallback:
             message = payload(self.run_id, self.blueprint, fallback, self.iteration, self.msg.get("value"),
                               bool(self.msg.get("dyn")))
-            publish(self.app, self.graph, message)
-            self._progress({token(fallback, self.iteration): message})
+            self._send({token(fallback, self.iteration): message})
         else:
             self._fail(error.to_record())
 
-    def _succeed(self, result: NodeResult, recorded: bool = False) -> None:
-        """Record the output once, deliver transitions, publish what starts, update the ledger."""
+    def _succeed(self, result: NodeResult, decision: Decision | None = None, recorded: bool = False) -> None:
+        """Decide where the execution goes (unless `decision` was made already), record output and
+        decision once in one write, deliver the transitions, publish what starts, update the ledger."""
+        routed = self._routed(result, decision)
+        if routed is None:
+            return
         if not recorded:
             try:
-                result = self._record(result)
+                first = self._record(result, routed[2])
             except PermanentError as exc:  # an output no store can hold: no retry can fix it
                 self._fail({"nodeId": self.node_id, "message": str(exc), "type": type(exc).__name__})
                 return
             except Exception as exc:
                 if classify(exc) != "infrastructure":
                     raise
-                self._retry_write(result, exc)
+                self._retry_write(result, routed[2], exc)
                 return
+            if first is not None:  # another copy recorded first: its result and decision count
+                result = _result_of(first)
+                routed = self._routed(result, _decision_of(first))
+                if routed is None:
+                    return
+        self.graph, addition, decision = routed
         dynamic = bool(self.msg.get("dyn"))
+        if addition is not None:
+            self.rt.ledger.add_dynamic(self.run_id, self.token, addition.to_dict())
+            dynamic = True
         try:
-            self.graph, addition = semantics.add_dynamic_nodes(self.graph, self.node_id, self.iteration, result,
-                                                               self.rt.registry, self.rt.blueprints)
-            if addition is not None:
-                self.rt.ledger.add_dynamic(self.run_id, self.token, addition.to_dict())
-                dynamic = True
-            transitions = semantics.after_success(self.graph, self.node_id, self.iteration, result, self._lookup)
-        except Exception as exc:  # a bad expression value or dynamic node fails the node
+            transitions = semantics.after_decision(self.graph, self.iteration, result.output, decision)
+        except Exception as exc:  # a loop past its bound, a decision that does not fit the graph
             if classify(exc) == "infrastructure":
                 raise
             self._fail({"nodeId": self.node_id, "message": str(exc), "type": type(exc).__name__})
@@ -363,38 +385,64 @@ class NodeExecution:
         starts = dispatch.route(self.graph, self.run_id, transitions, self.rt.coordination)
         messages = {token(s.node_id, s.iteration): payload(self.run_id, self.blueprint, s.node_id, s.iteration,
                                                            s.value, dynamic) for s in starts}
+        self._send(messages)
+
+    def _routed(self, result: NodeResult, decision: Decision | None
+                ) -> tuple[Graph, DynamicAddition | None, Decision] | None:
+        """The graph with the result's dynamic nodes and the execution's decision (made now
+        against the context unless given); None when that fails the node (a malformed dynamic
+        node, an expression that cannot be evaluated)."""
+        try:
+            graph, addition = semantics.add_dynamic_nodes(self.graph, self.node_id, self.iteration, result,
+                                                          self.rt.registry, self.rt.blueprints)
+            if decision is None:
+                decision = semantics.decide(graph, self.node_id, self.iteration, result, self._lookup)
+        except Exception as exc:
+            if classify(exc) == "infrastructure":
+                raise
+            self._fail({"nodeId": self.node_id, "message": str(exc), "type": type(exc).__name__})
+            return None
+        return graph, addition, decision
+
+    def _send(self, messages: dict[str, Payload]) -> None:
+        """Publish the successors' messages (one inline, maybe), pending in the ledger before any
+        leaves: a message whose token the ledger does not hold is never run (`_unexpected`)."""
         finished_at = time.time()
         for message in messages.values():
             message["sent"] = finished_at  # an inlined one is on its way right here
+        if messages:
+            self.rt.ledger.progress(self.run_id, None, messages, finished_at)
         inline = self._inline_choice(list(messages.values()))
         publish_groups(self.app, self.graph, self._groups([m for m in messages.values() if m is not inline]))
         if inline is not None:
             NodeExecution(self.task, self.rt, inline, self.depth + 1, own_message=False).handle()
         self._progress(messages, finished_at)
 
-    def _record(self, result: NodeResult) -> NodeResult:
-        """Record the output once (also for the node a fallback stands in for); the result that
-        counts is the first one recorded."""
+    def _record(self, result: NodeResult, decision: Decision) -> RecordedOutput | None:
+        """Record output and decision once (also for the node a fallback stands in for); the
+        first record wins: returned when another copy wrote it, else None."""
         self.rt.ledger.mark_recording(self.run_id, self.token)
+        first = None
         if not self.rt.contexts.record_output(self.run_id, self.node_id, self.iteration, result.output,
-                                              result.action, result.dynamic_nodes):
+                                              result.action, result.dynamic_nodes, decision.to_dict()):
             first = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration)
-            if first is not None:
-                result = NodeResult(output=first.output, action=first.action,
-                                    dynamic_nodes=list(first.dynamic_nodes))
+        kept = decision if first is None or first.decision is None else Decision.from_dict(first.decision)
+        output, action = (result.output, result.action) if first is None else (first.output, first.action)
         original = self.graph.fallback_for.get(self.node_id)
         if original is not None:
-            self.rt.contexts.record_output(self.run_id, original, self.iteration, result.output, result.action)
-        return result
+            self.rt.contexts.record_output(self.run_id, original, self.iteration, output, action,
+                                           decision=kept.to_dict())
+        return first
 
-    def _retry_write(self, result: NodeResult, exc: Exception) -> None:
-        """Recording a finished node's result failed: send the result on, to be recorded later
-        (the node itself is not run again)."""
+    def _retry_write(self, result: NodeResult, decision: Decision, exc: Exception) -> None:
+        """Recording a finished node's result failed: send the result and its decision on, to be
+        recorded later (the node itself is not run again, nor its routing decided again)."""
         writes = int(self.msg.get("writes", 0))
         countdown = min(MAX_BACKOFF_SECONDS, 2 ** writes)
         logger.warning("run %s node %s finished but its result could not be recorded (%s); retrying the write in %s s",
                        self.run_id, self.node_id, exc, countdown)
-        done = {"output": result.output, "action": result.action, "dynamicNodes": result.dynamic_nodes}
+        done = {"output": result.output, "action": result.action, "dynamicNodes": result.dynamic_nodes,
+                "decision": decision.to_dict()}
         self._requeue(dict(self.msg, done=done, writes=writes + 1), countdown)
 
     def _groups(self, messages: list[Payload]) -> list[list[Payload]]:
@@ -454,6 +502,33 @@ class NodeExecution:
             complete(self.app, self.rt, self.run_id)
         else:
             self.rt.touch(self.run_id)
+
+    def _unexpected(self, entry: Payload | None) -> str | None:
+        """Why the run does not expect this message, or None when it does: a message is a claim,
+        the run's record is the judge. The ledger holds a pending entry for every node execution
+        the recorded decisions made due (written before its message is sent); the message must
+        match it (blueprint, version, the child run it reports, a resume or wake-up the run gave)."""
+        if entry is None:
+            return (f"node execution {self.token} is not due in run {self.run_id}: no recorded decision has "
+                    "started it (an unknown node, a node not reached yet, or an iteration that is not current)")
+        for key, what in (("bp", "blueprint"), ("ver", "blueprint version")):
+            if self.msg.get(key) != entry.get(key):
+                return (f"the message names {what} {self.msg.get(key)!r} but run {self.run_id} expects "
+                        f"{entry.get(key)!r} for {self.token}")
+        child = self.msg.get("child")
+        if isinstance(child, dict) and child.get("runId") != entry.get("childRun"):
+            return (f"the message reports child run {child.get('runId')!r} but {self.token} of run {self.run_id} "
+                    f"waits for {entry.get('childRun')!r}")
+        if "resume" in self.msg and self.msg["resume"] != entry.get("resume"):
+            return f"{self.token} of run {self.run_id} was not resumed with this message's action and output"
+        if self.msg.get("wake") and not entry.get("wake"):
+            return f"{self.token} of run {self.run_id} is not sleeping: a wake-up message is not expected"
+        return None
+
+    def _dead_letter_unexpected(self, reason: str) -> None:
+        """A message the run does not expect never runs, fails or advances the run: dead-lettered."""
+        logger.warning("dead-lettering node message %s of run %s: %s", self.token, self.run_id, reason)
+        dead_letter(self.app, self.task, self.msg, reason)
 
     def _unknown_run(self) -> None:
         """A message for a run that has no status document is not executed: dead-lettered."""

@@ -2,13 +2,15 @@
 
 Redis coordinates a run (joins, claims, the pending ledger) but the truth is what the durable
 store records: each node execution's output, per node and iteration, with the dynamic nodes
-its result added. Replaying those outputs through the engine's own decisions (`after_success`,
-`dispatch.route`) from the start nodes gives the node executions that must still run, the
-join arrivals and claims so far, and the graph with its dynamic nodes. Used to complete a run
-only on durable evidence and to rebuild a run's Redis state after Redis lost it.
+its result added and the routing decision made when it completed (`engine.decisions`).
+Replaying those decisions (`semantics.after_decision`, `dispatch.route`) from the start nodes
+gives the node executions that must still run, the join arrivals and claims so far, and the
+graph with its dynamic nodes. Used to complete a run only on durable evidence, to rebuild a
+run's Redis state after Redis lost it, and to show a run.
 
-Edge conditions and transforms are evaluated against the run's current context (what the
-store holds now); a recorded output always counts as the node having run.
+No condition or transform is evaluated here: a skipped edge stays skipped whatever the context
+holds now. Only a record written before decisions were recorded (an older version's) is decided
+against the current context, as that version did.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowcraft_celery.engine import dispatch, semantics
+from flowcraft_celery.engine.decisions import Decision
 from flowcraft_celery.engine.registry import NodeResult
 from flowcraft_celery.model.graph import DynamicAddition, Graph, start_nodes
 from flowcraft_celery.stores.base import JoinState, RecordedOutput
@@ -109,13 +112,20 @@ def frontier(graph: Graph, run_id: str, outputs: Mapping[tuple[str, int], Record
             continue
         result.pending.pop(name, None)
         result.finished[name] = (start.node_id, start.iteration)
-        if recorded.dynamic_nodes:
-            addition = DynamicAddition.from_result(start.node_id, list(recorded.dynamic_nodes), recorded.output,
-                                                   start.iteration)
-            result.additions[name] = addition.to_dict()
+        decider = str(recorded.decision["node"]) if recorded.decision is not None else recorded.node_id
+        if decider != start.node_id:  # a fallback stood in: its own execution finished too
+            result.finished.setdefault(token(decider, start.iteration), (decider, start.iteration))
+        added = outputs.get((decider, start.iteration), recorded).dynamic_nodes
+        if added:
+            addition = DynamicAddition.from_result(decider, list(added), recorded.output, start.iteration)
+            result.additions[token(decider, start.iteration)] = addition.to_dict()
             result.graph = result.graph.extend([addition])
-        outcome = NodeResult(output=recorded.output, action=recorded.action)
-        transitions = semantics.after_success(result.graph, start.node_id, start.iteration, outcome, lookup)
+        if recorded.decision is not None:
+            decision = Decision.from_dict(recorded.decision)
+        else:  # a record of a version that did not record decisions: decided now, as that version did
+            outcome = NodeResult(output=recorded.output, action=recorded.action)
+            decision = semantics.decide(result.graph, decider, start.iteration, outcome, lookup)
+        transitions = semantics.after_decision(result.graph, start.iteration, recorded.output, decision)
         todo.extend(dispatch.route(result.graph, run_id, transitions, coordination, watch=watch))
     result.arrivals = coordination.arrivals
     result.claims = coordination.claims

@@ -13,6 +13,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from flowcraft_celery.engine.decisions import Decision
 from flowcraft_celery.engine.registry import NodeResult
 from flowcraft_celery.expressions.evaluator import UNDEFINED, compile_expression, truthy
 from flowcraft_celery.model.blueprint import Blueprint, EdgeDefinition, NodeDefinition
@@ -84,14 +85,21 @@ def json_value(value: Any) -> Any:
     return value
 
 
-def choose_edges(
-    graph: Graph, node_id: str, result: NodeResult, lookup: Lookup, iteration: int = 0
-) -> tuple[list[EdgeDefinition], list[EdgeDefinition]]:
-    """Split candidate out-edges into taken and not taken (§3.2)."""
+def candidate_edges(graph: Graph, node_id: str, iteration: int = 0) -> list[EdgeDefinition]:
+    """A node's candidate out-edges (§3.2): its own, plus those of the node it stands in for as a
+    fallback. A recorded decision names edges by their position in this list."""
     candidates = graph.out_edges_at(node_id, iteration)
     original = graph.fallback_for.get(node_id)
     if original is not None:
         candidates += graph.out_edges_at(original, iteration)
+    return candidates
+
+
+def choose_edges(
+    graph: Graph, node_id: str, result: NodeResult, lookup: Lookup, iteration: int = 0
+) -> tuple[list[EdgeDefinition], list[EdgeDefinition]]:
+    """Split candidate out-edges into taken and not taken (§3.2)."""
+    candidates = candidate_edges(graph, node_id, iteration)
     taken: list[EdgeDefinition] = []
     if graph.nodes[node_id].uses == LOOP_CONTROLLER:
         taken = [e for e in candidates if e.condition is not None and _condition_holds(e, result, lookup)]
@@ -101,6 +109,31 @@ def choose_edges(
         taken = [e for e in candidates if e.action is None and _condition_holds(e, result, lookup)]
     chosen = {id(e) for e in taken}
     return taken, [e for e in candidates if id(e) not in chosen]
+
+
+def decide(graph: Graph, node_id: str, iteration: int, result: NodeResult, lookup: Lookup) -> Decision:
+    """The routing decision of a node execution that just completed (§3.2 "decided once"): the
+    candidate edges taken and what their transforms hand over, against the context as it is now,
+    with the node's own output (recorded in the same write as the decision) visible under its id."""
+    scope = _with_own_output(graph, node_id, result.output, lookup)
+    candidates = candidate_edges(graph, node_id, iteration)
+    taken, _ = choose_edges(graph, node_id, result, scope, iteration)
+    chosen = {id(e) for e in taken}
+    positions = tuple(i for i, e in enumerate(candidates) if id(e) in chosen)
+    values = {i: handed_over(candidates[i], result.output, scope) for i in positions
+              if candidates[i].transform is not None}
+    return Decision(node_id, positions, values)
+
+
+def _with_own_output(graph: Graph, node_id: str, output: Any, lookup: Lookup) -> Lookup:
+    """A lookup that shows `output` as the node's (and, for a fallback, its original's) output."""
+    names = {node_id, graph.fallback_for.get(node_id, node_id)}
+    own = {key for name in names for key in (output_key(name), name)}
+
+    def scoped(key: str) -> Any:
+        return output if key in own else lookup(key)
+
+    return scoped
 
 
 def resume_actions(graph: Graph, node_id: str, iteration: int = 0) -> list[str] | None:
@@ -167,17 +200,25 @@ class Transition:
         return self.edge.source
 
 
-def after_success(
-    graph: Graph, node_id: str, iteration: int, result: NodeResult, lookup: Lookup
-) -> list[Transition]:
-    """Arrivals and skips caused by a node finishing (§3.2, §3.5); LoopBoundError past
-    `metadata.maxIterations`."""
-    taken, not_taken = choose_edges(graph, node_id, result, lookup, iteration)
+class DecisionMismatchError(RuntimeError):
+    """A recorded decision names edges its node does not have in this graph (the blueprint changed)."""
+
+
+def after_decision(graph: Graph, iteration: int, output: Any, decision: Decision) -> list[Transition]:
+    """Arrivals and skips caused by a node execution that completed with `decision` (§3.2,
+    §3.5); nothing is evaluated here. LoopBoundError past `metadata.maxIterations`."""
+    node_id = decision.node
+    candidates = candidate_edges(graph, node_id, iteration)
+    if any(i < 0 or i >= len(candidates) for i in decision.taken):
+        raise DecisionMismatchError(f"the recorded decision of node {node_id!r} names edges {list(decision.taken)} "
+                                    f"but the node has {len(candidates)} in this run's graph")
+    taken = [candidates[i] for i in decision.taken]
+    not_taken = [e for i, e in enumerate(candidates) if i not in decision.taken]
     origin = graph.fallback_for.get(node_id, node_id)  # a fallback runs in its original's iteration
     out = [
-        Transition(e, target_iteration(graph, e, iteration, origin), handed_over(e, result.output, lookup),
-                   back=graph.is_back_edge(e))
-        for e in taken
+        Transition(candidates[i], target_iteration(graph, candidates[i], iteration, origin),
+                   decision.values.get(i, output), back=graph.is_back_edge(candidates[i]))
+        for i in decision.taken
     ]
     bound = graph.max_iterations
     for transition in out:

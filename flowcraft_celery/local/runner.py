@@ -351,25 +351,32 @@ class LocalRunner:
         run.failed = True
 
     def _succeed(self, run: _Run, node_id: str, iteration: int, result: NodeResult) -> None:
-        """Record the output once, add dynamic nodes, and deliver the transitions it causes."""
+        """Decide where the execution goes, record output and decision once, add dynamic nodes,
+        and deliver the transitions the decision causes."""
+        try:
+            graph, _ = semantics.add_dynamic_nodes(run.graph, node_id, iteration, result, self.registry,
+                                                   self.blueprints)
+            decision = semantics.decide(graph, node_id, iteration, result, self._lookup(run))
+        except Exception as exc:  # a bad expression value or dynamic node fails the node
+            self._fail(run, {"nodeId": node_id, "message": str(exc), "type": type(exc).__name__})
+            return
         try:
             if not self.contexts.record_output(run.run_id, node_id, iteration, result.output, result.action,
-                                               result.dynamic_nodes):
+                                               result.dynamic_nodes, decision.to_dict()):
                 return
         except PermanentError as exc:  # an output no store can hold fails the node, as on Celery
             self._fail(run, {"nodeId": node_id, "message": str(exc), "type": type(exc).__name__})
             return
-        lookup = self._lookup(run)
+        run.graph = graph
+        original = graph.fallback_for.get(node_id)
+        if original is not None:
+            self.contexts.record_output(run.run_id, original, iteration, result.output, result.action,
+                                        decision=decision.to_dict())
         try:
-            run.graph, _ = semantics.add_dynamic_nodes(run.graph, node_id, iteration, result, self.registry,
-                                                       self.blueprints)
-            transitions = semantics.after_success(run.graph, node_id, iteration, result, lookup)
-        except Exception as exc:  # a bad expression value or dynamic node fails the node
+            transitions = semantics.after_decision(graph, iteration, result.output, decision)
+        except Exception as exc:  # a loop past its bound
             self._fail(run, {"nodeId": node_id, "message": str(exc), "type": type(exc).__name__})
             return
-        original = run.graph.fallback_for.get(node_id)
-        if original is not None:
-            self.contexts.record_output(run.run_id, original, iteration, result.output, result.action)
         self._emit("node:finish", run, node_id, action=result.action)
 
         def skipped(target: str, _: int) -> None:

@@ -61,6 +61,9 @@ class RecordedOutput:
     action: str | None = None
     #: Nodes the result added to the run (`dynamicNodes`), kept so the graph can be rebuilt.
     dynamic_nodes: tuple[dict[str, Any], ...] = ()
+    #: The routing decision made when the execution completed (`engine.decisions`, JSON form),
+    #: written with the output so no replay decides it again; None in records of older versions.
+    decision: dict[str, Any] | None = None
 
 
 class ValueTooLargeError(PermanentError):
@@ -107,10 +110,10 @@ class ContextStore(Protocol):
 
     def record_output(
         self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None,
-        dynamic_nodes: Sequence[Mapping[str, Any]] = (),
+        dynamic_nodes: Sequence[Mapping[str, Any]] = (), decision: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Record a node's output (and the nodes its result added) once; True if this call
-        recorded it, False if one existed."""
+        """Record a node's output (with the nodes its result added and its routing decision) once,
+        in one write; True if this call recorded it, False if one existed."""
 
     def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
         """The output recorded for (node, iteration), or None."""

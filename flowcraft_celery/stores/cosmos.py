@@ -2,7 +2,8 @@
 
 Context (container `context`, partition key `/runId`): one item per context key
 `{id: "c:<key>", kind: "ctx", key, value}` and one per recorded output
-`{id: "o:<node>:<iteration>", kind: "out", node, iteration, output, action}`. So `set` is one
+`{id: "o:<node>:<iteration>", kind: "out", node, iteration, output, action, decision}` (the
+routing decision written with the output, `engine.decisions`). So `set` is one
 upsert, `record_output` one create (409 = already recorded), parallel writers of different keys
 never touch the same item, and no item grows with the run (the 2 MiB limit applies per value).
 
@@ -153,8 +154,9 @@ def _written(item: Mapping[str, Any]) -> float:
 
 def _recorded(item: Mapping[str, Any]) -> RecordedOutput:
     """A recorded output from its item."""
+    decision = item.get("decision")
     return RecordedOutput(str(item["node"]), int(item["iteration"]), item.get("output"), item.get("action"),
-                          tuple(item.get("dynamicNodes") or ()))
+                          tuple(item.get("dynamicNodes") or ()), dict(decision) if isinstance(decision, dict) else None)
 
 
 def _output_item_id(node_id: str, iteration: int) -> str:
@@ -283,9 +285,10 @@ class CosmosContextStore:
 
     def record_output(
         self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None,
-        dynamic_nodes: Sequence[Mapping[str, Any]] = (),
+        dynamic_nodes: Sequence[Mapping[str, Any]] = (), decision: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Record (node, iteration) once with one create; False if it was already recorded."""
+        """Record (node, iteration) once with one create, its routing decision in the same item;
+        False if it was already recorded."""
         item = {
             "id": _output_item_id(node_id, iteration), "runId": run_id, "kind": "out",
             "node": node_id, "iteration": iteration, "output": output, "action": action,
@@ -293,6 +296,8 @@ class CosmosContextStore:
         }
         if dynamic_nodes:
             item["dynamicNodes"] = [dict(n) for n in dynamic_nodes]
+        if decision is not None:
+            item["decision"] = dict(decision)
         check_item_size(f"{_OUTPUTS_PREFIX}{node_id}", item, output)
         try:
             self._container.create_item(item)

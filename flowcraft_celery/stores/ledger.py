@@ -47,7 +47,8 @@ return redis.call('HLEN', pending)
 
 _CHECK = """
 return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or '',
-        redis.call('SISMEMBER', KEYS[3], ARGV[1]), redis.call('GET', KEYS[4]) or ''}
+        redis.call('SISMEMBER', KEYS[3], ARGV[1]), redis.call('GET', KEYS[4]) or '',
+        redis.call('HGET', KEYS[5], ARGV[1]) or ''}
 """
 
 _REFRESH = """
@@ -88,6 +89,8 @@ class TokenState:
     halted: str
     maybe_recorded: bool
     generation: int | None
+    #: The token's pending entry (the message the run expects for it), None when not pending.
+    pending: dict[str, Any] | None = None
 
     @property
     def lost(self) -> bool:
@@ -148,12 +151,14 @@ class RunLedger:
 
     def check(self, run_id: str, node_token: str) -> TokenState:
         """Whether the token finished, the run's halt reason ('' if running), whether an output
-        may already be recorded for the token (see `mark_recording`), and the run's generation."""
+        may already be recorded for the token (see `mark_recording`), the run's generation and
+        the token's pending entry, in one round trip."""
         keys = [self._key(run_id, "finished"), self._key(run_id, "halt"), self._key(run_id, "recording"),
-                self._key(run_id, "gen")]
-        finished, halted, recording, generation = self._check(keys=keys, args=[node_token])
+                self._key(run_id, "gen"), self._key(run_id, "pending")]
+        finished, halted, recording, generation, entry = self._check(keys=keys, args=[node_token])
         marker = _text(generation)
-        return TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None)
+        return TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
+                          json.loads(entry) if entry else None)
 
     def generation(self, run_id: str) -> int | None:
         """The run's marker: its generation, or None when Redis holds no state for the run."""

@@ -101,15 +101,16 @@ class MemoryContextStore:
 
     def record_output(
         self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None,
-        dynamic_nodes: Sequence[Mapping[str, Any]] = (),
+        dynamic_nodes: Sequence[Mapping[str, Any]] = (), decision: Mapping[str, Any] | None = None,
     ) -> bool:
         check_value(f"{_OUTPUTS}{node_id}", output)
         with self._lock:
             outputs = self._outputs.setdefault(run_id, {})
             if (node_id, iteration) in outputs:
                 return False
-            outputs[(node_id, iteration)] = (next(self._seq), RecordedOutput(node_id, iteration, output, action,
-                                                                             tuple(dict(n) for n in dynamic_nodes)))
+            recorded = RecordedOutput(node_id, iteration, output, action, tuple(dict(n) for n in dynamic_nodes),
+                                      None if decision is None else dict(decision))
+            outputs[(node_id, iteration)] = (next(self._seq), recorded)
             return True
 
     def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
