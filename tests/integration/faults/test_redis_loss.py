@@ -1,4 +1,5 @@
 """Losing Redis never produces a false status: runs are rebuilt from Cosmos and complete once.
+Messages a run does not expect (forged, stale, unknown run) are dead-lettered, never trusted.
 
 One private Redis / Azurite / Cosmos emulator set for the module (Redis is restarted, flushed
 and paused here, never the shared dev services), two workers and a beat.
@@ -101,6 +102,39 @@ def test_valid_celery_messages_that_are_not_node_messages_are_dead_lettered_with
     time.sleep(2)
     assert kit.calls(real) == {"x": 1}  # the run's own message ran it once; no poison copy did
     assert kit.logs().count("not a flowcraft node message") >= len(poison)
+
+
+def test_messages_a_running_run_does_not_expect_are_dead_lettered_and_the_run_goes_on(faults: Faults) -> None:
+    faults.running()
+    kit = faults.kit
+    run_id = kit.start("ft-slow")[0]  # `long` runs 8 s, then `b`
+    wait_for(lambda: kit.calls(run_id).get("long") == 1, 30, "the long node to start")
+    slow = kit.client.runtime.blueprints["ft-slow"]
+    forged = {  # reason expected in the dead letter -> a well-formed node message naming the live run
+        "ghost@0 is not due": payload(run_id, slow, "ghost", 0, None),
+        "names blueprint 'ft-other'": payload(run_id, kit.client.runtime.blueprints["ft-other"], "long", 0, None),
+        "names blueprint version '999'": {**payload(run_id, slow, "long", 0, None), "ver": "999"},
+        "b@0 is not due": payload(run_id, slow, "b", 0, None),
+        "b@3 is not due": payload(run_id, slow, "b", 3, None),
+        "was not resumed": payload(run_id, slow, "long", 0, None, resume={"action": None, "output": 1}),
+        "reports child run 'stale-child'": payload(run_id, slow, "long", 0, None,
+                                                   child={"runId": "stale-child", "status": "failed"}),
+        "is not sleeping": payload(run_id, slow, "long", 0, None, wake=True),
+    }
+    dead_before = kit.dead_letters()
+    for message in forged.values():
+        kit.client.app.send_task("flowcraft.node.ft-step", kwargs={"msg": message},
+                                 queue=kit.env["FLOWCRAFT_DEFAULT_QUEUE"])
+    wait_for(lambda: kit.dead_letters() >= dead_before + len(forged), 60, "every forged message dead-lettered")
+    assert kit.status(run_id)["status"] == "running"  # long is still running: nothing forged advanced the run
+    reasons = kit.dead_letter_reasons()
+    for expected in forged:
+        assert any(expected in reason for reason in reasons), (expected, reasons)
+    doc = kit.client.wait(run_id, RUN_TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    assert kit.calls(run_id) == {"long": 1, "b": 1}
+    assert_recorded_once(kit, run_id, {"long", "b"})
+    assert kit.logs().count(f"of run {run_id}: ") >= len(forged)  # one WARNING each, naming the run
 
 
 def test_waits_and_sleeps_whose_redis_keys_are_gone_go_on_and_every_join_runs_once(faults: Faults) -> None:
