@@ -382,8 +382,7 @@ class NodeExecution:
             if first is not None:
                 result = NodeResult(output=first.output, action=first.action,
                                     dynamic_nodes=list(first.dynamic_nodes))
-        original = self.graph.fallback_for.get(self.node_id)
-        if original is not None:
+        for original in self.graph.fallback_chain(self.node_id):  # each node this fallback stood in for
             self.rt.contexts.record_output(self.run_id, original, self.iteration, result.output, result.action)
         return result
 

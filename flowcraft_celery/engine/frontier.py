@@ -91,8 +91,9 @@ def frontier(graph: Graph, run_id: str, outputs: Mapping[tuple[str, int], Record
              start_value: Any, lookup: semantics.Lookup) -> Frontier:
     """Replay the recorded outputs from the start nodes; see the module docstring.
 
-    A node whose own output is missing but whose fallback's output is recorded counts as
-    finished with the fallback's output (the copy of it may not have been written).
+    A node whose own output is missing but whose fallback's output is recorded (or, along a
+    fallback chain, the output of a fallback further down) counts as finished with that output
+    (the copy of it may not have been written).
     """
     coordination = _Recording()
     watch = dispatch.JoinWatch()
@@ -125,10 +126,9 @@ def frontier(graph: Graph, run_id: str, outputs: Mapping[tuple[str, int], Record
 
 def _recorded(graph: Graph, outputs: Mapping[tuple[str, int], RecordedOutput], node_id: str,
               iteration: int) -> RecordedOutput | None:
-    """The node's recorded output, else its fallback's."""
-    own = outputs.get((node_id, iteration))
-    if own is not None:
-        return own
-    node = graph.nodes.get(node_id)
-    fallback = node.config.fallback if node is not None else None
-    return outputs.get((fallback, iteration)) if fallback else None
+    """The node's recorded output, else the first one recorded down its fallback chain."""
+    for candidate in (node_id, *graph.fallbacks_below(node_id)):
+        recorded = outputs.get((candidate, iteration))
+        if recorded is not None:
+            return recorded
+    return None

@@ -89,8 +89,7 @@ def choose_edges(
 ) -> tuple[list[EdgeDefinition], list[EdgeDefinition]]:
     """Split candidate out-edges into taken and not taken (§3.2)."""
     candidates = graph.out_edges_at(node_id, iteration)
-    original = graph.fallback_for.get(node_id)
-    if original is not None:
+    for original in graph.fallback_chain(node_id):  # a fallback drives the edges of each node it stands in for
         candidates += graph.out_edges_at(original, iteration)
     taken: list[EdgeDefinition] = []
     if graph.nodes[node_id].uses == LOOP_CONTROLLER:
@@ -173,7 +172,7 @@ def after_success(
     """Arrivals and skips caused by a node finishing (§3.2, §3.5); LoopBoundError past
     `metadata.maxIterations`."""
     taken, not_taken = choose_edges(graph, node_id, result, lookup, iteration)
-    origin = graph.fallback_for.get(node_id, node_id)  # a fallback runs in its original's iteration
+    origin = graph.fallback_root(node_id)  # a fallback runs in its original's iteration
     out = [
         Transition(e, target_iteration(graph, e, iteration, origin), handed_over(e, result.output, lookup),
                    back=graph.is_back_edge(e))
@@ -193,14 +192,15 @@ def after_success(
 
 def _unused_fallback_skips(graph: Graph, node_id: str, iteration: int) -> list[Transition]:
     """A node that succeeded (or was skipped) never needs its `config.fallback` in this
-    iteration: the fallback's own out-edges are dead paths (when no other node names it)."""
-    node = graph.nodes.get(node_id)
-    fallback = node.config.fallback if node is not None else None
-    if not fallback or fallback not in graph.nodes or graph.fallback_for.get(fallback) != node_id:
-        return []
-    if sum(1 for n in graph.nodes.values() if n.config.fallback == fallback) > 1:
-        return []
-    return _skips(graph, iteration, graph.out_edges_at(fallback, iteration), [], origin=node_id)
+    iteration, nor that node's fallback, down the chain: their own out-edges are dead paths
+    (down to a fallback some other node names too, which may still need it)."""
+    out: list[Transition] = []
+    origin = graph.fallback_root(node_id)
+    for fallback in graph.fallbacks_below(node_id):
+        if fallback not in graph.nodes or fallback in graph.shared_fallbacks:
+            break
+        out += _skips(graph, iteration, graph.out_edges_at(fallback, iteration), [], origin=origin)
+    return out
 
 
 def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], origin: str) -> list[Transition]:

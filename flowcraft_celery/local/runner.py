@@ -367,8 +367,7 @@ class LocalRunner:
         except Exception as exc:  # a bad expression value or dynamic node fails the node
             self._fail(run, {"nodeId": node_id, "message": str(exc), "type": type(exc).__name__})
             return
-        original = run.graph.fallback_for.get(node_id)
-        if original is not None:
+        for original in run.graph.fallback_chain(node_id):  # each node this fallback stood in for
             self.contexts.record_output(run.run_id, original, iteration, result.output, result.action)
         self._emit("node:finish", run, node_id, action=result.action)
 
