@@ -365,3 +365,27 @@ def loop_controller_result(condition: str, lookup: Lookup) -> NodeResult:
     if truthy(compile_expression(condition).evaluate(ContextScope(lookup))):
         return NodeResult(output=None, action="continue")
     return NodeResult(output=None, action="break")
+
+
+@dataclass(frozen=True)
+class AfterFailure:
+    """What a failed attempt of a node leads to (§3.9): another attempt after `delay` seconds,
+    else its fallback node in its place, else (neither) the node's failure. A class node's own
+    `fallback()` comes before the fallback node; the runner calls it, as only it can."""
+
+    retry: bool
+    attempt: int
+    delay: float = 0.0
+    fallback: str | None = None
+
+
+def after_failure(graph: Graph, node_id: str, attempt: int, retriable: bool = True) -> AfterFailure:
+    """The step after attempt number `attempt` of a node failed, for every kind of node: an
+    ordinary node's attempt, a subflow's child run that did not complete. `config.maxRetries`
+    is the number of attempts; a failure that is not retriable (outside a class node's `exec`)
+    goes straight to the fallback."""
+    config = graph.nodes[node_id].config
+    if retriable and attempt < config.attempts:
+        return AfterFailure(retry=True, attempt=attempt + 1, delay=config.delay_seconds)
+    fallback = config.fallback if config.fallback in graph.nodes else None
+    return AfterFailure(retry=False, attempt=attempt, fallback=fallback)
