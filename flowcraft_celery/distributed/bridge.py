@@ -516,7 +516,8 @@ class NodeExecution:
         """Start the subflow's child run (idempotently: its id derives from this node execution
         and attempt)."""
         params = self.graph.nodes[self.node_id].params
-        child_id = child_run_id(self.run_id, self.node_id, self.iteration, int(self.msg.get("attempt", 1)))
+        attempt = int(self.msg.get("attempt", 1))
+        child_id = child_run_id(self.run_id, self.node_id, self.iteration, attempt)
         depth = int((self.rt.statuses.get(self.run_id) or {}).get("depth") or 0) + 1
         if depth > self.rt.subflow_depth:
             self._fail({"nodeId": self.node_id, "type": "SubflowDepthError", "message": subflow_depth_message(
@@ -526,6 +527,8 @@ class NodeExecution:
         self.rt.ledger.update_pending(self.run_id, self.token, dict(self.msg, childRun=child_id))
         if self.rt.statuses.get(child_id) is not None:
             return
+        self.rt.timeline.begin(self.run_id, self.token, "subflow", attempt,  # the attempt lasts as long as its child
+                               self.task.request.hostname or socket.gethostname())
         try:
             start_run(self.app, self.rt, str(params.get("blueprintId")), initial, run_id=child_id,
                       start_input=node_input if to_starts else None,
@@ -552,11 +555,26 @@ class NodeExecution:
                       "message": subflow_failure(child_id, status, doc.get("errors") or [])}
             logger.warning("run %s node %s attempt %s failed: %s", self.run_id, self.node_id, attempt,
                            record["message"])
+            step = semantics.after_failure(self.graph, self.node_id, attempt)
+            self._end_child_attempt("retrying" if step.retry else "failed", step.delay if step.retry else None)
             self._after_failure(current or self.msg, record, attempt)
             return
+        self._end_child_attempt("succeeded")
         context = dict(result.get("context") or {})
         child_graph = Graph(self.rt.blueprints[str(doc.get("blueprintId"))])
         output, copies = subflow_output(self.graph.nodes[self.node_id].params, child_graph, context)
         for key, value in copies.items():
             self.rt.contexts.set(self.run_id, key, value)
         self._succeed(NodeResult(output=output))
+
+    def _end_child_attempt(self, state: str, retry_in: float | None = None) -> None:
+        """Record in the timeline how the attempt whose child just ended ended (best effort, once:
+        a redelivered message finds it ended already)."""
+        try:
+            entry = self.rt.timeline.entries(self.run_id).get(self.token)
+        except Exception as exc:
+            logger.warning("run %s node %s: could not read the attempt's timeline entry: %s", self.run_id, self.token,
+                           exc)
+            return
+        if entry is not None and entry.get("state") == "running":
+            _end_trace(Attempt(self.rt.timeline, self.run_id, self.token, entry), state, retry_in)

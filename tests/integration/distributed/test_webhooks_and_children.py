@@ -160,4 +160,6 @@ def test_each_attempt_of_a_subflow_node_starts_its_own_child_and_old_news_is_ign
     assert doc["status"] == "completed", doc.get("errors")
     assert deployment.client.result(run.run_id)["context"]["_outputs.kid"] == 102
     assert deployment.calls(first) == {"plus": 1} and deployment.calls(second) == {"plus": 1}
+    entry = rt.timeline.entries(run.run_id)["kid@0"]  # the node's attempts show as any node's do
+    assert (entry["uses"], entry["attempt"], entry["state"]) == ("subflow", 2, "succeeded")
     assert deployment.calls(run.run_id) == {"after": 1}
