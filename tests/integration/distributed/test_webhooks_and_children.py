@@ -163,3 +163,22 @@ def test_each_attempt_of_a_subflow_node_starts_its_own_child_and_old_news_is_ign
     entry = rt.timeline.entries(run.run_id)["kid@0"]  # the node's attempts show as any node's do
     assert (entry["uses"], entry["attempt"], entry["state"]) == ("subflow", 2, "succeeded")
     assert deployment.calls(run.run_id) == {"after": 1}
+
+
+def test_after_redis_lost_the_parents_state_the_latest_attempts_child_is_the_one_resumed(
+        deployment: Deployment) -> None:
+    run = deployment.client.start("sem-retried")
+    assert run.wait(TIMEOUT)["status"] == "awaiting"
+    second = f"{run.run_id}.kid.0.a2"
+    deployment.client.resume(run.run_id, None, "not a number")
+    wait_for(lambda: (deployment.client.runtime.statuses.get(second) or {}).get("status") == "awaiting", TIMEOUT,
+             "the second attempt's child run awaiting")
+    assert run.wait(TIMEOUT)["status"] == "awaiting"
+    rt = deployment.client.runtime
+    assert rt.ledger.delete_run(run.run_id) > 0  # Redis loses the parent's ledger; the resume rebuilds it
+    deployment.client.resume(run.run_id, None, 2)
+    doc = run.wait(TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    assert deployment.client.result(run.run_id)["context"]["_outputs.kid"] == 102
+    assert rt.statuses.get(f"{run.run_id}.kid.0.a3") is None
+    assert deployment.calls(run.run_id) == {"after": 1}
