@@ -535,6 +535,7 @@ class NodeExecution:
                       parent={"parentRunId": self.run_id, "parentNodeId": self.node_id,
                               "parentIteration": self.iteration, "depth": depth})
         except (RunError, ValueError) as exc:  # unknown or invalid child blueprint, values JSON cannot carry
+            self._end_child_attempt("failed")
             self._fail({"nodeId": self.node_id, "type": "SubflowError", "message": str(exc)})
 
     def _child_ended(self, child: dict[str, Any]) -> None:
