@@ -23,6 +23,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
@@ -323,30 +324,41 @@ class NodeExecution:
         except NodeAttemptError as error:
             retrying = error.retriable and error.attempt < node.config.attempts
             _end_trace(trace, "retrying" if retrying else "failed", node.config.delay_seconds if retrying else None)
-            self._attempt_failed(node.config.attempts, node.config.delay_seconds, node.config.fallback, error, ctx)
+            self._attempt_failed(error, ctx)
             return
         _end_trace(trace, "succeeded")
         self._succeed(result)
 
-    def _attempt_failed(self, attempts: int, delay: float, fallback: str | None, error: NodeAttemptError,
-                        ctx: NodeContext) -> None:
-        """Retry with a countdown, run a fallback, or fail the run (SPEC §3.9)."""
+    def _attempt_failed(self, error: NodeAttemptError, ctx: NodeContext) -> None:
+        """Retry with a countdown, fall back (a class node's own `fallback()` first), or fail the
+        run (SPEC §3.9)."""
         logger.warning("run %s node %s attempt %s failed: %s", self.run_id, self.node_id, error.attempt, error)
-        if error.retriable and error.attempt < attempts:
-            retry = dict(self.msg, attempt=error.attempt + 1)
-            if error.prepared is not MISSING and _is_json(error.prepared):
-                retry["prepared"] = error.prepared
-            self._requeue(retry, delay)
+        uses = self.graph.nodes[self.node_id].uses
+        self._after_failure(self.msg, error.to_record(), error.attempt, error.retriable, error.prepared,
+                            lambda: run_fallback(self.rt.registry.get(uses), error, ctx))
+
+    def _after_failure(self, current: Payload, record: dict[str, Any], attempt: int, retriable: bool = True,
+                       prepared: Any = MISSING, own: Callable[[], NodeResult | None] | None = None) -> None:
+        """After a failed attempt of any node (a subflow's child run that did not complete too),
+        the engine's next step: the next attempt (a delayed message, from `current`, the
+        attempt's message), the fallback node, or the run's failure."""
+        step = semantics.after_failure(self.graph, self.node_id, attempt, retriable)
+        if step.retry:
+            retry = {k: v for k, v in current.items() if k not in ("child", "childRun")}
+            retry["attempt"] = step.attempt
+            if prepared is not MISSING and _is_json(prepared):
+                retry["prepared"] = prepared
+            self._requeue(retry, step.delay)
             return
-        own = run_fallback(self.rt.registry.get(self.graph.nodes[self.node_id].uses), error, ctx)
-        if own is not None:
-            self._succeed(own)
-        elif fallback:
-            message = payload(self.run_id, self.blueprint, fallback, self.iteration, self.msg.get("value"),
+        result = own() if own is not None else None
+        if result is not None:
+            self._succeed(result)
+        elif step.fallback:
+            message = payload(self.run_id, self.blueprint, step.fallback, self.iteration, current.get("value"),
                               bool(self.msg.get("dyn")))
-            self._send({token(fallback, self.iteration): message})
+            self._send({token(step.fallback, self.iteration): message})
         else:
-            self._fail(error.to_record())
+            self._fail(record)
 
     def _succeed(self, result: NodeResult, decision: Decision | None = None, recorded: bool = False) -> None:
         """Decide where the execution goes (unless `decision` was made already), record output and
@@ -428,8 +440,7 @@ class NodeExecution:
             first = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration)
         kept = decision if first is None or first.decision is None else Decision.from_dict(first.decision)
         output, action = (result.output, result.action) if first is None else (first.output, first.action)
-        original = self.graph.fallback_for.get(self.node_id)
-        if original is not None:
+        for original in self.graph.fallback_chain(self.node_id):  # each node this fallback stood in for
             self.rt.contexts.record_output(self.run_id, original, self.iteration, output, action,
                                            decision=kept.to_dict())
         return first
@@ -577,9 +588,11 @@ class NodeExecution:
             self._start_child(node_input)
 
     def _start_child(self, node_input: Any) -> None:
-        """Start the subflow's child run (idempotently: its id derives from this node)."""
+        """Start the subflow's child run (idempotently: its id derives from this node execution
+        and attempt)."""
         params = self.graph.nodes[self.node_id].params
-        child_id = child_run_id(self.run_id, self.node_id, self.iteration)
+        attempt = int(self.msg.get("attempt", 1))
+        child_id = child_run_id(self.run_id, self.node_id, self.iteration, attempt)
         depth = int((self.rt.statuses.get(self.run_id) or {}).get("depth") or 0) + 1
         if depth > self.rt.subflow_depth:
             self._fail({"nodeId": self.node_id, "type": "SubflowDepthError", "message": subflow_depth_message(
@@ -589,26 +602,55 @@ class NodeExecution:
         self.rt.ledger.update_pending(self.run_id, self.token, dict(self.msg, childRun=child_id))
         if self.rt.statuses.get(child_id) is not None:
             return
+        self.rt.timeline.begin(self.run_id, self.token, "subflow", attempt,  # the attempt lasts as long as its child
+                               self.task.request.hostname or socket.gethostname())
         try:
             start_run(self.app, self.rt, str(params.get("blueprintId")), initial, run_id=child_id,
                       start_input=node_input if to_starts else None,
                       parent={"parentRunId": self.run_id, "parentNodeId": self.node_id,
                               "parentIteration": self.iteration, "depth": depth})
         except (RunError, ValueError) as exc:  # unknown or invalid child blueprint, values JSON cannot carry
+            self._end_child_attempt("failed")
             self._fail({"nodeId": self.node_id, "type": "SubflowError", "message": str(exc)})
 
     def _child_ended(self, child: dict[str, Any]) -> None:
-        """The child run finished: complete or fail this subflow node."""
-        doc = self.rt.statuses.get(str(child.get("runId"))) or {}
+        """The child run finished: complete this subflow node, or count a failed attempt of it. The
+        news of a child of an earlier attempt (a redelivery, a reconciler's reminder) is dropped."""
+        child_id = str(child.get("runId"))
+        current = self.rt.ledger.pending(self.run_id).get(self.token)
+        if current is not None and current.get("childRun") != child_id:
+            logger.info("run %s node %s: child run %s ended, but the node's current attempt is not its own (%s); "
+                        "ignored", self.run_id, self.token, child_id, current.get("childRun") or "none started yet")
+            return
+        doc = self.rt.statuses.get(child_id) or {}
         status = doc.get("status")
         result = doc.get("result") or {}
         if status != "completed":
-            self._fail({"nodeId": self.node_id, "type": "SubflowError",
-                        "message": subflow_failure(str(child.get("runId")), status, doc.get("errors") or [])})
+            attempt = int((current or self.msg).get("attempt", 1))
+            record = {"nodeId": self.node_id, "type": "SubflowError", "attempt": attempt,
+                      "message": subflow_failure(child_id, status, doc.get("errors") or [])}
+            logger.warning("run %s node %s attempt %s failed: %s", self.run_id, self.node_id, attempt,
+                           record["message"])
+            step = semantics.after_failure(self.graph, self.node_id, attempt)
+            self._end_child_attempt("retrying" if step.retry else "failed", step.delay if step.retry else None)
+            self._after_failure(current or self.msg, record, attempt)
             return
+        self._end_child_attempt("succeeded")
         context = dict(result.get("context") or {})
         child_graph = Graph(self.rt.blueprints[str(doc.get("blueprintId"))])
         output, copies = subflow_output(self.graph.nodes[self.node_id].params, child_graph, context)
         for key, value in copies.items():
             self.rt.contexts.set(self.run_id, key, value)
         self._succeed(NodeResult(output=output))
+
+    def _end_child_attempt(self, state: str, retry_in: float | None = None) -> None:
+        """Record in the timeline how the attempt whose child just ended ended (best effort, once:
+        a redelivered message finds it ended already)."""
+        try:
+            entry = self.rt.timeline.entries(self.run_id).get(self.token)
+        except Exception as exc:
+            logger.warning("run %s node %s: could not read the attempt's timeline entry: %s", self.run_id, self.token,
+                           exc)
+            return
+        if entry is not None and entry.get("state") == "running":
+            _end_trace(Attempt(self.rt.timeline, self.run_id, self.token, entry), state, retry_in)

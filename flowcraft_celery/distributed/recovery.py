@@ -186,10 +186,12 @@ def _pending_messages(rt: Runtime, run_id: str, doc: RunStatusDoc, evidence: Evi
         if wake_at is not None:
             node_input = semantics.resolve_input(replay.graph, node, start.value, lookup, start.iteration)
             message.update(wake=True, wakeAt=float(wake_at), value=node_input, due=float(wake_at))
-        if node.uses == "subflow":
-            child = child_run_id(run_id, start.node_id, start.iteration)
-            if rt.statuses.get(child) is not None:
-                message["childRun"] = child
+        if node.uses == "subflow":  # the child of its latest attempt (each attempt starts one)
+            for attempt in range(node.config.attempts, 0, -1):
+                child = child_run_id(run_id, start.node_id, start.iteration, attempt)
+                if rt.statuses.get(child) is not None:
+                    message.update(childRun=child, attempt=attempt)
+                    break
         pending[name] = message
     return pending
 

@@ -122,10 +122,11 @@ def publish_groups(app: Celery, graph: Graph, groups: list[list[Payload]]) -> No
             message["sent"] = sent
 
 
-def child_run_id(run_id: str, node_id: str, iteration: int) -> str:
-    """The id of a subflow node's child run: derived from the node execution (so a redelivery
-    finds the same child), and hashed when it would exceed the id length limit."""
-    plain = f"{run_id}.{node_id}.{iteration}"
+def child_run_id(run_id: str, node_id: str, iteration: int, attempt: int = 1) -> str:
+    """The id of a subflow node's child run: derived from the node execution and its attempt
+    (so a redelivery finds the same child, and each attempt starts a child of its own; the
+    first attempt's id has no attempt part), and hashed when it would exceed the id length limit."""
+    plain = f"{run_id}.{node_id}.{iteration}" + (f".a{attempt}" if attempt > 1 else "")
     if len(plain) <= MAX_ID_LENGTH:
         return plain
     digest = hashlib.sha256(plain.encode()).hexdigest()[:40]

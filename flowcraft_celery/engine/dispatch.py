@@ -99,9 +99,9 @@ def join_scopes(graph: Graph, run_id: str, tokens: Iterable[str]) -> list[str]:
     while todo:
         node_id, iteration = todo.pop()
         edges = graph.out_edges_at(node_id, iteration)
-        fallback = graph.nodes[node_id].config.fallback
-        if fallback and fallback in graph.nodes:  # its edges are taken, or skipped when unused
-            edges = edges + graph.out_edges_at(fallback, iteration)
+        for fallback in graph.fallbacks_below(node_id):  # their edges are taken, or skipped when unused
+            if fallback in graph.nodes:
+                edges = edges + graph.out_edges_at(fallback, iteration)
         if node_id in graph.loop_heads:
             edges = edges + graph.exit_edges(node_id)
         for edge in edges:

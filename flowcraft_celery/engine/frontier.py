@@ -94,8 +94,9 @@ def frontier(graph: Graph, run_id: str, outputs: Mapping[tuple[str, int], Record
              start_value: Any, lookup: semantics.Lookup) -> Frontier:
     """Replay the recorded outputs from the start nodes; see the module docstring.
 
-    A node whose own output is missing but whose fallback's output is recorded counts as
-    finished with the fallback's output (the copy of it may not have been written).
+    A node whose own output is missing but whose fallback's output is recorded (or, along a
+    fallback chain, the output of a fallback further down) counts as finished with that output
+    (the copy of it may not have been written).
     """
     coordination = _Recording()
     watch = dispatch.JoinWatch()
@@ -113,8 +114,9 @@ def frontier(graph: Graph, run_id: str, outputs: Mapping[tuple[str, int], Record
         result.pending.pop(name, None)
         result.finished[name] = (start.node_id, start.iteration)
         decider = str(recorded.decision["node"]) if recorded.decision is not None else recorded.node_id
-        if decider != start.node_id:  # a fallback stood in: its own execution finished too
-            result.finished.setdefault(token(decider, start.iteration), (decider, start.iteration))
+        if decider != start.node_id:  # a fallback stood in: its execution and the chain's above it finished
+            for member in (decider, *result.graph.fallback_chain(decider)):
+                result.finished.setdefault(token(member, start.iteration), (member, start.iteration))
         added = outputs.get((decider, start.iteration), recorded).dynamic_nodes
         if added:
             addition = DynamicAddition.from_result(decider, list(added), recorded.output, start.iteration)
@@ -135,10 +137,9 @@ def frontier(graph: Graph, run_id: str, outputs: Mapping[tuple[str, int], Record
 
 def _recorded(graph: Graph, outputs: Mapping[tuple[str, int], RecordedOutput], node_id: str,
               iteration: int) -> RecordedOutput | None:
-    """The node's recorded output, else its fallback's."""
-    own = outputs.get((node_id, iteration))
-    if own is not None:
-        return own
-    node = graph.nodes.get(node_id)
-    fallback = node.config.fallback if node is not None else None
-    return outputs.get((fallback, iteration)) if fallback else None
+    """The node's recorded output, else the first one recorded down its fallback chain."""
+    for candidate in (node_id, *graph.fallbacks_below(node_id)):
+        recorded = outputs.get((candidate, iteration))
+        if recorded is not None:
+            return recorded
+    return None

@@ -86,11 +86,10 @@ def json_value(value: Any) -> Any:
 
 
 def candidate_edges(graph: Graph, node_id: str, iteration: int = 0) -> list[EdgeDefinition]:
-    """A node's candidate out-edges (§3.2): its own, plus those of the node it stands in for as a
-    fallback. A recorded decision names edges by their position in this list."""
+    """A node's candidate out-edges (§3.2): its own, plus those of each node it stands in for as a
+    fallback (down a chain). A recorded decision names edges by their position in this list."""
     candidates = graph.out_edges_at(node_id, iteration)
-    original = graph.fallback_for.get(node_id)
-    if original is not None:
+    for original in graph.fallback_chain(node_id):  # a fallback drives the edges of each node it stands in for
         candidates += graph.out_edges_at(original, iteration)
     return candidates
 
@@ -126,8 +125,8 @@ def decide(graph: Graph, node_id: str, iteration: int, result: NodeResult, looku
 
 
 def _with_own_output(graph: Graph, node_id: str, output: Any, lookup: Lookup) -> Lookup:
-    """A lookup that shows `output` as the node's (and, for a fallback, its original's) output."""
-    names = {node_id, graph.fallback_for.get(node_id, node_id)}
+    """A lookup that shows `output` as the node's (and, for a fallback, its originals') output."""
+    names = {node_id, *graph.fallback_chain(node_id)}
     own = {key for name in names for key in (output_key(name), name)}
 
     def scoped(key: str) -> Any:
@@ -214,7 +213,7 @@ def after_decision(graph: Graph, iteration: int, output: Any, decision: Decision
                                     f"but the node has {len(candidates)} in this run's graph")
     taken = [candidates[i] for i in decision.taken]
     not_taken = [e for i, e in enumerate(candidates) if i not in decision.taken]
-    origin = graph.fallback_for.get(node_id, node_id)  # a fallback runs in its original's iteration
+    origin = graph.fallback_root(node_id)  # a fallback runs in its original's iteration
     out = [
         Transition(candidates[i], target_iteration(graph, candidates[i], iteration, origin),
                    decision.values.get(i, output), back=graph.is_back_edge(candidates[i]))
@@ -234,14 +233,15 @@ def after_decision(graph: Graph, iteration: int, output: Any, decision: Decision
 
 def _unused_fallback_skips(graph: Graph, node_id: str, iteration: int) -> list[Transition]:
     """A node that succeeded (or was skipped) never needs its `config.fallback` in this
-    iteration: the fallback's own out-edges are dead paths (when no other node names it)."""
-    node = graph.nodes.get(node_id)
-    fallback = node.config.fallback if node is not None else None
-    if not fallback or fallback not in graph.nodes or graph.fallback_for.get(fallback) != node_id:
-        return []
-    if sum(1 for n in graph.nodes.values() if n.config.fallback == fallback) > 1:
-        return []
-    return _skips(graph, iteration, graph.out_edges_at(fallback, iteration), [], origin=node_id)
+    iteration, nor that node's fallback, down the chain: their own out-edges are dead paths
+    (down to a fallback some other node names too, which may still need it)."""
+    out: list[Transition] = []
+    origin = graph.fallback_root(node_id)
+    for fallback in graph.fallbacks_below(node_id):
+        if fallback not in graph.nodes or fallback in graph.shared_fallbacks:
+            break
+        out += _skips(graph, iteration, graph.out_edges_at(fallback, iteration), [], origin=origin)
+    return out
 
 
 def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], origin: str) -> list[Transition]:
@@ -406,3 +406,27 @@ def loop_controller_result(condition: str, lookup: Lookup) -> NodeResult:
     if truthy(compile_expression(condition).evaluate(ContextScope(lookup))):
         return NodeResult(output=None, action="continue")
     return NodeResult(output=None, action="break")
+
+
+@dataclass(frozen=True)
+class AfterFailure:
+    """What a failed attempt of a node leads to (§3.9): another attempt after `delay` seconds,
+    else its fallback node in its place, else (neither) the node's failure. A class node's own
+    `fallback()` comes before the fallback node; the runner calls it, as only it can."""
+
+    retry: bool
+    attempt: int
+    delay: float = 0.0
+    fallback: str | None = None
+
+
+def after_failure(graph: Graph, node_id: str, attempt: int, retriable: bool = True) -> AfterFailure:
+    """The step after attempt number `attempt` of a node failed, for every kind of node: an
+    ordinary node's attempt, a subflow's child run that did not complete. `config.maxRetries`
+    is the number of attempts; a failure that is not retriable (outside a class node's `exec`)
+    goes straight to the fallback."""
+    config = graph.nodes[node_id].config
+    if retriable and attempt < config.attempts:
+        return AfterFailure(retry=True, attempt=attempt + 1, delay=config.delay_seconds)
+    fallback = config.fallback if config.fallback in graph.nodes else None
+    return AfterFailure(retry=False, attempt=attempt, fallback=fallback)

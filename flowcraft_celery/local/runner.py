@@ -91,6 +91,8 @@ class _Run:
     awaiting: dict[str, tuple[int, Any]] = field(default_factory=dict)
     children: dict[str, str] = field(default_factory=dict)
     webhooks: dict[str, str] = field(default_factory=dict)
+    #: The attempt of each subflow node execution whose child run is under way: (node, iteration) -> its item.
+    subflows: dict[tuple[str, int], _Item] = field(default_factory=dict)
     joins: dispatch.JoinWatch = field(default_factory=dispatch.JoinWatch)
     depth: int = 0
     failed: bool = False
@@ -312,7 +314,7 @@ class LocalRunner:
             return
         node_input = semantics.resolve_input(run.graph, node, item.value, self._lookup(run), item.iteration)
         if node.uses in RUNNER_BUILTINS:
-            self._run_builtin(run, node.id, item.iteration, node_input)
+            self._run_builtin(run, item, node_input)
             return
         ctx = NodeContext(
             input=node_input, params=dict(node.params), context=RunContext(self.contexts, run.run_id),
@@ -329,22 +331,30 @@ class LocalRunner:
         self._succeed(run, node.id, item.iteration, result)
 
     def _attempt_failed(self, run: _Run, item: _Item, ctx: NodeContext, error: NodeAttemptError) -> None:
-        """Retry, fall back, or fail the run (§3.9)."""
-        node = run.graph.nodes[item.node_id]
-        self._emit("node:error", run, node.id, error=error.message, attempt=item.attempt)
-        if error.retriable and item.attempt < node.config.attempts:
-            self._emit("node:retry", run, node.id, attempt=item.attempt + 1)
-            self._schedule(run, "exec", node.id, item.iteration, item.value, item.attempt + 1,
-                           node.config.delay_seconds, error.prepared)
+        """Retry, fall back (a class node's own `fallback()` first), or fail the run (§3.9)."""
+        uses = run.graph.nodes[item.node_id].uses
+        self._after_failure(run, item, error.to_record(), error.retriable, error.prepared,
+                            lambda: run_fallback(self.registry.get(uses), error, ctx))
+
+    def _after_failure(self, run: _Run, item: _Item, record: dict[str, Any], retriable: bool = True,
+                       prepared: Any = MISSING, own: Callable[[], NodeResult | None] | None = None) -> None:
+        """After a failed attempt of any node (a subflow's child run that did not complete too):
+        the engine's next step, another attempt, the fallback node, or the run's failure."""
+        node_id = item.node_id
+        self._emit("node:error", run, node_id, error=record.get("message"), attempt=item.attempt)
+        step = semantics.after_failure(run.graph, node_id, item.attempt, retriable)
+        if step.retry:
+            self._emit("node:retry", run, node_id, attempt=step.attempt)
+            self._schedule(run, "exec", node_id, item.iteration, item.value, step.attempt, step.delay, prepared)
             return
-        own = run_fallback(self.registry.get(node.uses), error, ctx)
-        if own is not None:
-            self._succeed(run, node.id, item.iteration, own)
-        elif node.config.fallback:
-            self._emit("node:fallback", run, node.id, fallback=node.config.fallback)
-            self._schedule(run, "exec", node.config.fallback, item.iteration, item.value)
+        result = own() if own is not None else None
+        if result is not None:
+            self._succeed(run, node_id, item.iteration, result)
+        elif step.fallback:
+            self._emit("node:fallback", run, node_id, fallback=step.fallback)
+            self._schedule(run, "exec", step.fallback, item.iteration, item.value)
         else:
-            self._fail(run, error.to_record())
+            self._fail(run, record)
 
     def _fail(self, run: _Run, record: dict[str, Any]) -> None:
         run.errors.append(record)
@@ -368,8 +378,7 @@ class LocalRunner:
             self._fail(run, {"nodeId": node_id, "message": str(exc), "type": type(exc).__name__})
             return
         run.graph = graph
-        original = graph.fallback_for.get(node_id)
-        if original is not None:
+        for original in graph.fallback_chain(node_id):  # each node this fallback stood in for
             self.contexts.record_output(run.run_id, original, iteration, result.output, result.action,
                                         decision=decision.to_dict())
         try:
@@ -387,9 +396,10 @@ class LocalRunner:
 
     # -- runner built-ins -------------------------------------------------------------------
 
-    def _run_builtin(self, run: _Run, node_id: str, iteration: int, node_input: Any) -> None:
+    def _run_builtin(self, run: _Run, item: _Item, node_input: Any) -> None:
+        node_id, iteration = item.node_id, item.iteration
         node = run.graph.nodes[node_id]
-        self._emit("node:start", run, node_id, attempt=1)
+        self._emit("node:start", run, node_id, attempt=item.attempt)
         if node.uses == "sleep":
             try:
                 seconds = sleep_seconds(node.params, node_id)
@@ -405,10 +415,12 @@ class LocalRunner:
                 run.webhooks[node_id] = url
                 self.contexts.set(run.run_id, webhook_key(node_id), url)
         else:
-            self._start_subflow(run, node_id, iteration, node_input)
+            self._start_subflow(run, item, node_input)
 
-    def _start_subflow(self, run: _Run, node_id: str, iteration: int, node_input: Any) -> None:
-        """Run the child blueprint; its outcome completes, fails or pauses this node."""
+    def _start_subflow(self, run: _Run, item: _Item, node_input: Any) -> None:
+        """Run the child blueprint (a new child run per attempt); its outcome completes this node,
+        pauses it, or is a failed attempt of it."""
+        node_id, iteration = item.node_id, item.iteration
         params = run.graph.nodes[node_id].params
         child_id = str(params.get("blueprintId"))
         child_bp = self.blueprints.get(child_id)
@@ -426,6 +438,7 @@ class LocalRunner:
         except ValueError as exc:  # invalid child blueprint or values
             self._fail(run, {"nodeId": node_id, "message": str(exc), "type": type(exc).__name__})
             return
+        run.subflows[(node_id, iteration)] = item
         if child.status == "awaiting":
             run.children[node_id] = child.run_id
             run.awaiting[node_id] = (iteration, node_input)
@@ -433,12 +446,15 @@ class LocalRunner:
         self._finish_subflow(run, node_id, iteration, child)
 
     def _finish_subflow(self, run: _Run, node_id: str, iteration: int, child: RunResult) -> None:
+        """A child run paused or ended: the node waits with it, succeeds, or failed this attempt."""
         if child.status == "awaiting":
             run.awaiting[node_id] = (iteration, None)
             return
+        item = run.subflows.pop((node_id, iteration), None) or _Item(0, 0, "exec", node_id, iteration)
         if child.status != "completed":
-            self._fail(run, {"nodeId": node_id, "message": subflow_failure(child.run_id, child.status, child.errors),
-                             "type": "SubflowError"})
+            record = {"nodeId": node_id, "message": subflow_failure(child.run_id, child.status, child.errors),
+                      "type": "SubflowError", "attempt": item.attempt}
+            self._after_failure(run, item, record)
             return
         output, copies = subflow_output(run.graph.nodes[node_id].params, self._runs[child.run_id].graph,
                                         child.context)

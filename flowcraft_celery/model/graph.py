@@ -188,6 +188,41 @@ class Graph:
         """Fallback node id -> the node whose `config.fallback` names it."""
         return {n.config.fallback: n.id for n in self.nodes.values() if n.config.fallback}
 
+    def fallback_chain(self, node_id: str) -> list[str]:
+        """The nodes a fallback node stands in for, nearest first: with `a` naming `b` in its
+        `config.fallback` and `b` naming `c`, `c`'s chain is `[b, a]` (empty for a node that is
+        nobody's fallback). A fallback that succeeds drives the edges of each of them (§3.9)."""
+        chain: list[str] = []
+        current = node_id
+        while (original := self.fallback_for.get(current)) is not None and original != node_id \
+                and original not in chain:
+            chain.append(original)
+            current = original
+        return chain
+
+    def fallback_root(self, node_id: str) -> str:
+        """The node a fallback chain began with (the node itself when it is nobody's fallback):
+        a fallback runs in its iteration and stands in for it."""
+        chain = self.fallback_chain(node_id)
+        return chain[-1] if chain else node_id
+
+    def fallbacks_below(self, node_id: str) -> list[str]:
+        """The fallbacks that may run after a node fails, nearest first: its `config.fallback`,
+        that node's `config.fallback`, and so on (each once)."""
+        below: list[str] = []
+        current = self.nodes.get(node_id)
+        while current is not None and current.config.fallback and current.config.fallback != node_id \
+                and current.config.fallback not in below:
+            below.append(current.config.fallback)
+            current = self.nodes.get(current.config.fallback)
+        return below
+
+    @cached_property
+    def shared_fallbacks(self) -> frozenset[str]:
+        """Fallback nodes that more than one node names in its `config.fallback`."""
+        named = [n.config.fallback for n in self.nodes.values() if n.config.fallback]
+        return frozenset(f for f in named if named.count(f) > 1)
+
     @cached_property
     def components(self) -> dict[str, int]:
         """Cycle membership: node id -> index of its strongly connected cycle (acyclic nodes absent)."""

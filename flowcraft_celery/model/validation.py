@@ -214,6 +214,7 @@ def _graph_issues(blueprint: Blueprint, known: set[str]) -> list[ValidationIssue
                     issues.append(ValidationIssue("INVALID_CONFIG",
                                                   f"metadata.cycleEntryPoints names unknown node {entry!r}"))
     issues += _cycle_issues(blueprint, graph)
+    issues += _fallback_loop_issues(graph)
     starts = start_nodes(graph)
     if not starts:
         return [*issues, ValidationIssue("NO_START_NODE", "no node can start the run")]
@@ -222,6 +223,22 @@ def _graph_issues(blueprint: Blueprint, known: set[str]) -> list[ValidationIssue
         if node.id not in reachable:
             issues.append(ValidationIssue("ORPHAN_NODE", f"node {node.id!r} is unreachable from any start node",
                                           severity="warning", node_id=node.id))
+    return issues
+
+
+def _fallback_loop_issues(graph: Graph) -> list[ValidationIssue]:
+    """INVALID_CONFIG for a chain of `config.fallback` that comes back to one of its nodes: its
+    nodes would fall back to one another forever. Reported once, at the cycle's smallest id."""
+    issues: list[ValidationIssue] = []
+    for node_id in graph.nodes:
+        below = graph.fallbacks_below(node_id)
+        last = graph.nodes.get(below[-1]) if below else None
+        if last is None or last.config.fallback != node_id or node_id != min([node_id, *below]):
+            continue
+        loop = " -> ".join([node_id, *below, node_id])
+        issues.append(ValidationIssue("INVALID_CONFIG", f"node {node_id!r}: config.fallback chain {loop} comes "
+                                      "back to where it began, so its nodes would fall back to one another forever",
+                                      node_id=node_id))
     return issues
 
 

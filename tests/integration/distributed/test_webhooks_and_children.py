@@ -1,5 +1,6 @@
-"""Webhook nodes resumed over real HTTP (`flowcraft-celery webhooks serve`), and cancelling a
-parent run cancels its running child runs: real workers over Azurite, Cosmos and Redis."""
+"""Webhook nodes resumed over real HTTP (`flowcraft-celery webhooks serve`), cancelling a
+parent run cancels its running child runs, and a subflow node's retries each start a child run
+of their own: real workers over Azurite, Cosmos and Redis."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import redis
 
 from flowcraft_celery.devtools.workers import WorkerGroup
 from flowcraft_celery.distributed.client import Client
+from flowcraft_celery.distributed.runs import notify_parent
 from tests.integration import names
 from tests.integration.celery_settings import celery_app_for
 from tests.integration.distributed import semantics_nodes
@@ -136,3 +138,47 @@ def test_cancelling_a_parent_cancels_its_running_child(deployment: Deployment) -
     assert sum(deployment.calls(child_id).values()) <= ran + 1
     assert deployment.calls(child_id).get(f"s{semantics_nodes.CHILD_STEPS - 1}", 0) == 0
     assert "after" not in deployment.calls(run.run_id)
+
+
+def test_each_attempt_of_a_subflow_node_starts_its_own_child_and_old_news_is_ignored(deployment: Deployment) -> None:
+    run = deployment.client.start("sem-retried")
+    assert run.wait(TIMEOUT)["status"] == "awaiting"
+    first, second = f"{run.run_id}.kid.0", f"{run.run_id}.kid.0.a2"
+    deployment.client.resume(run.run_id, None, "not a number")  # child run 1 fails: attempt 2 starts child run 2
+    wait_for(lambda: (deployment.client.runtime.statuses.get(second) or {}).get("status") == "awaiting", TIMEOUT,
+             "the second attempt's child run awaiting")
+    assert deployment.client.status(first)["status"] == "failed"
+    assert run.wait(TIMEOUT)["status"] == "awaiting"
+    rt = deployment.client.runtime
+    notify_parent(deployment.client.app, rt, first)  # the news of child run 1 again (a redelivery, a reminder)
+    time.sleep(3)
+    assert rt.statuses.get(f"{run.run_id}.kid.0.a3") is None  # no third attempt started
+    assert rt.ledger.pending(run.run_id)["kid@0"]["childRun"] == second
+    assert deployment.client.status(run.run_id)["status"] == "awaiting"
+    deployment.client.resume(run.run_id, None, 2)
+    doc = run.wait(TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    assert deployment.client.result(run.run_id)["context"]["_outputs.kid"] == 102
+    assert deployment.calls(first) == {"plus": 1} and deployment.calls(second) == {"plus": 1}
+    entry = rt.timeline.entries(run.run_id)["kid@0"]  # the node's attempts show as any node's do
+    assert (entry["uses"], entry["attempt"], entry["state"]) == ("subflow", 2, "succeeded")
+    assert deployment.calls(run.run_id) == {"after": 1}
+
+
+def test_after_redis_lost_the_parents_state_the_latest_attempts_child_is_the_one_resumed(
+        deployment: Deployment) -> None:
+    run = deployment.client.start("sem-retried")
+    assert run.wait(TIMEOUT)["status"] == "awaiting"
+    second = f"{run.run_id}.kid.0.a2"
+    deployment.client.resume(run.run_id, None, "not a number")
+    wait_for(lambda: (deployment.client.runtime.statuses.get(second) or {}).get("status") == "awaiting", TIMEOUT,
+             "the second attempt's child run awaiting")
+    assert run.wait(TIMEOUT)["status"] == "awaiting"
+    rt = deployment.client.runtime
+    assert rt.ledger.delete_run(run.run_id) > 0  # Redis loses the parent's ledger; the resume rebuilds it
+    deployment.client.resume(run.run_id, None, 2)
+    doc = run.wait(TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    assert deployment.client.result(run.run_id)["context"]["_outputs.kid"] == 102
+    assert rt.statuses.get(f"{run.run_id}.kid.0.a3") is None
+    assert deployment.calls(run.run_id) == {"after": 1}

@@ -217,6 +217,15 @@ def test_no_start_node_when_only_node_is_a_fallback() -> None:
     assert "NO_START_NODE" in codes(validate(blueprint))
 
 
+def test_a_fallback_chain_that_comes_back_is_invalid() -> None:
+    blueprint = bp([n("s", config={"fallback": "b"}), n("b", config={"fallback": "c"}),
+                    n("c", config={"fallback": "b"})])
+    [issue] = [i for i in validate(blueprint) if i.code == "INVALID_CONFIG"]
+    assert issue.node_id == "b" and "b -> c -> b" in issue.message
+    chain = bp([n("s", config={"fallback": "b"}), n("b", config={"fallback": "c"}), n("c")])
+    assert validate(chain) == []
+
+
 def test_every_problem_is_reported_at_once() -> None:
     blueprint = bp(
         [n("a", "unknown", config={"maxRetries": 0}), n("a"), n("b", config={"joinStrategy": "first"}),
