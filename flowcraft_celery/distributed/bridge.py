@@ -223,6 +223,7 @@ class NodeExecution:
         if problem is not None:
             self._dead_letter_unexpected(problem)
             return
+        self.entry: Payload = state.pending or {}
         self.maybe_recorded = state.maybe_recorded
         blueprint = self.rt.blueprints.get(self.msg["bp"])
         if blueprint is None:
@@ -614,26 +615,22 @@ class NodeExecution:
             self._fail({"nodeId": self.node_id, "type": "SubflowError", "message": str(exc)})
 
     def _child_ended(self, child: dict[str, Any]) -> None:
-        """The child run finished: complete this subflow node, or count a failed attempt of it. The
-        news of a child of an earlier attempt (a redelivery, a reconciler's reminder) is dropped."""
+        """The child run finished: complete this subflow node, or count a failed attempt of it (the
+        news of a child of an earlier attempt never gets here: `_unexpected` dead-letters it)."""
         child_id = str(child.get("runId"))
-        current = self.rt.ledger.pending(self.run_id).get(self.token)
-        if current is not None and current.get("childRun") != child_id:
-            logger.info("run %s node %s: child run %s ended, but the node's current attempt is not its own (%s); "
-                        "ignored", self.run_id, self.token, child_id, current.get("childRun") or "none started yet")
-            return
+        current = self.entry
         doc = self.rt.statuses.get(child_id) or {}
         status = doc.get("status")
         result = doc.get("result") or {}
         if status != "completed":
-            attempt = int((current or self.msg).get("attempt", 1))
+            attempt = int(current.get("attempt", 1))
             record = {"nodeId": self.node_id, "type": "SubflowError", "attempt": attempt,
                       "message": subflow_failure(child_id, status, doc.get("errors") or [])}
             logger.warning("run %s node %s attempt %s failed: %s", self.run_id, self.node_id, attempt,
                            record["message"])
             step = semantics.after_failure(self.graph, self.node_id, attempt)
             self._end_child_attempt("retrying" if step.retry else "failed", step.delay if step.retry else None)
-            self._after_failure(current or self.msg, record, attempt)
+            self._after_failure(current, record, attempt)
             return
         self._end_child_attempt("succeeded")
         context = dict(result.get("context") or {})

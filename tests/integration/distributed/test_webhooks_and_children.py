@@ -140,7 +140,8 @@ def test_cancelling_a_parent_cancels_its_running_child(deployment: Deployment) -
     assert "after" not in deployment.calls(run.run_id)
 
 
-def test_each_attempt_of_a_subflow_node_starts_its_own_child_and_old_news_is_ignored(deployment: Deployment) -> None:
+def test_each_attempt_of_a_subflow_node_starts_its_own_child_and_old_news_changes_nothing(
+        deployment: Deployment) -> None:
     run = deployment.client.start("sem-retried")
     assert run.wait(TIMEOUT)["status"] == "awaiting"
     first, second = f"{run.run_id}.kid.0", f"{run.run_id}.kid.0.a2"
