@@ -8,6 +8,7 @@ an expression reads.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -185,8 +186,9 @@ def after_success(
         if bound is not None and passes and passes[-1] >= bound:
             raise LoopBoundError(f"node {transition.target!r} would start iteration {passes[-1] + 1}, "
                                  f"over the blueprint's metadata.maxIterations of {bound}")
-    out += _skips(graph, iteration, not_taken, _left_loops(graph, origin, taken), taken, origin)
-    out += _back_skips(graph, iteration, not_taken, origin)
+    left = _left_loops(graph, origin, taken)
+    out += _skips(graph, iteration, not_taken, left, taken, origin)
+    out += _back_skips(graph, iteration, not_taken, origin, left, taken)
     out += _unused_fallback_skips(graph, node_id, iteration)
     return out
 
@@ -203,18 +205,42 @@ def _unused_fallback_skips(graph: Graph, node_id: str, iteration: int) -> list[T
     return _skips(graph, iteration, graph.out_edges_at(fallback, iteration), [], origin=node_id)
 
 
-def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], origin: str) -> list[Transition]:
-    """A back edge a node did not take, skipped into its loop head's next pass: the node cannot
-    run again in this pass, so the skip is final there. When no back edge reaches the head's
-    next pass, that pass is skipped and the loop is left (its exits settle the joins after it).
-    Only a node that ran does this: a skipped node's pass never happened."""
+def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], origin: str,
+                left: list[str], taken: Iterable[EdgeDefinition] = ()) -> list[Transition]:
+    """Back edges that `origin`'s execution did not take, skipped into their loop head's next
+    pass (§3.8): final once `origin` cannot run again in the head's pass. When no back edge
+    reaches the head's next pass, that pass is skipped and the loop is left (its exits settle
+    the joins after it). Only a node that ran does this: a skipped node's pass never happened.
+
+    - A node inside a loop nested in the head's body runs again in the head's pass while the
+      inner loop goes on: its skip waits until the inner loop is left (here, when an execution
+      leaves it: then every back edge from its region into the loop around it is skipped).
+    - A loop head in `left` whose pass does not happen skips nothing into its own next pass.
+    """
     out: list[Transition] = []
+    done: set[int] = {id(e) for e in taken}
+
+    def skip(edge: EdgeDefinition) -> None:
+        if id(edge) in done:
+            return
+        done.add(id(edge))
+        with contextlib.suppress(LoopBoundError):  # a pass that could not start anyway
+            out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True, back=True))
+
+    chain = graph.loops_of(origin)
     for edge in not_taken:
-        if graph.is_back_edge(edge):
-            try:
-                out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True, back=True))
-            except LoopBoundError:  # a pass that could not start anyway
-                continue
+        if not graph.is_back_edge(edge) or (edge.target == origin and origin in left):
+            continue
+        inner = chain[chain.index(edge.target) + 1:] if edge.target in chain else ()
+        if all(head in left for head in inner):
+            skip(edge)
+    for head in left:
+        around = graph.loops_of(head)[:-1]
+        if not around:
+            continue
+        for edge in graph.in_edges.get(around[-1], []):
+            if edge.source != origin and graph.is_back_edge(edge) and graph.in_region(edge.source, head):
+                skip(edge)
     return out
 
 
