@@ -207,10 +207,10 @@ def _unused_fallback_skips(graph: Graph, node_id: str, iteration: int) -> list[T
 
 def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], origin: str,
                 left: list[str], taken: Iterable[EdgeDefinition] = ()) -> list[Transition]:
-    """Back edges that `origin`'s execution did not take, skipped into their loop head's next
-    pass (§3.8): final once `origin` cannot run again in the head's pass. When no back edge
-    reaches the head's next pass, that pass is skipped and the loop is left (its exits settle
-    the joins after it). Only a node that ran does this: a skipped node's pass never happened.
+    """Back edges that `origin`'s execution (it ran, or was skipped in a pass that happened) did
+    not take, skipped into their loop head's next pass (§3.8): final once `origin` cannot run
+    again in the head's pass. When no back edge reaches the head's next pass, that pass is
+    skipped and the loop is left (its exits settle the joins after it).
 
     - A node inside a loop nested in the head's body runs again in the head's pass while the
       inner loop goes on: its skip waits until the inner loop is left (here, when an execution
@@ -247,10 +247,13 @@ def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], o
 def after_skip(graph: Graph, node_id: str, iteration: int) -> list[Transition]:
     """Skips caused by a node that will not run in this iteration (dead-path elimination).
 
-    A loop head is skipped only when its loop is not entered: the whole loop is left."""
+    A loop head is skipped when its loop is not entered, or when no back edge reached its next
+    pass: the whole loop is left, and its body is not skipped into (that pass never happens). A
+    node skipped in a pass that did happen skips its back edges into that pass's successor (§3.8)."""
     edges = graph.out_edges_at(node_id, iteration)
     left = [node_id] if node_id in graph.loop_heads else []
-    return _skips(graph, iteration, edges, left, origin=node_id) + _unused_fallback_skips(graph, node_id, iteration)
+    return (_skips(graph, iteration, edges, left, origin=node_id) + _back_skips(graph, iteration, edges, node_id, left)
+            + _unused_fallback_skips(graph, node_id, iteration))
 
 
 def _left_loops(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> list[str]:
@@ -272,11 +275,14 @@ def _skips(graph: Graph, iteration: int, edges: Iterable[EdgeDefinition], left: 
            taken: Iterable[EdgeDefinition] = (), origin: str | None = None) -> list[Transition]:
     """Skips to propagate: never along a back edge (see `_back_skips`); out of a loop only once it is left (then
     every exit of the loop not taken is skipped, in the iteration the loop was left in, unless
-    it also leaves an outer loop still running).
+    it also leaves an outer loop still running); never from a head that leaves its loop into its
+    own body (that pass does not happen, so nothing in it, back edges included, is settled).
     `iteration` is `origin`'s execution's (the node that finished or was skipped)."""
     out: list[Transition] = []
     for edge in edges:
         if graph.is_back_edge(edge) or graph.is_exit_edge(edge):
+            continue
+        if origin in left and graph.in_region(edge.target, origin):  # a pass of its loop that does not happen
             continue
         out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True))
     done = list(taken)
