@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from flowcraft_celery.engine import dispatch, semantics
 from flowcraft_celery.engine.context import NodeContext
 from flowcraft_celery.engine.frontier import frontier
 from flowcraft_celery.engine.registry import NodeResult, Registry
@@ -15,7 +16,7 @@ from flowcraft_celery.local.runner import LocalRunner
 from flowcraft_celery.model.builder import Flow
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import MISSING
-from flowcraft_celery.stores.memory import MemoryContextStore
+from flowcraft_celery.stores.memory import MemoryContextStore, MemoryCoordinationStore
 
 
 class Calls:
@@ -176,3 +177,39 @@ def test_an_inner_loop_left_through_an_action_goes_on_in_the_outer_pass() -> Non
     assert calls.of("fin") == [(0, None)] and calls.of("done") == []
     assert result.context["n"] == 2
     assert replay(runner, flow, result.run_id).complete
+
+
+def test_a_skip_after_the_same_predecessors_arrival_starts_nothing_again() -> None:
+    # leaving the loop through r -> out, then skipping the controller's next pass, skips the
+    # loop's exits, r -> out included: that skip must not start `out` a second time
+    graph = Graph(two_back_edges("all", outside=True).build())
+    coordination = MemoryCoordinationStore()
+    (exit_edge,) = [e for e in graph.edges if (e.source, e.target) == ("r", "out")]
+    (init_edge,) = [e for e in graph.edges if (e.source, e.target) == ("init", "out")]
+
+    def route(*transitions: semantics.Transition) -> list[tuple[str, int, Any]]:
+        starts = dispatch.route(graph, "run", list(transitions), coordination)
+        return [(s.node_id, s.iteration, s.value) for s in starts]
+
+    assert route(semantics.Transition(init_edge, 0, None)) == []
+    assert route(semantics.Transition(exit_edge, 0, "R")) == [("out", 0, {"init": None, "r": "R"})]
+    assert route(semantics.Transition(exit_edge, 0, skipped=True)) == []
+    assert route(semantics.Transition(exit_edge, 0, "R")) == [("out", 0, {"init": None, "r": "R"})]  # a redelivery
+
+
+def test_the_exit_taken_is_started_once_in_a_run() -> None:
+    calls = Calls()
+    flow = two_back_edges("any", outside=True)
+    starts: list[tuple[str, int]] = []
+    original = dispatch.route
+
+    def counting(*args: Any, **kwargs: Any) -> list[dispatch.Start]:
+        out = original(*args, **kwargs)
+        starts.extend((s.node_id, s.iteration) for s in out)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dispatch, "route", counting)
+        _, result = run(flow, calls)
+    assert result.status == "completed", result.errors
+    assert starts.count(("out", 0)) == 1 and starts.count(("fin", 0)) == 1
