@@ -208,13 +208,16 @@ def _unused_fallback_skips(graph: Graph, node_id: str, iteration: int) -> list[T
 def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], origin: str,
                 left: list[str], taken: Iterable[EdgeDefinition] = ()) -> list[Transition]:
     """Back edges that `origin`'s execution (it ran, or was skipped in a pass that happened) did
-    not take, skipped into their loop head's next pass (§3.8): final once `origin` cannot run
-    again in the head's pass. When no back edge reaches the head's next pass, that pass is
-    skipped and the loop is left (its exits settle the joins after it).
+    not take, skipped into their loop head's next pass (§3.8), once the skip is final: `origin`
+    cannot run again in the head's pass. When no back edge reaches the head's next pass, that
+    pass is skipped and the loop is left (its exits settle the joins after it).
 
+    - A node directly in the head's loop runs once per pass: its skip is final at once.
     - A node inside a loop nested in the head's body runs again in the head's pass while the
-      inner loop goes on: its skip waits until the inner loop is left (here, when an execution
-      leaves it: then every back edge from its region into the loop around it is skipped).
+      inner loop goes on. Its skip waits until the inner loop's own head ends it (breaks, or
+      its next pass is skipped): then the back edges into the loop around it from the nodes
+      of its cycle (those that can come back to its head) are skipped. A node of its body off
+      that cycle may still be running then; its back edge is never skipped early.
     - A loop head in `left` whose pass does not happen skips nothing into its own next pass.
     """
     out: list[Transition] = []
@@ -229,17 +232,12 @@ def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], o
 
     chain = graph.loops_of(origin)
     for edge in not_taken:
-        if not graph.is_back_edge(edge) or (edge.target == origin and origin in left):
-            continue
-        inner = chain[chain.index(edge.target) + 1:] if edge.target in chain else ()
-        if all(head in left for head in inner):
+        if graph.is_back_edge(edge) and chain and edge.target == chain[-1] and not (
+                edge.target == origin and origin in left):
             skip(edge)
-    for head in left:
-        around = graph.loops_of(head)[:-1]
-        if not around:
-            continue
-        for edge in graph.in_edges.get(around[-1], []):
-            if edge.source != origin and graph.is_back_edge(edge) and graph.in_region(edge.source, head):
+    if origin in left and len(chain) > 1:  # an inner loop's head ends it in this pass of the loop around it
+        for edge in graph.in_edges.get(chain[-2], []):
+            if graph.is_back_edge(edge) and graph.returns_to(edge.source, origin):
                 skip(edge)
     return out
 

@@ -146,8 +146,14 @@ def test_a_branch_skipped_in_a_pass_lets_the_other_back_edge_continue_the_loop()
     assert replay(runner, flow, result.run_id).complete
 
 
-def test_an_inner_loop_left_through_an_action_goes_on_in_the_outer_pass() -> None:
-    # the two-back-edge loop nested in an outer loop: each outer pass leaves it through r
+@pytest.mark.parametrize("outer", ["any", "all"])
+@pytest.mark.parametrize("unused_back_edge", [False, True])
+def test_an_inner_loop_left_through_an_action_goes_on_in_the_outer_pass(outer: str, unused_back_edge: bool) -> None:
+    # the two-back-edge loop nested in an outer loop: each outer pass leaves it through r, and
+    # r -> out -> octl goes on in the outer loop (out runs after the inner controller's next
+    # pass was skipped: its back edge into octl must not be skipped early). With
+    # `unused_back_edge`, l -> octl is never taken: skipped for each outer pass once the inner
+    # loop is over, so an `all` outer controller fires on out alone.
     calls = Calls()
     calls.registry.register("reset", lambda ctx: ctx.context.set("o", 0))
 
@@ -158,7 +164,7 @@ def test_an_inner_loop_left_through_an_action_goes_on_in_the_outer_pass() -> Non
 
     calls.registry.register("count", count)
     flow = (Flow("nest2").node("start", "echo")
-            .node("octl", "loop-controller", params={"condition": "n < 2"}, join="any")
+            .node("octl", "loop-controller", params={"condition": "n < 2"}, join=outer)
             .node("obody", "count").node("init", "reset")
             .node("ctl", "loop-controller", params={"condition": "o < 10"}, join="all")
             .node("k", "pick").node("l", "incr").node("ok", "echo").node("r", "leave").node("out", "echo")
@@ -168,13 +174,26 @@ def test_an_inner_loop_left_through_an_action_goes_on_in_the_outer_pass() -> Non
             .edge("k", "l", action="l").edge("k", "r", action="r").edge("l", "ok").edge("ok", "ctl")
             .edge("r", "ctl").edge("r", "out", action="exit").edge("out", "octl").edge("ctl", "done", action="break")
             .edge("octl", "fin", action="break"))
-    runner, result = run(flow, calls, n=0)
+    if unused_back_edge:
+        flow = flow.edge("l", "octl", condition="false")
+    starts: list[tuple[str, int]] = []
+    original = dispatch.route
+
+    def counting(*args: Any, **kwargs: Any) -> list[dispatch.Start]:
+        out = original(*args, **kwargs)
+        starts.extend((s.node_id, s.iteration) for s in out)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dispatch, "route", counting)
+        runner, result = run(flow, calls, n=0)
     assert result.status == "completed", result.errors
     graph = Graph(flow.build())
     assert [graph.iteration_label("r", it) for it, _ in calls.of("r")] == ["0.2", "1.2"]
     assert [graph.iteration_label("out", it) for it, _ in calls.of("out")] == ["0.2", "1.2"]
     assert [graph.iteration_label("l", it) for it, _ in calls.of("l")] == ["0.0", "0.1", "1.0", "1.1"]
     assert calls.of("fin") == [(0, None)] and calls.of("done") == []
+    assert sorted(it for n, it in starts if n == "octl") == [0, 1, 2]  # each outer pass started once
     assert result.context["n"] == 2
     assert replay(runner, flow, result.run_id).complete
 
