@@ -326,15 +326,24 @@ class Graph:
         """The iteration of a node execution with these passes; IterationOverflowError past the limits."""
         return iterations.encode(passes, self.iteration_width)
 
+    def _runs_as(self, node_id: str) -> str:
+        """The node whose loops a node's executions count: a fallback node (outside every loop
+        itself) runs in the iteration of the node it stands in for."""
+        seen = {node_id}
+        while not self.loops_of(node_id) and node_id in self.fallback_for and self.fallback_for[node_id] not in seen:
+            node_id = self.fallback_for[node_id]
+            seen.add(node_id)
+        return node_id
+
     def iteration_label(self, node_id: str, iteration: int) -> str:
         """A node execution's iteration as its passes: `2.5` in nested loops, `3` in one loop."""
-        return iterations.label(self.passes(node_id, iteration))
+        return iterations.label(self.passes(self._runs_as(node_id), iteration))
 
     def parse_iteration(self, node_id: str, text: str) -> int:
         """A node execution's iteration from what a person gave: passes as `iteration_label`
         shows them (`2.5`) or the iteration number; ValueError naming the node and the value."""
         try:
-            return iterations.parse(text, len(self.loops_of(node_id)), self.iteration_width)
+            return iterations.parse(text, len(self.loops_of(self._runs_as(node_id))), self.iteration_width)
         except ValueError as exc:
             raise ValueError(f"node {node_id!r}: {exc}") from None
 

@@ -82,6 +82,11 @@ def test_the_graph_reads_a_node_execution_as_commands_show_it() -> None:
         graph.execution("obody@2.5")
     with pytest.raises(ValueError, match="no node 'nope' in blueprint 'nw'"):
         graph.execution("nope@1.0")
+    # a fallback (chain) of a node in the inner body runs in that node's iteration
+    fallback = Graph(nested_wait().node("check", "echo", fallback="fb").node("fb", "echo", fallback="fb2")
+                     .node("fb2", "echo").edge("ibody", "check").build())
+    assert fallback.loops_of("fb") == () and fallback.execution_label("fb2", at((2, 5))) == "fb2@2.5"
+    assert fallback.execution("fb@1.1") == ("fb", at((1, 1)))
     with_at = Graph(Flow("at").node("a@b", "echo").build())
     assert with_at.execution("a@b") == ("a@b", None) and with_at.execution("a@b@0") == ("a@b", 0)
 
