@@ -232,3 +232,40 @@ def test_the_exit_taken_is_started_once_in_a_run() -> None:
         _, result = run(flow, calls)
     assert result.status == "completed", result.errors
     assert starts.count(("out", 0)) == 1 and starts.count(("fin", 0)) == 1
+
+
+@pytest.mark.parametrize("outer", ["any", "all"])
+def test_an_off_cycle_back_edge_never_reached_never_ends_the_run_falsely_completed(outer: str) -> None:
+    # out (off the inner loop's cycle) never runs: each inner loop ends by its controller's break,
+    # and done -> octl continues the outer loop. With `any`, octl fires on done; with `all`, the
+    # back edge from out is not settled (docs/language/loops-and-batches.md): the run may end
+    # `stalled`, but never `completed` without its outer passes
+    calls = Calls()
+    calls.registry.register("reset", lambda ctx: ctx.context.set("o", 0))
+    calls.registry.register("always_l", lambda ctx: NodeResult(output=None, action="l"))
+
+    def count(ctx: NodeContext) -> int:
+        value = (ctx.context.get("n") or 0) + 1
+        ctx.context.set("n", value)
+        return value
+
+    calls.registry.register("count", count)
+    flow = (Flow("offcycle").node("start", "echo")
+            .node("octl", "loop-controller", params={"condition": "n < 2"}, join=outer)
+            .node("obody", "count").node("init", "reset")
+            .node("ctl", "loop-controller", params={"condition": "o < 2"}, join="any")
+            .node("k", "always_l").node("l", "incr").node("ok", "echo").node("r", "leave").node("out", "echo")
+            .node("done", "echo").node("fin", "echo")
+            .edge("start", "octl").edge("octl", "obody", action="continue").edge("obody", "init")
+            .edge("init", "ctl").edge("ctl", "k", action="continue")
+            .edge("k", "l", action="l").edge("k", "r", action="r").edge("l", "ok").edge("ok", "ctl")
+            .edge("r", "ctl").edge("r", "out", action="exit").edge("out", "octl").edge("ctl", "done", action="break")
+            .edge("done", "octl").edge("octl", "fin", action="break"))
+    _, result = run(flow, calls, n=0)
+    assert calls.of("out") == []
+    if outer == "any":
+        assert result.status == "completed", result.errors
+        assert calls.of("fin") == [(0, None)] and result.context["n"] == 2
+    else:
+        assert (result.status == "completed" and calls.of("fin") == [(0, None)]) or result.status == "stalled"
+        assert result.status != "completed" or result.context["n"] == 2
