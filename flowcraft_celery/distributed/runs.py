@@ -403,7 +403,9 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
         if ensure_state(app, rt, run_id) != "live":
             raise RunError(f"run {run_id!r} cannot be resumed right now (its state is being rebuilt); try again")
     awaiting = rt.ledger.awaiting(run_id)
-    blueprint = rt.blueprints[str(doc.get("blueprintId"))]
+    blueprint = rt.blueprints.get(str(doc.get("blueprintId")))
+    if blueprint is None:
+        raise RunError(f"run {run_id!r} cannot be resumed here: its blueprint {doc.get('blueprintId')!r} is not known")
     static = blueprint_graph(blueprint)  # a dynamic node is known to the run's graph only
     dynamic = node_id is not None and node_id not in static.nodes and node_id.rpartition("@")[0] not in static.nodes
     node_token = awaiting_choice(run_graph(rt, blueprint, run_id, True) if dynamic else static, run_id, awaiting,
