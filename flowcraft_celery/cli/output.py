@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flowcraft_celery.cli.tables import seconds
@@ -27,17 +27,18 @@ def run_duration(doc: Mapping[str, Any], now: float | None = None) -> str:
     return seconds(float(end or created) - float(created))
 
 
-def awaiting_text(tokens: Sequence[str]) -> str:
-    """`approve@0` is node `approve` in loop iteration 0."""
+def awaiting_text(tokens: Sequence[str], label: Callable[[str], str] | None = None) -> str:
+    """`approve@0` is node `approve` in loop iteration 0; `label` gives a token as people read it
+    (`ask@2000005` as `ask@2.5`: passes, outer loop first)."""
     parts = []
     for token in tokens:
-        node, _, iteration = token.rpartition("@")
+        node, _, iteration = (label(token) if label is not None else token).rpartition("@")
         parts.append(f"{node} (iteration {iteration})" if node else token)
     return ", ".join(parts)
 
 
-def status_lines(doc: Mapping[str, Any]) -> list[str]:
-    """A run's status document as labelled lines."""
+def status_lines(doc: Mapping[str, Any], label: Callable[[str], str] | None = None) -> list[str]:
+    """A run's status document as labelled lines (`label`: see `awaiting_text`)."""
     version = doc.get("blueprintVersion")
     shown_version = f" (version {printable(str(version))})" if version else ""
     rows: list[tuple[str, str]] = [
@@ -49,7 +50,7 @@ def status_lines(doc: Mapping[str, Any]) -> list[str]:
         ("took" if doc.get("status") in FINAL_STATES else "running for", run_duration(doc)),
     ]
     if doc.get("awaiting"):
-        rows.append(("awaiting", awaiting_text(doc["awaiting"]) + "  (continue with `flowcraft-celery resume`)"))
+        rows.append(("awaiting", awaiting_text(doc["awaiting"], label) + "  (continue with `flowcraft-celery resume`)"))
     if doc.get("wakeAt") and doc.get("status") not in FINAL_STATES:
         rows.append(("wakes at", local_time(doc.get("wakeAt"))))
     if doc.get("parentRunId"):

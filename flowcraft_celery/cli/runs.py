@@ -35,14 +35,17 @@ def status_command(run_id: str, as_json: bool) -> None:
     """
     from flowcraft_celery.distributed.runs import RunError
 
+    session = client()
     try:
-        doc = client().status(run_id)
+        doc = session.status(run_id)
     except RunError as exc:
         raise run_error(exc) from None
     if as_json:
         echo_json(doc)
     else:
-        click.echo("\n".join(status_lines(doc)))
+        from flowcraft_celery.distributed.runs import execution_label
+
+        click.echo("\n".join(status_lines(doc, lambda node_token: execution_label(session.runtime, doc, node_token))))
 
 
 @click.command("runs")
@@ -69,16 +72,21 @@ def runs_command(status: str | None, limit: int, as_json: bool) -> None:
 @click.argument("action", required=False)
 @click.option("--output", "output", callback=parse_json, default=None, metavar="JSON",
               help="The waiting node's output, as JSON.")
-@click.option("--node", "node_id", default=None, help="Which waiting node (default: the first).")
+@click.option("--node", "node_id", default=None, metavar="NODE[@ITERATION]",
+              help="Which waiting node (default: the first): its id, or one iteration of it as `status` and "
+                   "`show` print it, e.g. ask@2.5 (passes, outer loop first), or the iteration number, e.g. "
+                   "ask@2000005.")
 def resume_command(run_id: str, action: str | None, output: Any, node_id: str | None) -> None:
     """Continue an awaiting run: the waiting node gets OUTPUT and ACTION as its result."""
-    from flowcraft_celery.distributed.runs import RunError
+    from flowcraft_celery.distributed.runs import RunError, execution_label
 
+    session = client()
     try:
-        resumed = client().resume(run_id, action, output, node_id)
+        resumed = session.resume(run_id, action, output, node_id)
+        shown = execution_label(session.runtime, session.status(run_id), resumed)
     except RunError as exc:
         raise run_error(exc) from None
-    click.echo(f"resumed {printable(run_id)} at {printable(resumed)}")
+    click.echo(f"resumed {printable(run_id)} at {printable(shown)}")
 
 
 @click.command("cancel")

@@ -13,6 +13,20 @@ from flowcraft_celery.cli.tables import clock, render_table, seconds
 COLUMNS = ("NODE", "IT", "STATE", "ATTEMPTS", "WORKER", "START", "END", "DURATION", "DUE", "DETAIL")
 
 
+def select_rows(view: Any, node_ref: str) -> None:
+    """Keep only the rows of one node (`ask`) or of one of its executions: `ask@2.5` (passes,
+    outer loop first, as the IT column shows them) or `ask@2000005` (the iteration number).
+    ValueError naming the value when the run's graph has no such node or the iteration is bad."""
+    if view.graph is not None:
+        node_id, iteration = view.graph.execution(node_ref)
+    else:  # the blueprint is not known here: the node id, or its iteration number
+        node_id, _, text = node_ref.rpartition("@") if "@" in node_ref else (node_ref, "", "")
+        if text and not (text.isascii() and text.isdigit()):
+            raise ValueError(f"iteration {text!r}: without the run's blueprint only an iteration number is understood")
+        iteration = int(text) if text else None
+    view.rows = [r for r in view.rows if r.node == node_id and (iteration is None or r.iteration == iteration)]
+
+
 def view_lines(view: Any, now: float) -> list[str]:
     """The header and table of a `RunView` as printed lines."""
     doc = view.doc
@@ -27,7 +41,7 @@ def view_lines(view: Any, now: float) -> list[str]:
     for row in view.rows:
         due = f"{clock(row.due)} (in {seconds(row.due - now)})" if row.due and row.due > now else \
             (clock(row.due) if row.due else "")
-        rows.append((row.node, "" if row.iteration is None else str(row.iteration), row.state,
+        rows.append((row.node, "" if row.iteration is None else row.label or str(row.iteration), row.state,
                      "" if row.attempts is None else str(row.attempts), row.worker or "", clock(row.start),
                      clock(row.end), seconds(row.duration), due, row.detail or ""))
     return [*lines, "", *render_table(COLUMNS, rows)]
@@ -39,9 +53,14 @@ def view_lines(view: Any, now: float) -> list[str]:
 @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
               help="Seconds between redraws with --watch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run and its nodes as JSON.")
-def show_command(run_id: str, watch: bool, interval: float, as_json: bool) -> None:
+@click.option("--node", "node_ref", default=None, metavar="NODE[@ITERATION]",
+              help="Only this node's executions, or one of them: e.g. ask@2.5 (passes, outer loop first, as the "
+                   "IT column shows them) or ask@2000005 (the iteration number).")
+def show_command(run_id: str, watch: bool, interval: float, as_json: bool, node_ref: str | None) -> None:
     """A table of RUN_ID's nodes: iteration, state, attempts, worker, start, end, duration, due time.
 
+    IT is the loop iteration as passes, outer loop first: 2.5 is the inner loop's pass 5 in the
+    outer loop's pass 2 (0 outside loops).
     States: succeeded, running, retrying, queued, sleeping, awaiting, subflow, failed, not-run.
     """
     from flowcraft_celery.distributed.client import Client
@@ -55,6 +74,11 @@ def show_command(run_id: str, watch: bool, interval: float, as_json: bool) -> No
             view = run_view(runtime, run_id, now)
         except RunError as exc:
             raise click.ClickException(str(exc)) from exc
+        if node_ref is not None:
+            try:
+                select_rows(view, node_ref)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--node") from None
         if as_json:
             click.echo(json.dumps(view.to_dict(), indent=2, default=str))
         else:

@@ -347,9 +347,52 @@ def mark_awaiting(app: Celery, rt: Runtime, run_id: str, node_token: str) -> Non
         mark_awaiting(app, rt, str(doc["parentRunId"]), parent_token)
 
 
+def awaiting_choice(graph: Graph, run_id: str, awaiting: list[str], node_ref: str | None) -> str:
+    """The awaiting execution (`node@iteration` token) a resume continues: the first, or the one
+    `node_ref` names: `node`, or `node@2.5` (passes, outer loop first, as commands show them) or
+    `node@2000005` (the iteration number). RunError naming a bad value or a node not awaiting."""
+    if node_ref is None:
+        if not awaiting:
+            raise RunError(f"run {run_id!r} has no awaiting node")
+        return awaiting[0]
+    try:
+        node_id, iteration = graph.execution(node_ref)
+    except ValueError as exc:
+        raise RunError(f"cannot resume {node_ref!r} of run {run_id!r}: {exc}") from None
+    for node_token in awaiting:
+        name, _, number = node_token.rpartition("@")
+        if name == node_id and (iteration is None or number == str(iteration)):
+            return node_token
+    shown = [graph.execution_label(*_split_token(t)) for t in sorted(awaiting)]
+    raise RunError(f"node {node_ref!r} of run {run_id!r} is not awaiting; awaiting: {shown}")
+
+
+def _split_token(node_token: str) -> tuple[str, int]:
+    name, _, number = node_token.rpartition("@")
+    return name, int(number) if number.isdigit() else 0
+
+
+def execution_label(rt: Runtime, doc: RunStatusDoc, node_token: str) -> str:
+    """`node@2.5`: a run's node execution token with its iteration as passes (outer loop first),
+    as commands show it; the token itself when the run's blueprint is not known here."""
+    try:
+        blueprint = rt.blueprints.get(str(doc.get("blueprintId")))
+    except ValueError:  # its file cannot be read here: the token as stored
+        return node_token
+    if blueprint is None:
+        return node_token
+    node_id, iteration = _split_token(node_token)
+    graph = blueprint_graph(blueprint)
+    if node_id not in graph.nodes:  # a dynamic node: the run's graph knows it
+        graph = run_graph(rt, blueprint, str(doc.get("runId")), True)
+    return graph.execution_label(node_id, iteration)
+
+
 def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output: Any,
                node_id: str | None = None) -> str:
-    """Continue an awaiting run: the waiting node's result becomes `output` and `action`."""
+    """Continue an awaiting run: the waiting node's result becomes `output` and `action`.
+    `node_id` picks the waiting node (`node`, `node@2.5` or `node@2000005`, see `awaiting_choice`);
+    returns the token (`node@iteration`) of the execution resumed."""
     doc = rt.statuses.get(run_id)
     if doc is None:
         raise RunError(f"no run {run_id!r}")
@@ -361,14 +404,16 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
         if ensure_state(app, rt, run_id) != "live":
             raise RunError(f"run {run_id!r} cannot be resumed right now (its state is being rebuilt); try again")
     awaiting = rt.ledger.awaiting(run_id)
-    chosen = [t for t in awaiting if node_id is None or t.rsplit("@", 1)[0] == node_id]
-    if not chosen:
-        raise RunError(f"node {node_id!r} of run {run_id!r} is not awaiting; awaiting: {sorted(awaiting)}")
-    node_token = chosen[0]
+    blueprint = rt.blueprints.get(str(doc.get("blueprintId")))
+    if blueprint is None:
+        raise RunError(f"run {run_id!r} cannot be resumed here: its blueprint {doc.get('blueprintId')!r} is not known")
+    static = blueprint_graph(blueprint)  # a dynamic node is known to the run's graph only
+    dynamic = node_id is not None and node_id not in static.nodes and node_id.rpartition("@")[0] not in static.nodes
+    node_token = awaiting_choice(run_graph(rt, blueprint, run_id, True) if dynamic else static, run_id, awaiting,
+                                 node_id)
     pending = rt.ledger.pending(run_id).get(node_token)
     if pending is None:
         raise RunError(f"run {run_id!r} has no pending message for {node_token!r}")
-    blueprint = rt.blueprints[str(doc.get("blueprintId"))]
     graph = run_graph(rt, blueprint, run_id, bool(pending.get("dyn")))
     if graph.nodes[pending["node"]].uses == "subflow":  # the child resumes its node and releases this run
         resume_run(app, rt, str(pending.get("childRun") or ""), action, output)

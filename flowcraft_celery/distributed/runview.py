@@ -41,6 +41,8 @@ class NodeRow:
     end: float | None = None
     due: float | None = None
     detail: str | None = None
+    #: The iteration as people read it: its passes, outer loop first (`2.5`); None for not-run.
+    label: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -122,7 +124,9 @@ def run_view(rt: Runtime, run_id: str, now: float | None = None, doc: RunStatusD
         message = pending.get(node_token, {})
         row = NodeRow(node, iteration, str(entry.get("uses") or uses), "queued",
                       attempts=entry.get("attempt") or message.get("attempt"), worker=entry.get("worker"),
-                      start=entry.get("start"), end=entry.get("end"))
+                      start=entry.get("start"), end=entry.get("end"),
+                      label=graph.iteration_label(node, iteration) if graph is not None and node in graph.nodes
+                      else str(iteration))
         state = entry.get("state")
         if node_token in finished and state == "failed":
             row.state, row.end, row.detail = "failed", finished[node_token], "its fallback took over"

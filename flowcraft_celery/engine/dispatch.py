@@ -140,6 +140,8 @@ def route(
                                 else ({}, {transition.predecessor})))
         else:
             state = coordination.arrive(scope, transition.predecessor, transition.value, transition.skipped)
+            if transition.skipped and transition.predecessor in state.arrived:
+                continue  # it arrived before (an exit taken, then skipped as the loop was left): that decided
         decision = semantics.join_decision(graph, target, iteration, state, transition.predecessor,
                                            transition.back)
         if watch is not None and not single:

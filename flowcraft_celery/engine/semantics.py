@@ -8,6 +8,7 @@ an expression reads.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -225,8 +226,9 @@ def after_decision(graph: Graph, iteration: int, output: Any, decision: Decision
         if bound is not None and passes and passes[-1] >= bound:
             raise LoopBoundError(f"node {transition.target!r} would start iteration {passes[-1] + 1}, "
                                  f"over the blueprint's metadata.maxIterations of {bound}")
-    out += _skips(graph, iteration, not_taken, _left_loops(graph, origin, taken), taken, origin)
-    out += _back_skips(graph, iteration, not_taken, origin)
+    left = _left_loops(graph, origin, taken)
+    out += _skips(graph, iteration, not_taken, left, taken, origin)
+    out += _back_skips(graph, iteration, not_taken, origin, left, taken)
     out += _unused_fallback_skips(graph, node_id, iteration)
     return out
 
@@ -244,28 +246,53 @@ def _unused_fallback_skips(graph: Graph, node_id: str, iteration: int) -> list[T
     return out
 
 
-def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], origin: str) -> list[Transition]:
-    """A back edge a node did not take, skipped into its loop head's next pass: the node cannot
-    run again in this pass, so the skip is final there. When no back edge reaches the head's
-    next pass, that pass is skipped and the loop is left (its exits settle the joins after it).
-    Only a node that ran does this: a skipped node's pass never happened."""
+def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], origin: str,
+                left: list[str], taken: Iterable[EdgeDefinition] = ()) -> list[Transition]:
+    """Back edges that `origin`'s execution (it ran, or was skipped in a pass that happened) did
+    not take, skipped into their loop head's next pass (§3.8), once the skip is final: `origin`
+    cannot run again in the head's pass. When no back edge reaches the head's next pass, that
+    pass is skipped and the loop is left (its exits settle the joins after it).
+
+    - A node directly in the head's loop runs once per pass: its skip is final at once.
+    - A node inside a loop nested in the head's body runs again in the head's pass while the
+      inner loop goes on. Its skip waits until the inner loop's own head ends it (breaks, or
+      its next pass is skipped): then the back edges into the loop around it from the nodes
+      of its cycle (those that can come back to its head) are skipped. A node of its body off
+      that cycle may still be running then; its back edge is never skipped early.
+    - A loop head in `left` whose pass does not happen skips nothing into its own next pass.
+    """
     out: list[Transition] = []
+    done: set[int] = {id(e) for e in taken}
+
+    def skip(edge: EdgeDefinition) -> None:
+        if id(edge) in done:
+            return
+        done.add(id(edge))
+        with contextlib.suppress(LoopBoundError):  # a pass that could not start anyway
+            out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True, back=True))
+
+    chain = graph.loops_of(origin)
     for edge in not_taken:
-        if graph.is_back_edge(edge):
-            try:
-                out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True, back=True))
-            except LoopBoundError:  # a pass that could not start anyway
-                continue
+        if graph.is_back_edge(edge) and chain and edge.target == chain[-1] and not (
+                edge.target == origin and origin in left):
+            skip(edge)
+    if origin in left and len(chain) > 1:  # an inner loop's head ends it in this pass of the loop around it
+        for edge in graph.in_edges.get(chain[-2], []):
+            if graph.is_back_edge(edge) and graph.returns_to(edge.source, origin):
+                skip(edge)
     return out
 
 
 def after_skip(graph: Graph, node_id: str, iteration: int) -> list[Transition]:
     """Skips caused by a node that will not run in this iteration (dead-path elimination).
 
-    A loop head is skipped only when its loop is not entered: the whole loop is left."""
+    A loop head is skipped when its loop is not entered, or when no back edge reached its next
+    pass: the whole loop is left, and its body is not skipped into (that pass never happens). A
+    node skipped in a pass that did happen skips its back edges into that pass's successor (§3.8)."""
     edges = graph.out_edges_at(node_id, iteration)
     left = [node_id] if node_id in graph.loop_heads else []
-    return _skips(graph, iteration, edges, left, origin=node_id) + _unused_fallback_skips(graph, node_id, iteration)
+    return (_skips(graph, iteration, edges, left, origin=node_id) + _back_skips(graph, iteration, edges, node_id, left)
+            + _unused_fallback_skips(graph, node_id, iteration))
 
 
 def _left_loops(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> list[str]:
@@ -287,11 +314,14 @@ def _skips(graph: Graph, iteration: int, edges: Iterable[EdgeDefinition], left: 
            taken: Iterable[EdgeDefinition] = (), origin: str | None = None) -> list[Transition]:
     """Skips to propagate: never along a back edge (see `_back_skips`); out of a loop only once it is left (then
     every exit of the loop not taken is skipped, in the iteration the loop was left in, unless
-    it also leaves an outer loop still running).
+    it also leaves an outer loop still running); never from a head that leaves its loop into its
+    own body (that pass does not happen, so nothing in it, back edges included, is settled).
     `iteration` is `origin`'s execution's (the node that finished or was skipped)."""
     out: list[Transition] = []
     for edge in edges:
         if graph.is_back_edge(edge) or graph.is_exit_edge(edge):
+            continue
+        if origin in left and graph.in_region(edge.target, origin):  # a pass of its loop that does not happen
             continue
         out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True))
     done = list(taken)

@@ -164,6 +164,7 @@ class LocalRunner:
     def resume(self, run_id: str, action: str | None = None, output: Any = None,
                node_id: str | None = None) -> RunResult:
         """Continue an awaiting run: `output` and `action` become the waiting node's result.
+        `node_id` picks the waiting node: its id, or `node@2.5` / `node@2000005` for that iteration.
 
         The result is always the named run's own. Resuming a child run (a subflow's) resumes
         the parent runs waiting for it too, as far as they can go: `result(parent_run_id)`
@@ -200,8 +201,13 @@ class LocalRunner:
         if not run.awaiting:
             raise ValueError(f"run {run_id!r} is not awaiting (status {self._status(run)})")
         waiting = path[0] or next(iter(run.awaiting))
+        if waiting not in run.awaiting:  # `node@2.5` or `node@2000005`: that iteration of it
+            node_id, iteration = run.graph.execution(waiting)
+            if node_id in run.awaiting and iteration in (None, run.awaiting[node_id][0]):
+                waiting = node_id
         if waiting not in run.awaiting:
-            raise ValueError(f"node {waiting!r} of run {run_id!r} is not awaiting; awaiting: {sorted(run.awaiting)}")
+            shown = sorted(run.graph.execution_label(n, it) for n, (it, _) in run.awaiting.items())
+            raise ValueError(f"node {waiting!r} of run {run_id!r} is not awaiting; awaiting: {shown}")
         iteration = run.awaiting[waiting][0]
         child = run.children.get(waiting)
         check_json(output, "resume output")

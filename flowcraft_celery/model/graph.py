@@ -361,9 +361,41 @@ class Graph:
         """The iteration of a node execution with these passes; IterationOverflowError past the limits."""
         return iterations.encode(passes, self.iteration_width)
 
+    def _runs_as(self, node_id: str) -> str:
+        """The node whose loops a node's executions count: a fallback node (outside every loop
+        itself) runs in the iteration of the node it stands in for."""
+        seen = {node_id}
+        while not self.loops_of(node_id) and node_id in self.fallback_for and self.fallback_for[node_id] not in seen:
+            node_id = self.fallback_for[node_id]
+            seen.add(node_id)
+        return node_id
+
     def iteration_label(self, node_id: str, iteration: int) -> str:
         """A node execution's iteration as its passes: `2.5` in nested loops, `3` in one loop."""
-        return iterations.label(self.passes(node_id, iteration))
+        return iterations.label(self.passes(self._runs_as(node_id), iteration))
+
+    def parse_iteration(self, node_id: str, text: str) -> int:
+        """A node execution's iteration from what a person gave: passes as `iteration_label`
+        shows them (`2.5`) or the iteration number; ValueError naming the node and the value."""
+        try:
+            return iterations.parse(text, len(self.loops_of(self._runs_as(node_id))), self.iteration_width)
+        except ValueError as exc:
+            raise ValueError(f"node {node_id!r}: {exc}") from None
+
+    def execution(self, ref: str) -> tuple[str, int | None]:
+        """`node`, `node@2.5` or `node@2000005` as (node id, iteration or None when not given);
+        a node whose id contains `@` is taken whole. ValueError for an unknown node or a bad iteration."""
+        if ref in self.nodes:
+            return ref, None
+        node_id, at, text = ref.rpartition("@")
+        if not at or node_id not in self.nodes:
+            raise ValueError(f"no node {(node_id or ref)!r} in blueprint {self.blueprint.id!r}")
+        return node_id, self.parse_iteration(node_id, text)
+
+    def execution_label(self, node_id: str, iteration: int) -> str:
+        """`node@2.5`: a node execution as commands show it (passes, outer loop first)."""
+        return f"{node_id}@{self.iteration_label(node_id, iteration)}" if node_id in self.nodes \
+            else f"{node_id}@{iteration}"
 
     def join_predecessors(self, node_id: str, iteration: int, back: bool = False) -> list[str]:
         """Predecessors a node waits for in an iteration: a loop head waits for the arrivals

@@ -66,3 +66,31 @@ def decode(iteration: int, depth: int, width: int) -> tuple[int, ...]:
 def label(passes: Sequence[int]) -> str:
     """Passes as people read them: `2.5` (outer loop's pass 2, inner loop's pass 5); `0` outside loops."""
     return ".".join(str(p) for p in passes) or "0"
+
+
+def parse(text: str, depth: int, width: int) -> int:
+    """The iteration a person gave for a node nested `depth` loops deep: its passes as `label`
+    shows them (`2.5`, outer loop first), or the iteration number itself (`2000005`; the same
+    as the passes for a node in one loop). ValueError naming the value when it is neither, or
+    names an execution the node cannot have."""
+    example = ".".join("25134"[:depth]) or "0"
+    order = ", outer loop first" if depth > 1 else ""
+    parts = text.strip().split(".")
+    if not all(p.isascii() and p.isdigit() for p in parts):
+        raise ValueError(f"iteration {text!r} is neither passes like {example!r}{order}, nor an iteration number")
+    counts = [int(p) for p in parts]
+    if len(counts) == 1:
+        value = counts[0]
+        if depth == 0 and value != 0:
+            raise ValueError(f"iteration {text!r}: the node is outside every loop, so its iteration is 0")
+        if value >= MAX_ITERATION:
+            raise ValueError(f"iteration {text!r} is over the limit of {MAX_ITERATION}")
+        return value
+    if len(counts) != depth:
+        loops = "outside every loop" if depth == 0 else f"in {depth} loop{'' if depth == 1 else 's'}"
+        raise ValueError(f"iteration {text!r} gives {len(counts)} passes, but the node is {loops} "
+                         f"(e.g. {example!r}{order})")
+    try:
+        return encode(counts, width)
+    except IterationOverflowError as exc:
+        raise ValueError(f"iteration {text!r}: {exc}") from exc

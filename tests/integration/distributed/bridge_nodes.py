@@ -67,6 +67,29 @@ def big(ctx: NodeContext) -> int:
     return 3
 
 
+@node("bt-counter")
+def counter(ctx: NodeContext) -> int:
+    """context[params.key] + 1 (or `params.reset` when given), stored and returned."""
+    _count(ctx)
+    key = str(ctx.params["key"])
+    value = int(ctx.params["reset"]) if "reset" in ctx.params else int(ctx.context.get(key) or 0) + 1
+    ctx.context.set(key, value)
+    return value
+
+
+def _nested_wait() -> Blueprint:
+    """An outer loop (2 passes) around an inner loop (2 passes) whose body waits at `ask`."""
+    return (Flow("bt-nested-wait").node("init", "bt-counter", params={"key": "o", "reset": 0})
+            .node("octl", "loop-controller", params={"condition": "o < 2"}, join="any")
+            .node("obody", "bt-counter", params={"key": "o"})
+            .node("zi", "bt-counter", params={"key": "i", "reset": 0})
+            .node("ictl", "loop-controller", params={"condition": "i < 2"}, join="any")
+            .node("ibody", "bt-counter", params={"key": "i"}).node("ask", "wait").node("done", "bt-step")
+            .edge("init", "octl").edge("octl", "obody", action="continue").edge("obody", "zi").edge("zi", "ictl")
+            .edge("ictl", "ibody", action="continue").edge("ibody", "ask").edge("ask", "ictl")
+            .edge("ictl", "octl", action="break").edge("octl", "done", action="break").build())
+
+
 def _fan() -> Blueprint:
     flow = Flow("bt-fan").node("start", "bt-step").node("join", "bt-sum")
     for i in range(FAN_WIDTH):
@@ -125,6 +148,7 @@ def blueprints() -> list[Blueprint]:
         _approval(),
         _chain("bt-kill", [0.0, 5.0, 0.0]),
         _napping(),
+        _nested_wait(),
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -162,6 +163,45 @@ def test_awaiting_run_resumes_through_the_cli(bridge: Bridge) -> None:
     context = bridge.outputs(run.run_id)
     assert context["_outputs.gate"] == {"by": "me"}
     assert context["_outputs.approved"] == {"by": "me"}
+
+
+def test_a_wait_in_nested_loops_is_shown_and_resumed_by_its_passes(bridge: Bridge) -> None:
+    bridge.shared_workers()
+    run = bridge.client.start("bt-nested-wait")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "flowcraft_celery.cli", *args], cwd=ROOT, env=dict(os.environ),
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    def awaiting() -> list[str]:
+        doc = run.wait(RUN_TIMEOUT)
+        assert doc["status"] == "awaiting", doc.get("errors")
+        return list(doc["awaiting"])
+
+    assert awaiting() == ["ask@0"]  # passes (0, 0)
+    status = cli("status", run.run_id)
+    assert status.returncode == 0 and "ask (iteration 0.0)" in status.stdout, status.stderr
+    resumed = cli("resume", run.run_id, "--node", "ask@0.0", "--output", '"first"')
+    assert resumed.returncode == 0 and resumed.stdout.strip() == f"resumed {run.run_id} at ask@0.0", resumed.stderr
+    assert awaiting() == ["ask@1"]  # passes (0, 1), given as the iteration number
+    assert bridge.client.resume(run.run_id, None, "second", "ask@1") == "ask@1"
+    assert awaiting() == ["ask@1000000"]  # passes (1, 0)
+    assert "ask (iteration 1.0)" in cli("status", run.run_id).stdout
+    shown = cli("show", run.run_id, "--node", "ask@1.0")
+    assert shown.returncode == 0, shown.stderr
+    assert [line.split()[:3] for line in shown.stdout.splitlines()[4:]] == [["ask", "1.0", "awaiting"]]
+    refused = cli("resume", run.run_id, "--node", "ask@1.x")
+    assert refused.returncode == 1 and "'1.x'" in refused.stderr and "neither passes" in refused.stderr
+    assert cli("resume", run.run_id, "--node", "ask@1000000", "--output", '"third"').returncode == 0
+    assert awaiting() == ["ask@1000001"]
+    assert cli("resume", run.run_id, "--node", "ask@1.1", "--output", '"fourth"').returncode == 0
+    doc = run.wait(RUN_TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    listed = cli("show", run.run_id, "--node", "ask")
+    assert [line.split()[:3] for line in listed.stdout.splitlines()[4:]] == [
+        ["ask", it, "succeeded"] for it in ("0.0", "0.1", "1.0", "1.1")]
+    assert bridge.calls(run.run_id) == {"init": 1, "obody": 2, "zi": 2, "ibody": 4, "done": 1}
+    assert bridge.outputs(run.run_id)["_outputs.ask"] == "fourth"
 
 
 def test_blueprint_unknown_to_workers_fails_the_run_naming_it(bridge: Bridge) -> None:

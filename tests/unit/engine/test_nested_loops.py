@@ -308,3 +308,101 @@ def test_resuming_a_child_run_returns_the_childs_result_and_resumes_its_parent()
     assert runner.result(started.run_id).status == "completed"
     with pytest.raises(KeyError):
         runner.result("nope")
+
+
+def replayed_complete(runner: LocalRunner, graph: Graph, run_id: str) -> bool:
+    """Whether the run's recorded outputs, replayed (as the Celery runner completes a run), leave
+    nothing pending and no join stalled."""
+    store = runner.contexts
+    assert isinstance(store, MemoryContextStore)
+    context = store.snapshot(run_id)
+    outputs = {(o.node_id, o.iteration): o for o in store.outputs(run_id)}
+    replay = frontier(graph, run_id, outputs, None, lambda key: context.get(key, MISSING))
+    return replay.complete
+
+
+def inner_join_on_the_cycle(join: str, controllers: str = "any") -> Flow:
+    """Outer loop (`o < 2`) around an inner loop (`i < 3`) whose body forks and joins on the way
+    back to the inner controller (k -> p1, p2 -> j -> after -> ictl); the inner controller's
+    `break` edge is the outer loop's back edge."""
+    return (Flow("inj").node("init", "echo")
+            .node("octl", "loop-controller", params={"condition": "o < 2"}, join=controllers)
+            .node("obody", "inc_o").node("zi", "zero_i")
+            .node("ictl", "loop-controller", params={"condition": "i < 3"}, join=controllers)
+            .node("k", "inc_i").node("p1", "echo").node("p2", "echo").node("j", "echo", join=join)
+            .node("after", "echo").node("done", "echo")
+            .edge("init", "octl").edge("octl", "obody", action="continue").edge("obody", "zi").edge("zi", "ictl")
+            .edge("ictl", "k", action="continue").edge("k", "p1").edge("k", "p2").edge("p1", "j").edge("p2", "j")
+            .edge("j", "after").edge("after", "ictl")
+            .edge("ictl", "octl", action="break").edge("octl", "done", action="break"))
+
+
+@pytest.mark.parametrize("controllers", ["any", "all"])
+@pytest.mark.parametrize("join", ["all", "any"])
+def test_a_join_on_the_inner_cycle_fires_in_every_inner_pass_of_every_outer_pass(join: str, controllers: str) -> None:
+    # once each inner pass had gone through its controller, the inner controller's `continue`
+    # used to skip the outer loop's next pass early: the second outer pass ran p1 and p2 but
+    # never `j`, nothing after it, and the run still reported `completed`
+    calls = Calls()
+    flow = inner_join_on_the_cycle(join, controllers)
+    graph = Graph(flow.build())
+    runner = LocalRunner(calls.registry)
+    result = runner.run(flow.build(), {"o": 0})
+    assert result.status == "completed", result.errors
+    label = graph.iteration_label
+    passes = ["0.0", "0.1", "0.2", "1.0", "1.1", "1.2"]
+    assert [label("j", it) for it, _ in calls.of("j")] == passes
+    assert [label("after", it) for it, _ in calls.of("after")] == passes
+    expected = [{"p1": n, "p2": n} for n in (1, 2, 3)] * 2 if join == "all" else [1, 2, 3] * 2
+    assert [value for _, value in calls.of("j")] == expected
+    assert calls.of("done") == [(0, None)]
+    assert result.context["o"] == 2 and result.context["i"] == 3
+    assert replayed_complete(runner, graph, result.run_id)
+
+
+@pytest.mark.parametrize("controllers", ["any", "all"])
+@pytest.mark.parametrize("join", ["all", "any"])
+@pytest.mark.parametrize("unused_back_edges", [False, True])
+def test_three_loops_deep_a_join_in_the_innermost_body_fires_in_every_innermost_pass(
+        join: str, controllers: str, unused_back_edges: bool) -> None:
+    calls = Calls()
+    reg = calls.registry.register
+
+    def counter(key: str, reset: str | None) -> Any:
+        def incr(ctx: NodeContext) -> int:
+            value = (ctx.context.get(key) or 0) + 1
+            ctx.context.set(key, value)
+            if reset:
+                ctx.context.set(reset, 0)
+            calls.log.append((ctx.node_id, ctx.iteration, value))
+            return value
+        return incr
+
+    reg("inc_a", counter("a", "b"))
+    reg("inc_b", counter("b", "c"))
+    reg("inc_c", counter("c", None))
+    flow = (Flow("deep").node("init", "echo")
+            .node("actl", "loop-controller", params={"condition": "a < 2"}, join=controllers).node("abody", "inc_a")
+            .node("bctl", "loop-controller", params={"condition": "b < 2"}, join=controllers).node("bbody", "inc_b")
+            .node("cctl", "loop-controller", params={"condition": "c < 3"}, join=controllers).node("k", "inc_c")
+            .node("p1", "echo").node("p2", "echo").node("j", "echo", join=join).node("after", "echo")
+            .node("done", "echo")
+            .edge("init", "actl").edge("actl", "abody", action="continue").edge("abody", "bctl")
+            .edge("bctl", "bbody", action="continue").edge("bbody", "cctl")
+            .edge("cctl", "k", action="continue").edge("k", "p1").edge("k", "p2").edge("p1", "j").edge("p2", "j")
+            .edge("j", "after").edge("after", "cctl")
+            .edge("cctl", "bctl", action="break").edge("bctl", "actl", action="break")
+            .edge("actl", "done", action="break"))
+    if unused_back_edges:  # back edges from the innermost body into the outer heads, never taken
+        flow = flow.edge("after", "actl", condition="false").edge("j", "bctl", condition="c > 99")
+    graph = Graph(flow.build())
+    runner = LocalRunner(calls.registry)
+    result = runner.run(flow.build(), {"a": 0, "b": 0, "c": 0})
+    assert result.status == "completed", result.errors
+    innermost = [f"{a}.{b}.{c}" for a in range(2) for b in range(2) for c in range(3)]
+    assert [graph.iteration_label("j", it) for it, _ in calls.of("j")] == innermost
+    assert [graph.iteration_label("after", it) for it, _ in calls.of("after")] == innermost
+    assert [graph.iteration_label("bbody", it) for it, _ in calls.of("bbody")] == ["0.0", "0.1", "1.0", "1.1"]
+    assert calls.of("done") == [(0, None)]
+    assert (result.context["a"], result.context["b"], result.context["c"]) == (2, 2, 3)
+    assert replayed_complete(runner, graph, result.run_id)

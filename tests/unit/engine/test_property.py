@@ -8,11 +8,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flowcraft_celery.engine.context import NodeContext
+from flowcraft_celery.engine.frontier import frontier
 from flowcraft_celery.engine.registry import NodeResult, Registry
 from flowcraft_celery.expressions.evaluator import ExpressionError, validate_expression
 from flowcraft_celery.local.runner import LocalRunner
 from flowcraft_celery.model.blueprint import Blueprint, BlueprintFormatError
+from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.model.validation import ValidationIssue, validate
+from flowcraft_celery.stores.base import MISSING
+from flowcraft_celery.stores.memory import MemoryContextStore
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -249,3 +253,57 @@ def test_random_dags_inside_nested_loops_run_once_per_pass_and_their_joins_settl
     expected = expected_to_run(blueprint, actions)
     assert sorted(runs) == sorted([f"i_{n}" for n in expected] * 3 + [f"o_{n}" for n in expected] * 2)
     assert result.context["joins"] == 2 and result.context["i"] == 2
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dags(), st.sampled_from(["any", "all"]), st.sampled_from(["any", "all"]))
+def test_random_dags_on_the_inner_cycle_settle_every_pass_of_both_loops(
+        case: tuple[Blueprint, dict[str, str | None]], inner_join: str, outer_join: str) -> None:
+    """The DAG is the inner loop's body on its cycle: every sink goes back to the inner
+    controller, whose `break` is the outer loop's back edge (SPEC §3.8). Sinks on branches a pass
+    does not take are skipped with their back edges; when none of them runs, the pass leaves
+    the inner loop and, with it, the outer one. Never `stalled`, the replay agrees."""
+    blueprint, actions = case
+    dag_nodes, dag_edges = _prefixed(blueprint, "d_")
+    starts = [n.id for n in blueprint.nodes if not any(e.target == n.id for e in blueprint.edges)]
+    sinks = [n.id for n in blueprint.nodes if not any(e.source == n.id for e in blueprint.edges)]
+    loop = Blueprint.from_dict({"id": "oncycle", "nodes": [
+        {"id": "init", "uses": "count", "params": {"key": "init"}},
+        {"id": "octl", "uses": "loop-controller", "params": {"condition": "o < 2"},
+         "config": {"joinStrategy": outer_join}},
+        {"id": "obody", "uses": "count", "params": {"key": "o", "reset": "i"}},
+        {"id": "ictl", "uses": "loop-controller", "params": {"condition": "i < o"},
+         "config": {"joinStrategy": inner_join}},
+        {"id": "ibody", "uses": "count", "params": {"key": "i"}},
+        {"id": "done", "uses": "count", "params": {"key": "done"}},
+        *dag_nodes,
+    ], "edges": [
+        {"source": "init", "target": "octl"}, {"source": "octl", "target": "obody", "action": "continue"},
+        {"source": "obody", "target": "ictl"}, {"source": "ictl", "target": "ibody", "action": "continue"},
+        {"source": "ictl", "target": "octl", "action": "break"},
+        {"source": "octl", "target": "done", "action": "break"},
+        *({"source": "ibody", "target": "d_" + s} for s in starts), *dag_edges,
+        *({"source": "d_" + s, "target": "ictl"} for s in sinks),
+    ]})
+    runs: list[str] = []
+    registry = recording_registry(runs)
+
+    @registry.node("count")
+    def count(ctx: NodeContext) -> int:
+        value = (ctx.context.get(ctx.params["key"]) or 0) + 1
+        ctx.context.set(ctx.params["key"], value)
+        if ctx.params.get("reset"):
+            ctx.context.set(ctx.params["reset"], 0)
+        return value
+
+    store = MemoryContextStore()
+    result = LocalRunner(registry, context_store=store).run(loop, {"o": 0})
+    assert result.status == "completed", result.errors
+    expected = expected_to_run(blueprint, actions)
+    goes_on = any(s in expected for s in sinks)
+    passes = 3 if goes_on else 1  # inner passes: 1 then 2, or the first pass leaves both loops
+    assert sorted(runs) == sorted([f"d_{n}" for n in expected] * passes)
+    assert result.context.get("done") == (1 if goes_on else None)
+    outputs = {(o.node_id, o.iteration): o for o in store.outputs(result.run_id)}
+    replay = frontier(Graph(loop), result.run_id, outputs, None, lambda key: result.context.get(key, MISSING))
+    assert replay.complete
