@@ -409,6 +409,28 @@ class Case:
                 "expect": {"status": self.status, "executions": self.executions, "waits": self.waits},
                 "features": self.features, "volatile": self.volatile}
 
+    def renamed(self, name: str) -> Case:
+        """The same case under another name (blueprint ids, child ids and trace keys follow)."""
+        old = self.name
+
+        def rename(text: str) -> str:
+            return name + text[len(old):] if text == old or text.startswith(old + "-") else text
+
+        blueprints: dict[str, dict[str, Any]] = {}
+        for blueprint_id, document in self.blueprints.items():
+            copy = json.loads(json.dumps(document))
+            copy["id"] = rename(copy["id"])
+            for node in copy["nodes"]:
+                params = node.get("params") or {}
+                if "case" in params:
+                    params["case"] = name
+                if node["uses"] == "subflow":
+                    params["blueprintId"] = rename(params["blueprintId"])
+            blueprints[rename(blueprint_id)] = copy
+        executions = {rename(k.split("/")[0]) + "/" + k.split("/", 1)[1]: list(v) for k, v in self.executions.items()}
+        return Case(name, blueprints, rename(self.start), self.status, executions, self.waits, list(self.features),
+                    list(self.volatile))
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Case:
         expect = data["expect"]
@@ -617,3 +639,36 @@ def cases(draw: st.DrawFn, name: str = "diff") -> Case:
     gen = Gen(draw, name, draw(st.integers(3, 12)), fatal=draw(st.integers(0, 3)) == 0)
     program = gen.seq(True, [], 0, size=draw(st.integers(1, 4)))
     return build_case(name, program, gen.features)
+
+
+def sample_cases(count: int, seed: int, prefix: str = "d") -> list[Case]:
+    """`count` distinct cases drawn by hypothesis from `seed` (the same seed gives the same cases),
+    named `<prefix><seed>-<index>`. Hypothesis draws a pool (small cases first, then larger); the
+    batch takes, greedily, the case that adds the most features not yet covered, then the largest
+    ones, so even a small batch covers every feature the pool has. No shrinking happens here: a
+    failing case is written out whole for replay."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as with_seed
+
+    pool: list[Case] = []
+    seen: set[str] = set()
+
+    @settings(max_examples=max(count * 5, 150), database=None, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @with_seed(seed)
+    @given(cases())
+    def collect(case: Case) -> None:
+        key = json.dumps(case.blueprints, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            pool.append(case)
+
+    collect()
+    chosen: list[Case] = []
+    covered: set[str] = set()
+    while pool and len(chosen) < count:
+        best = max(pool, key=lambda c: (len(set(c.features) - covered), len(c.executions)))
+        pool.remove(best)
+        chosen.append(best)
+        covered |= set(best.features)
+    return [case.renamed(f"{prefix}{seed}-{index}") for index, case in enumerate(chosen)]
