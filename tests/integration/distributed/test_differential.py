@@ -6,7 +6,7 @@ database and key prefix of this module's own), and must give identical traces, e
 with the oracle's expectation (tests/differential/harness.py).
 
 Sizes and reproduction (environment):
-- FLOWCRAFT_DIFF_EXAMPLES: cases in the batch (default 12, the CI size); `make differential
+- FLOWCRAFT_DIFF_EXAMPLES: cases in the batch (default 15, the CI size); `make differential
   SEEDS=500` runs 500;
 - FLOWCRAFT_DIFF_SEED: the batch's seed (default fixed, so CI runs the same batch every time);
 - FLOWCRAFT_DIFF_REPLAY: a failures file written by an earlier run: run exactly its cases again;
@@ -36,7 +36,7 @@ from tests.integration import names
 from tests.integration.celery_settings import celery_app_for
 
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = int(os.environ.get("FLOWCRAFT_DIFF_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("FLOWCRAFT_DIFF_EXAMPLES", "15"))
 SEED = int(os.environ.get("FLOWCRAFT_DIFF_SEED", "20261206"))
 REPLAY = os.environ.get("FLOWCRAFT_DIFF_REPLAY", "")
 OUT = Path(os.environ.get("FLOWCRAFT_DIFF_OUT", str(ROOT / ".artifacts" / "differential")))
