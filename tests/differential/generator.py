@@ -483,8 +483,10 @@ class Gen:
             return fail, retries
         return 0, 1
 
-    def task(self, prefix: str = "t", write: tuple[str, Any] | None = None, action: str | None = None) -> Task:
-        self.spend()
+    def task(self, prefix: str = "t", write: tuple[str, Any] | None = None, action: str | None = None,
+             spend: bool = True) -> Task:
+        if spend:
+            self.spend()
         fail, retries = self.retry_profile()
         return Task(self.new_id(prefix), write=write, action=action, fail=fail, retries=retries)
 
@@ -516,6 +518,8 @@ class Gen:
                     kinds += ["fail"]
             if depth < 3:
                 kinds += ["fork", "branch", "branch", "loop", "loop"]
+                if counters:
+                    kinds += ["loop", "fork"]  # nested loops, joins in loops
             kinds += ["chain", "subflow"]
         kind = self.draw(st.sampled_from(kinds))
         if kind == "task":
@@ -584,21 +588,20 @@ class Gen:
         back = self.draw(st.integers(1, 2))
         nested = len(counters) + 1
         self.features.add(f"loop-depth{nested}" + ("-2back" if back == 2 else ""))
-        reset = self.task("r", write=(counter, 0))
+        reset = self.task("r", write=(counter, 0), spend=False)  # the loop's own nodes cost 2 of the budget
         reset.fail, reset.retries = 0, 1
         bump = Task(self.new_id("inc"), incr=counter)
-        self.spend()
         inner = [*counters, counter]
-        rest = self.seq(spine, inner, depth + 1, size=self.draw(st.integers(0, 2)))
+        rest = self.seq(spine, inner, depth + 1, size=self.draw(st.sampled_from([1, 2, 0, 1])))
         body = Seq([bump, *rest.parts])
-        tails = [self.task("bk") for _ in range(back)]
+        tails = [self.task("bk", spend=False) for _ in range(back)]
         exit_at: int | None = None
         exit_task: Task | None = None
         if self.draw(st.integers(0, 2)) == 0:
             exit_at = self.draw(st.integers(1, 3))
             exit_task = self.task("sx")
             self.features.add("side-exit")
-        merge = self.task("lm")
+        merge = self.task("lm", spend=False)
         self.counters.append(counter)
         return Loop(reset, ctl, counter, passes, body, tails, merge,
                     self.strategy() if exit_task is not None else "all", exit_at, exit_task)
@@ -644,8 +647,8 @@ def cases(draw: st.DrawFn, name: str = "diff") -> Case:
 def sample_cases(count: int, seed: int, prefix: str = "d") -> list[Case]:
     """`count` distinct cases drawn by hypothesis from `seed` (the same seed gives the same cases),
     named `<prefix><seed>-<index>`. Hypothesis draws a pool (small cases first, then larger); the
-    batch takes, greedily, the case that adds the most features not yet covered, then the largest
-    ones, so even a small batch covers every feature the pool has. No shrinking happens here: a
+    batch takes, greedily, the case that adds the most features not yet covered (ties: the first
+    drawn), so even a small batch covers every feature the pool has. No shrinking happens here: a
     failing case is written out whole for replay."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as with_seed
@@ -653,7 +656,7 @@ def sample_cases(count: int, seed: int, prefix: str = "d") -> list[Case]:
     pool: list[Case] = []
     seen: set[str] = set()
 
-    @settings(max_examples=max(count * 5, 150), database=None, phases=[Phase.generate], deadline=None,
+    @settings(max_examples=max(count * 5, 500), database=None, phases=[Phase.generate], deadline=None,
               suppress_health_check=list(HealthCheck))
     @with_seed(seed)
     @given(cases())
@@ -667,7 +670,7 @@ def sample_cases(count: int, seed: int, prefix: str = "d") -> list[Case]:
     chosen: list[Case] = []
     covered: set[str] = set()
     while pool and len(chosen) < count:
-        best = max(pool, key=lambda c: (len(set(c.features) - covered), len(c.executions)))
+        best = max(pool, key=lambda c: len(set(c.features) - covered))  # ties: the first drawn
         pool.remove(best)
         chosen.append(best)
         covered |= set(best.features)
