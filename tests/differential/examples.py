@@ -74,6 +74,10 @@ def minimal_cases() -> list[Case]:
         "subflow-retries": [Subflow("sub", "CASE-sub", [fail("ch")], 2, Task("sfb")), Task("after")],
         # nested loops, both with a side exit configured; the outer one is left by its side exit.
         "nested-side-exits": [loop(ids, 1, [loop(ids, 0, [], exit_at=1)], exit_at=1)],
+        # a loop whose side exit is never taken, its merge an `any` join, then an `all` join that
+        # fails its first attempt: the join must run once (2 attempts), not fire twice.
+        "join-after-unused-side-exit": [Fork(Task("e"), [Task("ea"), loop(ids, 1, [], exit_at=2, strategy="any")],
+                                             Task("ej", fail=1, retries=2), "all")],
         # nested loops with an all-join in the inner body, two outer passes.
         "nested-join-2nd-outer-pass": [loop(ids, 2, [loop(ids, 1, [Fork(Task("nf"), [Task("na"), Task("nb")],
                                                                         Task("nj"), "all")])])],
