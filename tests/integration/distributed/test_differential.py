@@ -107,15 +107,17 @@ def report(verdicts: list[Verdict], seconds: float) -> tuple[str, Path | None]:
     failed = [v for v in verdicts if v.failed]
     features = Counter(f for v in verdicts for f in v.case.features)
     by_feature = Counter(f for v in failed for f in v.case.features)
-    line = (f"differential: {len(verdicts)} blueprints tried (seed {SEED}{', replay ' + REPLAY if REPLAY else ''}), "
+    origin = f"replay of {REPLAY}" if REPLAY else f"seed {SEED}"
+    line = (f"differential: {len(verdicts)} blueprints tried ({origin}), "
             f"{len(failed)} failed, {seconds:.0f} s; failing share by feature: "
             + ", ".join(f"{f} {by_feature[f]}/{n}" for f, n in sorted(features.items())))
     if not failed:
         return line, None
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"failures-seed{SEED}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    document: dict[str, Any] = {"seed": SEED, "examples": len(verdicts), "summary": line,
-                                "failures": [v.to_json(SEED) for v in failed]}
+    path = OUT / f"failures-{'replay' if REPLAY else f'seed{SEED}'}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    seed = None if REPLAY else SEED
+    document: dict[str, Any] = {"seed": seed, "examples": len(verdicts), "summary": line,
+                                "failures": [v.to_json(seed) for v in failed]}
     path.write_text(json.dumps(document, indent=1), encoding="utf-8")
     return line, path
 
