@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.flowcraft-installed
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install test lint demo services-up services-down clean
+.PHONY: help install test lint differential demo services-up services-down clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,16 @@ test: install ## Unit and integration tests (services come up on demand), then r
 lint: install ## ruff and mypy.
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# SEEDS random blueprints (drawn by hypothesis from SEED, default: a new seed each time) on the local
+# runner and on 2 Celery workers; failures (seed, blueprints, both traces) go to .artifacts/differential/.
+# REPLAY=<failures file> runs exactly the cases of an earlier run (or of `python -m tests.differential.examples F`).
+SEEDS ?= 200
+SEED ?= $(shell date +%s)
+REPLAY ?=
+differential: install ## Differential test: SEEDS=N random blueprints, local runner vs Celery workers (SEED=, REPLAY=file).
+	FLOWCRAFT_DIFF_EXAMPLES=$(SEEDS) FLOWCRAFT_DIFF_SEED=$(SEED) FLOWCRAFT_DIFF_REPLAY=$(REPLAY) \
+		$(BIN)/pytest tests/integration/distributed/test_differential.py -s -q --timeout=$$(( $(SEEDS) * 10 + 600 ))
 
 demo: install ## Run the example order workflow on real Celery workers and beat over the dev services.
 	$(BIN)/flowcraft-celery demo
