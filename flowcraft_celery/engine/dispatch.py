@@ -3,7 +3,9 @@
 Shared by the local runner and the Celery bridge. Each arrival or skip is recorded once per
 (run, target, iteration); the engine decides readiness; a once-only claim (keyed by the
 arriving predecessor, so a redelivery of the same arrival re-claims) makes a join start its
-target once. Skips cascade through nodes that become unreachable.
+target once. Skips cascade through nodes that become unreachable. A loop's exit gates
+(`semantics.ExitGate`) meet in the same store: an exit edge skipped in some pass and the
+head's leaving of the loop after that pass, whichever comes second, settle the exit.
 """
 
 from __future__ import annotations

@@ -273,7 +273,7 @@ def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], o
     """Back edges that `origin`'s execution (it ran, or was skipped in a pass that happened) did
     not take, skipped into their loop head's next pass (§3.8), once the skip is final: `origin`
     cannot run again in the head's pass. When no back edge reaches the head's next pass, that
-    pass is skipped and the loop is left (its exits settle the joins after it).
+    pass is skipped and the loop is left (the head opens its exit gate, see `ExitGate`).
 
     - A node directly in the head's loop runs once per pass: its skip is final at once.
     - A node inside a loop nested in the head's body runs again in the head's pass while the
@@ -309,8 +309,10 @@ def after_skip(graph: Graph, node_id: str, iteration: int) -> list[Step]:
     """Skips caused by a node that will not run in this iteration (dead-path elimination).
 
     A loop head is skipped when its loop is not entered, or when no back edge reached its next
-    pass: the whole loop is left, and its body is not skipped into (that pass never happens). A
-    node skipped in a pass that did happen skips its back edges into that pass's successor (§3.8)."""
+    pass: the whole loop is left, and its body is not skipped into (that pass never happens); it
+    opens its exit gate (`ExitGate`). A node skipped in a pass that did happen skips its back
+    edges into that pass's successor (§3.8), and its exit edges go to the gate of that successor
+    (a skip that is final only if that successor does not run)."""
     edges = graph.out_edges_at(node_id, iteration)
     left = [node_id] if node_id in graph.loop_heads else []
     out = _skips(graph, iteration, edges, left, origin=node_id)
@@ -321,7 +323,9 @@ def after_skip(graph: Graph, node_id: str, iteration: int) -> list[Step]:
 def _left_loops(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> list[str]:
     """Heads of the loops this node ends: the head itself, or a node of the loop's cycle taking
     an exit, when none of the edges it took can come back to the head. An off-cycle node (a
-    side branch) never ends a loop: the loop's own cycle decides when it is left."""
+    side branch) never ends a loop: the loop's own cycle decides when it is left. Only a head
+    leaving its own loop acts on it (`_skips`, `_back_skips`): a cycle node taking an exit ends
+    its pass, and the loop is left when the head's next pass is skipped, as no back edge came."""
     left: list[str] = []
     for head in graph.loops_of(node_id):
         if not graph.returns_to(node_id, head):
@@ -359,6 +363,9 @@ def _skips(graph: Graph, iteration: int, edges: Iterable[EdgeDefinition], left: 
             continue
         if origin in left and graph.in_region(edge.target, origin):  # a pass of its loop that does not happen
             continue
+        if (edge.source, edge.target) in settled:  # another edge between the two was taken, or skipped already
+            continue
+        settled.add((edge.source, edge.target))
         out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True))
     if leaving and origin is not None:
         out.append(ExitGate(origin, iteration))

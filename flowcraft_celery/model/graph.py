@@ -77,8 +77,10 @@ class Graph:
 
     Loops (SPEC §3.8): each cycle has a head (its loop-controller, else an entry point). A
     head's *body* is every node reachable from its `continue` targets without passing through
-    the head, less the nodes that can also be reached from a start without passing through it
-    (a join with the outside is not part of the loop). The body runs once per iteration.
+    the head, less the nodes that can also be reached from a start, or from the head's own
+    exit targets, without passing through it (a join with the outside is not part of the loop,
+    nor is the merge node its `break` and a side exit of the body lead to: that runs once, after
+    the loop). The body runs once per iteration.
 
     Loops nest: an inner loop's head and body lie in the outer loop's body. A node's
     iteration counts the passes of every loop around it (`model.iterations`): each pass of the

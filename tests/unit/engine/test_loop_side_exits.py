@@ -20,7 +20,7 @@ from typing import Any
 from flowcraft_celery.engine import dispatch, semantics
 from flowcraft_celery.engine.context import NodeContext
 from flowcraft_celery.engine.frontier import frontier
-from flowcraft_celery.engine.registry import Registry
+from flowcraft_celery.engine.registry import NodeResult, Registry
 from flowcraft_celery.local.runner import LocalRunner
 from flowcraft_celery.model.blueprint import EdgeDefinition
 from flowcraft_celery.model.builder import Flow
@@ -220,3 +220,19 @@ def test_the_frontier_replays_a_side_exit_run_as_complete() -> None:
         replay = frontier(Graph(blueprint), result.run_id, outputs, None,
                           lambda key, ctx=result.context: ctx.get(key, MISSING))
         assert replay.complete and not replay.stalled and not replay.pending, (passes, exit_at)
+
+
+def test_a_target_reached_by_one_of_two_edges_from_the_same_node_is_not_also_skipped() -> None:
+    """a -x-> t and a -[true]-> t: a's action x takes the first; the second, not taken, must not
+    skip t (nor what follows it) while t runs."""
+    events: list[tuple[str, str]] = []
+    registry = Registry()
+    registry.register("act", lambda ctx: NodeResult(output="A", action="x"))
+    registry.register("echo", lambda ctx: ctx.input)
+    flow = (Flow("two").node("a", "act").node("t", "echo").node("u", "echo")
+            .edge("a", "t", action="x").edge("a", "t", condition="true").edge("t", "u"))
+    result = LocalRunner(registry, on_event=lambda name, data: events.append((name, data.get("nodeId", "")))
+                         ).run(flow.build())
+    assert result.status == "completed", result.errors
+    assert [n for e, n in events if e == "node:start"] == ["a", "t", "u"]
+    assert [n for e, n in events if e == "node:skipped"] == []
