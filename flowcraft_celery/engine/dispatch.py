@@ -3,16 +3,20 @@
 Shared by the local runner and the Celery bridge. Each arrival or skip is recorded once per
 (run, target, iteration); the engine decides readiness; a once-only claim (keyed by the
 arriving predecessor, so a redelivery of the same arrival re-claims) makes a join start its
-target once. Skips cascade through nodes that become unreachable.
+target once. Skips cascade through nodes that become unreachable. A loop's exit gates
+(`semantics.ExitGate`) meet in the same store: an exit edge skipped in some pass and the
+head's leaving of the loop after that pass, whichever comes second, settle the exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from flowcraft_celery.engine import semantics
+from flowcraft_celery.model.blueprint import EdgeDefinition
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import CoordinationStore, JoinState
 
@@ -68,6 +72,10 @@ class JoinWatch:
         """The join ran or was skipped: it is settled."""
         self._fired.add((target, iteration))
 
+    def fired(self, target: str, iteration: int) -> bool:
+        """Whether the join ran or was skipped already."""
+        return (target, iteration) in self._fired
+
     def stalled(self, graph: Graph) -> list[StalledJoin]:
         """Joins reached but never settled, in the order they were first reached."""
         out: list[StalledJoin] = []
@@ -104,6 +112,8 @@ def join_scopes(graph: Graph, run_id: str, tokens: Iterable[str]) -> list[str]:
                 edges = edges + graph.out_edges_at(fallback, iteration)
         if node_id in graph.loop_heads:
             edges = edges + graph.exit_edges(node_id)
+        for head, at in _gates(graph, node_id, iteration, edges):
+            scopes[gate_scope(run_id, head, at)] = None
         for edge in edges:
             try:
                 at = semantics.target_iteration(graph, edge, iteration, node_id)
@@ -118,20 +128,102 @@ def join_scopes(graph: Graph, run_id: str, tokens: Iterable[str]) -> list[str]:
     return list(scopes)
 
 
+def gate_scope(run_id: str, head: str, iteration: int) -> str:
+    """The coordination scope of a loop's exit gate at one pass of its head (`semantics.ExitGate`)."""
+    return f"{run_id}:exits:{head}@{iteration}"
+
+
+#: The gate entry of a head's execution that left its loop.
+LEFT = "!left"
+
+
+def edge_token(graph: Graph, edge: EdgeDefinition) -> str:
+    """An exit edge's name in a gate: its position among its source's edges, then its source."""
+    position = next((i for i, e in enumerate(graph.out_edges.get(edge.source, [])) if e is edge), None)
+    if position is None:
+        position = next((i for i, e in enumerate(graph.out_edges.get(edge.source, [])) if e == edge), 0)
+    return f"{position}#{edge.source}"
+
+
+def _edge_of(graph: Graph, token: str) -> EdgeDefinition | None:
+    """Inverse of `edge_token`."""
+    position, _, source = token.partition("#")
+    edges = graph.out_edges.get(source, [])
+    return edges[int(position)] if position.isdigit() and int(position) < len(edges) else None
+
+
+def _through_gate(graph: Graph, run_id: str, gate: semantics.ExitGate,
+                  coordination: CoordinationStore) -> list[semantics.Step]:
+    """Meet a loop's exit skips and its leaving at one pass of its head: whichever arrives
+    second settles the exit edges (the store makes exactly one of them see the other)."""
+    scope = gate_scope(run_id, gate.head, gate.iteration)
+    if gate.edge is None:
+        state = coordination.arrive(scope, LEFT, None, False)
+        edges = [e for e in (_edge_of(graph, t) for t in sorted(state.skipped)) if e is not None]
+    else:
+        state = coordination.arrive(scope, edge_token(graph, gate.edge), None, True)
+        edges = [gate.edge] if LEFT in state.arrived else []
+    out: list[semantics.Step] = []
+    for edge in edges:
+        out += semantics.settle_exit(graph, edge, gate.head, gate.iteration)
+    return out
+
+
+def _gates(graph: Graph, node_id: str, iteration: int, edges: list[EdgeDefinition]) -> list[tuple[str, int]]:
+    """The exit gates (head, iteration) a node execution (or its skip) may use: its own head's
+    gate when it is a head, the gate of the next pass its back edges start, and for each exit
+    edge the gate of each loop it leaves, innermost first."""
+    out: list[tuple[str, int]] = []
+    if node_id in graph.loop_heads:
+        out.append((node_id, iteration))
+    for edge in edges:
+        if graph.is_back_edge(edge):
+            with contextlib.suppress(semantics.LoopBoundError):
+                out.append((edge.target, semantics.target_iteration(graph, edge, iteration, node_id)))
+            continue
+        if not graph.is_exit_edge(edge):
+            continue
+        chain = semantics.exit_chain(graph, edge)
+        at: int | None
+        if edge.source == node_id:  # its own exit: its head settles it, or the next pass's gate
+            at = iteration if node_id == chain[0] else semantics.next_pass(graph, node_id, iteration, chain[0])
+            level = 0
+        elif node_id in chain:  # an exit of its loop, settled at its own gate when it left at pass 0
+            at, level = iteration, chain.index(node_id)
+        else:
+            continue
+        if at is None:
+            continue
+        out.append((chain[level], at))
+        for inner, outer in zip(chain[level:], chain[level + 1:], strict=False):
+            nxt = semantics.next_pass(graph, inner, at, outer)
+            if nxt is None:
+                break
+            at = nxt
+            out.append((outer, at))
+    return out
+
+
 def route(
     graph: Graph,
     run_id: str,
-    transitions: list[semantics.Transition],
+    transitions: list[semantics.Step],
     coordination: CoordinationStore,
     on_skip: Callable[[str, int], None] | None = None,
     watch: JoinWatch | None = None,
 ) -> list[Start]:
     """Deliver transitions (and the skips they cascade into); return the targets to start.
-    A `watch` is told of every join reached and every join settled."""
+    A `watch` is told of every join reached and every join settled. A join fires (runs or is
+    skipped) at most once per (node, iteration) here: a predecessor delivered again after it
+    fired, as a skip or as an arrival after its skip, does not fire it again."""
     starts: list[Start] = []
     todo = list(transitions)
     while todo:
-        transition = todo.pop(0)
+        step = todo.pop(0)
+        if isinstance(step, semantics.ExitGate):
+            todo += _through_gate(graph, run_id, step, coordination)
+            continue
+        transition = step
         target, iteration = transition.target, transition.iteration
         single = len(graph.join_predecessors(target, iteration, transition.back)) <= 1
         scope = join_scope(run_id, target, iteration)
@@ -141,7 +233,12 @@ def route(
         else:
             state = coordination.arrive(scope, transition.predecessor, transition.value, transition.skipped)
             if transition.skipped and transition.predecessor in state.arrived:
-                continue  # it arrived before (an exit taken, then skipped as the loop was left): that decided
+                continue  # it arrived before (an exit taken in an earlier pass): that decided
+            if not transition.skipped and transition.predecessor not in state.arrived:
+                continue  # it was skipped before: that decided, and the store ignored this arrival
+            if watch is not None and watch.fired(target, iteration):
+                watch.arrive(target, iteration, transition.predecessor, transition.back)
+                continue  # settled already: a join fires once per (node, iteration)
         decision = semantics.join_decision(graph, target, iteration, state, transition.predecessor,
                                            transition.back)
         if watch is not None and not single:

@@ -200,11 +200,32 @@ class Transition:
         return self.edge.source
 
 
+@dataclass(frozen=True)
+class ExitGate:
+    """A loop's exit settlement point, one per pass of its head (`head` at `iteration`).
+
+    With `edge`: an exit edge of the loop that its source did not take (or could not take,
+    being skipped) in the pass before the head's pass `iteration`. That skip is final only if
+    that pass was the loop's last one. With no `edge`: the head's execution at `iteration`
+    left the loop (it broke, or was skipped), so the pass before it was the last one.
+    `dispatch.route` meets the two in the coordination store: whichever comes second settles
+    the edge (`settle_exit`), so an exit edge is skipped once its loop is left and its source's
+    execution in the last pass has decided, never before."""
+
+    head: str
+    iteration: int
+    edge: EdgeDefinition | None = None
+
+
+#: What an execution's decision, or a skip, causes: arrivals and skips, and exit gates.
+Step = Transition | ExitGate
+
+
 class DecisionMismatchError(RuntimeError):
     """A recorded decision names edges its node does not have in this graph (the blueprint changed)."""
 
 
-def after_decision(graph: Graph, iteration: int, output: Any, decision: Decision) -> list[Transition]:
+def after_decision(graph: Graph, iteration: int, output: Any, decision: Decision) -> list[Step]:
     """Arrivals and skips caused by a node execution that completed with `decision` (§3.2,
     §3.5); nothing is evaluated here. LoopBoundError past `metadata.maxIterations`."""
     node_id = decision.node
@@ -215,29 +236,30 @@ def after_decision(graph: Graph, iteration: int, output: Any, decision: Decision
     taken = [candidates[i] for i in decision.taken]
     not_taken = [e for i, e in enumerate(candidates) if i not in decision.taken]
     origin = graph.fallback_root(node_id)  # a fallback runs in its original's iteration
-    out = [
+    arrivals = [
         Transition(candidates[i], target_iteration(graph, candidates[i], iteration, origin),
                    decision.values.get(i, output), back=graph.is_back_edge(candidates[i]))
         for i in decision.taken
     ]
     bound = graph.max_iterations
-    for transition in out:
+    for transition in arrivals:
         passes = graph.passes(transition.target, transition.iteration) if transition.back else ()
         if bound is not None and passes and passes[-1] >= bound:
             raise LoopBoundError(f"node {transition.target!r} would start iteration {passes[-1] + 1}, "
                                  f"over the blueprint's metadata.maxIterations of {bound}")
     left = _left_loops(graph, origin, taken)
+    out: list[Step] = list(arrivals)
     out += _skips(graph, iteration, not_taken, left, taken, origin)
     out += _back_skips(graph, iteration, not_taken, origin, left, taken)
     out += _unused_fallback_skips(graph, node_id, iteration)
     return out
 
 
-def _unused_fallback_skips(graph: Graph, node_id: str, iteration: int) -> list[Transition]:
+def _unused_fallback_skips(graph: Graph, node_id: str, iteration: int) -> list[Step]:
     """A node that succeeded (or was skipped) never needs its `config.fallback` in this
     iteration, nor that node's fallback, down the chain: their own out-edges are dead paths
     (down to a fallback some other node names too, which may still need it)."""
-    out: list[Transition] = []
+    out: list[Step] = []
     origin = graph.fallback_root(node_id)
     for fallback in graph.fallbacks_below(node_id):
         if fallback not in graph.nodes or fallback in graph.shared_fallbacks:
@@ -251,7 +273,7 @@ def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], o
     """Back edges that `origin`'s execution (it ran, or was skipped in a pass that happened) did
     not take, skipped into their loop head's next pass (§3.8), once the skip is final: `origin`
     cannot run again in the head's pass. When no back edge reaches the head's next pass, that
-    pass is skipped and the loop is left (its exits settle the joins after it).
+    pass is skipped and the loop is left (the head opens its exit gate, see `ExitGate`).
 
     - A node directly in the head's loop runs once per pass: its skip is final at once.
     - A node inside a loop nested in the head's body runs again in the head's pass while the
@@ -283,22 +305,27 @@ def _back_skips(graph: Graph, iteration: int, not_taken: list[EdgeDefinition], o
     return out
 
 
-def after_skip(graph: Graph, node_id: str, iteration: int) -> list[Transition]:
+def after_skip(graph: Graph, node_id: str, iteration: int) -> list[Step]:
     """Skips caused by a node that will not run in this iteration (dead-path elimination).
 
     A loop head is skipped when its loop is not entered, or when no back edge reached its next
-    pass: the whole loop is left, and its body is not skipped into (that pass never happens). A
-    node skipped in a pass that did happen skips its back edges into that pass's successor (§3.8)."""
+    pass: the whole loop is left, and its body is not skipped into (that pass never happens); it
+    opens its exit gate (`ExitGate`). A node skipped in a pass that did happen skips its back
+    edges into that pass's successor (§3.8), and its exit edges go to the gate of that successor
+    (a skip that is final only if that successor does not run)."""
     edges = graph.out_edges_at(node_id, iteration)
     left = [node_id] if node_id in graph.loop_heads else []
-    return (_skips(graph, iteration, edges, left, origin=node_id) + _back_skips(graph, iteration, edges, node_id, left)
-            + _unused_fallback_skips(graph, node_id, iteration))
+    out = _skips(graph, iteration, edges, left, origin=node_id)
+    out += _back_skips(graph, iteration, edges, node_id, left)
+    return out + _unused_fallback_skips(graph, node_id, iteration)
 
 
 def _left_loops(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> list[str]:
     """Heads of the loops this node ends: the head itself, or a node of the loop's cycle taking
     an exit, when none of the edges it took can come back to the head. An off-cycle node (a
-    side branch) never ends a loop: the loop's own cycle decides when it is left."""
+    side branch) never ends a loop: the loop's own cycle decides when it is left. Only a head
+    leaving its own loop acts on it (`_skips`, `_back_skips`): a cycle node taking an exit ends
+    its pass, and the loop is left when the head's next pass is skipped, as no back edge came."""
     left: list[str] = []
     for head in graph.loops_of(node_id):
         if not graph.returns_to(node_id, head):
@@ -311,33 +338,95 @@ def _left_loops(graph: Graph, node_id: str, taken: list[EdgeDefinition]) -> list
 
 
 def _skips(graph: Graph, iteration: int, edges: Iterable[EdgeDefinition], left: list[str],
-           taken: Iterable[EdgeDefinition] = (), origin: str | None = None) -> list[Transition]:
-    """Skips to propagate: never along a back edge (see `_back_skips`); out of a loop only once it is left (then
-    every exit of the loop not taken is skipped, in the iteration the loop was left in, unless
-    it also leaves an outer loop still running); never from a head that leaves its loop into its
-    own body (that pass does not happen, so nothing in it, back edges included, is settled).
-    `iteration` is `origin`'s execution's (the node that finished or was skipped)."""
-    out: list[Transition] = []
+           taken: Iterable[EdgeDefinition] = (), origin: str | None = None) -> list[Step]:
+    """Skips to propagate for `origin`'s execution at `iteration` (it finished, or was skipped),
+    over its `edges` not taken. Never along a back edge (see `_back_skips`); never from a head
+    that leaves its loop into its own body (that pass does not happen, so nothing in it, back
+    edges included, is settled). An exit edge (out of a loop) is settled through the loop's
+    exit gate (`ExitGate`, `settle_exit`): its skip is final only once the loop is left and the
+    source's execution in the last pass has decided. When `origin` is a head leaving its loop
+    (in `left`), it opens its gate; when no pass happened at all (it left at pass 0), every
+    exit of the loop is settled at once, as no node of its body ran."""
+    out: list[Step] = []
+    done = {id(e) for e in taken}
+    settled: set[tuple[str, str]] = {(e.source, e.target) for e in taken}
+    leaving = origin is not None and origin in left and origin in graph.loop_heads
     for edge in edges:
-        if graph.is_back_edge(edge) or graph.is_exit_edge(edge):
+        if id(edge) in done or graph.is_back_edge(edge):
+            continue
+        done.add(id(edge))
+        if graph.is_exit_edge(edge):
+            if (edge.source, edge.target) in settled:
+                continue  # one settlement per predecessor and target: a join is told once
+            settled.add((edge.source, edge.target))
+            out += _exit_not_taken(graph, edge, iteration, leaving)
             continue
         if origin in left and graph.in_region(edge.target, origin):  # a pass of its loop that does not happen
             continue
+        if (edge.source, edge.target) in settled:  # another edge between the two was taken, or skipped already
+            continue
+        settled.add((edge.source, edge.target))
         out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True))
-    done = list(taken)
-    for head in left:
-        for edge in graph.exit_edges(head):
-            if edge not in done and not graph.is_back_edge(edge) and _outermost_left(graph, edge) in left:
-                done.append(edge)
-                out.append(Transition(edge, target_iteration(graph, edge, iteration, origin), skipped=True))
+    if leaving and origin is not None:
+        out.append(ExitGate(origin, iteration))
+        if graph.passes(origin, iteration)[-1] == 0:  # no pass happened: nothing in the body can take an exit
+            for edge in graph.exit_edges(origin):
+                if id(edge) in done or (edge.source, edge.target) in settled or graph.is_back_edge(edge):
+                    continue
+                settled.add((edge.source, edge.target))
+                out += settle_exit(graph, edge, origin, iteration)
     return out
 
 
-def _outermost_left(graph: Graph, edge: EdgeDefinition) -> str | None:
-    """The outermost loop an exit edge leaves: its skip is final only once that loop is left
-    (an edge out of an inner and an outer loop may still be taken in the outer loop's next pass)."""
+def exit_chain(graph: Graph, edge: EdgeDefinition) -> list[str]:
+    """Heads of the loops an exit edge leaves, innermost first."""
     leaves = graph.loops_left_by(edge)
-    return next((h for h in graph.loops_of(edge.source) if h in leaves), leaves[0] if leaves else None)
+    return [h for h in reversed(graph.loops_of(edge.source)) if h in leaves]
+
+
+def next_pass(graph: Graph, node_id: str, iteration: int, head: str) -> int | None:
+    """The iteration of `head`'s execution that follows the pass of `head`'s loop that
+    `node_id`'s execution at `iteration` belongs to (None past the iteration limits)."""
+    chain = graph.loops_of(node_id)
+    passes = list(graph.passes(node_id, iteration)[:chain.index(head) + 1])
+    passes[-1] += 1
+    try:
+        return graph.iteration_at(passes)
+    except IterationOverflowError:
+        return None
+
+
+def _exit_not_taken(graph: Graph, edge: EdgeDefinition, iteration: int, leaving: bool) -> list[Step]:
+    """An exit edge its source's execution at `iteration` did not take. A head's own exit is
+    final when that execution leaves the loop (while it continues, its next pass decides
+    again); any other source's goes to the gate of the next pass of the innermost loop it
+    leaves, final only if that pass does not happen."""
+    chain = exit_chain(graph, edge)
+    if edge.source == chain[0]:
+        return settle_exit(graph, edge, edge.source, iteration) if leaving else []
+    at = next_pass(graph, edge.source, iteration, chain[0])
+    if at is None:  # no next pass can exist: this pass was the last
+        last = graph.iteration_at(graph.passes(edge.source, iteration)[:len(graph.loops_of(chain[0]))])
+        return settle_exit(graph, edge, chain[0], last)
+    return [ExitGate(chain[0], at, edge)]
+
+
+def settle_exit(graph: Graph, edge: EdgeDefinition, head: str, iteration: int) -> list[Step]:
+    """An exit edge not taken in the last pass of `head`'s loop, which `head`'s execution at
+    `iteration` left: skipped into its target for good, unless it leaves a loop around that
+    one too; then it goes to that loop's gate, final only if that pass was its last too."""
+    chain = exit_chain(graph, edge)
+    position = chain.index(head)
+    if position + 1 < len(chain):
+        outer = chain[position + 1]
+        at = next_pass(graph, head, iteration, outer)
+        if at is not None:
+            return [ExitGate(outer, at, edge)]
+        last = graph.iteration_at(graph.passes(head, iteration)[:len(graph.loops_of(outer))])
+        return settle_exit(graph, edge, outer, last)
+    with contextlib.suppress(LoopBoundError):
+        return [Transition(edge, target_iteration(graph, edge, iteration, head), skipped=True)]
+    return []
 
 
 JoinOutcome = Literal["run", "wait", "skip"]

@@ -77,8 +77,10 @@ class Graph:
 
     Loops (SPEC §3.8): each cycle has a head (its loop-controller, else an entry point). A
     head's *body* is every node reachable from its `continue` targets without passing through
-    the head, less the nodes that can also be reached from a start without passing through it
-    (a join with the outside is not part of the loop). The body runs once per iteration.
+    the head, less the nodes that can also be reached from a start, or from the head's own
+    exit targets, without passing through it (a join with the outside is not part of the loop,
+    nor is the merge node its `break` and a side exit of the body lead to: that runs once, after
+    the loop). The body runs once per iteration.
 
     Loops nest: an inner loop's head and body lie in the outer loop's body. A node's
     iteration counts the passes of every loop around it (`model.iterations`): each pass of the
@@ -258,31 +260,58 @@ class Graph:
         fallback = self.nodes[node_id].config.fallback if node_id in self.nodes else None
         return [*targets, fallback] if fallback else targets
 
-    def _reach(self, roots: Iterable[str], avoid: str) -> set[str]:
-        """Nodes reachable from `roots` without entering `avoid`."""
+    def _reach(self, roots: Iterable[str], avoid: str, stop: Iterable[str] = ()) -> set[str]:
+        """Nodes reachable from `roots` without entering `avoid`; nodes in `stop` are reached
+        but not passed through."""
         seen: set[str] = set()
+        halt = set(stop)
         todo = [r for r in roots if r != avoid]
         while todo:
             current = todo.pop()
             if current in seen or current not in self.nodes:
                 continue
             seen.add(current)
+            if current in halt:
+                continue
             todo += [t for t in self._flow_targets(current) if t != avoid and t not in seen]
         return seen
 
+    def _entries(self, head: str) -> list[str]:
+        """Where a pass of the head's loop starts: its `continue` targets (a loop-controller),
+        else its targets on its own cycle."""
+        edges = self.out_edges.get(head, [])
+        if self.nodes[head].uses == LOOP_CONTROLLER:
+            return [e.target for e in edges if e.action == "continue"]
+        return [e.target for e in edges if self.same_cycle(head, e.target)]
+
+    @cached_property
+    def _reaching(self) -> dict[str, frozenset[str]]:
+        """Loop head -> the nodes reachable from its pass's entries without passing through it,
+        less those a start reaches without passing through it (its body, before the nodes its
+        own exits lead to are taken away too)."""
+        starts = [*start_nodes(self), *self.fallback_for]
+        return {head: frozenset(self._reach(self._entries(head), head) - self._reach(starts, head))
+                for head in self.loop_heads}
+
     @cached_property
     def bodies(self) -> dict[str, frozenset[str]]:
-        """Loop head -> its body (see the class docstring)."""
+        """Loop head -> its body (see the class docstring).
+
+        What the head's own exits lead to is outside its body, like what a start leads to: a
+        merge node reached both by the head's `break` and by a side exit of the body is after
+        the loop, and runs once when the loop is left, not once per pass. An exit target is one
+        of the head's targets outside its pass (not a `continue` target) that cannot come back
+        to the head without passing through a loop around it (so a loop-controller's conditional
+        edge into its own cycle stays a way into the body)."""
         starts = [*start_nodes(self), *self.fallback_for]
         out: dict[str, frozenset[str]] = {}
         for head in self.loop_heads:
-            edges = self.out_edges.get(head, [])
-            if self.nodes[head].uses == LOOP_CONTROLLER:
-                entries = [e.target for e in edges if e.action == "continue"]
-            else:
-                entries = [e.target for e in edges if self.same_cycle(head, e.target)]
-            outside = self._reach(starts, head)
-            out[head] = frozenset(self._reach(entries, head) - outside)
+            entries = set(self._entries(head))
+            around = {h for h in self.loop_heads if h != head and head in self._reaching[h]}
+            exits = [e.target for e in self.out_edges.get(head, []) if e.target not in entries
+                     and e.target != head and head not in self._reach([e.target], "", {head, *around})]
+            outside = self._reach([*starts, *exits], head)
+            out[head] = frozenset(self._reaching[head] - outside)
         return out
 
     def in_region(self, node_id: str, head: str) -> bool:

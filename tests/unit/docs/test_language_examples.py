@@ -46,6 +46,17 @@ def test_the_loop_runs_its_body_until_the_condition_fails() -> None:
     assert result.context["body"] == 3  # the latest iteration's output
 
 
+@pytest.mark.parametrize(("target", "passes", "merged"), [(2, 2, {"hit": "found: 2"}), (9, 5, {"check": None}),
+                                                       (0, 5, {"check": None})])
+def test_a_side_exit_leaves_the_loop_and_its_merge_runs_once(target: int, passes: int,
+                                                             merged: dict[str, Any]) -> None:
+    _, result = run("side-exit", {"target": target})
+    assert result.status == "completed", result.errors
+    assert result.context["counter"] == passes
+    assert result.context["finished"] == merged
+    assert ("found" in result.context) == ("hit" in merged)
+
+
 def test_batch_items_come_back_in_item_order() -> None:
     _, result = run("batch", {"numbers": [1, 2, 3, 4, 5]})
     assert result.status == "completed"
