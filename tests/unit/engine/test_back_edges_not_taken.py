@@ -145,6 +145,29 @@ def test_a_branch_skipped_in_a_pass_lets_the_other_back_edge_continue_the_loop()
     assert calls.of("done") == [(0, None)]
     assert replay(runner, flow, result.run_id).complete
 
+def nested_two_back_edge_loop(name: str, calls: Calls, outer: str, pick: str, inner: str, inner_join: str) -> Flow:
+    """The two-back-edge loop (`k` picks `l` -> `ok` -> `ctl` or `r` -> `ctl`, `r` -exit-> `out`)
+    inside an outer loop counting `n`; the caller wires what leads back to `octl` and out of it."""
+    calls.registry.register("reset", lambda ctx: ctx.context.set("o", 0))
+
+    def count(ctx: NodeContext) -> int:
+        value = (ctx.context.get("n") or 0) + 1
+        ctx.context.set("n", value)
+        return value
+
+    calls.registry.register("count", count)
+    return (Flow(name).node("start", "echo")
+            .node("octl", "loop-controller", params={"condition": "n < 2"}, join=outer)
+            .node("obody", "count").node("init", "reset")
+            .node("ctl", "loop-controller", params={"condition": inner}, join=inner_join)
+            .node("k", pick).node("l", "incr").node("ok", "echo").node("r", "leave").node("out", "echo")
+            .node("done", "echo").node("fin", "echo")
+            .edge("start", "octl").edge("octl", "obody", action="continue").edge("obody", "init")
+            .edge("init", "ctl").edge("ctl", "k", action="continue")
+            .edge("k", "l", action="l").edge("k", "r", action="r").edge("l", "ok").edge("ok", "ctl")
+            .edge("r", "ctl").edge("r", "out", action="exit").edge("ctl", "done", action="break"))
+
+
 
 @pytest.mark.parametrize("outer", ["any", "all"])
 @pytest.mark.parametrize("unused_back_edge", [False, True])
@@ -155,25 +178,8 @@ def test_an_inner_loop_left_through_an_action_goes_on_in_the_outer_pass(outer: s
     # `unused_back_edge`, l -> octl is never taken: skipped for each outer pass once the inner
     # loop is over, so an `all` outer controller fires on out alone.
     calls = Calls()
-    calls.registry.register("reset", lambda ctx: ctx.context.set("o", 0))
-
-    def count(ctx: NodeContext) -> int:
-        value = (ctx.context.get("n") or 0) + 1
-        ctx.context.set("n", value)
-        return value
-
-    calls.registry.register("count", count)
-    flow = (Flow("nest2").node("start", "echo")
-            .node("octl", "loop-controller", params={"condition": "n < 2"}, join=outer)
-            .node("obody", "count").node("init", "reset")
-            .node("ctl", "loop-controller", params={"condition": "o < 10"}, join="all")
-            .node("k", "pick").node("l", "incr").node("ok", "echo").node("r", "leave").node("out", "echo")
-            .node("done", "echo").node("fin", "echo")
-            .edge("start", "octl").edge("octl", "obody", action="continue").edge("obody", "init")
-            .edge("init", "ctl").edge("ctl", "k", action="continue")
-            .edge("k", "l", action="l").edge("k", "r", action="r").edge("l", "ok").edge("ok", "ctl")
-            .edge("r", "ctl").edge("r", "out", action="exit").edge("out", "octl").edge("ctl", "done", action="break")
-            .edge("octl", "fin", action="break"))
+    flow = nested_two_back_edge_loop("nest2", calls, outer, pick="pick", inner="o < 10", inner_join="all")
+    flow = flow.edge("out", "octl").edge("octl", "fin", action="break")
     if unused_back_edge:
         flow = flow.edge("l", "octl", condition="false")
     starts: list[tuple[str, int]] = []
@@ -241,26 +247,9 @@ def test_an_off_cycle_back_edge_never_reached_never_ends_the_run_falsely_complet
     # back edge from out is not settled (docs/language/loops-and-batches.md): the run may end
     # `stalled`, but never `completed` without its outer passes
     calls = Calls()
-    calls.registry.register("reset", lambda ctx: ctx.context.set("o", 0))
     calls.registry.register("always_l", lambda ctx: NodeResult(output=None, action="l"))
-
-    def count(ctx: NodeContext) -> int:
-        value = (ctx.context.get("n") or 0) + 1
-        ctx.context.set("n", value)
-        return value
-
-    calls.registry.register("count", count)
-    flow = (Flow("offcycle").node("start", "echo")
-            .node("octl", "loop-controller", params={"condition": "n < 2"}, join=outer)
-            .node("obody", "count").node("init", "reset")
-            .node("ctl", "loop-controller", params={"condition": "o < 2"}, join="any")
-            .node("k", "always_l").node("l", "incr").node("ok", "echo").node("r", "leave").node("out", "echo")
-            .node("done", "echo").node("fin", "echo")
-            .edge("start", "octl").edge("octl", "obody", action="continue").edge("obody", "init")
-            .edge("init", "ctl").edge("ctl", "k", action="continue")
-            .edge("k", "l", action="l").edge("k", "r", action="r").edge("l", "ok").edge("ok", "ctl")
-            .edge("r", "ctl").edge("r", "out", action="exit").edge("out", "octl").edge("ctl", "done", action="break")
-            .edge("done", "octl").edge("octl", "fin", action="break"))
+    flow = nested_two_back_edge_loop("offcycle", calls, outer, pick="always_l", inner="o < 2", inner_join="any")
+    flow = flow.edge("out", "octl").edge("done", "octl").edge("octl", "fin", action="break")
     _, result = run(flow, calls, n=0)
     assert calls.of("out") == []
     if outer == "any":
