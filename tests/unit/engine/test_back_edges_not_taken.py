@@ -4,6 +4,8 @@ back edge arrived the loop is left there, along the exit that was taken, never `
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -145,6 +147,22 @@ def test_a_branch_skipped_in_a_pass_lets_the_other_back_edge_continue_the_loop()
     assert calls.of("done") == [(0, None)]
     assert replay(runner, flow, result.run_id).complete
 
+@contextlib.contextmanager
+def counted_starts() -> Iterator[list[tuple[str, int]]]:
+    """Every (node, iteration) the engine's `route` starts while the block runs."""
+    starts: list[tuple[str, int]] = []
+    original = dispatch.route
+
+    def counting(*args: Any, **kwargs: Any) -> list[dispatch.Start]:
+        out = original(*args, **kwargs)
+        starts.extend((s.node_id, s.iteration) for s in out)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dispatch, "route", counting)
+        yield starts
+
+
 def nested_two_back_edge_loop(name: str, calls: Calls, outer: str, pick: str, inner: str, inner_join: str) -> Flow:
     """The two-back-edge loop (`k` picks `l` -> `ok` -> `ctl` or `r` -> `ctl`, `r` -exit-> `out`)
     inside an outer loop counting `n`; the caller wires what leads back to `octl` and out of it."""
@@ -182,16 +200,7 @@ def test_an_inner_loop_left_through_an_action_goes_on_in_the_outer_pass(outer: s
     flow = flow.edge("out", "octl").edge("octl", "fin", action="break")
     if unused_back_edge:
         flow = flow.edge("l", "octl", condition="false")
-    starts: list[tuple[str, int]] = []
-    original = dispatch.route
-
-    def counting(*args: Any, **kwargs: Any) -> list[dispatch.Start]:
-        out = original(*args, **kwargs)
-        starts.extend((s.node_id, s.iteration) for s in out)
-        return out
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dispatch, "route", counting)
+    with counted_starts() as starts:
         runner, result = run(flow, calls, n=0)
     assert result.status == "completed", result.errors
     graph = Graph(flow.build())
@@ -225,16 +234,7 @@ def test_a_skip_after_the_same_predecessors_arrival_starts_nothing_again() -> No
 def test_the_exit_taken_is_started_once_in_a_run() -> None:
     calls = Calls()
     flow = two_back_edges("any", outside=True)
-    starts: list[tuple[str, int]] = []
-    original = dispatch.route
-
-    def counting(*args: Any, **kwargs: Any) -> list[dispatch.Start]:
-        out = original(*args, **kwargs)
-        starts.extend((s.node_id, s.iteration) for s in out)
-        return out
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dispatch, "route", counting)
+    with counted_starts() as starts:
         _, result = run(flow, calls)
     assert result.status == "completed", result.errors
     assert starts.count(("out", 0)) == 1 and starts.count(("fin", 0)) == 1
