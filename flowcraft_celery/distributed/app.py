@@ -20,7 +20,14 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery.signals import import_modules, worker_init, worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    beat_init,
+    import_modules,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.bridge import register_node_tasks
@@ -39,6 +46,7 @@ from flowcraft_celery.distributed.reconcile_passes import install_quiet_beat, re
 from flowcraft_celery.distributed.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.secrets import censor_inspect_replies, protect_settings
 from flowcraft_celery.distributed.settings import deployment_name, key_prefix, redis_url
+from flowcraft_celery.distributed.throttle_metrics import start_reporter
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
@@ -140,6 +148,14 @@ def _withdraw(sender: Any = None, **_: Any) -> None:
 def _fresh_connections(**_: Any) -> None:
     """A forked pool process must not share the parent's Cosmos and Redis connections."""
     reset_runtimes()
+    start_reporter(app.conf)
+
+
+@worker_init.connect
+@beat_init.connect
+def _report_throttling(sender: Any = None, **_: Any) -> None:
+    """Throttled answers of the worker's main process (receives) and of beat reach the metrics."""
+    start_reporter(getattr(sender, "app", app).conf)
 
 
 install_on_celery_logging()

@@ -4,8 +4,21 @@ One `CosmosClient` per process and connection string, over a `requests` session 
 single `ssl.SSLContext` (the emulator closes every connection, so a fresh context and CA load per
 request would cost ~20 ms each). Every HTTP request the SDK sends is counted by operation type
 (`docs:read`, `docs:patch`, `docs:query`, `colls:read`, ...) so tests and benchmarks can check
-what an operation costs. Throttled requests (429) are retried by the SDK's own throttle policy,
-which waits for the server's `x-ms-retry-after-ms`.
+what an operation costs.
+
+Retries, configured deliberately (throttling is back-pressure, not failure):
+
+* 429 (a partition past its RU/s): the SDK's throttle policy waits exactly the server's
+  `x-ms-retry-after-ms` and tries again, up to `THROTTLE_RETRIES` times or
+  `THROTTLE_MAX_WAIT_SECONDS` of waiting in all; only then does the error reach the caller, where
+  `guard` makes it an `InfrastructureError` (retried later with back-off, never a node failure).
+* 503 and 408: retried once by the SDK (408 for reads only: a write may have been applied), then an
+  `InfrastructureError` like any outage.
+* connection resets and timeouts: azure-core's retry, `CONNECTION_RETRIES` times, `CONNECTION_BACKOFF`
+  s apart (the SDK's default would wait 1 s).
+
+Every answer also goes to a `ThrottleWatch`: a WARNING when Cosmos DB starts throttling this
+process and an INFO line with the counts when it stops (one pair per episode, not per request).
 """
 
 from __future__ import annotations
@@ -31,12 +44,19 @@ from azure.cosmos.exceptions import (
 )
 from requests.adapters import HTTPAdapter
 
+from transports.azurequeue.throttling import ThrottleWatch, cosmos_throttle_kind
+
 CONNECTION_STRING_ENV = "AZURE_COSMOS_CONNECTION_STRING"
 VERIFY_TLS_ENV = "FLOWCRAFT_COSMOS_VERIFY_TLS"
 
 #: Throttling: how many 429 retries, and the longest total wait, before the error reaches us.
 THROTTLE_RETRIES = 9
 THROTTLE_MAX_WAIT_SECONDS = 30
+
+#: Connection errors (reset, refused, timed out): retries and back-off of azure-core's retry policy.
+CONNECTION_RETRIES = 5
+CONNECTION_BACKOFF = 0.2
+CONNECTION_BACKOFF_MAX = 4
 
 #: Tries at creating a database or container that other processes may be creating too.
 _CREATE_ATTEMPTS = 5
@@ -191,15 +211,31 @@ class _SharedContextAdapter(HTTPAdapter):
             conn.cert_reqs = "CERT_NONE"
 
 
+#: Cosmos DB throttling episodes of this process (logged once each).
+COSMOS_WATCH = ThrottleWatch(
+    "Cosmos DB", f"the server's x-ms-retry-after-ms (429, up to {THROTTLE_RETRIES} retries) or back-off")
+
+
 class _CountingTransport(RequestsTransport):
     """The azure-core requests transport, counting each request by Cosmos operation type."""
 
     def send(self, request: Any, **kwargs: Any) -> Any:
-        """Count, then send."""
+        """Count, send, and tell the throttle watch how it was answered."""
         op = operation_of(request.method, urlparse(request.url).path, request.headers)
         with _counts_lock:
             _counts[op] += 1
-        return super().send(request, **kwargs)
+        try:
+            response = super().send(request, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, OSError) or type(exc).__name__ in ("ServiceRequestError", "ServiceResponseError"):
+                COSMOS_WATCH.throttled("connection error")
+            raise
+        kind = cosmos_throttle_kind(response.status_code, response.headers)
+        if kind is None:
+            COSMOS_WATCH.answered()
+        else:
+            COSMOS_WATCH.throttled(kind)
+        return response
 
 
 def _ssl_context(verify: bool) -> ssl.SSLContext:
@@ -228,6 +264,9 @@ def _build_client(account: CosmosAccount, verify: bool) -> CosmosClient:
         connection_verify=verify,
         retry_throttle_total=THROTTLE_RETRIES,
         retry_throttle_backoff_max=THROTTLE_MAX_WAIT_SECONDS,
+        retry_total=CONNECTION_RETRIES,
+        retry_backoff_factor=CONNECTION_BACKOFF,
+        retry_backoff_max=CONNECTION_BACKOFF_MAX,
         enable_compact_utf8_item_writes=True,
     )
 
