@@ -205,12 +205,13 @@ class Stats:
         self.requests: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self.limited: Counter[str] = Counter()
+        self.forwarded_by_queue: Counter[str] = Counter()
         self.delayed = 0
 
     def to_json(self) -> dict[str, Any]:
         """The counts as JSON data."""
         return {"requests": dict(self.requests), "injected": dict(self.injected), "limited": dict(self.limited),
-                "delayed": self.delayed}
+                "forwarded_by_queue": dict(self.forwarded_by_queue), "delayed": self.delayed}
 
 
 def _kind(service: str, request: web.Request) -> str:
@@ -362,6 +363,8 @@ class FaultProxy:
             refused = self._limited(route, kind, request)
             if refused is not None:
                 return refused
+            if route.service == "queue" and kind in ("send", "receive", "delete", "update"):
+                self.stats.forwarded_by_queue[_queue_of(request.path)] += 1
             return await self._forward(route, request, body, upstream, upstream_host)
 
         return handle

@@ -29,12 +29,16 @@ from flowcraft_celery.devtools.devservices import HOST, Ports, env_vars, render_
 @click.option("--queue-port", type=int, default=0, help="Proxy port for Queue Storage (0: any free port).")
 @click.option("--blob-port", type=int, default=0, help="Proxy port for Blob Storage (0: any free port).")
 @click.option("--cosmos-port", type=int, default=0, help="Proxy port for Cosmos DB (HTTPS; 0: any free port).")
+@click.option("--queue-upstream", help="Queue Storage to forward to (default: the dev services' Azurite).")
+@click.option("--blob-upstream", help="Blob Storage to forward to (default: the dev services' Azurite).")
+@click.option("--cosmos-upstream", help="Cosmos DB to forward to (default: the dev services' emulator).")
 @click.option("--ports-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the proxy's ports here (JSON) once it listens.")
 @click.option("--seed", type=int, default=None, help="Seed of the fault dice (repeatable runs).")
 def fault_proxy_command(rules: tuple[str, ...], latency_ms: float, tail: float, tail_seconds: float,
                         retry_after_ms: int, queue_rates: tuple[str, ...], partition_ru: float, queue_port: int,
-                        blob_port: int, cosmos_port: int, ports_file: Path | None, seed: int | None) -> None:
+                        blob_port: int, cosmos_port: int, queue_upstream: str | None, blob_upstream: str | None,
+                        cosmos_upstream: str | None, ports_file: Path | None, seed: int | None) -> None:
     """Serve a fault proxy in front of the dev services (their ports: FLOWCRAFT_AZURITE_*_PORT,
     FLOWCRAFT_COSMOS_PORT) until stopped; print the environment that points the app at it.
 
@@ -59,9 +63,9 @@ def fault_proxy_command(rules: tuple[str, ...], latency_ms: float, tail: float, 
     except (faultproxy.PlanError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     ports = Ports.from_env()
-    routes = [faultproxy.Route("queue", queue_port, f"http://{HOST}:{ports.queue}"),
-              faultproxy.Route("blob", blob_port, f"http://{HOST}:{ports.blob}"),
-              faultproxy.Route("cosmos", cosmos_port, f"https://{HOST}:{ports.cosmos}", tls=True)]
+    routes = [faultproxy.Route("queue", queue_port, queue_upstream or f"http://{HOST}:{ports.queue}"),
+              faultproxy.Route("blob", blob_port, blob_upstream or f"http://{HOST}:{ports.blob}"),
+              faultproxy.Route("cosmos", cosmos_port, cosmos_upstream or f"https://{HOST}:{ports.cosmos}", tls=True)]
 
     def ready(listening: dict[str, int]) -> None:
         if ports_file is not None:
