@@ -139,7 +139,8 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
     from flowcraft_celery.stores.retention import RunRecords
 
     cosmos = f"Cosmos DB at {cosmos_endpoint(conf)}"
-    client = call(cosmos, get_client, conf.get("cosmos_connection_string"), conf.get("cosmos_verify_tls"))
+    client = call(cosmos, get_client, conf.get("cosmos_connection_string"), conf.get("cosmos_verify_tls"),
+                  conf.get("cosmos_credential") or None)
     database = str(conf.get("cosmos_database") or "flowcraft")
     url = redis_url(conf)
     timeout = float(conf.get("flowcraft_redis_timeout") or 10.0)

@@ -48,6 +48,10 @@ from transports.azurequeue.throttling import ThrottleWatch, cosmos_throttle_kind
 
 CONNECTION_STRING_ENV = "AZURE_COSMOS_CONNECTION_STRING"
 VERIFY_TLS_ENV = "FLOWCRAFT_COSMOS_VERIFY_TLS"
+#: Which TokenCredential a connection string without AccountKey uses: `DefaultAzureCredential` (the
+#: default) or `module:attribute` naming a TokenCredential or a callable returning one.
+CREDENTIAL_ENV = "FLOWCRAFT_COSMOS_CREDENTIAL"
+DEFAULT_CREDENTIAL = "DefaultAzureCredential"
 
 #: Throttling: how many 429 retries, and the longest total wait, before the error reaches us.
 THROTTLE_RETRIES = 9
@@ -74,14 +78,15 @@ class CosmosConfigError(ValueError):
 
 @dataclass(frozen=True)
 class CosmosAccount:
-    """The parts of a Cosmos connection string the client needs."""
+    """The parts of a Cosmos connection string the client needs (no key: identity-based auth)."""
 
     endpoint: str
-    key: str
+    key: str | None
 
 
 def parse_connection_string(conn_str: str) -> CosmosAccount:
-    """Parse `AccountEndpoint=...;AccountKey=...;` into its parts, naming any bad part."""
+    """Parse `AccountEndpoint=...;AccountKey=...;` into its parts, naming any bad part; without
+    `AccountKey` the account is reached with a TokenCredential (see `token_credential`)."""
     if not conn_str or not conn_str.strip():
         raise CosmosConfigError(
             f"Cosmos connection string is empty (set {CONNECTION_STRING_ENV} to "
@@ -92,7 +97,7 @@ def parse_connection_string(conn_str: str) -> CosmosAccount:
         if not segment.strip():
             continue
         name, sep, value = segment.partition("=")
-        if not sep or not name.strip():
+        if not sep or not name.strip().isalnum():
             # never quote the segment: it may be (part of) the account key
             raise CosmosConfigError(
                 f"Cosmos connection string segment {number} is not 'Name=value' "
@@ -103,20 +108,48 @@ def parse_connection_string(conn_str: str) -> CosmosAccount:
     key = parts.get("accountkey")
     if not endpoint:
         raise CosmosConfigError("Cosmos connection string has no AccountEndpoint")
-    if not key:
-        raise CosmosConfigError("Cosmos connection string has no AccountKey")
-    try:
-        b64decode(key, validate=True)
-    except binascii.Error as exc:
-        raise CosmosConfigError(
-            f"Cosmos connection string AccountKey is not valid base64 ({exc})"
-        ) from None
+    if "accountkey" in parts and not key:
+        raise CosmosConfigError("Cosmos connection string has an empty AccountKey (leave it out for "
+                                "identity-based auth)")
+    if key:
+        try:
+            b64decode(key, validate=True)
+        except binascii.Error as exc:
+            raise CosmosConfigError(
+                f"Cosmos connection string AccountKey is not valid base64 ({exc})"
+            ) from None
     url = urlparse(endpoint)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise CosmosConfigError(
             f"Cosmos connection string AccountEndpoint {endpoint!r} is not an http(s) URL"
         )
-    return CosmosAccount(endpoint=endpoint, key=key)
+    return CosmosAccount(endpoint=endpoint, key=key or None)
+
+
+def token_credential(spec: Any = None) -> Any:
+    """The TokenCredential for identity-based auth: `spec` is a TokenCredential, `module:attribute`
+    (a TokenCredential or a callable returning one), or empty / `DefaultAzureCredential`."""
+    if spec is not None and not isinstance(spec, str):
+        return spec() if callable(spec) and not hasattr(spec, "get_token") else spec
+    spec = (spec or os.environ.get(CREDENTIAL_ENV) or DEFAULT_CREDENTIAL).strip()
+    if spec.lower() == DEFAULT_CREDENTIAL.lower():
+        try:
+            from azure.identity import DefaultAzureCredential
+        except ImportError as exc:
+            raise CosmosConfigError(
+                "Cosmos DB without AccountKey uses DefaultAzureCredential, which needs azure-identity: "
+                "pip install 'flowcraft-celery[identity]'") from exc
+        return DefaultAzureCredential()
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise CosmosConfigError(f"{CREDENTIAL_ENV} {spec!r} is neither DefaultAzureCredential nor module:attribute")
+    import importlib
+
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise CosmosConfigError(f"{CREDENTIAL_ENV} {spec!r} cannot be loaded: {exc}") from None
+    return token_credential(found)
 
 
 def parse_verify_flag(value: Any, default: bool = True) -> bool:
@@ -247,8 +280,9 @@ def _ssl_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
-def _build_client(account: CosmosAccount, verify: bool) -> CosmosClient:
-    """A new CosmosClient over a counting transport with a shared TLS context."""
+def _build_client(account: CosmosAccount, verify: bool, credential: Any = None) -> CosmosClient:
+    """A new CosmosClient over a counting transport with a shared TLS context (the account key, or
+    `credential` when the account has none)."""
     if not verify:
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     session = requests.Session()
@@ -259,7 +293,7 @@ def _build_client(account: CosmosAccount, verify: bool) -> CosmosClient:
     transport = _CountingTransport(session=session, session_owner=False)
     return CosmosClient(
         account.endpoint,
-        credential=account.key,
+        credential=account.key or token_credential(credential),
         transport=transport,
         connection_verify=verify,
         retry_throttle_total=THROTTLE_RETRIES,
@@ -275,19 +309,21 @@ _clients: dict[tuple[int, str, bool], CosmosClient] = {}
 _clients_lock = threading.Lock()
 
 
-def get_client(conn_str: str | None = None, verify_tls: bool | None = None) -> CosmosClient:
-    """The process's CosmosClient for this connection string (env defaults), built once."""
+def get_client(conn_str: str | None = None, verify_tls: bool | None = None, credential: Any = None) -> CosmosClient:
+    """The process's CosmosClient for this connection string (env defaults), built once; without
+    AccountKey it authenticates with `credential` (see `token_credential`; FLOWCRAFT_COSMOS_CREDENTIAL)."""
     if conn_str is None:
         conn_str = connection_string_from_env()
     account = parse_connection_string(conn_str)
     verify = verify_tls_from_env() if verify_tls is None else verify_tls
     if urlparse(account.endpoint).hostname in _SDK_UNVERIFIED_HOSTS:
         verify = False  # the SDK never verifies these; a verifying TLS context would refuse its requests
-    key = (os.getpid(), account.endpoint + ";" + account.key, verify)
+    who = account.key or f"credential:{credential if isinstance(credential, str) else id(credential)}"
+    key = (os.getpid(), account.endpoint + ";" + who, verify)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = _build_client(account, verify)
+            client = _build_client(account, verify, credential)
             _clients[key] = client
         return client
 
