@@ -18,7 +18,6 @@ import sys
 import time
 from typing import Any
 
-import redis
 from celery import Celery
 from celery.signals import (
     beat_init,
@@ -51,6 +50,7 @@ from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
 from flowcraft_celery.stores.catalog import RedisCatalogStore
+from transports.azurequeue.redisauth import redis_from_url
 
 logger = logging.getLogger("flowcraft.worker")
 
@@ -115,7 +115,7 @@ def _publish_catalog(sender: Any = None, **_: Any) -> None:
     if app is None or code is None:
         return
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
-    client = redis.Redis.from_url(redis_url(app.conf))
+    client = redis_from_url(redis_url(app.conf))
     try:
         publish_catalog(RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)),
                         str(sender.hostname), code, queues)
@@ -135,7 +135,7 @@ def _withdraw(sender: Any = None, **_: Any) -> None:
     app = _published.pop(str(sender), None)
     if app is None:
         return
-    client = redis.Redis.from_url(redis_url(app.conf))
+    client = redis_from_url(redis_url(app.conf))
     try:
         RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)).forget_worker(str(sender))
     except Exception as exc:

@@ -130,7 +130,7 @@ def token_credential(spec: Any = None) -> Any:
     """The TokenCredential for identity-based auth: `spec` is a TokenCredential, `module:attribute`
     (a TokenCredential or a callable returning one), or empty / `DefaultAzureCredential`."""
     if spec is not None and not isinstance(spec, str):
-        return spec() if callable(spec) and not hasattr(spec, "get_token") else spec
+        return spec() if isinstance(spec, type) or (callable(spec) and not hasattr(spec, "get_token")) else spec
     spec = (spec or os.environ.get(CREDENTIAL_ENV) or DEFAULT_CREDENTIAL).strip()
     if spec.lower() == DEFAULT_CREDENTIAL.lower():
         try:

@@ -24,6 +24,7 @@ class Options:
     settle_threads: int = 8
     redis_url: str | None = None
     redis_key_prefix: str = "azurequeue:"
+    redis_credential: str | None = None
     gather_seconds: float = 0.02
     transient_max_length: int = 10000
     bundle_size: int = 4
