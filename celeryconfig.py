@@ -84,6 +84,9 @@ worker_task_log_format = ("[%(asctime)s: %(levelname)s/%(processName)s]%(flowcra
 # Workflows.
 flowcraft_node_modules = _env_list("FLOWCRAFT_NODE_MODULES")
 flowcraft_blueprints = _env_list("FLOWCRAFT_BLUEPRINTS")
+# REDIS_URL may be rediss:// (TLS; `?ssl_ca_certs=/path/ca.pem` for a private CA). Azure Cache for Redis with
+# Microsoft Entra authentication: a rediss:// URL without password and FLOWCRAFT_REDIS_CREDENTIAL=
+# DefaultAzureCredential (or module:attribute naming a TokenCredential); every Redis client reads it.
 flowcraft_redis_url = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
 flowcraft_key_prefix = _env("FLOWCRAFT_KEY_PREFIX", "flowcraft:")
 flowcraft_touch_interval = _env_number("FLOWCRAFT_TOUCH_INTERVAL", "5", float)

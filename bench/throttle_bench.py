@@ -6,7 +6,7 @@ ServerBusy and of Cosmos requests 429 with x-ms-retry-after-ms 100), `--runs` co
 worker (-c 2) and beat; prints nodes/s, requests per node by kind (as the proxy saw them: workers,
 beat and the starting client), and extra requests per throttled request (requests beyond the
 unthrottled row's per node, divided by the throttled answers: 1.0 means each throttled request cost
-exactly one retry, no storm).
+exactly one retry, no storm). The benchmark's own status polling while it waits is not counted.
 
     python bench/throttle_bench.py                 # dev services (flowcraft-celery services up)
     python bench/throttle_bench.py --sdk-default   # also the Storage SDK's own retry (15 s back-off)
@@ -98,6 +98,7 @@ def main() -> None:
             from flowcraft_celery.distributed.app import create_app
             from flowcraft_celery.distributed.client import Client
             from flowcraft_celery.distributed.runs import StartError
+            from flowcraft_celery.stores.cosmos_client import request_counts
             importlib.reload(celeryconfig)
             runtime.reset_runtimes()
             pools.reset()
@@ -120,7 +121,10 @@ def main() -> None:
                     except StartError as exc:  # what the SDK's own 15 s back-off does to `start`
                         start_failures += 1
                         print(f"  {exc}", flush=True)
+                polled = request_counts()  # the bench's own status polling is not the workflow's cost
                 docs = [client.wait(r, 900, interval=0.25) for r in runs]
+                polling = Counter(request_counts())
+                polling.subtract(polled)
                 elapsed = time.monotonic() - started
                 stats = control.stats()
                 control.set_plan(FaultPlan())
@@ -129,6 +133,8 @@ def main() -> None:
             calls = [line.split()[0] for line in (work / "calls.txt").read_text().splitlines()]
             executions = sum(1 for c in calls if c in set(runs))
             requests = Counter(stats["requests"])
+            requests.subtract({f"cosmos/{kind}": n for kind, n in polling.items()})
+            requests = +requests
             throttled = sum(stats["injected"].values())
             total = sum(requests.values())
             if baseline is None:
