@@ -257,12 +257,7 @@ class _CountingTransport(RequestsTransport):
         op = operation_of(request.method, urlparse(request.url).path, request.headers)
         with _counts_lock:
             _counts[op] += 1
-        try:
-            response = super().send(request, **kwargs)
-        except Exception as exc:
-            if isinstance(exc, OSError) or type(exc).__name__ in ("ServiceRequestError", "ServiceResponseError"):
-                COSMOS_WATCH.throttled("connection error")
-            raise
+        response = super().send(request, **kwargs)  # a refused or reset connection is an outage, not throttling
         kind = cosmos_throttle_kind(response.status_code, response.headers)
         if kind is None:
             COSMOS_WATCH.answered()

@@ -93,15 +93,7 @@ class CountingTransport(RequestsTransport):
         self._stats.add(f"{self._service}.{self._classify(request.method, request.url)}")
         if self._watch is None:
             return super().send(request, **kwargs)
-        try:
-            response = super().send(request, **kwargs)
-        except OSError:
-            self._watch.throttled("connection error")
-            raise
-        except Exception as exc:
-            if type(exc).__name__ in ("ServiceRequestError", "ServiceResponseError"):
-                self._watch.throttled("connection error")
-            raise
+        response = super().send(request, **kwargs)  # a refused or reset connection is an outage, not throttling
         kind = storage_throttle_kind(response.status_code, response.headers)
         if kind is None:
             self._watch.answered()

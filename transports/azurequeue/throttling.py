@@ -147,7 +147,7 @@ class ThrottleWatch:
         self._last = float("-inf")
 
     def throttled(self, kind: str) -> None:
-        """Note a throttled answer (or a reset connection): the first after a quiet time is logged."""
+        """Note a throttled answer: the first after a quiet time is logged."""
         self._counts.add(f"{self.service}|{kind}")
         now = time.monotonic()
         with self._lock:
