@@ -6,6 +6,7 @@ import asyncio
 import random
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
@@ -105,3 +106,28 @@ def test_a_rate_limited_queue_is_refused_past_its_limit(proxy: FaultProxy) -> No
         except Exception as exc:  # forwarded to nothing: the limiter let it through
             answers.append(type(exc).__name__)
     assert answers.count("ServerBusy") == 2, answers
+
+
+def test_cosmos_answers_carry_azures_headers() -> None:
+    from flowcraft_celery.devtools.faultproxy import fault_answer
+
+    throttled = fault_answer("cosmos", "429", 100)
+    assert throttled.status == 429 and throttled.headers["x-ms-retry-after-ms"] == "100"
+    assert throttled.headers["x-ms-substatus"] == "3200"
+    assert fault_answer("cosmos", "408", 100).status == 408 and fault_answer("cosmos", "503", 100).status == 503
+
+
+def test_a_partition_over_its_request_units_gets_429_with_the_wait_until_it_has_budget() -> None:
+    from types import SimpleNamespace
+
+    proxy = FaultProxy([Route("cosmos", 0, "https://127.0.0.1:9", tls=True)], FaultPlan(partition_ru=12))
+    route = proxy.routes[0]
+
+    def write(partition: str) -> Any:
+        request = SimpleNamespace(path="/dbs/d/colls/c/docs", headers={"x-ms-documentdb-partitionkey": partition})
+        return proxy._limited(route, "docs:upsert", request)  # type: ignore[arg-type]
+
+    assert write('["r1"]') is None and write('["r1"]') is None  # 2 writes x 6 RU: the second's budget
+    refused = write('["r1"]')
+    assert refused is not None and refused.status == 429 and int(refused.headers["x-ms-retry-after-ms"]) > 0
+    assert write('["r2"]') is None  # another partition has its own budget
