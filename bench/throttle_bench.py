@@ -128,10 +128,15 @@ def main() -> None:
                 elapsed = time.monotonic() - started
                 stats = control.stats()
                 control.set_plan(FaultPlan())
+                # recovery: the same processes, right after the episode, unthrottled
+                again = time.monotonic()
+                for run_id in [client.start(BLUEPRINT, {}).run_id for _ in range(args.runs)]:
+                    client.wait(run_id, 900, interval=0.25)
+                recovered = NODES_PER_RUN * args.runs / (time.monotonic() - again)
             nodes = NODES_PER_RUN * len(runs)
             failed = sum(1 for d in docs if d["status"] != "completed") + start_failures
             calls = [line.split()[0] for line in (work / "calls.txt").read_text().splitlines()]
-            executions = sum(1 for c in calls if c in set(runs))
+            executions = sum(1 for c in calls if c in set(runs))  # the throttled batch only
             requests = Counter(stats["requests"])
             requests.subtract({f"cosmos/{kind}": n for kind, n in polling.items()})
             requests = +requests
@@ -143,18 +148,21 @@ def main() -> None:
             queue_kinds = Counter({k: v for k, v in requests.items() if k.startswith("queue/")})
             cosmos_kinds = Counter({k: v for k, v in requests.items() if k.startswith("cosmos/")})
             rows.append((rate, policy, elapsed, nodes / elapsed, total / nodes, throttled, extra, failed,
-                         executions - nodes, kinds_text(queue_kinds, nodes), kinds_text(cosmos_kinds, nodes)))
+                         executions - nodes, recovered, kinds_text(queue_kinds, nodes),
+                         kinds_text(cosmos_kinds, nodes)))
             print(f"rate {rate:.0%} ({policy}): {args.runs} runs in {elapsed:.1f} s, {nodes / elapsed:.1f} nodes/s, "
                   f"{total / nodes:.2f} requests/node, {throttled} throttled, {extra:.2f} extra/throttled, "
-                  f"failed {failed}, extra executions {executions - nodes}", flush=True)
+                  f"failed {failed}, extra executions {executions - nodes}; then unthrottled {recovered:.1f} nodes/s",
+                  flush=True)
     finally:
         background.stop(work / "proxy", "faultproxy", "faultproxy_cli")
     print()
     print(f"{'throttled':>9} {'retry':>11} {'time s':>7} {'nodes/s':>8} {'req/node':>8} {'throttled':>9} "
-          f"{'extra/thr':>9} {'failed':>6} {'re-runs':>7}")
-    for rate, policy, elapsed, nps, rpn, throttled, extra, failed, reruns, _, _ in rows:
+          f"{'extra/thr':>9} {'failed':>6} {'re-runs':>7} {'after':>7}")
+    for rate, policy, elapsed, nps, rpn, throttled, extra, failed, reruns, recovered, _, _ in rows:
         print(f"{rate:>9.0%} {policy:>11} {elapsed:>7.1f} {nps:>8.1f} {rpn:>8.2f} {throttled:>9} {extra:>9.2f} "
-              f"{failed:>6} {reruns:>7}")
+              f"{failed:>6} {reruns:>7} {recovered:>7.1f}")
+    print("(after: nodes/s of the next, unthrottled batch in the same processes: throughput recovers)")
     print("\nrequests per node by kind:")
     for rate, policy, *_, queue_kinds, cosmos_kinds in rows:
         print(f"  {rate:.0%} {policy}: {queue_kinds}\n  {'':>{len(f'{rate:.0%} {policy}')}}  {cosmos_kinds}")
