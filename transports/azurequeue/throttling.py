@@ -35,6 +35,9 @@ logger = logging.getLogger("transports.azurequeue.throttling")
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 4.0
 RETRY_TOTAL = 10
+#: Retries of a request whose answer never came (a hung or reset connection after sending): each
+#: waits out the read timeout first, so few (a hung service is an outage, not throttling).
+READ_RETRIES = 3
 #: Seconds of normal answers after which a throttling episode counts as over.
 QUIET_SECONDS = 30.0
 
@@ -47,7 +50,7 @@ class BackPressureRetry(ExponentialRetry):
 
     def __init__(self, first: float = FIRST_BACKOFF, cap: float = MAX_BACKOFF, total: int = RETRY_TOTAL) -> None:
         super().__init__(initial_backoff=0, increment_base=2, retry_total=total, random_jitter_range=0,
-                         retry_status=total, retry_connect=total, retry_read=total)
+                         retry_status=total, retry_connect=total, retry_read=min(total, READ_RETRIES))
         self.first = first
         self.cap = cap
 
