@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ def fault_proxy_command(rules: tuple[str, ...], latency_ms: float, tail: float, 
             ports_file.write_text(json.dumps(listening))
         click.echo(f"fault proxy listening: {listening}; plan {json.dumps(plan.to_json())}", err=True)
         click.echo(render_exports(faultproxy.proxied_env(env_vars(ports), listening)), nl=False)
+        sys.stdout.flush()  # `fault-proxy ... > proxy.env &` then `source proxy.env`
 
     def run() -> Any:
         return faultproxy.serve(routes, plan, ready, seed)
