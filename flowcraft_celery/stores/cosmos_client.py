@@ -27,6 +27,7 @@ import binascii
 import os
 import ssl
 import threading
+import time
 from base64 import b64decode
 from collections import Counter
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from urllib.parse import urlparse
 
 import requests
 import urllib3
+from azure.core.exceptions import ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import (
@@ -61,6 +63,8 @@ THROTTLE_MAX_WAIT_SECONDS = 30
 CONNECTION_RETRIES = 5
 CONNECTION_BACKOFF = 0.2
 CONNECTION_BACKOFF_MAX = 4
+#: Times an upsert whose connection was reset after sending is sent again by the transport.
+UPSERT_RESET_RETRIES = 3
 
 #: Tries at creating a database or container that other processes may be creating too.
 _CREATE_ATTEMPTS = 5
@@ -253,11 +257,20 @@ class _CountingTransport(RequestsTransport):
     """The azure-core requests transport, counting each request by Cosmos operation type."""
 
     def send(self, request: Any, **kwargs: Any) -> Any:
-        """Count, send, and tell the throttle watch how it was answered."""
+        """Count, send, and tell the throttle watch how it was answered. An upsert whose connection
+        was reset before an answer came is sent again here (it is idempotent; the SDK retries only
+        reads after a reset), so a reset does not turn into a failed context write."""
         op = operation_of(request.method, urlparse(request.url).path, request.headers)
-        with _counts_lock:
-            _counts[op] += 1
-        response = super().send(request, **kwargs)  # a refused or reset connection is an outage, not throttling
+        for attempt in range(UPSERT_RESET_RETRIES + 1):
+            with _counts_lock:
+                _counts[op] += 1
+            try:
+                response = super().send(request, **kwargs)  # a refused or reset connection is an outage
+                break
+            except ServiceResponseError:
+                if op != "docs:upsert" or attempt == UPSERT_RESET_RETRIES:
+                    raise
+                time.sleep(CONNECTION_BACKOFF)
         kind = cosmos_throttle_kind(response.status_code, response.headers)
         if kind is None:
             COSMOS_WATCH.answered()

@@ -29,8 +29,9 @@ pytestmark = pytest.mark.integration
 #: Concurrent runs of the 11-node fan-out/fan-in `ft-fan`.
 RUNS = 20
 RUN_TIMEOUT = 120.0
-#: 10 % of Cosmos requests 429 (retry after 100 ms), 10 % of queue requests 503, 1 % held 2 s.
-THROTTLED = FaultPlan(rules=(Rule.parse("cosmos=429@0.1"), Rule.parse("queue=503@0.1")),
+#: 10 % of Cosmos requests 429 (retry after 100 ms), 10 % of queue requests 503, 1 % held 2 s, 1 % of
+#: all requests' connections reset before an answer.
+THROTTLED = FaultPlan(rules=(Rule.parse("cosmos=429@0.1"), Rule.parse("queue=503@0.1"), Rule.parse("*=reset@0.01")),
                       tail=0.01, tail_seconds=2.0, retry_after_ms=100)
 #: Message operations per second the rate-limited queue accepts (Azure's 2,000, scaled down).
 QUEUE_RATE = 15.0
