@@ -14,8 +14,10 @@ Retries, configured deliberately (throttling is back-pressure, not failure):
   `guard` makes it an `InfrastructureError` (retried later with back-off, never a node failure).
 * 503 and 408: retried once by the SDK (408 for reads only: a write may have been applied), then an
   `InfrastructureError` like any outage.
-* connection resets and timeouts: azure-core's retry, `CONNECTION_RETRIES` times, `CONNECTION_BACKOFF`
-  s apart (the SDK's default would wait 1 s).
+* refused connections: retried `CONNECTION_RETRIES` times, `CONNECTION_BACKOFF` s apart (the SDK's
+  default would wait 1 s); a connection reset after sending: the SDK retries reads, and this
+  module's transport re-sends upserts (idempotent) up to `UPSERT_RESET_RETRIES` times; any other
+  write surfaces as an `InfrastructureError` (its outcome is unknown).
 
 Every answer also goes to a `ThrottleWatch`: a WARNING when Cosmos DB starts throttling this
 process and an INFO line with the counts when it stops (one pair per episode, not per request).
