@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.flowcraft-installed
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install test lint differential demo services-up services-down clean
+.PHONY: help install test lint differential demo services-up services-down clean test-throttling bench-throttle
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,15 @@ differential: install ## Differential test: SEEDS=N random blueprints, local run
 
 demo: install ## Run the example order workflow on real Celery workers and beat over the dev services.
 	$(BIN)/flowcraft-celery demo
+
+test-throttling: install ## Throttling, TLS Redis and Entra ID tests (private emulators behind the fault proxy; ~1.5 min).
+	$(BIN)/pytest -q tests/integration/faults/test_throttling.py tests/integration/stores/test_redis_tls_and_entra.py \
+		tests/integration/stores/test_cosmos_identity.py tests/unit/transports/test_throttling.py \
+		tests/unit/devtools/test_faultproxy.py
+
+bench-throttle: install ## What 0/5/20 % throttling costs (nodes/s, requests per node, retries), via the fault proxy.
+	$(BIN)/flowcraft-celery services up >/dev/null
+	$(BIN)/python bench/throttle_bench.py --sdk-default
 
 services-up: install ## Start (or reuse) Azurite, the Cosmos emulator and Redis on loopback.
 	$(BIN)/flowcraft-celery services up

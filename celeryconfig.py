@@ -47,10 +47,20 @@ broker_transport_options = {
     "queue_name_prefix": _env("FLOWCRAFT_QUEUE_PREFIX", ""),
     "visibility_timeout": _env_number("FLOWCRAFT_VISIBILITY_TIMEOUT", "30", int),
     "redis_url": _env("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    # Storage throttling (503 ServerBusy, 500 OperationTimedOut) is retried after this many seconds,
+    # doubling up to the maximum, at most FLOWCRAFT_STORAGE_RETRY_TOTAL times (the SDK's own default
+    # waits 15 s and more; see transports/azurequeue/throttling.py).
+    "retry_first_backoff": _env_number("FLOWCRAFT_STORAGE_RETRY_BACKOFF", "0.25", float),
+    "retry_max_backoff": _env_number("FLOWCRAFT_STORAGE_RETRY_MAX_BACKOFF", "4", float),
+    "retry_total": _env_number("FLOWCRAFT_STORAGE_RETRY_TOTAL", "10", int),
 }
 # Results: Cosmos DB (flowcraft_celery/backends/cosmos.py). A node task's result is small (its run
 # and the nodes it handled) and kept in Redis; a run's state lives in the context and status stores.
 result_backend = _env("CELERY_RESULT_BACKEND", "cosmos://")
+# Without AccountKey in AZURE_COSMOS_CONNECTION_STRING (only AccountEndpoint=...;), Cosmos DB is reached
+# with Microsoft Entra ID: DefaultAzureCredential, or the TokenCredential FLOWCRAFT_COSMOS_CREDENTIAL
+# names as module:attribute.
+cosmos_credential = _env("FLOWCRAFT_COSMOS_CREDENTIAL", "")
 cosmos_database = _env("FLOWCRAFT_COSMOS_DATABASE", "flowcraft")
 cosmos_results_container = _env("FLOWCRAFT_COSMOS_RESULTS_CONTAINER", "celery_results")
 cosmos_context_container = _env("FLOWCRAFT_COSMOS_CONTEXT_CONTAINER", "context")
@@ -74,6 +84,9 @@ worker_task_log_format = ("[%(asctime)s: %(levelname)s/%(processName)s]%(flowcra
 # Workflows.
 flowcraft_node_modules = _env_list("FLOWCRAFT_NODE_MODULES")
 flowcraft_blueprints = _env_list("FLOWCRAFT_BLUEPRINTS")
+# REDIS_URL may be rediss:// (TLS; `?ssl_ca_certs=/path/ca.pem` for a private CA). Azure Cache for Redis with
+# Microsoft Entra authentication: a rediss:// URL without password and FLOWCRAFT_REDIS_CREDENTIAL=
+# DefaultAzureCredential (or module:attribute naming a TokenCredential); every Redis client reads it.
 flowcraft_redis_url = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
 flowcraft_key_prefix = _env("FLOWCRAFT_KEY_PREFIX", "flowcraft:")
 flowcraft_touch_interval = _env_number("FLOWCRAFT_TOUCH_INTERVAL", "5", float)

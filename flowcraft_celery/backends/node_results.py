@@ -15,6 +15,8 @@ from typing import Any
 
 import redis
 
+from transports.azurequeue.redisauth import redis_from_url
+
 NODE_TASK_PREFIX = "flowcraft.node."
 
 
@@ -37,7 +39,7 @@ class NodeResults:
     def client(self) -> redis.Redis:
         """This process's Redis client (a forked child builds its own)."""
         if self._client is None or self._client[0] != os.getpid():
-            self._client = (os.getpid(), redis.Redis.from_url(self._url))
+            self._client = (os.getpid(), redis_from_url(self._url))
         return self._client[1]
 
     def key(self, celery_key: Any) -> str:

@@ -23,6 +23,7 @@ from flowcraft_celery.cli.show import show_command
 from flowcraft_celery.cli.start import start_command
 from flowcraft_celery.cli.webhooks import webhooks_group
 from flowcraft_celery.devtools.devservices import services_command
+from flowcraft_celery.devtools.faultproxy_cli import fault_proxy_command
 
 
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP,
@@ -50,4 +51,5 @@ main.add_command(dlq_group)
 main.add_command(webhooks_group)
 main.add_command(metrics_command)
 main.add_command(services_command)
+main.add_command(fault_proxy_command)
 main.add_command(demo_command)

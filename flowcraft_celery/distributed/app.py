@@ -18,9 +18,15 @@ import sys
 import time
 from typing import Any
 
-import redis
 from celery import Celery
-from celery.signals import import_modules, worker_init, worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    beat_init,
+    import_modules,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.bridge import register_node_tasks
@@ -39,10 +45,12 @@ from flowcraft_celery.distributed.reconcile_passes import install_quiet_beat, re
 from flowcraft_celery.distributed.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.secrets import censor_inspect_replies, protect_settings
 from flowcraft_celery.distributed.settings import deployment_name, key_prefix, redis_url
+from flowcraft_celery.distributed.throttle_metrics import start_reporter
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
 from flowcraft_celery.stores.catalog import RedisCatalogStore
+from transports.azurequeue.redisauth import redis_from_url
 
 logger = logging.getLogger("flowcraft.worker")
 
@@ -107,7 +115,7 @@ def _publish_catalog(sender: Any = None, **_: Any) -> None:
     if app is None or code is None:
         return
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
-    client = redis.Redis.from_url(redis_url(app.conf))
+    client = redis_from_url(redis_url(app.conf))
     try:
         publish_catalog(RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)),
                         str(sender.hostname), code, queues)
@@ -127,7 +135,7 @@ def _withdraw(sender: Any = None, **_: Any) -> None:
     app = _published.pop(str(sender), None)
     if app is None:
         return
-    client = redis.Redis.from_url(redis_url(app.conf))
+    client = redis_from_url(redis_url(app.conf))
     try:
         RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)).forget_worker(str(sender))
     except Exception as exc:
@@ -140,6 +148,14 @@ def _withdraw(sender: Any = None, **_: Any) -> None:
 def _fresh_connections(**_: Any) -> None:
     """A forked pool process must not share the parent's Cosmos and Redis connections."""
     reset_runtimes()
+    start_reporter(app.conf)
+
+
+@worker_init.connect
+@beat_init.connect
+def _report_throttling(sender: Any = None, **_: Any) -> None:
+    """Throttled answers of the worker's main process (receives) and of beat reach the metrics."""
+    start_reporter(getattr(sender, "app", app).conf)
 
 
 install_on_celery_logging()

@@ -22,6 +22,7 @@ import redis
 from celery import current_app
 from celery.signals import after_task_publish
 
+from transports.azurequeue.redisauth import redis_from_url
 from transports.azurequeue.wire import eta_time
 
 logger = logging.getLogger("flowcraft.delayed")
@@ -86,7 +87,7 @@ def index_for(conf: Any) -> DelayedIndex:
     prefix = str(conf.get("flowcraft_key_prefix") or "flowcraft:")
     key = (os.getpid(), url, prefix)
     if key not in _indexes:
-        _indexes[key] = DelayedIndex(redis.Redis.from_url(url), prefix)
+        _indexes[key] = DelayedIndex(redis_from_url(url), prefix)
     return _indexes[key]
 
 

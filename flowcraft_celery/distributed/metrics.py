@@ -122,6 +122,9 @@ class FlowcraftCollector:
         passes = CounterMetricFamily("flowcraft_reconcile_passes", "Reconcile passes, by whether they found "
                                      "stalled runs (active) or not (quiet).", labels=["result"])
         republished = CounterMetricFamily("flowcraft_reconcile_republished", "Node messages reconcile re-published.")
+        throttled = CounterMetricFamily("flowcraft_throttled_answers", "Answers of Azure services that throttled "
+                                        "a worker or beat (retried with back-off, not failures).",
+                                        labels=["service", "kind"])
         for key, value in sorted(counters.items()):
             event, _, label = key.partition("|")
             if event in families:
@@ -130,9 +133,13 @@ class FlowcraftCollector:
                 passes.add_metric([label], value)
             elif event == "republished":
                 republished.add_metric([], value)
+            elif event == "throttled":
+                service, _, kind = label.partition("|")
+                throttled.add_metric([service, kind], value)
         yield from families.values()
         yield passes
         yield republished
+        yield throttled
 
     @staticmethod
     def _own_costs() -> Iterator[Metric]:

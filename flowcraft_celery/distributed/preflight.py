@@ -17,6 +17,7 @@ import redis
 
 from flowcraft_celery.distributed.problems import STORAGE_ENV, STORAGE_FIX, SettingError, explain
 from flowcraft_celery.distributed.settings import redis_url
+from transports.azurequeue.redisauth import redis_from_url
 
 logger = logging.getLogger("flowcraft.worker")
 
@@ -62,7 +63,7 @@ def check_settings(conf: Mapping[str, Any], env: Mapping[str, str] | None = None
 
 def report_unreachable_redis(conf: Mapping[str, Any], timeout: float = 3.0) -> bool:
     """Ping Redis once; if it does not answer, log one line naming REDIS_URL. True if it answered."""
-    client = redis.Redis.from_url(redis_url(conf), socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = redis_from_url(redis_url(conf), socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         client.ping()
         return True

@@ -147,12 +147,23 @@ def _setting_problem(exc: BaseException, conf: Mapping[str, Any], env: Mapping[s
     return None
 
 
+def _redis_credential() -> str:
+    """The Entra credential Redis clients use (FLOWCRAFT_REDIS_CREDENTIAL), or ''."""
+    import os
+
+    return os.environ.get("FLOWCRAFT_REDIS_CREDENTIAL", "")
+
+
 def _redis_problem(exc: BaseException, url: str) -> Exception | None:
     try:
         import redis.exceptions as rex
     except ImportError:  # pragma: no cover - redis is a dependency
         return None
     where = _mask(url)
+    if isinstance(exc, rex.AuthenticationError) and _redis_credential() and "@" not in url.split("//", 1)[-1]:
+        return ServiceUnreachable("Redis", where, REDIS_ENV,
+                                  f"the Microsoft Entra identity ({_redis_credential()}) was refused",
+                                  "give the identity a data access policy on the cache (docs/azure.md)")
     if isinstance(exc, rex.AuthenticationError):
         return ServiceUnreachable("Redis", where, REDIS_ENV, "the password was refused",
                                   "put the right password in REDIS_URL (redis://:PASSWORD@host:port/0)")

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
-
 from flowcraft_celery.distributed.published import DeploymentBlueprints, worker_code
 from flowcraft_celery.distributed.settings import blueprint_sources, deployment_name, key_prefix, redis_url
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY, DEFAULT_SUBFLOW_DEPTH, DEFAULT_WEBHOOK_BASE_URL
@@ -30,6 +28,7 @@ from flowcraft_celery.stores.catalog import RedisCatalogStore
 from flowcraft_celery.stores.guard import call, guarded
 from flowcraft_celery.stores.ledger import RunLedger
 from flowcraft_celery.stores.timeline import RunTimeline
+from transports.azurequeue.redisauth import redis_from_url
 
 #: Seconds a Redis connection attempt may take (a refused or unroutable endpoint fails fast).
 REDIS_CONNECT_TIMEOUT = 5.0
@@ -139,11 +138,12 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
     from flowcraft_celery.stores.retention import RunRecords
 
     cosmos = f"Cosmos DB at {cosmos_endpoint(conf)}"
-    client = call(cosmos, get_client, conf.get("cosmos_connection_string"), conf.get("cosmos_verify_tls"))
+    client = call(cosmos, get_client, conf.get("cosmos_connection_string"), conf.get("cosmos_verify_tls"),
+                  conf.get("cosmos_credential") or None)
     database = str(conf.get("cosmos_database") or "flowcraft")
     url = redis_url(conf)
     timeout = float(conf.get("flowcraft_redis_timeout") or 10.0)
-    redis_client = redis.Redis.from_url(url, socket_timeout=timeout,
+    redis_client = redis_from_url(url, socket_timeout=timeout,
                                         socket_connect_timeout=min(timeout, REDIS_CONNECT_TIMEOUT),
                                         health_check_interval=30)
     redis_name = f"Redis at {redis_endpoint(url)}"

@@ -4,8 +4,23 @@ One `CosmosClient` per process and connection string, over a `requests` session 
 single `ssl.SSLContext` (the emulator closes every connection, so a fresh context and CA load per
 request would cost ~20 ms each). Every HTTP request the SDK sends is counted by operation type
 (`docs:read`, `docs:patch`, `docs:query`, `colls:read`, ...) so tests and benchmarks can check
-what an operation costs. Throttled requests (429) are retried by the SDK's own throttle policy,
-which waits for the server's `x-ms-retry-after-ms`.
+what an operation costs.
+
+Retries, configured deliberately (throttling is back-pressure, not failure):
+
+* 429 (a partition past its RU/s): the SDK's throttle policy waits exactly the server's
+  `x-ms-retry-after-ms` and tries again, up to `THROTTLE_RETRIES` times or
+  `THROTTLE_MAX_WAIT_SECONDS` of waiting in all; only then does the error reach the caller, where
+  `guard` makes it an `InfrastructureError` (retried later with back-off, never a node failure).
+* 503 and 408: retried once by the SDK (408 for reads only: a write may have been applied), then an
+  `InfrastructureError` like any outage.
+* refused connections: retried `CONNECTION_RETRIES` times, `CONNECTION_BACKOFF` s apart (the SDK's
+  default would wait 1 s); a connection reset after sending: the SDK retries reads, and this
+  module's transport re-sends upserts (idempotent) up to `UPSERT_RESET_RETRIES` times; any other
+  write surfaces as an `InfrastructureError` (its outcome is unknown).
+
+Every answer also goes to a `ThrottleWatch`: a WARNING when Cosmos DB starts throttling this
+process and an INFO line with the counts when it stops (one pair per episode, not per request).
 """
 
 from __future__ import annotations
@@ -14,6 +29,7 @@ import binascii
 import os
 import ssl
 import threading
+import time
 from base64 import b64decode
 from collections import Counter
 from dataclasses import dataclass
@@ -22,6 +38,7 @@ from urllib.parse import urlparse
 
 import requests
 import urllib3
+from azure.core.exceptions import ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import (
@@ -31,12 +48,25 @@ from azure.cosmos.exceptions import (
 )
 from requests.adapters import HTTPAdapter
 
+from transports.azurequeue.throttling import ThrottleWatch, cosmos_throttle_kind
+
 CONNECTION_STRING_ENV = "AZURE_COSMOS_CONNECTION_STRING"
 VERIFY_TLS_ENV = "FLOWCRAFT_COSMOS_VERIFY_TLS"
+#: Which TokenCredential a connection string without AccountKey uses: `DefaultAzureCredential` (the
+#: default) or `module:attribute` naming a TokenCredential or a callable returning one.
+CREDENTIAL_ENV = "FLOWCRAFT_COSMOS_CREDENTIAL"
+DEFAULT_CREDENTIAL = "DefaultAzureCredential"
 
 #: Throttling: how many 429 retries, and the longest total wait, before the error reaches us.
 THROTTLE_RETRIES = 9
 THROTTLE_MAX_WAIT_SECONDS = 30
+
+#: Connection errors (reset, refused, timed out): retries and back-off of azure-core's retry policy.
+CONNECTION_RETRIES = 5
+CONNECTION_BACKOFF = 0.2
+CONNECTION_BACKOFF_MAX = 4
+#: Times an upsert whose connection was reset after sending is sent again by the transport.
+UPSERT_RESET_RETRIES = 3
 
 #: Tries at creating a database or container that other processes may be creating too.
 _CREATE_ATTEMPTS = 5
@@ -54,14 +84,15 @@ class CosmosConfigError(ValueError):
 
 @dataclass(frozen=True)
 class CosmosAccount:
-    """The parts of a Cosmos connection string the client needs."""
+    """The parts of a Cosmos connection string the client needs (no key: identity-based auth)."""
 
     endpoint: str
-    key: str
+    key: str | None
 
 
 def parse_connection_string(conn_str: str) -> CosmosAccount:
-    """Parse `AccountEndpoint=...;AccountKey=...;` into its parts, naming any bad part."""
+    """Parse `AccountEndpoint=...;AccountKey=...;` into its parts, naming any bad part; without
+    `AccountKey` the account is reached with a TokenCredential (see `token_credential`)."""
     if not conn_str or not conn_str.strip():
         raise CosmosConfigError(
             f"Cosmos connection string is empty (set {CONNECTION_STRING_ENV} to "
@@ -72,7 +103,7 @@ def parse_connection_string(conn_str: str) -> CosmosAccount:
         if not segment.strip():
             continue
         name, sep, value = segment.partition("=")
-        if not sep or not name.strip():
+        if not sep or not name.strip().isalnum():
             # never quote the segment: it may be (part of) the account key
             raise CosmosConfigError(
                 f"Cosmos connection string segment {number} is not 'Name=value' "
@@ -83,20 +114,48 @@ def parse_connection_string(conn_str: str) -> CosmosAccount:
     key = parts.get("accountkey")
     if not endpoint:
         raise CosmosConfigError("Cosmos connection string has no AccountEndpoint")
-    if not key:
-        raise CosmosConfigError("Cosmos connection string has no AccountKey")
-    try:
-        b64decode(key, validate=True)
-    except binascii.Error as exc:
-        raise CosmosConfigError(
-            f"Cosmos connection string AccountKey is not valid base64 ({exc})"
-        ) from None
+    if "accountkey" in parts and not key:
+        raise CosmosConfigError("Cosmos connection string has an empty AccountKey (leave it out for "
+                                "identity-based auth)")
+    if key:
+        try:
+            b64decode(key, validate=True)
+        except binascii.Error as exc:
+            raise CosmosConfigError(
+                f"Cosmos connection string AccountKey is not valid base64 ({exc})"
+            ) from None
     url = urlparse(endpoint)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise CosmosConfigError(
             f"Cosmos connection string AccountEndpoint {endpoint!r} is not an http(s) URL"
         )
-    return CosmosAccount(endpoint=endpoint, key=key)
+    return CosmosAccount(endpoint=endpoint, key=key or None)
+
+
+def token_credential(spec: Any = None) -> Any:
+    """The TokenCredential for identity-based auth: `spec` is a TokenCredential, `module:attribute`
+    (a TokenCredential or a callable returning one), or empty / `DefaultAzureCredential`."""
+    if spec is not None and not isinstance(spec, str):
+        return spec() if isinstance(spec, type) or (callable(spec) and not hasattr(spec, "get_token")) else spec
+    spec = (spec or os.environ.get(CREDENTIAL_ENV) or DEFAULT_CREDENTIAL).strip()
+    if spec.lower() == DEFAULT_CREDENTIAL.lower():
+        try:
+            from azure.identity import DefaultAzureCredential
+        except ImportError as exc:
+            raise CosmosConfigError(
+                "Cosmos DB without AccountKey uses DefaultAzureCredential, which needs azure-identity: "
+                "pip install 'flowcraft-celery[identity]'") from exc
+        return DefaultAzureCredential()
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise CosmosConfigError(f"{CREDENTIAL_ENV} {spec!r} is neither DefaultAzureCredential nor module:attribute")
+    import importlib
+
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise CosmosConfigError(f"{CREDENTIAL_ENV} {spec!r} cannot be loaded: {exc}") from None
+    return token_credential(found)
 
 
 def parse_verify_flag(value: Any, default: bool = True) -> bool:
@@ -191,15 +250,35 @@ class _SharedContextAdapter(HTTPAdapter):
             conn.cert_reqs = "CERT_NONE"
 
 
+#: Cosmos DB throttling episodes of this process (logged once each).
+COSMOS_WATCH = ThrottleWatch(
+    "Cosmos DB", f"the server's x-ms-retry-after-ms (429, up to {THROTTLE_RETRIES} retries) or back-off")
+
+
 class _CountingTransport(RequestsTransport):
     """The azure-core requests transport, counting each request by Cosmos operation type."""
 
     def send(self, request: Any, **kwargs: Any) -> Any:
-        """Count, then send."""
+        """Count, send, and tell the throttle watch how it was answered. An upsert whose connection
+        was reset before an answer came is sent again here (it is idempotent; the SDK retries only
+        reads after a reset), so a reset does not turn into a failed context write."""
         op = operation_of(request.method, urlparse(request.url).path, request.headers)
-        with _counts_lock:
-            _counts[op] += 1
-        return super().send(request, **kwargs)
+        for attempt in range(UPSERT_RESET_RETRIES + 1):
+            with _counts_lock:
+                _counts[op] += 1
+            try:
+                response = super().send(request, **kwargs)  # a refused or reset connection is an outage
+                break
+            except ServiceResponseError:
+                if op != "docs:upsert" or attempt == UPSERT_RESET_RETRIES:
+                    raise
+                time.sleep(CONNECTION_BACKOFF)
+        kind = cosmos_throttle_kind(response.status_code, response.headers)
+        if kind is None:
+            COSMOS_WATCH.answered()
+        else:
+            COSMOS_WATCH.throttled(kind)
+        return response
 
 
 def _ssl_context(verify: bool) -> ssl.SSLContext:
@@ -211,8 +290,9 @@ def _ssl_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
-def _build_client(account: CosmosAccount, verify: bool) -> CosmosClient:
-    """A new CosmosClient over a counting transport with a shared TLS context."""
+def _build_client(account: CosmosAccount, verify: bool, credential: Any = None) -> CosmosClient:
+    """A new CosmosClient over a counting transport with a shared TLS context (the account key, or
+    `credential` when the account has none)."""
     if not verify:
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     session = requests.Session()
@@ -223,11 +303,14 @@ def _build_client(account: CosmosAccount, verify: bool) -> CosmosClient:
     transport = _CountingTransport(session=session, session_owner=False)
     return CosmosClient(
         account.endpoint,
-        credential=account.key,
+        credential=account.key or token_credential(credential),
         transport=transport,
         connection_verify=verify,
         retry_throttle_total=THROTTLE_RETRIES,
         retry_throttle_backoff_max=THROTTLE_MAX_WAIT_SECONDS,
+        retry_total=CONNECTION_RETRIES,
+        retry_backoff_factor=CONNECTION_BACKOFF,
+        retry_backoff_max=CONNECTION_BACKOFF_MAX,
         enable_compact_utf8_item_writes=True,
     )
 
@@ -236,19 +319,21 @@ _clients: dict[tuple[int, str, bool], CosmosClient] = {}
 _clients_lock = threading.Lock()
 
 
-def get_client(conn_str: str | None = None, verify_tls: bool | None = None) -> CosmosClient:
-    """The process's CosmosClient for this connection string (env defaults), built once."""
+def get_client(conn_str: str | None = None, verify_tls: bool | None = None, credential: Any = None) -> CosmosClient:
+    """The process's CosmosClient for this connection string (env defaults), built once; without
+    AccountKey it authenticates with `credential` (see `token_credential`; FLOWCRAFT_COSMOS_CREDENTIAL)."""
     if conn_str is None:
         conn_str = connection_string_from_env()
     account = parse_connection_string(conn_str)
     verify = verify_tls_from_env() if verify_tls is None else verify_tls
     if urlparse(account.endpoint).hostname in _SDK_UNVERIFIED_HOSTS:
         verify = False  # the SDK never verifies these; a verifying TLS context would refuse its requests
-    key = (os.getpid(), account.endpoint + ";" + account.key, verify)
+    who = account.key or f"credential:{credential if isinstance(credential, str) else id(credential)}"
+    key = (os.getpid(), account.endpoint + ";" + who, verify)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = _build_client(account, verify)
+            client = _build_client(account, verify, credential)
             _clients[key] = client
         return client
 

@@ -42,6 +42,8 @@ Connection String
     azurequeue://<ACCOUNT_KEY>@<ACCOUNT_URL>          # e.g. https://acct.queue.core.windows.net
     azurequeue://<SAS_TOKEN>@<ACCOUNT_URL>
     azurequeue://DefaultAzureCredential@<ACCOUNT_URL> # needs the ``identity`` extra
+                                                      # (role: Storage Queue Data Contributor, and
+                                                      # Storage Blob Data Contributor for large bodies)
 
 Credentials are masked in ``repr``, logs and ``celery report``. A connection string put in
 ``broker_transport_options`` should be wrapped in :class:`transports.azurequeue.auth.Secret`
@@ -59,6 +61,10 @@ Transport Options
   Every process of a deployment (workers, beat, clients, Flower) must use the same setting.
 * ``redis_key_prefix``: prefix of the transport's Redis keys, followed by ``queue_name_prefix``
   (default ``azurequeue:``).
+* ``redis_credential``: Microsoft Entra ID for a ``redis_url`` without password (Azure Cache for
+  Redis with Entra authentication): ``DefaultAzureCredential`` or ``module:attribute`` naming a
+  TokenCredential (default: the environment variable ``FLOWCRAFT_REDIS_CREDENTIAL``; none). TLS:
+  ``rediss://``, with ``?ssl_ca_certs=/path/ca.pem`` for a private CA (see ``redisauth``).
 * ``polling_interval``: without Redis, first wait after an empty poll, doubled per empty poll
   (default 0.1 s).
 * ``max_polling_interval``: longest wait between polls of an idle queue; with Redis, the
@@ -82,6 +88,8 @@ Transport Options
 * ``settle_threads``: threads that ack, requeue and dead-letter in parallel (default 8).
 * ``bundle_size``: most messages one Azure message carries when sent inside ``bundled()``
   (1-32, default 4; 1: no bundles).
+* ``retry_first_backoff``, ``retry_max_backoff``, ``retry_total``: the Storage retry policy (see
+  Throttling; defaults 0.25 s, 4 s, 10).
 
 Threads and the event loop
 ==========================
@@ -144,6 +152,24 @@ settled are delivered again. A requeued part is re-sent alone, a rejected one de
 alone. The receiver counts deliveries, not Azure messages, against the prefetch room. Trade-offs:
 a bundle's parts go to one consumer (a fan-out is spread in groups of ``bundle_size``), and a
 queue's message count counts a bundle once. See ``transports.azurequeue.bundles``.
+
+Throttling
+==========
+
+Azure Queue Storage says no routinely: ``503 ServerBusy`` past about 2,000 messages/s per queue or
+20,000 requests/s per account, ``500 OperationTimedOut`` when it is slow. That is back-pressure,
+not failure. Every Storage client of the transport retries such answers, and reset connections,
+with ``throttling.BackPressureRetry``: ``retry_first_backoff`` (0.25 s) before the first retry,
+doubling up to ``retry_max_backoff`` (4 s), each wait drawn from its upper half, never shorter than
+a ``Retry-After`` the service sent, at most ``retry_total`` (10) retries (about 30 s) before the
+caller sees the error. The SDK's own default (15 s, then 18 s, 24 s) made a 10 % throttling rate
+cost a workflow 15 times its time and let ``start`` time out; with this policy each throttled
+request costs about one retry and a fraction of a second (``bench/throttle_bench.py``).
+Throttling is logged once per episode and process: a WARNING when it starts (``<service> is
+throttling (503 ServerBusy): requests are retried with ...``) and an INFO line with the counts once
+the service has answered normally for 30 s; ``throttling.THROTTLES`` counts throttled answers by
+service and kind. ``flowcraft_celery.devtools.faultproxy`` injects these answers in front of
+Azurite for tests.
 
 Request costs
 =============

@@ -12,7 +12,9 @@ from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from .options import Options
 from .stats import CountingTransport
+from .throttling import BackPressureRetry, ThrottleWatch
 
 SCHEME = "azurequeue://"
 ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
@@ -115,11 +117,25 @@ def _connection_string(options: dict[str, Any]) -> str:
     return str(value)
 
 
+def retry_policy(options: dict[str, Any]) -> BackPressureRetry:
+    """The Storage retry policy the transport options ask for (see `throttling`)."""
+    opts = Options.from_transport_options(options)
+    return BackPressureRetry(opts.retry_first_backoff, opts.retry_max_backoff, opts.retry_total)
+
+
+def _client_kwargs(service: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What every Storage client of the transport is built with: a counting transport that tells a
+    throttle watch each answer, and the back-pressure retry policy."""
+    policy = retry_policy(options)
+    watch = ThrottleWatch(name, policy.describe())
+    return {"transport": CountingTransport(service, watch=watch), "logger": HTTP_LOGGER, "retry_policy": policy}
+
+
 def build_clients(url: str, options: dict[str, Any]) -> Clients:
     """Create the queue and blob clients described by the broker URL and transport options."""
     secret, account_url = split_url(url)
-    queue_kwargs: dict[str, Any] = {"transport": CountingTransport("queue"), "logger": HTTP_LOGGER}
-    blob_kwargs: dict[str, Any] = {"transport": CountingTransport("blob"), "logger": HTTP_LOGGER}
+    queue_kwargs = _client_kwargs("queue", "Azure Queue Storage", options)
+    blob_kwargs = _client_kwargs("blob", "Azure Blob Storage", options)
     if not account_url:
         conn_str = _connection_string(options)
         queues = QueueServiceClient.from_connection_string(conn_str, **queue_kwargs)

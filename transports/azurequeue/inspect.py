@@ -24,7 +24,6 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
 
@@ -33,6 +32,7 @@ from .auth import build_clients
 from .blobs import LargeBodyStore
 from .naming import DEAD_LETTER_SUFFIX, azure_queue_name, dead_letter_queue_name, listing_prefix
 from .options import Options
+from .redisauth import redis_from_url
 from .registry import QueueRecord, namespace_tag
 from .transient import TransientQueues
 
@@ -142,7 +142,7 @@ class QueueAdmin:
         clients = build_clients(connection.hostname or "", transport_options)
         transient = None
         if options.redis_url:
-            client = redis.Redis.from_url(str(options.redis_url), decode_responses=True)
+            client = redis_from_url(str(options.redis_url), options.redis_credential, decode_responses=True)
             transient = TransientQueues(client, options.redis_namespace, options.transient_max_length)
         return cls(clients.queues, options.queue_name_prefix, LargeBodyStore(clients.blobs, options.blob_container),
                    transient)

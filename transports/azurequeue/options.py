@@ -24,9 +24,13 @@ class Options:
     settle_threads: int = 8
     redis_url: str | None = None
     redis_key_prefix: str = "azurequeue:"
+    redis_credential: str | None = None
     gather_seconds: float = 0.02
     transient_max_length: int = 10000
     bundle_size: int = 4
+    retry_first_backoff: float = 0.25
+    retry_max_backoff: float = 4.0
+    retry_total: int = 10
 
     @classmethod
     def from_transport_options(cls, options: dict[str, Any]) -> Options:

@@ -11,6 +11,8 @@ from azure.core.pipeline.transport import RequestsTransport
 from requests import Session
 from requests.adapters import HTTPAdapter
 
+from .throttling import ThrottleWatch, storage_throttle_kind
+
 POOL_SIZE = 32
 
 
@@ -71,11 +73,13 @@ def blob_operation(method: str, url: str) -> str:
 class CountingTransport(RequestsTransport):
     """An azure-core requests transport that counts every HTTP attempt (retries included)."""
 
-    def __init__(self, service: str, stats: RequestStats = STATS, **kwargs: Any) -> None:
+    def __init__(self, service: str, stats: RequestStats = STATS, watch: ThrottleWatch | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._service = service
         self._stats = stats
         self._classify = queue_operation if service == "queue" else blob_operation
+        self._watch = watch
 
     def _init_session(self, session: Session) -> None:
         """Configure the session like azure-core does, with a pool big enough for parallel acks."""
@@ -85,6 +89,14 @@ class CountingTransport(RequestsTransport):
                 adapter.init_poolmanager(POOL_SIZE, POOL_SIZE)
 
     def send(self, request: Any, **kwargs: Any) -> Any:
-        """Count the request, then send it."""
+        """Count the request, send it, and tell the throttle watch how it was answered."""
         self._stats.add(f"{self._service}.{self._classify(request.method, request.url)}")
-        return super().send(request, **kwargs)
+        if self._watch is None:
+            return super().send(request, **kwargs)
+        response = super().send(request, **kwargs)  # a refused or reset connection is an outage, not throttling
+        kind = storage_throttle_kind(response.status_code, response.headers)
+        if kind is None:
+            self._watch.answered()
+        else:
+            self._watch.throttled(kind)
+        return response

@@ -23,6 +23,7 @@ from .options import Options
 from .polling import PollSchedule
 from .queues import AzureQueues
 from .receiver import MAX_WAIT, Consumption, Received, Receiver
+from .redisauth import redis_from_url
 from .registry import BindingRegistry, Route
 from .transient import TransientQueues, decode, is_transient, lifetime
 from .wakeup import WakeSignals
@@ -138,8 +139,8 @@ class Transport(virtual.Transport):
     def _redis_client(self) -> redis.Redis:
         """The Redis client for commands (built on first use)."""
         if self._redis is None:
-            self._redis = redis.Redis.from_url(
-                str(self.options.redis_url), socket_timeout=REDIS_TIMEOUT,
+            self._redis = redis_from_url(
+                str(self.options.redis_url), self.options.redis_credential, socket_timeout=REDIS_TIMEOUT,
                 socket_connect_timeout=REDIS_TIMEOUT, decode_responses=True,
             )
         return self._redis
@@ -358,8 +359,8 @@ class Transport(virtual.Transport):
 
     def _blocking_redis(self) -> redis.Redis:
         """A Redis client of the I/O thread alone, for its blocking waits."""
-        return redis.Redis.from_url(
-            str(self.options.redis_url), socket_timeout=MAX_WAIT + REDIS_TIMEOUT,
+        return redis_from_url(
+            str(self.options.redis_url), self.options.redis_credential, socket_timeout=MAX_WAIT + REDIS_TIMEOUT,
             socket_connect_timeout=REDIS_TIMEOUT, decode_responses=True,
         )
 

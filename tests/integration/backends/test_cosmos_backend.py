@@ -68,7 +68,7 @@ def test_bad_urls_and_connection_strings_are_named(
     app = Celery("cosmos-bad-url", set_as_current=False)
     with pytest.raises(ImproperlyConfigured, match="cosmos://"):
         CosmosBackend(app=app, url="cosmos://127.0.0.1:8081")
-    monkeypatch.setenv("AZURE_COSMOS_CONNECTION_STRING", "AccountEndpoint=https://h:1/;")
+    monkeypatch.setenv("AZURE_COSMOS_CONNECTION_STRING", "AccountEndpoint=https://h:1/;AccountKey=;")
     with pytest.raises(ImproperlyConfigured, match="AccountKey"):
         CosmosBackend(app=app, url="cosmos://")
 

@@ -99,6 +99,7 @@ def blueprints() -> list[Blueprint]:
     return [
         _wide("ft-wide", 0.4, False),
         _wide("ft-writes", 0.2, True),
+        _wide("ft-fan", 0.05, True),
         _long_wait(),
         Flow("ft-crashloop").node("a", "ft-step").node("boom", "ft-crash").node("b", "ft-step")
         .chain("a", "boom", "b").build(),

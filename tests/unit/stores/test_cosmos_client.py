@@ -37,7 +37,7 @@ def test_connection_string_parts() -> None:
     [
         ("", "empty"),
         (f"AccountKey={KEY};", "AccountEndpoint"),
-        ("AccountEndpoint=https://h/;", "AccountKey"),
+        ("AccountEndpoint=https://h/;AccountKey=;", "AccountKey"),
         (f"AccountEndpoint=ftp://h/;AccountKey={KEY}", "not an http"),
         ("AccountEndpoint=https://h/;AccountKey=not base64!", "base64"),
         (f"AccountEndpoint=https://h/;garbage;AccountKey={KEY}", "segment 2 is not 'Name=value'"),
