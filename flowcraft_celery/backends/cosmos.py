@@ -7,7 +7,13 @@ Chords join without `chord_unlock` polling: each header task's return bumps a co
 with one atomic patch `incr`, and the part that brings it to the chord size runs the callback.
 
 URL: bare `cosmos://` reads `AZURE_COSMOS_CONNECTION_STRING`; `cosmos://:<key>@<host>:<port>`
-names the account directly (https). Settings: `cosmos_database` (`flowcraft`),
+names the account directly (https), the key pasted as the Azure portal shows it (base64: `/`, `+`
+and `=` need no escaping; a percent-encoded key works too). For example, the Cosmos DB emulator's
+published key, pasted as is (`CELERY_RESULT_BACKEND` or `result_backend`)::
+
+    cosmos://:C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DDJf5/2oMqLl6JVXUEHnCYqC7gsXzlzUm7xzy2Pp1FHpWw==@localhost:8081
+
+Settings: `cosmos_database` (`flowcraft`),
 `cosmos_results_container` (`celery_results`), `cosmos_verify_tls` (default on; the
 environment variable `FLOWCRAFT_COSMOS_VERIFY_TLS=false` turns it off for the emulator).
 """
@@ -19,7 +25,7 @@ import math
 import os
 import threading
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos import ContainerProxy
@@ -31,7 +37,6 @@ from azure.cosmos.exceptions import (
 from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import BackendStoreError, ImproperlyConfigured
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.url import _parse_url, maybe_sanitize_url
 
 from flowcraft_celery.backends.node_results import NodeResults, is_node_task
 from flowcraft_celery.stores.cosmos import MAX_ITEM_BYTES, expired, json_size
@@ -60,17 +65,39 @@ RESULTS_INDEXING: dict[str, Any] = {
 _RETRYABLE_STATUS = frozenset({408, 429, 449, 503})
 
 
+def split_url(url: str) -> tuple[str, str, int]:
+    """(account key, host, port) of `cosmos://:<key>@<host>[:<port>]`.
+
+    The key may be written as the Azure portal shows it (base64, with `/`, `+` and `=`) or
+    percent-encoded; it ends at the last `@` (base64 has none)."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    credential, at, address = rest.rpartition("@")
+    key = unquote(credential.split(":", 1)[1]) if ":" in credential else ""
+    host, _, port = address.rstrip("/").partition(":")
+    if not at or not key or not host or "/" in host or (port and not port.isdigit()):
+        raise ImproperlyConfigured(
+            f"result backend URL {mask_url(url)!r} is neither 'cosmos://' nor "
+            "'cosmos://:<key>@<host>[:<port>]'"
+        )
+    return key, host, int(port or 443)
+
+
+def mask_url(url: str) -> str:
+    """The URL with the account key replaced by `**` (a raw base64 key included)."""
+    scheme, sep, rest = url.partition("://")
+    credential, at, address = rest.rpartition("@")
+    if not at:
+        return url
+    user = credential.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:**@{address}"
+
+
 def connection_string_from_url(url: str | None) -> str | None:
     """The connection string a `cosmos://` URL names, or None when it defers to the environment."""
     if not url or url.rstrip("/") in ("cosmos:", "cosmos:/"):
         return None
-    _, host, port, _, password, _, _ = _parse_url(url)
-    if not host or not password:
-        raise ImproperlyConfigured(
-            f"result backend URL {maybe_sanitize_url(url)!r} is neither 'cosmos://' nor "
-            "'cosmos://:<key>@<host>[:<port>]'"
-        )
-    return f"AccountEndpoint=https://{host}:{port or 443}/;AccountKey={password};"
+    key, host, port = split_url(url)
+    return f"AccountEndpoint=https://{host}:{port}/;AccountKey={key};"
 
 
 class CosmosBackend(KeyValueStoreBackend):
@@ -107,7 +134,7 @@ class CosmosBackend(KeyValueStoreBackend):
         """The backend URL, with any account key masked unless asked for."""
         if not self.url or include_password:
             return self.url or "cosmos://"
-        return str(maybe_sanitize_url(self.url))
+        return mask_url(self.url)
 
     @property
     def container(self) -> ContainerProxy:

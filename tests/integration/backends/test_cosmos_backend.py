@@ -62,6 +62,17 @@ def test_url_with_account_key_and_masked_uri(database: str) -> None:
     assert backend.as_uri(include_password=True) == url
 
 
+def test_url_with_the_account_key_as_azure_shows_it(database: str) -> None:
+    """The key pasted from the portal (base64 with / and +), no percent-encoding."""
+    key = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DDJf5/2oMqLl6JVXUEHnCYqC7gsXzlzUm7xzy2Pp1FHpWw=="
+    url = f"cosmos://:{key}@127.0.0.1:8081"
+    app = Celery("cosmos-raw-key-test", set_as_current=False)
+    app.conf.update(result_backend=url, cosmos_database=database)
+    app.backend.store_result("t-raw-key", "raw key", states.SUCCESS)
+    assert app.AsyncResult("t-raw-key").get(timeout=5) == "raw key"
+    assert key not in app.backend.as_uri() and app.backend.as_uri() == "cosmos://:**@127.0.0.1:8081"
+
+
 def test_bad_urls_and_connection_strings_are_named(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
