@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.flowcraft-installed
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install test lint demo services-up services-down clean
+.PHONY: help install test lint demo services-up services-down clean suites suites-kombu suites-celery
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,21 @@ test: install ## Unit and integration tests (services come up on demand), then r
 lint: install ## ruff and mypy.
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# kombu's and Celery's own integration suites, from the sdists of the installed versions unpacked
+# into a temp folder (never copied here), with our plug-ins (suites/): docs/upstream-suites.md.
+SERVICES_ENV = eval "$$($(BIN)/flowcraft-celery services up --env | grep '^export ')"
+
+suites: suites-kombu suites-celery ## kombu's and Celery's integration suites against azurequeue:// and cosmos://.
+
+suites-kombu: install ## kombu's t/integration suite against azurequeue://, Azure only and with redis_url.
+	$(SERVICES_ENV); status=0; \
+	$(BIN)/python suites/run.py kombu || status=$$?; \
+	$(BIN)/python suites/run.py kombu --redis || status=$$?; \
+	exit $$status
+
+suites-celery: install ## Celery's t/integration (tasks, canvas, inspect) on azurequeue:// + cosmos://.
+	$(SERVICES_ENV); $(BIN)/python suites/run.py celery -- --timeout 300
 
 demo: install ## Run the example order workflow on real Celery workers and beat over the dev services.
 	$(BIN)/flowcraft-celery demo

@@ -135,7 +135,7 @@ def run_celery(work: Path, cache: Path, redis: str | None, files: list[str], arg
     env.update(TEST_BROKER="azurequeue://", TEST_BACKEND="cosmos://")
     label = f"celery {version('celery')} azurequeue {'with redis_url' if redis else 'Azure only'} + cosmos"
     targets = [f"t/integration/{name}" for name in files]
-    return run_pytest(tree, ["-p", "suites.celery_plugin", *targets, *args], env, label)
+    return run_pytest(tree, ["-p", "celery.contrib.pytest", "-p", "suites.celery_plugin", *targets, *args], env, label)
 
 
 def main(argv: list[str] | None = None) -> int:

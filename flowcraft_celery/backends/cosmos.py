@@ -3,8 +3,12 @@
 Replaces Celery's `cosmosdbsql` backend (built on the retired `pydocumentdb`). One item per
 key, `{id: <celery key>, value: <encoded meta>, ttl: <seconds>}`, in a container partitioned by
 `/id` (created when missing, per-item TTL enabled), so `result_expires` needs no cleanup job.
-Chords join without `chord_unlock` polling: each header task's return bumps a counter item
-with one atomic patch `incr`, and the part that brings it to the chord size runs the callback.
+Storing never reads first: Celery's "a SUCCESS is never overwritten" holds atomically (a create,
+or an ETag-conditional replace of an item whose state is not SUCCESS), and polls never read an
+item that does not exist yet: `result_index` marks in Redis which result keys exist.
+Chords join natively in Redis, exactly as Celery's Redis backend joins them (each header task's
+result goes to a Redis list with one script call; the part that completes the chord publishes
+the callback with the header's results, no `chord_unlock` polling, nested chords included).
 
 URL: bare `cosmos://` reads `AZURE_COSMOS_CONNECTION_STRING`; `cosmos://:<key>@<host>:<port>`
 names the account directly (https), the key pasted as the Azure portal shows it (base64: `/`, `+`
@@ -21,24 +25,31 @@ environment variable `FLOWCRAFT_COSMOS_VERIFY_TLS=false` turns it off for the em
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import os
 import threading
 from typing import Any
 from urllib.parse import quote, unquote
 
+from azure.core import MatchConditions
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos import ContainerProxy
 from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
     CosmosHttpResponseError,
     CosmosResourceExistsError,
     CosmosResourceNotFoundError,
 )
+from celery import states
 from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import BackendStoreError, ImproperlyConfigured
+from celery.result import GroupResult
+from celery.utils.functional import _regen
 from kombu.utils.encoding import bytes_to_str
 
 from flowcraft_celery.backends.node_results import NodeResults, is_node_task
+from flowcraft_celery.backends.result_index import Known, ResultIndex
 from flowcraft_celery.stores.cosmos import MAX_ITEM_BYTES, expired, json_size
 from flowcraft_celery.stores.cosmos_client import (
     CosmosConfigError,
@@ -63,6 +74,8 @@ RESULTS_INDEXING: dict[str, Any] = {
 }
 #: Status codes worth retrying a backend operation for (timeouts, throttling, unavailable).
 _RETRYABLE_STATUS = frozenset({408, 429, 449, 503})
+#: Conditional writes a store tries before giving up (each lost race means another writer won).
+STORE_ATTEMPTS = 10
 
 
 def split_url(url: str) -> tuple[str, str, int]:
@@ -105,7 +118,8 @@ class CosmosBackend(KeyValueStoreBackend):
 
     supports_autoexpire = True
     supports_native_join = False
-    implements_incr = True
+    #: Chords join in Redis (`on_chord_part_return`), not through Celery's incr-and-poll join.
+    implements_incr = False
     key_t = str
 
     def __init__(self, app: Any = None, url: str | None = None, **kwargs: Any) -> None:
@@ -123,8 +137,11 @@ class CosmosBackend(KeyValueStoreBackend):
         self._container_name = conf.get("cosmos_results_container") or DEFAULT_CONTAINER
         self._container_lock = threading.Lock()
         self._container_by_pid: tuple[int, ContainerProxy] | None = None
-        self.node_results = NodeResults(str(conf.get("flowcraft_redis_url") or "redis://127.0.0.1:6379/0"),
-                                        str(conf.get("flowcraft_key_prefix") or "flowcraft:"), self.expires)
+        self._redis_url = str(conf.get("flowcraft_redis_url") or "redis://127.0.0.1:6379/0")
+        prefix = str(conf.get("flowcraft_key_prefix") or "flowcraft:")
+        self.node_results = NodeResults(self._redis_url, prefix, self.expires)
+        self.index = ResultIndex(self._redis_url, prefix, self.expires)
+        self._joiner: tuple[int, Any] | None = None
 
     def __reduce__(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         """Pickle as (class, url, expires)."""
@@ -158,18 +175,64 @@ class CosmosBackend(KeyValueStoreBackend):
 
     def _store_result(self, task_id: Any, result: Any, state: str, traceback: Any = None, request: Any = None,
                       **kwargs: Any) -> Any:
-        """Store a task's result; a node task's goes to Redis (`node_results`), not to Cosmos."""
-        if not is_node_task(request):
-            return super()._store_result(task_id, result, state, traceback, request, **kwargs)
+        """Store a task's result unless a SUCCESS is stored already (atomically, without reading
+        first); a node task's goes to Redis (`node_results`), not to Cosmos."""
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = bytes_to_str(task_id)
-        self.node_results.set(self.get_key_for_task(task_id), self.encode(meta))
+        if is_node_task(request):
+            self.node_results.set(self.get_key_for_task(task_id), self.encode(meta))
+            return result
+        try:
+            self._store_unless_success(self.get_key_for_task(task_id), self.encode(meta), state)
+        except BackendStoreError as exc:
+            raise BackendStoreError(str(exc), state=state, task_id=task_id) from exc
         return result
+
+    def _store_unless_success(self, key: Any, value: Any, state: str) -> None:
+        """Create the item, or replace it (ETag-conditional) unless its state is SUCCESS."""
+        id_ = self._id(key)
+        item = self._item(id_, value, self.expires)
+        item["state"] = state
+        exists = self.index.lookup(key) is Known.PRESENT
+        self.index.present(key)
+        for _ in range(STORE_ATTEMPTS):
+            if not exists:
+                try:
+                    self.container.create_item(item)
+                    return
+                except CosmosResourceExistsError:
+                    exists = True
+            current = read_item_or_none(self.container, id_, id_)
+            if current is None:
+                exists = False
+                continue
+            if self._state_of(current) == states.SUCCESS:
+                return
+            try:
+                self.container.replace_item(id_, item, etag=current.get("_etag"),
+                                            match_condition=MatchConditions.IfNotModified)
+                return
+            except CosmosAccessConditionFailedError:
+                continue
+        raise BackendStoreError(f"result {id_} kept changing while being stored ({STORE_ATTEMPTS} attempts)")
+
+    def _state_of(self, item: dict[str, Any]) -> str | None:
+        """The Celery state of a stored result item (items written before `state` was kept: decoded)."""
+        if item.get("state"):
+            return str(item["state"])
+        try:
+            meta = self.decode(base64.b64decode(item["value_b64"]) if "value_b64" in item else item.get("value"))
+        except Exception:  # an unreadable old value: never let it block a store
+            return None
+        return meta.get("status") if isinstance(meta, dict) else None
 
     def get(self, key: Any) -> Any:
         """The stored value for `key`, or None (also once its TTL has passed); a task result
         Cosmos does not have may be a node task's, in Redis."""
-        item = read_item_or_none(self.container, self._id(key), self._id(key))
+        known = self.index.lookup(key)
+        item = None if known is Known.ABSENT else read_item_or_none(self.container, self._id(key), self._id(key))
+        if item is None and known is Known.UNKNOWN:
+            self.index.absent(key)
         if item is None and bytes_to_str(key).startswith(bytes_to_str(self.task_keyprefix)):
             return self.node_results.get(key)
         if item is None or expired(item):
@@ -184,13 +247,19 @@ class CosmosBackend(KeyValueStoreBackend):
 
     def set(self, key: Any, value: Any) -> None:
         """Store `value` under `key` with the result TTL: one upsert."""
-        id_ = self._id(key)
+        item = self._item(self._id(key), value, self.expires)
+        self.index.present(key)
+        self.container.upsert_item(item)
+
+    @staticmethod
+    def _item(id_: str, value: Any, expires: Any) -> dict[str, Any]:
+        """The Cosmos item holding `value` (BackendStoreError when over the item size limit)."""
         item: dict[str, Any] = {"id": id_}
         if isinstance(value, bytes | bytearray | memoryview):
             item["value_b64"] = base64.b64encode(bytes(value)).decode("ascii")
         else:
             item["value"] = value
-        ttl = _ttl(self.expires)
+        ttl = _ttl(expires)
         if ttl:
             item["ttl"] = ttl
         size = json_size(item)
@@ -199,14 +268,13 @@ class CosmosBackend(KeyValueStoreBackend):
                 f"value for {id_} is {size} bytes, over Cosmos DB's item limit of "
                 f"{MAX_ITEM_BYTES} bytes"
             )
-        self.container.upsert_item(item)
+        return item
 
     def delete(self, key: Any) -> None:
         """Delete `key` (no error when absent)."""
-        try:
+        with contextlib.suppress(CosmosResourceNotFoundError):
             self.container.delete_item(self._id(key), partition_key=self._id(key))
-        except CosmosResourceNotFoundError:
-            return
+        self.index.forget(key)
 
     def incr(self, key: Any) -> int:
         """Atomically add one to the counter under `key` (created at 1) and return the new count."""
@@ -238,9 +306,36 @@ class CosmosBackend(KeyValueStoreBackend):
         except CosmosResourceNotFoundError:
             return
 
+    # Chords: joined in Redis by Celery's own Redis backend code --------------------------------
+
+    @property
+    def joiner(self) -> Any:
+        """This process's Celery Redis backend on `flowcraft_redis_url`, used for chord joins only."""
+        if self._joiner is None or self._joiner[0] != os.getpid():
+            from celery.backends.redis import RedisBackend
+
+            self._joiner = (os.getpid(), RedisBackend(app=self.app, url=self._redis_url))
+        return self._joiner[1]
+
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
-        """Reset the chord's counter: a re-applied frozen chord reuses its group id."""
-        self.delete(self.get_key_for_chord(group_id))
+        """Record the chord's size (a re-applied frozen chord reuses its group id: starts over)."""
+        self.joiner.set_chord_size(group_id, chord_size)
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        """Save a header that holds groups, so the join can give the body their structure (in
+        Cosmos, where `GroupResult.restore` looks); a flat header needs nothing."""
+        self.ensure_chords_allowed()
+        group_key = self.get_key_for_group(header_result_args[0])
+        if not isinstance(header_result_args[1], _regen):
+            header_result = self.app.GroupResult(*header_result_args)
+            if any(isinstance(result, GroupResult) for result in header_result.results):
+                self.set(group_key, self.encode({"result": header_result.as_tuple()}))
+                return
+        self.index.absent(group_key)
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
+        """Count a header part in Redis; the last one publishes the body (Celery's Redis join)."""
+        self.joiner.on_chord_part_return(request, state, result, **kwargs)
 
     @staticmethod
     def _id(key: Any) -> str:
