@@ -44,9 +44,10 @@ class Channel(virtual.Channel):
         return self.connection
 
     def prepare_queue_arguments(self, arguments: Any, **kwargs: Any) -> Any:
-        """Turn a Kombu queue's `message_ttl`/`expires` into `x-message-ttl`/`x-expires` (as
-        py-amqp does), so `Queue(message_ttl=...)` and `Queue(expires=...)` take effect."""
-        return to_rabbitmq_queue_arguments(arguments, **kwargs)
+        """Turn a Kombu queue's `message_ttl` into `x-message-ttl` (as py-amqp does), so
+        `Queue(message_ttl=...)` takes effect. `expires` is left out on purpose: an auto-delete
+        queue (Celery's reply and pidbox queues) goes with its last consumer, as it always has."""
+        return to_rabbitmq_queue_arguments(arguments, message_ttl=kwargs.get("message_ttl"))
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         """Create the queue (once per connection). An auto-delete queue without `x-expires`

@@ -79,3 +79,11 @@ def test_encode_parts_of_encoded_messages_round_trips() -> None:
 def test_bad_bundle_envelope_is_poison(envelope: dict[str, object]) -> None:
     with pytest.raises(wire.PoisonMessage, match="bundle"):
         wire.decode(wire.encode(envelope))
+
+
+def test_a_celery_task_with_expires_is_kept_until_a_worker_revokes_it() -> None:
+    task = {"headers": {"id": "t1", "task": "x", "expires": "2026-01-01T00:00:00+00:00"},
+            "properties": {"expiration": "1000"}}
+    assert wire.time_to_live(task, None, 0) is None
+    assert wire.time_to_live(task, 60000, 0) == 60
+    assert wire.time_to_live({"headers": {"id": "t1"}, "properties": {"expiration": "1000"}}, None, 0) == 1
