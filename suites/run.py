@@ -65,22 +65,26 @@ def unpack(archive: Path, into: Path) -> Path:
     return into / archive.name.removesuffix(".tar.gz")
 
 
-def summary(junit: Path) -> dict[str, int]:
-    """Counts of a pytest JUnit XML report."""
-    counts = {"passed": 0, "failed": 0, "skipped": 0, "xfailed": 0}
+def summary(junit: Path) -> dict[str, dict[str, int]]:
+    """Counts per test module (and `all`) of a pytest JUnit XML report; failed lists errors too."""
+    counts: dict[str, dict[str, int]] = {}
     if not junit.exists():
         return counts
     for case in ET.parse(junit).iter("testcase"):
+        module = next((part for part in case.get("classname", "").split(".") if part.startswith("test_")), "other")
         tags = {child.tag for child in case}
         skipped = case.find("skipped")
         if "failure" in tags or "error" in tags:
-            counts["failed"] += 1
+            outcome = "failed"
         elif skipped is not None and (skipped.get("type") == "pytest.xfail"):
-            counts["xfailed"] += 1
+            outcome = "xfailed"
         elif skipped is not None:
-            counts["skipped"] += 1
+            outcome = "skipped"
         else:
-            counts["passed"] += 1
+            outcome = "passed"
+        for name in ("all", module):
+            row = counts.setdefault(name, {"passed": 0, "failed": 0, "skipped": 0, "xfailed": 0})
+            row[outcome] += 1
     return counts
 
 
@@ -100,9 +104,9 @@ def run_pytest(folder: Path, args: list[str], env: dict[str, str], label: str) -
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}", *args]
     print(f"[{label}] {folder}$ {' '.join(command)}", flush=True)
     rc = subprocess.run(command, cwd=folder, env=env).returncode
-    counts = summary(junit)
-    line = ", ".join(f"{n} {k}" for k, n in counts.items())
-    print(f"SUITE {label}: {line} (pytest exit {rc})", flush=True)
+    for module, counts in summary(junit).items():
+        line = ", ".join(f"{n} {k}" for k, n in counts.items())
+        print(f"SUITE {label} [{module}]: {line} (pytest exit {rc})", flush=True)
     return rc
 
 
