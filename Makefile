@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.flowcraft-installed
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install test lint demo services-up services-down clean suites suites-kombu suites-celery
+.PHONY: help install test lint demo services-up services-down clean suites suites-kombu suites-celery suites-celery-baseline
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ suites-kombu: install ## kombu's t/integration suite against azurequeue://, Azur
 
 suites-celery: install ## Celery's t/integration (tasks, canvas, inspect) on azurequeue:// + cosmos://.
 	$(SERVICES_ENV); $(BIN)/python suites/run.py celery -- --timeout 300
+
+suites-celery-baseline: install ## The same Celery suites on Redis as broker and backend, to compare with.
+	$(SERVICES_ENV); $(BIN)/python suites/run.py celery --baseline -- --timeout 300
 
 demo: install ## Run the example order workflow on real Celery workers and beat over the dev services.
 	$(BIN)/flowcraft-celery demo

@@ -13,7 +13,7 @@ plugs a broker in:
 Usage (the dev services up, `flowcraft-celery services up`):
 
     python suites/run.py kombu [--redis] [--keep] [-- <pytest args>]
-    python suites/run.py celery [--no-redis] [--keep] [--files test_tasks.py ...] [-- <pytest args>]
+    python suites/run.py celery [--no-redis | --baseline] [--keep] [--files test_tasks.py ...] [-- <pytest args>]
 
 Prints one summary line per run (`passed/failed/skipped/...`) and exits with pytest's status.
 Downloads are cached in ``$FLOWCRAFT_SUITES_CACHE`` (default ``~/.cache/flowcraft-celery/sdists``);
@@ -122,9 +122,18 @@ def run_kombu(work: Path, cache: Path, redis: str | None, args: list[str]) -> in
     return run_pytest(tree, ["t/integration/test_azurequeue.py", *args], env, label)
 
 
-def run_celery(work: Path, cache: Path, redis: str | None, files: list[str], args: list[str]) -> int:
-    """Celery's t/integration with TEST_BROKER=azurequeue://, TEST_BACKEND=cosmos://."""
+def run_celery(work: Path, cache: Path, redis: str | None, files: list[str], args: list[str],
+               baseline: bool = False) -> int:
+    """Celery's t/integration with TEST_BROKER=azurequeue://, TEST_BACKEND=cosmos:// (or, for
+    the baseline, Redis for both, as Celery's CI runs it)."""
     tree = unpack(sdist("celery", cache), work)
+    targets = [f"t/integration/{name}" for name in files]
+    if baseline:
+        env = services_env()
+        url = redis or DEFAULT_REDIS
+        env.update(TEST_BROKER=url, TEST_BACKEND=url)
+        label = f"celery {version('celery')} Redis baseline (broker and backend {url})"
+        return run_pytest(tree, ["-p", "celery.contrib.pytest", *targets, *args], env, label)
     prefix = f"cs{uuid.uuid4().hex[:8]}-"
     options: dict[str, object] = {"queue_name_prefix": prefix}
     if redis:
@@ -138,7 +147,6 @@ def run_celery(work: Path, cache: Path, redis: str | None, files: list[str], arg
     env = services_env()
     env.update(TEST_BROKER="azurequeue://", TEST_BACKEND="cosmos://")
     label = f"celery {version('celery')} azurequeue {'with redis_url' if redis else 'Azure only'} + cosmos"
-    targets = [f"t/integration/{name}" for name in files]
     return run_pytest(tree, ["-p", "celery.contrib.pytest", "-p", "suites.celery_plugin", *targets, *args], env, label)
 
 
@@ -153,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suite", choices=["kombu", "celery"])
     parser.add_argument("--redis", action="store_true", help="kombu: run with the redis_url transport option")
     parser.add_argument("--no-redis", action="store_true", help="celery: run without the redis_url option")
+    parser.add_argument("--baseline", action="store_true",
+                        help="celery: Redis as broker and backend (the baseline to compare with)")
     parser.add_argument("--files", nargs="*", default=["test_tasks.py", "test_canvas.py", "test_inspect.py"])
     parser.add_argument("--keep", action="store_true", help="keep the unpacked sdist (path printed)")
     options = parser.parse_args(argv)
@@ -162,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if options.suite == "kombu":
             return run_kombu(work, cache, redis_url if options.redis else None, extra)
-        return run_celery(work, cache, None if options.no_redis else redis_url, options.files, extra)
+        return run_celery(work, cache, None if options.no_redis else redis_url, options.files, extra,
+                          baseline=options.baseline)
     finally:
         if options.keep:
             print(f"kept {work}")
