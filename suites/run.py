@@ -133,7 +133,7 @@ def run_celery(work: Path, cache: Path, redis: str | None, files: list[str], arg
         url = redis or DEFAULT_REDIS
         env.update(TEST_BROKER=url, TEST_BACKEND=url)
         label = f"celery {version('celery')} Redis baseline (broker and backend {url})"
-        return run_pytest(tree, ["-p", "celery.contrib.pytest", *targets, *args], env, label)
+        return run_pytest(tree, ["-p", "celery.contrib.pytest", "--tb=native", *targets, *args], env, label)
     prefix = f"cs{uuid.uuid4().hex[:8]}-"
     options: dict[str, object] = {"queue_name_prefix": prefix}
     if redis:
@@ -147,7 +147,9 @@ def run_celery(work: Path, cache: Path, redis: str | None, files: list[str], arg
     env = services_env()
     env.update(TEST_BROKER="azurequeue://", TEST_BACKEND="cosmos://")
     label = f"celery {version('celery')} azurequeue {'with redis_url' if redis else 'Azure only'} + cosmos"
-    return run_pytest(tree, ["-p", "celery.contrib.pytest", "-p", "suites.celery_plugin", *targets, *args], env, label)
+    # --tb=native: pytest's own traceback formatting crashes (INTERNALERROR) on some timeouts
+    plugins = ["-p", "celery.contrib.pytest", "-p", "suites.celery_plugin"]
+    return run_pytest(tree, [*plugins, "--tb=native", *targets, *args], env, label)
 
 
 def main(argv: list[str] | None = None) -> int:
