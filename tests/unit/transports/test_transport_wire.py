@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -87,3 +88,14 @@ def test_a_celery_task_with_expires_is_kept_until_a_worker_revokes_it() -> None:
     assert wire.time_to_live(task, None, 0) is None
     assert wire.time_to_live(task, 60000, 0) == 60
     assert wire.time_to_live({"headers": {"id": "t1"}, "properties": {"expiration": "1000"}}, None, 0) == 1
+
+
+def test_a_transient_message_popped_after_its_expiry_is_dropped() -> None:
+    from transports.azurequeue.transient import decode, message_ttl_ms
+
+    payload = '{"body": "x", "properties": {}}'
+    now_ms = int(time.time() * 1000)
+    assert decode(payload) == {"body": "x", "properties": {}}
+    assert decode(f"{now_ms + 60_000}:{payload}") == {"body": "x", "properties": {}}
+    assert decode(f"{now_ms - 1}:{payload}") is None
+    assert message_ttl_ms({"x-message-ttl": 1500}) == 1500 and message_ttl_ms({}) is None
