@@ -16,8 +16,11 @@ class PoisonMessage(ValueError):
 
 
 def encode(envelope: dict[str, Any]) -> str:
-    """Serialize an envelope (`m` payload, `ms` bundle or `blob` reference, plus `due` and `dl`) to text."""
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=True)
+    """Serialize an envelope (`m` payload, `ms` bundle or `blob` reference, plus `due` and `dl`) to text.
+
+    A value JSON cannot represent (an object passed as a message property, which AMQP would
+    simply not carry) is sent as its `str`, never failing the publish."""
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
 #: Characters an envelope adds around the texts of the Kombu messages it carries (and more).

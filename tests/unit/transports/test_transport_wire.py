@@ -99,3 +99,8 @@ def test_a_transient_message_popped_after_its_expiry_is_dropped() -> None:
     assert decode(f"{now_ms + 60_000}:{payload}") == {"body": "x", "properties": {}}
     assert decode(f"{now_ms - 1}:{payload}") is None
     assert message_ttl_ms({"x-message-ttl": 1500}) == 1500 and message_ttl_ms({}) is None
+
+
+def test_a_property_json_cannot_carry_does_not_fail_the_publish() -> None:
+    text = wire.encode({"m": {"body": "x", "properties": {"signal": object()}}})
+    assert wire.decode(text)["m"]["body"] == "x"
