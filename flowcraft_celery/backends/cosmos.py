@@ -241,6 +241,16 @@ class CosmosBackend(KeyValueStoreBackend):
             return base64.b64decode(item["value_b64"])
         return item.get("value")
 
+    def wait_for(self, task_id: Any, timeout: float | None = None, interval: float = 0.5, no_ack: bool = True,
+                 on_interval: Any = None) -> Any:
+        """Poll until the task is ready; a failure is checked against the parents first, as with
+        Celery's Redis backend, whose pub/sub client hears of a failed parent (a chord header's
+        chain) before the body's ChordError: `get()` then raises the parent's own exception."""
+        meta = super().wait_for(task_id, timeout=timeout, interval=interval, no_ack=no_ack, on_interval=on_interval)
+        if on_interval is not None and meta.get("status") in states.PROPAGATE_STATES:
+            on_interval()
+        return meta
+
     def mget(self, keys: list[Any]) -> list[Any]:
         """Values for several keys (None where missing), in order."""
         return [self.get(key) for key in keys]

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 import redis
-from celery import Celery, chord, group, states
+from celery import Celery, chain, chord, group, states
 from celery.exceptions import BackendStoreError, ImproperlyConfigured
 
 from flowcraft_celery.backends.cosmos import CosmosBackend
@@ -268,3 +268,8 @@ def test_nested_chords_and_groups_in_a_header_complete(worker: tuple[Celery, Pat
     assert sorted(with_group.apply_async().get(timeout=60)) == [2, 4, 6]
     wide = chord([add(i, 0) for i in range(200)], app.signature("cosmos_app.collect"))
     assert wide.apply_async().get(timeout=120) == list(range(200))
+    # a header chain that fails: get() raises its own exception (as on Redis), not the ChordError
+    failing = chord([chain(add(1, 1), app.signature("cosmos_app.fail", ("boom",), immutable=True), add(2, 2))],
+                    collect())
+    with pytest.raises(ValueError, match="boom"):
+        failing.apply_async().get(timeout=60)
