@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.flowcraft-installed
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install test lint differential demo services-up services-down clean test-throttling bench-throttle
+.PHONY: help install test lint differential demo services-up services-down clean test-throttling bench-throttle \
+	suites suites-kombu suites-celery suites-celery-baseline
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -51,6 +52,24 @@ REPLAY ?=
 differential: install ## Differential test: SEEDS=N random blueprints, local runner vs Celery workers (SEED=, REPLAY=file).
 	FLOWCRAFT_DIFF_EXAMPLES=$(SEEDS) FLOWCRAFT_DIFF_SEED=$(SEED) FLOWCRAFT_DIFF_REPLAY=$(REPLAY) \
 		$(BIN)/pytest tests/integration/distributed/test_differential.py -s -q --timeout=$$(( $(SEEDS) * 10 + 600 ))
+
+# kombu's and Celery's own integration suites, from the sdists of the installed versions unpacked
+# into a temp folder (never copied here), with our plug-ins (suites/): docs/upstream-suites.md.
+SERVICES_ENV = eval "$$($(BIN)/flowcraft-celery services up --env | grep '^export ')"
+
+suites: suites-kombu suites-celery ## kombu's and Celery's integration suites against azurequeue:// and cosmos://.
+
+suites-kombu: install ## kombu's t/integration suite against azurequeue://, Azure only and with redis_url.
+	$(SERVICES_ENV); status=0; \
+	$(BIN)/python suites/run.py kombu || status=$$?; \
+	$(BIN)/python suites/run.py kombu --redis || status=$$?; \
+	exit $$status
+
+suites-celery: install ## Celery's t/integration (tasks, canvas, inspect) on azurequeue:// + cosmos://.
+	$(SERVICES_ENV); $(BIN)/python suites/run.py celery -- --timeout 300
+
+suites-celery-baseline: install ## The same Celery suites on Redis as broker and backend, to compare with.
+	$(SERVICES_ENV); $(BIN)/python suites/run.py celery --baseline -- --timeout 300
 
 demo: install ## Run the example order workflow on real Celery workers and beat over the dev services.
 	$(BIN)/flowcraft-celery demo

@@ -11,7 +11,11 @@ Features
 * Supports Topic: Yes, across processes
 * Supports Fanout: Yes, across processes (so ``celery inspect``/``control``, events, Flower work)
 * Supports Priority: No
-* Supports TTL: Yes (message ``expiration`` and queue ``x-message-ttl``, on Azure queues)
+* Supports TTL: Yes (message ``expiration`` and queue ``x-message-ttl``/``Queue(message_ttl=)``),
+  on Azure queues and on transient queues in Redis alike. A Celery task message's ``expiration``
+  (Celery sets it from the task's ``expires``) is not applied: the message reaches a worker, which
+  sees ``expires`` has passed and records the task REVOKED, as Celery does on any broker; dropped
+  unseen by Azure, its result would stay PENDING for ever.
 * Acknowledgements: a received message stays invisible and is deleted on ack; its invisibility
   is extended while the consumer holds it (prefetched or running); if the consumer dies it
   reappears after ``visibility_timeout``. ``reject(requeue=True)`` makes it visible at once,
@@ -44,6 +48,13 @@ Connection String
     azurequeue://DefaultAzureCredential@<ACCOUNT_URL> # needs the ``identity`` extra
                                                       # (role: Storage Queue Data Contributor, and
                                                       # Storage Blob Data Contributor for large bodies)
+
+Connecting (Kombu's ``connect()``/``ensure_connection``, a Celery worker's start) makes one request
+to the account (list one queue name, no retry, timeout Kombu's ``connect_timeout`` / Celery's
+``broker_connection_timeout``, at most 5 s) and, with ``redis_url``, one Redis PING: an account or
+Redis that does not answer, or a key the account refuses, fails the connection with an error that
+names the (masked) URL, so Celery prints ``Cannot connect to azurequeue://**@…: … does not answer``
+and retries as for any broker. A healthy account costs one request (~10 ms) per connection.
 
 Credentials are masked in ``repr``, logs and ``celery report``. A connection string put in
 ``broker_transport_options`` should be wrapped in :class:`transports.azurequeue.auth.Secret`

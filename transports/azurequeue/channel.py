@@ -14,6 +14,7 @@ from amqp.protocol import queue_declare_ok_t  # type: ignore[import-untyped]
 from azure.core.exceptions import ResourceNotFoundError
 from kombu.exceptions import ChannelError
 from kombu.transport import virtual
+from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from .registry import Route
 
@@ -41,6 +42,12 @@ class Channel(virtual.Channel):
     def transport(self) -> Transport:
         """The transport (one per Kombu connection) this channel belongs to."""
         return self.connection
+
+    def prepare_queue_arguments(self, arguments: Any, **kwargs: Any) -> Any:
+        """Turn a Kombu queue's `message_ttl` into `x-message-ttl` (as py-amqp does), so
+        `Queue(message_ttl=...)` takes effect. `expires` is left out on purpose: an auto-delete
+        queue (Celery's reply and pidbox queues) goes with its last consumer, as it always has."""
+        return to_rabbitmq_queue_arguments(arguments, message_ttl=kwargs.get("message_ttl"))
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         """Create the queue (once per connection). An auto-delete queue without `x-expires`

@@ -326,6 +326,9 @@ class Receiver:
         except ValueError as exc:
             logger.error("Dropping an unreadable message of transient queue %r: %r", queue, exc)
             return
+        if payload is None:
+            logger.debug("Dropped an expired message of transient queue %r", queue)
+            return
         self._inbox.put(queue, payload, consumption.owner)
 
     def _poll(self, queue: str, consumption: Consumption, room: int) -> None:

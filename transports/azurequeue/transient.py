@@ -7,8 +7,11 @@ refuses to re-create a queue for a while after deleting it. With Redis configure
 Redis instead:
 
 * `<ns>alive:<queue>`: the queue exists while this key does; its declaring process refreshes it
-  (`keepalive`), so it disappears `ttl` seconds after that process dies, list and all.
-* `<ns>q:<queue>`: the messages, a list (pushed right, popped left by the consumer's BLPOP).
+  (`keepalive`), so it disappears `ttl` seconds after that process dies, list and all. Its value
+  is `1`, or `m<ms>` for a queue declared with `x-message-ttl`.
+* `<ns>q:<queue>`: the messages, a list (pushed right, popped left by the consumer's BLPOP). A
+  message with a time to live (its `expiration`, the queue's `x-message-ttl`, the shorter) is
+  stored as `<epoch ms it expires>:<json>`; one popped after that time is dropped, not delivered.
 * `<ns>bind:<exchange>`: a sorted set of bindings `[exchange type, routing key, queue]` scored by
   the time they expire, refreshed with the queue; publishers read the live ones.
 
@@ -35,7 +38,15 @@ MIN_TTL = 6.0
 _PUT = """
 local ttl = redis.call('pttl', KEYS[1])
 if ttl <= 0 then return 0 end
-redis.call('rpush', KEYS[2], ARGV[1])
+local item = ARGV[1]
+local expires = tonumber(ARGV[3])
+local queue_ttl = tonumber(string.match(redis.call('get', KEYS[1]) or '', '^m(%d+)$') or '')
+if queue_ttl then
+  local by_queue = tonumber(ARGV[4]) + queue_ttl
+  if expires == 0 or by_queue < expires then expires = by_queue end
+end
+if expires > 0 then item = string.format('%d', expires) .. ':' .. item end
+redis.call('rpush', KEYS[2], item)
 redis.call('ltrim', KEYS[2], -tonumber(ARGV[2]), -1)
 redis.call('pexpire', KEYS[2], ttl)
 return 1
@@ -48,6 +59,12 @@ Binding = tuple[str, str, str]
 def is_transient(arguments: dict[str, Any], auto_delete: bool) -> bool:
     """Tell whether a queue declared with these arguments is transient (lives in Redis)."""
     return auto_delete or arguments.get("x-expires") is not None
+
+
+def message_ttl_ms(arguments: dict[str, Any]) -> int | None:
+    """The queue's `x-message-ttl` (milliseconds), if any."""
+    value = arguments.get("x-message-ttl")
+    return None if value is None else max(0, int(value))
 
 
 def lifetime(arguments: dict[str, Any]) -> float:
@@ -66,6 +83,7 @@ class TransientQueues:
         self._put: Callable[..., Any] = client.register_script(_PUT)
         self._lock = threading.Lock()
         self._owned: dict[str, float] = {}
+        self._marks: dict[str, str] = {}
         self._bindings: dict[str, set[tuple[str, str, str]]] = {}
 
     def list_key(self, queue: str) -> str:
@@ -83,12 +101,15 @@ class TransientQueues:
         with self._lock:
             return queue in self._owned
 
-    def declare(self, queue: str, ttl: float) -> None:
-        """Create (or refresh) `queue`; this process keeps it alive until `delete` or exit."""
+    def declare(self, queue: str, ttl: float, message_ttl: int | None = None) -> None:
+        """Create (or refresh) `queue`, whose messages live `message_ttl` ms if given; this
+        process keeps it alive until `delete` or exit."""
+        mark = "1" if message_ttl is None else f"m{message_ttl}"
         with self._lock:
             self._owned[queue] = ttl
+            self._marks[queue] = mark
             self._bindings.setdefault(queue, set())
-        self._client.set(self._alive_key(queue), "1", px=int(ttl * 1000))
+        self._client.set(self._alive_key(queue), mark, px=int(ttl * 1000))
 
     def exists(self, queue: str) -> bool:
         """Tell whether `queue` is alive (declared by a process still refreshing it)."""
@@ -112,6 +133,7 @@ class TransientQueues:
         """Delete `queue`, its messages and the bindings this process made for it."""
         with self._lock:
             self._owned.pop(queue, None)
+            self._marks.pop(queue, None)
             bindings = self._bindings.pop(queue, set())
         pipe = self._client.pipeline(transaction=False)
         pipe.delete(self._alive_key(queue), self.list_key(queue))
@@ -130,12 +152,13 @@ class TransientQueues:
         """Refresh the lifetime of every queue (and binding) this process declared."""
         with self._lock:
             owned = dict(self._owned)
+            marks = dict(self._marks)
             bindings = {q: set(b) for q, b in self._bindings.items() if q in owned}
         if not owned:
             return
         pipe = self._client.pipeline(transaction=False)
         for queue, ttl in owned.items():
-            pipe.set(self._alive_key(queue), "1", px=int(ttl * 1000))
+            pipe.set(self._alive_key(queue), marks.get(queue, "1"), px=int(ttl * 1000))
             pipe.pexpire(self.list_key(queue), int(ttl * 1000))
             for exchange, kind, key in bindings.get(queue, ()):
                 pipe.zadd(self._bind_key(exchange), {json.dumps([kind, key, queue]): _expiry_ms(ttl)})
@@ -160,9 +183,13 @@ class TransientQueues:
         return routes
 
     def put(self, queue: str, payload: dict[str, Any]) -> bool:
-        """Push a message onto `queue` if it is alive; tell whether it was."""
+        """Push a message onto `queue` if it is alive; tell whether it was. It expires after the
+        shorter of its `expiration` and the queue's `x-message-ttl`."""
         keys = [self._alive_key(queue), self.list_key(queue)]
-        return bool(self._put(keys=keys, args=[json.dumps(payload), self._max_length]))
+        now_ms = int(time.time() * 1000)
+        expiration = (payload.get("properties") or {}).get("expiration")
+        expires = now_ms + max(0, int(float(expiration))) if expiration is not None else 0
+        return bool(self._put(keys=keys, args=[json.dumps(payload), self._max_length, expires, now_ms]))
 
     def size(self, queue: str) -> int:
         """How many messages wait in `queue`."""
@@ -191,8 +218,14 @@ def _expiry_ms(ttl: float) -> int:
     return int((time.time() + ttl) * 1000)
 
 
-def decode(text: str | bytes) -> dict[str, Any]:
-    """Parse a message popped from a transient queue."""
+def decode(text: str | bytes) -> dict[str, Any] | None:
+    """Parse a message popped from a transient queue; None if it expired before it was popped."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    if not text.startswith("{"):
+        expires, _, text = text.partition(":")
+        if time.time() * 1000 >= int(expires):
+            return None
     payload = json.loads(text)
     if not isinstance(payload, dict):
         raise ValueError("transient queue message is not a Kombu payload")

@@ -9,7 +9,13 @@ from collections.abc import Hashable
 from typing import Any
 
 import redis
-from azure.core.exceptions import AzureError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from kombu.transport import virtual
 from kombu.transport.virtual.exchange import TopicExchange
 
@@ -25,7 +31,7 @@ from .queues import AzureQueues
 from .receiver import MAX_WAIT, Consumption, Received, Receiver
 from .redisauth import redis_from_url
 from .registry import BindingRegistry, Route
-from .transient import TransientQueues, decode, is_transient, lifetime
+from .transient import TransientQueues, decode, is_transient, lifetime, message_ttl_ms
 from .wakeup import WakeSignals
 
 logger = logging.getLogger(__name__)
@@ -38,6 +44,13 @@ REDIS_TIMEOUT = 1.0
 TRANSIENT_ROUTES_CACHE = 1.0
 #: Longest time (seconds) a worker's event loop sleeps, so it notices a shutdown signal soon.
 LOOP_TICK = 1.0
+#: Longest wait (seconds) for the storage account's answer when a connection is established
+#: (Kombu's `connect_timeout`, Celery's `broker_connection_timeout`, if shorter).
+CONNECT_TIMEOUT = 5.0
+
+
+class BrokerUnreachable(ConnectionError):
+    """The storage account (or the Redis of `redis_url`) did not answer when connecting."""
 
 
 class Transport(virtual.Transport):
@@ -51,6 +64,7 @@ class Transport(virtual.Transport):
     driver_name = "azure-storage-queue"
     connection_errors: tuple[Any, ...] = (
         *virtual.Transport.connection_errors,
+        BrokerUnreachable,
         ServiceRequestError,
         ServiceResponseError,
         redis.ConnectionError,
@@ -146,9 +160,37 @@ class Transport(virtual.Transport):
         return self._redis
 
     def establish_connection(self) -> Any:
-        """Build the clients (no request is made until the first queue operation)."""
+        """Build the clients and check the account answers (one request, no retry, a short
+        timeout), and Redis when configured: a broker that is not there fails here, so Kombu's
+        `ensure_connection` and Celery's connection retries see it."""
         self._clients = self.clients
+        self._check_reachable()
         return super().establish_connection()
+
+    def _check_reachable(self) -> None:
+        """Ask the account for one page of one queue name; PING Redis. Raise BrokerUnreachable."""
+        conninfo: Any = self.client
+        timeout = min(float(getattr(conninfo, "connect_timeout", None) or CONNECT_TIMEOUT), CONNECT_TIMEOUT)
+        where = masked_url(conninfo.hostname or "")
+        try:
+            pages = self.clients.queues.list_queues(
+                name_starts_with=self.options.queue_name_prefix or None, results_per_page=1,
+                connection_timeout=timeout, read_timeout=timeout, retry_total=0,
+            ).by_page()
+            next(pages, None)
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise BrokerUnreachable(f"the storage account of {where} does not answer: {exc}") from exc
+        except HttpResponseError as exc:
+            # The account answered. A credential it refuses is a connection error (nothing will
+            # work); a SAS without the service-level `list` permission is fine.
+            if exc.status_code in (401, 403) and getattr(exc, "error_code", None) == "AuthenticationFailed":
+                raise BrokerUnreachable(f"the storage account of {where} refuses the credential: {exc.message}") \
+                    from exc
+        if self.options.redis_url:
+            try:
+                self._redis_client().ping()
+            except redis.RedisError as exc:
+                raise BrokerUnreachable(f"the Redis of the `redis_url` option does not answer: {exc}") from exc
 
     # Declarations and routing -------------------------------------------------------------
 
@@ -160,7 +202,7 @@ class Transport(virtual.Transport):
         """Create a queue: a transient one in Redis when configured, any other on Azure."""
         transient = is_transient(arguments, auto_delete)
         if transient and self.transient is not None:
-            self.transient.declare(queue, lifetime(arguments))
+            self.transient.declare(queue, lifetime(arguments), message_ttl_ms(arguments))
             self._transient_names.add(queue)
             return
         if transient:
@@ -235,10 +277,15 @@ class Transport(virtual.Transport):
             self._receiver.wake(queue)
 
     def pop_transient(self, queue: str) -> dict[str, Any] | None:
-        """Take one message of a transient queue, if any (basic_get)."""
+        """Take one message of a transient queue, if any (basic_get); expired ones are dropped."""
         assert self.transient is not None
-        text = self._redis_client().lpop(self.transient.list_key(queue))
-        return None if text is None else decode(str(text))
+        while True:
+            text = self._redis_client().lpop(self.transient.list_key(queue))
+            if text is None:
+                return None
+            payload = decode(str(text))
+            if payload is not None:
+                return payload
 
     def existing_queue_size(self, queue: str) -> int:
         """Message count of a queue that must exist (ResourceNotFoundError otherwise)."""

@@ -16,8 +16,11 @@ class PoisonMessage(ValueError):
 
 
 def encode(envelope: dict[str, Any]) -> str:
-    """Serialize an envelope (`m` payload, `ms` bundle or `blob` reference, plus `due` and `dl`) to text."""
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=True)
+    """Serialize an envelope (`m` payload, `ms` bundle or `blob` reference, plus `due` and `dl`) to text.
+
+    A value JSON cannot represent (an object passed as a message property, which AMQP would
+    simply not carry) is sent as its `str`, never failing the publish."""
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
 #: Characters an envelope adds around the texts of the Kombu messages it carries (and more).
@@ -89,13 +92,23 @@ def initial_visibility(due: float | None, now: float) -> int:
 
 
 def time_to_live(payload: dict[str, Any], queue_ttl_ms: int | None, hidden: int) -> int | None:
-    """Seconds the message lives: the shorter of its `expiration` and the queue's message TTL."""
+    """Seconds the message lives: the shorter of its `expiration` and the queue's message TTL.
+
+    A Celery task message's `expiration` (set from the task's `expires`) is not applied: Azure
+    would delete it unseen and its result would stay PENDING for ever; kept, it reaches a worker,
+    which sees `expires` has passed and records the task REVOKED (Celery's own semantics)."""
     candidates = []
     expiration = (payload.get("properties") or {}).get("expiration")
-    if expiration is not None:
+    if expiration is not None and not is_celery_task_with_expires(payload):
         candidates.append(float(expiration))
     if queue_ttl_ms is not None:
         candidates.append(float(queue_ttl_ms))
     if not candidates:
         return None
     return hidden + max(1, math.ceil(min(candidates) / 1000.0))
+
+
+def is_celery_task_with_expires(payload: dict[str, Any]) -> bool:
+    """Whether `payload` is a Celery task message (protocol 2) with an `expires` header."""
+    headers = payload.get("headers") or {}
+    return bool(headers.get("expires")) and bool(headers.get("id")) and bool(headers.get("task"))

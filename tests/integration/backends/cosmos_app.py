@@ -38,3 +38,9 @@ def count_and_sum(values: list[int], counter_key: str) -> int:
     """Chord callback: count this execution in Redis, then sum the header's results."""
     redis.Redis.from_url(os.environ["REDIS_URL"]).incr(counter_key)
     return sum(values)
+
+
+@app.task(name="cosmos_app.collect")
+def collect(values: list[object]) -> list[object]:
+    """Chord callback: the header's results as they arrive."""
+    return values

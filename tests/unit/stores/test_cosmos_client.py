@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from celery.exceptions import ImproperlyConfigured
 
-from flowcraft_celery.backends.cosmos import _ttl, connection_string_from_url
+from flowcraft_celery.backends.cosmos import _ttl, connection_string_from_url, mask_url
 from flowcraft_celery.stores.base import PatchOp, ValueTooLargeError
 from flowcraft_celery.stores.cosmos import (
     MAX_BATCH_OPS,
@@ -134,6 +135,19 @@ def test_backend_urls() -> None:
         "AccountEndpoint=https://host:1234/;AccountKey=k+ey;")
     assert connection_string_from_url("cosmos://:key@host") == (
         "AccountEndpoint=https://host:443/;AccountKey=key;")
+
+
+def test_backend_url_takes_the_key_as_azure_shows_it() -> None:
+    key = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DDJf5/2oMqLl6JVXUEHnCYqC7gsXzlzUm7xzy2Pp1FHpWw=="
+    url = f"cosmos://:{key}@acct.documents.azure.com:443"
+    assert connection_string_from_url(url) == f"AccountEndpoint=https://acct.documents.azure.com:443/;AccountKey={key};"
+    assert connection_string_from_url(f"cosmos://:{key}@localhost:8081/") == (
+        f"AccountEndpoint=https://localhost:8081/;AccountKey={key};")
+    assert mask_url(url) == "cosmos://:**@acct.documents.azure.com:443"
+    for bad in ("cosmos://localhost:8081", f"cosmos://:{key}@", f"cosmos://:{key}@host:port"):
+        with pytest.raises(ImproperlyConfigured, match="cosmos://") as info:
+            connection_string_from_url(bad)
+        assert key not in str(info.value)
 
 
 def test_result_ttl_in_whole_seconds() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -79,3 +80,27 @@ def test_encode_parts_of_encoded_messages_round_trips() -> None:
 def test_bad_bundle_envelope_is_poison(envelope: dict[str, object]) -> None:
     with pytest.raises(wire.PoisonMessage, match="bundle"):
         wire.decode(wire.encode(envelope))
+
+
+def test_a_celery_task_with_expires_is_kept_until_a_worker_revokes_it() -> None:
+    task = {"headers": {"id": "t1", "task": "x", "expires": "2026-01-01T00:00:00+00:00"},
+            "properties": {"expiration": "1000"}}
+    assert wire.time_to_live(task, None, 0) is None
+    assert wire.time_to_live(task, 60000, 0) == 60
+    assert wire.time_to_live({"headers": {"id": "t1"}, "properties": {"expiration": "1000"}}, None, 0) == 1
+
+
+def test_a_transient_message_popped_after_its_expiry_is_dropped() -> None:
+    from transports.azurequeue.transient import decode, message_ttl_ms
+
+    payload = '{"body": "x", "properties": {}}'
+    now_ms = int(time.time() * 1000)
+    assert decode(payload) == {"body": "x", "properties": {}}
+    assert decode(f"{now_ms + 60_000}:{payload}") == {"body": "x", "properties": {}}
+    assert decode(f"{now_ms - 1}:{payload}") is None
+    assert message_ttl_ms({"x-message-ttl": 1500}) == 1500 and message_ttl_ms({}) is None
+
+
+def test_a_property_json_cannot_carry_does_not_fail_the_publish() -> None:
+    text = wire.encode({"m": {"body": "x", "properties": {"signal": object()}}})
+    assert wire.decode(text)["m"]["body"] == "x"
