@@ -25,6 +25,8 @@ from typing import Any
 
 import redis
 
+from transports.azurequeue.redisauth import redis_from_url
+
 logger = logging.getLogger(__name__)
 
 #: How long a "no such item" mark is trusted (seconds).
@@ -52,7 +54,7 @@ class ResultIndex:
     def client(self) -> redis.Redis:
         """This process's Redis client (a forked child builds its own)."""
         if self._client is None or self._client[0] != os.getpid():
-            self._client = (os.getpid(), redis.Redis.from_url(
+            self._client = (os.getpid(), redis_from_url(
                 self._url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True))
         return self._client[1]
 
