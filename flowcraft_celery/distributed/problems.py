@@ -97,7 +97,10 @@ def _endpoints(conf: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str
     queue = _connection_part(storage, "QueueEndpoint")
     if queue is None and _connection_part(storage, "AccountName"):
         queue = f"https://{_connection_part(storage, 'AccountName')}.queue.core.windows.net"
-    return {"cosmos": cosmos, "storage": queue or "", "redis": str(conf.get("flowcraft_redis_url") or "")}
+    broker = str(conf.get("broker_url") or "")
+    in_url = broker.split("@", 1)[1] if broker.startswith("azurequeue://") and "@" in broker else ""
+    return {"cosmos": cosmos, "storage": queue or "", "broker": in_url,
+            "redis": str(conf.get("flowcraft_redis_url") or "")}
 
 
 def explain(exc: BaseException, conf: Mapping[str, Any], env: Mapping[str, str]) -> Exception | None:
@@ -190,6 +193,7 @@ def _azure_problem(exc: BaseException, endpoints: Mapping[str, str]) -> Exceptio
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         text = str(exc)
         for service, setting, name in (("cosmos", CONNECTION_STRING_ENV, "Cosmos DB"),
+                                       ("broker", BROKER_ENV, "Azure Storage"),
                                        ("storage", STORAGE_ENV, "Azure Storage")):
             host_port = _host_port(endpoints[service])
             if host_port and (host_port in text or host_port.replace(":", "', port=") in text):
