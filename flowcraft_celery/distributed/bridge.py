@@ -424,12 +424,16 @@ class NodeExecution:
         for message in messages.values():
             message["sent"] = finished_at  # an inlined one is on its way right here
         if messages:
-            self.rt.ledger.progress(self.run_id, None, messages, finished_at)
+            self.rt.ledger.expect(self.run_id, messages)
+        written = {name: dict(message) for name, message in messages.items()}
         inline = self._inline_choice(list(messages.values()))
         publish_groups(self.app, self.graph, self._groups([m for m in messages.values() if m is not inline]))
         if inline is not None:
             NodeExecution(self.task, self.rt, inline, self.depth + 1, own_message=False).handle()
-        self._progress(messages, finished_at)
+        remaining = self.rt.ledger.settle(self.run_id, self.token,
+                                          {name: (written[name], message) for name, message in messages.items()},
+                                          finished_at)
+        self._completed_or_touched(remaining)
 
     def _record(self, result: NodeResult, decision: Decision) -> RecordedOutput | None:
         """Record output and decision once (also for the node a fallback stands in for); the
@@ -507,9 +511,8 @@ class NodeExecution:
             raise self.task.retry(kwargs={"msg": message}, countdown=countdown)
         publish(self.app, self.graph, message, countdown=countdown or None)
 
-    def _progress(self, added: dict[str, Payload], finished_at: float | None = None) -> None:
-        """Mark this token finished; complete the run when nothing is pending."""
-        remaining = self.rt.ledger.progress(self.run_id, self.token, added, finished_at)
+    def _completed_or_touched(self, remaining: int) -> None:
+        """Complete the run when nothing is pending, else note it is alive."""
         if remaining == 0:
             complete(self.app, self.rt, self.run_id)
         else:

@@ -45,6 +45,37 @@ end
 return redis.call('HLEN', pending)
 """
 
+_EXPECT = """
+for i = 1, #ARGV, 2 do
+  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
+    redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
+_RESTAMP = """
+local pending, finished, times = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[1] ~= '' then
+  redis.call('HDEL', pending, ARGV[1])
+  if redis.call('SADD', finished, ARGV[1]) == 1 then
+    redis.call('HSET', times, ARGV[1], ARGV[2])
+  end
+end
+for i = 3, #ARGV, 3 do
+  if redis.call('HGET', pending, ARGV[i]) == ARGV[i + 1] then
+    redis.call('HSET', pending, ARGV[i], ARGV[i + 2])
+  end
+end
+local left = redis.call('TTL', KEYS[4])
+if left > 0 then
+  redis.call('EXPIRE', pending, left)
+  redis.call('EXPIRE', finished, left)
+  redis.call('EXPIRE', times, left)
+end
+return redis.call('HLEN', pending)
+"""
+
 _CHECK = """
 return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or '',
         redis.call('SISMEMBER', KEYS[3], ARGV[1]), redis.call('GET', KEYS[4]) or '',
@@ -120,6 +151,8 @@ class RunLedger:
         self._check = client.register_script(_CHECK)
         self._begin = client.register_script(_BEGIN)
         self._refresh = client.register_script(_REFRESH)
+        self._restamp = client.register_script(_RESTAMP)
+        self._expect = client.register_script(_EXPECT)
 
     def _key(self, run_id: str, name: str) -> str:
         return f"{self._prefix}run:{run_id}:{name}"
@@ -148,6 +181,27 @@ class RunLedger:
         keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times"),
                 self._key(run_id, "expires")]
         return int(self._progress(keys=keys, args=args))
+
+    def expect(self, run_id: str, added: Mapping[str, Mapping[str, Any]]) -> None:
+        """Make `added` (token -> payload) pending before their messages are sent, unless a token
+        finished or is pending already (a copy of this work that ran before keeps its entries)."""
+        args: list[Any] = []
+        for name, payload in added.items():
+            args += [name, _dump(payload)]
+        self._expect(keys=[self._key(run_id, "pending"), self._key(run_id, "finished")], args=args)
+
+    def settle(self, run_id: str, done: str, sent: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
+               finished_at: float | None = None) -> int:
+        """Mark `done` finished and replace each of its successors' pending entries (token ->
+        (entry written before its message left, the entry with its final `sent`)) only while it
+        still holds what was written: a successor that moved on meanwhile (its sleep's wake-up,
+        its retry, its own finish) keeps its own. Return how many remain pending."""
+        args: list[Any] = [done, repr(time.time() if finished_at is None else finished_at)]
+        for name, (before, after) in sent.items():
+            args += [name, _dump(before), _dump(after)]
+        keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times"),
+                self._key(run_id, "expires")]
+        return int(self._restamp(keys=keys, args=args))
 
     def check(self, run_id: str, node_token: str) -> TokenState:
         """Whether the token finished, the run's halt reason ('' if running), whether an output
