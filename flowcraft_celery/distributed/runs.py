@@ -235,13 +235,14 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
         written.append("status")
         rt.statuses.create(doc)
         timeout = float(app.conf.get("flowcraft_start_timeout") or START_TIMEOUT)
+        queued = {name: dict(message) for name, message in messages.items()}  # as the ledger holds them
         publish_within(app, graph, list(messages.values()), timeout)
     except Exception as exc:
         _take_back(rt, run_id, written)
         raise StartError(f"run {run_id} not started: {exc}".splitlines()[0]) from exc
-    for node_token, message in messages.items():  # their `sent` is now after the queue took them
-        with contextlib.suppress(Exception):  # best effort: the earlier stamp only makes reconcile re-send sooner
-            rt.ledger.refresh_pending(run_id, node_token, message)
+    with contextlib.suppress(Exception):  # best effort: the earlier stamp only makes reconcile re-send sooner
+        # their `sent` is now after the queue took them; an entry a start node already moved on from stays
+        rt.ledger.settle(run_id, "", {name: (queued[name], message) for name, message in messages.items()})
     return run_id
 
 

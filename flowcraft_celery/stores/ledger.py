@@ -192,7 +192,7 @@ class RunLedger:
 
     def settle(self, run_id: str, done: str, sent: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
                finished_at: float | None = None) -> int:
-        """Mark `done` finished and replace each of its successors' pending entries (token ->
+        """Mark `done` finished ('' for none) and replace each of its successors' pending entries (token ->
         (entry written before its message left, the entry with its final `sent`)) only while it
         still holds what was written: a successor that moved on meanwhile (its sleep's wake-up,
         its retry, its own finish) keeps its own. Return how many remain pending."""
