@@ -23,28 +23,6 @@ from typing import Any
 
 import redis
 
-_PROGRESS = """
-local pending, finished, times = KEYS[1], KEYS[2], KEYS[3]
-if ARGV[1] ~= '' then
-  redis.call('HDEL', pending, ARGV[1])
-  if redis.call('SADD', finished, ARGV[1]) == 1 then
-    redis.call('HSET', times, ARGV[1], ARGV[2])
-  end
-end
-for i = 3, #ARGV, 2 do
-  if redis.call('SISMEMBER', finished, ARGV[i]) == 0 then
-    redis.call('HSET', pending, ARGV[i], ARGV[i + 1])
-  end
-end
-local left = redis.call('TTL', KEYS[4])
-if left > 0 then
-  redis.call('EXPIRE', pending, left)
-  redis.call('EXPIRE', finished, left)
-  redis.call('EXPIRE', times, left)
-end
-return redis.call('HLEN', pending)
-"""
-
 _EXPECT = """
 for i = 1, #ARGV, 2 do
   if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
@@ -147,7 +125,6 @@ class RunLedger:
     def __init__(self, client: redis.Redis, prefix: str = "flowcraft:") -> None:
         self._redis = client
         self._prefix = prefix
-        self._progress = client.register_script(_PROGRESS)
         self._check = client.register_script(_CHECK)
         self._begin = client.register_script(_BEGIN)
         self._refresh = client.register_script(_REFRESH)
@@ -170,17 +147,6 @@ class RunLedger:
         keys = [self._key(run_id, "pending"), self._key(run_id, "gen")]
         keys += [k for k in self.keys(run_id) if k not in keys]
         self._begin(keys=keys, args=args)
-
-    def progress(self, run_id: str, done: str | None, added: Mapping[str, Mapping[str, Any]],
-                 finished_at: float | None = None) -> int:
-        """Mark `done` finished (at `finished_at`, default now) and add `added` (token -> payload)
-        as pending; return how many remain."""
-        args: list[Any] = [done or "", repr(time.time() if finished_at is None else finished_at)]
-        for name, payload in added.items():
-            args += [name, _dump(payload)]
-        keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times"),
-                self._key(run_id, "expires")]
-        return int(self._progress(keys=keys, args=args))
 
     def expect(self, run_id: str, added: Mapping[str, Mapping[str, Any]]) -> None:
         """Make `added` (token -> payload) pending before their messages are sent, unless a token
