@@ -89,6 +89,8 @@ class Source(Protocol):
 
     def give_back(self, payload: dict[str, Any]) -> None: ...
 
+    def return_undelivered(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
     def upkeep(self, now: float) -> None: ...
 
     def transient_upkeep(self, now: float) -> None: ...
@@ -363,13 +365,23 @@ class Receiver:
             elif received >= count and taken > received:
                 self._signals.announce(queue, taken - received)
         wall = time.time()
-        for item in held:
+        for item in self._fit(held, room):
             if item.due is not None and item.due > wall + DUE_SLACK:
                 with self._lock:
                     heapq.heappush(self._timed, (item.due, next(self._seq), queue, consumption.owner, item.payload))
                     self._timed_owned[consumption.owner] = self._timed_owned.get(consumption.owner, 0) + 1
             else:
                 self._inbox.put(queue, item.payload, consumption.owner)
+
+    def _fit(self, held: list[Received], room: int) -> list[Received]:
+        """What a receive brought, cut to the channel's room: bundle parts beyond it go back to
+        the queue at once (a worker never holds work it has no room for while another may be
+        idle); whole messages stay (a receive never asks for more of them than the room)."""
+        if len(held) <= room:
+            return held
+        excess = {id(item.payload): item for item in held[room:]}
+        kept = {id(payload) for payload in self._source.return_undelivered([i.payload for i in excess.values()])}
+        return held[:room] + [item for key, item in excess.items() if key in kept]
 
     def _deliveries_per_message(self, queue: str, now: float) -> float:
         """Deliveries an Azure message of `queue` may bring: the most seen lately, else 1."""

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Hashable
+from functools import partial
 from typing import Any
 
 import redis
@@ -24,7 +25,7 @@ from .blobs import LargeBodyStore
 from .bundles import DoneParts
 from .channel import Channel as AzureQueueChannel
 from .inbox import Inbox
-from .leases import LeaseKeeper
+from .leases import Lease, LeaseKeeper
 from .options import Options
 from .polling import PollSchedule
 from .queues import AzureQueues
@@ -364,6 +365,24 @@ class Transport(virtual.Transport):
         lease = self.keeper.take(tag)
         if lease is not None:
             self.queues.requeue(lease, tag)
+
+    def return_undelivered(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send back the bundle parts among `payloads`, received beyond the consumer's room and
+        never delivered: the parts of one bundle go back together as one new Azure message
+        (in the background), visible at once to any worker. Returns the other payloads (whole
+        messages), which the caller delivers."""
+        kept: list[dict[str, Any]] = []
+        returned: dict[int, tuple[Lease, list[str]]] = {}
+        for payload in payloads:
+            tag = payload["properties"]["delivery_tag"]
+            lease = self.keeper.get(tag)
+            if lease is None or not lease.bundle or self.keeper.take(tag) is None:
+                kept.append(payload)
+                continue
+            returned.setdefault(id(lease), (lease, []))[1].append(tag)
+        for lease, tags in returned.values():
+            self.keeper.run_later(partial(self.queues.return_parts, lease, tags))
+        return kept
 
     def transient_upkeep(self, now: float) -> None:
         """Keep this process's transient queues in Redis alive (the transient queues' thread)."""
