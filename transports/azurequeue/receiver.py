@@ -356,7 +356,10 @@ class Receiver:
                 self._per_message[queue] = (observed, now)
         with self._lock:
             if received:
-                self._schedule.got_messages(queue, now, full=received >= count)
+                # a full batch may have left more behind, unless signals covered all it brought
+                # (a further message's token then wakes this loop: no empty receive to find out)
+                more = received >= count and not (signalled and received <= taken)
+                self._schedule.got_messages(queue, now, full=more)
             else:
                 self._schedule.was_empty(queue, now)
         if signalled and self._signals is not None:
