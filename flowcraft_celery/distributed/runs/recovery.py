@@ -109,7 +109,7 @@ def complete_run(app: Celery, rt: Runtime, run_id: str) -> bool:
         return False
     evidence = durable_evidence(rt, run_id, doc)
     if evidence.frontier.complete:
-        return record_completed(app, rt, run_id, evidence.context)
+        return record_completed(app, rt, run_id, evidence.context, doc)
     if evidence.frontier.stuck:  # never `completed` with a join reached that did not run
         errors = [join.to_error(evidence.frontier.graph) for join in evidence.frontier.stalled]
         fail_run(app, rt, run_id, errors, status="stalled")

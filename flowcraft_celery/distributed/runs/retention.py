@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.graphs import run_graph
 from flowcraft_celery.engine.dispatch import join_scopes
+from flowcraft_celery.stores.base import RunStatusDoc
 from flowcraft_celery.stores.retention import Removed
 
 logger = logging.getLogger("flowcraft.retention")
@@ -34,8 +35,9 @@ def run_scopes(rt: Runtime, run_id: str, blueprint_id: str | None) -> list[str]:
     return join_scopes(run_graph(rt, blueprint, run_id, dynamic=True), run_id, rt.ledger.tokens(run_id))
 
 
-def expire_finished_run(rt: Runtime, run_id: str) -> None:
-    """The run has just become final: let all its records expire after the retention.
+def expire_finished_run(rt: Runtime, run_id: str, doc: RunStatusDoc | None = None) -> None:
+    """The run has just become final: let all its records expire after the retention (`doc`:
+    its status document read before, for its blueprint; else it is read now).
 
     Best effort: the final state is already recorded, so a store error here is logged, not raised
     (`flowcraft-celery purge` removes such a run later).
@@ -43,7 +45,7 @@ def expire_finished_run(rt: Runtime, run_id: str) -> None:
     if rt.retention_seconds <= 0:
         return
     try:
-        doc = rt.statuses.get(run_id)
+        doc = doc if doc is not None else rt.statuses.get(run_id)
         scopes = run_scopes(rt, run_id, doc.get("blueprintId") if doc else None)
         rt.records.expire(run_id, math.ceil(rt.retention_seconds), scopes)
     except Exception:

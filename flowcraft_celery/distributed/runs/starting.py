@@ -67,7 +67,7 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
         written.append("context")
         rt.contexts.create_run(run_id, dict(context or {}))
         written.append("ledger")
-        rt.ledger.begin(run_id, 1, messages)
+        rt.ledger.begin(run_id, 1, messages, rt.touch_interval)
         written.append("status")
         rt.statuses.create(doc)
         timeout = float(app.conf.get("flowcraft_start_timeout") or START_TIMEOUT)
