@@ -18,8 +18,8 @@ Batching: a channel that holds nothing polls as soon as it is woken (latency); o
 already holds messages waits until no more than a quarter of its prefetch is held (with
 Celery's default multiplier of 4: only the running tasks) and lets a trickle gather for
 `gather_seconds`, so a busy worker receives in batches (fewer requests). Bundles (several
-deliveries in one Azure message) count as what they bring, so a receive fills the prefetch
-room without hoarding.
+deliveries in one Azure message) count as what they bring, and parts beyond the room go back to
+the queue at once, so a receive fills the prefetch room and never hoards.
 """
 
 from __future__ import annotations
