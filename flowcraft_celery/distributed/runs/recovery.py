@@ -61,8 +61,7 @@ def durable_evidence(rt: Runtime, run_id: str, doc: RunStatusDoc) -> Evidence:
     blueprint = rt.blueprints.get(str(doc.get("blueprintId")))
     if blueprint is None:
         raise RunError(f"run {run_id}: blueprint {doc.get('blueprintId')!r} is not known to this process")
-    context = rt.contexts.snapshot(run_id)
-    outputs = rt.contexts.outputs(run_id)
+    context, outputs = rt.contexts.snapshot_and_outputs(run_id)
     recorded = {(o.node_id, o.iteration): o for o in outputs}
 
     def lookup(key: str) -> Any:
