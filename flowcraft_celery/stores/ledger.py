@@ -71,11 +71,22 @@ local halted = redis.call('GET', KEYS[2]) or ''
 local recording = redis.call('SISMEMBER', KEYS[3], ARGV[1])
 local generation = redis.call('GET', KEYS[4]) or ''
 local attempts = 0
+local began = 0
 if finished == 0 and halted == '' and generation ~= '' then
   attempts = redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
   redis.call('SADD', KEYS[3], ARGV[1])
+  if recording == 0 and #KEYS == 9 then
+    -- the attempt's start in the run's timeline, as stores/timeline.py's record script writes it
+    local ttl = ARGV[4]
+    local left = redis.call('TTL', KEYS[9])
+    if left > 0 then ttl = left end
+    redis.call('HSET', KEYS[7], ARGV[2], ARGV[3])
+    redis.call('EXPIRE', KEYS[7], ttl)
+    redis.call('HINCRBY', KEYS[8], ARGV[5], 1)
+    began = 1
+  end
 end
-return {finished, halted, recording, generation, redis.call('HGET', KEYS[5], ARGV[1]) or '', attempts}
+return {finished, halted, recording, generation, redis.call('HGET', KEYS[5], ARGV[1]) or '', attempts, began}
 """
 
 _EXPIRE = """
@@ -117,6 +128,16 @@ RUN_KEY_NAMES = ("pending", "finished", "times", "recording", "halt", "dynamic",
 def _milliseconds(seconds: float) -> int:
     """Whole milliseconds of a positive interval, at least 1; 0 for none."""
     return max(1, int(seconds * 1000)) if seconds > 0 else 0
+
+
+class Entered(NamedTuple):
+    """What `RunLedger.enter` found and did."""
+
+    state: TokenState
+    #: Attempts of the token started and never ended, this one included (0: none counted).
+    attempts: int
+    #: Whether the attempt's start was written to the run's timeline as well.
+    began: bool
 
 
 class Settled(NamedTuple):
@@ -231,17 +252,24 @@ class RunLedger:
         return TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
                           json.loads(entry) if entry else None)
 
-    def enter(self, run_id: str, node_token: str) -> tuple[TokenState, int]:
+    def enter(self, run_id: str, node_token: str,
+              timeline_start: tuple[list[str], list[Any]] | None = None) -> Entered:
         """`check`, and unless the token finished, the run halted or its state is lost, also
         `begin_attempt` and `mark_recording` (an attempt that starts now may record an output),
-        in one round trip. Returns the state as it was and the attempts counted as `begin_attempt`
-        does (0: none counted). `settle` of the token ends the attempt as `end_attempt` does."""
+        and, for a token with no output noted yet, the attempt's start in the run's timeline
+        (`timeline_start`: `Attempt.begin_write()`), in one round trip. `settle` of the token ends
+        the attempt as `end_attempt` does."""
         keys = [self._key(run_id, "finished"), self._key(run_id, "halt"), self._key(run_id, "recording"),
                 self._key(run_id, "gen"), self._key(run_id, "pending"), self._key(run_id, "crashes")]
-        finished, halted, recording, generation, entry, attempts = self._enter(keys=keys, args=[node_token])
+        args: list[Any] = [node_token]
+        if timeline_start is not None:
+            keys += timeline_start[0]
+            args += timeline_start[1]
+        finished, halted, recording, generation, entry, attempts, began = self._enter(keys=keys, args=args)
         marker = _text(generation)
-        return (TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
-                           json.loads(entry) if entry else None), int(attempts))
+        state = TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
+                           json.loads(entry) if entry else None)
+        return Entered(state, int(attempts), bool(began))
 
     def generation(self, run_id: str) -> int | None:
         """The run's marker: its generation, or None when Redis holds no state for the run."""

@@ -45,6 +45,16 @@ class Attempt:
     token: str
     entry: dict[str, Any]
 
+    def begin(self) -> None:
+        """Record that the attempt started (what `RunTimeline.begin` writes)."""
+        keys, args = self.begin_write()
+        self.timeline.write_raw(keys, args)
+
+    def begin_write(self) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the start's record (stores/timeline.py's record script takes
+        them), so a script of another store can write it together with its own work."""
+        return self.timeline.record_write(self.run_id, self.token, self.entry, f"started|{self.entry.get('uses')}")
+
     def end(self, state: str, retry_in: float | None = None) -> None:
         """Record the end: `succeeded`, `failed`, or `retrying` (next attempt in `retry_in` s)."""
         now = time.time()
@@ -72,17 +82,31 @@ class RunTimeline:
         """The hash of deployment-wide counters."""
         return f"{self._prefix}metrics"
 
-    def begin(self, run_id: str, node_token: str, uses: str, attempt: int, worker: str) -> Attempt:
-        """Record that an attempt starts now on `worker`; returns the handle to record its end."""
+    def attempt(self, run_id: str, node_token: str, uses: str, attempt: int, worker: str) -> Attempt:
+        """The record of an attempt starting now on `worker`, not written yet (`Attempt.begin`)."""
         entry: dict[str, Any] = {"uses": uses, "attempt": attempt, "worker": worker, "start": time.time(),
                                  "state": "running"}
-        self.write(run_id, node_token, entry, f"started|{uses}")
         return Attempt(self, run_id, node_token, entry)
+
+    def begin(self, run_id: str, node_token: str, uses: str, attempt: int, worker: str) -> Attempt:
+        """Record that an attempt starts now on `worker`; returns the handle to record its end."""
+        trace = self.attempt(run_id, node_token, uses, attempt, worker)
+        trace.begin()
+        return trace
+
+    def record_write(self, run_id: str, node_token: str, entry: Mapping[str, Any],
+                     counter: str) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the record script for one token's record and `counter`."""
+        return ([self._key(run_id), self.metrics_key, f"{self._prefix}run:{run_id}:expires"],
+                [node_token, json.dumps(entry, separators=(",", ":")), self._ttl, counter])
 
     def write(self, run_id: str, node_token: str, entry: Mapping[str, Any], counter: str) -> None:
         """Store one token's record and count `counter`: one script call."""
-        self._record(keys=[self._key(run_id), self.metrics_key, f"{self._prefix}run:{run_id}:expires"],
-                     args=[node_token, json.dumps(entry, separators=(",", ":")), self._ttl, counter])
+        self.write_raw(*self.record_write(run_id, node_token, entry, counter))
+
+    def write_raw(self, keys: list[str], args: list[Any]) -> None:
+        """Run the record script with what `record_write` made."""
+        self._record(keys=keys, args=args)
 
     def count(self, counter: str, amount: int = 1) -> None:
         """Add to one deployment-wide counter (reconcile passes, infrastructure retries)."""

@@ -30,6 +30,8 @@ import redis
 
 #: Seconds a bundle's set of settled parts lives: longer than any message (7 days at most).
 DONE_TTL_SECONDS = 8 * 24 * 3600
+#: Add a settled part to a bundle's set and (re)start the set's expiry.
+_ADD = "redis.call('SADD', KEYS[1], ARGV[1]) redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1"
 
 
 class BundleSender(Protocol):
@@ -96,17 +98,14 @@ class DoneParts:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self._client = client
         self._namespace = namespace
+        self._add = client.register_script(_ADD)
 
     def _key(self, queue: str, message_id: str) -> str:
         return f"{self._namespace}bundle:{queue}:{message_id}"
 
     def add(self, queue: str, message_id: str, index: int) -> None:
-        """Record part `index` of a bundle as settled."""
-        key = self._key(queue, message_id)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.sadd(key, index)
-        pipe.expire(key, DONE_TTL_SECONDS)
-        pipe.execute()
+        """Record part `index` of a bundle as settled (one command)."""
+        self._add(keys=[self._key(queue, message_id)], args=[index, DONE_TTL_SECONDS])
 
     def get(self, queue: str, message_id: str) -> set[int]:
         """The indexes of a bundle's settled parts."""

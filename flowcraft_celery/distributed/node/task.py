@@ -276,7 +276,9 @@ class NodeExecution:
             if not held:  # another copy of this message is running it right now
                 self._requeue(self.msg, 5)
                 return
-            again, attempts = self.rt.ledger.enter(self.run_id, self.token)
+            trace = self.rt.timeline.attempt(self.run_id, self.token, node.uses, int(self.msg.get("attempt", 1)),
+                                             self.task.request.hostname or socket.gethostname())
+            again, attempts, began = self.rt.ledger.enter(self.run_id, self.token, trace.begin_write())
             if again.finished or again.halted:  # a copy that held the lease before us finished it
                 return
             self._marked = attempts > 0
@@ -290,7 +292,9 @@ class NodeExecution:
                 if crashes >= self.rt.max_node_crashes:
                     self._crash_loop(crashes)
                     return
-                self._attempt(node, node_input)
+                if not began:
+                    trace.begin()
+                self._attempt(node, node_input, trace)
             finally:
                 self._end_attempt()
 
@@ -311,12 +315,11 @@ class NodeExecution:
         self._fail({"nodeId": self.node_id, "type": "NodeCrashed", "message": reason, "crashes": crashes})
         dead_letter(self.app, self.task, self.msg, reason)
 
-    def _attempt(self, node: NodeDefinition, node_input: Any) -> None:
-        """One attempt of an ordinary node, then success or the failure path."""
+    def _attempt(self, node: NodeDefinition, node_input: Any, trace: Attempt) -> None:
+        """One attempt of an ordinary node (its start in the timeline already), then success or the
+        failure path."""
         timeout = node.config.timeout_seconds
         attempt = int(self.msg.get("attempt", 1))
-        trace = self.rt.timeline.begin(self.run_id, self.token, node.uses, attempt,
-                                       self.task.request.hostname or socket.gethostname())
         ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
                           run_id=self.run_id, node_id=self.node_id, blueprint_id=self.blueprint.id,
                           iteration=self.iteration, attempt=attempt)

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from flowcraft_celery.stores.ledger import RunLedger
+from flowcraft_celery.stores.timeline import RunTimeline
 
 pytestmark = pytest.mark.integration
 
@@ -56,26 +57,43 @@ def test_an_unchanged_entry_is_re_stamped_and_an_existing_one_is_not_replaced(le
 def test_entering_counts_attempts_that_never_ended_until_one_settles_and_skips_finished_tokens(
         ledger: RunLedger) -> None:
     ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
-    state, attempts = ledger.enter("r", "a@0")
-    assert (state.finished, state.maybe_recorded, attempts) == (False, False, 1)
-    state, attempts = ledger.enter("r", "a@0")  # the first attempt died with its process
-    assert (state.maybe_recorded, attempts) == (True, 2)
+    first = ledger.enter("r", "a@0")
+    assert (first.state.finished, first.state.maybe_recorded, first.attempts) == (False, False, 1)
+    second = ledger.enter("r", "a@0")  # the first attempt died with its process
+    assert (second.state.maybe_recorded, second.attempts) == (True, 2)
     ledger.end_attempt("r", "a@0")
-    assert ledger.enter("r", "a@0")[1] == 1
+    assert ledger.enter("r", "a@0").attempts == 1
     ledger.settle("r", "a@0", {})  # settling ends the attempt
-    state, attempts = ledger.enter("r", "a@0")
-    assert state.finished and attempts == 0
+    done = ledger.enter("r", "a@0")
+    assert done.state.finished and done.attempts == 0
     ledger.begin("r", 2, {"b@0": {"node": "b", "sent": 1.0}})
     assert ledger.begin_attempt("r", "b@0") == 1  # what a settled attempt left was cleared by settle
 
 
 def test_entering_a_halted_or_lost_run_counts_nothing(ledger: RunLedger) -> None:
-    assert ledger.enter("gone", "a@0") == (ledger.check("gone", "a@0"), 0)
+    lost = ledger.enter("gone", "a@0")
+    assert lost.state.lost and lost.attempts == 0
     ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
     ledger.halt("r", "cancelled")
-    state, attempts = ledger.enter("r", "a@0")
-    assert state.halted == "cancelled" and attempts == 0
+    halted = ledger.enter("r", "a@0")
+    assert halted.state.halted == "cancelled" and halted.attempts == 0
     assert ledger.begin_attempt("r", "a@0") == 1
+
+
+def test_entering_writes_the_attempt_start_to_the_timeline_only_for_a_token_with_no_output_noted(
+        ledger: RunLedger) -> None:
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    prefix = next(iter(ledger.keys("r"))).split("run:")[0]
+    timeline = RunTimeline(client, prefix)
+    ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
+    first = timeline.attempt("r", "a@0", "noop", 1, "w1")
+    assert ledger.enter("r", "a@0", first.begin_write()).began
+    assert timeline.entries("r")["a@0"]["worker"] == "w1"
+    again = timeline.attempt("r", "a@0", "noop", 1, "w2")
+    assert not ledger.enter("r", "a@0", again.begin_write()).began  # an output may exist: the caller decides
+    assert timeline.entries("r")["a@0"]["worker"] == "w1"
+    client.delete(timeline.metrics_key)
+    client.close()
 
 
 def test_expiring_a_run_gives_every_key_the_retention(ledger: RunLedger) -> None:
