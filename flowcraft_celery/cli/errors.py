@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from flowcraft_celery.model.printable import printable
+
 EXIT_OK = 0
 #: What was checked failed: the blueprint has errors, the run failed, the run or blueprint is unknown.
 EXIT_FAILED = 1
@@ -28,6 +30,9 @@ EXIT_UNREACHABLE = 4
 EXIT_TIMEOUT = 5
 #: A bug: an unexpected exception (the message says to rerun with --debug).
 EXIT_INTERNAL = 70
+
+#: Longest error message printed (a value it names is cut well before).
+MESSAGE_LIMIT = 2000
 
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} success; {EXIT_FAILED} what was checked failed (blueprint errors, failed run, "
@@ -93,7 +98,7 @@ def as_command_error(exc: Exception) -> CommandError:
         return CommandError(str(exc), EXIT_CONFIG)
     if isinstance(exc, RecursionError):
         return CommandError("input nested too deeply (RecursionError)", EXIT_USAGE)
-    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    first = printable(str(exc).splitlines()[0], 300) if str(exc) else ""
     return CommandError(f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
                         EXIT_INTERNAL)
 
@@ -110,7 +115,10 @@ class CommandGroup(click.Group):
         """Run the command; translate what escapes it unless debugging."""
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
+        except click.ClickException as exc:
+            exc.message = printable(exc.message, MESSAGE_LIMIT)  # one line, whatever value it names
+            raise
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
             if _debugging():

@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from flowcraft_celery.cli.tables import clock, render_table, seconds
+from flowcraft_celery.model.ids import printable_id
+from flowcraft_celery.model.printable import printable
 
 
 def _app() -> Any:
@@ -121,21 +123,21 @@ def dlq_show(queue: str, limit: int, as_json: bool) -> None:
         return
     click.echo(f"{admin.dead_letter_queue(queue)}: {total or 0} message(s), showing {len(letters)}")
     for letter in letters:
-        click.echo(f"\n{letter.message_id}  dead-lettered {clock(letter.inserted_on)}  from {letter.queue}  "
-                   f"after {letter.deliveries or '?'} deliveries")
-        click.echo(f"  reason: {letter.reason}")
+        click.echo(f"\n{printable(letter.message_id)}  dead-lettered {clock(letter.inserted_on)}  "
+                   f"from {printable(letter.queue)}  after {letter.deliveries or '?'} deliveries")
+        click.echo(f"  reason: {printable(letter.reason, 500)}")
         if letter.task:
-            click.echo(f"  task:   {letter.task}[{letter.task_id}]")
+            click.echo(f"  task:   {printable(letter.task)}[{printable(letter.task_id)}]")
         node = _node_of(letter.kwargs)
         if node:
             click.echo(f"  node:   {node}")
         if letter.stored_body:
-            click.echo(f"  body:   stored out of line in blob {letter.stored_body}")
+            click.echo(f"  body:   stored out of line in blob {printable(letter.stored_body)}")
         elif letter.raw is not None:
-            click.echo(f"  body:   {letter.raw[:200]!r}")
+            click.echo(f"  body:   {printable(repr(letter.raw[:200]), 300)}")
         elif letter.kwargs or letter.args:
-            click.echo(f"  args:   {json.dumps(letter.args, default=str)[:300]}  "
-                       f"kwargs: {json.dumps(letter.kwargs, default=str)[:300]}")
+            click.echo(f"  args:   {printable(json.dumps(letter.args, default=str), 300)}  "
+                       f"kwargs: {printable(json.dumps(letter.kwargs, default=str), 300)}")
 
 
 def _node_of(kwargs: Any) -> str | None:
@@ -146,8 +148,8 @@ def _node_of(kwargs: Any) -> str | None:
     if not isinstance(members, list):
         return None
     payloads = [m for m in members if isinstance(m, dict) and m.get("run") and m.get("node")]
-    nodes = [f"{m['node']}@{m.get('it', 0)}" for m in payloads]
-    runs = {str(m["run"]) for m in payloads}
+    nodes = [f"{printable_id(m['node'])}@{printable(m.get('it', 0), 20)}" for m in payloads]
+    runs = {printable_id(m["run"]) for m in payloads}
     return f"run {', '.join(sorted(runs))} node {', '.join(nodes)}" if nodes else None
 
 

@@ -12,7 +12,7 @@ from flowcraft_celery.cli.options import json_output_option, parse_json
 from flowcraft_celery.cli.output import local_time, run_duration, status_lines
 from flowcraft_celery.cli.session import client
 from flowcraft_celery.cli.tables import render_table
-from flowcraft_celery.model.ids import printable
+from flowcraft_celery.model.printable import printable
 
 
 def echo_json(value: Any) -> None:

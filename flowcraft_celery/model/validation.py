@@ -15,7 +15,8 @@ from flowcraft_celery.expressions.evaluator import ExpressionError, validate_exp
 from flowcraft_celery.model.blueprint import Blueprint, NodeDefinition
 from flowcraft_celery.model.durations import sleep_seconds
 from flowcraft_celery.model.graph import LOOP_CONTROLLER, Graph, cyclic_components, start_nodes
-from flowcraft_celery.model.ids import id_problem, printable
+from flowcraft_celery.model.ids import id_problem
+from flowcraft_celery.model.printable import printable
 
 BUILTIN_USES = frozenset({
     "loop-controller", "batch-scatter", "batch-gather", "sleep", "wait", "webhook", "subflow",
