@@ -58,7 +58,8 @@ def status_lines(doc: Mapping[str, Any], label: Callable[[str], str] | None = No
     if doc.get("wakeAt") and doc.get("status") not in FINAL_STATES:
         rows.append(("wakes at", local_time(doc.get("wakeAt"))))
     if doc.get("parentRunId"):
-        rows.append(("parent", f"{printable_id(doc.get('parentRunId'))} (node {printable_id(doc.get('parentNodeId'))})"))
+        parent, node = printable_id(doc.get("parentRunId")), printable_id(doc.get("parentNodeId"))
+        rows.append(("parent", f"{parent} (node {node})"))
     for error in doc.get("errors") or []:
         where = error.get("nodeId") if isinstance(error, Mapping) else None
         message = error.get("message") if isinstance(error, Mapping) else error

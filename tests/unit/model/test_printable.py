@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from flowcraft_celery.distributed.logcontext import NodeLogFilter
+from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.diagram import mermaid
 from flowcraft_celery.model.graph import Graph
-from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.ids import printable_id
 from flowcraft_celery.model.printable import printable
 
