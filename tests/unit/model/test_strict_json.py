@@ -19,7 +19,7 @@ GOOD = '{"id": "bp", "nodes": [{"id": "a", "uses": "u", "params": {"n": 1}}], "e
 
 
 @pytest.mark.parametrize(("text", "path", "words"), [
-    ('{"id": "bp", "nodes": [{"id": "a", "uses": "u", "uses": "v"}], "edges": []}', "$.nodes[0].uses", "more than once"),
+    (GOOD.replace('"uses": "u"', '"uses": "u", "uses": "v"'), "$.nodes[0].uses", "more than once"),
     ('{"id": "bp", "id": "bq", "nodes": [], "edges": []}', "$.id", "more than once"),
     (GOOD.replace('"n": 1', '"n": 1, "n": 2'), "$.nodes[0].params.n", "more than once"),
     (GOOD.replace('"n": 1', '"n": NaN'), "$.nodes[0].params.n", "NaN"),
