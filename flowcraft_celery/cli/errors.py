@@ -116,7 +116,8 @@ class CommandGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.ClickException as exc:
-            exc.message = printable(exc.message, MESSAGE_LIMIT)  # one line, whatever value it names
+            # one line, whatever value it names (click types `message` as Final; it is a plain attribute)
+            setattr(exc, "message", printable(exc.message, MESSAGE_LIMIT))  # noqa: B010
             raise
         except (click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
             raise
