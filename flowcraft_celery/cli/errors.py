@@ -18,7 +18,7 @@ import click
 from flowcraft_celery.model.printable import printable
 
 EXIT_OK = 0
-#: What was checked failed: the blueprint has errors, the run failed, the run or blueprint is unknown.
+#: What was checked failed: the blueprint has errors, the run failed, the run, blueprint or queue is unknown.
 EXIT_FAILED = 1
 #: Bad command line: unknown option, malformed --context, a blueprint that cannot run (click's own code).
 EXIT_USAGE = 2
@@ -36,8 +36,8 @@ MESSAGE_LIMIT = 2000
 
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} success; {EXIT_FAILED} what was checked failed (blueprint errors, failed run, "
-    f"unknown run); {EXIT_USAGE} bad command line or a blueprint that cannot run; {EXIT_CONFIG} a setting is "
-    f"missing or wrong; {EXIT_UNREACHABLE} a service cannot be reached; {EXIT_TIMEOUT} --wait timed out; "
+    f"unknown run or queue); {EXIT_USAGE} bad command line or a blueprint that cannot run; {EXIT_CONFIG} a "
+    f"setting is missing or wrong; {EXIT_UNREACHABLE} a service cannot be reached; {EXIT_TIMEOUT} --wait timed out; "
     f"{EXIT_INTERNAL} unexpected error (rerun with --debug for the traceback)."
 )
 
@@ -57,6 +57,12 @@ class CommandError(click.ClickException):
     @exit_code.setter
     def exit_code(self, value: int) -> None:
         self.code = value
+
+
+def one_line(message: str) -> str:
+    """An error message as one printable line: its own lines joined, control characters escaped
+    and long values cut (`printable`)."""
+    return printable(" ".join(part.strip() for part in message.splitlines() if part.strip()), MESSAGE_LIMIT)
 
 
 def _debugging() -> bool:
@@ -115,9 +121,13 @@ class CommandGroup(click.Group):
         """Run the command; translate what escapes it unless debugging."""
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:  # a group without its subcommand: its help
+            raise
+        except click.UsageError as exc:  # without click's usage lines: one line, saying where help is
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            raise CommandError(one_line(exc.format_message()) + where, exc.exit_code) from exc
         except click.ClickException as exc:
-            # one line, whatever value it names (click types `message` as Final; it is a plain attribute)
-            setattr(exc, "message", printable(exc.message, MESSAGE_LIMIT))  # noqa: B010
+            setattr(exc, "message", one_line(exc.message))  # noqa: B010 (click types it Final; a plain attribute)
             raise
         except (click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
             raise

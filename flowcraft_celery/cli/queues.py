@@ -34,6 +34,20 @@ def _admin(app: Any) -> Any:
     return admin
 
 
+def _known(admin: Any, queue: str) -> Any:
+    """`admin`, when QUEUE (or its dead-letter queue) exists under the deployment's prefix; else a
+    one-line error (exit 1) listing the queues that do."""
+    from flowcraft_celery.cli.errors import EXIT_FAILED, CommandError
+
+    dlq = admin.dead_letter_queue(queue)
+    source = dlq[: -len("-dlq")]
+    if admin.count(dlq) is not None or admin.count(source) is not None:
+        return admin
+    known = ", ".join(q.name for q in admin.queues(with_counts=False, kinds=("tasks",))) or "none"
+    raise CommandError(f"no queue {printable(queue)!r} in this deployment (prefix {admin.prefix!r}; its task "
+                       f"queues: {known}; see `flowcraft-celery queues`)", EXIT_FAILED)
+
+
 def _refused_at_once(timeout: float = 3.0) -> None:
     """Fail at once when the storage endpoint of AZURE_STORAGE_CONNECTION_STRING refuses connections:
     the Azure SDK would retry for about 85 s before saying so."""
@@ -114,7 +128,7 @@ def dlq_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the messages as JSON.")
 def dlq_show(queue: str, limit: int, as_json: bool) -> None:
     """The first dead letters of QUEUE: why each was moved, its task, and for a node task its run."""
-    admin = _admin(_app())
+    admin = _known(_admin(_app()), queue)
     letters = admin.dead_letters(queue, limit)
     total = admin.count(admin.dead_letter_queue(queue))
     if as_json:
@@ -156,10 +170,15 @@ def _node_of(kwargs: Any) -> str | None:
 @dlq_group.command("requeue")
 @click.argument("queue")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Re-drive at most this many messages.")
-def dlq_requeue(queue: str, limit: int | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print {"deadLetterQueue", "requeued", "skipped"} as JSON.')
+def dlq_requeue(queue: str, limit: int | None, as_json: bool) -> None:
     """Send the dead letters of QUEUE back to the queue they came from, to be run again."""
-    admin = _admin(_app())
+    admin = _known(_admin(_app()), queue)
     moved, skipped = admin.requeue(queue, limit)
+    if as_json:
+        click.echo(json.dumps({"deadLetterQueue": admin.dead_letter_queue(queue), "requeued": moved,
+                               "skipped": skipped}, indent=2))
+        return
     click.echo(f"re-drove {moved} message(s) from {admin.dead_letter_queue(queue)}"
                + (f"; left {skipped} that are not task messages" if skipped else ""))
 
@@ -167,10 +186,15 @@ def dlq_requeue(queue: str, limit: int | None) -> None:
 @dlq_group.command("purge")
 @click.argument("queue")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def dlq_purge(queue: str, yes: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print {"deadLetterQueue", "deleted"} as JSON.')
+def dlq_purge(queue: str, yes: bool, as_json: bool) -> None:
     """Delete every dead letter of QUEUE (and bodies stored out of line)."""
-    admin = _admin(_app())
+    admin = _known(_admin(_app()), queue)
     dlq = admin.dead_letter_queue(queue)
     if not yes:
         click.confirm(f"Delete all {admin.count(dlq) or 0} message(s) of {dlq}?", abort=True)
-    click.echo(f"deleted {admin.purge(queue)} message(s) from {dlq}")
+    deleted = admin.purge(queue)
+    if as_json:
+        click.echo(json.dumps({"deadLetterQueue": dlq, "deleted": deleted}, indent=2))
+    else:
+        click.echo(f"deleted {deleted} message(s) from {dlq}")

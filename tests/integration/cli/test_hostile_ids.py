@@ -14,6 +14,7 @@ from flowcraft_celery.devtools.workers import WorkerGroup
 from tests.integration import names
 from tests.integration.polling import wait_for
 
+ROOT = Path(__file__).resolve().parents[3]
 NODES = '''
 from flowcraft_celery import node
 
@@ -46,7 +47,7 @@ def test_hostile_ids_are_dead_lettered_and_printed_escaped(services_env: dict[st
     with cosmos_support.temp_database("hostile") as database:
         env = {**base, **services_env, "FLOWCRAFT_DEFAULT_QUEUE": queue, "FLOWCRAFT_KEY_PREFIX": f"{queue}:",
                "FLOWCRAFT_COSMOS_DATABASE": database, "FLOWCRAFT_TASK_EVENTS": "false",
-               "FLOWCRAFT_NODE_MODULES": "hostilenodes", "PYTHONPATH": f"{tmp_path}{os.pathsep}{Path.cwd()}"}
+               "FLOWCRAFT_NODE_MODULES": "hostilenodes", "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
 
         def python(*args: str) -> subprocess.CompletedProcess[bytes]:
             return subprocess.run([sys.executable, *args], env=env, cwd=tmp_path, capture_output=True,
