@@ -102,7 +102,7 @@ def queues_command(show_delayed: bool, show_all: bool, as_json: bool) -> None:
     for line in render_table(("QUEUE", "KIND", "MESSAGES", "VISIBLE", "DELAYED", "AZURE QUEUE"), table):
         click.echo(line)
     for name, tasks in delayed.items():
-        click.echo(f"\ndelayed in {name}:")
+        click.echo(f"\ndelayed in {printable(name)}:")
         for line in render_table(("DUE", "IN", "TASK", "TASK ID"),
                                  [(clock(t.due), seconds(t.due - now), t.task, t.task_id) for t in tasks]):
             click.echo(f"  {line}")
@@ -135,10 +135,10 @@ def dlq_show(queue: str, limit: int, as_json: bool) -> None:
         click.echo(json.dumps({"deadLetterQueue": admin.dead_letter_queue(queue), "messages": total,
                                "shown": [d.to_dict() for d in letters]}, indent=2, default=str))
         return
-    click.echo(f"{admin.dead_letter_queue(queue)}: {total or 0} message(s), showing {len(letters)}")
+    click.echo(f"{printable(admin.dead_letter_queue(queue))}: {total or 0} message(s), showing {len(letters)}")
     for letter in letters:
         click.echo(f"\n{printable(letter.message_id)}  dead-lettered {clock(letter.inserted_on)}  "
-                   f"from {printable(letter.queue)}  after {letter.deliveries or '?'} deliveries")
+                   f"from {printable(letter.queue)}  after {printable(letter.deliveries or '?', 20)} deliveries")
         click.echo(f"  reason: {printable(letter.reason, 500)}")
         if letter.task:
             click.echo(f"  task:   {printable(letter.task)}[{printable(letter.task_id)}]")

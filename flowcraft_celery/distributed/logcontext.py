@@ -28,8 +28,8 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 from flowcraft_celery.model.ids import printable_id
 from flowcraft_celery.model.printable import printable
 
-#: How much of one log argument a line shows (ids are cut shorter, in the node prefix).
-ARGUMENT_LIMIT = 500
+#: How much of one log argument a line shows (a hostile id in the node prefix is cut shorter).
+ARGUMENT_LIMIT = 300
 
 
 @dataclass(frozen=True)
@@ -108,10 +108,23 @@ class NodeLogFilter(logging.Filter):
         return True
 
 
+class _Shown:
+    """A log argument as `%s` and `%r` print it: made printable (escaped, cut)."""
+
+    def __init__(self, value: str | BaseException) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return printable(str(self.value), ARGUMENT_LIMIT)
+
+    def __repr__(self) -> str:
+        return printable(repr(self.value), ARGUMENT_LIMIT)
+
+
 def _escaped_arguments(args: Any) -> Any:
-    """A record's `%` arguments with each text (or exception) made printable."""
+    """A record's `%` arguments with each text or exception shown printable."""
     def safe(value: Any) -> Any:
-        return printable(value, ARGUMENT_LIMIT) if isinstance(value, (str, BaseException)) else value
+        return _Shown(value) if isinstance(value, (str, BaseException)) else value
 
     if isinstance(args, tuple):
         return tuple(safe(value) for value in args)

@@ -44,5 +44,5 @@ def check_id(kind: str, value: object) -> str:
 
 def printable_id(value: object) -> str:
     """An id as logs and terminals show it: a valid id unchanged, anything else escaped and cut
-    after MAX_ID_LENGTH characters (see `printable`)."""
-    return printable(value, MAX_ID_LENGTH)
+    (see `printable`)."""
+    return value if isinstance(value, str) and id_problem(value) is None else printable(value)

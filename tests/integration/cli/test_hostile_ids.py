@@ -27,8 +27,8 @@ HOSTILE_RUN = "run\r\nERROR forged line\x1b[2J\x00" + "x" * 5000
 HOSTILE_NODE = "node\n\x1b]0;title\x07\x00"
 #: Bytes no log or terminal output may hold: C0 controls but LF and TAB, DEL, and C1 in UTF-8 (0xC2 0x80-0x9F).
 RAW_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
-#: Longest line allowed: far below the 5,000 characters of the id.
-LINE_BOUND = 1500
+#: Longest line allowed: far below the 5,000 characters of the id (the dead-letter line names it 3 times).
+LINE_BOUND = 2000
 
 
 def assert_clean(output: bytes, what: str) -> None:

@@ -23,7 +23,8 @@ def test_control_characters_are_escaped_and_long_text_cut() -> None:
 def test_a_valid_id_prints_unchanged_and_a_hostile_one_escaped() -> None:
     assert printable_id("run-1.a_b@c") == "run-1.a_b@c"
     assert printable_id("r" * 255) == "r" * 255
-    assert printable_id("r\n" * 300).endswith("...(600 chars)")
+    assert printable_id("r\n" * 300) == "r\\n" * 60 + "...(600 chars)"
+    assert printable_id("r" * 256) == "r" * 120 + "...(256 chars)"
 
 
 def test_log_arguments_are_escaped_once_whatever_the_handlers() -> None:
@@ -39,3 +40,12 @@ def test_graph_escapes_a_nul_in_a_node_id() -> None:
     graph = Graph(Blueprint.from_dict({"id": "g", "nodes": [{"id": "a\x00b\nc", "uses": "u\x1b"}], "edges": []}))
     text = mermaid(graph)
     assert "\x00" not in text and "\x1b" not in text and "a\\x00b\\nc" in text
+
+
+def test_an_exception_argument_keeps_its_type_and_loses_its_line_breaks() -> None:
+    error = ConnectionError("refused\r\nERROR forged")
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed: %r / %s / %d", (error, error, 3), None)
+    NodeLogFilter().filter(record)
+    message = record.getMessage()
+    assert message.startswith("failed: ConnectionError(") and message.endswith("refused\\r\\nERROR forged / 3")
+    assert "\n" not in message and "\r" not in message
