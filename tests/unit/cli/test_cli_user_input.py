@@ -79,3 +79,11 @@ def test_a_hostile_value_in_an_error_stays_on_one_line(tmp_path: Path) -> None:
     assert not any(c in result.output for c in "\r\x1b\x00")
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and len(lines[0]) < 2100, lines
+
+
+def test_graph_of_a_blueprint_with_a_nul_in_a_node_id_prints_it_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "nul.json"
+    path.write_text(json.dumps({"id": "nul", "nodes": [{"id": "a\x00b", "uses": "wait\x1b[2J"}], "edges": []}))
+    result = CliRunner().invoke(main, ["graph", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "\x00" not in result.output and "\x1b" not in result.output and "a\\x00b" in result.output
