@@ -27,7 +27,7 @@ def _env_number(name: str, default: str, kind: type[int] | type[float], minimum:
     except ValueError:
         value = None
     if value is None or not minimum <= value < float("inf"):
-        from flowcraft_celery.distributed.problems import SettingError
+        from flowcraft_celery.distributed.core.problems import SettingError
 
         what = "a whole number" if kind is int else "a number"
         raise SettingError(name, f"{text!r} is not {what} of at least {minimum:g}",
@@ -43,7 +43,7 @@ def _env_queue_name(name: str, default: str, prefix: str | None = None) -> str:
     text = _env(name, default)
     problem = prefix_problem(text) if prefix is None else queue_problem(text, prefix)
     if problem is not None:
-        from flowcraft_celery.distributed.problems import SettingError
+        from flowcraft_celery.distributed.core.problems import SettingError
 
         shape, end = (" (a prefix may end with one hyphen)", "-") if prefix is None else ("", "")
         fixed = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "flowcraft"

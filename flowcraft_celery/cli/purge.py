@@ -48,7 +48,7 @@ def purge_command(older_than: float | None, dry_run: bool, as_json: bool) -> Non
     "removed": {"statusItems", "contextItems", "redisKeys"}} (what would be removed, in a dry run).
     """
     from flowcraft_celery.distributed.client import Client
-    from flowcraft_celery.distributed.retention import purge
+    from flowcraft_celery.distributed.runs.retention import purge
 
     rt = Client().runtime
     if older_than is None:

@@ -33,7 +33,7 @@ def status_command(run_id: str, as_json: bool) -> None:
 
     --json prints the status document (times as Unix epoch seconds).
     """
-    from flowcraft_celery.distributed.runs import RunError
+    from flowcraft_celery.distributed.runs.errors import RunError
 
     session = client()
     try:
@@ -43,7 +43,7 @@ def status_command(run_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(doc)
     else:
-        from flowcraft_celery.distributed.runs import execution_label
+        from flowcraft_celery.distributed.runs.awaiting import execution_label
 
         click.echo("\n".join(status_lines(doc, lambda node_token: execution_label(session.runtime, doc, node_token))))
 
@@ -82,7 +82,8 @@ def resume_command(run_id: str, action: str | None, output: Any, node_id: str | 
 
     --json prints {"runId", "resumed": the execution as `show` names it, "execution": node@iteration}.
     """
-    from flowcraft_celery.distributed.runs import RunError, execution_label
+    from flowcraft_celery.distributed.runs.awaiting import execution_label
+    from flowcraft_celery.distributed.runs.errors import RunError
 
     session = client()
     try:
@@ -104,7 +105,7 @@ def cancel_command(run_id: str, as_json: bool) -> None:
 
     --json prints {"runId", "cancelled": false when the run had already ended}.
     """
-    from flowcraft_celery.distributed.runs import RunError
+    from flowcraft_celery.distributed.runs.errors import RunError
 
     try:
         cancelled = client().cancel(run_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flowcraft_celery.distributed.logcontext import NodeLogFilter
+from flowcraft_celery.distributed.core.logcontext import NodeLogFilter
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.diagram import mermaid
 from flowcraft_celery.model.graph import Graph

@@ -11,7 +11,7 @@ values cut), so an id or value from a message can never forge a line or reach a 
 `install_on_celery_logging` attaches the filter to every handler Celery sets up for workers and
 beat (root, task and multiprocessing loggers); the default `worker_log_format` of celeryconfig
 shows `%(flowcraft)s`. When you configure
-logging yourself, add `flowcraft_celery.distributed.logcontext.NodeLogFilter` to your handlers.
+logging yourself, add `flowcraft_celery.distributed.core.logcontext.NodeLogFilter` to your handlers.
 """
 
 from __future__ import annotations
