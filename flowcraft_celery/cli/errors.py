@@ -43,10 +43,10 @@ EXIT_CODES_HELP = (
 
 
 class CommandError(click.ClickException):
-    """A failure shown as `Error: <message>` with its exit code."""
+    """A failure shown as `Error: <message>` (made one printable line) with its exit code."""
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
+        super().__init__(one_line(message))
         self.code = exit_code
 
     @property
@@ -125,7 +125,9 @@ class CommandGroup(click.Group):
             raise
         except click.UsageError as exc:  # without click's usage lines: one line, saying where help is
             where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-            raise CommandError(one_line(exc.format_message()) + where, exc.exit_code) from exc
+            raise CommandError(exc.format_message() + where, exc.exit_code) from exc
+        except CommandError:
+            raise
         except click.ClickException as exc:
             setattr(exc, "message", one_line(exc.message))  # noqa: B010 (click types it Final; a plain attribute)
             raise
