@@ -24,6 +24,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery, Task
@@ -166,6 +167,18 @@ def _end_trace(trace: Attempt, state: str, retry_in: float | None = None) -> Non
     except Exception as exc:
         logger.warning("run %s node %s: could not record the attempt's end (%s): %s",
                        trace.run_id, trace.token, state, exc)
+
+
+def _eta(task: Task) -> float:
+    """The epoch time the task's message was due (its ETA), 0 when it had none."""
+    eta = task.request.eta
+    if not eta:
+        return 0.0
+    try:
+        when = eta if isinstance(eta, datetime) else datetime.fromisoformat(str(eta))
+    except ValueError:
+        return 0.0
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _result_of(recorded: RecordedOutput) -> NodeResult:
@@ -311,7 +324,7 @@ class NodeExecution:
         timeout = node.config.timeout_seconds
         attempt = int(self.msg.get("attempt", 1))
         trace = self.rt.timeline.begin(self.run_id, self.token, node.uses, attempt,
-                                       self.task.request.hostname or socket.gethostname())
+                                       self.task.request.hostname or socket.gethostname(), self._queue_wait())
         ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
                           run_id=self.run_id, node_id=self.node_id, blueprint_id=self.blueprint.id,
                           iteration=self.iteration, attempt=attempt)
@@ -329,6 +342,14 @@ class NodeExecution:
             return
         _end_trace(trace, "succeeded")
         self._succeed(result)
+
+    def _queue_wait(self) -> float | None:
+        """Seconds this message waited on its queue: from its publish, or its due time when it was
+        delayed, until now; None for a message run inline (it never was on a queue)."""
+        if self.depth:
+            return None
+        ready = max(float(self.msg.get("sent") or 0), float(self.msg.get("due") or 0), _eta(self.task))
+        return None if ready <= 0 else max(0.0, time.time() - ready)
 
     def _attempt_failed(self, error: NodeAttemptError, ctx: NodeContext) -> None:
         """Retry with a countdown, fall back (a class node's own `fallback()` first), or fail the

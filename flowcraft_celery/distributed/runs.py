@@ -39,6 +39,7 @@ from flowcraft_celery.model.json_values import check_json
 from flowcraft_celery.model.validation import validate_or_raise
 from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
 from flowcraft_celery.stores.faults import InfrastructureError
+from flowcraft_celery.stores.histograms import RUN_SECONDS, Observation
 from flowcraft_celery.stores.ledger import token
 from transports.azurequeue.bundles import bundled
 
@@ -299,7 +300,7 @@ def complete_run(app: Celery, rt: Runtime, run_id: str, context: dict[str, Any] 
     first: `recovery.complete`)."""
     done = rt.statuses.finish(run_id, "completed", final_result(rt, run_id, "completed", [], context), [])
     if done:
-        retire(rt, run_id, "completed")
+        ended(rt, run_id, "completed")
         notify_parent(app, rt, run_id)
     return done
 
@@ -310,15 +311,30 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
     rt.ledger.halt(run_id, status)
     done = rt.statuses.finish(run_id, status, final_result(rt, run_id, status, errors), errors)
     if done:
-        retire(rt, run_id, status)
+        ended(rt, run_id, status)
         notify_parent(app, rt, run_id)
     return done
 
 
-def retire(rt: Runtime, run_id: str, status: str) -> None:
+def retire(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None) -> None:
     """A final run: halted in Redis (late messages are dropped), its records expiring after the retention."""
     rt.ledger.halt(run_id, status)
-    expire_finished_run(rt, run_id)
+    expire_finished_run(rt, run_id, doc)
+
+
+def ended(rt: Runtime, run_id: str, status: str) -> None:
+    """This call made the run final: retire it and record its duration (best effort: the final
+    state is recorded already, only the metric would be missing)."""
+    doc = None
+    try:
+        doc = rt.statuses.get(run_id)
+        if doc is not None:
+            took = float(doc.get("lastUpdated") or time.time()) - float(doc.get("createdAt") or time.time())
+            rt.timeline.observe(Observation(RUN_SECONDS, {"blueprint": str(doc.get("blueprintId")),
+                                                          "status": status}, took))
+    except Exception as exc:
+        logger.warning("run %s ended %s but its duration was not recorded: %s", run_id, status, exc)
+    retire(rt, run_id, status, doc)
 
 
 def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:
@@ -460,7 +476,7 @@ def cancel_run(rt: Runtime, run_id: str) -> bool:
     rt.ledger.halt(run_id, "cancelled")
     done = rt.statuses.finish(run_id, "cancelled", final_result(rt, run_id, "cancelled", []), [])
     if done:
-        retire(rt, run_id, "cancelled")
+        ended(rt, run_id, "cancelled")
     for message in rt.ledger.pending(run_id).values():  # its subflows' child runs
         child = message.get("childRun")
         if child and rt.statuses.get(str(child)) is not None:

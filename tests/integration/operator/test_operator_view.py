@@ -334,7 +334,35 @@ def test_metrics_endpoint_counts_runs_nodes_retries_and_reconcile_passes(deploym
 
     assert spent("list", "storage-queue") == 1
     assert spent("get_properties", "storage-queue") == queues
+    busy = [k for k, v in samples.items() if k[0] == "flowcraft_queue_messages" and dict(k[1])["kind"] == "tasks"
+            and v > 0]
+    assert spent("peek", "storage-queue") <= len(busy) + 1  # the oldest message's age: a peek per busy task queue
     assert spent("docs:query", "cosmos") == 6
+
+
+def test_metrics_endpoint_has_latency_histograms_run_durations_and_executions_per_worker(
+        deployment: Deployment, scenario: Scenario) -> None:
+    samples = scrape(deployment)
+    assert sample(samples, "flowcraft_node_run_seconds_count", uses="op-flaky") == 2
+    assert sample(samples, "flowcraft_node_queue_wait_seconds_count", uses="op-flaky") == 2
+    steps = sample(samples, "flowcraft_node_executions_total", uses="op-step")
+    assert steps and sample(samples, "flowcraft_node_run_seconds_count", uses="op-step") == steps
+    assert sample(samples, "flowcraft_node_run_seconds_bucket", uses="op-step", le="+Inf") == steps
+    waited = sample(samples, "flowcraft_node_queue_wait_seconds_sum", uses="op-step")
+    assert waited is not None and 0 <= waited < 60 * steps
+    # the flaky branch's retry came back after its 500 ms delay: its wait counts from the due time
+    assert (sample(samples, "flowcraft_node_queue_wait_seconds_bucket", uses="op-flaky", le="+Inf") or 0) == 2
+    completed = sample(samples, "flowcraft_run_duration_seconds_count", blueprint="op-flow", status="completed")
+    assert completed is not None and completed >= 1
+    took = sample(samples, "flowcraft_run_duration_seconds_sum", blueprint="op-flow", status="completed") or 0
+    assert took >= NAP_SECONDS * completed  # every op-flow run sleeps NAP_SECONDS
+    assert (sample(samples, "flowcraft_run_duration_seconds_count", blueprint="op-stuck", status="cancelled")
+            or 0) >= 1
+    per_worker = {dict(k[1])["worker"]: v for k, v in samples.items()
+                  if k[0] == "flowcraft_worker_node_executions_total"}
+    assert set(per_worker) <= set(deployment.worker_names) and sum(per_worker.values()) == sum(
+        v for k, v in samples.items() if k[0] == "flowcraft_node_executions_total")
+    assert sample(samples, "flowcraft_queue_oldest_message_age_seconds", queue="tasks") is not None
 
 
 def test_flower_buttons_and_worker_pages_answer_at_celerys_default_timeouts(deployment: Deployment) -> None:
