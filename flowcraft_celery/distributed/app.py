@@ -12,6 +12,7 @@ implementations) for clients, and withdraws itself from it when it stops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -32,6 +33,7 @@ import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.bridge import register_node_tasks
 from flowcraft_celery.distributed.delayed import install_delayed_index
 from flowcraft_celery.distributed.logcontext import install_on_celery_logging
+from flowcraft_celery.distributed.ops.flower import NodeTaskRegistry, install_broker
 from flowcraft_celery.distributed.preflight import check_settings, report_unreachable_redis
 from flowcraft_celery.distributed.problems import SettingError, explain
 from flowcraft_celery.distributed.published import (
@@ -70,13 +72,17 @@ class FlowcraftCelery(Celery):
         super().finalize(auto)
         if first:
             import_node_modules(self.conf)
-            register_node_tasks(self, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
+            registry = self.tasks
+            with registry.own_tasks() if isinstance(registry, NodeTaskRegistry) else contextlib.nullcontext():
+                register_node_tasks(self, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
             reset_runtimes()  # a runtime built before knew fewer node implementations
 
 
 def create_app(config: str | None = None) -> Celery:
     """A configured app with `flowcraft.reconcile` registered (node tasks follow on finalize)."""
-    celery_app = FlowcraftCelery("flowcraft_celery")
+    registry = NodeTaskRegistry()
+    celery_app = FlowcraftCelery("flowcraft_celery", tasks=registry)
+    registry.app, registry.register_node_tasks = celery_app, register_node_tasks
     celery_app.config_from_object(config or os.environ.get("FLOWCRAFT_CONFIG_MODULE", "celeryconfig"))
     protect_settings(celery_app.conf)
 
@@ -105,6 +111,15 @@ def _load_worker_code(sender: Any = None, **_: Any) -> None:
         logger.critical("flowcraft: cannot start: %s", exc)
         raise SystemExit(EXIT_CONFIG) from exc
     report_unreachable_redis(sender.conf)
+    install_broker(sender)  # Flower loads the app's modules too: its Broker page reads our queues
+
+
+@worker_init.connect
+def _own_tasks_only(sender: Any = None, **_: Any) -> None:
+    """A worker runs the node tasks it imported, never one it only found in the catalog."""
+    registry = getattr(getattr(sender, "app", None), "tasks", None)
+    if isinstance(registry, NodeTaskRegistry):
+        registry.serve_published = False
 
 
 @worker_ready.connect

@@ -206,6 +206,55 @@ def test_flower_task_list_in_headless_chromium_shows_the_node_tasks(deployment: 
     assert shot.stat().st_size > 10_000
 
 
+def test_flower_broker_api_and_page_show_every_queue_with_its_depths(deployment: Deployment, scenario: Scenario,
+                                                                     chromium: list[str]) -> None:
+    stuck = deployment.cli("start", "op-stuck").stdout.strip()  # one message waits on tasks-nowhere
+    try:
+        def lengths() -> dict[str, dict[str, Any]] | None:
+            listed = {q["name"]: q for q in deployment.flower("/api/queues/length")["active_queues"]}
+            return listed if listed.get("tasks-nowhere", {}).get("visible") else None
+
+        queues = wait_for(lengths, 60, "Flower to count the message on tasks-nowhere", 1)
+        assert {"tasks", "tasks-dlq", "tasks-nowhere"} <= set(queues), sorted(queues)
+        nowhere = queues["tasks-nowhere"]
+        assert (nowhere["messages"], nowhere["messages_ready"], nowhere["delayed"]) == (1, 1, 0)
+        assert set(queues["tasks"]) >= {"visible", "delayed", "dead_lettered", "messages", "messages_ready"}
+        assert queues["tasks-dlq"]["kind"] == "dead-letter"
+        page = deployment.http(deployment.flower_port, "/broker")
+        assert '<tr id="tasks-nowhere">' in page and '<tr id="tasks">' in page
+        url = f"http://127.0.0.1:{deployment.flower_port}/broker"
+        dom = subprocess.run([*chromium, "--dump-dom", url], capture_output=True, text=True, timeout=120,
+                             check=True).stdout
+        save("flower-broker.html", dom)
+        row = re.search(r'<tr id="tasks-nowhere">(.*?)</tr>', dom, re.DOTALL)
+        assert row is not None, "the Broker page in Chromium has no row for tasks-nowhere"
+        assert re.findall(r"<td[^>]*>\s*([^<]*?)\s*</td>", row.group(1))[:2] == ["tasks-nowhere", "1"]
+        assert '<tr id="tasks-dlq">' in dom
+    finally:
+        deployment.cli("cancel", stuck)
+
+
+def test_a_rate_limit_set_from_flower_on_a_user_node_task_reaches_the_workers(deployment: Deployment) -> None:
+    name = deployment.worker_names[0]
+
+    def limits() -> str:
+        return deployment.celery("inspect", "registered", "--taskinfoitems=rate_limit", "-d", name, timeout=90).stdout
+
+    status, answer = deployment.flower_post(f"/api/task/rate-limit/flowcraft.node.op-step?workername={name}"
+                                            "&ratelimit=600/m")
+    try:
+        assert status == 200, f"rate-limit: HTTP {status} {answer}"  # Flower has no FLOWCRAFT_NODE_MODULES
+        assert "flowcraft.node.op-step [rate_limit=600/m]" in limits()
+        status, answer = deployment.flower_post(f"/api/task/timeout/flowcraft.node.op-flaky?workername={name}"
+                                                "&soft=50&hard=60")
+        assert status == 200, f"timeout: HTTP {status} {answer}"
+        status, answer = deployment.flower_post(f"/api/task/rate-limit/flowcraft.node.no-such-node?workername={name}"
+                                                "&ratelimit=1/m")
+        assert status == 404, "a node task no worker published is unknown to Flower"
+    finally:
+        deployment.flower_post(f"/api/task/rate-limit/flowcraft.node.op-step?workername={name}&ratelimit=0")
+
+
 # -- logs and results --------------------------------------------------------------------------
 
 def test_node_log_lines_carry_run_blueprint_node_and_iteration(deployment: Deployment, scenario: Scenario) -> None:
