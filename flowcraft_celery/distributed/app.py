@@ -22,9 +22,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import (
     beat_init,
+    before_task_publish,
     import_modules,
     worker_init,
     worker_process_init,
+    worker_process_shutdown,
     worker_ready,
     worker_shutting_down,
 )
@@ -34,6 +36,7 @@ from flowcraft_celery.distributed.bridge import register_node_tasks
 from flowcraft_celery.distributed.delayed import install_delayed_index
 from flowcraft_celery.distributed.logcontext import install_on_celery_logging
 from flowcraft_celery.distributed.ops.flower import NodeTaskRegistry, install_broker
+from flowcraft_celery.distributed.ops.tracing import flush, inject, set_attributes, span
 from flowcraft_celery.distributed.preflight import check_settings, report_unreachable_redis
 from flowcraft_celery.distributed.problems import SettingError, explain
 from flowcraft_celery.distributed.published import (
@@ -92,7 +95,9 @@ def create_app(config: str | None = None) -> Celery:
         """Re-publish the outstanding work of stalled runs; returns the counts."""
         started = time.monotonic()
         rt = runtime_for(self.app.conf)
-        report = reconcile(self.app, rt, stall_seconds).to_dict()
+        with span("flowcraft.reconcile", {}):
+            report = reconcile(self.app, rt, stall_seconds).to_dict()
+            set_attributes({f"flowcraft.reconcile.{key}": value for key, value in report.items()})
         record_pass(self, rt, report, time.monotonic() - started)
         return report
 
@@ -174,6 +179,8 @@ def _report_throttling(sender: Any = None, **_: Any) -> None:
 
 
 install_on_celery_logging()
+before_task_publish.connect(inject, weak=False)  # every message carries its sender's trace context
+worker_process_shutdown.connect(flush, weak=False)
 install_delayed_index()
 install_quiet_beat()
 

@@ -33,6 +33,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from flowcraft_celery.distributed.deadletter import dead_letter, dead_letter_arguments, node_message_problem
 from flowcraft_celery.distributed.lease import lease
 from flowcraft_celery.distributed.logcontext import node_log_scope, start_task_record, task_summary
+from flowcraft_celery.distributed.ops.tracing import message_context, span
 from flowcraft_celery.distributed.recovery import complete, ensure_state
 from flowcraft_celery.distributed.runs import (
     Payload,
@@ -218,6 +219,17 @@ class NodeExecution:
 
     @node_log_scope
     def handle(self) -> None:
+        """Handle the message in its span: a child of the execution that sent it (or, run inline,
+        of the one running it)."""
+        request = self.task.request
+        attributes = {"flowcraft.run_id": self.run_id, "flowcraft.blueprint": self.msg.get("bp"),
+                      "flowcraft.node": self.node_id, "flowcraft.iteration": self.iteration,
+                      "flowcraft.attempt": int(self.msg.get("attempt", 1)),
+                      "flowcraft.worker": request.hostname or socket.gethostname(), "celery.task_id": request.id}
+        with span(f"flowcraft.node {self.node_id}", attributes, message_context(request) if not self.depth else None):
+            self._handle()
+
+    def _handle(self) -> None:
         """Drop what is done or halted, rebuild a run whose Redis state was lost, check the
         blueprint, then run the node."""
         state = self.rt.ledger.check(self.run_id, self.token)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from celery import Celery
 
 from flowcraft_celery.distributed.in_flight import WorkerHands
+from flowcraft_celery.distributed.ops.tracing import span
 from flowcraft_celery.distributed.queue_evidence import QueueFronts
 from flowcraft_celery.distributed.recovery import complete, ensure_state
 from flowcraft_celery.distributed.runs import Payload, notify_parent, publish, run_graph
@@ -67,7 +68,10 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None) -> R
         if not rt.coordination.acquire(lock, owner, ttl=60):
             continue
         try:
-            _reconcile_run(app, rt, run_id, str(doc.get("blueprintId")), threshold, now, (fronts, hands), report)
+            with span("flowcraft.reconcile.run", {"flowcraft.run_id": run_id,
+                                                  "flowcraft.blueprint": doc.get("blueprintId")}):
+                _reconcile_run(app, rt, run_id, str(doc.get("blueprintId")), threshold, now, (fronts, hands),
+                               report)
         except Exception:
             logger.exception("run %s: reconcile failed", run_id)
             report.failed += 1

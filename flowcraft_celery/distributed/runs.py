@@ -16,6 +16,7 @@ its own run id: starting the same id again returns the run already started.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 from celery import Celery
 
+from flowcraft_celery.distributed.ops.tracing import span
 from flowcraft_celery.distributed.retention import expire_finished_run
 from flowcraft_celery.distributed.runtime import Runtime
 from flowcraft_celery.engine.builtins import webhook_output
@@ -159,7 +161,9 @@ def publish_within(app: Celery, graph: Graph, messages: Iterable[Payload], timeo
         except BaseException as exc:  # reported by the caller's thread
             failure.append(exc)
 
-    sender = threading.Thread(target=send, name="flowcraft-start-publish", daemon=True)
+    # the thread publishes in the caller's context (its trace span, its log scope)
+    sender = threading.Thread(target=contextvars.copy_context().run, args=(send,), name="flowcraft-start-publish",
+                              daemon=True)
     sender.start()
     sender.join(timeout)
     where = f"broker at {broker_endpoint(app)}"
@@ -215,6 +219,15 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
     check_json(dict(context or {}), "initial context")
     check_json(start_input, "start input")
     run_id = run_id or uuid.uuid4().hex
+    with span("flowcraft.start", {"flowcraft.run_id": run_id, "flowcraft.blueprint": blueprint.id,
+                                  "flowcraft.parent_run_id": (parent or {}).get("parentRunId")}):
+        _begin(app, rt, blueprint, run_id, context, start_input, parent)
+    return run_id
+
+
+def _begin(app: Celery, rt: Runtime, blueprint: Blueprint, run_id: str, context: Mapping[str, Any] | None,
+           start_input: Any, parent: Mapping[str, Any] | None) -> None:
+    """Write the new run's context, ledger and status, then publish its start messages (all or nothing)."""
     now = time.time()
     doc = RunStatusDoc(runId=run_id, blueprintId=blueprint.id, blueprintVersion=blueprint.run_version,
                        status="running", createdAt=now, lastUpdated=now, errors=[], awaiting=[],
@@ -244,7 +257,6 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
     with contextlib.suppress(Exception):  # best effort: the earlier stamp only makes reconcile re-send sooner
         # their `sent` is now after the queue took them; an entry a start node already moved on from stays
         rt.ledger.settle(run_id, "", {name: (queued[name], message) for name, message in messages.items()})
-    return run_id
 
 
 def _existing_run(rt: Runtime, run_id: str) -> RunStatusDoc | None:
