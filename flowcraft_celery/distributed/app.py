@@ -36,7 +36,7 @@ from flowcraft_celery.distributed.bridge import register_node_tasks
 from flowcraft_celery.distributed.delayed import install_delayed_index
 from flowcraft_celery.distributed.logcontext import install_on_celery_logging
 from flowcraft_celery.distributed.ops.flower import NodeTaskRegistry, install_broker
-from flowcraft_celery.distributed.ops.tracing import flush, inject, set_attributes, span
+from flowcraft_celery.distributed.ops.tracing import flush, inject, set_attributes, set_up, span
 from flowcraft_celery.distributed.preflight import check_settings, report_unreachable_redis
 from flowcraft_celery.distributed.problems import SettingError, explain
 from flowcraft_celery.distributed.published import (
@@ -180,6 +180,8 @@ def _report_throttling(sender: Any = None, **_: Any) -> None:
 
 install_on_celery_logging()
 before_task_publish.connect(inject, weak=False)  # every message carries its sender's trace context
+for _started in (worker_init, worker_process_init, beat_init):
+    _started.connect(set_up, weak=False)
 worker_process_shutdown.connect(flush, weak=False)
 install_delayed_index()
 install_quiet_beat()

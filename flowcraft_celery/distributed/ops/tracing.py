@@ -3,10 +3,11 @@
 Off unless OpenTelemetry is installed (`pip install 'flowcraft-celery[otel]'`) and configured
 with its standard variables: `OTEL_TRACES_EXPORTER` (`otlp`, `console`, ...) or an OTLP endpoint
 (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), `OTEL_SDK_DISABLED=true`
-turning it off again. Each process sets up its tracer provider on first use (after a pool's
-fork), exporting with `BatchSpanProcessor` (`OTEL_BSP_*`) and the exporter the variables name;
-`otlp` is OTLP over HTTP unless `OTEL_EXPORTER_OTLP_PROTOCOL` says `grpc`. A provider someone set
-up already (`opentelemetry-instrument`, the application) is used as it is.
+turning it off again. Each process sets up its tracer provider as it starts (`set_up`, on
+Celery's worker, pool process and beat start signals) or on first use, exporting with
+`BatchSpanProcessor` (`OTEL_BSP_*`) and the exporter the variables name; `otlp` is OTLP over HTTP
+unless `OTEL_EXPORTER_OTLP_PROTOCOL` says `grpc`. A provider someone set up already
+(`opentelemetry-instrument`, the application) is used as it is.
 
 `span(...)` opens a span as a child of the current one, or of the W3C trace context in a task
 message's headers when there is none. `inject(headers)` is connected to Celery's
@@ -139,6 +140,12 @@ def inject(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Put the current span's trace context into a message's headers (Celery's `before_task_publish`)."""
     if headers is not None and enabled() and trace.get_current_span().get_span_context().is_valid:
         propagate.inject(headers)
+
+
+def set_up(**_: Any) -> None:
+    """Set tracing up as a process starts (a pool process, beat), before instrumentation a user
+    enables there asks for the tracer provider."""
+    enabled()
 
 
 def flush(**_: Any) -> None:

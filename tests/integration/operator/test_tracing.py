@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -129,18 +130,18 @@ class Traced:
     workers: dict[str, str]
 
 
-@pytest.fixture(scope="module")
-def traced(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str, str],
-           receiver: OtlpReceiver) -> Iterator[Traced]:
+@contextlib.contextmanager
+def _deployment(log_dir: Path, services_env: dict[str, str], receiver: OtlpReceiver,
+                node_modules: str = NODES) -> Iterator[Traced]:
     """Two workers (one per queue of trace-flow) and beat, exporting traces to the receiver."""
     tag = names.unique_name("trace")
     env = {**services_env, "FLOWCRAFT_QUEUE_PREFIX": f"{tag}-", "FLOWCRAFT_DEFAULT_QUEUE": "tasks",
-           "FLOWCRAFT_KEY_PREFIX": f"{tag}:", "FLOWCRAFT_COSMOS_DATABASE": tag, "FLOWCRAFT_NODE_MODULES": NODES,
+           "FLOWCRAFT_KEY_PREFIX": f"{tag}:", "FLOWCRAFT_COSMOS_DATABASE": tag, "FLOWCRAFT_NODE_MODULES": node_modules,
            "FLOWCRAFT_BLUEPRINTS": f"{NODES}:blueprints", "FLOWCRAFT_RECONCILE_INTERVAL": "2",
            "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
            "OTEL_SERVICE_NAME": "flowcraft-trace-test", "PYTHONUNBUFFERED": "1"}
-    group = WorkerGroup(env, tmp_path_factory.mktemp("tracing"), cwd=ROOT)
+    group = WorkerGroup(env, log_dir, cwd=ROOT)
     host = socket.gethostname()
     workers = {"tasks": f"wa-{tag}@{host}", "tasks-b": f"wb-{tag}@{host}"}
     try:
@@ -158,15 +159,35 @@ def traced(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str, str
             get_client(None, False).delete_database(tag)
 
 
-def test_a_run_across_two_workers_is_one_connected_trace(traced: Traced, receiver: OtlpReceiver) -> None:
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str, str],
+           receiver: OtlpReceiver) -> Iterator[Traced]:
+    """The traced deployment."""
+    with _deployment(tmp_path_factory.mktemp("tracing"), services_env, receiver) as deployment:
+        yield deployment
+
+
+def start_run(traced: Traced) -> str:
+    """`flowcraft-celery start trace-flow` in the deployment's environment (traced too); the run id."""
     started = subprocess.run([sys.executable, "-m", "flowcraft_celery.cli", "start", "trace-flow"],
                              env={**os.environ, **traced.env}, cwd=ROOT, capture_output=True, text=True, timeout=120,
                              check=False)
     assert started.returncode == 0, started.stderr
-    run_id = started.stdout.strip()
-    spans = wait_for(lambda: (found := receiver.of_run(run_id)) and len(
-        [s for s in found if s.name.startswith("flowcraft.node ")]) >= len(RUN_NODES) and found, 60,
-                     "every node span of the run at the receiver", 0.5)
+    return started.stdout.strip()
+
+
+def node_spans(receiver: OtlpReceiver, run_id: str) -> list[Span]:
+    """Every span of the run, once each of its nodes has one at the receiver."""
+    def arrived() -> list[Span] | None:
+        found = receiver.of_run(run_id)
+        return found if len([s for s in found if s.name.startswith("flowcraft.node ")]) >= len(RUN_NODES) else None
+
+    return wait_for(arrived, 60, "every node span of the run at the receiver", 0.5)
+
+
+def test_a_run_across_two_workers_is_one_connected_trace(traced: Traced, receiver: OtlpReceiver) -> None:
+    run_id = start_run(traced)
+    spans = node_spans(receiver, run_id)
 
     [start] = [s for s in spans if s.name == "flowcraft.start"]
     assert start.parent_id == "" and start.service == "flowcraft-trace-test"
@@ -194,3 +215,27 @@ def test_a_run_across_two_workers_is_one_connected_trace(traced: Traced, receive
 def test_reconcile_passes_are_spans(traced: Traced, receiver: OtlpReceiver) -> None:
     passes = wait_for(lambda: receiver.named("flowcraft.reconcile"), 60, "a reconcile pass's span", 0.5)
     assert passes[0].parent_id == "" and passes[0].attributes["flowcraft.reconcile.stalled"] == 0
+
+
+def test_our_spans_compose_with_celerys_own_instrumentation(tmp_path: Path, services_env: dict[str, str],
+                                                            receiver: OtlpReceiver) -> None:
+    with _deployment(tmp_path, services_env, receiver, f"{NODES},tests.integration.operator.celery_instrumented") \
+            as deployment:
+        run_id = start_run(deployment)
+        ours = node_spans(receiver, run_id)
+    with receiver.lock:
+        by_id = {s.span_id: s for s in receiver.spans if s.trace_id == ours[0].trace_id}
+    [start] = [s for s in ours if s.name == "flowcraft.start"]
+    assert {s.trace_id for s in ours} == {start.trace_id}, "the run's spans are in more than one trace"
+    for node in RUN_NODES:
+        [span] = [s for s in ours if s.name == f"flowcraft.node {node}"]
+        celery_run = by_id[span.parent_id]  # the instrumentation's span of the task sits between
+        tree = "\n".join(f"{s.span_id} <- {s.parent_id} {s.name} {s.attributes.get('flowcraft.worker', '')}"
+                         for s in by_id.values())
+        assert celery_run.name.startswith("run/flowcraft.node."), f"{node}: parent {celery_run.name}\n{tree}"
+        chain, parent = [], celery_run.parent_id
+        while parent in by_id and not by_id[parent].name.startswith("flowcraft."):
+            chain.append(by_id[parent].name)
+            parent = by_id[parent].parent_id
+        expected = "flowcraft.start" if node == "start" else "flowcraft.node "
+        assert by_id[parent].name.startswith(expected), f"{node}: {chain} then {by_id[parent].name}"
