@@ -208,30 +208,35 @@ def test_flower_task_list_in_headless_chromium_shows_the_node_tasks(deployment: 
 
 def test_flower_broker_api_and_page_show_every_queue_with_its_depths(deployment: Deployment, scenario: Scenario,
                                                                      chromium: list[str]) -> None:
+    poison = ("from flowcraft_celery.distributed.app import app; "
+              "app.send_task('flowcraft.node.op-step', kwargs={'msg': {'not': 'a node message'}})")
+    deployment.run(["-c", poison])  # dead-lettered by the worker that takes it
     stuck = deployment.cli("start", "op-stuck").stdout.strip()  # one message waits on tasks-nowhere
     try:
         def lengths() -> dict[str, dict[str, Any]] | None:
             listed = {q["name"]: q for q in deployment.flower("/api/queues/length")["active_queues"]}
-            return listed if listed.get("tasks-nowhere", {}).get("visible") else None
+            seen = listed.get("tasks-nowhere", {}).get("visible") and listed.get("tasks", {}).get("dead_lettered")
+            return listed if seen else None
 
-        queues = wait_for(lengths, 60, "Flower to count the message on tasks-nowhere", 1)
+        queues = wait_for(lengths, 90, "Flower to count the message on tasks-nowhere and the dead letter", 1)
         assert {"tasks", "tasks-dlq", "tasks-nowhere"} <= set(queues), sorted(queues)
         nowhere = queues["tasks-nowhere"]
         assert (nowhere["messages"], nowhere["messages_ready"], nowhere["delayed"]) == (1, 1, 0)
-        assert set(queues["tasks"]) >= {"visible", "delayed", "dead_lettered", "messages", "messages_ready"}
+        assert (queues["tasks"]["dead_lettered"], queues["tasks-dlq"]["messages"]) == (1, 1)
         assert queues["tasks-dlq"]["kind"] == "dead-letter"
         page = deployment.http(deployment.flower_port, "/broker")
-        assert '<tr id="tasks-nowhere">' in page and '<tr id="tasks">' in page
+        assert '<tr id="tasks-nowhere">' in page and '<tr id="tasks-dlq">' in page
         url = f"http://127.0.0.1:{deployment.flower_port}/broker"
         dom = subprocess.run([*chromium, "--dump-dom", url], capture_output=True, text=True, timeout=120,
                              check=True).stdout
         save("flower-broker.html", dom)
-        row = re.search(r'<tr id="tasks-nowhere">(.*?)</tr>', dom, re.DOTALL)
-        assert row is not None, "the Broker page in Chromium has no row for tasks-nowhere"
-        assert re.findall(r"<td[^>]*>\s*([^<]*?)\s*</td>", row.group(1))[:2] == ["tasks-nowhere", "1"]
-        assert '<tr id="tasks-dlq">' in dom
+        for queue in ("tasks-nowhere", "tasks-dlq"):
+            row = re.search(rf'<tr id="{queue}">(.*?)</tr>', dom, re.DOTALL)
+            assert row is not None, f"the Broker page in Chromium has no row for {queue}"
+            assert re.findall(r"<td[^>]*>\s*([^<]*?)\s*</td>", row.group(1))[:2] == [queue, "1"]
     finally:
         deployment.cli("cancel", stuck)
+        deployment.cli("dlq", "purge", "tasks", "--yes")
 
 
 def test_a_rate_limit_set_from_flower_on_a_user_node_task_reaches_the_workers(deployment: Deployment) -> None:
@@ -240,6 +245,7 @@ def test_a_rate_limit_set_from_flower_on_a_user_node_task_reaches_the_workers(de
     def limits() -> str:
         return deployment.celery("inspect", "registered", "--taskinfoitems=rate_limit", "-d", name, timeout=90).stdout
 
+    wait_for(lambda: name in deployment.flower("/api/workers?refresh=1"), 60, "Flower to know the worker")
     status, answer = deployment.flower_post(f"/api/task/rate-limit/flowcraft.node.op-step?workername={name}"
                                             "&ratelimit=600/m")
     try:
