@@ -29,8 +29,8 @@ from urllib.parse import urlparse
 from celery import Celery
 from celery.app.registry import TaskRegistry
 
-from flowcraft_celery.distributed.queues import QueueRow, queue_rows
-from flowcraft_celery.distributed.settings import deployment_name, key_prefix, redis_url
+from flowcraft_celery.distributed.core.settings import deployment_name, key_prefix, redis_url
+from flowcraft_celery.distributed.ops.queues import QueueRow, queue_rows
 from flowcraft_celery.stores.catalog import RedisCatalogStore
 from transports.azurequeue.redisauth import redis_from_url
 
