@@ -243,7 +243,10 @@ def test_a_rate_limit_set_from_flower_on_a_user_node_task_reaches_the_workers(de
     name = deployment.worker_names[0]
 
     def limits() -> str:
-        return deployment.celery("inspect", "registered", "--taskinfoitems=rate_limit", "-d", name, timeout=90).stdout
+        """The worker's registered tasks with their rate limits (`celery inspect registered rate_limit`)."""
+        ask = ("import json; from flowcraft_celery.distributed.app import app; "
+               f"print(json.dumps(app.control.inspect(destination=[{name!r}]).registered('rate_limit')))")
+        return deployment.run(["-c", ask], timeout=90).stdout
 
     wait_for(lambda: name in deployment.flower("/api/workers?refresh=1"), 60, "Flower to know the worker")
     status, answer = deployment.flower_post(f"/api/task/rate-limit/flowcraft.node.op-step?workername={name}"
