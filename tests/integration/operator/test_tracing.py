@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -29,6 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from flowcraft_celery.devtools.workers import WorkerGroup
 from tests.integration import names
 from tests.integration.operator.conftest import ROOT, _cleanup_queues
+from tests.integration.operator.tracing_nodes import NAP_SECONDS
 from tests.integration.polling import wait_for
 
 NODES = "tests.integration.operator.tracing_nodes"
@@ -167,9 +169,9 @@ def traced(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str, str
         yield deployment
 
 
-def start_run(traced: Traced) -> str:
-    """`flowcraft-celery start trace-flow` in the deployment's environment (traced too); the run id."""
-    started = subprocess.run([sys.executable, "-m", "flowcraft_celery.cli", "start", "trace-flow"],
+def start_run(traced: Traced, blueprint: str = "trace-flow") -> str:
+    """`flowcraft-celery start BLUEPRINT` in the deployment's environment (traced too); the run id."""
+    started = subprocess.run([sys.executable, "-m", "flowcraft_celery.cli", "start", blueprint],
                              env={**os.environ, **traced.env}, cwd=ROOT, capture_output=True, text=True, timeout=120,
                              check=False)
     assert started.returncode == 0, started.stderr
@@ -210,6 +212,33 @@ def test_a_run_across_two_workers_is_one_connected_trace(traced: Traced, receive
         assert span.attributes["flowcraft.blueprint"] == "trace-flow"
         assert (span.attributes["flowcraft.node"], span.attributes["flowcraft.iteration"],
                 span.attributes["flowcraft.attempt"]) == (node, 0, 1)
+
+
+def test_a_run_rebuilt_after_redis_lost_its_state_shows_the_recovery_in_its_trace(
+        traced: Traced, receiver: OtlpReceiver) -> None:
+    run_id = start_run(traced, "trace-nap")
+    wait_for(lambda: [s for s in receiver.of_run(run_id) if s.name == "flowcraft.node nap"], 30,
+             "the nap node's span (its wake-up message is on its way)", 0.2)
+    client = redis.Redis.from_url(traced.env["REDIS_URL"])
+    try:
+        lost = [key for key in client.scan_iter(f"{traced.env['FLOWCRAFT_KEY_PREFIX']}*", count=1000)
+                if run_id in key.decode()]
+        assert lost and client.delete(*lost) == len(lost)
+    finally:
+        client.close()
+
+    def recovered() -> list[Span] | None:
+        found = receiver.of_run(run_id)
+        names = [s.name for s in found]
+        return found if "flowcraft.recover" in names and "flowcraft.node finish" in names else None
+
+    spans = wait_for(recovered, NAP_SECONDS + 60, "the recovery's span and the finish node's", 0.5)
+    [start] = [s for s in spans if s.name == "flowcraft.start"]
+    [recover] = [s for s in spans if s.name == "flowcraft.recover"]
+    naps = {s.span_id: s for s in spans if s.name == "flowcraft.node nap"}
+    assert {s.trace_id for s in spans} == {start.trace_id}
+    assert recover.parent_id in naps, "the rebuild happens while the nap's wake-up message is handled"
+    assert recover.attributes["flowcraft.reason"] == "Redis held no state for the run"
 
 
 def test_reconcile_passes_are_spans(traced: Traced, receiver: OtlpReceiver) -> None:

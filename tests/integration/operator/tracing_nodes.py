@@ -2,7 +2,8 @@
 
 `trace-flow`: start -> (left on `<default>-b`, right) -> join on `<default>-b` -> finish. The
 default queue's worker runs start, right and finish; the `-b` worker runs left and join, so every
-hop of the run's trace between them travels in a task message's headers.
+hop of the run's trace between them travels in a task message's headers. `trace-nap`: start ->
+nap (sleeps `NAP_SECONDS`) -> finish, long enough for the test to drop the run's Redis state.
 """
 
 from __future__ import annotations
@@ -31,4 +32,13 @@ def _flow() -> Blueprint:
         .chain("join", "finish").build()
 
 
-blueprints = [_flow()]
+#: Seconds `trace-nap` sleeps.
+NAP_SECONDS = 6
+
+
+def _nap() -> Blueprint:
+    flow = Flow("trace-nap").node("start", "trace-step").node("nap", "sleep", params={"duration": f"{NAP_SECONDS}s"})
+    return flow.node("finish", "trace-step").chain("start", "nap", "finish").build()
+
+
+blueprints = [_flow(), _nap()]
