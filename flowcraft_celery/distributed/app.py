@@ -32,7 +32,7 @@ import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.bridge import register_node_tasks
 from flowcraft_celery.distributed.delayed import install_delayed_index
 from flowcraft_celery.distributed.logcontext import install_on_celery_logging
-from flowcraft_celery.distributed.preflight import check_settings, report_unreachable_redis
+from flowcraft_celery.distributed.preflight import check_settings, report_unreachable_broker, report_unreachable_redis
 from flowcraft_celery.distributed.problems import SettingError, explain
 from flowcraft_celery.distributed.published import (
     import_node_modules,
@@ -104,6 +104,7 @@ def _load_worker_code(sender: Any = None, **_: Any) -> None:
     except SettingError as exc:
         logger.critical("flowcraft: cannot start: %s", exc)
         raise SystemExit(EXIT_CONFIG) from exc
+    report_unreachable_broker(sender)
     report_unreachable_redis(sender.conf)
 
 

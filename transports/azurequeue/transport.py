@@ -171,7 +171,7 @@ class Transport(virtual.Transport):
         """Ask the account for one page of one queue name; PING Redis. Raise BrokerUnreachable."""
         conninfo: Any = self.client
         timeout = min(float(getattr(conninfo, "connect_timeout", None) or CONNECT_TIMEOUT), CONNECT_TIMEOUT)
-        where = masked_url(conninfo.hostname or "")
+        where = self.clients.queues.url.split("?", 1)[0]  # the account's endpoint, never a SAS
         try:
             pages = self.clients.queues.list_queues(
                 name_starts_with=self.options.queue_name_prefix or None, results_per_page=1,
@@ -185,6 +185,9 @@ class Transport(virtual.Transport):
             # work); a SAS without the service-level `list` permission is fine.
             if exc.status_code in (401, 403) and getattr(exc, "error_code", None) == "AuthenticationFailed":
                 raise BrokerUnreachable(f"the storage account of {where} refuses the credential: {exc.message}") \
+                    from exc
+            if not getattr(exc, "error_code", None):  # no Azure error code: another server answers there
+                raise BrokerUnreachable(f"{where} is not a storage account: it answers {exc.status_code} {exc.reason}") \
                     from exc
         if self.options.redis_url:
             try:
