@@ -187,8 +187,8 @@ class Transport(virtual.Transport):
                 raise BrokerUnreachable(f"the storage account of {where} refuses the credential: {exc.message}") \
                     from exc
             if not getattr(exc, "error_code", None):  # no Azure error code: another server answers there
-                raise BrokerUnreachable(f"{where} is not a storage account: it answers {exc.status_code} {exc.reason}") \
-                    from exc
+                raise BrokerUnreachable(f"{where} is not a storage account: it answers {exc.status_code} "
+                                        f"{exc.reason}") from exc
         if self.options.redis_url:
             try:
                 self._redis_client().ping()
