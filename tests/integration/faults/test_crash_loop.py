@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from flowcraft_celery.distributed.settings import DEFAULT_MAX_NODE_CRASHES
+from flowcraft_celery.distributed.core.settings import DEFAULT_MAX_NODE_CRASHES
 from tests.integration.faults.kit import ROOT, FaultKit, assert_recorded_once, fault_kit
 from tests.integration.polling import wait_for
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flowcraft_celery.distributed.published import DeploymentBlueprints, worker_code
-from flowcraft_celery.distributed.settings import (
+from flowcraft_celery.distributed.core.published import DeploymentBlueprints, worker_code
+from flowcraft_celery.distributed.core.settings import (
     DEFAULT_MAX_NODE_CRASHES,
     blueprint_sources,
     deployment_name,
