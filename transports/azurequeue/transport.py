@@ -26,6 +26,7 @@ from .channel import Channel as AzureQueueChannel
 from .inbox import Inbox
 from .leases import LeaseKeeper
 from .options import Options
+from .outages import OUTAGES, redis_endpoint, unanswered
 from .polling import PollSchedule
 from .queues import AzureQueues
 from .receiver import MAX_WAIT, Consumption, Received, Receiver
@@ -190,10 +191,14 @@ class Transport(virtual.Transport):
                 raise BrokerUnreachable(f"{where} is not a storage account: it answers {exc.status_code} "
                                         f"{exc.reason}") from exc
         if self.options.redis_url:
+            client = self._redis_client()
             try:
-                self._redis_client().ping()
+                client.ping()
             except redis.RedisError as exc:
+                if unanswered(exc):
+                    OUTAGES.failed("Redis", redis_endpoint(client), exc)
                 raise BrokerUnreachable(f"the Redis of the `redis_url` option does not answer: {exc}") from exc
+            OUTAGES.answered("Redis", redis_endpoint(client))
 
     # Declarations and routing -------------------------------------------------------------
 
