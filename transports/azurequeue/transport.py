@@ -172,7 +172,8 @@ class Transport(virtual.Transport):
         """Ask the account for one page of one queue name; PING Redis. Raise BrokerUnreachable."""
         conninfo: Any = self.client
         timeout = min(float(getattr(conninfo, "connect_timeout", None) or CONNECT_TIMEOUT), CONNECT_TIMEOUT)
-        where = self.clients.queues.url.split("?", 1)[0]  # the account's endpoint, never a SAS
+        # the URL's account (masked), or the connection string's account endpoint (never its SAS)
+        where = masked_url(conninfo.hostname) if conninfo.hostname else self.clients.queues.url.split("?", 1)[0]
         try:
             pages = self.clients.queues.list_queues(
                 name_starts_with=self.options.queue_name_prefix or None, results_per_page=1,
