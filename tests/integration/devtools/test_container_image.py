@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -144,3 +145,49 @@ def test_the_image_builds_and_runs_the_cli_as_a_user() -> None:
         assert who.stdout.strip() == "10001"
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=120, check=False)
+
+
+EXAMPLE = ROOT / "examples" / "azure-container-apps"
+
+
+def test_the_container_apps_example_image_holds_code_a_worker_can_run(tmp_path: Path) -> None:
+    commands = list(dockerfile.parse_file(str(EXAMPLE / "Dockerfile")))
+    assert [c.value for c in commands if c.cmd == "ARG"] == [("BASE=flowcraft-celery:latest",)]
+    copied = [c.value[0] for c in commands if c.cmd == "COPY"]
+    assert all((ROOT / "examples" / source).is_file() for source in copied), copied  # examples/ is the context
+    [env] = [dict(zip(c.value[::2], c.value[1::2], strict=True)) for c in commands if c.cmd == "ENV"]
+    # what the image's worker reads at start, checked as a worker would (module importable, blueprints valid)
+    app = tmp_path / "app"
+    (app / "flows").mkdir(parents=True)
+    for source in copied:
+        target = app / ("flows" if source.endswith(".json") else "") / source
+        shutil.copy(ROOT / "examples" / source, target)
+    checked = subprocess.run(
+        [sys.executable, "-m", "flowcraft_celery.cli", "validate", str(app / "flows" / "order-flow.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join((str(app), str(ROOT))),
+             "FLOWCRAFT_NODE_MODULES": env["FLOWCRAFT_NODE_MODULES"],
+             "FLOWCRAFT_BLUEPRINTS": env["FLOWCRAFT_BLUEPRINTS"].replace("/app", str(app))})
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_container_apps_example_sets_only_real_settings_and_scales_on_the_task_queue() -> None:
+    from transports.azurequeue.naming import azure_queue_name
+
+    bicep = (EXAMPLE / "main.bicep").read_text()
+    sources = "\n".join(p.read_text() for p in [ROOT / "celeryconfig.py", *ROOT.glob("flowcraft_celery/**/*.py"),
+                                                 *ROOT.glob("transports/**/*.py")])
+    settings = set(re.findall(r"\{ name: '([A-Z_0-9]+)', value:", bicep))
+    assert {"CELERY_BROKER_URL", "AZURE_COSMOS_CONNECTION_STRING", "REDIS_URL", "FLOWCRAFT_REDIS_CREDENTIAL",
+            "FLOWCRAFT_QUEUE_PREFIX", "FLOWCRAFT_DEFAULT_QUEUE"} <= settings
+    read_by_azure_identity = {"AZURE_CLIENT_ID"}
+    assert all(f'"{name}"' in sources or name.startswith("FLOWER_") for name in settings - read_by_azure_identity), \
+        [name for name in settings if f'"{name}"' not in sources]
+    # KEDA reads the Azure name of the task queue: prefix + Celery queue, as the transport names it
+    assert "var taskQueue = '${queuePrefix}${defaultQueue}'" in bicep
+    assert azure_queue_name("flowcraft", "prd-") == "prd-flowcraft"
+    assert re.search(r"type: 'azure-queue'\s+metadata: \{[^}]*queueName: taskQueue[^}]*\}\s+identity: identity.id",
+                     bicep)
+    beat = bicep[bicep.index("resource beat "):bicep.index("resource flower ")]
+    assert "scale: { minReplicas: 1, maxReplicas: 1 }" in beat
+    assert "unauthenticatedClientAction: 'RedirectToLoginPage'" in bicep and "parent: flower" in bicep
