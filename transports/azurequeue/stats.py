@@ -110,7 +110,8 @@ class CountingTransport(RequestsTransport):
         except (ServiceRequestError, ServiceResponseError) as exc:  # an outage, not throttling
             OUTAGES.failed(self._name, _account(request.url), exc)
             raise
-        OUTAGES.answered(self._name, _account(request.url))
+        if OUTAGES.active:
+            OUTAGES.answered(self._name, _account(request.url))
         if self._watch is None:
             return response
         kind = storage_throttle_kind(response.status_code, response.headers)
