@@ -12,6 +12,7 @@ implementations) for clients, and withdraws itself from it when it stops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -21,16 +22,22 @@ from typing import Any
 from celery import Celery
 from celery.signals import (
     beat_init,
+    before_task_publish,
     import_modules,
     worker_init,
     worker_process_init,
+    worker_process_shutdown,
     worker_ready,
     worker_shutting_down,
 )
 
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.core.logcontext import install_on_celery_logging
-from flowcraft_celery.distributed.core.preflight import check_settings, report_unreachable_redis
+from flowcraft_celery.distributed.core.preflight import (
+    check_settings,
+    report_unreachable_broker,
+    report_unreachable_redis,
+)
 from flowcraft_celery.distributed.core.problems import SettingError, explain
 from flowcraft_celery.distributed.core.published import (
     import_node_modules,
@@ -38,10 +45,13 @@ from flowcraft_celery.distributed.core.published import (
     publish_catalog,
     worker_code,
 )
+from flowcraft_celery.distributed.core.retry_lines import quiet_outage_retries
 from flowcraft_celery.distributed.core.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.core.secrets import censor_inspect_replies, protect_settings
 from flowcraft_celery.distributed.core.settings import deployment_name, key_prefix, redis_url
+from flowcraft_celery.distributed.core.tracing import flush, inject, set_attributes, set_up, span
 from flowcraft_celery.distributed.node.task import register_node_tasks
+from flowcraft_celery.distributed.ops.flower import NodeTaskRegistry, install_broker
 from flowcraft_celery.distributed.ops.throttle_metrics import start_reporter
 from flowcraft_celery.distributed.reconcile.passes import reconcile
 from flowcraft_celery.distributed.reconcile.schedule import install_quiet_beat, record_pass
@@ -50,6 +60,7 @@ from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
 from flowcraft_celery.stores.catalog import RedisCatalogStore
+from flowcraft_celery.stores.faults import classify
 from transports.azurequeue.redisauth import redis_from_url
 
 logger = logging.getLogger("flowcraft.worker")
@@ -70,23 +81,36 @@ class FlowcraftCelery(Celery):
         super().finalize(auto)
         if first:
             import_node_modules(self.conf)
-            register_node_tasks(self, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
+            registry = self.tasks
+            with registry.own_tasks() if isinstance(registry, NodeTaskRegistry) else contextlib.nullcontext():
+                register_node_tasks(self, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
             reset_runtimes()  # a runtime built before knew fewer node implementations
 
 
 def create_app(config: str | None = None) -> Celery:
     """A configured app with `flowcraft.reconcile` registered (node tasks follow on finalize)."""
-    celery_app = FlowcraftCelery("flowcraft_celery")
+    registry = NodeTaskRegistry()
+    celery_app = FlowcraftCelery("flowcraft_celery", tasks=registry)
+    registry.app, registry.register_node_tasks = celery_app, register_node_tasks
     celery_app.config_from_object(config or os.environ.get("FLOWCRAFT_CONFIG_MODULE", "celeryconfig"))
     protect_settings(celery_app.conf)
 
     # quiet passes leave no result and no event; see distributed/reconcile/schedule.py
     @celery_app.task(name="flowcraft.reconcile", bind=True, ignore_result=True, send_events=False, shared=False)
     def reconcile_task(self: Any, stall_seconds: float | None = None) -> dict[str, int]:
-        """Re-publish the outstanding work of stalled runs; returns the counts."""
+        """Re-publish the outstanding work of stalled runs; returns the counts. A store that does not
+        answer skips the pass (one line; the outage log tells the outage), the next pass tries again."""
         started = time.monotonic()
-        rt = runtime_for(self.app.conf)
-        report = reconcile(self.app, rt, stall_seconds).to_dict()
+        try:
+            rt = runtime_for(self.app.conf)
+            with span("flowcraft.reconcile", {}):
+                report = reconcile(self.app, rt, stall_seconds).to_dict()
+                set_attributes({f"flowcraft.reconcile.{key}": value for key, value in report.items()})
+        except Exception as exc:
+            if classify(exc) != "infrastructure":
+                raise
+            logger.info("reconcile: pass skipped, the next one tries again: %s", exc)
+            return {"skipped": 1}
         record_pass(self, rt, report, time.monotonic() - started)
         return report
 
@@ -104,7 +128,17 @@ def _load_worker_code(sender: Any = None, **_: Any) -> None:
     except SettingError as exc:
         logger.critical("flowcraft: cannot start: %s", exc)
         raise SystemExit(EXIT_CONFIG) from exc
+    report_unreachable_broker(sender)
     report_unreachable_redis(sender.conf)
+    install_broker(sender)  # Flower loads the app's modules too: its Broker page reads our queues
+
+
+@worker_init.connect
+def _own_tasks_only(sender: Any = None, **_: Any) -> None:
+    """A worker runs the node tasks it imported, never one it only found in the catalog."""
+    registry = getattr(getattr(sender, "app", None), "tasks", None)
+    if isinstance(registry, NodeTaskRegistry):
+        registry.serve_published = False
 
 
 @worker_ready.connect
@@ -159,8 +193,13 @@ def _report_throttling(sender: Any = None, **_: Any) -> None:
 
 
 install_on_celery_logging()
+before_task_publish.connect(inject, weak=False)  # every message carries its sender's trace context
+for _started in (worker_init, worker_process_init, beat_init):
+    _started.connect(set_up, weak=False)
+worker_process_shutdown.connect(flush, weak=False)
 install_delayed_index()
 install_quiet_beat()
+quiet_outage_retries()
 
 
 @worker_init.connect

@@ -71,22 +71,11 @@ local halted = redis.call('GET', KEYS[2]) or ''
 local recording = redis.call('SISMEMBER', KEYS[3], ARGV[1])
 local generation = redis.call('GET', KEYS[4]) or ''
 local attempts = 0
-local began = 0
 if finished == 0 and halted == '' and generation ~= '' then
   attempts = redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
   redis.call('SADD', KEYS[3], ARGV[1])
-  if recording == 0 and #KEYS == 9 then
-    -- the attempt's start in the run's timeline, as stores/timeline.py's record script writes it
-    local ttl = ARGV[4]
-    local left = redis.call('TTL', KEYS[9])
-    if left > 0 then ttl = left end
-    redis.call('HSET', KEYS[7], ARGV[2], ARGV[3])
-    redis.call('EXPIRE', KEYS[7], ttl)
-    redis.call('HINCRBY', KEYS[8], ARGV[5], 1)
-    began = 1
-  end
 end
-return {finished, halted, recording, generation, redis.call('HGET', KEYS[5], ARGV[1]) or '', attempts, began}
+return {finished, halted, recording, generation, redis.call('HGET', KEYS[5], ARGV[1]) or '', attempts}
 """
 
 _EXPIRE = """
@@ -136,8 +125,6 @@ class Entered(NamedTuple):
     state: TokenState
     #: Attempts of the token started and never ended, this one included (0: none counted).
     attempts: int
-    #: Whether the attempt's start was written to the run's timeline as well.
-    began: bool
 
 
 class Settled(NamedTuple):
@@ -252,24 +239,17 @@ class RunLedger:
         return TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
                           json.loads(entry) if entry else None)
 
-    def enter(self, run_id: str, node_token: str,
-              timeline_start: tuple[list[str], list[Any]] | None = None) -> Entered:
+    def enter(self, run_id: str, node_token: str) -> Entered:
         """`check`, and unless the token finished, the run halted or its state is lost, also
         `begin_attempt` and `mark_recording` (an attempt that starts now may record an output),
-        and, for a token with no output noted yet, the attempt's start in the run's timeline
-        (`timeline_start`: `Attempt.begin_write()`), in one round trip. `settle` of the token ends
-        the attempt as `end_attempt` does."""
+        in one round trip. `settle` of the token ends the attempt as `end_attempt` does."""
         keys = [self._key(run_id, "finished"), self._key(run_id, "halt"), self._key(run_id, "recording"),
                 self._key(run_id, "gen"), self._key(run_id, "pending"), self._key(run_id, "crashes")]
-        args: list[Any] = [node_token]
-        if timeline_start is not None:
-            keys += timeline_start[0]
-            args += timeline_start[1]
-        finished, halted, recording, generation, entry, attempts, began = self._enter(keys=keys, args=args)
+        finished, halted, recording, generation, entry, attempts = self._enter(keys=keys, args=[node_token])
         marker = _text(generation)
         state = TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
                            json.loads(entry) if entry else None)
-        return Entered(state, int(attempts), bool(began))
+        return Entered(state, int(attempts))
 
     def generation(self, run_id: str) -> int | None:
         """The run's marker: its generation, or None when Redis holds no state for the run."""
@@ -348,6 +328,11 @@ class RunLedger:
     def end_attempt(self, run_id: str, node_token: str) -> None:
         """The attempt ended (success, failure or error), so it did not crash its process."""
         self._redis.hdel(self._key(run_id, "crashes"), node_token)
+
+    def unended_attempts(self, run_id: str) -> dict[str, int]:
+        """Per token, the attempts that started and never ended (a running one included)."""
+        found = self._redis.hgetall(self._key(run_id, "crashes"))
+        return {_text(t): int(n) for t, n in found.items()}
 
     def finish_times(self, run_id: str) -> list[tuple[str, float]]:
         """When each node execution finished (the worker's clock), in order."""

@@ -24,6 +24,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery, Task
@@ -31,6 +32,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from flowcraft_celery.distributed.core.logcontext import node_log_scope, start_task_record, task_summary
 from flowcraft_celery.distributed.core.runtime import Runtime, runtime_for
+from flowcraft_celery.distributed.core.tracing import message_context, span
 from flowcraft_celery.distributed.node.deadletter import dead_letter, dead_letter_arguments, node_message_problem
 from flowcraft_celery.distributed.node.lease import lease
 from flowcraft_celery.distributed.runs.awaiting import mark_awaiting
@@ -59,7 +61,7 @@ from flowcraft_celery.model.durations import sleep_seconds
 from flowcraft_celery.model.graph import DynamicAddition, Graph
 from flowcraft_celery.stores.base import MISSING, RecordedOutput
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
-from flowcraft_celery.stores.guard import TRANSIENT
+from flowcraft_celery.stores.guard import TRANSIENT, log_level
 from flowcraft_celery.stores.ledger import Settled, token
 from flowcraft_celery.stores.timeline import Attempt
 
@@ -112,7 +114,8 @@ def _dead_letter_poison(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any
     try:
         dead_letter_arguments(task.app, task, args, kwargs, reason)
     except Exception as exc:
-        logger.warning("could not dead-letter a %s message (%s): %s; rejecting it", task.name, reason, exc)
+        logger.log(log_level(exc, logging.WARNING), "could not dead-letter a %s message (%s): %s; rejecting it",
+                   task.name, reason, exc)
         raise Reject(reason, requeue=False) from exc
 
 
@@ -122,8 +125,8 @@ def _retry_later(task: Task, members: list[Payload], exc: Exception) -> None:
     run_id = members[0].get("run")
     retries = int(task.request.retries or 0)
     if classify(exc) == "infrastructure" or isinstance(exc, TRANSIENT):
-        logger.warning("node message of run %s: %s; retry %s in %s s", run_id, exc, retries + 1,
-                       min(MAX_BACKOFF_SECONDS, 2 ** retries))
+        logger.log(log_level(exc, logging.WARNING, logging.DEBUG), "node message of run %s: %s; retry %s in %s s",
+                   run_id, exc, retries + 1, min(MAX_BACKOFF_SECONDS, 2 ** retries))
         error: Exception = exc if isinstance(exc, InfrastructureError) else InfrastructureError.wrap("broker", exc)
     else:
         logger.exception("node message of run %s could not be processed", run_id)
@@ -158,8 +161,20 @@ def _end_trace(trace: Attempt, state: str, retry_in: float | None = None) -> Non
     try:
         trace.end(state, retry_in)
     except Exception as exc:
-        logger.warning("run %s node %s: could not record the attempt's end (%s): %s",
-                       trace.run_id, trace.token, state, exc)
+        logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not record the attempt's end (%s): %s",
+                   trace.run_id, trace.token, state, exc)
+
+
+def _eta(task: Task) -> float:
+    """The epoch time the task's message was due (its ETA), 0 when it had none."""
+    eta = task.request.eta
+    if not eta:
+        return 0.0
+    try:
+        when = eta if isinstance(eta, datetime) else datetime.fromisoformat(str(eta))
+    except ValueError:
+        return 0.0
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _result_of(recorded: RecordedOutput) -> NodeResult:
@@ -203,6 +218,17 @@ class NodeExecution:
 
     @node_log_scope
     def handle(self) -> None:
+        """Handle the message in its span: a child of the execution that sent it (or, run inline,
+        of the one running it)."""
+        request = self.task.request
+        attributes = {"flowcraft.run_id": self.run_id, "flowcraft.blueprint": self.msg.get("bp"),
+                      "flowcraft.node": self.node_id, "flowcraft.iteration": self.iteration,
+                      "flowcraft.attempt": int(self.msg.get("attempt", 1)),
+                      "flowcraft.worker": request.hostname or socket.gethostname(), "celery.task_id": request.id}
+        with span(f"flowcraft.node {self.node_id}", attributes, message_context(request) if not self.depth else None):
+            self._handle()
+
+    def _handle(self) -> None:
         """Drop what is done or halted, rebuild a run whose Redis state was lost, check the
         blueprint, then run the node."""
         state = self.rt.ledger.check(self.run_id, self.token)
@@ -276,9 +302,7 @@ class NodeExecution:
             if not held:  # another copy of this message is running it right now
                 self._requeue(self.msg, 5)
                 return
-            trace = self.rt.timeline.attempt(self.run_id, self.token, node.uses, int(self.msg.get("attempt", 1)),
-                                             self.task.request.hostname or socket.gethostname())
-            again, attempts, began = self.rt.ledger.enter(self.run_id, self.token, trace.begin_write())
+            again, attempts = self.rt.ledger.enter(self.run_id, self.token)
             if again.finished or again.halted:  # a copy that held the lease before us finished it
                 return
             self._marked = attempts > 0
@@ -292,9 +316,7 @@ class NodeExecution:
                 if crashes >= self.rt.max_node_crashes:
                     self._crash_loop(crashes)
                     return
-                if not began:
-                    trace.begin()
-                self._attempt(node, node_input, trace)
+                self._attempt(node, node_input)
             finally:
                 self._end_attempt()
 
@@ -305,8 +327,8 @@ class NodeExecution:
         try:
             self.rt.ledger.end_attempt(self.run_id, self.token)
         except Exception as exc:
-            logger.warning("run %s node %s: could not note the end of the attempt: %s",
-                           self.run_id, self.node_id, exc)
+            logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not note the end of the "
+                       "attempt: %s", self.run_id, self.node_id, exc)
 
     def _crash_loop(self, crashes: int) -> None:
         """The node killed its worker process too often: fail the run and dead-letter the message."""
@@ -315,11 +337,12 @@ class NodeExecution:
         self._fail({"nodeId": self.node_id, "type": "NodeCrashed", "message": reason, "crashes": crashes})
         dead_letter(self.app, self.task, self.msg, reason)
 
-    def _attempt(self, node: NodeDefinition, node_input: Any, trace: Attempt) -> None:
-        """One attempt of an ordinary node (its start in the timeline already), then success or the
-        failure path."""
+    def _attempt(self, node: NodeDefinition, node_input: Any) -> None:
+        """One attempt of an ordinary node, then success or the failure path."""
         timeout = node.config.timeout_seconds
         attempt = int(self.msg.get("attempt", 1))
+        trace = self.rt.timeline.begin(self.run_id, self.token, node.uses, attempt,
+                                       self.task.request.hostname or socket.gethostname(), self._queue_wait())
         ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
                           run_id=self.run_id, node_id=self.node_id, blueprint_id=self.blueprint.id,
                           iteration=self.iteration, attempt=attempt)
@@ -337,6 +360,14 @@ class NodeExecution:
             return
         _end_trace(trace, "succeeded")
         self._succeed(result)
+
+    def _queue_wait(self) -> float | None:
+        """Seconds this message waited on its queue: from its publish, or its due time when it was
+        delayed, until now; None for a message run inline (it never was on a queue)."""
+        if self.depth:
+            return None
+        ready = max(float(self.msg.get("sent") or 0), float(self.msg.get("due") or 0), _eta(self.task))
+        return None if ready <= 0 else max(0.0, time.time() - ready)
 
     def _attempt_failed(self, error: NodeAttemptError, ctx: NodeContext) -> None:
         """Retry with a countdown, fall back (a class node's own `fallback()` first), or fail the
@@ -465,8 +496,8 @@ class NodeExecution:
         recorded later (the node itself is not run again, nor its routing decided again)."""
         writes = int(self.msg.get("writes", 0))
         countdown = min(MAX_BACKOFF_SECONDS, 2 ** writes)
-        logger.warning("run %s node %s finished but its result could not be recorded (%s); retrying the write in %s s",
-                       self.run_id, self.node_id, exc, countdown)
+        logger.log(log_level(exc, logging.WARNING), "run %s node %s finished but its result could not be recorded "
+                   "(%s); retrying the write in %s s", self.run_id, self.node_id, exc, countdown)
         done = {"output": result.output, "action": result.action, "dynamicNodes": result.dynamic_nodes,
                 "decision": decision.to_dict()}
         self._requeue(dict(self.msg, done=done, writes=writes + 1), countdown)
@@ -660,8 +691,8 @@ class NodeExecution:
         try:
             entry = self.rt.timeline.entries(self.run_id).get(self.token)
         except Exception as exc:
-            logger.warning("run %s node %s: could not read the attempt's timeline entry: %s", self.run_id, self.token,
-                           exc)
+            logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not read the attempt's timeline "
+                       "entry: %s", self.run_id, self.token, exc)
             return
         if entry is not None and entry.get("state") == "running":
             _end_trace(Attempt(self.rt.timeline, self.run_id, self.token, entry), state, retry_in)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from celery import Celery
 
 from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.distributed.core.tracing import span
 from flowcraft_celery.distributed.reconcile.in_flight import WorkerHands
 from flowcraft_celery.distributed.reconcile.queue_evidence import QueueFronts
 from flowcraft_celery.distributed.runs.ending import notify_parent
@@ -32,6 +33,7 @@ from flowcraft_celery.distributed.runs.publishing import Payload, publish
 from flowcraft_celery.distributed.runs.recovery import complete_run, ensure_state
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import FINAL_STATES
+from flowcraft_celery.stores.guard import is_outage
 
 logger = logging.getLogger("flowcraft.reconcile")
 
@@ -69,9 +71,14 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None) -> R
         if not rt.coordination.acquire(lock, owner, ttl=60):
             continue
         try:
-            _reconcile_run(app, rt, run_id, str(doc.get("blueprintId")), threshold, now, (fronts, hands), report)
-        except Exception:
-            logger.exception("run %s: reconcile failed", run_id)
+            with span("flowcraft.reconcile.run", {"flowcraft.run_id": run_id,
+                                                  "flowcraft.blueprint": doc.get("blueprintId")}):
+                _reconcile_run(app, rt, run_id, str(doc.get("blueprintId")), threshold, now, (fronts, hands),
+                               report)
+        except Exception as exc:
+            outage = is_outage(exc)
+            logger.log(logging.INFO if outage else logging.ERROR, "run %s: reconcile failed: %s", run_id, exc,
+                       exc_info=not outage)
             report.failed += 1
         finally:
             rt.coordination.release(lock, owner)

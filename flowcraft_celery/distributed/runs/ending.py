@@ -1,9 +1,11 @@
-"""A run's end: its final result recorded once, its Redis state halted, its records set to expire, its parent told."""
+"""A run's end: its final result recorded once, its Redis state halted, its records set to expire,
+its duration counted, its parent told."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Literal
 
 from celery import Celery
@@ -13,6 +15,8 @@ from flowcraft_celery.distributed.runs.graphs import run_graph
 from flowcraft_celery.distributed.runs.publishing import payload, publish
 from flowcraft_celery.distributed.runs.retention import expire_finished_run
 from flowcraft_celery.stores.base import RunStatusDoc
+from flowcraft_celery.stores.guard import is_outage
+from flowcraft_celery.stores.histograms import RUN_SECONDS, Observation
 
 logger = logging.getLogger("flowcraft.runs")
 
@@ -40,7 +44,7 @@ def record_completed(app: Celery, rt: Runtime, run_id: str, context: dict[str, A
     before, spares reading it again for its blueprint and parent."""
     done = rt.statuses.finish(run_id, "completed", final_result(rt, run_id, "completed", [], context), [])
     if done:
-        retire(rt, run_id, "completed", doc)
+        ended(rt, run_id, "completed", doc)
         notify_parent(app, rt, run_id, doc, "completed")
     return done
 
@@ -51,7 +55,7 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
     rt.ledger.halt(run_id, status)
     done = rt.statuses.finish(run_id, status, final_result(rt, run_id, status, errors), errors)
     if done:
-        retire(rt, run_id, status)
+        ended(rt, run_id, status)
         notify_parent(app, rt, run_id)
     return done
 
@@ -61,6 +65,25 @@ def retire(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = Non
     retention (`doc`: its status document read before, if the caller has it)."""
     rt.ledger.halt(run_id, status)
     expire_finished_run(rt, run_id, doc)
+
+
+def ended(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None) -> None:
+    """This call made the run final: retire it and record its duration (best effort: the final
+    state is recorded already, only the metric would be missing). `doc`: the status document the
+    caller read just before finishing the run (else it is read now)."""
+    read = doc is None
+    try:
+        if read:
+            doc = rt.statuses.get(run_id)
+        if doc is not None:
+            end = float(doc.get("lastUpdated") or time.time()) if read else time.time()
+            took = end - float(doc.get("createdAt") or time.time())
+            rt.timeline.observe(Observation(RUN_SECONDS, {"blueprint": str(doc.get("blueprintId")),
+                                                          "status": status}, took))
+    except Exception as exc:
+        level = logging.INFO if is_outage(exc) else logging.WARNING  # an outage is told once, by the outage log
+        logger.log(level, "run %s ended %s but its duration was not recorded: %s", run_id, status, exc)
+    retire(rt, run_id, status, doc)
 
 
 def notify_parent(app: Celery, rt: Runtime, run_id: str, doc: RunStatusDoc | None = None,

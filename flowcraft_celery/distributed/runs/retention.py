@@ -13,12 +13,14 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.graphs import run_graph
 from flowcraft_celery.engine.dispatch import join_scopes
-from flowcraft_celery.stores.base import RunStatusDoc
+from flowcraft_celery.stores.guard import is_outage
 from flowcraft_celery.stores.retention import Removed
 
 logger = logging.getLogger("flowcraft.retention")
@@ -35,9 +37,8 @@ def run_scopes(rt: Runtime, run_id: str, blueprint_id: str | None) -> list[str]:
     return join_scopes(run_graph(rt, blueprint, run_id, dynamic=True), run_id, rt.ledger.tokens(run_id))
 
 
-def expire_finished_run(rt: Runtime, run_id: str, doc: RunStatusDoc | None = None) -> None:
-    """The run has just become final: let all its records expire after the retention (`doc`:
-    its status document read before, for its blueprint; else it is read now).
+def expire_finished_run(rt: Runtime, run_id: str, doc: Mapping[str, Any] | None = None) -> None:
+    """The run has just become final: let all its records expire after the retention.
 
     Best effort: the final state is already recorded, so a store error here is logged, not raised
     (`flowcraft-celery purge` removes such a run later).
@@ -48,9 +49,10 @@ def expire_finished_run(rt: Runtime, run_id: str, doc: RunStatusDoc | None = Non
         doc = doc if doc is not None else rt.statuses.get(run_id)
         scopes = run_scopes(rt, run_id, doc.get("blueprintId") if doc else None)
         rt.records.expire(run_id, math.ceil(rt.retention_seconds), scopes)
-    except Exception:
-        logger.warning("run %s ended but its records got no expiry; `flowcraft-celery purge` removes them",
-                       run_id, exc_info=True)
+    except Exception as exc:
+        outage = is_outage(exc)
+        logger.log(logging.INFO if outage else logging.WARNING, "run %s ended but its records got no expiry (%s); "
+                   "`flowcraft-celery purge` removes them", run_id, exc, exc_info=not outage)
 
 
 @dataclass

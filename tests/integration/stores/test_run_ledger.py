@@ -13,7 +13,6 @@ import pytest
 import redis
 
 from flowcraft_celery.stores.ledger import RunLedger
-from flowcraft_celery.stores.timeline import RunTimeline
 
 pytestmark = pytest.mark.integration
 
@@ -78,22 +77,6 @@ def test_entering_a_halted_or_lost_run_counts_nothing(ledger: RunLedger) -> None
     halted = ledger.enter("r", "a@0")
     assert halted.state.halted == "cancelled" and halted.attempts == 0
     assert ledger.begin_attempt("r", "a@0") == 1
-
-
-def test_entering_writes_the_attempt_start_to_the_timeline_only_for_a_token_with_no_output_noted(
-        ledger: RunLedger) -> None:
-    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    prefix = next(iter(ledger.keys("r"))).split("run:")[0]
-    timeline = RunTimeline(client, prefix)
-    ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
-    first = timeline.attempt("r", "a@0", "noop", 1, "w1")
-    assert ledger.enter("r", "a@0", first.begin_write()).began
-    assert timeline.entries("r")["a@0"]["worker"] == "w1"
-    again = timeline.attempt("r", "a@0", "noop", 1, "w2")
-    assert not ledger.enter("r", "a@0", again.begin_write()).began  # an output may exist: the caller decides
-    assert timeline.entries("r")["a@0"]["worker"] == "w1"
-    client.delete(timeline.metrics_key)
-    client.close()
 
 
 def test_expiring_a_run_gives_every_key_the_retention(ledger: RunLedger) -> None:
