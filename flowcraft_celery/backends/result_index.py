@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from transports.azurequeue.redisauth import redis_from_url
+from transports.azurequeue import redis_from_url
 
 logger = logging.getLogger(__name__)
 

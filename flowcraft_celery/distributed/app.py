@@ -21,6 +21,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import (
     beat_init,
+    celeryd_init,
     import_modules,
     worker_init,
     worker_process_init,
@@ -50,7 +51,8 @@ from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
 from flowcraft_celery.stores.catalog import RedisCatalogStore
-from transports.azurequeue.redisauth import redis_from_url
+from transports.azurequeue import redis_from_url
+from transports.azurequeue.handback import install as install_hand_back
 
 logger = logging.getLogger("flowcraft.worker")
 
@@ -91,6 +93,13 @@ def create_app(config: str | None = None) -> Celery:
         return report
 
     return celery_app
+
+
+@celeryd_init.connect
+def _hand_back_unstarted(instance: Any = None, **_: Any) -> None:
+    """A worker on `azurequeue://` hands the messages it prefetched but never started back at once
+    when it shuts down (the transport's worker step; the transport itself never imports Celery)."""
+    install_hand_back(instance)
 
 
 @import_modules.connect

@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from flowcraft_celery.distributed.queues import QueueRow, queue_rows
 from flowcraft_celery.distributed.runtime import runtime_for
 from flowcraft_celery.stores.cosmos_client import request_counts
-from transports.azurequeue.stats import STATS
+from transports.azurequeue import STATS
 
 logger = logging.getLogger("flowcraft.metrics")
 

@@ -17,7 +17,7 @@ import redis
 
 from flowcraft_celery.distributed.problems import STORAGE_ENV, STORAGE_FIX, SettingError, explain
 from flowcraft_celery.distributed.settings import redis_url
-from transports.azurequeue.redisauth import redis_from_url
+from transports.azurequeue import redis_from_url
 
 logger = logging.getLogger("flowcraft.worker")
 

@@ -40,7 +40,7 @@ from flowcraft_celery.model.validation import validate_or_raise
 from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
 from flowcraft_celery.stores.faults import InfrastructureError
 from flowcraft_celery.stores.ledger import token
-from transports.azurequeue.bundles import bundled
+from transports.azurequeue import bundled
 
 logger = logging.getLogger("flowcraft.runs")
 

@@ -32,8 +32,10 @@ Features
   parallel; with ``redis_url``, sends made inside ``bundles.bundled()`` to one queue travel as
   bundles of up to ``bundle_size`` messages in one Azure message (see Bundles).
 * Warm shutdown of a Celery worker hands the messages it prefetched but never started back at
-  once (visibility 0) and exits when the running tasks finish (``handback.HandBackUnstarted``, a
-  worker step added automatically to ``celery worker`` when the broker is ``azurequeue://``).
+  once (visibility 0) and exits when the running tasks finish: the worker step
+  ``transports.azurequeue.handback.HandBackUnstarted``, which the app adds
+  (``app.steps["worker"].add(HandBackUnstarted)``; Flowcraft's app does). It is the one module
+  that imports Celery; importing the transport never does.
 
 Connection String
 =================
@@ -195,19 +197,47 @@ costs no Azure request.
 ``transports.azurequeue.stats.STATS`` counts every Azure request of the process by kind.
 """
 
-from typing import Any
+from . import wire
+from .auth import Secret, build_clients, masked_url
+from .blobs import LargeBodyStore
+from .bundles import bundled
+from .channel import Channel
+from .naming import DEAD_LETTER_SUFFIX, azure_queue_name, dead_letter_queue_name, listing_prefix
+from .options import Options
+from .redisauth import RedisCredentialError, redis_from_url
+from .redisside import RedisKeys
+from .registry import QueueRecord, namespace_tag
+from .stats import STATS, blob_operation, queue_operation
+from .throttling import THROTTLES, ThrottleWatch, cosmos_throttle_kind
+from .transient import TransientQueues
+from .transport import BrokerUnreachable, Transport
 
-__all__ = ["Channel", "Transport"]
-
-
-def __getattr__(name: str) -> Any:
-    """Import the channel and transport classes on first use (importing the package stays light)."""
-    if name == "Transport":
-        from transports.azurequeue.transport import Transport
-
-        return Transport
-    if name == "Channel":
-        from transports.azurequeue.channel import Channel
-
-        return Channel
-    raise AttributeError(name)
+#: The public API; everything else in the package is internal and may change.
+__all__ = [
+    "DEAD_LETTER_SUFFIX",
+    "STATS",
+    "THROTTLES",
+    "BrokerUnreachable",
+    "Channel",
+    "LargeBodyStore",
+    "Options",
+    "QueueRecord",
+    "RedisCredentialError",
+    "RedisKeys",
+    "Secret",
+    "ThrottleWatch",
+    "TransientQueues",
+    "Transport",
+    "azure_queue_name",
+    "blob_operation",
+    "build_clients",
+    "bundled",
+    "cosmos_throttle_kind",
+    "dead_letter_queue_name",
+    "listing_prefix",
+    "masked_url",
+    "namespace_tag",
+    "queue_operation",
+    "redis_from_url",
+    "wire",
+]

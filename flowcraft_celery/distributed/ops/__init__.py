@@ -1,0 +1,1 @@
+"""Operator tools: what a deployment's operator looks at and acts on."""
