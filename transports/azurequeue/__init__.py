@@ -29,7 +29,7 @@ Features
 * Large bodies: a message longer than ``large_message_threshold`` is stored in Blob Storage and
   the queue carries a reference; the blob is deleted on ack.
 * Batching: receives up to 32 messages per request (bounded by the prefetch room), acks in
-  parallel; with ``redis_url``, sends made inside ``bundles.bundled()`` to one queue travel as
+  parallel; with ``redis_url``, sends made inside ``bundled()`` to one queue travel as
   bundles of up to ``bundle_size`` messages in one Azure message (see Bundles).
 * Warm shutdown of a Celery worker hands the messages it prefetched but never started back at
   once (visibility 0) and exits when the running tasks finish: the worker step
@@ -59,7 +59,7 @@ names the (masked) URL, so Celery prints ``Cannot connect to azurequeue://**@…
 and retries as for any broker. A healthy account costs one request (~10 ms) per connection.
 
 Credentials are masked in ``repr``, logs and ``celery report``. A connection string put in
-``broker_transport_options`` should be wrapped in :class:`transports.azurequeue.auth.Secret`
+``broker_transport_options`` should be wrapped in :class:`transports.azurequeue.Secret`
 so ``celery report`` masks it too (the environment variable needs nothing).
 
 Transport Options
@@ -194,7 +194,18 @@ a 100-wide fan-out), plus one Redis command per acked part. An idle consumed que
 1/``max_polling_interval`` Azure requests per second (0.125 with the defaults), plus a listing
 of the binding table each ``queue_heartbeat_interval``; with Redis, control and event traffic
 costs no Azure request.
-``transports.azurequeue.stats.STATS`` counts every Azure request of the process by kind.
+``transports.azurequeue.STATS`` counts every Azure request of the process by kind.
+
+Structure
+=========
+
+``Transport`` (one per connection) owns the I/O thread, the lease keeper and the routing table,
+and ``Transport.backend(queue)`` is the one place that says where a queue lives: an Azure queue
+(``queues.AzureQueues``) or a transient queue in Redis (``transient.TransientQueues``), both
+``backend.QueueBackend``. ``Channel`` declares, binds, publishes and settles through the
+transport (ack, requeue, reject by delivery tag). ``redisside.RedisSide`` holds the connection's
+Redis clients and the one Redis key schema (``RedisKeys``). The public API is ``__all__`` below;
+every other module is internal.
 """
 
 from . import wire

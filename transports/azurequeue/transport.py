@@ -19,7 +19,6 @@ from kombu.transport.virtual.exchange import TopicExchange
 
 from .auth import Clients, build_clients, masked_url
 from .backend import QueueBackend
-from .blobs import LargeBodyStore
 from .channel import Channel as AzureQueueChannel
 from .inbox import Inbox
 from .leases import LeaseKeeper
@@ -112,11 +111,6 @@ class Transport(virtual.Transport):
     def registry(self) -> BindingRegistry:
         """The shared binding registry of the Azure queues."""
         return self.queues.registry
-
-    @property
-    def blobs(self) -> LargeBodyStore:
-        """Where large bodies go."""
-        return self.queues.blobs
 
     @property
     def redis(self) -> RedisSide | None:
