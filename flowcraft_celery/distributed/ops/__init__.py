@@ -1,1 +1,1 @@
-"""Operator tools: what a deployment's operator looks at and acts on."""
+"""Operator tools: metrics, the run view, queue listings, broker inspection and the webhook server."""

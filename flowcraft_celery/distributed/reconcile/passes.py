@@ -23,11 +23,13 @@ from dataclasses import asdict, dataclass
 
 from celery import Celery
 
-from flowcraft_celery.distributed.in_flight import WorkerHands
-from flowcraft_celery.distributed.queue_evidence import QueueFronts
-from flowcraft_celery.distributed.recovery import complete, ensure_state
-from flowcraft_celery.distributed.runs import Payload, notify_parent, publish, run_graph
-from flowcraft_celery.distributed.runtime import Runtime
+from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.distributed.reconcile.in_flight import WorkerHands
+from flowcraft_celery.distributed.reconcile.queue_evidence import QueueFronts
+from flowcraft_celery.distributed.runs.ending import notify_parent
+from flowcraft_celery.distributed.runs.graphs import run_graph
+from flowcraft_celery.distributed.runs.publishing import Payload, publish
+from flowcraft_celery.distributed.runs.recovery import complete_run, ensure_state
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import FINAL_STATES
 
@@ -89,7 +91,7 @@ def _reconcile_run(app: Celery, rt: Runtime, run_id: str, blueprint_id: str, thr
         return  # final, unknown, or being rebuilt by a worker right now
     pending = rt.ledger.pending(run_id)
     if not pending:
-        report.completed += int(complete(app, rt, run_id))
+        report.completed += int(complete_run(app, rt, run_id))
         return
     awaiting = set(rt.ledger.awaiting(run_id))
     graph = run_graph(rt, blueprint, run_id, any(p.get("dyn") for p in pending.values()))
