@@ -33,7 +33,7 @@ $(NODE_STAMP): package.json package-lock.json
 # The service addresses point at closed loopback ports, so a unit test that reached for a service
 # would fail at once instead of quietly using the dev services.
 CLOSED = http://127.0.0.1:1/devstoreaccount1
-unit: install ## Unit tests (tests/unit): no service, well under 30 s.
+unit: install ## Unit tests only (tests/unit): no service needed, seconds not minutes.
 	REDIS_URL=redis://127.0.0.1:1/0 \
 	AZURE_STORAGE_CONNECTION_STRING='AccountName=devstoreaccount1;AccountKey=a2V5;QueueEndpoint=$(CLOSED);BlobEndpoint=$(CLOSED)' \
 	AZURE_COSMOS_CONNECTION_STRING='AccountEndpoint=https://127.0.0.1:1/;AccountKey=a2V5;' \

@@ -101,7 +101,9 @@ def test_an_undecodable_message_is_dead_lettered_with_its_reason_never_delivered
         fake_services.azure.get_queue_client("t-work").send_message("not json {")
         with conn.Consumer(Queue("work"), callbacks=[acking(got)]):
             conn.transport.signals.announce("work", 1)
-            drain(conn, got, 1, timeout=0.5)
+            deadline = time.monotonic() + 3
+            while not fake_services.azure.texts("t-work-dlq") and time.monotonic() < deadline:
+                drain(conn, got, 1, timeout=0.05)
         dead = dead_letters(conn, "work")
     assert got == []
     assert len(dead) == 1
