@@ -96,7 +96,3 @@ class RedisSide:
     def blocking_client(self, longest_wait: float) -> redis.Redis:
         """A client of its own for a thread's blocking waits of up to `longest_wait` seconds."""
         return self._connect(socket_timeout=longest_wait + REDIS_TIMEOUT)
-
-    def ping(self) -> None:
-        """Check Redis answers (raises redis.RedisError)."""
-        self.client.ping()

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from .outages import OUTAGES, redis_endpoint, unanswered
+
 if TYPE_CHECKING:
     from .redisside import RedisKeys
 
@@ -123,6 +125,7 @@ class WakeSignals:
 
     def __init__(self, client: redis.Redis, keys: RedisKeys, nudge_key: str) -> None:
         self._client = client
+        self._where = redis_endpoint(client)
         self.keys = keys
         self._push: Callable[..., Any] = client.register_script(_PUSH)
         self._take: Callable[..., Any] = client.register_script(_TAKE)
@@ -186,6 +189,8 @@ class WakeSignals:
             self._push(keys=[key], args=[token, MAX_TOKENS, TOKEN_TTL_MS])
         except redis.RedisError as exc:
             self._warn(exc)
+            return
+        OUTAGES.answered("Redis", self._where)
 
     def claim(self, queue: str, count: int) -> int:
         """Take tokens worth up to `count` messages of `queue` for a receive about to be made (so
@@ -233,6 +238,8 @@ class WakeSignals:
         pick-up is slower."""
         now = time.monotonic()
         self._paused_until = now + PAUSE_AFTER_FAILURE
-        if now - self._last_warning >= WARN_EVERY:
+        if unanswered(exc):
+            OUTAGES.failed("Redis", self._where, exc)
+        elif now - self._last_warning >= WARN_EVERY:
             self._last_warning = now
             logger.warning("Redis wake-up signal failed (consumers fall back to polling): %r", exc)

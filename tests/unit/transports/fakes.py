@@ -81,6 +81,8 @@ def _receipt_mismatch() -> HttpResponseError:
 class FakeQueueService:
     """Azure Queue Storage in memory, shared by every connection of a test; counts requests."""
 
+    url = "http://127.0.0.1:1/fakeaccount"
+
     def __init__(self) -> None:
         self.queues: dict[str, FakeQueue] = {}
         self.requests: Counter[str] = Counter()
