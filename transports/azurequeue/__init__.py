@@ -215,6 +215,7 @@ from .bundles import bundled
 from .channel import Channel
 from .naming import DEAD_LETTER_SUFFIX, azure_queue_name, dead_letter_queue_name, listing_prefix
 from .options import Options
+from .outages import OUTAGES, unanswered
 from .redisauth import RedisCredentialError, redis_from_url
 from .redisside import RedisKeys
 from .registry import QueueRecord, namespace_tag
@@ -226,6 +227,7 @@ from .transport import BrokerUnreachable, Transport
 #: The public API; everything else in the package is internal and may change.
 __all__ = [
     "DEAD_LETTER_SUFFIX",
+    "OUTAGES",
     "STATS",
     "THROTTLES",
     "BrokerUnreachable",
@@ -250,5 +252,6 @@ __all__ = [
     "namespace_tag",
     "queue_operation",
     "redis_from_url",
+    "unanswered",
     "wire",
 ]
