@@ -186,6 +186,10 @@ class StatusStore(Protocol):
     def find_stalled(self, idle_seconds: float, now: float, page_size: int = 100) -> Iterator[RunStatusDoc]:
         """This deployment's runs `running`, `lastUpdated` older than `now - idle_seconds`, not sleeping."""
 
+    def live_page(self, page_size: int, continuation: str | None) -> tuple[list[RunStatusDoc], str | None]:
+        """One page of this deployment's runs not final (`runId`, `lastUpdated`, `wakeAt`), from
+        `continuation` ('' or None: the first page), and where the next page starts (None: no more)."""
+
     def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
         """This deployment's newest runs first, optionally only those in `status`."""
 

@@ -545,6 +545,18 @@ class CosmosStatusStore:
             for item in page:
                 yield _strip(item)
 
+    def live_page(self, page_size: int, continuation: str | None) -> tuple[list[RunStatusDoc], str | None]:
+        """One page of this deployment's runs not final: a cross-partition query resumed from its
+        continuation, so a sweep over many runs goes one bounded request at a time."""
+        pager = self._container.query_items(
+            f"SELECT c.runId, c.lastUpdated, c.wakeAt FROM c WHERE c.deployment = @deployment "
+            f"AND NOT (c.status IN ({_FINAL_LIST}))",
+            parameters=[{"name": "@deployment", "value": self.deployment}],
+            enable_cross_partition_query=True, max_item_count=page_size,
+        ).by_page(continuation or None)
+        page = [cast(RunStatusDoc, item) for item in next(pager, [])]
+        return page, pager.continuation_token or None
+
     def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
         """This deployment's newest runs first, optionally only those in `status`."""
         where = "WHERE c.deployment = @deployment "

@@ -191,6 +191,15 @@ class MemoryStatusStore:
                     and (wake is None or wake < now):
                 yield doc
 
+    def live_page(self, page_size: int, continuation: str | None) -> tuple[list[RunStatusDoc], str | None]:
+        """One page of this deployment's runs not final; the continuation is the next offset."""
+        with self._lock:
+            live = [RunStatusDoc(**d) for d in self._docs.values()
+                    if d.get("deployment") == self.deployment and d.get("status") not in FINAL_STATES]
+        start = int(continuation or 0)
+        end = start + page_size
+        return live[start:end], str(end) if end < len(live) else None
+
     def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
         with self._lock:
             docs = [RunStatusDoc(**d) for d in self._docs.values()
