@@ -92,6 +92,8 @@ flowcraft_key_prefix = _env("FLOWCRAFT_KEY_PREFIX", "flowcraft:")
 flowcraft_touch_interval = _env_number("FLOWCRAFT_TOUCH_INTERVAL", "5", float)
 flowcraft_stall_seconds = _env_number("FLOWCRAFT_STALL_SECONDS", "60", float)
 flowcraft_reconcile_interval = _env_number("FLOWCRAFT_RECONCILE_INTERVAL", "30", float)
+# Runs one reconcile pass looks at, at most (in due order; the rest go first in the next pass).
+flowcraft_reconcile_budget = _env_number("FLOWCRAFT_RECONCILE_BUDGET", "200", int, minimum=1)
 # A completed, failed or cancelled run's status, context, outputs and Redis keys are kept this many
 # days after it ends, then expire (Cosmos DB per-item TTL, Redis EXPIRE); 0 keeps them for ever.
 # Running, awaiting and sleeping runs never expire. `flowcraft-celery purge` removes old runs on demand.

@@ -265,7 +265,8 @@ def report(sizes: list[SizeFigures]) -> None:
     for s in sizes:
         settle = f"{s.settle_passes}p/{s.settle_looked_at}r/{s.settle_seconds:.0f}s"
         print(f"{s.live:>6} {s.starts_per_s:8.1f} {settle:>16} {s.mean(lambda p: p.seconds):7.2f} "
-              f"{s.mean(lambda p: p.looked_at):7.1f} {s.mean(lambda p: p.cosmos):7.1f} {s.mean(lambda p: p.redis):7.1f} "
+              f"{s.mean(lambda p: p.looked_at):7.1f} {s.mean(lambda p: p.cosmos):7.1f} "
+              f"{s.mean(lambda p: p.redis):7.1f} "
               f"{s.mean(lambda p: p.queue):6.1f} {s.redis_bytes:11.0f} {s.cosmos_items:9.2f} {s.cosmos_bytes:12.0f} "
               f"{s.latency['runs'] * 1e3:8.1f} {s.latency['status'] * 1e3:9.1f} {s.latency['metrics'] * 1e3:10.1f} "
               f"{s.latency['start'] * 1e3:8.1f}")

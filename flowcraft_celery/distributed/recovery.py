@@ -32,6 +32,7 @@ from celery import Celery
 from flowcraft_celery.distributed.runs import (
     Payload,
     RunError,
+    arm_parent,
     child_run_id,
     complete_run,
     fail_run,
@@ -116,6 +117,7 @@ def complete(app: Celery, rt: Runtime, run_id: str) -> bool:
         return False
     evidence = durable_evidence(rt, run_id, doc)
     if evidence.frontier.complete:
+        arm_parent(rt, doc)
         return complete_run(app, rt, run_id, evidence.context)
     if evidence.frontier.stuck:  # never `completed` with a join reached that did not run
         errors = [join.to_error(evidence.frontier.graph) for join in evidence.frontier.stalled]

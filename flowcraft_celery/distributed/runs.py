@@ -234,6 +234,7 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
         rt.ledger.begin(run_id, 1, messages)
         written.append("status")
         rt.statuses.create(doc)
+        rt.arm(run_id)
         timeout = float(app.conf.get("flowcraft_start_timeout") or START_TIMEOUT)
         queued = {name: dict(message) for name, message in messages.items()}  # as the ledger holds them
         publish_within(app, graph, list(messages.values()), timeout)
@@ -308,6 +309,7 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
              status: Literal["failed", "stalled"] = "failed") -> bool:
     """Halt a run and record it `failed` (or `stalled`: a join it reached can never run) with its errors."""
     rt.ledger.halt(run_id, status)
+    arm_parent(rt, rt.statuses.get(run_id))
     done = rt.statuses.finish(run_id, status, final_result(rt, run_id, status, errors), errors)
     if done:
         retire(rt, run_id, status)
@@ -316,9 +318,18 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
 
 
 def retire(rt: Runtime, run_id: str, status: str) -> None:
-    """A final run: halted in Redis (late messages are dropped), its records expiring after the retention."""
+    """A final run: halted in Redis (late messages are dropped), out of reconcile's due index, its
+    records expiring after the retention."""
     rt.ledger.halt(run_id, status)
+    rt.due.forget([run_id])
     expire_finished_run(rt, run_id)
+
+
+def arm_parent(rt: Runtime, doc: RunStatusDoc | None) -> None:
+    """Before a child run ends: its parent, parked while it waits, is due again (so reconcile tells
+    it of the end if the news is lost)."""
+    if doc and doc.get("parentRunId"):
+        rt.arm(str(doc["parentRunId"]))
 
 
 def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:
@@ -335,6 +346,7 @@ def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:
     iteration = int(doc.get("parentIteration", 0) or 0)
     child = {"runId": run_id, "status": doc.get("status")}
     message = payload(parent_run, blueprint, node_id, iteration, None, dynamic=True, child=child)
+    rt.arm(parent_run)
     publish(app, run_graph(rt, blueprint, parent_run, True), message)
 
 
@@ -431,6 +443,7 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
     if pending.get("webhook"):  # a webhook node's output is its URL and the body it received
         output = webhook_output(str(pending["webhook"]), output)
     message = dict(pending, resume={"action": action, "output": output})
+    rt.arm(run_id)
     rt.ledger.update_pending(run_id, node_token, message)
     publish(app, graph, message)
     return node_token
