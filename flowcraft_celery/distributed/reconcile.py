@@ -3,8 +3,8 @@
 Which runs a pass looks at comes from the due index (`stores/due.py`): a run is due a stall
 threshold after its latest sign of life (its start, a node touching it, a resume, its child run's
 end), so a pass costs what is due, not what is alive. A pass takes at most its budget
-(`flowcraft_reconcile_budget` runs, and no longer than half the beat interval) in due order; the
-rest stay due for the next pass. After looking at a run it reschedules it, or parks it when the
+(`flowcraft_reconcile_budget` runs) in due order and starts no run after half the beat interval
+(at least `MIN_PASS_SECONDS`); the rest go first in the next pass. After looking at a run it reschedules it, or parks it when the
 run waits only for events (an approval, a webhook, a child run): a parked run costs nothing until
 an event re-arms it. When Redis lost the index, each pass first arms one page of the deployment's
 live runs from Cosmos until the sweep is through.
@@ -46,6 +46,9 @@ logger = logging.getLogger("flowcraft.reconcile")
 DEFAULT_BUDGET = 200
 #: Seconds a taken run is left to the pass that took it (as long as its lock lasts).
 LEASE_SECONDS = 60.0
+#: Seconds a pass may always spend on runs, however short the beat interval (asking the workers
+#: what they hold alone may take `in_flight.REPLY_TIMEOUT`).
+MIN_PASS_SECONDS = 10.0
 
 
 @dataclass
@@ -76,7 +79,8 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None,
     now = time.time()
     threshold = rt.stall_seconds if stall_seconds is None else stall_seconds
     budget = budget or int(app.conf.get("flowcraft_reconcile_budget") or DEFAULT_BUDGET)
-    ends = time.monotonic() + float(app.conf.get("flowcraft_reconcile_interval") or 30.0) / 2
+    interval = float(app.conf.get("flowcraft_reconcile_interval") or 30.0)
+    ends = time.monotonic() + max(interval / 2, MIN_PASS_SECONDS)
     report.swept = _sweep(rt, now, budget)
     # due times are `base + rt.stall_seconds`: a shorter threshold looks that much further ahead
     taken = rt.due.take(now + max(0.0, rt.stall_seconds - threshold), budget, LEASE_SECONDS)
