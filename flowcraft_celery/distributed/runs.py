@@ -471,6 +471,7 @@ def cancel_run(rt: Runtime, run_id: str) -> bool:
     if doc.get("status") in FINAL_STATES:
         return False
     rt.ledger.halt(run_id, "cancelled")
+    arm_parent(rt, doc)
     done = rt.statuses.finish(run_id, "cancelled", final_result(rt, run_id, "cancelled", []), [])
     if done:
         retire(rt, run_id, "cancelled")
