@@ -26,7 +26,7 @@ def _env_number(name: str, default: str, kind: type[int] | type[float], minimum:
     except ValueError:
         value = None
     if value is None or not minimum <= value < float("inf"):
-        from flowcraft_celery.distributed.problems import SettingError
+        from flowcraft_celery.distributed.core.problems import SettingError
 
         what = "a whole number" if kind is int else "a number"
         raise SettingError(name, f"{text!r} is not {what} of at least {minimum:g}",

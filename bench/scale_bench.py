@@ -207,8 +207,8 @@ def measure_size(size: int, client: Any, env: dict[str, str], work: Path, counte
                  baseline_memory: int) -> SizeFigures:
     """Grow to `size` live runs with workers, stop them, then measure reconcile, footprint, latency."""
     from flowcraft_celery.devtools.workers import WorkerGroup
-    from flowcraft_celery.distributed.metrics import FlowcraftCollector
-    from flowcraft_celery.distributed.reconcile import reconcile
+    from flowcraft_celery.distributed.ops.metrics import FlowcraftCollector
+    from flowcraft_celery.distributed.reconcile.passes import reconcile
 
     plan, mix = plan_for(size, already)
     print(f"size {size}: starting {len(plan)} runs ({mix})", flush=True)
@@ -310,7 +310,7 @@ def main() -> None:
     measured: list[SizeFigures] = []
     try:
         from flowcraft_celery.distributed.client import Client
-        from flowcraft_celery.distributed.settings import deployment_name
+        from flowcraft_celery.distributed.core.settings import deployment_name
         from flowcraft_celery.stores.cosmos_client import get_client
 
         client = Client()

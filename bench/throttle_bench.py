@@ -94,10 +94,10 @@ def main() -> None:
             from kombu import pools
 
             import celeryconfig
-            from flowcraft_celery.distributed import runtime
             from flowcraft_celery.distributed.app import create_app
             from flowcraft_celery.distributed.client import Client
-            from flowcraft_celery.distributed.runs import StartError
+            from flowcraft_celery.distributed.core import runtime
+            from flowcraft_celery.distributed.runs.errors import StartError
             from flowcraft_celery.stores.cosmos_client import request_counts
             importlib.reload(celeryconfig)
             runtime.reset_runtimes()

@@ -446,7 +446,7 @@ def _bucket(raw: dict[Any, Any], inside: Callable[[tuple[str, int, str]], bool])
 
 def profile_nodes(client: Any, blueprint_id: str) -> Profile:
     """Run one run's node tasks in this process (workers stopped) under cProfile."""
-    from flowcraft_celery.distributed.runs import node_task_name
+    from flowcraft_celery.distributed.runs.publishing import node_task_name
 
     rt = client.runtime
     run = client.start(blueprint_id)

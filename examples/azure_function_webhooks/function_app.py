@@ -16,8 +16,9 @@ import json
 import azure.functions as func
 
 from flowcraft_celery.distributed.app import app as celery_app
-from flowcraft_celery.distributed.runtime import runtime_for
-from flowcraft_celery.distributed.webhooks import WebhookRefused, deliver_webhook, parse_body
+from flowcraft_celery.distributed.core.runtime import runtime_for
+from flowcraft_celery.distributed.ops.webhook_server import parse_body
+from flowcraft_celery.distributed.runs.webhooks import WebhookRefused, deliver_webhook
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)  # the URL's token is the credential
 

@@ -1,7 +1,7 @@
 """Celery results of node tasks, kept in Redis instead of Cosmos DB.
 
 A node task's result is small (its run and the nodes it handled, see
-`flowcraft_celery.distributed.logcontext.task_summary`) and there is one per task: in Redis it
+`flowcraft_celery.distributed.core.logcontext.task_summary`) and there is one per task: in Redis it
 costs one SET with the result expiry and no Cosmos request, so the Cosmos requests per node of
 bench/ stay where they are. `CosmosBackend` writes the results of `flowcraft.node.*` tasks here
 and reads here when Cosmos has no result for a task id, so `celery result <id>` and Flower's

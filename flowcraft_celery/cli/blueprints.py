@@ -16,7 +16,7 @@ from flowcraft_celery.cli.tables import render_table
 @json_output_option
 def blueprints_command(as_json: bool) -> None:
     """List the blueprints and node implementations this deployment's workers published when they started."""
-    from flowcraft_celery.distributed.settings import deployment_name
+    from flowcraft_celery.distributed.core.settings import deployment_name
 
     session = client()
     deployment = deployment_name(session.app.conf)

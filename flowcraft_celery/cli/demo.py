@@ -20,7 +20,7 @@ def demo_command() -> None:
 def node_table(client: Any, run_id: str) -> list[str]:
     """`show`'s table of the run's nodes: state, attempts, worker, times."""
     from flowcraft_celery.cli.show import view_lines
-    from flowcraft_celery.distributed.runview import run_view
+    from flowcraft_celery.distributed.ops.runview import run_view
 
     now = time.time()
     return view_lines(run_view(client.runtime, run_id, now), now)

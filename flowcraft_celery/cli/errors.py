@@ -81,7 +81,7 @@ def _settings() -> Mapping[str, Any]:
 
 def as_command_error(exc: Exception) -> CommandError:
     """The one-line form of an exception a command let escape."""
-    from flowcraft_celery.distributed.problems import ServiceUnreachable, explain
+    from flowcraft_celery.distributed.core.problems import ServiceUnreachable, explain
     from flowcraft_celery.model.catalog import CatalogError
 
     problem = explain(exc, _settings(), os.environ)

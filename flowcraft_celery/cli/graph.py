@@ -24,8 +24,8 @@ def graph_command(blueprint: str, run_id: str | None, direction: str) -> None:
 
     if run_id is not None:
         from flowcraft_celery.distributed.client import Client
-        from flowcraft_celery.distributed.runs import RunError
-        from flowcraft_celery.distributed.runview import run_view
+        from flowcraft_celery.distributed.ops.runview import run_view
+        from flowcraft_celery.distributed.runs.errors import RunError
 
         try:
             view = run_view(Client().runtime, run_id)

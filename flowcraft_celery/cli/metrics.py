@@ -28,7 +28,7 @@ def metrics_command(port: int, address: str, queue_interval: float, runs_interva
     from prometheus_client import CollectorRegistry, start_http_server
 
     from flowcraft_celery.distributed.app import app
-    from flowcraft_celery.distributed.metrics import FlowcraftCollector
+    from flowcraft_celery.distributed.ops.metrics import FlowcraftCollector
 
     registry = CollectorRegistry()
     registry.register(FlowcraftCollector(app, queue_interval, runs_interval))

@@ -25,7 +25,7 @@ def user_context(context: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def run_state(runtime: Any, run_id: str, doc: Any) -> str:
     """`running: 2 succeeded, 1 running`: the run's status and its nodes' states."""
-    from flowcraft_celery.distributed.runview import run_view
+    from flowcraft_celery.distributed.ops.runview import run_view
 
     counts = run_view(runtime, run_id, doc=doc).counts()
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no node started"

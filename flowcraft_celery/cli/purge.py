@@ -42,7 +42,7 @@ def purge_command(older_than: float | None, dry_run: bool) -> None:
     runs (a deployment is FLOWCRAFT_QUEUE_PREFIX + FLOWCRAFT_DEFAULT_QUEUE).
     """
     from flowcraft_celery.distributed.client import Client
-    from flowcraft_celery.distributed.retention import purge
+    from flowcraft_celery.distributed.runs.retention import purge
 
     rt = Client().runtime
     if older_than is None:

@@ -19,7 +19,7 @@ def _app() -> Any:
 
 def _admin(app: Any) -> Any:
     from flowcraft_celery.cli.errors import EXIT_CONFIG, as_command_error
-    from flowcraft_celery.distributed.queues import NotAzureQueueBroker, queue_admin
+    from flowcraft_celery.distributed.ops.queues import NotAzureQueueBroker, queue_admin
 
     try:
         admin = queue_admin(app)
@@ -39,7 +39,7 @@ def _refused_at_once(timeout: float = 3.0) -> None:
     import socket
     from urllib.parse import urlparse
 
-    from flowcraft_celery.distributed.problems import STORAGE_ENV, ServiceUnreachable
+    from flowcraft_celery.distributed.core.problems import STORAGE_ENV, ServiceUnreachable
 
     parts = dict(p.split("=", 1) for p in os.environ.get(STORAGE_ENV, "").split(";") if "=" in p)
     endpoint = parts.get("QueueEndpoint") or ""
@@ -66,8 +66,8 @@ def queues_command(show_delayed: bool, show_all: bool, as_json: bool) -> None:
     MESSAGES is Azure's approximate count of a queue; DELAYED of those wait for their due time (a
     countdown, retry or sleep); VISIBLE are the rest: ready, or held by a worker right now.
     """
-    from flowcraft_celery.distributed.delayed import index_for
-    from flowcraft_celery.distributed.queues import queue_rows
+    from flowcraft_celery.distributed.ops.queues import queue_rows
+    from flowcraft_celery.distributed.runs.delayed import index_for
 
     app = _app()
     admin = _admin(app)

@@ -33,7 +33,7 @@ def status_command(run_id: str, as_json: bool) -> None:
 
     --json prints the status document (times as Unix epoch seconds).
     """
-    from flowcraft_celery.distributed.runs import RunError
+    from flowcraft_celery.distributed.runs.errors import RunError
 
     session = client()
     try:
@@ -43,7 +43,7 @@ def status_command(run_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(doc)
     else:
-        from flowcraft_celery.distributed.runs import execution_label
+        from flowcraft_celery.distributed.runs.awaiting import execution_label
 
         click.echo("\n".join(status_lines(doc, lambda node_token: execution_label(session.runtime, doc, node_token))))
 
@@ -78,7 +78,8 @@ def runs_command(status: str | None, limit: int, as_json: bool) -> None:
                    "ask@2000005.")
 def resume_command(run_id: str, action: str | None, output: Any, node_id: str | None) -> None:
     """Continue an awaiting run: the waiting node gets OUTPUT and ACTION as its result."""
-    from flowcraft_celery.distributed.runs import RunError, execution_label
+    from flowcraft_celery.distributed.runs.awaiting import execution_label
+    from flowcraft_celery.distributed.runs.errors import RunError
 
     session = client()
     try:
@@ -93,7 +94,7 @@ def resume_command(run_id: str, action: str | None, output: Any, node_id: str | 
 @click.argument("run_id")
 def cancel_command(run_id: str) -> None:
     """Cancel a run; nothing of it starts afterwards."""
-    from flowcraft_celery.distributed.runs import RunError
+    from flowcraft_celery.distributed.runs.errors import RunError
 
     try:
         cancelled = client().cancel(run_id)

@@ -64,8 +64,8 @@ def show_command(run_id: str, watch: bool, interval: float, as_json: bool, node_
     States: succeeded, running, retrying, queued, sleeping, awaiting, subflow, failed, not-run.
     """
     from flowcraft_celery.distributed.client import Client
-    from flowcraft_celery.distributed.runs import RunError
-    from flowcraft_celery.distributed.runview import run_view
+    from flowcraft_celery.distributed.ops.runview import run_view
+    from flowcraft_celery.distributed.runs.errors import RunError
 
     runtime = Client().runtime
     while True:

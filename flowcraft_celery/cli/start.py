@@ -38,7 +38,7 @@ def not_started(exc: Exception) -> CommandError:
 
 def no_worker_hint(session: Any, elapsed: float, listed: bool) -> str:
     """What to say when no worker has taken up a new run."""
-    from flowcraft_celery.distributed.settings import deployment_name
+    from flowcraft_celery.distributed.core.settings import deployment_name
 
     conf = session.app.conf
     queues = ",".join(q for q in (conf.task_default_queue, conf.get("flowcraft_reconcile_queue")) if q)
@@ -64,7 +64,7 @@ def start_command(blueprint_id: str, context: dict[str, Any], wait: bool, timeou
     All or nothing: when a service cannot be reached, it fails naming the endpoint and the run
     never executes.
     """
-    from flowcraft_celery.distributed.runs import RunError, StartError
+    from flowcraft_celery.distributed.runs.errors import RunError, StartError
     from flowcraft_celery.model.catalog import CatalogError
 
     session = client()

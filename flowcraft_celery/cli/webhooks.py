@@ -22,7 +22,7 @@ def serve_command(host: str, port: int) -> None:
     is where the server listens).
     """
     from flowcraft_celery.distributed.app import app
-    from flowcraft_celery.distributed.webhooks import serve
+    from flowcraft_celery.distributed.ops.webhook_server import serve
 
     base = app.conf.get("flowcraft_webhook_base_url")
     click.echo(f"serving webhooks on http://{host}:{port} for URLs under {base}", err=True)

@@ -23,7 +23,7 @@ from flowcraft_celery.devtools.conformance import (
     refused_outcome,
     resume_refusal,
 )
-from flowcraft_celery.distributed.runs import RunError
+from flowcraft_celery.distributed.runs.errors import RunError
 from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.ids import InvalidIdError

@@ -1,8 +1,13 @@
-"""Runs on Celery: the app, one task per node, the run lifecycle, reconcile, the client.
+"""Runs on Celery: the app, the node task, the run lifecycle, reconcile, operator tools, the client.
 
-Layer: above `engine`, `stores`, `backends` and the `transports` package. `app` (the Celery
-app and its tasks), `bridge` (executing one node message), `runs` (start, publish, finish,
-cancel, resume), `reconcile` (beat's recovery pass), `lease` (locks renewed while a node runs),
-`runtime` (per-process wiring of stores from the settings), `client` (the Python API for
-callers) and `serverless` (one queue message without a worker, for Azure Functions).
+Layer: above `engine`, `stores`, `backends` and the `transports` package. Sub-packages, top to
+bottom (import-linter keeps imports going down, function-level imports included):
+
+- `client` (the Python API for callers), `serverless` (one queue message without a worker);
+- `app`: the Celery app, its settings, signals, tasks and beat schedule;
+- `ops` (metrics, the run view, queue listings, the webhook server) and `reconcile` (beat's
+  recovery pass and the evidence it reads);
+- `node`: the node task executing one node message, its lease, dead-lettering;
+- `runs`: a run's lifecycle (start, publish, await, resume, cancel, complete, fail, rebuild);
+- `core`: settings, per-process runtime wiring, problems, log context, secrets.
 """

@@ -29,23 +29,23 @@ from celery.signals import (
 )
 
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
-from flowcraft_celery.distributed.bridge import register_node_tasks
-from flowcraft_celery.distributed.delayed import install_delayed_index
-from flowcraft_celery.distributed.logcontext import install_on_celery_logging
-from flowcraft_celery.distributed.preflight import check_settings, report_unreachable_redis
-from flowcraft_celery.distributed.problems import SettingError, explain
-from flowcraft_celery.distributed.published import (
+from flowcraft_celery.distributed.core.logcontext import install_on_celery_logging
+from flowcraft_celery.distributed.core.preflight import check_settings, report_unreachable_redis
+from flowcraft_celery.distributed.core.problems import SettingError, explain
+from flowcraft_celery.distributed.core.published import (
     import_node_modules,
     load_worker_code,
     publish_catalog,
     worker_code,
 )
-from flowcraft_celery.distributed.reconcile import reconcile
-from flowcraft_celery.distributed.reconcile_passes import install_quiet_beat, record_pass
-from flowcraft_celery.distributed.runtime import reset_runtimes, runtime_for
-from flowcraft_celery.distributed.secrets import censor_inspect_replies, protect_settings
-from flowcraft_celery.distributed.settings import deployment_name, key_prefix, redis_url
-from flowcraft_celery.distributed.throttle_metrics import start_reporter
+from flowcraft_celery.distributed.core.runtime import reset_runtimes, runtime_for
+from flowcraft_celery.distributed.core.secrets import censor_inspect_replies, protect_settings
+from flowcraft_celery.distributed.core.settings import deployment_name, key_prefix, redis_url
+from flowcraft_celery.distributed.node.task import register_node_tasks
+from flowcraft_celery.distributed.ops.throttle_metrics import start_reporter
+from flowcraft_celery.distributed.reconcile.passes import reconcile
+from flowcraft_celery.distributed.reconcile.schedule import install_quiet_beat, record_pass
+from flowcraft_celery.distributed.runs.delayed import install_delayed_index
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
@@ -80,7 +80,7 @@ def create_app(config: str | None = None) -> Celery:
     celery_app.config_from_object(config or os.environ.get("FLOWCRAFT_CONFIG_MODULE", "celeryconfig"))
     protect_settings(celery_app.conf)
 
-    # quiet passes leave no result and no event; see distributed/reconcile_passes.py
+    # quiet passes leave no result and no event; see distributed/reconcile/schedule.py
     @celery_app.task(name="flowcraft.reconcile", bind=True, ignore_result=True, send_events=False, shared=False)
     def reconcile_task(self: Any, stall_seconds: float | None = None) -> dict[str, int]:
         """Re-publish the outstanding work of stalled runs; returns the counts."""

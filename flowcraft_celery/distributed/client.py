@@ -8,9 +8,11 @@ from typing import Any
 
 from celery import Celery
 
-from flowcraft_celery.distributed.runs import RunError, StartError, cancel_run, resume_run, start_run
-from flowcraft_celery.distributed.runtime import Runtime, runtime_for
-from flowcraft_celery.distributed.settings import blueprint_sources, deployment_name
+from flowcraft_celery.distributed.core.runtime import Runtime, runtime_for
+from flowcraft_celery.distributed.core.settings import blueprint_sources, deployment_name
+from flowcraft_celery.distributed.runs.control import cancel_run, resume_run
+from flowcraft_celery.distributed.runs.errors import RunError, StartError
+from flowcraft_celery.distributed.runs.starting import start_run
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.builder import Flow
 from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc

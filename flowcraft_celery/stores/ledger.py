@@ -8,7 +8,7 @@ atomic script call, idempotent under redelivery: a token that finished is never 
 Redis is coordination that can be lost (docs/guarantees.md). Each run has a *marker* holding
 its generation (the status document in Cosmos records the same number): `check` reports it,
 so a worker that finds no marker knows Redis lost the run's state and has it rebuilt from
-Cosmos (`distributed/recovery.py`) before trusting anything here. Keys never expire while the
+Cosmos (`distributed/runs/recovery.py`) before trusting anything here. Keys never expire while the
 run lives; `expire_run` gives them the retention once the run is final (`expires` then exists,
 and a late write keeps that expiry instead of starting a new one).
 """

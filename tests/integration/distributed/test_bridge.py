@@ -18,7 +18,7 @@ from azure.storage.queue import QueueClient
 
 from flowcraft_celery.devtools.workers import WorkerGroup
 from flowcraft_celery.distributed.client import Client
-from flowcraft_celery.distributed.runs import publish
+from flowcraft_celery.distributed.runs.publishing import publish
 from flowcraft_celery.model.graph import Graph
 from tests.integration import names
 from tests.integration.celery_settings import celery_app_for

@@ -21,9 +21,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from flowcraft_celery.devtools.workers import WorkerGroup
-from flowcraft_celery.distributed.in_flight import WorkerHands
-from flowcraft_celery.distributed.reconcile import ReconcileReport, reconcile
-from flowcraft_celery.distributed.runs import node_task_name
+from flowcraft_celery.distributed.reconcile.in_flight import WorkerHands
+from flowcraft_celery.distributed.reconcile.passes import ReconcileReport, reconcile
+from flowcraft_celery.distributed.runs.publishing import node_task_name
 from flowcraft_celery.model.graph import Graph
 from tests.integration.distributed.retention_nodes import LONG, WIDE
 from tests.integration.distributed.test_retention import ROOT, Services, open_services, wait_for

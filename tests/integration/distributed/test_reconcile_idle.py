@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from flowcraft_celery.distributed.client import Client
-from flowcraft_celery.distributed.reconcile import ReconcileReport, reconcile
-from flowcraft_celery.distributed.runs import child_run_id, node_task_name
+from flowcraft_celery.distributed.reconcile.passes import ReconcileReport, reconcile
+from flowcraft_celery.distributed.runs.publishing import child_run_id, node_task_name
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import FINAL_STATES
 from flowcraft_celery.stores.cosmos_client import request_counts

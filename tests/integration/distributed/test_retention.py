@@ -24,7 +24,8 @@ import redis
 from azure.storage.queue import QueueServiceClient
 
 from flowcraft_celery.distributed.client import Client
-from flowcraft_celery.distributed.runs import RunError, node_task_name
+from flowcraft_celery.distributed.runs.errors import RunError
+from flowcraft_celery.distributed.runs.publishing import node_task_name
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import FINAL_STATES
 from flowcraft_celery.stores.cosmos_client import get_client

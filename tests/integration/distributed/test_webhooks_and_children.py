@@ -19,7 +19,7 @@ import redis
 
 from flowcraft_celery.devtools.workers import WorkerGroup
 from flowcraft_celery.distributed.client import Client
-from flowcraft_celery.distributed.runs import notify_parent
+from flowcraft_celery.distributed.runs.ending import notify_parent
 from tests.integration import names
 from tests.integration.celery_settings import celery_app_for
 from tests.integration.distributed import semantics_nodes

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flowcraft_celery.distributed.reconcile import reconcile
+from flowcraft_celery.distributed.reconcile.passes import reconcile
 from tests.integration.faults import fault_nodes
 from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit
 from tests.integration.polling import wait_for

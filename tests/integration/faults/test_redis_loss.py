@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from flowcraft_celery.devtools.workers import WorkerGroup
-from flowcraft_celery.distributed.runs import payload
+from flowcraft_celery.distributed.runs.publishing import payload
 from tests.integration.faults import fault_nodes
 from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit, is_final
 from tests.integration.faults.private import PrivateServices

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from flowcraft_celery.devtools.devservices import AZURITE_KEY, HOST
-from flowcraft_celery.distributed.runs import RunError
+from flowcraft_celery.distributed.runs.errors import RunError
 from tests.integration.faults.kit import ROOT, FaultKit, assert_recorded_once, fault_kit
 from tests.integration.faults.private import free_ports
 from tests.integration.polling import wait_for

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from flowcraft_celery.devtools.faultproxy import FaultPlan, Rule
-from flowcraft_celery.distributed.metrics import FlowcraftCollector
+from flowcraft_celery.distributed.ops.metrics import FlowcraftCollector
 from tests.integration.faults import fault_nodes
 from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit
 from tests.integration.faults.private import PrivateServices

@@ -15,7 +15,7 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
 from flowcraft_celery.devtools import devservices
-from flowcraft_celery.distributed.runtime import build_runtime
+from flowcraft_celery.distributed.core.runtime import build_runtime
 from flowcraft_celery.stores.cosmos_client import ensure_container, get_client, read_item_or_none
 from flowcraft_celery.stores.faults import InfrastructureError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from flowcraft_celery.distributed.published import DeploymentBlueprints, WorkerCode, publish_catalog
+from flowcraft_celery.distributed.core.published import DeploymentBlueprints, WorkerCode, publish_catalog
 from flowcraft_celery.model.builder import Flow
 from flowcraft_celery.model.catalog import Catalog
 from flowcraft_celery.stores.catalog import RedisCatalogStore

@@ -23,7 +23,7 @@ from azure.core.credentials import AccessToken
 
 from flowcraft_celery.devtools import background, devservices
 from flowcraft_celery.devtools.testcerts import CertFiles, make_certs
-from flowcraft_celery.distributed.runtime import build_runtime
+from flowcraft_celery.distributed.core.runtime import build_runtime
 from flowcraft_celery.stores.faults import InfrastructureError
 from tests.integration.faults import fault_nodes
 from tests.integration.faults.kit import assert_recorded_once, fault_kit

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from flowcraft_celery.cli.main import main
-from flowcraft_celery.distributed.runs import child_run_id
+from flowcraft_celery.distributed.runs.publishing import child_run_id
 
 
 def test_validate_prints_hostile_ids_escaped(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from flowcraft_celery.cli.main import main
 from flowcraft_celery.cli.output import status_lines
 from flowcraft_celery.cli.show import select_rows, view_lines
-from flowcraft_celery.distributed.runs import RunError, awaiting_choice
-from flowcraft_celery.distributed.runview import NodeRow, RunView
+from flowcraft_celery.distributed.ops.runview import NodeRow, RunView
+from flowcraft_celery.distributed.runs.awaiting import awaiting_choice
+from flowcraft_celery.distributed.runs.errors import RunError
 from flowcraft_celery.engine.registry import NodeResult, Registry
 from flowcraft_celery.local.runner import LocalRunner
 from flowcraft_celery.model import iterations

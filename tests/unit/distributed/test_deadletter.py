@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from flowcraft_celery.distributed.deadletter import node_message_problem, payload_problem, source_queue
+from flowcraft_celery.distributed.node.deadletter import node_message_problem, payload_problem, source_queue
 
 GOOD: dict[str, Any] = {"run": "r1", "bp": "b", "ver": "1", "node": "n", "it": 0, "value": None, "attempt": 1,
                         "dyn": False, "sent": 1.5}

@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from flowcraft_celery.distributed.logcontext import (
+from flowcraft_celery.distributed.core.logcontext import (
     NodeLogFilter,
     current_node,
     node_log_scope,

@@ -9,7 +9,7 @@ import pytest
 from celery.worker.control import Panel
 
 from flowcraft_celery.distributed.app import create_app
-from flowcraft_celery.distributed.secrets import MASK, Masked, censor, censor_inspect_replies, mask_text
+from flowcraft_celery.distributed.core.secrets import MASK, Masked, censor, censor_inspect_replies, mask_text
 from tests.unit.distributed import secret_settings
 
 PLANTED = (secret_settings.REDIS_PASSWORD, secret_settings.STORAGE_KEY, secret_settings.COSMOS_KEY)

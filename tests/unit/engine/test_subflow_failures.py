@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowcraft_celery.distributed.runs import child_run_id
+from flowcraft_celery.distributed.runs.publishing import child_run_id
 from flowcraft_celery.engine import semantics
 from flowcraft_celery.engine.context import NodeContext
 from flowcraft_celery.engine.registry import Registry

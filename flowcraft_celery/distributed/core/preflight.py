@@ -15,8 +15,8 @@ from typing import Any
 
 import redis
 
-from flowcraft_celery.distributed.problems import STORAGE_ENV, STORAGE_FIX, SettingError, explain
-from flowcraft_celery.distributed.settings import redis_url
+from flowcraft_celery.distributed.core.problems import STORAGE_ENV, STORAGE_FIX, SettingError, explain
+from flowcraft_celery.distributed.core.settings import redis_url
 from transports.azurequeue.redisauth import redis_from_url
 
 logger = logging.getLogger("flowcraft.worker")

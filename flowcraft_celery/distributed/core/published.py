@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flowcraft_celery.distributed.problems import SettingError
-from flowcraft_celery.distributed.settings import blueprint_sources, node_modules
+from flowcraft_celery.distributed.core.problems import SettingError
+from flowcraft_celery.distributed.core.settings import blueprint_sources, node_modules
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry, import_modules
 from flowcraft_celery.model.blueprint import Blueprint

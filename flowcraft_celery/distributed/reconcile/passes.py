@@ -4,10 +4,10 @@ Which runs a pass looks at comes from the due index (`stores/due.py`): a run is 
 threshold after its latest sign of life (its start, a node touching it, a resume, its child run's
 end), so a pass costs what is due, not what is alive. A pass takes at most its budget
 (`flowcraft_reconcile_budget` runs) in due order and starts no run after half the beat interval
-(at least `MIN_PASS_SECONDS`); the rest go first in the next pass. After looking at a run it reschedules it, or parks it when the
-run waits only for events (an approval, a webhook, a child run): a parked run costs nothing until
-an event re-arms it. When Redis lost the index, each pass first arms one page of the deployment's
-live runs from Cosmos until the sweep is through.
+(at least `MIN_PASS_SECONDS`); the rest go first in the next pass. After looking at a run it
+reschedules it, or parks it when the run waits only for events (an approval, a webhook, a child
+run): a parked run costs nothing until an event re-arms it. When Redis lost the index, each pass
+first arms one page of the deployment's live runs from Cosmos until the sweep is through.
 
 The ledger knows what is pending (and with which payload); a pending message is re-published
 only when it is really lost, never when evidence says it is still on its way:
@@ -32,11 +32,13 @@ from dataclasses import asdict, dataclass
 
 from celery import Celery
 
-from flowcraft_celery.distributed.in_flight import WorkerHands
-from flowcraft_celery.distributed.queue_evidence import QueueFronts
-from flowcraft_celery.distributed.recovery import complete, ensure_state
-from flowcraft_celery.distributed.runs import Payload, notify_parent, publish, run_graph
-from flowcraft_celery.distributed.runtime import Runtime
+from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.distributed.reconcile.in_flight import WorkerHands
+from flowcraft_celery.distributed.reconcile.queue_evidence import QueueFronts
+from flowcraft_celery.distributed.runs.ending import notify_parent
+from flowcraft_celery.distributed.runs.graphs import run_graph
+from flowcraft_celery.distributed.runs.publishing import Payload, publish
+from flowcraft_celery.distributed.runs.recovery import complete_run, ensure_state
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import FINAL_STATES
 
@@ -142,7 +144,7 @@ def _reconcile_run(app: Celery, rt: Runtime, run_id: str, threshold: float, now:
             return now if presence == "busy" else None
     pending = rt.ledger.pending(run_id)
     if not pending:
-        report.completed += int(complete(app, rt, run_id))
+        report.completed += int(complete_run(app, rt, run_id))
         return now
     awaiting = set(rt.ledger.awaiting(run_id))
     graph = run_graph(rt, blueprint, run_id, any(p.get("dyn") for p in pending.values()))

@@ -9,7 +9,7 @@ restores its predecessor after), and notes the node among those the current task
 `install_on_celery_logging` attaches the filter to every handler Celery sets up for workers and
 beat (root, task and multiprocessing loggers); the default `worker_log_format` of celeryconfig
 shows `%(flowcraft)s`. When you configure
-logging yourself, add `flowcraft_celery.distributed.logcontext.NodeLogFilter` to your handlers.
+logging yourself, add `flowcraft_celery.distributed.core.logcontext.NodeLogFilter` to your handlers.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 from celery.signals import beat_init
 from celery.utils.saferepr import saferepr
 
-from flowcraft_celery.distributed.runtime import Runtime
+from flowcraft_celery.distributed.core.runtime import Runtime
 
 logger = logging.getLogger("flowcraft.reconcile")
 

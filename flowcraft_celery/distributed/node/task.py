@@ -29,24 +29,18 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
-from flowcraft_celery.distributed.deadletter import dead_letter, dead_letter_arguments, node_message_problem
-from flowcraft_celery.distributed.lease import lease
-from flowcraft_celery.distributed.logcontext import node_log_scope, start_task_record, task_summary
-from flowcraft_celery.distributed.recovery import complete, ensure_state
-from flowcraft_celery.distributed.runs import (
-    Payload,
-    RunError,
-    child_run_id,
-    fail_run,
-    mark_awaiting,
-    payload,
-    publish,
-    publish_groups,
-    run_graph,
-    start_run,
-)
-from flowcraft_celery.distributed.runtime import Runtime, runtime_for
-from flowcraft_celery.distributed.webhooks import register_webhook
+from flowcraft_celery.distributed.core.logcontext import node_log_scope, start_task_record, task_summary
+from flowcraft_celery.distributed.core.runtime import Runtime, runtime_for
+from flowcraft_celery.distributed.node.deadletter import dead_letter, dead_letter_arguments, node_message_problem
+from flowcraft_celery.distributed.node.lease import lease
+from flowcraft_celery.distributed.runs.awaiting import mark_awaiting
+from flowcraft_celery.distributed.runs.ending import fail_run
+from flowcraft_celery.distributed.runs.errors import RunError
+from flowcraft_celery.distributed.runs.graphs import run_graph
+from flowcraft_celery.distributed.runs.publishing import Payload, child_run_id, payload, publish, publish_groups
+from flowcraft_celery.distributed.runs.recovery import complete_run, ensure_state
+from flowcraft_celery.distributed.runs.starting import start_run
+from flowcraft_celery.distributed.runs.webhooks import register_webhook
 from flowcraft_celery.engine import dispatch, semantics
 from flowcraft_celery.engine.builtins import (
     AWAITING_BUILTINS,
@@ -514,7 +508,7 @@ class NodeExecution:
     def _completed_or_touched(self, remaining: int) -> None:
         """Complete the run when nothing is pending, else note it is alive."""
         if remaining == 0:
-            complete(self.app, self.rt, self.run_id)
+            complete_run(self.app, self.rt, self.run_id)
         else:
             self.rt.touch(self.run_id)
 

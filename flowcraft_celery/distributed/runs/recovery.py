@@ -11,9 +11,9 @@ persistence, a failover, a flush, an eviction. Two checks keep that from produci
   the run's generation bumped in Redis and Cosmos; then the message goes on as usual. Messages
   still queued carry the run on; the reconciler re-sends only what is really lost.
 - A run completes only on durable evidence: when the ledger says nothing is pending,
-  `complete` replays the recorded outputs and finishes the run only if nothing is left to run;
-  otherwise Redis had lost part of the run's state, which is rebuilt and the missing node
-  messages re-sent.
+  `complete_run` (the one public way to complete a run) replays the recorded outputs and
+  finishes the run only if nothing is left to run; otherwise Redis had lost part of the run's
+  state, which is rebuilt and the missing node messages re-sent.
 
 A run that cannot be rebuilt (its recorded outputs no longer fit its blueprint) fails with a
 reason that names the loss.
@@ -29,18 +29,10 @@ from typing import Any, Literal
 
 from celery import Celery
 
-from flowcraft_celery.distributed.runs import (
-    Payload,
-    RunError,
-    arm_parent,
-    child_run_id,
-    complete_run,
-    fail_run,
-    payload,
-    publish,
-    retire,
-)
-from flowcraft_celery.distributed.runtime import Runtime
+from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.distributed.runs.ending import arm_parent, fail_run, record_completed, retire
+from flowcraft_celery.distributed.runs.errors import RunError
+from flowcraft_celery.distributed.runs.publishing import Payload, child_run_id, payload, publish
 from flowcraft_celery.engine import semantics
 from flowcraft_celery.engine.frontier import Frontier, frontier
 from flowcraft_celery.model.graph import Graph
@@ -108,7 +100,7 @@ def ensure_state(app: Celery, rt: Runtime, run_id: str) -> Presence:
         rt.coordination.release(lock, owner)
 
 
-def complete(app: Celery, rt: Runtime, run_id: str) -> bool:
+def complete_run(app: Celery, rt: Runtime, run_id: str) -> bool:
     """Finish a run whose ledger has nothing pending, if Cosmos agrees nothing is left to run;
     otherwise rebuild its state and re-send what is missing. True if this call completed it. A run
     whose replay reaches a join that can never fire ends `stalled` (engine.dispatch.StalledJoin)."""
@@ -118,7 +110,7 @@ def complete(app: Celery, rt: Runtime, run_id: str) -> bool:
     evidence = durable_evidence(rt, run_id, doc)
     if evidence.frontier.complete:
         arm_parent(rt, doc)
-        return complete_run(app, rt, run_id, evidence.context)
+        return record_completed(app, rt, run_id, evidence.context)
     if evidence.frontier.stuck:  # never `completed` with a join reached that did not run
         errors = [join.to_error(evidence.frontier.graph) for join in evidence.frontier.stalled]
         fail_run(app, rt, run_id, errors, status="stalled")

@@ -3,7 +3,7 @@
 `queue_admin(app)` opens the transport's `QueueAdmin` (transports/azurequeue/inspect.py) for the
 app's broker URL and transport options; `queue_rows(app)` lists every queue of the deployment's
 prefix (task, dead-letter, control and event queues) with Azure's approximate count, how many of
-those are delayed (`distributed/delayed.py`) and so how many are visible: ready to be taken, or
+those are delayed (`distributed/runs/delayed.py`) and so how many are visible: ready to be taken, or
 held by a worker right now (Azure does not tell those two apart). By default only the task and
 dead-letter queues, where work waits.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Celery
 
-from flowcraft_celery.distributed.delayed import index_for
+from flowcraft_celery.distributed.runs.delayed import index_for
 from transports.azurequeue.inspect import QueueAdmin, QueueInfo
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flowcraft_celery.distributed.published import DeploymentBlueprints, worker_code
-from flowcraft_celery.distributed.settings import blueprint_sources, deployment_name, key_prefix, redis_url
+from flowcraft_celery.distributed.core.published import DeploymentBlueprints, worker_code
+from flowcraft_celery.distributed.core.settings import blueprint_sources, deployment_name, key_prefix, redis_url
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY, DEFAULT_SUBFLOW_DEPTH, DEFAULT_WEBHOOK_BASE_URL
 from flowcraft_celery.engine.registry import Registry, default_registry
 from flowcraft_celery.model.blueprint import Blueprint

@@ -18,8 +18,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from flowcraft_celery.distributed.runs import RunError, run_graph
-from flowcraft_celery.distributed.runtime import Runtime
+from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.distributed.runs.errors import RunError
+from flowcraft_celery.distributed.runs.graphs import run_graph
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
 

@@ -2,7 +2,7 @@
 
 `FlowcraftCollector` reads, at scrape time and no more often than its refresh intervals:
 
-* queue depths and dead letters from Azure (`distributed/queues.py`): one `list` plus one
+* queue depths and dead letters from Azure (`distributed/ops/queues.py`): one `list` plus one
   `get_properties` per queue of the prefix, at most every `queue_interval` seconds (15);
 * runs by status from Cosmos DB: one COUNT query per status, at most every `runs_interval`
   seconds (60);
@@ -24,8 +24,8 @@ from typing import Any
 from celery import Celery
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from flowcraft_celery.distributed.queues import QueueRow, queue_rows
-from flowcraft_celery.distributed.runtime import runtime_for
+from flowcraft_celery.distributed.core.runtime import runtime_for
+from flowcraft_celery.distributed.ops.queues import QueueRow, queue_rows
 from flowcraft_celery.stores.cosmos_client import request_counts
 from transports.azurequeue.stats import STATS
 

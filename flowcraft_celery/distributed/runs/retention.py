@@ -15,7 +15,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from flowcraft_celery.distributed.runtime import Runtime
+from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.distributed.runs.graphs import run_graph
 from flowcraft_celery.engine.dispatch import join_scopes
 from flowcraft_celery.stores.retention import Removed
 
@@ -27,8 +28,6 @@ PURGE_PAGE = 100
 
 def run_scopes(rt: Runtime, run_id: str, blueprint_id: str | None) -> list[str]:
     """The join scopes the run may have in Redis (none when this process lacks its blueprint)."""
-    from flowcraft_celery.distributed.runs import run_graph  # runs calls this module when a run ends
-
     blueprint = rt.blueprints.get(str(blueprint_id))
     if blueprint is None:
         return []

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from flowcraft_celery.distributed.runtime import runtime_for
+from flowcraft_celery.distributed.core.runtime import runtime_for
 from transports.azurequeue.throttling import THROTTLES
 
 logger = logging.getLogger("flowcraft.metrics")

@@ -1,0 +1,1 @@
+"""Operator tools: metrics, the run view, queue listings and the webhook server."""

@@ -1,0 +1,88 @@
+"""A run's end: its final result recorded once, its Redis state halted, its records set to expire, its parent told."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Literal
+
+from celery import Celery
+
+from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.distributed.runs.graphs import run_graph
+from flowcraft_celery.distributed.runs.publishing import payload, publish
+from flowcraft_celery.distributed.runs.retention import expire_finished_run
+from flowcraft_celery.stores.base import RunStatusDoc
+
+logger = logging.getLogger("flowcraft.runs")
+
+
+
+#: Largest final context (JSON bytes) copied into the status document; a bigger one stays in
+#: the context store only (`Client.result` reads it there), so the status item stays far below
+#: Cosmos's 2 MiB item limit.
+RESULT_CONTEXT_LIMIT = 512 * 1024
+
+
+def final_result(rt: Runtime, run_id: str, status: str, errors: list[dict[str, Any]],
+                 context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`{status, context, errors}` of a finished run; `contextInStore` instead of a too large context."""
+    context = rt.contexts.snapshot(run_id) if context is None else context
+    if len(json.dumps(context, default=str)) > RESULT_CONTEXT_LIMIT:
+        return {"status": status, "context": None, "contextInStore": True, "errors": errors}
+    return {"status": status, "context": context, "errors": errors}
+
+
+def record_completed(app: Celery, rt: Runtime, run_id: str, context: dict[str, Any] | None = None) -> bool:
+    """Finish a run as `completed` with its final context (callers check the durable evidence
+    first: only `recovery.complete_run` calls this)."""
+    done = rt.statuses.finish(run_id, "completed", final_result(rt, run_id, "completed", [], context), [])
+    if done:
+        retire(rt, run_id, "completed")
+        notify_parent(app, rt, run_id)
+    return done
+
+
+def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]],
+             status: Literal["failed", "stalled"] = "failed") -> bool:
+    """Halt a run and record it `failed` (or `stalled`: a join it reached can never run) with its errors."""
+    rt.ledger.halt(run_id, status)
+    arm_parent(rt, rt.statuses.get(run_id))
+    done = rt.statuses.finish(run_id, status, final_result(rt, run_id, status, errors), errors)
+    if done:
+        retire(rt, run_id, status)
+        notify_parent(app, rt, run_id)
+    return done
+
+
+def retire(rt: Runtime, run_id: str, status: str) -> None:
+    """A final run: halted in Redis (late messages are dropped), out of reconcile's due index, its
+    records expiring after the retention."""
+    rt.ledger.halt(run_id, status)
+    rt.due.forget([run_id])
+    expire_finished_run(rt, run_id)
+
+
+def arm_parent(rt: Runtime, doc: RunStatusDoc | None) -> None:
+    """Before a child run ends: its parent, parked while it waits, is due again (so reconcile tells
+    it of the end if the news is lost)."""
+    if doc and doc.get("parentRunId"):
+        rt.arm(str(doc["parentRunId"]))
+
+
+def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:
+    """Tell a subflow's parent node that the child run ended (or paused)."""
+    doc = rt.statuses.get(run_id)
+    if not doc or not doc.get("parentRunId"):
+        return
+    parent_run = str(doc["parentRunId"])
+    parent_doc = rt.statuses.get(parent_run)
+    blueprint = rt.blueprints.get(str(parent_doc.get("blueprintId"))) if parent_doc else None
+    if parent_doc is None or blueprint is None:
+        return
+    node_id = str(doc.get("parentNodeId"))
+    iteration = int(doc.get("parentIteration", 0) or 0)
+    child = {"runId": run_id, "status": doc.get("status")}
+    message = payload(parent_run, blueprint, node_id, iteration, None, dynamic=True, child=child)
+    rt.arm(parent_run)
+    publish(app, run_graph(rt, blueprint, parent_run, True), message)

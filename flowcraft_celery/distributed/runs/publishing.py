@@ -1,0 +1,137 @@
+"""Node messages: their payload, their task names, and putting them on the broker (one, together, in bundles,
+within a timeout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from celery import Celery
+
+from flowcraft_celery.model.blueprint import Blueprint
+from flowcraft_celery.model.graph import Graph
+from flowcraft_celery.model.ids import MAX_ID_LENGTH
+from flowcraft_celery.stores.faults import InfrastructureError
+from transports.azurequeue.bundles import bundled
+
+logger = logging.getLogger("flowcraft.runs")
+
+
+
+Payload = dict[str, Any]
+
+
+def node_task_name(uses: str) -> str:
+    """The Celery task name of a node implementation."""
+    return f"flowcraft.node.{uses}"
+
+
+def payload(run_id: str, blueprint: Blueprint, node_id: str, iteration: int, value: Any,
+            dynamic: bool = False, **extra: Any) -> Payload:
+    """A node message's payload."""
+    out: Payload = {"run": run_id, "bp": blueprint.id, "ver": blueprint.run_version, "node": node_id,
+                    "it": iteration, "value": value, "attempt": 1, "dyn": dynamic}
+    out.update(extra)
+    return out
+
+
+def publish(app: Celery, graph: Graph, message: Payload, countdown: float | None = None) -> None:
+    """Send one node message to its implementation's task (and its node's queue, if set)."""
+    publish_together(app, graph, [message], countdown)
+
+
+def publish_together(app: Celery, graph: Graph, messages: list[Payload], countdown: float | None = None) -> None:
+    """Send node messages of one implementation and queue as a single task message.
+
+    One message carries `msg`; several carry `msgs`, run one after the other by the task
+    (a fan-out then costs one queue send, receive and delete per group instead of per node).
+    Each payload is stamped with `sent` (and `due` when delayed) before it goes out, and `sent`
+    again once the send returned, so a ledger entry written after it records a time no earlier
+    than the queue's insertion of the message, however slow the send (reconcile counts a message
+    as still queued when the queue's oldest message is not younger than its `sent`).
+    """
+    node = graph.nodes[messages[0]["node"]]
+    options: dict[str, Any] = {}
+    if node.config.queue:
+        options["queue"] = node.config.queue
+    now = time.time()
+    for message in messages:
+        message["sent"] = now
+        message.pop("due", None)
+        if countdown:
+            message["due"] = now + countdown
+    if countdown:
+        options["countdown"] = countdown
+    timeout = node.config.timeout_seconds
+    if timeout:
+        options["soft_time_limit"] = timeout * 1.5 + 1
+    kwargs = {"msg": messages[0]} if len(messages) == 1 else {"msgs": messages}
+    app.send_task(node_task_name(node.uses), kwargs=kwargs, **options)
+    sent = time.time()
+    for message in messages:
+        message["sent"] = sent
+
+
+def publish_groups(app: Celery, graph: Graph, groups: list[list[Payload]]) -> None:
+    """Send several task messages in one go: on `azurequeue://` the immediate ones to a queue
+    travel as few Azure messages (bundles; each stays its own Celery task). Every payload's
+    `sent` is stamped again once all sends returned."""
+    with bundled():
+        for group in groups:
+            publish_together(app, graph, group)
+    sent = time.time()
+    for group in groups:
+        for message in group:
+            message["sent"] = sent
+
+
+def child_run_id(run_id: str, node_id: str, iteration: int, attempt: int = 1) -> str:
+    """The id of a subflow node's child run: derived from the node execution and its attempt
+    (so a redelivery finds the same child, and each attempt starts a child of its own; the
+    first attempt's id has no attempt part), and hashed when it would exceed the id length limit."""
+    plain = f"{run_id}.{node_id}.{iteration}" + (f".a{attempt}" if attempt > 1 else "")
+    if len(plain) <= MAX_ID_LENGTH:
+        return plain
+    digest = hashlib.sha256(plain.encode()).hexdigest()[:40]
+    return f"{run_id[:MAX_ID_LENGTH - 42]}.{digest}"
+
+
+def broker_endpoint(app: Celery) -> str:
+    """Where the broker is, for messages: the queue endpoint of the storage account when known."""
+    url = str(app.conf.broker_url or "")
+    if url.startswith("azurequeue://") and "@" not in url:
+        conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
+        parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+        if parts.get("QueueEndpoint"):
+            return parts["QueueEndpoint"]
+        if parts.get("AccountName"):
+            return f"https://{parts['AccountName']}.queue.{parts.get('EndpointSuffix', 'core.windows.net')}"
+        return "azurequeue:// (no AZURE_STORAGE_CONNECTION_STRING)"
+    return url.split("@", 1)[-1] if "@" in url else url
+
+
+def publish_within(app: Celery, graph: Graph, messages: Iterable[Payload], timeout: float) -> None:
+    """Publish messages (one task each), giving up after `timeout` seconds (InfrastructureError
+    naming the broker endpoint): the SDK's own retries against an unreachable endpoint take minutes."""
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            publish_groups(app, graph, [[message] for message in messages])
+        except BaseException as exc:  # reported by the caller's thread
+            failure.append(exc)
+
+    sender = threading.Thread(target=send, name="flowcraft-start-publish", daemon=True)
+    sender.start()
+    sender.join(timeout)
+    where = f"broker at {broker_endpoint(app)}"
+    if sender.is_alive():
+        raise InfrastructureError(f"{where} did not take the start messages within {timeout:g} s")
+    if failure:
+        raise InfrastructureError.wrap(where, failure[0]) from failure[0]
