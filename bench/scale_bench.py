@@ -57,6 +57,7 @@ from transports.azurequeue.stats import STATS  # noqa: E402
 SHARES = {"awaiting": 0.40, "sleeping": 0.30, "parents": 0.15}
 FANS = 20
 START_THREADS = 8
+START_ATTEMPTS = 3
 LATENCY_SAMPLES = 5
 STEADY_PASSES = 3
 MAX_SETTLE_PASSES = 400
@@ -86,6 +87,7 @@ class SizeFigures:
     live: int
     mix: dict[str, int]
     starts_per_s: float
+    start_failures: int
     settle_passes: int
     settle_looked_at: int
     settle_seconds: float
@@ -130,12 +132,28 @@ def measured_pass(reconcile_once: Callable[[], dict[str, int]], counter: RedisCo
                     int(report.get("stalled", 0)))
 
 
-def start_runs(client: Any, plan: list[str]) -> float:
-    """Start one run of each blueprint id in `plan` from START_THREADS threads; runs/s."""
+def start_runs(client: Any, plan: list[str]) -> tuple[float, int]:
+    """Start one run of each blueprint id in `plan` from START_THREADS threads; runs/s, and how many
+    starts failed (StartError: nothing of that run was left) and were tried again."""
+    from flowcraft_celery.distributed.runs.errors import StartError
+
+    failures = [0]
+
+    def start(blueprint_id: str) -> None:
+        for attempt in range(START_ATTEMPTS):
+            try:
+                client.start(blueprint_id)
+                return
+            except StartError:
+                failures[0] += 1
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                time.sleep(1)
+
     began = time.perf_counter()
     with ThreadPoolExecutor(START_THREADS) as pool:
-        list(pool.map(lambda blueprint_id: client.start(blueprint_id), plan))
-    return len(plan) / (time.perf_counter() - began)
+        list(pool.map(start, plan))
+    return len(plan) / (time.perf_counter() - began), failures[0]
 
 
 def _count(container: Any, where: str, parameters: list[dict[str, Any]]) -> int:
@@ -216,8 +234,9 @@ def measure_size(size: int, client: Any, env: dict[str, str], work: Path, counte
         for _ in range(2):
             group.worker(concurrency=2)
         group.wait_ready(120)
-        starts_per_s = start_runs(client, plan)
-        print(f"  started at {starts_per_s:.1f} runs/s", flush=True)
+        starts_per_s, start_failures = start_runs(client, plan)
+        print(f"  started at {starts_per_s:.1f} runs/s ({start_failures} starts failed and were tried again)",
+              flush=True)
         wait_settled(database, deployment, {"awaiting": mix["awaiting"],
                                             "sleeping": mix["sleeping"] + mix["children"],
                                             "children": mix["children"]}, timeout=3600)
@@ -235,7 +254,7 @@ def measure_size(size: int, client: Any, env: dict[str, str], work: Path, counte
         if settle[-1].looked_at <= FANS:
             break
     settle_seconds = time.perf_counter() - began
-    figures = SizeFigures(size, mix, starts_per_s, len(settle), sum(p.looked_at for p in settle), settle_seconds)
+    figures = SizeFigures(size, mix, starts_per_s, start_failures, len(settle), sum(p.looked_at for p in settle), settle_seconds)
     for _ in range(STEADY_PASSES):
         time.sleep(stall + 1)
         figures.steady.append(measured_pass(once, counter))
@@ -324,6 +343,7 @@ def main() -> None:
                                    baseline)
             already = figures.mix
             measured.append(figures)
+            report(measured)
     finally:
         _delete_queues(conn_str, f"{tag}-")
         with contextlib.suppress(Exception):
@@ -332,7 +352,6 @@ def main() -> None:
             get_client().delete_database(tag)
         private.stop()
     print(f"logs: {work}")
-    report(measured)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from flowcraft_celery.distributed.core.secrets import censor_inspect_replies, pr
 from flowcraft_celery.distributed.core.settings import deployment_name, key_prefix, redis_url
 from flowcraft_celery.distributed.node.task import register_node_tasks
 from flowcraft_celery.distributed.ops.throttle_metrics import start_reporter
-from flowcraft_celery.distributed.reconcile.passes import reconcile
+from flowcraft_celery.distributed.reconcile.passes import pass_seconds, reconcile
 from flowcraft_celery.distributed.reconcile.schedule import install_quiet_beat, record_pass
 from flowcraft_celery.distributed.runs.delayed import install_delayed_index
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
@@ -86,7 +86,7 @@ def create_app(config: str | None = None) -> Celery:
         """Re-publish the outstanding work of stalled runs; returns the counts."""
         started = time.monotonic()
         rt = runtime_for(self.app.conf)
-        report = reconcile(self.app, rt, stall_seconds).to_dict()
+        report = reconcile(self.app, rt, stall_seconds, seconds=pass_seconds(self.app)).to_dict()
         record_pass(self, rt, report, time.monotonic() - started)
         return report
 

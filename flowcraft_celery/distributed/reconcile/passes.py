@@ -3,8 +3,8 @@
 Which runs a pass looks at comes from the due index (`stores/due.py`): a run is due a stall
 threshold after its latest sign of life (its start, a node touching it, a resume, its child run's
 end), so a pass costs what is due, not what is alive. A pass takes at most its budget
-(`flowcraft_reconcile_budget` runs) in due order and starts no run after half the beat interval
-(at least `MIN_PASS_SECONDS`); the rest go first in the next pass. After looking at a run it
+(`flowcraft_reconcile_budget` runs) in due order, and beat's passes start no run after half the
+beat interval (at least `MIN_PASS_SECONDS`); the rest go first in the next pass. After looking at a run it
 reschedules it, or parks it when the run waits only for events (an approval, a webhook, a child
 run): a parked run costs nothing until an event re-arms it. When Redis lost the index, each pass
 first arms one page of the deployment's live runs from Cosmos until the sweep is through.
@@ -73,16 +73,21 @@ class ReconcileReport:
         return asdict(self)
 
 
-def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None,
-              budget: int | None = None) -> ReconcileReport:
+def pass_seconds(app: Celery) -> float:
+    """How long beat's pass may go on taking runs: half the beat interval, at least MIN_PASS_SECONDS."""
+    return max(float(app.conf.get("flowcraft_reconcile_interval") or 30.0) / 2, MIN_PASS_SECONDS)
+
+
+def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None, budget: int | None = None,
+              seconds: float | None = None) -> ReconcileReport:
     """One pass over the runs due (idle past `stall_seconds`, the deployment's threshold by
-    default), at most `budget` of them; safe to run concurrently (taken runs are leased)."""
+    default), at most `budget` of them, taking none after `seconds` (beat's passes: `pass_seconds`);
+    safe to run concurrently (taken runs are leased)."""
     report = ReconcileReport()
     now = time.time()
     threshold = rt.stall_seconds if stall_seconds is None else stall_seconds
     budget = budget or int(app.conf.get("flowcraft_reconcile_budget") or DEFAULT_BUDGET)
-    interval = float(app.conf.get("flowcraft_reconcile_interval") or 30.0)
-    ends = time.monotonic() + max(interval / 2, MIN_PASS_SECONDS)
+    ends = float("inf") if seconds is None else time.monotonic() + seconds
     report.swept = _sweep(rt, now, budget)
     # due times are `base + rt.stall_seconds`: a shorter threshold looks that much further ahead
     taken = rt.due.take(now + max(0.0, rt.stall_seconds - threshold), budget, LEASE_SECONDS)
