@@ -254,7 +254,8 @@ def measure_size(size: int, client: Any, env: dict[str, str], work: Path, counte
         if settle[-1].looked_at <= FANS:
             break
     settle_seconds = time.perf_counter() - began
-    figures = SizeFigures(size, mix, starts_per_s, start_failures, len(settle), sum(p.looked_at for p in settle), settle_seconds)
+    figures = SizeFigures(size, mix, starts_per_s, start_failures, len(settle), sum(p.looked_at for p in settle),
+                          settle_seconds)
     for _ in range(STEADY_PASSES):
         time.sleep(stall + 1)
         figures.steady.append(measured_pass(once, counter))
