@@ -88,3 +88,18 @@ def test_awaiting_runs_and_subflow_parents_cost_no_pass_until_an_event_moves_the
     assert "cancelled" in str(client.status(parent)["errors"])
     report, requests = _pass(services)
     assert report.stalled == 0 and requests == 0, (report, requests)
+
+
+def test_a_pass_looks_at_no_more_runs_than_its_budget_and_the_next_pass_goes_on(services: Services) -> None:
+    client = services.default  # a deployment of its own: only this test's runs are due
+    runs = {client.start("rt-fan").run_id for _ in range(7)}  # no worker: their start messages wait queued
+    threshold = 15.0  # a run looked at is due again after it: longer than the four passes take
+    time.sleep(threshold + 0.5)
+    looked = []
+    for _ in range(4):
+        report = reconcile(client.app, client.runtime, stall_seconds=threshold, budget=3)
+        assert report.republished == 0, report  # queued, not lost
+        looked.append(report.stalled)
+    assert looked == [3, 3, 1, 0]
+    for run_id in runs:
+        assert client.status(run_id)["status"] == "running"
