@@ -13,6 +13,8 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
+from flowcraft_celery.distributed.core.shards import shard_names
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -120,8 +122,11 @@ flowcraft_start_timeout = _env_number("FLOWCRAFT_START_TIMEOUT", "20", float)
 # Reconcile passes run on their own queue, so a backlog of node tasks cannot delay them; a worker
 # started without -Q consumes both queues (one started with -Q consumes only what it names).
 flowcraft_reconcile_queue = _env("FLOWCRAFT_RECONCILE_QUEUE", f"{task_default_queue}-reconcile")
-task_queues = tuple(Queue(name, Exchange(name), routing_key=name)
-                    for name in (task_default_queue, flowcraft_reconcile_queue))
+# FLOWCRAFT_QUEUE_SHARDS > 1 spreads the default queue's node messages over that many Azure queues
+# (by run); workers consume every shard (flowcraft_celery/distributed/core/shards.py).
+flowcraft_queue_shards = _env_number("FLOWCRAFT_QUEUE_SHARDS", "1", int, minimum=1)
+task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in
+                    (*shard_names(task_default_queue, flowcraft_queue_shards), flowcraft_reconcile_queue))
 task_routes = {"flowcraft.reconcile": {"queue": flowcraft_reconcile_queue}}
 
 beat_schedule = {

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from celery import Celery
 
 from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.distributed.core.shards import node_queue
 from flowcraft_celery.distributed.reconcile.in_flight import WorkerHands
 from flowcraft_celery.distributed.reconcile.queue_evidence import QueueFronts
 from flowcraft_celery.distributed.runs.ending import notify_parent
@@ -187,7 +188,7 @@ def _still_on_its_way(app: Celery, rt: Runtime, graph: Graph, run_id: str, node_
     if rt.coordination.holder(f"exec:{run_id}:{node_token}") is not None:
         return "running"
     node = graph.nodes.get(str(message.get("node")))
-    queue = (node.config.queue if node is not None else None) or str(app.conf.task_default_queue)
+    queue = node_queue(app.conf, node.config.queue if node is not None else None, run_id)
     fronts, hands = evidence
     if sent and fronts.still_queued(queue, sent):
         return "queued"
