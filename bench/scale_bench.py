@@ -61,6 +61,8 @@ START_ATTEMPTS = 3
 LATENCY_SAMPLES = 5
 STEADY_PASSES = 3
 MAX_SETTLE_PASSES = 400
+#: Seconds between looks at how many runs settled (each look is four queries, scans on the emulator).
+SETTLE_POLL = 15.0
 TARGET_RATIO = 1.5
 
 
@@ -88,6 +90,7 @@ class SizeFigures:
     mix: dict[str, int]
     starts_per_s: float
     start_failures: int
+    failed_runs: int
     settle_passes: int
     settle_looked_at: int
     settle_seconds: float
@@ -162,8 +165,9 @@ def _count(container: Any, where: str, parameters: list[dict[str, Any]]) -> int:
     return sum(int(n) for n in rows)
 
 
-def wait_settled(database: Any, deployment: str, want: dict[str, int], timeout: float) -> None:
-    """Wait until the runs reached their idle states: so many awaiting, sleeping and children."""
+def wait_settled(database: Any, deployment: str, want: dict[str, int], timeout: float) -> int:
+    """Wait until the runs reached their idle states: so many awaiting, sleeping and children (a
+    parent that failed, because its child could not be started, has neither); the failed runs."""
     runs = database.get_container_client("runs")
     scope = [{"name": "@d", "value": deployment}]
     deadline = time.monotonic() + timeout
@@ -176,12 +180,14 @@ def wait_settled(database: Any, deployment: str, want: dict[str, int], timeout: 
             "children": _count(runs, "c.deployment = @d AND IS_DEFINED(c.parentRunId) "
                                "AND IS_STRING(c.parentRunId)", scope),
         }
-        print(f"  settling: {seen} of {want}", flush=True)
-        if all(seen[k] >= v for k, v in want.items()):
-            return
+        failed = _count(runs, "c.deployment = @d AND c.status = 'failed'", scope)
+        print(f"  settling: {seen} of {want}, {failed} failed", flush=True)
+        if seen["awaiting"] >= want["awaiting"] and seen["sleeping"] + failed >= want["sleeping"] \
+                and seen["children"] + failed >= want["children"]:
+            return failed
         if time.monotonic() > deadline:
             raise TimeoutError(f"runs did not reach their idle states within {timeout:.0f} s: {seen} of {want}")
-        time.sleep(5)
+        time.sleep(SETTLE_POLL)
 
 
 def cosmos_footprint(database: Any) -> tuple[int, int]:
@@ -237,9 +243,9 @@ def measure_size(size: int, client: Any, env: dict[str, str], work: Path, counte
         starts_per_s, start_failures = start_runs(client, plan)
         print(f"  started at {starts_per_s:.1f} runs/s ({start_failures} starts failed and were tried again)",
               flush=True)
-        wait_settled(database, deployment, {"awaiting": mix["awaiting"],
-                                            "sleeping": mix["sleeping"] + mix["children"],
-                                            "children": mix["children"]}, timeout=3600)
+        failed = wait_settled(database, deployment, {"awaiting": mix["awaiting"],
+                                                     "sleeping": mix["sleeping"] + mix["children"],
+                                                     "children": mix["children"]}, timeout=3600)
         time.sleep(3)
     app, rt = client.app, client.runtime
     time.sleep(stall + 1)
@@ -254,8 +260,8 @@ def measure_size(size: int, client: Any, env: dict[str, str], work: Path, counte
         if settle[-1].looked_at <= FANS:
             break
     settle_seconds = time.perf_counter() - began
-    figures = SizeFigures(size, mix, starts_per_s, start_failures, len(settle), sum(p.looked_at for p in settle),
-                          settle_seconds)
+    figures = SizeFigures(size, mix, starts_per_s, start_failures, failed, len(settle),
+                          sum(p.looked_at for p in settle), settle_seconds)
     for _ in range(STEADY_PASSES):
         time.sleep(stall + 1)
         figures.steady.append(measured_pass(once, counter))
@@ -292,6 +298,10 @@ def report(sizes: list[SizeFigures]) -> None:
               f"{s.latency['start'] * 1e3:8.1f}")
     print("settle: passes / runs looked at / seconds until every newly idle run was looked at once; pass figures: "
           f"mean of {STEADY_PASSES} steady passes one stall threshold apart (requests per pass)")
+    for s in sizes:
+        if s.failed_runs or s.start_failures:
+            print(f"  {s.live}: {s.start_failures} starts refused by the busy broker and tried again; {s.failed_runs} "
+                  "subflow parents failed because their child's start was refused")
     if len(sizes) < 2:
         return
     first, last = sizes[0], sizes[-1]
