@@ -117,12 +117,12 @@ def main() -> None:
         for shards in SHARD_COUNTS:
             rows.append(measure(shards, env, work, control, args.rate, args.runs, tag))
     finally:
-        background.stop(work / "proxy", "faultproxy", "faultproxy_cli")
         _delete_queues(direct["AZURE_STORAGE_CONNECTION_STRING"], tag)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # through the proxy, still running
             from flowcraft_celery.stores.cosmos_client import get_client
 
             get_client().delete_database(tag)
+        background.stop(work / "proxy", "faultproxy", "faultproxy_cli")
     one, four = rows[0], rows[-1]
     ratio = four["nodes_per_s"] / one["nodes_per_s"]
     print(f"\nper-queue limit R = {args.rate:g} requests/s; {args.runs} runs of start -> {WIDTH} parallel -> "
