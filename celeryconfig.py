@@ -9,6 +9,7 @@ or `module:attribute` Python builders), comma-separated.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from kombu import Exchange, Queue
@@ -36,6 +37,22 @@ def _env_number(name: str, default: str, kind: type[int] | type[float], minimum:
     return value
 
 
+def _env_queue_name(name: str, default: str, prefix: str | None = None) -> str:
+    """A queue prefix (`prefix` None) or a queue name (under `prefix`) from the environment; one
+    outside Azure's naming rules stops here, naming the variable and the rule."""
+    from transports.azurequeue.naming import QUEUE_NAME_RULE, prefix_problem, queue_problem
+
+    text = _env(name, default)
+    problem = prefix_problem(text) if prefix is None else queue_problem(text, prefix)
+    if problem is not None:
+        from flowcraft_celery.distributed.core.problems import SettingError
+
+        shape, end = (" (a prefix may end with one hyphen)", "-") if prefix is None else ("", "")
+        fixed = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "flowcraft"
+        raise SettingError(name, f"{text!r} {problem}: {QUEUE_NAME_RULE}{shape}", f"e.g. {fixed + end!r}")
+    return text
+
+
 def _env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in _env(name, default).split(",") if item.strip()]
 
@@ -46,7 +63,7 @@ broker_url = _env("CELERY_BROKER_URL", "azurequeue://")
 # moment a message is sent and carries remote control, replies and events (Flower) over Redis;
 # Azure is still polled, every 8 s at most, as the safety net.
 broker_transport_options = {
-    "queue_name_prefix": _env("FLOWCRAFT_QUEUE_PREFIX", ""),
+    "queue_name_prefix": _env_queue_name("FLOWCRAFT_QUEUE_PREFIX", ""),
     "visibility_timeout": _env_number("FLOWCRAFT_VISIBILITY_TIMEOUT", "30", int),
     "redis_url": _env("REDIS_URL", "redis://127.0.0.1:6379/0"),
     # Storage throttling (503 ServerBusy, 500 OperationTimedOut) is retried after this many seconds,
@@ -68,7 +85,8 @@ cosmos_results_container = _env("FLOWCRAFT_COSMOS_RESULTS_CONTAINER", "celery_re
 cosmos_context_container = _env("FLOWCRAFT_COSMOS_CONTEXT_CONTAINER", "context")
 cosmos_runs_container = _env("FLOWCRAFT_COSMOS_RUNS_CONTAINER", "runs")
 
-task_default_queue = _env("FLOWCRAFT_DEFAULT_QUEUE", "flowcraft")
+task_default_queue = _env_queue_name("FLOWCRAFT_DEFAULT_QUEUE", "flowcraft",
+                                     broker_transport_options["queue_name_prefix"])
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = _env_number("FLOWCRAFT_PREFETCH_MULTIPLIER", "4", int)
@@ -121,7 +139,8 @@ flowcraft_max_node_crashes = _env_number("FLOWCRAFT_MAX_NODE_CRASHES", "5", int)
 flowcraft_start_timeout = _env_number("FLOWCRAFT_START_TIMEOUT", "20", float)
 # Reconcile passes run on their own queue, so a backlog of node tasks cannot delay them; a worker
 # started without -Q consumes both queues (one started with -Q consumes only what it names).
-flowcraft_reconcile_queue = _env("FLOWCRAFT_RECONCILE_QUEUE", f"{task_default_queue}-reconcile")
+flowcraft_reconcile_queue = _env_queue_name("FLOWCRAFT_RECONCILE_QUEUE", f"{task_default_queue}-reconcile",
+                                            broker_transport_options["queue_name_prefix"])
 # FLOWCRAFT_QUEUE_SHARDS > 1 spreads the default queue's node messages over that many Azure queues
 # (by run); workers consume every shard (flowcraft_celery/distributed/core/shards.py).
 flowcraft_queue_shards = _env_number("FLOWCRAFT_QUEUE_SHARDS", "1", int, minimum=1)

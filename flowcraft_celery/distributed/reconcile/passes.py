@@ -34,6 +34,7 @@ from celery import Celery
 
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.core.shards import node_queue
+from flowcraft_celery.distributed.core.tracing import span
 from flowcraft_celery.distributed.reconcile.in_flight import WorkerHands
 from flowcraft_celery.distributed.reconcile.queue_evidence import QueueFronts
 from flowcraft_celery.distributed.runs.ending import notify_parent
@@ -105,7 +106,8 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None, budg
             continue  # another pass has it; it stays leased
         base: float | None = now
         try:
-            base = _reconcile_run(app, rt, run_id, threshold, now, evidence, report)
+            with span("flowcraft.reconcile.run", {"flowcraft.run_id": run_id}):
+                base = _reconcile_run(app, rt, run_id, threshold, now, evidence, report)
         except Exception:
             logger.exception("run %s: reconcile failed", run_id)
             report.failed += 1

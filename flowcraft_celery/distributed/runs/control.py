@@ -9,7 +9,7 @@ from celery import Celery
 
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.awaiting import awaiting_choice
-from flowcraft_celery.distributed.runs.ending import arm_parent, final_result, retire
+from flowcraft_celery.distributed.runs.ending import arm_parent, ended, final_result
 from flowcraft_celery.distributed.runs.errors import RunError
 from flowcraft_celery.distributed.runs.graphs import blueprint_graph, run_graph
 from flowcraft_celery.distributed.runs.publishing import publish
@@ -95,7 +95,7 @@ def cancel_run(rt: Runtime, run_id: str) -> bool:
     arm_parent(rt, doc)
     done = rt.statuses.finish(run_id, "cancelled", final_result(rt, run_id, "cancelled", []), [])
     if done:
-        retire(rt, run_id, "cancelled")
+        ended(rt, run_id, "cancelled")
     for message in rt.ledger.pending(run_id).values():  # its subflows' child runs
         child = message.get("childRun")
         if child and rt.statuses.get(str(child)) is not None:
