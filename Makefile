@@ -83,7 +83,7 @@ bench-throttle: install ## What 0/5/20 % throttling costs (nodes/s, requests per
 	$(BIN)/flowcraft-celery services up >/dev/null
 	$(BIN)/python bench/throttle_bench.py --sdk-default
 
-bench-scale: install ## What 1,000 and 10,000 idle live runs cost: reconcile per pass, bytes per run, latencies (~30 min).
+bench-scale: install ## What 1,000 and 10,000 idle live runs cost: reconcile per pass, bytes per run, latencies (~40 min).
 	$(BIN)/flowcraft-celery services up >/dev/null
 	$(SERVICES_ENV); $(BIN)/python -W ignore bench/scale_bench.py
 
