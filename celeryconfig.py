@@ -133,8 +133,9 @@ flowcraft_webhook_base_url = _env("FLOWCRAFT_WEBHOOK_BASE_URL", "http://127.0.0.
 
 # Seconds a Redis call may take before it counts as an outage (retried with back-off).
 flowcraft_redis_timeout = _env_number("FLOWCRAFT_REDIS_TIMEOUT", "10", float)
-# A node that kills its worker process this many times fails its run (its message is dead-lettered).
-flowcraft_max_node_crashes = _env_number("FLOWCRAFT_MAX_NODE_CRASHES", "5", int)
+# A node that kills its worker process this many times fails its run (its message is dead-lettered);
+# kept below the transport's max_delivery_count, so the worker, not the transport, sees the last crash.
+flowcraft_max_node_crashes = _env_number("FLOWCRAFT_MAX_NODE_CRASHES", "3", int)
 # Seconds `start` waits for the broker to take a new run's start messages before giving up.
 flowcraft_start_timeout = _env_number("FLOWCRAFT_START_TIMEOUT", "20", float)
 # Reconcile passes run on their own queue, so a backlog of node tasks cannot delay them; a worker

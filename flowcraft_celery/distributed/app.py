@@ -33,7 +33,11 @@ from celery.signals import (
 
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.core.logcontext import install_on_celery_logging
-from flowcraft_celery.distributed.core.preflight import check_settings, report_unreachable_redis
+from flowcraft_celery.distributed.core.preflight import (
+    check_settings,
+    report_unreachable_broker,
+    report_unreachable_redis,
+)
 from flowcraft_celery.distributed.core.problems import SettingError, explain
 from flowcraft_celery.distributed.core.published import (
     import_node_modules,
@@ -41,6 +45,7 @@ from flowcraft_celery.distributed.core.published import (
     publish_catalog,
     worker_code,
 )
+from flowcraft_celery.distributed.core.retry_lines import quiet_outage_retries
 from flowcraft_celery.distributed.core.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.core.secrets import censor_inspect_replies, protect_settings
 from flowcraft_celery.distributed.core.settings import deployment_name, key_prefix, redis_url
@@ -55,6 +60,7 @@ from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
 from flowcraft_celery.stores.catalog import RedisCatalogStore
+from flowcraft_celery.stores.faults import classify
 from transports.azurequeue.redisauth import redis_from_url
 
 logger = logging.getLogger("flowcraft.worker")
@@ -92,12 +98,19 @@ def create_app(config: str | None = None) -> Celery:
     # quiet passes leave no result and no event; see distributed/reconcile/schedule.py
     @celery_app.task(name="flowcraft.reconcile", bind=True, ignore_result=True, send_events=False, shared=False)
     def reconcile_task(self: Any, stall_seconds: float | None = None) -> dict[str, int]:
-        """Re-publish the outstanding work of stalled runs; returns the counts."""
+        """Re-publish the outstanding work of stalled runs; returns the counts. A store that does not
+        answer skips the pass (one line; the outage log tells the outage), the next pass tries again."""
         started = time.monotonic()
-        rt = runtime_for(self.app.conf)
-        with span("flowcraft.reconcile", {}):
-            report = reconcile(self.app, rt, stall_seconds, seconds=pass_seconds(self.app)).to_dict()
-            set_attributes({f"flowcraft.reconcile.{key}": value for key, value in report.items()})
+        try:
+            rt = runtime_for(self.app.conf)
+            with span("flowcraft.reconcile", {}):
+                report = reconcile(self.app, rt, stall_seconds, seconds=pass_seconds(self.app)).to_dict()
+                set_attributes({f"flowcraft.reconcile.{key}": value for key, value in report.items()})
+        except Exception as exc:
+            if classify(exc) != "infrastructure":
+                raise
+            logger.info("reconcile: pass skipped, the next one tries again: %s", exc)
+            return {"skipped": 1}
         record_pass(self, rt, report, time.monotonic() - started)
         return report
 
@@ -115,6 +128,7 @@ def _load_worker_code(sender: Any = None, **_: Any) -> None:
     except SettingError as exc:
         logger.critical("flowcraft: cannot start: %s", exc)
         raise SystemExit(EXIT_CONFIG) from exc
+    report_unreachable_broker(sender)
     report_unreachable_redis(sender.conf)
     install_broker(sender)  # Flower loads the app's modules too: its Broker page reads our queues
 
@@ -185,6 +199,7 @@ for _started in (worker_init, worker_process_init, beat_init):
 worker_process_shutdown.connect(flush, weak=False)
 install_delayed_index()
 install_quiet_beat()
+quiet_outage_retries()
 
 
 @worker_init.connect

@@ -26,6 +26,7 @@ from .channel import Channel as AzureQueueChannel
 from .inbox import Inbox
 from .leases import LeaseKeeper
 from .options import Options
+from .outages import OUTAGES, redis_endpoint, unanswered
 from .polling import PollSchedule
 from .queues import AzureQueues
 from .receiver import MAX_WAIT, Consumption, Received, Receiver
@@ -171,7 +172,8 @@ class Transport(virtual.Transport):
         """Ask the account for one page of one queue name; PING Redis. Raise BrokerUnreachable."""
         conninfo: Any = self.client
         timeout = min(float(getattr(conninfo, "connect_timeout", None) or CONNECT_TIMEOUT), CONNECT_TIMEOUT)
-        where = masked_url(conninfo.hostname or "")
+        # the URL's account (masked), or the connection string's account endpoint (never its SAS)
+        where = masked_url(conninfo.hostname) if conninfo.hostname else self.clients.queues.url.split("?", 1)[0]
         try:
             pages = self.clients.queues.list_queues(
                 name_starts_with=self.options.queue_name_prefix or None, results_per_page=1,
@@ -186,11 +188,18 @@ class Transport(virtual.Transport):
             if exc.status_code in (401, 403) and getattr(exc, "error_code", None) == "AuthenticationFailed":
                 raise BrokerUnreachable(f"the storage account of {where} refuses the credential: {exc.message}") \
                     from exc
+            if not getattr(exc, "error_code", None):  # no Azure error code: another server answers there
+                raise BrokerUnreachable(f"{where} is not a storage account: it answers {exc.status_code} "
+                                        f"{exc.reason}") from exc
         if self.options.redis_url:
+            client = self._redis_client()
             try:
-                self._redis_client().ping()
+                client.ping()
             except redis.RedisError as exc:
+                if unanswered(exc):
+                    OUTAGES.failed("Redis", redis_endpoint(client), exc)
                 raise BrokerUnreachable(f"the Redis of the `redis_url` option does not answer: {exc}") from exc
+            OUTAGES.answered("Redis", redis_endpoint(client))
 
     # Declarations and routing -------------------------------------------------------------
 

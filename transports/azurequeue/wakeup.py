@@ -31,6 +31,8 @@ from typing import Any
 
 import redis
 
+from .outages import OUTAGES, redis_endpoint, unanswered
+
 logger = logging.getLogger(__name__)
 
 #: Tokens kept per queue; a longer backlog is found by polling (a full batch polls again).
@@ -121,6 +123,7 @@ class WakeSignals:
 
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self._client = client
+        self._where = redis_endpoint(client)
         self.namespace = namespace
         self._push: Callable[..., Any] = client.register_script(_PUSH)
         self._take: Callable[..., Any] = client.register_script(_TAKE)
@@ -192,6 +195,8 @@ class WakeSignals:
             self._push(keys=[key], args=[token, MAX_TOKENS, TOKEN_TTL_MS])
         except redis.RedisError as exc:
             self._warn(exc)
+            return
+        OUTAGES.answered("Redis", self._where)
 
     def claim(self, queue: str, count: int) -> int:
         """Take tokens worth up to `count` messages of `queue` for a receive about to be made (so
@@ -239,6 +244,8 @@ class WakeSignals:
         pick-up is slower."""
         now = time.monotonic()
         self._paused_until = now + PAUSE_AFTER_FAILURE
-        if now - self._last_warning >= WARN_EVERY:
+        if unanswered(exc):
+            OUTAGES.failed("Redis", self._where, exc)
+        elif now - self._last_warning >= WARN_EVERY:
             self._last_warning = now
             logger.warning("Redis wake-up signal failed (consumers fall back to polling): %r", exc)

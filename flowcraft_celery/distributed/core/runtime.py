@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from flowcraft_celery.distributed.core.published import DeploymentBlueprints, worker_code
-from flowcraft_celery.distributed.core.settings import blueprint_sources, deployment_name, key_prefix, redis_url
+from flowcraft_celery.distributed.core.settings import (
+    DEFAULT_MAX_NODE_CRASHES,
+    blueprint_sources,
+    deployment_name,
+    key_prefix,
+    max_node_crashes,
+    redis_url,
+)
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY, DEFAULT_SUBFLOW_DEPTH, DEFAULT_WEBHOOK_BASE_URL
 from flowcraft_celery.engine.registry import Registry, default_registry
 from flowcraft_celery.model.blueprint import Blueprint
@@ -58,7 +65,7 @@ class Runtime:
     inline_depth: int = 0
     fanout_group: int = 1
     #: Times a node may kill its worker process before its run fails (FLOWCRAFT_MAX_NODE_CRASHES).
-    max_node_crashes: int = 5
+    max_node_crashes: int = DEFAULT_MAX_NODE_CRASHES
     #: Seconds a finished run's records are kept (0: for ever).
     retention_seconds: float = 7 * 86400.0
     subflow_depth: int = DEFAULT_SUBFLOW_DEPTH
@@ -184,7 +191,7 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
         stall_seconds=float(conf.get("flowcraft_stall_seconds") or 60.0),
         inline_depth=int(conf.get("flowcraft_inline_depth", 0)),
         fanout_group=int(conf.get("flowcraft_fanout_group", 1)),
-        max_node_crashes=int(conf.get("flowcraft_max_node_crashes", 5)),
+        max_node_crashes=max_node_crashes(conf),
         retention_seconds=float(conf.get("flowcraft_retention_days", 7)) * 86400,
         subflow_depth=int(conf.get("flowcraft_subflow_depth", DEFAULT_SUBFLOW_DEPTH)),
         webhook_base_url=str(conf.get("flowcraft_webhook_base_url") or DEFAULT_WEBHOOK_BASE_URL),

@@ -36,3 +36,19 @@ def node_modules(conf: Mapping[str, Any]) -> list[str]:
 def blueprint_sources(conf: Mapping[str, Any]) -> list[str]:
     """Blueprint files, folders and `module:attr` objects (FLOWCRAFT_BLUEPRINTS)."""
     return [str(s) for s in conf.get("flowcraft_blueprints") or [] if str(s).strip()]
+
+
+#: Times a node may kill its worker process before its run fails, unless FLOWCRAFT_MAX_NODE_CRASHES says.
+DEFAULT_MAX_NODE_CRASHES = 3
+
+
+def max_node_crashes(conf: Mapping[str, Any]) -> int:
+    """Crashes a node may cause before its run fails (FLOWCRAFT_MAX_NODE_CRASHES), kept below the
+    transport's `max_delivery_count`: the crash that reaches the limit is seen on the next delivery,
+    which the transport must still hand over (it dead-letters a message delivered more often)."""
+    from transports.azurequeue.options import Options
+
+    options = conf.get("broker_transport_options") or {}
+    deliveries = int(options.get("max_delivery_count") or Options.max_delivery_count)
+    wanted = int(conf.get("flowcraft_max_node_crashes") or DEFAULT_MAX_NODE_CRASHES)
+    return max(1, min(wanted, deliveries - 1))

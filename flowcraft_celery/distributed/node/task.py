@@ -61,7 +61,7 @@ from flowcraft_celery.model.durations import sleep_seconds
 from flowcraft_celery.model.graph import DynamicAddition, Graph
 from flowcraft_celery.stores.base import MISSING, RecordedOutput
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
-from flowcraft_celery.stores.guard import TRANSIENT
+from flowcraft_celery.stores.guard import TRANSIENT, log_level
 from flowcraft_celery.stores.ledger import token
 from flowcraft_celery.stores.timeline import Attempt
 
@@ -114,7 +114,8 @@ def _dead_letter_poison(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any
     try:
         dead_letter_arguments(task.app, task, args, kwargs, reason)
     except Exception as exc:
-        logger.warning("could not dead-letter a %s message (%s): %s; rejecting it", task.name, reason, exc)
+        logger.log(log_level(exc, logging.WARNING), "could not dead-letter a %s message (%s): %s; rejecting it",
+                   task.name, reason, exc)
         raise Reject(reason, requeue=False) from exc
 
 
@@ -124,8 +125,8 @@ def _retry_later(task: Task, members: list[Payload], exc: Exception) -> None:
     run_id = members[0].get("run")
     retries = int(task.request.retries or 0)
     if classify(exc) == "infrastructure" or isinstance(exc, TRANSIENT):
-        logger.warning("node message of run %s: %s; retry %s in %s s", run_id, exc, retries + 1,
-                       min(MAX_BACKOFF_SECONDS, 2 ** retries))
+        logger.log(log_level(exc, logging.WARNING, logging.DEBUG), "node message of run %s: %s; retry %s in %s s",
+                   run_id, exc, retries + 1, min(MAX_BACKOFF_SECONDS, 2 ** retries))
         error: Exception = exc if isinstance(exc, InfrastructureError) else InfrastructureError.wrap("broker", exc)
     else:
         logger.exception("node message of run %s could not be processed", run_id)
@@ -160,8 +161,8 @@ def _end_trace(trace: Attempt, state: str, retry_in: float | None = None) -> Non
     try:
         trace.end(state, retry_in)
     except Exception as exc:
-        logger.warning("run %s node %s: could not record the attempt's end (%s): %s",
-                       trace.run_id, trace.token, state, exc)
+        logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not record the attempt's end (%s): %s",
+                   trace.run_id, trace.token, state, exc)
 
 
 def _eta(task: Task) -> float:
@@ -315,8 +316,8 @@ class NodeExecution:
                 try:
                     self.rt.ledger.end_attempt(self.run_id, self.token)
                 except Exception as exc:
-                    logger.warning("run %s node %s: could not note the end of the attempt: %s",
-                                   self.run_id, self.node_id, exc)
+                    logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not note the end of the "
+                               "attempt: %s", self.run_id, self.node_id, exc)
 
     def _crash_loop(self, crashes: int) -> None:
         """The node killed its worker process too often: fail the run and dead-letter the message."""
@@ -482,8 +483,8 @@ class NodeExecution:
         recorded later (the node itself is not run again, nor its routing decided again)."""
         writes = int(self.msg.get("writes", 0))
         countdown = min(MAX_BACKOFF_SECONDS, 2 ** writes)
-        logger.warning("run %s node %s finished but its result could not be recorded (%s); retrying the write in %s s",
-                       self.run_id, self.node_id, exc, countdown)
+        logger.log(log_level(exc, logging.WARNING), "run %s node %s finished but its result could not be recorded "
+                   "(%s); retrying the write in %s s", self.run_id, self.node_id, exc, countdown)
         done = {"output": result.output, "action": result.action, "dynamicNodes": result.dynamic_nodes,
                 "decision": decision.to_dict()}
         self._requeue(dict(self.msg, done=done, writes=writes + 1), countdown)
@@ -676,8 +677,8 @@ class NodeExecution:
         try:
             entry = self.rt.timeline.entries(self.run_id).get(self.token)
         except Exception as exc:
-            logger.warning("run %s node %s: could not read the attempt's timeline entry: %s", self.run_id, self.token,
-                           exc)
+            logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not read the attempt's timeline "
+                       "entry: %s", self.run_id, self.token, exc)
             return
         if entry is not None and entry.get("state") == "running":
             _end_trace(Attempt(self.rt.timeline, self.run_id, self.token, entry), state, retry_in)

@@ -4,9 +4,9 @@ Which runs a pass looks at comes from the due index (`stores/due.py`): a run is 
 threshold after its latest sign of life (its start, a node touching it, a resume, its child run's
 end), so a pass costs what is due, not what is alive. A pass takes at most its budget
 (`flowcraft_reconcile_budget` runs) in due order, and beat's passes start no run after half the
-beat interval (at least `MIN_PASS_SECONDS`); the rest go first in the next pass. After looking at a run it
-reschedules it, or parks it when the run waits only for events (an approval, a webhook, a child
-run): a parked run costs nothing until an event re-arms it. When Redis lost the index, each pass
+beat interval (at least `MIN_PASS_SECONDS`); the rest go first in the next pass. After looking at
+a run it reschedules it, or parks it when the run waits only for events (an approval, a webhook,
+a child run): a parked run costs nothing until an event re-arms it. When Redis lost the index, each pass
 first arms one page of the deployment's live runs from Cosmos until the sweep is through.
 
 The ledger knows what is pending (and with which payload); a pending message is re-published
@@ -43,6 +43,7 @@ from flowcraft_celery.distributed.runs.publishing import Payload, publish
 from flowcraft_celery.distributed.runs.recovery import complete_run, ensure_state
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import FINAL_STATES
+from flowcraft_celery.stores.guard import is_outage
 
 logger = logging.getLogger("flowcraft.reconcile")
 
@@ -108,8 +109,10 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None, budg
         try:
             with span("flowcraft.reconcile.run", {"flowcraft.run_id": run_id}):
                 base = _reconcile_run(app, rt, run_id, threshold, now, evidence, report)
-        except Exception:
-            logger.exception("run %s: reconcile failed", run_id)
+        except Exception as exc:
+            outage = is_outage(exc)
+            logger.log(logging.INFO if outage else logging.ERROR, "run %s: reconcile failed: %s", run_id, exc,
+                       exc_info=not outage)
             report.failed += 1
         finally:
             rt.coordination.release(lock, owner)

@@ -22,6 +22,7 @@ import redis
 from celery import current_app
 from celery.signals import after_task_publish
 
+from flowcraft_celery.stores.guard import log_level
 from transports.azurequeue.redisauth import redis_from_url
 from transports.azurequeue.wire import eta_time
 
@@ -101,7 +102,8 @@ def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None
     try:
         index_for(current_app.conf).record(routing_key, str(headers.get("id")), str(headers.get("task") or sender), due)
     except redis.RedisError as exc:  # the message is sent; only its listing is missing
-        logger.warning("could not record delayed task %s in Redis: %s", headers.get("id"), exc)
+        logger.log(log_level(exc, logging.WARNING), "could not record delayed task %s in Redis: %s",
+                   headers.get("id"), exc)
 
 
 def install_delayed_index() -> None:
