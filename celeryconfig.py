@@ -14,6 +14,8 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
+from flowcraft_celery.distributed.core.shards import shard_names
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -114,6 +116,8 @@ flowcraft_key_prefix = _env("FLOWCRAFT_KEY_PREFIX", "flowcraft:")
 flowcraft_touch_interval = _env_number("FLOWCRAFT_TOUCH_INTERVAL", "5", float)
 flowcraft_stall_seconds = _env_number("FLOWCRAFT_STALL_SECONDS", "60", float)
 flowcraft_reconcile_interval = _env_number("FLOWCRAFT_RECONCILE_INTERVAL", "30", float)
+# Runs one reconcile pass looks at, at most (in due order; the rest go first in the next pass).
+flowcraft_reconcile_budget = _env_number("FLOWCRAFT_RECONCILE_BUDGET", "200", int, minimum=1)
 # A completed, failed or cancelled run's status, context, outputs and Redis keys are kept this many
 # days after it ends, then expire (Cosmos DB per-item TTL, Redis EXPIRE); 0 keeps them for ever.
 # Running, awaiting and sleeping runs never expire. `flowcraft-celery purge` removes old runs on demand.
@@ -142,8 +146,11 @@ flowcraft_start_timeout = _env_number("FLOWCRAFT_START_TIMEOUT", "20", float)
 # started without -Q consumes both queues (one started with -Q consumes only what it names).
 flowcraft_reconcile_queue = _env_queue_name("FLOWCRAFT_RECONCILE_QUEUE", f"{task_default_queue}-reconcile",
                                             broker_transport_options["queue_name_prefix"])
-task_queues = tuple(Queue(name, Exchange(name), routing_key=name)
-                    for name in (task_default_queue, flowcraft_reconcile_queue))
+# FLOWCRAFT_QUEUE_SHARDS > 1 spreads the default queue's node messages over that many Azure queues
+# (by run); workers consume every shard (flowcraft_celery/distributed/core/shards.py).
+flowcraft_queue_shards = _env_number("FLOWCRAFT_QUEUE_SHARDS", "1", int, minimum=1)
+task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in
+                    (*shard_names(task_default_queue, flowcraft_queue_shards), flowcraft_reconcile_queue))
 task_routes = {"flowcraft.reconcile": {"queue": flowcraft_reconcile_queue}}
 
 beat_schedule = {

@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from flowcraft_celery.stores.guard import log_level
-from transports.azurequeue.redisauth import redis_from_url
+from transports.azurequeue import redis_from_url
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from celery import Celery
 from celery.signals import (
     beat_init,
     before_task_publish,
+    celeryd_init,
     import_modules,
     worker_init,
     worker_process_init,
@@ -53,7 +54,7 @@ from flowcraft_celery.distributed.core.tracing import flush, inject, set_attribu
 from flowcraft_celery.distributed.node.task import register_node_tasks
 from flowcraft_celery.distributed.ops.flower import NodeTaskRegistry, install_broker
 from flowcraft_celery.distributed.ops.throttle_metrics import start_reporter
-from flowcraft_celery.distributed.reconcile.passes import reconcile
+from flowcraft_celery.distributed.reconcile.passes import pass_seconds, reconcile
 from flowcraft_celery.distributed.reconcile.schedule import install_quiet_beat, record_pass
 from flowcraft_celery.distributed.runs.delayed import install_delayed_index
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
@@ -61,7 +62,8 @@ from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
 from flowcraft_celery.stores.catalog import RedisCatalogStore
 from flowcraft_celery.stores.faults import classify
-from transports.azurequeue.redisauth import redis_from_url
+from transports.azurequeue import redis_from_url
+from transports.azurequeue.handback import install as install_hand_back
 
 logger = logging.getLogger("flowcraft.worker")
 
@@ -104,7 +106,7 @@ def create_app(config: str | None = None) -> Celery:
         try:
             rt = runtime_for(self.app.conf)
             with span("flowcraft.reconcile", {}):
-                report = reconcile(self.app, rt, stall_seconds).to_dict()
+                report = reconcile(self.app, rt, stall_seconds, seconds=pass_seconds(self.app)).to_dict()
                 set_attributes({f"flowcraft.reconcile.{key}": value for key, value in report.items()})
         except Exception as exc:
             if classify(exc) != "infrastructure":
@@ -115,6 +117,13 @@ def create_app(config: str | None = None) -> Celery:
         return report
 
     return celery_app
+
+
+@celeryd_init.connect
+def _hand_back_unstarted(instance: Any = None, **_: Any) -> None:
+    """A worker on `azurequeue://` hands the messages it prefetched but never started back at once
+    when it shuts down (the transport's worker step; the transport itself never imports Celery)."""
+    install_hand_back(instance)
 
 
 @import_modules.connect

@@ -17,8 +17,7 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import Retry
 
-from transports.azurequeue import wire
-from transports.azurequeue.blobs import LargeBodyStore
+from transports.azurequeue import LargeBodyStore, wire
 
 
 class UnprocessableMessage(ValueError):

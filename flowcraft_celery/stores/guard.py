@@ -18,7 +18,7 @@ import redis.exceptions
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError
-from transports.azurequeue.outages import OUTAGES, unanswered
+from transports.azurequeue import OUTAGES, unanswered
 
 T = TypeVar("T")
 

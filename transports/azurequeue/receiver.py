@@ -66,11 +66,13 @@ class QoSView(Protocol):
 
 @dataclass(frozen=True)
 class Consumption:
-    """One consumed queue: its channel (owner of deliveries), whether it lives in Redis."""
+    """One consumed queue: its channel (owner of deliveries), whether it lives in Redis, and
+    whether its consumer acks (`no_ack`: a message is deleted as it is received)."""
 
     owner: Hashable
     qos: QoSView
     transient: bool
+    no_ack: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,7 @@ class Source(Protocol):
 
     def consumption(self) -> dict[str, Consumption]: ...
 
-    def receive_batch(self, queue: str, owner: Hashable, count: int) -> tuple[int, list[Received]]: ...
-
-    def give_back(self, payload: dict[str, Any]) -> None: ...
+    def receive_batch(self, queue: str, count: int, no_ack: bool) -> tuple[int, list[Received]]: ...
 
     def return_undelivered(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
@@ -285,9 +285,9 @@ class Receiver:
         signals = self._signals
         keys: dict[str, tuple[str, str]] = {}
         for queue in azure:
-            keys[signals.due_key(queue)] = ("due", queue)
+            keys[signals.keys.due(queue)] = ("due", queue)
         for queue in ready:
-            keys[signals.wake_key(queue)] = ("wake", queue)
+            keys[signals.keys.wake(queue)] = ("wake", queue)
         keys[signals.nudge_key] = ("nudge", "")
         self._event.clear()
         if timeout < 0.001:
@@ -328,7 +328,7 @@ class Receiver:
         assert self._transient is not None and self._blocking is not None
         self._source.transient_upkeep(time.monotonic())
         table = {q: c for q, c in self._source.consumption().items() if c.transient}
-        keys = {self._transient.list_key(queue): queue for queue in table}
+        keys = {self._transient.keys.messages(queue): queue for queue in table}
         popped = self._blocking.blpop([*keys, self._transient_nudge], timeout=MAX_WAIT)
         self._redis_answered()
         if popped is None or self._stop.is_set():
@@ -365,7 +365,7 @@ class Receiver:
         signalled = self._signals is not None and self._redis_ok()
         if signalled and self._signals is not None:
             taken += self._signals.claim(queue, count - taken)
-        received, held = self._source.receive_batch(queue, consumption.owner, count)
+        received, held = self._source.receive_batch(queue, count, consumption.no_ack)
         now = time.monotonic()
         if received:
             observed = max(1.0, len(held) / received)

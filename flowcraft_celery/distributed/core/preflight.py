@@ -19,7 +19,7 @@ from celery import Celery
 
 from flowcraft_celery.distributed.core.problems import STORAGE_ENV, STORAGE_FIX, SettingError, explain
 from flowcraft_celery.distributed.core.settings import redis_url
-from transports.azurequeue.redisauth import redis_from_url
+from transports.azurequeue import redis_from_url
 
 logger = logging.getLogger("flowcraft.worker")
 

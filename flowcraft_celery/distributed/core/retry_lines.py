@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from transports.azurequeue.outages import unanswered
+from transports.azurequeue import unanswered
 
 #: How Celery's retry lines begin, and the loggers that write them.
 RETRY_LINES = ("beat: Connection error", "beat pidbox: Connection error", "consumer: Cannot connect to",

@@ -46,7 +46,7 @@ def max_node_crashes(conf: Mapping[str, Any]) -> int:
     """Crashes a node may cause before its run fails (FLOWCRAFT_MAX_NODE_CRASHES), kept below the
     transport's `max_delivery_count`: the crash that reaches the limit is seen on the next delivery,
     which the transport must still hand over (it dead-letters a message delivered more often)."""
-    from transports.azurequeue.options import Options
+    from transports.azurequeue import Options
 
     options = conf.get("broker_transport_options") or {}
     deliveries = int(options.get("max_delivery_count") or Options.max_delivery_count)

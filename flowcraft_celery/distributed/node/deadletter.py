@@ -18,7 +18,7 @@ from typing import Any
 from celery import Celery, Task
 
 from flowcraft_celery.model.ids import printable_id
-from transports.azurequeue.naming import DEAD_LETTER_SUFFIX, dead_letter_queue_name
+from transports.azurequeue import DEAD_LETTER_SUFFIX, dead_letter_queue_name
 
 logger = logging.getLogger("flowcraft.deadletter")
 

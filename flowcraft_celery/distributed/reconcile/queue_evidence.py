@@ -14,8 +14,7 @@ from typing import Any
 from celery import Celery
 
 from flowcraft_celery.stores.guard import log_level
-from transports.azurequeue.auth import build_clients
-from transports.azurequeue.naming import azure_queue_name
+from transports.azurequeue import azure_queue_name, build_clients
 
 logger = logging.getLogger("flowcraft.reconcile")
 

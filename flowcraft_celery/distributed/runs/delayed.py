@@ -23,8 +23,7 @@ from celery import current_app
 from celery.signals import after_task_publish
 
 from flowcraft_celery.stores.guard import log_level
-from transports.azurequeue.redisauth import redis_from_url
-from transports.azurequeue.wire import eta_time
+from transports.azurequeue import redis_from_url, wire
 
 logger = logging.getLogger("flowcraft.delayed")
 
@@ -96,7 +95,7 @@ def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None
                 **_: Any) -> None:
     """Record a published task message that has an ETA in the future."""
     headers = headers or {}
-    due = eta_time(headers.get("eta"))
+    due = wire.eta_time(headers.get("eta"))
     if due is None or due <= time.time() or not routing_key:
         return
     try:

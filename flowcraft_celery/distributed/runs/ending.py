@@ -53,6 +53,7 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
              status: Literal["failed", "stalled"] = "failed") -> bool:
     """Halt a run and record it `failed` (or `stalled`: a join it reached can never run) with its errors."""
     rt.ledger.halt(run_id, status)
+    arm_parent(rt, rt.statuses.get(run_id))
     done = rt.statuses.finish(run_id, status, final_result(rt, run_id, status, errors), errors)
     if done:
         ended(rt, run_id, status)
@@ -61,9 +62,11 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
 
 
 def retire(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None) -> None:
-    """A final run: halted in Redis (late messages are dropped), its records expiring after the
-    retention (`doc`: its status document read before, if the caller has it)."""
+    """A final run: halted in Redis (late messages are dropped), out of reconcile's due index, its
+    records expiring after the retention (`doc`: its status document read before, if the caller
+    has it)."""
     rt.ledger.halt(run_id, status)
+    rt.due.forget([run_id])
     expire_finished_run(rt, run_id, doc)
 
 
@@ -86,6 +89,13 @@ def ended(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None
     retire(rt, run_id, status, doc)
 
 
+def arm_parent(rt: Runtime, doc: RunStatusDoc | None) -> None:
+    """Before a child run ends: its parent, parked while it waits, is due again (so reconcile tells
+    it of the end if the news is lost)."""
+    if doc and doc.get("parentRunId"):
+        rt.arm(str(doc["parentRunId"]))
+
+
 def notify_parent(app: Celery, rt: Runtime, run_id: str, doc: RunStatusDoc | None = None,
                   status: str | None = None) -> None:
     """Tell a subflow's parent node that the child run ended (or paused); `doc` and `status`:
@@ -103,4 +113,5 @@ def notify_parent(app: Celery, rt: Runtime, run_id: str, doc: RunStatusDoc | Non
     iteration = int(doc.get("parentIteration", 0) or 0)
     child = {"runId": run_id, "status": status or doc.get("status")}
     message = payload(parent_run, blueprint, node_id, iteration, None, dynamic=True, child=child)
+    rt.arm(parent_run)
     publish(app, run_graph(rt, blueprint, parent_run, True), message)

@@ -15,11 +15,12 @@ from typing import Any
 
 from celery import Celery
 
+from flowcraft_celery.distributed.core.shards import node_queue
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.model.ids import MAX_ID_LENGTH
 from flowcraft_celery.stores.faults import InfrastructureError
-from transports.azurequeue.bundles import bundled
+from transports.azurequeue import bundled
 
 logger = logging.getLogger("flowcraft.runs")
 
@@ -58,9 +59,8 @@ def publish_together(app: Celery, graph: Graph, messages: list[Payload], countdo
     as still queued when the queue's oldest message is not younger than its `sent`).
     """
     node = graph.nodes[messages[0]["node"]]
-    options: dict[str, Any] = {}
-    if node.config.queue:
-        options["queue"] = node.config.queue
+    queue = node_queue(app.conf, node.config.queue, str(messages[0]["run"]))
+    options: dict[str, Any] = {} if queue == app.conf.task_default_queue else {"queue": queue}
     now = time.time()
     for message in messages:
         message["sent"] = now

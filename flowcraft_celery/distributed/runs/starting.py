@@ -81,6 +81,7 @@ def _begin(app: Celery, rt: Runtime, blueprint: Blueprint, run_id: str, context:
         rt.ledger.begin(run_id, 1, messages, rt.touch_interval)
         written.append("status")
         rt.statuses.create(doc)
+        rt.arm(run_id)
         timeout = float(app.conf.get("flowcraft_start_timeout") or START_TIMEOUT)
         queued = {name: dict(message) for name, message in messages.items()}  # as the ledger holds them
         publish_within(app, graph, list(messages.values()), timeout)
