@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from bench import soak_nodes  # noqa: E402
 from bench.workflow_bench import PrivateRedis, _delete_queues  # noqa: E402
 from flowcraft_celery.devtools import devservices  # noqa: E402
+from flowcraft_celery.distributed.client import Client  # noqa: E402
 
 #: Slack allowed over the Redis baseline after retention (allocator noise), bytes.
 MEMORY_SLACK = 1024 * 1024
@@ -92,10 +93,23 @@ def executions(calls: Path) -> Counter[tuple[str, str]]:
     return Counter((run_id, node_id) for run_id, node_id in pairs)
 
 
+def poll(client: Client, pending: set[str], statuses: Counter[str]) -> None:
+    """Move the runs of `pending` that ended to `statuses` (a run no longer found counts as `gone`)."""
+    from flowcraft_celery.distributed.runs.errors import RunError
+
+    for run_id in list(pending):
+        try:
+            status = str(client.status(run_id).get("status"))
+        except RunError:
+            status = "gone"
+        if status in FINAL or status == "gone":
+            statuses[status] += 1
+            pending.discard(run_id)
+
+
 def soak(args: argparse.Namespace, env: dict[str, str], work: Path, private: redis.Redis) -> bool:
     """Run the soak; print its figures; whether every check held."""
     from flowcraft_celery.devtools.workers import WorkerGroup
-    from flowcraft_celery.distributed.client import Client
 
     runs_due = max(1, args.nodes // soak_nodes.NODES_PER_RUN)
     calls = Path(env["BENCH_SOAK_CALLS"])
@@ -110,21 +124,23 @@ def soak(args: argparse.Namespace, env: dict[str, str], work: Path, private: red
         baseline_keys = {key.decode() for key in private.scan_iter(count=1000)}
         began = time.monotonic()
         next_sample = began
+        pending: set[str] = set()
+        statuses: Counter[str] = Counter()
+        last_poll = began
         for i in range(runs_due):
             time.sleep(max(0.0, began + i / args.rate - time.monotonic()))
-            run_ids.append(client.start(soak_nodes.SOAK_ID).run_id)
+            run_id = client.start(soak_nodes.SOAK_ID).run_id
+            run_ids.append(run_id)
+            pending.add(run_id)
+            if time.monotonic() - last_poll >= 1:  # poll often: a finished run is gone after its retention
+                poll(client, pending, statuses)
+                last_poll = time.monotonic()
             if time.monotonic() >= next_sample:
                 rss.append(worker_rss(workers))
                 next_sample += args.sample
-        pending = set(run_ids)
-        statuses: Counter[str] = Counter()
         deadline = time.monotonic() + args.timeout
         while pending and time.monotonic() < deadline:
-            for run_id in list(pending):
-                status = str(client.status(run_id).get("status"))
-                if status in FINAL:
-                    statuses[status] += 1
-                    pending.discard(run_id)
+            poll(client, pending, statuses)
             if time.monotonic() >= next_sample:
                 rss.append(worker_rss(workers))
                 next_sample += args.sample
