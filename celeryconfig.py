@@ -89,7 +89,11 @@ task_default_queue = _env_queue_name("FLOWCRAFT_DEFAULT_QUEUE", "flowcraft",
                                      broker_transport_options["queue_name_prefix"])
 task_acks_late = True
 task_reject_on_worker_lost = True
-worker_prefetch_multiplier = _env_number("FLOWCRAFT_PREFETCH_MULTIPLIER", "4", int)
+# A worker takes from the queue only what its pool can start now (1 per process; node tasks ack
+# late, so a running task still counts): long nodes then spread over every worker with a free
+# process instead of waiting in one busy worker's prefetch (Celery's default is 4). A larger value
+# lets a worker receive ahead, which suits a flood of very short nodes on few workers.
+worker_prefetch_multiplier = _env_number("FLOWCRAFT_PREFETCH_MULTIPLIER", "1", int)
 task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]

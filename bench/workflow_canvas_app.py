@@ -26,6 +26,13 @@ def noop(value: Any = None) -> Any:
     return value
 
 
+@app.task(name="wfb.sleep")
+def sleep(value: Any = None) -> Any:
+    """Sleep BENCH_LONG_SECONDS (a long task), then return the input."""
+    time.sleep(float(os.environ.get("BENCH_LONG_SECONDS", "3")))
+    return value
+
+
 @app.task(name="wfb.stamp")
 def stamp(key: str) -> None:
     """Record when a worker started this task (the canvas side of the idle pick-up figure)."""

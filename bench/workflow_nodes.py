@@ -1,7 +1,8 @@
 """Nodes, blueprints and request-counter dumps for the workflow benchmark (`bench/workflow_bench.py`).
 
 Workers import this module (FLOWCRAFT_NODE_MODULES). Graph sizes come from BENCH_CHAIN,
-BENCH_FAN and BENCH_RUN_FAN so the benchmark process and its workers build the same blueprints.
+BENCH_FAN, BENCH_RUN_FAN, BENCH_LONG_WIDTH and BENCH_LONG_SECONDS so the benchmark process and its
+workers build the same blueprints.
 When BENCH_STATS_DIR is set, every worker process (the consumer and each pool child) writes its
 Azure queue and Cosmos request counters (and how often it ran the no-op node) to
 `<BENCH_STATS_DIR>/<pid>.json` five times a second,
@@ -32,6 +33,10 @@ CHAIN_ID = "wfb-chain"
 FAN_ID = "wfb-fan"
 RUN_FAN_ID = "wfb-run-fan"
 PICKUP_ID = "wfb-pickup"
+SLEEP = "wfb-sleep"
+LONG_ID = "wfb-long-fan"
+#: Redis list (on REDIS_URL) where each long node records `<worker pid> <start> <end>` (epoch seconds).
+LONG_KEY = "wfb:long"
 #: Redis list (on REDIS_URL) where a worker stamps the time it starts a pick-up run's task.
 PICKUP_KEY = "wfb:pickup"
 STATS_PERIOD = 0.2
@@ -43,6 +48,15 @@ EXECUTIONS = [0]
 def noop(ctx: NodeContext) -> Any:
     """Do nothing: hand the input on, so a hop costs only the engine's own work."""
     EXECUTIONS[0] += 1
+    return ctx.input
+
+
+@node(SLEEP)
+def sleep(ctx: NodeContext) -> Any:
+    """Sleep BENCH_LONG_SECONDS (a long node) and record which worker ran it, and when."""
+    started = time.time()
+    time.sleep(float(os.environ.get("BENCH_LONG_SECONDS", "3")))
+    redis.Redis.from_url(os.environ["REDIS_URL"]).rpush(LONG_KEY, f"{os.getppid()} {started!r} {time.time()!r}")
     return ctx.input
 
 
@@ -59,18 +73,19 @@ def chain(length: int) -> Blueprint:
     return flow.chain(*ids).build()
 
 
-def fan(blueprint_id: str, width: int) -> Blueprint:
-    """`start -> p0..p<width-1> -> join` (an `all` join of `width` arrivals)."""
+def fan(blueprint_id: str, width: int, uses: str = NOOP) -> Blueprint:
+    """`start -> p0..p<width-1> -> join` (an `all` join of `width` arrivals); the branches run `uses`."""
     flow = Flow(blueprint_id).node("start", NOOP).node("join", NOOP)
     for i in range(width):
-        flow.node(f"p{i}", NOOP).edge("start", f"p{i}").edge(f"p{i}", "join")
+        flow.node(f"p{i}", uses).edge("start", f"p{i}").edge(f"p{i}", "join")
     return flow.build()
 
 
 def blueprints() -> list[Blueprint]:
     """The benchmark's graphs, sized from the environment."""
     return [chain(_size("BENCH_CHAIN", 20)), fan(FAN_ID, _size("BENCH_FAN", 100)),
-            fan(RUN_FAN_ID, _size("BENCH_RUN_FAN", 10)), Flow(PICKUP_ID).node("only", NOOP).build()]
+            fan(RUN_FAN_ID, _size("BENCH_RUN_FAN", 10)), Flow(PICKUP_ID).node("only", NOOP).build(),
+            fan(LONG_ID, _size("BENCH_LONG_WIDTH", 5), SLEEP)]
 
 
 def _stamp_pickup(kwargs: dict[str, Any] | None = None, **_: Any) -> None:

@@ -121,6 +121,9 @@ class ContextStore(Protocol):
     def outputs(self, run_id: str) -> list[RecordedOutput]:
         """Every recorded output of the run, all iterations (the durable record of what ran)."""
 
+    def snapshot_and_outputs(self, run_id: str) -> tuple[dict[str, Any], list[RecordedOutput]]:
+        """`snapshot` and `outputs` together (what replaying a finished run reads), in one read."""
+
     def delete_run(self, run_id: str) -> int:
         """Remove everything stored for the run; return how many items (keys and outputs) it had."""
 

@@ -152,6 +152,28 @@ def _written(item: Mapping[str, Any]) -> float:
     return float(stamp) if isinstance(stamp, (int, float)) else 0.0
 
 
+def _snapshot_of(items: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """A run's context from its items: each key's value, each node's latest output under
+    `_outputs.<id>` and `<id>` (the later written wins), expired items left out."""
+    found: dict[str, tuple[float, Any]] = {}
+    latest: dict[str, dict[str, Any]] = {}
+    now = time.time()
+    for item in items:
+        if expired(item, now):
+            continue
+        if item.get("kind") == "ctx":
+            found[item["key"]] = (_written(item), item.get("value"))
+        elif item.get("kind") == "out":
+            node = item["node"]
+            if node not in latest or item["iteration"] > latest[node]["iteration"]:
+                latest[node] = item
+    for node, item in latest.items():
+        for key in (_OUTPUTS_PREFIX + node, node):
+            if key not in found or found[key][0] <= _written(item):
+                found[key] = (_written(item), item.get("output"))
+    return {key: value for key, (_, value) in found.items()}
+
+
 def _recorded(item: Mapping[str, Any]) -> RecordedOutput:
     """A recorded output from its item."""
     decision = item.get("decision")
@@ -265,23 +287,13 @@ class CosmosContextStore:
 
     def snapshot(self, run_id: str) -> dict[str, Any]:
         """The whole context, with each node's latest output under `_outputs.<id>` and `<id>`."""
-        found: dict[str, tuple[float, Any]] = {}
-        latest: dict[str, dict[str, Any]] = {}
-        now = time.time()
-        for item in self._run_items(run_id):
-            if expired(item, now):
-                continue
-            if item.get("kind") == "ctx":
-                found[item["key"]] = (_written(item), item.get("value"))
-            elif item.get("kind") == "out":
-                node = item["node"]
-                if node not in latest or item["iteration"] > latest[node]["iteration"]:
-                    latest[node] = item
-        for node, item in latest.items():
-            for key in (_OUTPUTS_PREFIX + node, node):
-                if key not in found or found[key][0] <= _written(item):
-                    found[key] = (_written(item), item.get("output"))
-        return {key: value for key, (_, value) in found.items()}
+        return _snapshot_of(self._run_items(run_id))
+
+    def snapshot_and_outputs(self, run_id: str) -> tuple[dict[str, Any], list[RecordedOutput]]:
+        """`snapshot` and `outputs` from one query over the run's partition."""
+        items = list(self._run_items(run_id))
+        return _snapshot_of(items), [_recorded(item) for item in items
+                                     if item.get("kind") == "out" and not expired(item)]
 
     def record_output(
         self, run_id: str, node_id: str, iteration: int, output: Any, action: str | None = None,

@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -36,11 +36,12 @@ _RESTAMP = """
 local pending, finished, times = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[1] ~= '' then
   redis.call('HDEL', pending, ARGV[1])
+  redis.call('HDEL', KEYS[5], ARGV[1])
   if redis.call('SADD', finished, ARGV[1]) == 1 then
     redis.call('HSET', times, ARGV[1], ARGV[2])
   end
 end
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   if redis.call('HGET', pending, ARGV[i]) == ARGV[i + 1] then
     redis.call('HSET', pending, ARGV[i], ARGV[i + 2])
   end
@@ -51,13 +52,38 @@ if left > 0 then
   redis.call('EXPIRE', finished, left)
   redis.call('EXPIRE', times, left)
 end
-return redis.call('HLEN', pending)
+local touch = 0
+if ARGV[3] ~= '0' and redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[3]) then
+  touch = 1
+end
+return {redis.call('HLEN', pending), touch}
 """
 
 _CHECK = """
 return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or '',
         redis.call('SISMEMBER', KEYS[3], ARGV[1]), redis.call('GET', KEYS[4]) or '',
         redis.call('HGET', KEYS[5], ARGV[1]) or ''}
+"""
+
+_ENTER = """
+local finished = redis.call('SISMEMBER', KEYS[1], ARGV[1])
+local halted = redis.call('GET', KEYS[2]) or ''
+local recording = redis.call('SISMEMBER', KEYS[3], ARGV[1])
+local generation = redis.call('GET', KEYS[4]) or ''
+local attempts = 0
+if finished == 0 and halted == '' and generation ~= '' then
+  attempts = redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
+  redis.call('SADD', KEYS[3], ARGV[1])
+end
+return {finished, halted, recording, generation, redis.call('HGET', KEYS[5], ARGV[1]) or '', attempts}
+"""
+
+_EXPIRE = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[1])
+for i = 2, #KEYS do
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return 1
 """
 
 _REFRESH = """
@@ -70,8 +96,11 @@ return 0
 
 _BEGIN = """
 redis.call('DEL', unpack(KEYS))
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if ARGV[2] ~= '0' then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
 end
 redis.call('SET', KEYS[2], ARGV[1])
 return 1
@@ -82,7 +111,28 @@ return 1
 #: late write (progress recorded by the caller of an inlined node that ended the run, an attempt's
 #: end in the timeline) keeps that expiry instead of starting a new one.
 RUN_KEY_NAMES = ("pending", "finished", "times", "recording", "halt", "dynamic", "awaiting", "gen", "crashes",
-                 "timeline", "expires")
+                 "timeline", "expires", "touched")
+
+
+def _milliseconds(seconds: float) -> int:
+    """Whole milliseconds of a positive interval, at least 1; 0 for none."""
+    return max(1, int(seconds * 1000)) if seconds > 0 else 0
+
+
+class Entered(NamedTuple):
+    """What `RunLedger.enter` found and did."""
+
+    state: TokenState
+    #: Attempts of the token started and never ended, this one included (0: none counted).
+    attempts: int
+
+
+class Settled(NamedTuple):
+    """What `RunLedger.settle` left: work still pending, and whether this caller should refresh
+    the run's `lastUpdated` (the first to settle once `touch_every` has passed since the last)."""
+
+    remaining: int
+    touch: bool
 
 
 def token(node_id: str, iteration: int) -> str:
@@ -126,6 +176,8 @@ class RunLedger:
         self._redis = client
         self._prefix = prefix
         self._check = client.register_script(_CHECK)
+        self._enter = client.register_script(_ENTER)
+        self._expire = client.register_script(_EXPIRE)
         self._begin = client.register_script(_BEGIN)
         self._refresh = client.register_script(_REFRESH)
         self._restamp = client.register_script(_RESTAMP)
@@ -138,13 +190,15 @@ class RunLedger:
         """Every key of the run."""
         return [self._key(run_id, name) for name in RUN_KEY_NAMES]
 
-    def begin(self, run_id: str, generation: int, pending: Mapping[str, Mapping[str, Any]]) -> None:
+    def begin(self, run_id: str, generation: int, pending: Mapping[str, Mapping[str, Any]],
+              touched_for: float = 0.0) -> None:
         """A new run: whatever Redis held under its id cleared, its start messages pending and
-        its marker set, in one step."""
-        args: list[Any] = [generation]
+        its marker set, in one step; with `touched_for`, `settle` tells no one to refresh the
+        run's `lastUpdated` for that many seconds (the run was just created)."""
+        args: list[Any] = [generation, _milliseconds(touched_for)]
         for name, payload in pending.items():
             args += [name, _dump(payload)]
-        keys = [self._key(run_id, "pending"), self._key(run_id, "gen")]
+        keys = [self._key(run_id, "pending"), self._key(run_id, "gen"), self._key(run_id, "touched")]
         keys += [k for k in self.keys(run_id) if k not in keys]
         self._begin(keys=keys, args=args)
 
@@ -157,17 +211,22 @@ class RunLedger:
         self._expect(keys=[self._key(run_id, "pending"), self._key(run_id, "finished")], args=args)
 
     def settle(self, run_id: str, done: str, sent: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
-               finished_at: float | None = None) -> int:
-        """Mark `done` finished ('' for none) and replace each of its successors' pending entries (token ->
-        (entry written before its message left, the entry with its final `sent`)) only while it
-        still holds what was written: a successor that moved on meanwhile (its sleep's wake-up,
-        its retry, its own finish) keeps its own. Return how many remain pending."""
-        args: list[Any] = [done, repr(time.time() if finished_at is None else finished_at)]
+               finished_at: float | None = None, touch_every: float = 0.0) -> Settled:
+        """Mark `done` finished ('' for none; its attempt ended, as `end_attempt` notes) and replace
+        each of its successors' pending entries (token -> (entry written before its message left,
+        the entry with its final `sent`)) only while it still holds what was written: a successor
+        that moved on meanwhile (its sleep's wake-up, its retry, its own finish) keeps its own.
+        Return how many remain pending, and (with `touch_every`) whether the caller is the first
+        to settle for the run since `touch_every` seconds: it then refreshes the run's `lastUpdated`,
+        so the run is touched once per interval whichever process moves it on."""
+        args: list[Any] = [done, repr(time.time() if finished_at is None else finished_at),
+                           _milliseconds(touch_every)]
         for name, (before, after) in sent.items():
             args += [name, _dump(before), _dump(after)]
         keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times"),
-                self._key(run_id, "expires")]
-        return int(self._restamp(keys=keys, args=args))
+                self._key(run_id, "expires"), self._key(run_id, "crashes"), self._key(run_id, "touched")]
+        remaining, touch = self._restamp(keys=keys, args=args)
+        return Settled(int(remaining), bool(touch))
 
     def check(self, run_id: str, node_token: str) -> TokenState:
         """Whether the token finished, the run's halt reason ('' if running), whether an output
@@ -179,6 +238,18 @@ class RunLedger:
         marker = _text(generation)
         return TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
                           json.loads(entry) if entry else None)
+
+    def enter(self, run_id: str, node_token: str) -> Entered:
+        """`check`, and unless the token finished, the run halted or its state is lost, also
+        `begin_attempt` and `mark_recording` (an attempt that starts now may record an output),
+        in one round trip. `settle` of the token ends the attempt as `end_attempt` does."""
+        keys = [self._key(run_id, "finished"), self._key(run_id, "halt"), self._key(run_id, "recording"),
+                self._key(run_id, "gen"), self._key(run_id, "pending"), self._key(run_id, "crashes")]
+        finished, halted, recording, generation, entry, attempts = self._enter(keys=keys, args=[node_token])
+        marker = _text(generation)
+        state = TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
+                           json.loads(entry) if entry else None)
+        return Entered(state, int(attempts))
 
     def generation(self, run_id: str) -> int | None:
         """The run's marker: its generation, or None when Redis holds no state for the run."""
@@ -277,13 +348,9 @@ class RunLedger:
         return {_text(t) for t in (*finished, *pending)}
 
     def expire_run(self, run_id: str, seconds: int) -> None:
-        """Let every key of the run expire `seconds` from now (one round trip)."""
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._key(run_id, "expires"), seconds, ex=seconds)
-            for key in self.keys(run_id):
-                if not key.endswith(":expires"):
-                    pipe.expire(key, seconds)
-            pipe.execute()
+        """Let every key of the run expire `seconds` from now (one command)."""
+        marker = self._key(run_id, "expires")
+        self._expire(keys=[marker, *(key for key in self.keys(run_id) if key != marker)], args=[seconds])
 
     def delete_run(self, run_id: str, dry_run: bool = False) -> int:
         """Delete the run's keys (with `dry_run` only count them); return how many existed."""

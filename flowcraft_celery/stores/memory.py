@@ -122,6 +122,10 @@ class MemoryContextStore:
         with self._lock:
             return [recorded for _, recorded in self._outputs.get(run_id, {}).values()]
 
+    def snapshot_and_outputs(self, run_id: str) -> tuple[dict[str, Any], list[RecordedOutput]]:
+        with self._lock:
+            return self.snapshot(run_id), self.outputs(run_id)
+
     def delete_run(self, run_id: str) -> int:
         with self._lock:
             return len(self._values.pop(run_id, {})) + len(self._outputs.pop(run_id, {}))

@@ -162,9 +162,13 @@ its own Kombu message and Celery task (task id, state, ack, retry, revoke, time 
 consumer holds a bundle's parts under one lease; an acked part is noted in a Redis set, the
 Azure message is deleted with its last part, and after a consumer dies only the parts not yet
 settled are delivered again. A requeued part is re-sent alone, a rejected one dead-lettered
-alone. The receiver counts deliveries, not Azure messages, against the prefetch room. Trade-offs:
-a bundle's parts go to one consumer (a fan-out is spread in groups of ``bundle_size``), and a
-queue's message count counts a bundle once. See ``transports.azurequeue.bundles``.
+alone. The receiver counts deliveries, not Azure messages, against the prefetch room, and a
+consumer is never handed more than that room: the parts of a receive beyond it go back at once,
+together as one new Azure message that any consumer can take (their earlier deliveries carried,
+this one not counted), so a bundle never parks work in a busy worker while another could run it.
+Trade-offs: a queue's message count counts a bundle once, and a consumer with less room than a
+bundle has parts (Celery's prefetch multiplier 1 on a busy worker) costs a send, a receive and a
+delete per split, so in a steady flood bundles save little. See ``transports.azurequeue.bundles``.
 
 Throttling
 ==========

@@ -14,8 +14,9 @@ deleted with its last part; if the consumer dies first, the bundle reappears and
 not in the set are delivered again. A part that is requeued or rejected goes out on its own
 (re-sent, or to the dead-letter queue) and counts as settled in its bundle.
 
-The trade-off: a bundle's parts go to one consumer, so a fan-out is spread in groups of up to
-`bundle_size`, and a queue's message count counts a bundle once.
+A consumer is handed no more parts than its prefetch room; the receiver sends the rest back at
+once as one new Azure message (`AzureQueues.return_parts`), so a fan-out spreads over every
+consumer with room. A queue's message count counts a bundle once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 #: Seconds a bundle's set of settled parts lives: longer than any message (7 days at most).
 DONE_TTL_SECONDS = 8 * 24 * 3600
+#: Add a settled part to a bundle's set and (re)start the set's expiry.
+_ADD = "redis.call('SADD', KEYS[1], ARGV[1]) redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1"
 
 
 class BundleSender(Protocol):
@@ -98,14 +101,11 @@ class DoneParts:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self._client = client
         self._keys = keys
+        self._add = client.register_script(_ADD)
 
     def add(self, queue: str, message_id: str, index: int) -> None:
-        """Record part `index` of a bundle as settled."""
-        key = self._keys.bundle(queue, message_id)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.sadd(key, index)
-        pipe.expire(key, DONE_TTL_SECONDS)
-        pipe.execute()
+        """Record part `index` of a bundle as settled (one command)."""
+        self._add(keys=[self._keys.bundle(queue, message_id)], args=[index, DONE_TTL_SECONDS])
 
     def get(self, queue: str, message_id: str) -> set[int]:
         """The indexes of a bundle's settled parts."""

@@ -81,6 +81,11 @@ class LeaseKeeper:
                 )
                 self._thread.start()
 
+    def get(self, tag: str) -> Lease | None:
+        """The lease of `tag` while it is held (None if unknown or taken)."""
+        with self._lock:
+            return self._leases.get(tag)
+
     def take(self, tag: str) -> Lease | None:
         """Stop tracking the lease of `tag` and return it (None if unknown or already taken)."""
         with self._lock:

@@ -396,6 +396,20 @@ class AzureQueues:
             self.keeper.settle(lease, self.release)
         return True
 
+    def return_parts(self, lease: Lease, tags: list[str]) -> None:
+        """Send back parts of a held bundle that were never delivered (the consumer had no room
+        for them), together as one new Azure message, and settle them in the held bundle. This
+        delivery does not count against their delivery limit: only the bundle's earlier ones do."""
+        parts = [lease.parts[tag][1] for tag in tags if tag in lease.parts]
+        if not parts:
+            return
+        envelope: dict[str, Any] = {"ms": parts} if len(parts) > 1 else {"m": parts[0]}
+        if lease.dequeue_count > 1:
+            envelope["rd"] = lease.dequeue_count - 1
+        self.send_envelope(lease.queue, envelope)
+        for tag in tags:
+            self._close_part(lease, tag, None)
+
     def reject(self, tag: str, reason: str) -> bool:
         """Move a held message to the dead-letter queue (a bundle's part on its own). False when
         this connection does not hold `tag`."""

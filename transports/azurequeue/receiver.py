@@ -18,8 +18,8 @@ Batching: a channel that holds nothing polls as soon as it is woken (latency); o
 already holds messages waits until no more than a quarter of its prefetch is held (with
 Celery's default multiplier of 4: only the running tasks) and lets a trickle gather for
 `gather_seconds`, so a busy worker receives in batches (fewer requests). Bundles (several
-deliveries in one Azure message) count as what they bring, so a receive fills the prefetch
-room without hoarding.
+deliveries in one Azure message) count as what they bring, and parts beyond the room go back to
+the queue at once, so a receive fills the prefetch room and never hoards.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ class Source(Protocol):
     def consumption(self) -> dict[str, Consumption]: ...
 
     def receive_batch(self, queue: str, count: int, no_ack: bool) -> tuple[int, list[Received]]: ...
+
+    def return_undelivered(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
     def upkeep(self, now: float) -> None: ...
 
@@ -371,7 +373,10 @@ class Receiver:
                 self._per_message[queue] = (observed, now)
         with self._lock:
             if received:
-                self._schedule.got_messages(queue, now, full=received >= count)
+                # a full batch may have left more behind, unless signals covered all it brought
+                # (a further message's token then wakes this loop: no empty receive to find out)
+                more = received >= count and not (signalled and received <= taken)
+                self._schedule.got_messages(queue, now, full=more)
             else:
                 self._schedule.was_empty(queue, now)
         if signalled and self._signals is not None:
@@ -380,13 +385,23 @@ class Receiver:
             elif received >= count and taken > received:
                 self._signals.announce(queue, taken - received)
         wall = time.time()
-        for item in held:
+        for item in self._fit(held, room):
             if item.due is not None and item.due > wall + DUE_SLACK:
                 with self._lock:
                     heapq.heappush(self._timed, (item.due, next(self._seq), queue, consumption.owner, item.payload))
                     self._timed_owned[consumption.owner] = self._timed_owned.get(consumption.owner, 0) + 1
             else:
                 self._inbox.put(queue, item.payload, consumption.owner)
+
+    def _fit(self, held: list[Received], room: int) -> list[Received]:
+        """What a receive brought, cut to the channel's room: bundle parts beyond it go back to
+        the queue at once (a worker never holds work it has no room for while another may be
+        idle); whole messages stay (a receive never asks for more of them than the room)."""
+        if len(held) <= room:
+            return held
+        excess = {id(item.payload): item for item in held[room:]}
+        kept = {id(payload) for payload in self._source.return_undelivered([i.payload for i in excess.values()])}
+        return held[:room] + [item for key, item in excess.items() if key in kept]
 
     def _deliveries_per_message(self, queue: str, now: float) -> float:
         """Deliveries an Azure message of `queue` may bring: the most seen lately, else 1."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from functools import partial
 from typing import Any
 
 import redis
@@ -21,7 +22,7 @@ from .auth import Clients, build_clients, masked_url
 from .backend import QueueBackend
 from .channel import Channel as AzureQueueChannel
 from .inbox import Inbox
-from .leases import LeaseKeeper
+from .leases import Lease, LeaseKeeper
 from .options import Options
 from .outages import OUTAGES, redis_endpoint, unanswered
 from .polling import PollSchedule
@@ -298,6 +299,24 @@ class Transport(virtual.Transport):
         """Receive up to `count` messages of an Azure queue and hold them all (I/O thread)."""
         received, held = self.queues.receive_batch(queue, count, no_ack)
         return received, [Received(*accepted) for accepted in held]
+
+    def return_undelivered(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send back the bundle parts among `payloads`, received beyond the consumer's room and
+        never delivered: the parts of one bundle go back together as one new Azure message
+        (in the background), visible at once to any worker. Returns the other payloads (whole
+        messages), which the caller delivers."""
+        kept: list[dict[str, Any]] = []
+        returned: dict[int, tuple[Lease, list[str]]] = {}
+        for payload in payloads:
+            tag = payload["properties"]["delivery_tag"]
+            lease = self.keeper.get(tag)
+            if lease is None or not lease.bundle or self.keeper.take(tag) is None:
+                kept.append(payload)
+                continue
+            returned.setdefault(id(lease), (lease, []))[1].append(tag)
+        for lease, tags in returned.values():
+            self.keeper.run_later(partial(self.queues.return_parts, lease, tags))
+        return kept
 
     def transient_upkeep(self, now: float) -> None:
         """Keep this process's transient queues in Redis alive (the transient queues' thread)."""

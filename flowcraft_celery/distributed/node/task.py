@@ -62,7 +62,7 @@ from flowcraft_celery.model.graph import DynamicAddition, Graph
 from flowcraft_celery.stores.base import MISSING, RecordedOutput
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
 from flowcraft_celery.stores.guard import TRANSIENT, log_level
-from flowcraft_celery.stores.ledger import token
+from flowcraft_celery.stores.ledger import Settled, token
 from flowcraft_celery.stores.timeline import Attempt
 
 logger = logging.getLogger("flowcraft.bridge")
@@ -211,6 +211,10 @@ class NodeExecution:
         self.node_id: str = msg["node"]
         self.iteration: int = int(msg.get("it", 0))
         self.token = token(self.node_id, self.iteration)
+        #: Whether this execution noted that the token may have an output (`RunLedger.enter`).
+        self._marked = False
+        #: Whether this execution settled its token in the ledger (which ends its attempt).
+        self._settled = False
 
     @node_log_scope
     def handle(self) -> None:
@@ -298,26 +302,33 @@ class NodeExecution:
             if not held:  # another copy of this message is running it right now
                 self._requeue(self.msg, 5)
                 return
-            again = self.rt.ledger.check(self.run_id, self.token)
+            again, attempts = self.rt.ledger.enter(self.run_id, self.token)
             if again.finished or again.halted:  # a copy that held the lease before us finished it
                 return
-            recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration) \
-                if again.maybe_recorded else None
-            if recorded is not None:
-                self._succeed(_result_of(recorded), _decision_of(recorded), recorded=True)
-                return
-            crashes = self.rt.ledger.begin_attempt(self.run_id, self.token) - 1
-            if crashes >= self.rt.max_node_crashes:
-                self._crash_loop(crashes)
-                return
+            self._marked = attempts > 0
             try:
+                recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration) \
+                    if again.maybe_recorded else None
+                if recorded is not None:
+                    self._succeed(_result_of(recorded), _decision_of(recorded), recorded=True)
+                    return
+                crashes = (attempts or self.rt.ledger.begin_attempt(self.run_id, self.token)) - 1
+                if crashes >= self.rt.max_node_crashes:
+                    self._crash_loop(crashes)
+                    return
                 self._attempt(node, node_input)
             finally:
-                try:
-                    self.rt.ledger.end_attempt(self.run_id, self.token)
-                except Exception as exc:
-                    logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not note the end of the "
-                               "attempt: %s", self.run_id, self.node_id, exc)
+                self._end_attempt()
+
+    def _end_attempt(self) -> None:
+        """Note that the attempt ended (it did not crash its process), unless settling did."""
+        if self._settled:
+            return
+        try:
+            self.rt.ledger.end_attempt(self.run_id, self.token)
+        except Exception as exc:
+            logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not note the end of the "
+                       "attempt: %s", self.run_id, self.node_id, exc)
 
     def _crash_loop(self, crashes: int) -> None:
         """The node killed its worker process too often: fail the run and dead-letter the message."""
@@ -458,15 +469,17 @@ class NodeExecution:
         publish_groups(self.app, self.graph, self._groups([m for m in messages.values() if m is not inline]))
         if inline is not None:
             NodeExecution(self.task, self.rt, inline, self.depth + 1, own_message=False).handle()
-        remaining = self.rt.ledger.settle(self.run_id, self.token,
-                                          {name: (written[name], message) for name, message in messages.items()},
-                                          finished_at)
-        self._completed_or_touched(remaining)
+        settled = self.rt.ledger.settle(self.run_id, self.token,
+                                        {name: (written[name], message) for name, message in messages.items()},
+                                        finished_at, self.rt.touch_interval)
+        self._settled = True
+        self._completed_or_touched(settled)
 
     def _record(self, result: NodeResult, decision: Decision) -> RecordedOutput | None:
         """Record output and decision once (also for the node a fallback stands in for); the
         first record wins: returned when another copy wrote it, else None."""
-        self.rt.ledger.mark_recording(self.run_id, self.token)
+        if not self._marked:
+            self.rt.ledger.mark_recording(self.run_id, self.token)
         first = None
         if not self.rt.contexts.record_output(self.run_id, self.node_id, self.iteration, result.output,
                                               result.action, result.dynamic_nodes, decision.to_dict()):
@@ -539,12 +552,13 @@ class NodeExecution:
             raise self.task.retry(kwargs={"msg": message}, countdown=countdown)
         publish(self.app, self.graph, message, countdown=countdown or None)
 
-    def _completed_or_touched(self, remaining: int) -> None:
-        """Complete the run when nothing is pending, else note it is alive."""
-        if remaining == 0:
+    def _completed_or_touched(self, settled: Settled) -> None:
+        """Complete the run when nothing is pending, else note it is alive (once per touch
+        interval, whichever worker settles first)."""
+        if settled.remaining == 0:
             complete_run(self.app, self.rt, self.run_id)
-        else:
-            self.rt.touch(self.run_id)
+        elif settled.touch:
+            self.rt.statuses.touch(self.run_id)
 
     def _unexpected(self, entry: Payload | None) -> str | None:
         """Why the run does not expect this message, or None when it does: a message is a claim,

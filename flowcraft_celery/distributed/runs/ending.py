@@ -37,13 +37,15 @@ def final_result(rt: Runtime, run_id: str, status: str, errors: list[dict[str, A
     return {"status": status, "context": context, "errors": errors}
 
 
-def record_completed(app: Celery, rt: Runtime, run_id: str, context: dict[str, Any] | None = None) -> bool:
+def record_completed(app: Celery, rt: Runtime, run_id: str, context: dict[str, Any] | None = None,
+                     doc: RunStatusDoc | None = None) -> bool:
     """Finish a run as `completed` with its final context (callers check the durable evidence
-    first: only `recovery.complete_run` calls this)."""
+    first: only `recovery.complete_run` calls this); `doc`, the status document the caller read
+    before, spares reading it again for its blueprint and parent."""
     done = rt.statuses.finish(run_id, "completed", final_result(rt, run_id, "completed", [], context), [])
     if done:
-        ended(rt, run_id, "completed")
-        notify_parent(app, rt, run_id)
+        ended(rt, run_id, "completed", doc)
+        notify_parent(app, rt, run_id, doc, "completed")
     return done
 
 
@@ -61,20 +63,24 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
 
 def retire(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None) -> None:
     """A final run: halted in Redis (late messages are dropped), out of reconcile's due index, its
-    records expiring after the retention."""
+    records expiring after the retention (`doc`: its status document read before, if the caller
+    has it)."""
     rt.ledger.halt(run_id, status)
     rt.due.forget([run_id])
     expire_finished_run(rt, run_id, doc)
 
 
-def ended(rt: Runtime, run_id: str, status: str) -> None:
+def ended(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None) -> None:
     """This call made the run final: retire it and record its duration (best effort: the final
-    state is recorded already, only the metric would be missing)."""
-    doc = None
+    state is recorded already, only the metric would be missing). `doc`: the status document the
+    caller read just before finishing the run (else it is read now)."""
+    read = doc is None
     try:
-        doc = rt.statuses.get(run_id)
+        if read:
+            doc = rt.statuses.get(run_id)
         if doc is not None:
-            took = float(doc.get("lastUpdated") or time.time()) - float(doc.get("createdAt") or time.time())
+            end = float(doc.get("lastUpdated") or time.time()) if read else time.time()
+            took = end - float(doc.get("createdAt") or time.time())
             rt.timeline.observe(Observation(RUN_SECONDS, {"blueprint": str(doc.get("blueprintId")),
                                                           "status": status}, took))
     except Exception as exc:
@@ -90,9 +96,12 @@ def arm_parent(rt: Runtime, doc: RunStatusDoc | None) -> None:
         rt.arm(str(doc["parentRunId"]))
 
 
-def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:
-    """Tell a subflow's parent node that the child run ended (or paused)."""
-    doc = rt.statuses.get(run_id)
+def notify_parent(app: Celery, rt: Runtime, run_id: str, doc: RunStatusDoc | None = None,
+                  status: str | None = None) -> None:
+    """Tell a subflow's parent node that the child run ended (or paused); `doc` and `status`:
+    the child's status document read before and the status it ended with, if the caller knows
+    them (else the document is read now)."""
+    doc = doc if doc is not None and status is not None else rt.statuses.get(run_id)
     if not doc or not doc.get("parentRunId"):
         return
     parent_run = str(doc["parentRunId"])
@@ -102,7 +111,7 @@ def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:
         return
     node_id = str(doc.get("parentNodeId"))
     iteration = int(doc.get("parentIteration", 0) or 0)
-    child = {"runId": run_id, "status": doc.get("status")}
+    child = {"runId": run_id, "status": status or doc.get("status")}
     message = payload(parent_run, blueprint, node_id, iteration, None, dynamic=True, child=child)
     rt.arm(parent_run)
     publish(app, run_graph(rt, blueprint, parent_run, True), message)

@@ -62,8 +62,7 @@ def durable_evidence(rt: Runtime, run_id: str, doc: RunStatusDoc) -> Evidence:
     blueprint = rt.blueprints.get(str(doc.get("blueprintId")))
     if blueprint is None:
         raise RunError(f"run {run_id}: blueprint {doc.get('blueprintId')!r} is not known to this process")
-    context = rt.contexts.snapshot(run_id)
-    outputs = rt.contexts.outputs(run_id)
+    context, outputs = rt.contexts.snapshot_and_outputs(run_id)
     recorded = {(o.node_id, o.iteration): o for o in outputs}
 
     def lookup(key: str) -> Any:
@@ -111,7 +110,7 @@ def complete_run(app: Celery, rt: Runtime, run_id: str) -> bool:
     evidence = durable_evidence(rt, run_id, doc)
     if evidence.frontier.complete:
         arm_parent(rt, doc)
-        return record_completed(app, rt, run_id, evidence.context)
+        return record_completed(app, rt, run_id, evidence.context, doc)
     if evidence.frontier.stuck:  # never `completed` with a join reached that did not run
         errors = [join.to_error(evidence.frontier.graph) for join in evidence.frontier.stalled]
         fail_run(app, rt, run_id, errors, status="stalled")

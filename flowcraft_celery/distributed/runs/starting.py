@@ -78,7 +78,7 @@ def _begin(app: Celery, rt: Runtime, blueprint: Blueprint, run_id: str, context:
         written.append("context")
         rt.contexts.create_run(run_id, dict(context or {}))
         written.append("ledger")
-        rt.ledger.begin(run_id, 1, messages)
+        rt.ledger.begin(run_id, 1, messages, rt.touch_interval)
         written.append("status")
         rt.statuses.create(doc)
         rt.arm(run_id)

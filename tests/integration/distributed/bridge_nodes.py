@@ -19,6 +19,8 @@ from flowcraft_celery.model.builder import Flow
 
 FAN_WIDTH = 200
 CHAIN_LENGTH = 5
+LONG_WIDTH = 5
+LONG_SECONDS = 3.0
 
 
 def calls_key(run_id: str) -> str:
@@ -40,6 +42,18 @@ def step(ctx: NodeContext) -> Any:
     _count(ctx)
     time.sleep(float(ctx.params.get("seconds", 0)))
     return ctx.input if ctx.input is not None else ctx.node_id
+
+
+def workers_key(run_id: str) -> str:
+    """The Redis hash recording which worker (its main process id) ran each long node of a run."""
+    return f"{os.environ.get('FLOWCRAFT_KEY_PREFIX', 'flowcraft:')}workers:{run_id}"
+
+
+@node("bt-long")
+def long_step(ctx: NodeContext) -> None:
+    """Record which worker runs it, then sleep `params.seconds`: a long node."""
+    _redis().hset(workers_key(ctx.run_id), ctx.node_id, os.getppid())
+    time.sleep(float(ctx.params["seconds"]))
 
 
 @node("bt-part")
@@ -97,6 +111,13 @@ def _fan() -> Blueprint:
     return flow.build()
 
 
+def _long_fan() -> Blueprint:
+    flow = Flow("bt-long-fan").node("start", "bt-step").node("join", "bt-step")
+    for i in range(LONG_WIDTH):
+        flow.node(f"l{i}", "bt-long", params={"seconds": LONG_SECONDS}).edge("start", f"l{i}").edge(f"l{i}", "join")
+    return flow.build()
+
+
 def _chain(blueprint_id: str, seconds: list[float]) -> Blueprint:
     ids = [f"c{i}" for i in range(len(seconds))]
     flow = Flow(blueprint_id)
@@ -143,6 +164,7 @@ def blueprints() -> list[Blueprint]:
         Flow("bt-big").node("write", "bt-big").build(),
         _versioned(),
         _fan(),
+        _long_fan(),
         _chain("bt-dup", [3.0, 0.0]),
         _chain("bt-cancel", [1.5] * CHAIN_LENGTH),
         _approval(),

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,21 @@ def test_fan_out_of_200_joins_with_every_node_run_once(bridge: Bridge) -> None:
     context = bridge.outputs(run.run_id)
     assert {k for k in context if k.startswith("part.")} == {f"part.p{i}" for i in range(width)}
     assert context["_outputs.join"] == width
+
+
+def test_long_nodes_of_a_fan_out_spread_over_both_idle_workers(bridge: Bridge) -> None:
+    """5 long nodes started together on 2 idle workers of 2 processes each: both workers run
+    some (at most 3 on one, as 2 waves need), none waits in a busy worker while the other idles."""
+    workers = bridge.shared_workers()
+    time.sleep(2)  # both idle
+    run = bridge.client.start("bt-long-fan")
+    doc = run.wait(RUN_TIMEOUT)
+    assert doc["status"] == "completed", doc.get("errors")
+    raw: dict[bytes, bytes] = bridge.redis.hgetall(bridge_nodes.workers_key(run.run_id))  # type: ignore[assignment]
+    ran = Counter(int(pid) for pid in raw.values())
+    assert sum(ran.values()) == bridge_nodes.LONG_WIDTH
+    assert set(ran) == {process.pid for process in workers.processes}, ran
+    assert max(ran.values()) <= 3, f"one worker ran {max(ran.values())} of {bridge_nodes.LONG_WIDTH}: {ran}"
 
 
 def test_duplicate_node_message_runs_the_node_once(bridge: Bridge) -> None:

@@ -247,3 +247,19 @@ def test_writers_racing_to_create_the_database_all_succeed(database: str) -> Non
     run = run_id()
     stores[0].set(run, "k", 1)
     assert stores[7].get(run, "k") == 1
+
+
+def test_snapshot_and_outputs_in_one_query_equal_each_read_alone(store: CosmosContextStore) -> None:
+    run = run_id()
+    store.set(run, "k", 1)
+    store.record_output(run, "a", 0, "first")
+    store.record_output(run, "a", 1, "second", action="go")
+    store.record_output(run, "b", 0, {"x": 1})
+    reset_request_counts()
+    context, outputs = store.snapshot_and_outputs(run)
+    assert sum(request_counts().values()) == 1
+    assert context == store.snapshot(run) == {"k": 1, "a": "second", "_outputs.a": "second", "b": {"x": 1},
+                                              "_outputs.b": {"x": 1}}
+    assert sorted(outputs, key=lambda o: (o.node_id, o.iteration)) == \
+        sorted(store.outputs(run), key=lambda o: (o.node_id, o.iteration))
+    assert len(outputs) == 3

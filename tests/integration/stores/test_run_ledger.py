@@ -5,6 +5,7 @@ leaves alone an entry that changed meanwhile (a sleep's wake-up), so that wake-u
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -36,8 +37,7 @@ def test_a_successor_that_moved_on_keeps_its_entry_through_the_re_stamp(ledger: 
     ledger.expect("r", {"nap@0": sent})
     woken = {"node": "nap", "sent": 2.5, "wake": True}
     ledger.update_pending("r", "nap@0", woken)  # the sleep ran before its predecessor re-stamped
-    remaining = ledger.settle("r", "a@0", {"nap@0": (sent, {"node": "nap", "sent": 3.0})})
-    assert remaining == 1
+    assert ledger.settle("r", "a@0", {"nap@0": (sent, {"node": "nap", "sent": 3.0})}).remaining == 1
     assert ledger.pending("r") == {"nap@0": woken}
     assert ledger.check("r", "a@0").finished
 
@@ -51,3 +51,53 @@ def test_an_unchanged_entry_is_re_stamped_and_an_existing_one_is_not_replaced(le
     ledger.settle("r", "c@0", {})
     ledger.expect("r", {"c@0": {"node": "c", "sent": 4.0}})  # finished: never pending again
     assert "c@0" not in ledger.pending("r")
+
+
+def test_entering_counts_attempts_that_never_ended_until_one_settles_and_skips_finished_tokens(
+        ledger: RunLedger) -> None:
+    ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
+    first = ledger.enter("r", "a@0")
+    assert (first.state.finished, first.state.maybe_recorded, first.attempts) == (False, False, 1)
+    second = ledger.enter("r", "a@0")  # the first attempt died with its process
+    assert (second.state.maybe_recorded, second.attempts) == (True, 2)
+    ledger.end_attempt("r", "a@0")
+    assert ledger.enter("r", "a@0").attempts == 1
+    ledger.settle("r", "a@0", {})  # settling ends the attempt
+    done = ledger.enter("r", "a@0")
+    assert done.state.finished and done.attempts == 0
+    ledger.begin("r", 2, {"b@0": {"node": "b", "sent": 1.0}})
+    assert ledger.begin_attempt("r", "b@0") == 1  # what a settled attempt left was cleared by settle
+
+
+def test_entering_a_halted_or_lost_run_counts_nothing(ledger: RunLedger) -> None:
+    lost = ledger.enter("gone", "a@0")
+    assert lost.state.lost and lost.attempts == 0
+    ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
+    ledger.halt("r", "cancelled")
+    halted = ledger.enter("r", "a@0")
+    assert halted.state.halted == "cancelled" and halted.attempts == 0
+    assert ledger.begin_attempt("r", "a@0") == 1
+
+
+def test_expiring_a_run_gives_every_key_the_retention(ledger: RunLedger) -> None:
+    ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
+    ledger.enter("r", "a@0")
+    ledger.settle("r", "a@0", {"b@0": ({"node": "b"}, {"node": "b", "sent": 2.0})})
+    ledger.expect("r", {"b@0": {"node": "b", "sent": 2.0}})
+    ledger.expire_run("r", 100)
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    ttls = {key: client.ttl(key) for key in ledger.keys("r") if client.exists(key)}
+    client.close()
+    assert len(ttls) >= 5 and all(0 < ttl <= 100 for ttl in ttls.values()), ttls
+    assert any(key.endswith(":expires") for key in ttls)
+
+
+def test_one_settle_per_touch_interval_is_told_to_touch_the_run_and_none_right_after_it_began(
+        ledger: RunLedger) -> None:
+    ledger.begin("r", 1, {f"n{i}@0": {"node": f"n{i}"} for i in range(5)}, touched_for=0.3)
+    assert not ledger.settle("r", "n0@0", {}, touch_every=0.3).touch  # the run was just created
+    time.sleep(0.4)
+    told = [ledger.settle("r", f"n{i}@0", {}, touch_every=0.3) for i in range(1, 4)]
+    assert [s.touch for s in told] == [True, False, False]
+    assert [s.remaining for s in told] == [3, 2, 1]
+    assert not ledger.settle("r", "n4@0", {}).touch  # a caller that does not touch

@@ -296,6 +296,37 @@ def test_requeued_part_returns_alone_at_once_and_rejected_part_goes_alone_to_the
             dlq.close()
 
 
+def test_consumer_with_room_for_two_takes_two_parts_and_the_rest_go_back_at_once_for_another(
+    unique_prefix: str, rdb: redis.Redis, cleanup: None
+) -> None:
+    """A consumer with prefetch 2 receives a 4-part bundle: it is handed 2 parts and holds no more,
+    and the other 2 are visible again at once (one Azure message), so a second consumer gets them
+    long before the visibility timeout; each part is delivered once and nothing is left behind."""
+    with redis_connection(unique_prefix, visibility_timeout=60) as busy, \
+            redis_connection(unique_prefix, visibility_timeout=60) as idle:
+        with bundled():
+            publish(busy, "room", range(4))
+        assert shape(unique_prefix, "room") == [4]
+        first: list[Message] = []
+        channel = busy.channel()
+        channel.basic_qos(0, 2, False)
+        with Consumer(channel, [kombu_queue("room")], callbacks=[lambda body, message: first.append(message)]):
+            drain(busy, lambda: len(first) >= 2, 10)
+            wait_for(lambda: shape(unique_prefix, "room") == [2], 10, "the 2 parts without room to go back")
+            drain(busy, lambda: len(first) > 2, 1)
+            assert len(first) == 2, "a consumer was handed more than its prefetch"
+            with consuming(idle, "room") as second:
+                started = time.monotonic()
+                drain(idle, lambda: len(second) >= 2, 10)
+                assert time.monotonic() - started < 10
+                drain(idle, lambda: len(second) > 2, 1)
+                assert numbers(first + second) == [0, 1, 2, 3]
+                assert not any(message.delivery_info["redelivered"] for message in second)
+                for message in first + second:
+                    message.ack()
+            wait_for(lambda: settled(rdb, unique_prefix, "room"), 10, "the bundles and their records to go")
+
+
 def test_without_redis_sends_inside_bundled_go_one_by_one_at_once(unique_prefix: str, cleanup: None) -> None:
     """Without `redis_url` bundled() changes nothing: 10 publishes are 10 plain Azure messages,
     already sent inside the block, each delivered once."""
