@@ -10,7 +10,7 @@ PY_STAMP := $(VENV)/.flowcraft-installed
 NODE_STAMP := node_modules/.package-lock.json
 
 .PHONY: help install unit test lint differential demo services-up services-down clean test-throttling bench-throttle \
-	suites suites-kombu suites-celery suites-celery-baseline bench-scale
+	suites suites-kombu suites-celery suites-celery-baseline bench-scale soak
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -95,6 +95,11 @@ bench-throttle: install ## What 0/5/20 % throttling costs (nodes/s, requests per
 bench-scale: install ## What 1,000 and 10,000 idle live runs cost: reconcile per pass, bytes per run, latencies (~40 min).
 	$(BIN)/flowcraft-celery services up >/dev/null
 	$(SERVICES_ENV); $(BIN)/python -W ignore bench/scale_bench.py
+
+NODES ?= 2000
+soak: install ## Soak: runs arriving steadily until NODES node executions (default 2000; not CI at 100000).
+	$(BIN)/flowcraft-celery services up >/dev/null
+	$(SERVICES_ENV); $(BIN)/python -W ignore bench/soak.py --nodes $(NODES)
 
 services-up: install ## Start (or reuse) Azurite, the Cosmos emulator and Redis on loopback.
 	$(BIN)/flowcraft-celery services up

@@ -146,8 +146,9 @@ flowcraft_start_timeout = _env_number("FLOWCRAFT_START_TIMEOUT", "20", float)
 # started without -Q consumes both queues (one started with -Q consumes only what it names).
 flowcraft_reconcile_queue = _env_queue_name("FLOWCRAFT_RECONCILE_QUEUE", f"{task_default_queue}-reconcile",
                                             broker_transport_options["queue_name_prefix"])
-# FLOWCRAFT_QUEUE_SHARDS > 1 spreads the default queue's node messages over that many Azure queues
-# (by run); workers consume every shard (flowcraft_celery/distributed/core/shards.py).
+# FLOWCRAFT_QUEUE_SHARDS > 1 spreads each node queue's messages (the default queue's and each
+# `config.queue`'s) over that many Azure queues (by run); workers consume every shard
+# (flowcraft_celery/distributed/core/shards.py).
 flowcraft_queue_shards = _env_number("FLOWCRAFT_QUEUE_SHARDS", "1", int, minimum=1)
 task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in
                     (*shard_names(task_default_queue, flowcraft_queue_shards), flowcraft_reconcile_queue))

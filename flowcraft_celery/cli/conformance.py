@@ -87,6 +87,6 @@ def _celery_mode(scenarios_file: str, workers: int, external: bool) -> Iterator[
     with WorkerGroup(env, Path(".services") / f"conformance-{tag}") as group:
         if not external:
             for _ in range(workers):
-                group.worker(queues=env["FLOWCRAFT_DEFAULT_QUEUE"])
+                group.worker()  # no -Q: every shard of the default queue (FLOWCRAFT_QUEUE_SHARDS)
             group.wait_ready()
         yield CeleryMode(), group.logs

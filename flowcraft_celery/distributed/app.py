@@ -23,6 +23,7 @@ from celery import Celery
 from celery.signals import (
     beat_init,
     before_task_publish,
+    celeryd_after_setup,
     celeryd_init,
     import_modules,
     worker_init,
@@ -50,6 +51,7 @@ from flowcraft_celery.distributed.core.retry_lines import quiet_outage_retries
 from flowcraft_celery.distributed.core.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.core.secrets import censor_inspect_replies, protect_settings
 from flowcraft_celery.distributed.core.settings import deployment_name, key_prefix, redis_url
+from flowcraft_celery.distributed.core.shards import shards_to_consume
 from flowcraft_celery.distributed.core.tracing import flush, inject, set_attributes, set_up, span
 from flowcraft_celery.distributed.node.task import register_node_tasks
 from flowcraft_celery.distributed.ops.flower import NodeTaskRegistry, install_broker
@@ -124,6 +126,17 @@ def _hand_back_unstarted(instance: Any = None, **_: Any) -> None:
     """A worker on `azurequeue://` hands the messages it prefetched but never started back at once
     when it shuts down (the transport's worker step; the transport itself never imports Celery)."""
     install_hand_back(instance)
+
+
+@celeryd_after_setup.connect
+def _consume_every_shard(instance: Any = None, **_: Any) -> None:
+    """A worker consumes every shard of each node queue it consumes (`-Q heavy` is all of heavy's)."""
+    app = getattr(instance, "app", None)
+    if not isinstance(app, FlowcraftCelery):
+        return
+    queues = app.amqp.queues
+    for name in shards_to_consume(queues.consume_from or queues, app.conf):
+        queues.select_add(name)
 
 
 @import_modules.connect

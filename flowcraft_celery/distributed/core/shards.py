@@ -1,19 +1,24 @@
 """Node queue shards: one deployment's node messages spread over several Azure queues.
 
 One Azure queue serves about 2,000 messages per second (docs/capacity.md). With
-`FLOWCRAFT_QUEUE_SHARDS` = N > 1 the default queue's node messages go to N queues, `<queue>` and
-`<queue>-shard1` .. `<queue>-shard<N-1>`, chosen by run id, so one run's messages share a queue
-(its bundles, inline hops and packs stay together) and runs spread evenly. Workers consume every
-shard by default. Changing N loses nothing: shard 0 keeps the default queue's name, and a message
-left on a shard no worker consumes any more looks lost to reconcile, which re-sends it to the run's
-current shard after the stall threshold. Named queues (`config.queue`) are not sharded.
+`FLOWCRAFT_QUEUE_SHARDS` = N > 1 every node queue (the default queue, and each node's own
+`config.queue`) is N queues, `<queue>` and `<queue>-shard1` .. `<queue>-shard<N-1>`; a run's
+messages go to the shard chosen by its run id, so one run's messages share a queue (its bundles,
+inline hops and packs stay together) and runs spread evenly. A worker consumes every shard of each
+node queue it consumes (`-Q heavy` is heavy's N shards). Changing N loses nothing: shard 0 keeps
+the queue's name, and a message left on a shard no worker consumes any more looks lost to
+reconcile, which re-sends it to the run's current shard after the stall threshold.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+#: A queue name that is itself a shard of another queue (never sharded again).
+_SHARD = re.compile(r"-shard[1-9][0-9]*$")
 
 
 def shard_names(queue: str, shards: int) -> list[str]:
@@ -28,10 +33,22 @@ def shard_of(queue: str, run_id: str, shards: int) -> str:
     return shard_names(queue, shards)[zlib.crc32(run_id.encode()) % shards]
 
 
+def shard_count(conf: Mapping[str, Any]) -> int:
+    """The deployment's shard count (`FLOWCRAFT_QUEUE_SHARDS`)."""
+    return int(conf.get("flowcraft_queue_shards") or 1)
+
+
 def node_queue(conf: Mapping[str, Any], named: str | None, run_id: str) -> str:
-    """The queue of one run's node message: the node's own (`config.queue`), else its shard of the
-    default queue."""
-    if named:
-        return named
-    return shard_of(str(conf.get("task_default_queue") or "celery"), run_id,
-                    int(conf.get("flowcraft_queue_shards") or 1))
+    """The queue of one run's node message: its shard of the node's own queue (`config.queue`),
+    else of the default queue."""
+    return shard_of(named or str(conf.get("task_default_queue") or "celery"), run_id, shard_count(conf))
+
+
+def shards_to_consume(consumed: Iterable[str], conf: Mapping[str, Any]) -> list[str]:
+    """The shards a worker consuming the queues `consumed` lacks: every shard of each node queue
+    it consumes (not of the reconcile queue, nor of a name that is a shard itself)."""
+    names = list(consumed)
+    reconcile = conf.get("flowcraft_reconcile_queue")
+    wanted = [shard for name in names if name != reconcile and not _SHARD.search(name)
+              for shard in shard_names(name, shard_count(conf))]
+    return [name for name in dict.fromkeys(wanted) if name not in names]

@@ -108,6 +108,9 @@ def blueprints() -> list[Blueprint]:
         Flow("ft-slow").node("long", "ft-step", params={"seconds": 8}).node("b", "ft-step").chain("long", "b").build(),
         Flow("ft-huge").node("big", "ft-huge", max_retries=3).node("b", "ft-step").chain("big", "b").build(),
         Flow("ft-other").node("x", "ft-step").build(),
+        Flow("ft-heavy").node("a", "ft-step")
+        .node("h", "ft-step", queue=os.environ.get("FAULT_HEAVY_QUEUE", "ft-heavy"))
+        .node("b", "ft-step").chain("a", "h", "b").build(),
         Flow("ft-odd-context").node("n", "ft-odd", params={"where": "context"}, max_retries=3).build(),
         Flow("ft-odd-output").node("n", "ft-odd", max_retries=3).build(),
         Flow("ft-nap").node("a", "ft-step").node("nap", "sleep", params={"duration": "8s"}).node("b", "ft-step")

@@ -1,7 +1,9 @@
 """Sharded node queues: a deployment with FLOWCRAFT_QUEUE_SHARDS=3 spreads its runs over three
 Azure queues, a worker started with the same setting consumes all of them, and every run completes
-with each node once; lowering the shard count with runs in flight loses none of them (the messages
-left on shards no worker consumes any more are re-sent by reconcile to the run's current shard).
+with each node once; a node's own queue (`config.queue`) is sharded the same way, and a worker
+given that queue alone (`-Q heavy`) consumes all its shards; lowering the shard count with runs in
+flight loses none of them (the messages left on shards no worker consumes any more are re-sent by
+reconcile to the run's current shard).
 
 Breaks no service (the shared dev services, with this module's own queue, key prefix and
 database); stops only its own workers.
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from flowcraft_celery.distributed.core.shards import shard_names
+from tests.integration import names
 from tests.integration.faults import fault_nodes
 from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit
 from tests.integration.polling import wait_for
@@ -28,7 +31,8 @@ SHARDS = 3
 def kit(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str, str]) -> Iterator[FaultKit]:
     folder: Path = tmp_path_factory.mktemp("shards")
     with fault_kit(services_env, folder, "shards", FLOWCRAFT_QUEUE_SHARDS=str(SHARDS), FLOWCRAFT_STALL_SECONDS="4",
-                   FLOWCRAFT_RECONCILE_INTERVAL="2") as made:
+                   FLOWCRAFT_RECONCILE_INTERVAL="2",
+                   FAULT_HEAVY_QUEUE=names.unique_name("shards-heavy")) as made:
         yield made
 
 
@@ -49,6 +53,26 @@ def test_a_sharded_deployment_spreads_runs_over_its_shards_and_its_workers_run_t
         assert_recorded_once(kit, run_id, fault_nodes.wide_nodes())
         assert set(kit.calls(run_id).values()) == {1}
     wait_for(lambda: all(kit.queue_length(name) == 0 for name in _shards(kit)), 30, "every shard to drain")
+    kit.stop_all()
+
+
+def test_a_nodes_own_queue_is_sharded_and_a_worker_given_it_consumes_every_shard(kit: FaultKit) -> None:
+    heavy = shard_names(kit.env["FAULT_HEAVY_QUEUE"], SHARDS)
+    runs = kit.start("ft-heavy", RUNS)
+    group = kit.group()
+    group.worker(queues=kit.env["FLOWCRAFT_DEFAULT_QUEUE"], concurrency=2)  # -Q the default queue: its shards
+    group.wait_ready(90)
+    # nobody consumes the heavy queue yet: each run's `h` message waits on its shard of it
+    wait_for(lambda: sum(kit.queue_length(name) for name in heavy) == RUNS, 90, "every run to reach its heavy node")
+    assert sum(1 for name in heavy if kit.queue_length(name)) >= 2
+    group.worker(queues=kit.env["FAULT_HEAVY_QUEUE"], concurrency=2)  # -Q heavy alone
+    group.wait_ready(90)
+    docs = kit.wait_final(runs, RUN_TIMEOUT)
+    for run_id, doc in docs.items():
+        assert doc["status"] == "completed", (run_id, doc.get("errors"))
+        assert_recorded_once(kit, run_id, {"a", "h", "b"})
+        assert set(kit.calls(run_id).values()) == {1}
+    wait_for(lambda: all(kit.queue_length(name) == 0 for name in heavy + _shards(kit)), 30, "every shard to drain")
     kit.stop_all()
 
 
