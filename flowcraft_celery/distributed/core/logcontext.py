@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from celery.signals import after_setup_logger, after_setup_task_logger
+
+from flowcraft_celery.distributed.core.message import NodeMessage
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def node_log_scope(handle: Method) -> Method:
 
     @functools.wraps(handle)
     def scoped(execution: Any, *args: Any, **kwargs: Any) -> Any:
-        scope = NodeScope(str(execution.run_id), str(execution.msg.get("bp", "")), str(execution.node_id),
+        scope = NodeScope(str(execution.run_id), str(execution.msg.blueprint_id), str(execution.node_id),
                           int(execution.iteration))
         handled = _handled.get()
         if handled is not None:
@@ -117,11 +119,9 @@ def install_on_celery_logging() -> None:
     after_setup_task_logger.connect(_on_logger_setup, weak=False, dispatch_uid="flowcraft-node-task-log")
 
 
-def task_summary(members: Sequence[Mapping[str, Any] | None], handled: list[NodeScope]) -> dict[str, Any]:
+def task_summary(members: Sequence[NodeMessage], handled: list[NodeScope]) -> dict[str, Any]:
     """A node task's small Celery result: its run and the nodes it handled (inlined ones too)."""
-    first = members[0] or {} if members else {}
-    run_id = str(first.get("run", ""))
-    nodes = [s.token for s in handled if s.run_id == run_id] or [
-        f"{m.get('node')}@{int(m.get('it', 0))}" for m in members if m]
-    return {"run": run_id, "blueprint": first.get("bp"), "nodes": nodes,
+    run_id = members[0].run_id
+    nodes = [s.token for s in handled if s.run_id == run_id] or [m.token for m in members]
+    return {"run": run_id, "blueprint": members[0].blueprint_id, "nodes": nodes,
             "show": f"flowcraft-celery show {run_id}"}

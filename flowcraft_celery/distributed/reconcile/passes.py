@@ -23,12 +23,13 @@ from dataclasses import asdict, dataclass
 
 from celery import Celery
 
+from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.reconcile.in_flight import WorkerHands
 from flowcraft_celery.distributed.reconcile.queue_evidence import QueueFronts
 from flowcraft_celery.distributed.runs.ending import notify_parent
 from flowcraft_celery.distributed.runs.graphs import run_graph
-from flowcraft_celery.distributed.runs.publishing import Payload, publish
+from flowcraft_celery.distributed.runs.publishing import publish
 from flowcraft_celery.distributed.runs.recovery import complete_run, ensure_state
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import FINAL_STATES
@@ -89,39 +90,39 @@ def _reconcile_run(app: Celery, rt: Runtime, run_id: str, blueprint_id: str, thr
         return
     if rt.ledger.generation(run_id) is None and ensure_state(app, rt, run_id) != "live":
         return  # final, unknown, or being rebuilt by a worker right now
-    pending = rt.ledger.pending(run_id)
+    pending = {name: NodeMessage.from_wire(entry) for name, entry in rt.ledger.pending(run_id).items()}
     if not pending:
         report.completed += int(complete_run(app, rt, run_id))
         return
     awaiting = set(rt.ledger.awaiting(run_id))
-    graph = run_graph(rt, blueprint, run_id, any(p.get("dyn") for p in pending.values()))
+    graph = run_graph(rt, blueprint, run_id, any(p.dynamic for p in pending.values()))
     for node_token, message in pending.items():
         if node_token in awaiting:
             continue
-        if message.get("childRun"):
-            report.republished += int(_child_ended_unnoticed(app, rt, str(message["childRun"])))
+        if message.child_run:
+            report.republished += int(_child_ended_unnoticed(app, rt, message.child_run))
             continue
         reason = _still_on_its_way(app, rt, graph, run_id, node_token, message, threshold, now, evidence)
         if reason is not None:
             setattr(report, reason, getattr(report, reason) + 1)
             continue
-        publish(app, graph, message)
-        rt.ledger.refresh_pending(run_id, node_token, message)
+        sent = publish(app, graph, message)
+        rt.ledger.refresh_pending(run_id, node_token, sent.to_wire())
         report.republished += 1
     rt.statuses.touch(run_id)
     report.reconciled += 1
 
 
-def _still_on_its_way(app: Celery, rt: Runtime, graph: Graph, run_id: str, node_token: str, message: Payload,
+def _still_on_its_way(app: Celery, rt: Runtime, graph: Graph, run_id: str, node_token: str, message: NodeMessage,
                       threshold: float, now: float, evidence: tuple[QueueFronts, WorkerHands]) -> str | None:
     """Why a pending message is not lost (`delayed`, `running`, `queued`), or None if it is."""
-    sent = float(message.get("sent") or 0)
-    due = float(message.get("due") or message.get("wakeAt") or 0)
+    sent = message.sent or 0.0
+    due = message.due or message.wake_at or 0.0
     if now - max(sent, due) < threshold:
         return "delayed"
     if rt.coordination.holder(f"exec:{run_id}:{node_token}") is not None:
         return "running"
-    node = graph.nodes.get(str(message.get("node")))
+    node = graph.nodes.get(message.node_id)
     queue = (node.config.queue if node is not None else None) or str(app.conf.task_default_queue)
     fronts, hands = evidence
     if sent and fronts.still_queued(queue, sent):

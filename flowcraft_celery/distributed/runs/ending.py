@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from celery import Celery
 
+from flowcraft_celery.distributed.core.message import node_message
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.graphs import run_graph
-from flowcraft_celery.distributed.runs.publishing import payload, publish
+from flowcraft_celery.distributed.runs.publishing import publish
 from flowcraft_celery.distributed.runs.retention import expire_finished_run
 
 logger = logging.getLogger("flowcraft.runs")
@@ -72,5 +73,5 @@ def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:
     node_id = str(doc.get("parentNodeId"))
     iteration = int(doc.get("parentIteration", 0) or 0)
     child = {"runId": run_id, "status": doc.get("status")}
-    message = payload(parent_run, blueprint, node_id, iteration, None, dynamic=True, child=child)
+    message = node_message(parent_run, blueprint, node_id, iteration, None, dynamic=True, child=child)
     publish(app, run_graph(rt, blueprint, parent_run, True), message)

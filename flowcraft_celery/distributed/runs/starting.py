@@ -11,9 +11,10 @@ from typing import Any
 
 from celery import Celery
 
+from flowcraft_celery.distributed.core.message import node_message
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.errors import RunError, StartError
-from flowcraft_celery.distributed.runs.publishing import payload, publish_within
+from flowcraft_celery.distributed.runs.publishing import publish_within
 from flowcraft_celery.model.graph import Graph, start_nodes
 from flowcraft_celery.model.ids import check_id
 from flowcraft_celery.model.json_values import check_json
@@ -59,26 +60,25 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
     if parent:
         doc.update(parent)  # type: ignore[typeddict-item]
     graph = Graph(blueprint)
-    messages = {token(n, 0): payload(run_id, blueprint, n, 0, start_input) for n in start_nodes(graph)}
-    for message in messages.values():
-        message["sent"] = now
+    messages = {token(n, 0): node_message(run_id, blueprint, n, 0, start_input).sent_at(now)
+                for n in start_nodes(graph)}
     written: list[str] = []
     try:
         written.append("context")
         rt.contexts.create_run(run_id, dict(context or {}))
         written.append("ledger")
-        rt.ledger.begin(run_id, 1, messages)
+        rt.ledger.begin(run_id, 1, {name: message.to_wire() for name, message in messages.items()})
         written.append("status")
         rt.statuses.create(doc)
         timeout = float(app.conf.get("flowcraft_start_timeout") or START_TIMEOUT)
-        queued = {name: dict(message) for name, message in messages.items()}  # as the ledger holds them
-        publish_within(app, graph, list(messages.values()), timeout)
+        sent = publish_within(app, graph, list(messages.values()), timeout)
     except Exception as exc:
         _take_back(rt, run_id, written)
         raise StartError(f"run {run_id} not started: {exc}".splitlines()[0]) from exc
     with contextlib.suppress(Exception):  # best effort: the earlier stamp only makes reconcile re-send sooner
         # their `sent` is now after the queue took them; an entry a start node already moved on from stays
-        rt.ledger.settle(run_id, "", {name: (queued[name], message) for name, message in messages.items()})
+        rt.ledger.settle(run_id, "", {message.token: (messages[message.token].to_wire(), message.to_wire())
+                                      for message in sent})
     return run_id
 
 
