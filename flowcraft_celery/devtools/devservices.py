@@ -26,6 +26,7 @@ from pathlib import Path
 import click
 
 from flowcraft_celery.devtools import background
+from flowcraft_celery.errors import FlowcraftError
 
 HOST = "127.0.0.1"
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -46,7 +47,7 @@ PORT_VARS: dict[str, tuple[str, int]] = {
 }
 
 
-class ServiceError(RuntimeError):
+class ServiceError(FlowcraftError, RuntimeError):
     """A dev service could not be made to answer; the message names it and its log."""
 
 

@@ -31,7 +31,7 @@ from celery.signals import (
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.core.logcontext import install_on_celery_logging
 from flowcraft_celery.distributed.core.preflight import check_settings, report_unreachable_redis
-from flowcraft_celery.distributed.core.problems import SettingError, explain
+from flowcraft_celery.distributed.core.problems import explain
 from flowcraft_celery.distributed.core.published import (
     import_node_modules,
     load_worker_code,
@@ -40,7 +40,6 @@ from flowcraft_celery.distributed.core.published import (
 )
 from flowcraft_celery.distributed.core.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.core.secrets import censor_inspect_replies, protect_settings
-from flowcraft_celery.distributed.core.settings import deployment_name, key_prefix, redis_url
 from flowcraft_celery.distributed.node.task import register_node_tasks
 from flowcraft_celery.distributed.ops.throttle_metrics import start_reporter
 from flowcraft_celery.distributed.reconcile.passes import reconcile
@@ -49,6 +48,7 @@ from flowcraft_celery.distributed.runs.delayed import install_delayed_index
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
+from flowcraft_celery.settings import SettingError, Settings
 from flowcraft_celery.stores.catalog import RedisCatalogStore
 from transports.azurequeue.redisauth import redis_from_url
 
@@ -115,14 +115,15 @@ def _publish_catalog(sender: Any = None, **_: Any) -> None:
     if app is None or code is None:
         return
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
-    client = redis_from_url(redis_url(app.conf))
+    settings = Settings.from_conf(app.conf)
+    client = redis_from_url(settings.redis_url)
     try:
-        publish_catalog(RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)),
+        publish_catalog(RedisCatalogStore(client, settings.key_prefix, settings.deployment),
                         str(sender.hostname), code, queues)
         _published[str(sender.hostname)] = app
         logger.info("flowcraft: published %d blueprint(s) (%s) and %d node implementation(s) for deployment %r",
                     len(code.blueprints), ", ".join(sorted(code.blueprints)) or "none", len(code.nodes),
-                    deployment_name(app.conf))
+                    settings.deployment)
     except Exception as exc:
         logger.error("flowcraft: could not publish the catalog: %s", explain(exc, app.conf, os.environ) or exc)
     finally:
@@ -135,9 +136,10 @@ def _withdraw(sender: Any = None, **_: Any) -> None:
     app = _published.pop(str(sender), None)
     if app is None:
         return
-    client = redis_from_url(redis_url(app.conf))
+    settings = Settings.from_conf(app.conf)
+    client = redis_from_url(settings.redis_url)
     try:
-        RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)).forget_worker(str(sender))
+        RedisCatalogStore(client, settings.key_prefix, settings.deployment).forget_worker(str(sender))
     except Exception as exc:
         logger.warning("flowcraft: could not withdraw from the catalog: %s", exc)
     finally:

@@ -17,11 +17,12 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import Retry
 
+from flowcraft_celery.errors import FlowcraftError
 from transports.azurequeue import wire
 from transports.azurequeue.blobs import LargeBodyStore
 
 
-class UnprocessableMessage(ValueError):
+class UnprocessableMessage(FlowcraftError, ValueError):
     """The message is not a task message this app can run; says why."""
 
 

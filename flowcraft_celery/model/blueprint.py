@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowcraft_celery.errors import FlowcraftError
 
-class BlueprintFormatError(ValueError):
+
+class BlueprintFormatError(FlowcraftError, ValueError):
     """The document is not a blueprint: not JSON, or a field is missing or of the wrong type."""
 
     code = "MALFORMED_BLUEPRINT"

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import unicodedata
 
+from flowcraft_celery.errors import FlowcraftError
+
 #: Longest id Cosmos DB accepts.
 MAX_ID_LENGTH = 255
 #: Characters Cosmos DB refuses in an item id.
 COSMOS_FORBIDDEN = frozenset("/\\?#")
 
 
-class InvalidIdError(ValueError):
+class InvalidIdError(FlowcraftError, ValueError):
     """An id breaks a store's rules; the message names the kind of id and the rule."""
 
     code = "INVALID_ID"

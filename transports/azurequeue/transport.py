@@ -23,6 +23,7 @@ from .auth import Clients, build_clients, masked_url
 from .blobs import LargeBodyStore
 from .bundles import DoneParts
 from .channel import Channel as AzureQueueChannel
+from .errors import AzureQueueError
 from .inbox import Inbox
 from .leases import LeaseKeeper
 from .options import Options
@@ -49,7 +50,7 @@ LOOP_TICK = 1.0
 CONNECT_TIMEOUT = 5.0
 
 
-class BrokerUnreachable(ConnectionError):
+class BrokerUnreachable(AzureQueueError, ConnectionError):
     """The storage account (or the Redis of `redis_url`) did not answer when connecting."""
 
 

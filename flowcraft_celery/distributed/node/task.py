@@ -281,7 +281,7 @@ class NodeExecution:
                 self._succeed(_result_of(recorded), _decision_of(recorded), recorded=True)
                 return
             crashes = self.rt.ledger.begin_attempt(self.run_id, self.token) - 1
-            if crashes >= self.rt.max_node_crashes:
+            if crashes >= self.rt.settings.max_node_crashes:
                 self._crash_loop(crashes)
                 return
             try:
@@ -295,8 +295,8 @@ class NodeExecution:
 
     def _crash_loop(self, crashes: int) -> None:
         """The node killed its worker process too often: fail the run and dead-letter the message."""
-        reason = (f"node {self.node_id!r} crashed its worker process {crashes} times "
-                  f"(limit {self.rt.max_node_crashes}, FLOWCRAFT_MAX_NODE_CRASHES); its message was dead-lettered")
+        reason = (f"node {self.node_id!r} crashed its worker process {crashes} times (limit "
+                  f"{self.rt.settings.max_node_crashes}, FLOWCRAFT_MAX_NODE_CRASHES); its message was dead-lettered")
         self._fail({"nodeId": self.node_id, "type": "NodeCrashed", "message": reason, "crashes": crashes})
         dead_letter(self.app, self.task, self.msg, reason)
 
@@ -455,7 +455,7 @@ class NodeExecution:
     def _groups(self, messages: list[NodeMessage]) -> list[list[NodeMessage]]:
         """Successor messages packed for sending: up to `fanout_group` ordinary untimed nodes of
         one implementation and queue share a task message; the rest go one by one."""
-        size = max(1, self.rt.fanout_group)
+        size = max(1, self.rt.settings.fanout_group)
         packs: dict[tuple[str, str | None], list[NodeMessage]] = {}
         groups: list[list[NodeMessage]] = []
         for message in messages:
@@ -480,7 +480,7 @@ class NodeExecution:
         is picked up again.
         """
         current = self.graph.nodes[self.node_id]
-        if self.depth >= self.rt.inline_depth or current.config.timeout is not None:
+        if self.depth >= self.rt.settings.inline_depth or current.config.timeout is not None:
             return None  # a timed node's task has a soft time limit that must not cover other nodes
         queue = current.config.queue
         for message in messages:
@@ -585,9 +585,9 @@ class NodeExecution:
         attempt = self.msg.attempt
         child_id = child_run_id(self.run_id, self.node_id, self.iteration, attempt)
         depth = int((self.rt.statuses.get(self.run_id) or {}).get("depth") or 0) + 1
-        if depth > self.rt.subflow_depth:
+        if depth > self.rt.settings.subflow_depth:
             self._fail({"nodeId": self.node_id, "type": "SubflowDepthError", "message": subflow_depth_message(
-                self.node_id, str(params.get("blueprintId")), self.rt.subflow_depth)})
+                self.node_id, str(params.get("blueprintId")), self.rt.settings.subflow_depth)})
             return
         initial, to_starts = subflow_initial_context(params, node_input, self._lookup)
         self.rt.ledger.update_pending(self.run_id, self.token, self.msg.but(child_run=child_id).to_wire())

@@ -18,10 +18,11 @@ from typing import Any
 from celery import Celery
 
 from flowcraft_celery.distributed.runs.delayed import index_for
+from flowcraft_celery.errors import FlowcraftError
 from transports.azurequeue.inspect import QueueAdmin, QueueInfo
 
 
-class NotAzureQueueBroker(RuntimeError):
+class NotAzureQueueBroker(FlowcraftError, RuntimeError):
     """The app's broker is not `azurequeue://`, so there are no Azure queues to look at."""
 
 

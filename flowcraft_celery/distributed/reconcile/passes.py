@@ -60,7 +60,7 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None) -> R
     report = ReconcileReport()
     now = time.time()
     owner = uuid.uuid4().hex
-    threshold = rt.stall_seconds if stall_seconds is None else stall_seconds
+    threshold = rt.settings.stall_seconds if stall_seconds is None else stall_seconds
     fronts = QueueFronts(app)
     hands = WorkerHands(app)
     for doc in list(rt.statuses.find_stalled(threshold, now)):

@@ -40,12 +40,12 @@ def expire_finished_run(rt: Runtime, run_id: str) -> None:
     Best effort: the final state is already recorded, so a store error here is logged, not raised
     (`flowcraft-celery purge` removes such a run later).
     """
-    if rt.retention_seconds <= 0:
+    if rt.settings.retention_seconds <= 0:
         return
     try:
         doc = rt.statuses.get(run_id)
         scopes = run_scopes(rt, run_id, doc.get("blueprintId") if doc else None)
-        rt.records.expire(run_id, math.ceil(rt.retention_seconds), scopes)
+        rt.records.expire(run_id, math.ceil(rt.settings.retention_seconds), scopes)
     except Exception:
         logger.warning("run %s ended but its records got no expiry; `flowcraft-celery purge` removes them",
                        run_id, exc_info=True)

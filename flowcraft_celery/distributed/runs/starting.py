@@ -19,6 +19,7 @@ from flowcraft_celery.model.graph import Graph, start_nodes
 from flowcraft_celery.model.ids import check_id
 from flowcraft_celery.model.json_values import check_json
 from flowcraft_celery.model.validation import validate_or_raise
+from flowcraft_celery.settings import Settings
 from flowcraft_celery.stores.base import RunStatusDoc
 from flowcraft_celery.stores.ledger import token
 
@@ -26,8 +27,6 @@ logger = logging.getLogger("flowcraft.runs")
 
 
 
-#: Seconds `start` waits for the broker to take the start messages (`flowcraft_start_timeout`).
-START_TIMEOUT = 20.0
 
 
 def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str, Any] | None = None,
@@ -70,7 +69,7 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
         rt.ledger.begin(run_id, 1, {name: message.to_wire() for name, message in messages.items()})
         written.append("status")
         rt.statuses.create(doc)
-        timeout = float(app.conf.get("flowcraft_start_timeout") or START_TIMEOUT)
+        timeout = Settings.from_conf(app.conf).start_timeout
         sent = publish_within(app, graph, list(messages.values()), timeout)
     except Exception as exc:
         _take_back(rt, run_id, written)

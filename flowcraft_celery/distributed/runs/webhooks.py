@@ -22,13 +22,14 @@ from flowcraft_celery.engine.builtins import (
     webhook_url,
 )
 from flowcraft_celery.engine.semantics import check_resume_action
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.model.json_values import check_json
 from flowcraft_celery.stores.ledger import token
 
 logger = logging.getLogger("flowcraft.webhooks")
 
 
-class WebhookRefused(Exception):
+class WebhookRefused(FlowcraftError):
     """A POST that resumes nothing; `status` is the HTTP status to answer with."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -41,7 +42,7 @@ def register_webhook(rt: Runtime, msg: NodeMessage) -> str:
     run_id, node_id, iteration, node_token = msg.run_id, msg.node_id, msg.iteration, msg.token
     entry = rt.ledger.pending(run_id).get(node_token)
     known = NodeMessage.from_wire(entry).webhook if entry is not None else None
-    url = known or webhook_url(rt.webhook_base_url, run_id, node_id, iteration, new_webhook_secret())
+    url = known or webhook_url(rt.settings.webhook_base_url, run_id, node_id, iteration, new_webhook_secret())
     rt.ledger.update_pending(run_id, node_token, msg.but(webhook=url).to_wire())
     rt.contexts.set(run_id, webhook_key(node_id), url)
     return url
