@@ -210,7 +210,6 @@ def node_message(run_id: str, blueprint: Blueprint, node_id: str, iteration: int
                        iteration=iteration, value=value, dynamic=dynamic, **changes)
 
 
-
 def task_messages(args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[NodeMessage]:
     """The node messages of a node task's arguments: `msg=` one payload, or `msgs=` a non-empty
     list of them (a packed group). MessageError says why the arguments are not that."""

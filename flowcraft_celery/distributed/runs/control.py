@@ -24,7 +24,6 @@ from flowcraft_celery.stores.ledger import token
 logger = logging.getLogger("flowcraft.runs")
 
 
-
 def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output: Any,
                node_id: str | None = None) -> str:
     """Continue an awaiting run: the waiting node's result becomes `output` and `action`.

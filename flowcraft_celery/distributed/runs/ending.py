@@ -17,7 +17,6 @@ from flowcraft_celery.distributed.runs.retention import expire_finished_run
 logger = logging.getLogger("flowcraft.runs")
 
 
-
 #: Largest final context (JSON bytes) copied into the status document; a bigger one stays in
 #: the context store only (`Client.result` reads it there), so the status item stays far below
 #: Cosmos's 2 MiB item limit.

@@ -26,9 +26,6 @@ from flowcraft_celery.stores.ledger import token
 logger = logging.getLogger("flowcraft.runs")
 
 
-
-
-
 def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str, Any] | None = None,
               run_id: str | None = None, start_input: Any = None,
               parent: Mapping[str, Any] | None = None) -> str:
