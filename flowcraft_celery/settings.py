@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flowcraft_celery.engine.builtins import DEFAULT_SUBFLOW_DEPTH, DEFAULT_WEBHOOK_BASE_URL
 from flowcraft_celery.errors import FlowcraftError
+from transports.azurequeue.naming import QUEUE_NAME_RULE, prefix_problem, queue_problem
 
 #: Where Redis is when REDIS_URL is not set (the dev services' Redis).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -223,7 +225,23 @@ class Settings:
             except ValueError as exc:
                 raise SettingError(spec.env, f"{text!r} is not {exc}",
                                    f"unset it for the default ({_shown(spec.default)})") from None
-        return cls(**values)
+        settings = cls(**values)
+        for attribute, name, problem, example in settings.queue_name_problems():
+            raise SettingError(SPECS[attribute].env, f"{name!r} {problem}", f"e.g. {example!r}")
+        return settings
+
+    def queue_name_problems(self) -> Iterator[tuple[str, str, str, str]]:
+        """(attribute, name, problem, example) of each queue setting Azure would not keep as it is:
+        deployments name their queues from the environment within Azure's rule (a name set in a
+        configuration of its own is mapped by the transport, `transports.azurequeue.naming`)."""
+        problem = prefix_problem(self.queue_prefix)
+        if problem is not None:
+            yield ("queue_prefix", self.queue_prefix,
+                   f"{problem}: {QUEUE_NAME_RULE} (a prefix may end with one hyphen)", f"{_valid(self.queue_prefix)}-")
+        for attribute, name in (("default_queue", self.default_queue), ("reconcile_queue", self.reconcile_queue_name)):
+            problem = queue_problem(name, self.queue_prefix)
+            if problem is not None:
+                yield attribute, name, f"{problem}: {QUEUE_NAME_RULE}", _valid(name)
 
     @property
     def reconcile_queue_name(self) -> str:
@@ -244,6 +262,11 @@ class Settings:
     def retention_seconds(self) -> float:
         """Seconds a finished run's records are kept (0: for ever)."""
         return self.retention_days * 86400
+
+
+def _valid(name: str) -> str:
+    """A name like `name` within Azure's queue naming rule, for error messages."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "flowcraft"
 
 
 def _shown(default: Any) -> str:

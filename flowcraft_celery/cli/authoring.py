@@ -18,7 +18,7 @@ from flowcraft_celery.cli.errors import EXIT_FAILED, EXIT_USAGE, CommandError
 from flowcraft_celery.cli.options import blueprint_sources, blueprints_option, context_option, registry_option
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.catalog import Catalog, CatalogError, is_object_reference, load_object, read_blueprint_file
-from flowcraft_celery.model.ids import printable
+from flowcraft_celery.model.printable import printable
 
 
 def _importable_cwd() -> None:

@@ -16,9 +16,10 @@ from typing import Any
 import click
 
 from flowcraft_celery.errors import FlowcraftError
+from flowcraft_celery.model.printable import printable
 
 EXIT_OK = 0
-#: What was checked failed: the blueprint has errors, the run failed, the run or blueprint is unknown.
+#: What was checked failed: the blueprint has errors, the run failed, the run, blueprint or queue is unknown.
 EXIT_FAILED = 1
 #: Bad command line: unknown option, malformed --context, a blueprint that cannot run (click's own code).
 EXIT_USAGE = 2
@@ -31,19 +32,22 @@ EXIT_TIMEOUT = 5
 #: A bug: an unexpected exception (the message says to rerun with --debug).
 EXIT_INTERNAL = 70
 
+#: Longest error message printed (a value it names is cut well before).
+MESSAGE_LIMIT = 2000
+
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} success; {EXIT_FAILED} what was checked failed (blueprint errors, failed run, "
-    f"unknown run); {EXIT_USAGE} bad command line or a blueprint that cannot run; {EXIT_CONFIG} a setting is "
-    f"missing or wrong; {EXIT_UNREACHABLE} a service cannot be reached; {EXIT_TIMEOUT} --wait timed out; "
+    f"unknown run or queue); {EXIT_USAGE} bad command line or a blueprint that cannot run; {EXIT_CONFIG} a "
+    f"setting is missing or wrong; {EXIT_UNREACHABLE} a service cannot be reached; {EXIT_TIMEOUT} --wait timed out; "
     f"{EXIT_INTERNAL} unexpected error (rerun with --debug for the traceback)."
 )
 
 
 class CommandError(FlowcraftError, click.ClickException):
-    """A failure shown as `Error: <message>` with its exit code."""
+    """A failure shown as `Error: <message>` (made one printable line) with its exit code."""
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
+        super().__init__(one_line(message))
         self.code = exit_code
 
     @property
@@ -54,6 +58,12 @@ class CommandError(FlowcraftError, click.ClickException):
     @exit_code.setter
     def exit_code(self, value: int) -> None:
         self.code = value
+
+
+def one_line(message: str) -> str:
+    """An error message as one printable line: its own lines joined, control characters escaped
+    and long values cut (`printable`)."""
+    return printable(" ".join(part.strip() for part in message.splitlines() if part.strip()), MESSAGE_LIMIT)
 
 
 def _debugging() -> bool:
@@ -101,7 +111,7 @@ def as_command_error(exc: Exception) -> CommandError:
         return CommandError(str(exc), EXIT_CONFIG)
     if isinstance(exc, RecursionError):
         return CommandError("input nested too deeply (RecursionError)", EXIT_USAGE)
-    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    first = printable(str(exc).splitlines()[0], 300) if str(exc) else ""
     if isinstance(exc, (FlowcraftError, AzureQueueError)) and first:
         return CommandError(first, EXIT_UNREACHABLE if isinstance(exc, InfrastructureError) else EXIT_FAILED)
     return CommandError(f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
@@ -120,7 +130,17 @@ class CommandGroup(click.Group):
         """Run the command; translate what escapes it unless debugging."""
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
+        except click.exceptions.NoArgsIsHelpError:  # a group without its subcommand: its help
+            raise
+        except click.UsageError as exc:  # without click's usage lines: one line, saying where help is
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            raise CommandError(exc.format_message() + where, exc.exit_code) from exc
+        except CommandError:
+            raise
+        except click.ClickException as exc:
+            setattr(exc, "message", one_line(exc.message))  # noqa: B010 (click types it Final; a plain attribute)
+            raise
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
             if _debugging():

@@ -9,17 +9,32 @@ from typing import Any
 import click
 
 
+def _json_text(value: str, param: click.Parameter) -> tuple[str, str]:
+    """The JSON text of an option value and how to name it: the value itself, or with `@PATH` the
+    file's content (BadParameter naming the file when it cannot be read)."""
+    if not value.startswith("@"):
+        return value, "not valid JSON"
+    path = value[1:]
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read(), f"file {path!r} is not valid JSON"
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise click.BadParameter(f"cannot read file {path!r}: {reason}", param=param) from None
+
+
 def parse_json(_: click.Context, param: click.Parameter, value: str | None) -> Any:
-    """Parse a JSON option value, naming the option on error."""
+    """Parse a JSON option value (or `@PATH`: the JSON in that file), naming the option on error."""
     if value is None:
         return None
     from flowcraft_celery.model.json_values import NotJsonError, check_json
 
+    text, not_json = _json_text(value, param)
     try:
-        parsed = json.loads(value)
+        parsed = json.loads(text)
         check_json(parsed, "the value")
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param=param) from exc
+        raise click.BadParameter(f"{not_json}: {exc}", param=param) from exc
     except RecursionError:
         raise click.BadParameter("JSON nested too deeply", param=param) from None
     except NotJsonError as exc:
@@ -37,8 +52,8 @@ def parse_context(ctx: click.Context, param: click.Parameter, value: str | None)
     return parsed
 
 
-context_option = click.option("--context", "context", callback=parse_context, default=None, metavar="JSON",
-                              help="Initial context as a JSON object.")
+context_option = click.option("--context", "context", callback=parse_context, default=None, metavar="JSON|@FILE",
+                              help="Initial context as a JSON object, or @FILE to read it from a file.")
 json_output_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of text.")
 
 

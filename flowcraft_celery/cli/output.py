@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flowcraft_celery.cli.tables import seconds
-from flowcraft_celery.model.ids import printable
+from flowcraft_celery.model.ids import printable_id
+from flowcraft_celery.model.printable import printable
 from flowcraft_celery.stores.base import FINAL_STATES
 
 
@@ -33,28 +34,32 @@ def awaiting_text(tokens: Sequence[str], label: Callable[[str], str] | None = No
     parts = []
     for token in tokens:
         node, _, iteration = (label(token) if label is not None else token).rpartition("@")
-        parts.append(f"{node} (iteration {iteration})" if node else token)
+        parts.append(f"{printable_id(node)} (iteration {printable(iteration)})" if node else printable_id(token))
     return ", ".join(parts)
 
 
 def status_lines(doc: Mapping[str, Any], label: Callable[[str], str] | None = None) -> list[str]:
     """A run's status document as labelled lines (`label`: see `awaiting_text`)."""
     version = doc.get("blueprintVersion")
+    status = printable(doc.get("status"))
     shown_version = f" (version {printable(str(version))})" if version else ""
     rows: list[tuple[str, str]] = [
-        ("run", printable(str(doc.get("runId")))),
-        ("blueprint", printable(str(doc.get("blueprintId"))) + shown_version),
-        ("status", str(doc.get("status"))),
+        ("run", printable_id(doc.get("runId"))),
+        ("blueprint", printable_id(doc.get("blueprintId")) + shown_version),
+        ("status", status),
         ("started", local_time(doc.get("createdAt"))),
         ("updated", local_time(doc.get("lastUpdated"))),
         ("took" if doc.get("status") in FINAL_STATES else "running for", run_duration(doc)),
     ]
-    if doc.get("awaiting"):
+    if doc.get("awaiting") and doc.get("status") not in FINAL_STATES:
         rows.append(("awaiting", awaiting_text(doc["awaiting"], label) + "  (continue with `flowcraft-celery resume`)"))
+    elif doc.get("awaiting"):
+        rows.append(("awaited", awaiting_text(doc["awaiting"], label) + f"  (never resumed: the run {status})"))
     if doc.get("wakeAt") and doc.get("status") not in FINAL_STATES:
         rows.append(("wakes at", local_time(doc.get("wakeAt"))))
     if doc.get("parentRunId"):
-        rows.append(("parent", f"{doc.get('parentRunId')} (node {doc.get('parentNodeId')})"))
+        parent, node = printable_id(doc.get("parentRunId")), printable_id(doc.get("parentNodeId"))
+        rows.append(("parent", f"{parent} (node {node})"))
     for error in doc.get("errors") or []:
         where = error.get("nodeId") if isinstance(error, Mapping) else None
         message = error.get("message") if isinstance(error, Mapping) else error

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import click
 
+from flowcraft_celery.cli.options import json_output_option
 from flowcraft_celery.model.durations import parse_duration
 
 
@@ -32,7 +34,8 @@ def _age(seconds: float) -> str:
               help="Remove runs that ended more than DURATION ago: 30m, 12h, 7d "
                    "(default: FLOWCRAFT_RETENTION_DAYS).")
 @click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
-def purge_command(older_than: float | None, dry_run: bool) -> None:
+@json_output_option
+def purge_command(older_than: float | None, dry_run: bool, as_json: bool) -> None:
     """Remove completed, failed and cancelled runs older than DURATION from every store.
 
     Deletes each run's status item, context and output items (Cosmos DB) and ledger, join and
@@ -40,6 +43,9 @@ def purge_command(older_than: float | None, dry_run: bool) -> None:
     this on the emulator (which has no TTL), for runs a crash left without expiry, or to clean up
     sooner. Running, awaiting and sleeping runs are never removed, nor are other deployments'
     runs (a deployment is FLOWCRAFT_QUEUE_PREFIX + FLOWCRAFT_DEFAULT_QUEUE).
+
+    --json prints {"dryRun", "cutoff" (epoch seconds), "olderThanSeconds", "runs" by status,
+    "removed": {"statusItems", "contextItems", "redisKeys"}} (what would be removed, in a dry run).
     """
     from flowcraft_celery.distributed.client import Client
     from flowcraft_celery.distributed.runs.retention import purge
@@ -50,6 +56,13 @@ def purge_command(older_than: float | None, dry_run: bool) -> None:
             raise click.UsageError("FLOWCRAFT_RETENTION_DAYS is 0 (runs are kept for ever): give --older-than")
         older_than = rt.settings.retention_seconds
     report = purge(rt, older_than, dry_run=dry_run)
+    if as_json:
+        removed = report.removed
+        click.echo(json.dumps({"dryRun": dry_run, "cutoff": report.cutoff, "olderThanSeconds": older_than,
+                               "runs": dict(sorted(report.runs.items())),
+                               "removed": {"statusItems": removed.status_items, "contextItems": removed.context_items,
+                                           "redisKeys": removed.redis_keys}}, indent=2))
+        return
     cutoff = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(report.cutoff))
     total = sum(report.runs.values())
     scope = f"finished run(s) last updated before {cutoff} (older than {_age(older_than)})"

@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from flowcraft_celery.cli.tables import clock, render_table, seconds
+from flowcraft_celery.model.ids import printable_id
+from flowcraft_celery.model.printable import printable
 
 
 def _app() -> Any:
@@ -30,6 +32,20 @@ def _admin(app: Any) -> Any:
         raise explained if explained.exit_code == EXIT_CONFIG else click.ClickException(str(exc)) from exc
     _refused_at_once()
     return admin
+
+
+def _known(admin: Any, queue: str) -> Any:
+    """`admin`, when QUEUE (or its dead-letter queue) exists under the deployment's prefix; else a
+    one-line error (exit 1) listing the queues that do."""
+    from flowcraft_celery.cli.errors import EXIT_FAILED, CommandError
+
+    dlq = admin.dead_letter_queue(queue)
+    source = dlq[: -len("-dlq")]
+    if admin.count(dlq) is not None or admin.count(source) is not None:
+        return admin
+    known = ", ".join(q.name for q in admin.queues(with_counts=False, kinds=("tasks",))) or "none"
+    raise CommandError(f"no queue {printable(queue)!r} in this deployment (prefix {admin.prefix!r}; its task "
+                       f"queues: {known}; see `flowcraft-celery queues`)", EXIT_FAILED)
 
 
 def _refused_at_once(timeout: float = 3.0) -> None:
@@ -86,7 +102,7 @@ def queues_command(show_delayed: bool, show_all: bool, as_json: bool) -> None:
     for line in render_table(("QUEUE", "KIND", "MESSAGES", "VISIBLE", "DELAYED", "AZURE QUEUE"), table):
         click.echo(line)
     for name, tasks in delayed.items():
-        click.echo(f"\ndelayed in {name}:")
+        click.echo(f"\ndelayed in {printable(name)}:")
         for line in render_table(("DUE", "IN", "TASK", "TASK ID"),
                                  [(clock(t.due), seconds(t.due - now), t.task, t.task_id) for t in tasks]):
             click.echo(f"  {line}")
@@ -112,30 +128,30 @@ def dlq_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the messages as JSON.")
 def dlq_show(queue: str, limit: int, as_json: bool) -> None:
     """The first dead letters of QUEUE: why each was moved, its task, and for a node task its run."""
-    admin = _admin(_app())
+    admin = _known(_admin(_app()), queue)
     letters = admin.dead_letters(queue, limit)
     total = admin.count(admin.dead_letter_queue(queue))
     if as_json:
         click.echo(json.dumps({"deadLetterQueue": admin.dead_letter_queue(queue), "messages": total,
                                "shown": [d.to_dict() for d in letters]}, indent=2, default=str))
         return
-    click.echo(f"{admin.dead_letter_queue(queue)}: {total or 0} message(s), showing {len(letters)}")
+    click.echo(f"{printable(admin.dead_letter_queue(queue))}: {total or 0} message(s), showing {len(letters)}")
     for letter in letters:
-        click.echo(f"\n{letter.message_id}  dead-lettered {clock(letter.inserted_on)}  from {letter.queue}  "
-                   f"after {letter.deliveries or '?'} deliveries")
-        click.echo(f"  reason: {letter.reason}")
+        click.echo(f"\n{printable(letter.message_id)}  dead-lettered {clock(letter.inserted_on)}  "
+                   f"from {printable(letter.queue)}  after {printable(letter.deliveries or '?', 20)} deliveries")
+        click.echo(f"  reason: {printable(letter.reason, 500)}")
         if letter.task:
-            click.echo(f"  task:   {letter.task}[{letter.task_id}]")
+            click.echo(f"  task:   {printable(letter.task)}[{printable(letter.task_id)}]")
         node = _node_of(letter.kwargs)
         if node:
             click.echo(f"  node:   {node}")
         if letter.stored_body:
-            click.echo(f"  body:   stored out of line in blob {letter.stored_body}")
+            click.echo(f"  body:   stored out of line in blob {printable(letter.stored_body)}")
         elif letter.raw is not None:
-            click.echo(f"  body:   {letter.raw[:200]!r}")
+            click.echo(f"  body:   {printable(repr(letter.raw[:200]), 300)}")
         elif letter.kwargs or letter.args:
-            click.echo(f"  args:   {json.dumps(letter.args, default=str)[:300]}  "
-                       f"kwargs: {json.dumps(letter.kwargs, default=str)[:300]}")
+            click.echo(f"  args:   {printable(json.dumps(letter.args, default=str), 300)}  "
+                       f"kwargs: {printable(json.dumps(letter.kwargs, default=str), 300)}")
 
 
 def _node_of(kwargs: Any) -> str | None:
@@ -146,18 +162,23 @@ def _node_of(kwargs: Any) -> str | None:
     if not isinstance(members, list):
         return None
     payloads = [m for m in members if isinstance(m, dict) and m.get("run") and m.get("node")]
-    nodes = [f"{m['node']}@{m.get('it', 0)}" for m in payloads]
-    runs = {str(m["run"]) for m in payloads}
+    nodes = [f"{printable_id(m['node'])}@{printable(m.get('it', 0), 20)}" for m in payloads]
+    runs = {printable_id(m["run"]) for m in payloads}
     return f"run {', '.join(sorted(runs))} node {', '.join(nodes)}" if nodes else None
 
 
 @dlq_group.command("requeue")
 @click.argument("queue")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Re-drive at most this many messages.")
-def dlq_requeue(queue: str, limit: int | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print {"deadLetterQueue", "requeued", "skipped"} as JSON.')
+def dlq_requeue(queue: str, limit: int | None, as_json: bool) -> None:
     """Send the dead letters of QUEUE back to the queue they came from, to be run again."""
-    admin = _admin(_app())
+    admin = _known(_admin(_app()), queue)
     moved, skipped = admin.requeue(queue, limit)
+    if as_json:
+        click.echo(json.dumps({"deadLetterQueue": admin.dead_letter_queue(queue), "requeued": moved,
+                               "skipped": skipped}, indent=2))
+        return
     click.echo(f"re-drove {moved} message(s) from {admin.dead_letter_queue(queue)}"
                + (f"; left {skipped} that are not task messages" if skipped else ""))
 
@@ -165,10 +186,15 @@ def dlq_requeue(queue: str, limit: int | None) -> None:
 @dlq_group.command("purge")
 @click.argument("queue")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def dlq_purge(queue: str, yes: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print {"deadLetterQueue", "deleted"} as JSON.')
+def dlq_purge(queue: str, yes: bool, as_json: bool) -> None:
     """Delete every dead letter of QUEUE (and bodies stored out of line)."""
-    admin = _admin(_app())
+    admin = _known(_admin(_app()), queue)
     dlq = admin.dead_letter_queue(queue)
     if not yes:
         click.confirm(f"Delete all {admin.count(dlq) or 0} message(s) of {dlq}?", abort=True)
-    click.echo(f"deleted {admin.purge(queue)} message(s) from {dlq}")
+    deleted = admin.purge(queue)
+    if as_json:
+        click.echo(json.dumps({"deadLetterQueue": dlq, "deleted": deleted}, indent=2))
+    else:
+        click.echo(f"deleted {deleted} message(s) from {dlq}")

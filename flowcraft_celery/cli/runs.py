@@ -12,7 +12,7 @@ from flowcraft_celery.cli.options import json_output_option, parse_json
 from flowcraft_celery.cli.output import local_time, run_duration, status_lines
 from flowcraft_celery.cli.session import client
 from flowcraft_celery.cli.tables import render_table
-from flowcraft_celery.model.ids import printable
+from flowcraft_celery.model.printable import printable
 
 
 def echo_json(value: Any) -> None:
@@ -70,14 +70,18 @@ def runs_command(status: str | None, limit: int, as_json: bool) -> None:
 @click.command("resume")
 @click.argument("run_id")
 @click.argument("action", required=False)
-@click.option("--output", "output", callback=parse_json, default=None, metavar="JSON",
-              help="The waiting node's output, as JSON.")
+@click.option("--output", "output", callback=parse_json, default=None, metavar="JSON|@FILE",
+              help="The waiting node's output, as JSON, or @FILE to read it from a file.")
 @click.option("--node", "node_id", default=None, metavar="NODE[@ITERATION]",
               help="Which waiting node (default: the first): its id, or one iteration of it as `status` and "
                    "`show` print it, e.g. ask@2.5 (passes, outer loop first), or the iteration number, e.g. "
                    "ask@2000005.")
-def resume_command(run_id: str, action: str | None, output: Any, node_id: str | None) -> None:
-    """Continue an awaiting run: the waiting node gets OUTPUT and ACTION as its result."""
+@json_output_option
+def resume_command(run_id: str, action: str | None, output: Any, node_id: str | None, as_json: bool) -> None:
+    """Continue an awaiting run: the waiting node gets OUTPUT and ACTION as its result.
+
+    --json prints {"runId", "resumed": the execution as `show` names it, "execution": node@iteration}.
+    """
     from flowcraft_celery.distributed.runs.awaiting import execution_label
     from flowcraft_celery.distributed.runs.errors import RunError
 
@@ -87,17 +91,27 @@ def resume_command(run_id: str, action: str | None, output: Any, node_id: str | 
         shown = execution_label(session.runtime, session.status(run_id), resumed)
     except RunError as exc:
         raise run_error(exc) from None
-    click.echo(f"resumed {printable(run_id)} at {printable(shown)}")
+    if as_json:
+        echo_json({"runId": run_id, "resumed": shown, "execution": resumed})
+    else:
+        click.echo(f"resumed {printable(run_id)} at {printable(shown)}")
 
 
 @click.command("cancel")
 @click.argument("run_id")
-def cancel_command(run_id: str) -> None:
-    """Cancel a run; nothing of it starts afterwards."""
+@json_output_option
+def cancel_command(run_id: str, as_json: bool) -> None:
+    """Cancel a run; nothing of it starts afterwards.
+
+    --json prints {"runId", "cancelled": false when the run had already ended}.
+    """
     from flowcraft_celery.distributed.runs.errors import RunError
 
     try:
         cancelled = client().cancel(run_id)
     except RunError as exc:
         raise run_error(exc) from None
-    click.echo(f"cancelled {printable(run_id)}" if cancelled else f"{printable(run_id)} had already ended")
+    if as_json:
+        echo_json({"runId": run_id, "cancelled": cancelled})
+    else:
+        click.echo(f"cancelled {printable(run_id)}" if cancelled else f"{printable(run_id)} had already ended")

@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from flowcraft_celery.cli.tables import clock, render_table, seconds
+from flowcraft_celery.model.ids import printable_id
+from flowcraft_celery.model.printable import printable
 
 COLUMNS = ("NODE", "IT", "STATE", "ATTEMPTS", "WORKER", "START", "END", "DURATION", "DUE", "DETAIL")
 
@@ -32,11 +34,12 @@ def view_lines(view: Any, now: float) -> list[str]:
     doc = view.doc
     created = float(doc.get("createdAt") or 0)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(view.counts().items())) or "no node started"
-    lines = [f"run {view.run_id}  blueprint {doc.get('blueprintId')}  status {view.status}",
+    lines = [f"run {printable_id(view.run_id)}  blueprint {printable_id(doc.get('blueprintId'))}  "
+             f"status {printable(view.status)}",
              f"created {clock(created)}  updated {clock(float(doc.get('lastUpdated') or created))}  "
              f"nodes: {counts}"]
     for error in doc.get("errors") or []:
-        lines.append(f"error at {error.get('nodeId')}: {error.get('message')}")
+        lines.append(f"error at {printable_id(error.get('nodeId'))}: {printable(error.get('message'), 2000)}")
     rows = []
     for row in view.rows:
         due = f"{clock(row.due)} (in {seconds(row.due - now)})" if row.due and row.due > now else \

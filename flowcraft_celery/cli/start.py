@@ -56,8 +56,10 @@ def no_worker_hint(session: Any, elapsed: float, listed: bool) -> str:
 @click.option("--all-keys", is_flag=True, help="With --wait: print the internal `_outputs.*` keys of the context too.")
 @click.option("--run-id", "run_id", default=None,
               help="Your own run id; starting the same id again starts nothing new and prints it again.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"runId": ...} as JSON (with --wait the result is JSON anyway).')
 def start_command(blueprint_id: str, context: dict[str, Any], wait: bool, timeout: float | None,
-                  all_keys: bool, run_id: str | None) -> None:
+                  all_keys: bool, run_id: str | None, as_json: bool) -> None:
     """Start a run of BLUEPRINT_ID on the Celery workers; print its run id (or its result with --wait).
 
     The blueprint comes from the catalog the workers published (`flowcraft-celery blueprints`).
@@ -80,7 +82,10 @@ def start_command(blueprint_id: str, context: dict[str, Any], wait: bool, timeou
             raise explained from exc
         raise CommandError(str(exc), EXIT_FAILED) from None
     if not wait:
-        click.echo(run.run_id)
+        if as_json:
+            echo_json({"runId": run.run_id})
+        else:
+            click.echo(run.run_id)
         return
     progress = Progress(sys.stderr)
     progress.note(f"run {run.run_id}")

@@ -5,9 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from flowcraft_celery.model.printable import printable
+
+#: Longest cell a table shows (longer text is cut, saying how long it was).
+CELL_LIMIT = 300
+
 
 def render_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned columns two spaces apart, as wide as their widest cell; no trailing blanks."""
+    """Left-aligned columns two spaces apart, as wide as their widest cell; no trailing blanks.
+    Cells are printed escaped and cut (`printable`): a value never breaks a row."""
+    rows = [[printable(cell, CELL_LIMIT) for cell in row] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
 
     def line(cells: Sequence[str]) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import enum
 import fcntl
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -26,9 +27,12 @@ from pathlib import Path
 import click
 
 from flowcraft_celery.devtools import background
+from flowcraft_celery.devtools.named_endpoints import named_endpoints
 from flowcraft_celery.errors import FlowcraftError
 
 HOST = "127.0.0.1"
+#: Host names of this machine: endpoints there are probed as dev services.
+LOOPBACK = frozenset({HOST, "localhost", "::1"})
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 COSMOS_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DDJf5/2oMqLl6JVXUEHnCYqC7gsXzlzUm7xzy2Pp1FHpWw=="
@@ -110,27 +114,28 @@ class State(enum.Enum):
     ANSWERS = "answers"
     FREE = "free"
     FOREIGN = "in use by something else"
+    UNREACHABLE = "unreachable"
 
 
-def _port_open(port: int) -> bool:
-    """True when something accepts TCP connections on the loopback port."""
+def _port_open(port: int, host: str = HOST) -> bool:
+    """True when something accepts TCP connections on the port (loopback unless `host` says)."""
     try:
-        with socket.create_connection((HOST, port), timeout=PROBE_TIMEOUT):
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT):
             return True
     except OSError:
         return False
 
 
-def _http_headers(port: int, *, tls: bool) -> http.client.HTTPMessage | None:
+def _http_headers(host: str, port: int, *, tls: bool) -> http.client.HTTPMessage | None:
     """Headers of a GET on the port (TLS unverified), or None when no HTTP answer came."""
     conn: http.client.HTTPConnection
     if tls:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(HOST, port, timeout=PROBE_TIMEOUT, context=context)
+        conn = http.client.HTTPSConnection(host, port, timeout=PROBE_TIMEOUT, context=context)
     else:
-        conn = http.client.HTTPConnection(HOST, port, timeout=PROBE_TIMEOUT)
+        conn = http.client.HTTPConnection(host, port, timeout=PROBE_TIMEOUT)
     try:
         conn.request("GET", f"/{AZURITE_ACCOUNT}?comp=list" if not tls else "/")
         response = conn.getresponse()
@@ -142,26 +147,26 @@ def _http_headers(port: int, *, tls: bool) -> http.client.HTTPMessage | None:
         conn.close()
 
 
-def _azurite_probe(kind: str) -> Callable[[int], bool]:
+def _azurite_probe(kind: str) -> Callable[[str, int], bool]:
     """A probe that checks an Azurite endpoint of `kind` (Blob, Queue, Table) answers."""
 
-    def probe(port: int) -> bool:
-        headers = _http_headers(port, tls=False)
+    def probe(host: str, port: int) -> bool:
+        headers = _http_headers(host, port, tls=False)
         return headers is not None and headers.get("Server", "").startswith(f"Azurite-{kind}")
 
     return probe
 
 
-def _cosmos_probe(port: int) -> bool:
+def _cosmos_probe(host: str, port: int) -> bool:
     """True when a Cosmos DB emulator answers HTTPS on the port."""
-    headers = _http_headers(port, tls=True)
+    headers = _http_headers(host, port, tls=True)
     return headers is not None and "x-ms-activity-id" in headers
 
 
-def _redis_probe(port: int) -> bool:
+def _redis_probe(host: str, port: int) -> bool:
     """True when Redis answers PING on the port."""
     try:
-        with socket.create_connection((HOST, port), timeout=PROBE_TIMEOUT) as sock:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT) as sock:
             sock.sendall(b"PING\r\n")
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
@@ -170,18 +175,23 @@ def _redis_probe(port: int) -> bool:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One service endpoint: its name, port, URL and the request that proves it answers."""
+    """One service endpoint: its name, port, URL and the request that proves it answers (on
+    `host`, loopback unless a setting names another; `setting` names that setting)."""
 
     name: str
     port: int
     url: str
-    probe: Callable[[int], bool] = field(compare=False)
+    probe: Callable[[str, int], bool] = field(compare=False)
+    host: str = HOST
+    setting: str = field(default="", compare=False)
 
     def state(self) -> State:
         """Probe the port: the service answers, the port is free, or something else has it."""
-        if self.probe(self.port):
+        if self.probe(self.host, self.port):
             return State.ANSWERS
-        return State.FOREIGN if _port_open(self.port) else State.FREE
+        if self.host not in LOOPBACK:
+            return State.UNREACHABLE
+        return State.FOREIGN if _port_open(self.port, self.host) else State.FREE
 
 
 def endpoints(ports: Ports) -> list[Endpoint]:
@@ -342,7 +352,7 @@ def _wait_ready(folder: Path, started: Mapping[Launch, int], timeout: float) -> 
     while True:
         for launch, pid in list(pending.items()):
             log = background.log_path(folder, launch.key)
-            if all(e.probe(e.port) for e in launch.endpoints):
+            if all(e.probe(e.host, e.port) for e in launch.endpoints):
                 del pending[launch]
             elif not background.alive(pid):
                 code = background.exit_code(pid)
@@ -442,15 +452,38 @@ def up(ports: Ports | None = None, timeout: float = DEFAULT_TIMEOUT) -> dict[str
     return env_vars(ports)
 
 
-def status(ports: Ports | None = None) -> list[Report]:
-    """Probe every endpoint and say who runs it (changes nothing but stale PID files)."""
+def configured(ports: Ports, environ: Mapping[str, str]) -> list[Endpoint]:
+    """The endpoints on `ports`, each replaced by the one the app's settings in `environ` name
+    (AZURE_STORAGE_CONNECTION_STRING, CELERY_BROKER_URL, AZURE_COSMOS_CONNECTION_STRING, REDIS_URL).
+    Off loopback, an endpoint is only checked to accept connections (it is no dev service)."""
+    named = named_endpoints(environ)
+    chosen = []
+    for endpoint in endpoints(ports):
+        found = named.get(endpoint.name)
+        if found is None:
+            chosen.append(endpoint)
+            continue
+        probe = endpoint.probe if found.host in LOOPBACK else _accepts_connections
+        chosen.append(Endpoint(endpoint.name, found.port, found.url, probe, found.host, found.setting))
+    return chosen
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    return _port_open(port, host)
+
+
+def status(ports: Ports | None = None, environ: Mapping[str, str] | None = None) -> list[Report]:
+    """Probe every endpoint (those the settings in `environ` name, else the dev ports) and say who
+    runs it (changes nothing but stale PID files)."""
     ports = Ports.from_env() if ports is None else ports
     root = repo_root()
     folder = services_dir(root)
     reports = []
-    for endpoint in endpoints(ports):
+    for endpoint in configured(ports, {} if environ is None else environ):
         state = endpoint.state()
         note = _owner_note(folder, ports, root, endpoint) if state is State.ANSWERS else ""
+        if endpoint.setting:
+            note = f"(from {endpoint.setting}) {note}".rstrip()
         reports.append(Report(endpoint, state, note))
     return reports
 
@@ -518,13 +551,21 @@ def up_command(env_only: bool, timeout: float) -> None:
 
 
 @services_command.command("status")
-def status_command() -> None:
-    """Show each endpoint's state and who runs it; exit 1 when one does not answer."""
+@click.option("--json", "as_json", is_flag=True, help="Print the endpoints as JSON.")
+def status_command(as_json: bool) -> None:
+    """Show each endpoint's state and who runs it; exit 1 when one does not answer.
+
+    The endpoints are those AZURE_STORAGE_CONNECTION_STRING, CELERY_BROKER_URL,
+    AZURE_COSMOS_CONNECTION_STRING and REDIS_URL name, else the dev ports.
+    """
     try:
-        reports = status()
+        reports = status(environ=os.environ)
     except ServiceError as error:
         raise click.ClickException(str(error)) from error
-    for report in reports:
+    if as_json:
+        click.echo(json.dumps([{"service": r.endpoint.name, "url": r.endpoint.url, "state": r.state.value,
+                                "setting": r.endpoint.setting or None, "note": r.note} for r in reports], indent=2))
+    for report in reports if not as_json else ():
         click.echo(report.line())
     if any(r.state is not State.ANSWERS for r in reports):
         raise SystemExit(1)

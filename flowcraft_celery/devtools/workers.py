@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -30,15 +30,17 @@ class WorkerGroup:
         self.logs: list[Path] = []
         self._worker_pids: set[int] = set()
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        return self.program(name, "-m", "celery", "-A", "flowcraft_celery", *args)
+    def _spawn(self, name: str, args: list[str], without: Collection[str] = ()) -> subprocess.Popen[bytes]:
+        return self.program(name, "-m", "celery", "-A", "flowcraft_celery", *args, without=without)
 
-    def program(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """Start `python ARGS...` in the group's environment (log `<name>.log`, stopped with the group)."""
+    def program(self, name: str, *args: str, without: Collection[str] = ()) -> subprocess.Popen[bytes]:
+        """Start `python ARGS...` in the group's environment, less the variables named in `without`
+        (log `<name>.log`, stopped with the group)."""
         log = self.log_dir / f"{name}.log"
         handle = log.open("wb")
+        env = {k: v for k, v in self.env.items() if k not in without}
         process = subprocess.Popen([sys.executable, *args],
-                                   env=self.env, cwd=self.cwd, stdout=handle, stderr=subprocess.STDOUT,
+                                   env=env, cwd=self.cwd, stdout=handle, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         handle.close()
         self.processes.append(process)
@@ -62,10 +64,10 @@ class WorkerGroup:
         schedule = self.log_dir / f"beat-{uuid.uuid4().hex[:6]}"
         return self._spawn("beat", ["beat", "-l", "INFO", "-s", str(schedule)])
 
-    def flower(self, port: int, *options: str) -> subprocess.Popen[bytes]:
+    def flower(self, port: int, *options: str, without: Collection[str] = ()) -> subprocess.Popen[bytes]:
         """Start Flower on 127.0.0.1:`port` at its defaults (1 s inspect timeout), with more Flower
-        `options` (`--tasks_columns=...`)."""
-        return self._spawn("flower", ["flower", "--address=127.0.0.1", f"--port={port}", *options])
+        `options` (`--tasks_columns=...`), without the environment variables named in `without`."""
+        return self._spawn("flower", ["flower", "--address=127.0.0.1", f"--port={port}", *options], without)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until every worker logged `ready` (RuntimeError with the log tail otherwise)."""

@@ -12,6 +12,7 @@ implementations) for clients, and withdraws itself from it when it stops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -21,9 +22,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import (
     beat_init,
+    before_task_publish,
     import_modules,
     worker_init,
     worker_process_init,
+    worker_process_shutdown,
     worker_ready,
     worker_shutting_down,
 )
@@ -40,7 +43,9 @@ from flowcraft_celery.distributed.core.published import (
 )
 from flowcraft_celery.distributed.core.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.core.secrets import censor_inspect_replies, protect_settings
+from flowcraft_celery.distributed.core.tracing import flush, inject, set_attributes, set_up, span
 from flowcraft_celery.distributed.node.task import register_node_tasks
+from flowcraft_celery.distributed.ops.flower import NodeTaskRegistry, install_broker
 from flowcraft_celery.distributed.ops.throttle_metrics import start_reporter
 from flowcraft_celery.distributed.reconcile.passes import reconcile
 from flowcraft_celery.distributed.reconcile.schedule import install_quiet_beat, record_pass
@@ -70,13 +75,17 @@ class FlowcraftCelery(Celery):
         super().finalize(auto)
         if first:
             import_node_modules(self.conf)
-            register_node_tasks(self, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
+            registry = self.tasks
+            with registry.own_tasks() if isinstance(registry, NodeTaskRegistry) else contextlib.nullcontext():
+                register_node_tasks(self, sorted({*default_registry, *BUILTIN_REGISTRY, *BUILTIN_USES}))
             reset_runtimes()  # a runtime built before knew fewer node implementations
 
 
 def create_app(config: str | None = None) -> Celery:
     """A configured app with `flowcraft.reconcile` registered (node tasks follow on finalize)."""
-    celery_app = FlowcraftCelery("flowcraft_celery")
+    registry = NodeTaskRegistry()
+    celery_app = FlowcraftCelery("flowcraft_celery", tasks=registry)
+    registry.app, registry.register_node_tasks = celery_app, register_node_tasks
     celery_app.config_from_object(config or os.environ.get("FLOWCRAFT_CONFIG_MODULE", "celeryconfig"))
     protect_settings(celery_app.conf)
 
@@ -86,7 +95,9 @@ def create_app(config: str | None = None) -> Celery:
         """Re-publish the outstanding work of stalled runs; returns the counts."""
         started = time.monotonic()
         rt = runtime_for(self.app.conf)
-        report = reconcile(self.app, rt, stall_seconds).to_dict()
+        with span("flowcraft.reconcile", {}):
+            report = reconcile(self.app, rt, stall_seconds).to_dict()
+            set_attributes({f"flowcraft.reconcile.{key}": value for key, value in report.items()})
         record_pass(self, rt, report, time.monotonic() - started)
         return report
 
@@ -105,6 +116,15 @@ def _load_worker_code(sender: Any = None, **_: Any) -> None:
         logger.critical("flowcraft: cannot start: %s", exc)
         raise SystemExit(EXIT_CONFIG) from exc
     report_unreachable_redis(sender.conf)
+    install_broker(sender)  # Flower loads the app's modules too: its Broker page reads our queues
+
+
+@worker_init.connect
+def _own_tasks_only(sender: Any = None, **_: Any) -> None:
+    """A worker runs the node tasks it imported, never one it only found in the catalog."""
+    registry = getattr(getattr(sender, "app", None), "tasks", None)
+    if isinstance(registry, NodeTaskRegistry):
+        registry.serve_published = False
 
 
 @worker_ready.connect
@@ -161,6 +181,10 @@ def _report_throttling(sender: Any = None, **_: Any) -> None:
 
 
 install_on_celery_logging()
+before_task_publish.connect(inject, weak=False)  # every message carries its sender's trace context
+for _started in (worker_init, worker_process_init, beat_init):
+    _started.connect(set_up, weak=False)
+worker_process_shutdown.connect(flush, weak=False)
 install_delayed_index()
 install_quiet_beat()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flowcraft_celery.errors import FlowcraftError
+from flowcraft_celery.model.strict_json import StrictJsonError, loads_strict, non_finite_path
 
 
 class BlueprintFormatError(FlowcraftError, ValueError):
@@ -207,9 +208,11 @@ class Blueprint:
     def loads(cls, text: str, default_id: str | None = None) -> Blueprint:
         """Parse JSON text."""
         try:
-            data = json.loads(text)
+            data = loads_strict(text)
         except json.JSONDecodeError as exc:
             raise BlueprintFormatError("$", f"not JSON: {exc}") from exc
+        except StrictJsonError as exc:
+            raise BlueprintFormatError(exc.path, exc.detail) from None
         return cls.from_dict(data, default_id)
 
     @classmethod
@@ -323,6 +326,9 @@ def _parse_edge(data: Any, path: str) -> EdgeDefinition:
 def _parse_blueprint(data: Any, default_id: str | None) -> Blueprint:
     """Parse a whole blueprint document."""
     _expect(data, dict, "$", "an object")
+    bad_number = non_finite_path(data)
+    if bad_number is not None:
+        raise BlueprintFormatError(bad_number, "must be a finite number (JSON has no NaN or Infinity)")
     if "id" in data:
         blueprint_id = _expect(data["id"], str, "$.id", "a string")
     elif default_id is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from flowcraft_celery.model.graph import Graph
+from flowcraft_celery.model.printable import printable
 
 #: Fill and stroke per node state (the states `flowcraft-celery show` reports).
 STATE_STYLES: dict[str, str] = {
@@ -28,9 +29,9 @@ STATE_STYLES: dict[str, str] = {
 
 
 def _text(value: str) -> str:
-    """Text safe inside a quoted Mermaid label."""
-    return (value.replace("&", "&amp;").replace('"', "#quot;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("\n", " "))
+    """Text safe inside a quoted Mermaid label (control characters escaped, long text cut)."""
+    return (printable(value, 300).replace("&", "&amp;").replace('"', "#quot;").replace("<", "&lt;")
+            .replace(">", "&gt;"))
 
 
 def mermaid(graph: Graph, states: Mapping[str, str] | None = None, direction: str = "TD") -> str:

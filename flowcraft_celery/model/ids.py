@@ -7,9 +7,8 @@ no control or line-separator characters (which also keeps logs and terminals hon
 
 from __future__ import annotations
 
-import unicodedata
-
 from flowcraft_celery.errors import FlowcraftError
+from flowcraft_celery.model.printable import printable, unsafe
 
 #: Longest id Cosmos DB accepts.
 MAX_ID_LENGTH = 255
@@ -23,18 +22,13 @@ class InvalidIdError(FlowcraftError, ValueError):
     code = "INVALID_ID"
 
 
-def _unsafe(char: str) -> bool:
-    """A control, format, surrogate, private or unassigned character, or a line/paragraph separator."""
-    return unicodedata.category(char)[0] == "C" or char in "\u2028\u2029\u0085"
-
-
 def id_problem(value: object) -> str | None:
     """Why `value` is not a valid id, or None."""
     if not isinstance(value, str) or not value:
         return "must be a non-empty string"
     if len(value) > MAX_ID_LENGTH:
         return f"is {len(value)} characters long, over the limit of {MAX_ID_LENGTH}"
-    bad = sorted({c for c in value if c in COSMOS_FORBIDDEN or _unsafe(c)})
+    bad = sorted({c for c in value if c in COSMOS_FORBIDDEN or unsafe(c)})
     if bad:
         return "contains " + ", ".join(repr(c) for c in bad) + " (not allowed: / \\ ? # and control characters)"
     return None
@@ -49,7 +43,7 @@ def check_id(kind: str, value: object) -> str:
     return value
 
 
-def printable(text: str, limit: int = 300) -> str:
-    """`text` safe for a terminal or a log line: control characters escaped, long text cut."""
-    out = "".join(char.encode("unicode_escape").decode("ascii") if _unsafe(char) else char for char in text)
-    return out if len(out) <= limit else f"{out[:limit]}...({len(text)} chars)"
+def printable_id(value: object) -> str:
+    """An id as logs and terminals show it: a valid id unchanged, anything else escaped and cut
+    (see `printable`)."""
+    return value if isinstance(value, str) and id_problem(value) is None else printable(value)

@@ -16,7 +16,9 @@ from flowcraft_celery.expressions.evaluator import ExpressionError, validate_exp
 from flowcraft_celery.model.blueprint import Blueprint, NodeDefinition
 from flowcraft_celery.model.durations import sleep_seconds
 from flowcraft_celery.model.graph import LOOP_CONTROLLER, Graph, cyclic_components, start_nodes
-from flowcraft_celery.model.ids import id_problem, printable
+from flowcraft_celery.model.ids import id_problem
+from flowcraft_celery.model.printable import printable
+from flowcraft_celery.model.strict_json import non_finite_path
 
 BUILTIN_USES = frozenset({
     "loop-controller", "batch-scatter", "batch-gather", "sleep", "wait", "webhook", "subflow",
@@ -63,6 +65,10 @@ def validate(
 ) -> list[ValidationIssue]:
     """All problems of a blueprint; `registry` and `blueprints` enable the lookups they know."""
     issues: list[ValidationIssue] = []
+    bad_number = non_finite_path(blueprint.to_dict())
+    if bad_number is not None:
+        issues.append(ValidationIssue("INVALID_NUMBER", f"{bad_number}: must be a finite number (JSON has no NaN "
+                                                        "or Infinity)"))
     problem = id_problem(blueprint.id)
     if problem is not None:
         issues.append(ValidationIssue("INVALID_ID", f"blueprint id '{printable(blueprint.id, 80)}' {problem}"))

@@ -4,21 +4,25 @@ One Redis hash per run, `<prefix>run:<run>:timeline`: token `node@iteration` -> 
 `{uses, attempt, worker, start, end, state, due}`, written by the worker when an attempt starts
 (`state` running) and when it ends (succeeded, failed, or retrying with the `due` time of the
 next attempt). Each write is one script call that also counts the event in the deployment-wide
-hash `<prefix>metrics` (`started|<uses>`, `succeeded|<uses>`, ...), which the metrics endpoint
-exports. `flowcraft-celery show` reads the hash together with the run's ledger. It expires with
-the run's other keys (once the run has ended, a late write keeps the expiry the ledger's
-`expires` key says is left).
+hash `<prefix>metrics` (`started|<uses>`, `succeeded|<uses>`, ..., `worker|<worker>`), and
+records the attempt's queue wait (at its start) or run time (at its end) in the histogram hash
+`<prefix>metrics:hist` (`stores/histograms.py`); the metrics endpoint exports both.
+`flowcraft-celery show` reads the hash together with the run's ledger. It expires with the run's
+other keys (once the run has ended, a late write keeps the expiry the ledger's `expires` key says
+is left).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+
+from flowcraft_celery.stores.histograms import NODE_SECONDS, QUEUE_WAIT_SECONDS, Observation
 
 _RECORD = """
 local ttl = ARGV[3]
@@ -27,10 +31,23 @@ if left > 0 then ttl = left end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[5], 1) end
+for i = 6, #ARGV, 3 do
+  redis.call('HINCRBY', KEYS[4], ARGV[i] .. '|' .. ARGV[i + 1], 1)
+  redis.call('HINCRBY', KEYS[4], ARGV[i] .. '|count', 1)
+  redis.call('HINCRBYFLOAT', KEYS[4], ARGV[i] .. '|sum', ARGV[i + 2])
+end
 return 1
 """
 
 _COUNT = "redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) return 1"
+
+_OBSERVE = """
+redis.call('HINCRBY', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 1)
+redis.call('HINCRBY', KEYS[1], ARGV[1] .. '|count', 1)
+redis.call('HINCRBYFLOAT', KEYS[1], ARGV[1] .. '|sum', ARGV[3])
+return 1
+"""
 
 #: How an attempt can end.
 OUTCOMES = ("succeeded", "failed", "retrying")
@@ -51,7 +68,9 @@ class Attempt:
         self.entry.update(state=state, end=now)
         if retry_in is not None:
             self.entry["due"] = now + retry_in
-        self.timeline.write(self.run_id, self.token, self.entry, f"{state}|{self.entry.get('uses')}")
+        uses = str(self.entry.get("uses"))
+        ran = [Observation(NODE_SECONDS, {"uses": uses}, now - float(self.entry.get("start") or now))]
+        self.timeline.write(self.run_id, self.token, self.entry, f"{state}|{uses}", observations=ran)
 
 
 class RunTimeline:
@@ -63,6 +82,7 @@ class RunTimeline:
         self._ttl = ttl_seconds
         self._record = client.register_script(_RECORD)
         self._count = client.register_script(_COUNT)
+        self._observe = client.register_script(_OBSERVE)
 
     def _key(self, run_id: str) -> str:
         return f"{self._prefix}run:{run_id}:timeline"
@@ -72,17 +92,33 @@ class RunTimeline:
         """The hash of deployment-wide counters."""
         return f"{self._prefix}metrics"
 
-    def begin(self, run_id: str, node_token: str, uses: str, attempt: int, worker: str) -> Attempt:
-        """Record that an attempt starts now on `worker`; returns the handle to record its end."""
+    @property
+    def histograms_key(self) -> str:
+        """The hash of deployment-wide histograms (`stores/histograms.py`)."""
+        return f"{self._prefix}metrics:hist"
+
+    def begin(self, run_id: str, node_token: str, uses: str, attempt: int, worker: str,
+              queue_wait: float | None = None) -> Attempt:
+        """Record that an attempt starts now on `worker` after waiting `queue_wait` seconds on its
+        queue (None: it did not come through a queue); returns the handle to record its end."""
         entry: dict[str, Any] = {"uses": uses, "attempt": attempt, "worker": worker, "start": time.time(),
                                  "state": "running"}
-        self.write(run_id, node_token, entry, f"started|{uses}")
+        waited = [] if queue_wait is None else [Observation(QUEUE_WAIT_SECONDS, {"uses": uses}, queue_wait)]
+        self.write(run_id, node_token, entry, f"started|{uses}", f"worker|{worker}", waited)
         return Attempt(self, run_id, node_token, entry)
 
-    def write(self, run_id: str, node_token: str, entry: Mapping[str, Any], counter: str) -> None:
-        """Store one token's record and count `counter`: one script call."""
-        self._record(keys=[self._key(run_id), self.metrics_key, f"{self._prefix}run:{run_id}:expires"],
-                     args=[node_token, json.dumps(entry, separators=(",", ":")), self._ttl, counter])
+    def write(self, run_id: str, node_token: str, entry: Mapping[str, Any], counter: str, also: str = "",
+              observations: Sequence[Observation] = ()) -> None:
+        """Store one token's record, count `counter` (and `also`) and record `observations`: one
+        script call."""
+        extra = [part for o in observations for part in o.arguments()]
+        self._record(keys=[self._key(run_id), self.metrics_key, f"{self._prefix}run:{run_id}:expires",
+                           self.histograms_key],
+                     args=[node_token, json.dumps(entry, separators=(",", ":")), self._ttl, counter, also, *extra])
+
+    def observe(self, observation: Observation) -> None:
+        """Add one value to a deployment-wide histogram (a run's duration)."""
+        self._observe(keys=[self.histograms_key], args=list(observation.arguments()))
 
     def count(self, counter: str, amount: int = 1) -> None:
         """Add to one deployment-wide counter (reconcile passes, infrastructure retries)."""
@@ -96,6 +132,10 @@ class RunTimeline:
     def counters(self) -> dict[str, int]:
         """The deployment-wide counters: `<event>|<uses>` -> count."""
         return {_text(k): int(v) for k, v in self._redis.hgetall(self.metrics_key).items()}
+
+    def histograms(self) -> dict[str, float]:
+        """The deployment-wide histogram fields: `<series>|<bucket>`, `|count`, `|sum` -> value."""
+        return {_text(k): float(v) for k, v in self._redis.hgetall(self.histograms_key).items()}
 
 
 def _text(value: bytes | str) -> str:

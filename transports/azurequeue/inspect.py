@@ -7,6 +7,7 @@ use this module. With the transport's `redis_url`, control, reply and event queu
 
 * `queues()`: one `list` (per 5,000 queues) plus one `get_properties` per queue counted (and a
   Redis SCAN plus one LLEN per transient queue);
+* `oldest_visible()`: one `peek`;
 * `dead_letters()`: one `peek` (Azure shows at most the first 32 visible messages);
 * `requeue()`: per 32 messages one `receive`, then one `send` and one `delete` per message;
 * `purge()`: per 32 messages one `receive`, one `delete` per message (and one blob `delete` per
@@ -187,6 +188,16 @@ class QueueAdmin:
             return int(self.client(queue).get_queue_properties().approximate_message_count or 0)
         except ResourceNotFoundError:
             return None
+
+    def oldest_visible(self, queue: str) -> float | None:
+        """When the queue's oldest visible message was inserted (epoch seconds): one `peek`; None
+        when no message is visible or the queue does not exist."""
+        try:
+            peeked = list(self.client(queue).peek_messages(max_messages=1))
+        except ResourceNotFoundError:
+            return None
+        inserted = peeked[0].inserted_on if peeked else None
+        return None if inserted is None else inserted.timestamp()
 
     @staticmethod
     def dead_letter_queue(queue: str) -> str:

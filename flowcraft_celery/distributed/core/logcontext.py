@@ -6,6 +6,8 @@ restores its predecessor after), and notes the node among those the current task
 `NodeLogFilter` copies the node onto every log record as the attributes `run_id`,
 `blueprint_id`, `node_id` and `iteration` (JSON formatters pick them up as they are) and
 `flowcraft`, a ready-made ` [run=… bp=… node=…@it]` for plain formats (empty outside a node).
+The filter also escapes the record's arguments (`printable`: control characters escaped, long
+values cut), so an id or value from a message can never forge a line or reach a terminal raw.
 `install_on_celery_logging` attaches the filter to every handler Celery sets up for workers and
 beat (root, task and multiprocessing loggers); the default `worker_log_format` of celeryconfig
 shows `%(flowcraft)s`. When you configure
@@ -17,13 +19,18 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from celery.signals import after_setup_logger, after_setup_task_logger
 
 from flowcraft_celery.distributed.core.message import NodeMessage
+from flowcraft_celery.model.ids import printable_id
+from flowcraft_celery.model.printable import printable
+
+#: How much of one log argument a line shows (a hostile id in the node prefix is cut shorter).
+ARGUMENT_LIMIT = 300
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,8 @@ class NodeScope:
 
     def label(self) -> str:
         """The text plain log formats show."""
-        return f" [run={self.run_id} bp={self.blueprint_id} node={self.token}]"
+        return (f" [run={printable_id(self.run_id)} bp={printable_id(self.blueprint_id)} "
+                f"node={printable_id(self.node_id)}@{self.iteration}]")
 
 
 _current: contextvars.ContextVar[NodeScope | None] = contextvars.ContextVar("flowcraft_node", default=None)
@@ -84,17 +92,46 @@ def start_task_record() -> list[NodeScope]:
 
 
 class NodeLogFilter(logging.Filter):
-    """Adds `run_id`, `blueprint_id`, `node_id`, `iteration` and `flowcraft` to every record."""
+    """Adds `run_id`, `blueprint_id`, `node_id`, `iteration` and `flowcraft` to every record, and
+    escapes its text arguments."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Annotate the record (never drops one)."""
+        if not getattr(record, "flowcraft_escaped", False):  # several handlers share one record
+            record.args = _escaped_arguments(record.args)
+            record.flowcraft_escaped = True
         scope = _current.get()
-        record.run_id = scope.run_id if scope else None
-        record.blueprint_id = scope.blueprint_id if scope else None
-        record.node_id = scope.node_id if scope else None
+        record.run_id = printable_id(scope.run_id) if scope else None
+        record.blueprint_id = printable_id(scope.blueprint_id) if scope else None
+        record.node_id = printable_id(scope.node_id) if scope else None
         record.iteration = scope.iteration if scope else None
         record.flowcraft = scope.label() if scope else ""
         return True
+
+
+class _Shown:
+    """A log argument as `%s` and `%r` print it: made printable (escaped, cut)."""
+
+    def __init__(self, value: str | BaseException) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return printable(str(self.value), ARGUMENT_LIMIT)
+
+    def __repr__(self) -> str:
+        return printable(repr(self.value), ARGUMENT_LIMIT)
+
+
+def _escaped_arguments(args: Any) -> Any:
+    """A record's `%` arguments with each text or exception shown printable."""
+    def safe(value: Any) -> Any:
+        return _Shown(value) if isinstance(value, (str, BaseException)) else value
+
+    if isinstance(args, tuple):
+        return tuple(safe(value) for value in args)
+    if isinstance(args, Mapping):
+        return {key: safe(value) for key, value in args.items()}
+    return args
 
 
 def add_filter(logger: logging.Logger) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from celery import Celery, Task
 
 from flowcraft_celery.distributed.core.message import NodeMessage
+from flowcraft_celery.model.ids import printable_id
 from transports.azurequeue.naming import DEAD_LETTER_SUFFIX, dead_letter_queue_name
 
 logger = logging.getLogger("flowcraft.deadletter")
@@ -50,4 +51,5 @@ def dead_letter_arguments(app: Celery, task: Task, args: Sequence[Any], kwargs: 
     app.send_task(task.name, args=list(args), kwargs=dict(kwargs), queue=dlq, task_id=task.request.id,
                   headers={"x-dead-letter-reason": reason, "x-dead-letter-queue": queue})
     run = kwargs.get("msg", {}).get("run") if isinstance(kwargs.get("msg"), dict) else None
-    logger.warning("%s moved to %s: %s", f"node message of run {run}" if run else f"{task.name} message", dlq, reason)
+    logger.warning("%s moved to %s: %s", f"node message of run {printable_id(run)}" if run else f"{task.name} message",
+                   dlq, reason)

@@ -24,6 +24,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery, Task
@@ -32,6 +33,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from flowcraft_celery.distributed.core.logcontext import node_log_scope, start_task_record, task_summary
 from flowcraft_celery.distributed.core.message import MessageError, NodeMessage, node_message, task_messages
 from flowcraft_celery.distributed.core.runtime import Runtime, runtime_for
+from flowcraft_celery.distributed.core.tracing import message_context, span
 from flowcraft_celery.distributed.node.deadletter import dead_letter, dead_letter_arguments
 from flowcraft_celery.distributed.node.lease import lease
 from flowcraft_celery.distributed.runs.awaiting import mark_awaiting
@@ -158,6 +160,18 @@ def _end_trace(trace: Attempt, state: str, retry_in: float | None = None) -> Non
                        trace.run_id, trace.token, state, exc)
 
 
+def _eta(task: Task) -> float:
+    """The epoch time the task's message was due (its ETA), 0 when it had none."""
+    eta = task.request.eta
+    if not eta:
+        return 0.0
+    try:
+        when = eta if isinstance(eta, datetime) else datetime.fromisoformat(str(eta))
+    except ValueError:
+        return 0.0
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 def _result_of(recorded: RecordedOutput) -> NodeResult:
     """The result a recorded output stands for."""
     return NodeResult(output=recorded.output, action=recorded.action, dynamic_nodes=list(recorded.dynamic_nodes))
@@ -195,6 +209,17 @@ class NodeExecution:
 
     @node_log_scope
     def handle(self) -> None:
+        """Handle the message in its span: a child of the execution that sent it (or, run inline,
+        of the one running it)."""
+        request = self.task.request
+        attributes = {"flowcraft.run_id": self.run_id, "flowcraft.blueprint": self.msg.blueprint_id,
+                      "flowcraft.node": self.node_id, "flowcraft.iteration": self.iteration,
+                      "flowcraft.attempt": self.msg.attempt,
+                      "flowcraft.worker": request.hostname or socket.gethostname(), "celery.task_id": request.id}
+        with span(f"flowcraft.node {self.node_id}", attributes, message_context(request) if not self.depth else None):
+            self._handle()
+
+    def _handle(self) -> None:
         """Drop what is done or halted, rebuild a run whose Redis state was lost, check the
         blueprint, then run the node."""
         state = self.rt.ledger.check(self.run_id, self.token)
@@ -305,7 +330,7 @@ class NodeExecution:
         timeout = node.config.timeout_seconds
         attempt = self.msg.attempt
         trace = self.rt.timeline.begin(self.run_id, self.token, node.uses, attempt,
-                                       self.task.request.hostname or socket.gethostname())
+                                       self.task.request.hostname or socket.gethostname(), self._queue_wait())
         ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
                           run_id=self.run_id, node_id=self.node_id, blueprint_id=self.blueprint.id,
                           iteration=self.iteration, attempt=attempt)
@@ -323,6 +348,14 @@ class NodeExecution:
             return
         _end_trace(trace, "succeeded")
         self._succeed(result)
+
+    def _queue_wait(self) -> float | None:
+        """Seconds this message waited on its queue: from its publish, or its due time when it was
+        delayed, until now; None for a message run inline (it never was on a queue)."""
+        if self.depth:
+            return None
+        ready = max(self.msg.sent or 0.0, self.msg.due or 0.0, _eta(self.task))
+        return None if ready <= 0 else max(0.0, time.time() - ready)
 
     def _attempt_failed(self, error: NodeAttemptError, ctx: NodeContext) -> None:
         """Retry with a countdown, fall back (a class node's own `fallback()` first), or fail the

@@ -6,8 +6,11 @@
   `get_properties` per queue of the prefix, at most every `queue_interval` seconds (15);
 * runs by status from Cosmos DB: one COUNT query per status, at most every `runs_interval`
   seconds (60);
-* node and reconcile counters from Redis (one HGETALL per scrape, no Azure request): workers
-  count each node attempt's start and end (`stores/timeline.py`), beat's reconcile its passes.
+* the age of each task queue's oldest visible message: one `peek` per task queue, with the queues;
+* node and reconcile counters and the latency histograms from Redis (two HGETALLs per scrape, no
+  Azure request): workers count each node attempt's start and end and record its queue wait and
+  run time (`stores/timeline.py`, `stores/histograms.py`), beat's reconcile counts its passes, and
+  whichever process finishes a run records its duration.
 
 A scrape between refreshes answers from the last values. `flowcraft-celery metrics` serves the
 collector over HTTP (`prometheus_client`); docs/operations.md has a sample scrape and costs.
@@ -22,11 +25,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery import Celery
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from flowcraft_celery.distributed.core.runtime import runtime_for
 from flowcraft_celery.distributed.ops.queues import QueueRow, queue_rows
 from flowcraft_celery.stores.cosmos_client import request_counts
+from flowcraft_celery.stores.histograms import HISTOGRAMS, series
 from transports.azurequeue.stats import STATS
 
 logger = logging.getLogger("flowcraft.metrics")
@@ -70,9 +74,10 @@ class FlowcraftCollector:
     def __init__(self, app: Celery, queue_interval: float = 15.0, runs_interval: float = 60.0) -> None:
         self.app = app
         self._lock = threading.Lock()
-        self._queues = _Cached(queue_interval, lambda: queue_rows(app))
+        self._queues = _Cached(queue_interval, lambda: queue_rows(app, fronts=True))
         self._runs = _Cached(runs_interval, lambda: runtime_for(app.conf).statuses.count_by_status(RUN_STATUSES))
         self._counters = _Cached(0.0, lambda: runtime_for(app.conf).timeline.counters())
+        self._histograms = _Cached(0.0, lambda: runtime_for(app.conf).timeline.histograms())
 
     def collect(self) -> Iterator[Metric]:
         """Every metric family (called by the registry on each scrape)."""
@@ -80,13 +85,16 @@ class FlowcraftCollector:
             rows: list[QueueRow] = self._queues.get() or []
             runs: dict[str, int] = self._runs.get() or {}
             counters: dict[str, int] = self._counters.get() or {}
-            sources = {"queues": self._queues.ok, "runs": self._runs.ok, "counters": self._counters.ok}
+            histograms: dict[str, float] = self._histograms.get() or {}
+            sources = {"queues": self._queues.ok, "runs": self._runs.ok,
+                       "counters": self._counters.ok and self._histograms.ok}
         yield from self._queue_metrics(rows)
         gauge = GaugeMetricFamily("flowcraft_runs", "Runs of this deployment by status.", labels=["status"])
         for status, count in sorted(runs.items()):
             gauge.add_metric([status], count)
         yield gauge
         yield from self._counter_metrics(counters)
+        yield from self._histogram_metrics(histograms)
         up = GaugeMetricFamily("flowcraft_metrics_source_up", "1 if the source answered at its last refresh.",
                                labels=["source"])
         for source, ok in sources.items():
@@ -104,6 +112,9 @@ class FlowcraftCollector:
                                     "their due time (countdown, retry, sleep).", labels=["queue"])
         dead = GaugeMetricFamily("flowcraft_dead_letter_messages", "Messages in the dead-letter queue of a queue.",
                                  labels=["queue"])
+        oldest = GaugeMetricFamily("flowcraft_queue_oldest_message_age_seconds", "Seconds since the oldest visible "
+                                   "message of a task queue was sent (0 when none is visible).", labels=["queue"])
+        now = time.time()
         for row in rows:
             if row.info.messages is None:
                 continue
@@ -111,9 +122,10 @@ class FlowcraftCollector:
             if row.info.kind == "tasks":
                 visible.add_metric([row.info.name], row.visible or 0)
                 delayed.add_metric([row.info.name], row.delayed)
+                oldest.add_metric([row.info.name], 0.0 if row.oldest is None else max(0.0, now - row.oldest))
             elif row.info.dead_letter_of is not None:
                 dead.add_metric([row.info.dead_letter_of], row.info.messages)
-        yield from (total, visible, delayed, dead)
+        yield from (total, visible, delayed, dead, oldest)
 
     @staticmethod
     def _counter_metrics(counters: dict[str, int]) -> Iterator[Metric]:
@@ -122,6 +134,8 @@ class FlowcraftCollector:
         passes = CounterMetricFamily("flowcraft_reconcile_passes", "Reconcile passes, by whether they found "
                                      "stalled runs (active) or not (quiet).", labels=["result"])
         republished = CounterMetricFamily("flowcraft_reconcile_republished", "Node messages reconcile re-published.")
+        workers = CounterMetricFamily("flowcraft_worker_node_executions", "Node attempts started, by worker.",
+                                      labels=["worker"])
         throttled = CounterMetricFamily("flowcraft_throttled_answers", "Answers of Azure services that throttled "
                                         "a worker or beat (retried with back-off, not failures).",
                                         labels=["service", "kind"])
@@ -133,13 +147,26 @@ class FlowcraftCollector:
                 passes.add_metric([label], value)
             elif event == "republished":
                 republished.add_metric([], value)
+            elif event == "worker":
+                workers.add_metric([label], value)
             elif event == "throttled":
                 service, _, kind = label.partition("|")
                 throttled.add_metric([service, kind], value)
         yield from families.values()
         yield passes
         yield republished
+        yield workers
         yield throttled
+
+    @staticmethod
+    def _histogram_metrics(fields: dict[str, float]) -> Iterator[Metric]:
+        """Node run time and queue wait by `uses`, run duration by blueprint and status."""
+        found = series(fields)
+        for name, histogram in HISTOGRAMS.items():
+            family = HistogramMetricFamily(name, histogram.help, labels=list(histogram.labels))
+            for entry in found.get(name, []):
+                family.add_metric(list(entry.labels), entry.cumulative(histogram), sum_value=entry.sum)
+            yield family
 
     @staticmethod
     def _own_costs() -> Iterator[Metric]:

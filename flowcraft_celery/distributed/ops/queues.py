@@ -32,6 +32,8 @@ class QueueRow:
 
     info: QueueInfo
     delayed: int
+    #: When the oldest visible message was sent (epoch seconds); None when none is, or not looked up.
+    oldest: float | None = None
 
     @property
     def visible(self) -> int | None:
@@ -60,10 +62,15 @@ WORK_KINDS = ("tasks", "dead-letter")
 
 
 def queue_rows(app: Celery, admin: QueueAdmin | None = None, now: float | None = None,
-               kinds: Collection[str] | None = WORK_KINDS) -> list[QueueRow]:
-    """The deployment's queues of `kinds` (None: all) with approximate, visible and delayed counts."""
+               kinds: Collection[str] | None = WORK_KINDS, fronts: bool = False) -> list[QueueRow]:
+    """The deployment's queues of `kinds` (None: all) with approximate, visible and delayed counts;
+    with `fronts`, also when each task queue's oldest visible message was sent (one peek each)."""
     admin = admin or queue_admin(app)
     index = index_for(app.conf)
     now = time.time() if now is None else now
-    return [QueueRow(info, index.count(info.name, now) if info.kind == "tasks" else 0)
-            for info in admin.queues(kinds=kinds)]
+    rows = []
+    for info in admin.queues(kinds=kinds):
+        task_queue = info.kind == "tasks"
+        oldest = admin.oldest_visible(info.name) if fronts and task_queue and info.messages else None
+        rows.append(QueueRow(info, index.count(info.name, now) if task_queue else 0, oldest))
+    return rows

@@ -25,6 +25,7 @@ from celery import Celery
 
 from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.distributed.core.tracing import span
 from flowcraft_celery.distributed.reconcile.in_flight import WorkerHands
 from flowcraft_celery.distributed.reconcile.queue_evidence import QueueFronts
 from flowcraft_celery.distributed.runs.ending import notify_parent
@@ -70,7 +71,10 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None) -> R
         if not rt.coordination.acquire(lock, owner, ttl=60):
             continue
         try:
-            _reconcile_run(app, rt, run_id, str(doc.get("blueprintId")), threshold, now, (fronts, hands), report)
+            with span("flowcraft.reconcile.run", {"flowcraft.run_id": run_id,
+                                                  "flowcraft.blueprint": doc.get("blueprintId")}):
+                _reconcile_run(app, rt, run_id, str(doc.get("blueprintId")), threshold, now, (fronts, hands),
+                               report)
         except Exception:
             logger.exception("run %s: reconcile failed", run_id)
             report.failed += 1

@@ -10,7 +10,7 @@ from celery import Celery
 from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.awaiting import awaiting_choice
-from flowcraft_celery.distributed.runs.ending import final_result, retire
+from flowcraft_celery.distributed.runs.ending import ended, final_result
 from flowcraft_celery.distributed.runs.errors import RunError
 from flowcraft_celery.distributed.runs.graphs import blueprint_graph, run_graph
 from flowcraft_celery.distributed.runs.publishing import publish
@@ -94,7 +94,7 @@ def cancel_run(rt: Runtime, run_id: str) -> bool:
     rt.ledger.halt(run_id, "cancelled")
     done = rt.statuses.finish(run_id, "cancelled", final_result(rt, run_id, "cancelled", []), [])
     if done:
-        retire(rt, run_id, "cancelled")
+        ended(rt, run_id, "cancelled")
     for entry in rt.ledger.pending(run_id).values():  # its subflows' child runs
         child = NodeMessage.from_wire(entry).child_run
         if child and rt.statuses.get(child) is not None:

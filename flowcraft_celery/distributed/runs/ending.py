@@ -1,9 +1,11 @@
-"""A run's end: its final result recorded once, its Redis state halted, its records set to expire, its parent told."""
+"""A run's end: its final result recorded once, its Redis state halted, its records set to expire,
+its duration counted, its parent told."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Literal
 
 from celery import Celery
@@ -13,6 +15,8 @@ from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.graphs import run_graph
 from flowcraft_celery.distributed.runs.publishing import publish
 from flowcraft_celery.distributed.runs.retention import expire_finished_run
+from flowcraft_celery.stores.base import RunStatusDoc
+from flowcraft_celery.stores.histograms import RUN_SECONDS, Observation
 
 logger = logging.getLogger("flowcraft.runs")
 
@@ -37,7 +41,7 @@ def record_completed(app: Celery, rt: Runtime, run_id: str, context: dict[str, A
     first: only `recovery.complete_run` calls this)."""
     done = rt.statuses.finish(run_id, "completed", final_result(rt, run_id, "completed", [], context), [])
     if done:
-        retire(rt, run_id, "completed")
+        ended(rt, run_id, "completed")
         notify_parent(app, rt, run_id)
     return done
 
@@ -48,15 +52,30 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
     rt.ledger.halt(run_id, status)
     done = rt.statuses.finish(run_id, status, final_result(rt, run_id, status, errors), errors)
     if done:
-        retire(rt, run_id, status)
+        ended(rt, run_id, status)
         notify_parent(app, rt, run_id)
     return done
 
 
-def retire(rt: Runtime, run_id: str, status: str) -> None:
+def retire(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None) -> None:
     """A final run: halted in Redis (late messages are dropped), its records expiring after the retention."""
     rt.ledger.halt(run_id, status)
-    expire_finished_run(rt, run_id)
+    expire_finished_run(rt, run_id, doc)
+
+
+def ended(rt: Runtime, run_id: str, status: str) -> None:
+    """This call made the run final: retire it and record its duration (best effort: the final
+    state is recorded already, only the metric would be missing)."""
+    doc = None
+    try:
+        doc = rt.statuses.get(run_id)
+        if doc is not None:
+            took = float(doc.get("lastUpdated") or time.time()) - float(doc.get("createdAt") or time.time())
+            rt.timeline.observe(Observation(RUN_SECONDS, {"blueprint": str(doc.get("blueprintId")),
+                                                          "status": status}, took))
+    except Exception as exc:
+        logger.warning("run %s ended %s but its duration was not recorded: %s", run_id, status, exc)
+    retire(rt, run_id, status, doc)
 
 
 def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:

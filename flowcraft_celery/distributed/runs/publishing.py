@@ -6,6 +6,7 @@ were sent, stamped with the time the send returned.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import os
@@ -113,7 +114,9 @@ def publish_within(app: Celery, graph: Graph, messages: Iterable[NodeMessage], t
         except BaseException as exc:  # reported by the caller's thread
             failure.append(exc)
 
-    sender = threading.Thread(target=send, name="flowcraft-start-publish", daemon=True)
+    # the thread publishes in the caller's context (its trace span, its log scope)
+    sender = threading.Thread(target=contextvars.copy_context().run, args=(send,), name="flowcraft-start-publish",
+                              daemon=True)
     sender.start()
     sender.join(timeout)
     where = f"broker at {broker_endpoint(app)}"

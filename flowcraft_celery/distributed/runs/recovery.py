@@ -31,6 +31,7 @@ from celery import Celery
 
 from flowcraft_celery.distributed.core.message import NodeMessage, node_message
 from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.distributed.core.tracing import span
 from flowcraft_celery.distributed.runs.ending import fail_run, record_completed, retire
 from flowcraft_celery.distributed.runs.errors import RunError
 from flowcraft_celery.distributed.runs.publishing import child_run_id, publish
@@ -132,7 +133,14 @@ def rebuild(app: Celery, rt: Runtime, run_id: str, doc: RunStatusDoc, reason: st
             evidence: Evidence | None = None) -> Frontier:
     """Write the run's ledger, joins and claims as Cosmos implies, bump its generation, and
     (with `republish`) send the messages of the node executions still to run."""
-    evidence = evidence or durable_evidence(rt, run_id, doc)
+    with span("flowcraft.recover", {"flowcraft.run_id": run_id, "flowcraft.blueprint": doc.get("blueprintId"),
+                                    "flowcraft.reason": reason}):
+        return _rebuild(app, rt, run_id, doc, reason, republish, evidence or durable_evidence(rt, run_id, doc))
+
+
+def _rebuild(app: Celery, rt: Runtime, run_id: str, doc: RunStatusDoc, reason: str, republish: bool,
+             evidence: Evidence) -> Frontier:
+    """`rebuild` inside its span."""
     replay = evidence.frontier
     now = time.time()
     pending = _pending_messages(rt, run_id, doc, evidence, now)

@@ -13,7 +13,9 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.graphs import run_graph
@@ -34,7 +36,7 @@ def run_scopes(rt: Runtime, run_id: str, blueprint_id: str | None) -> list[str]:
     return join_scopes(run_graph(rt, blueprint, run_id, dynamic=True), run_id, rt.ledger.tokens(run_id))
 
 
-def expire_finished_run(rt: Runtime, run_id: str) -> None:
+def expire_finished_run(rt: Runtime, run_id: str, doc: Mapping[str, Any] | None = None) -> None:
     """The run has just become final: let all its records expire after the retention.
 
     Best effort: the final state is already recorded, so a store error here is logged, not raised
@@ -43,7 +45,7 @@ def expire_finished_run(rt: Runtime, run_id: str) -> None:
     if rt.settings.retention_seconds <= 0:
         return
     try:
-        doc = rt.statuses.get(run_id)
+        doc = doc if doc is not None else rt.statuses.get(run_id)
         scopes = run_scopes(rt, run_id, doc.get("blueprintId") if doc else None)
         rt.records.expire(run_id, math.ceil(rt.settings.retention_seconds), scopes)
     except Exception:

@@ -13,8 +13,10 @@ from celery import Celery
 
 from flowcraft_celery.distributed.core.message import node_message
 from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.distributed.core.tracing import span
 from flowcraft_celery.distributed.runs.errors import RunError, StartError
 from flowcraft_celery.distributed.runs.publishing import publish_within
+from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.graph import Graph, start_nodes
 from flowcraft_celery.model.ids import check_id
 from flowcraft_celery.model.json_values import check_json
@@ -47,6 +49,15 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
     check_json(dict(context or {}), "initial context")
     check_json(start_input, "start input")
     run_id = run_id or uuid.uuid4().hex
+    with span("flowcraft.start", {"flowcraft.run_id": run_id, "flowcraft.blueprint": blueprint.id,
+                                  "flowcraft.parent_run_id": (parent or {}).get("parentRunId")}):
+        _begin(app, rt, blueprint, run_id, context, start_input, parent)
+    return run_id
+
+
+def _begin(app: Celery, rt: Runtime, blueprint: Blueprint, run_id: str, context: Mapping[str, Any] | None,
+           start_input: Any, parent: Mapping[str, Any] | None) -> None:
+    """Write the new run's context, ledger and status, then publish its start messages (all or nothing)."""
     now = time.time()
     doc = RunStatusDoc(runId=run_id, blueprintId=blueprint.id, blueprintVersion=blueprint.run_version,
                        status="running", createdAt=now, lastUpdated=now, errors=[], awaiting=[],
@@ -75,7 +86,6 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
         # their `sent` is now after the queue took them; an entry a start node already moved on from stays
         rt.ledger.settle(run_id, "", {message.token: (messages[message.token].to_wire(), message.to_wire())
                                       for message in sent})
-    return run_id
 
 
 def _existing_run(rt: Runtime, run_id: str) -> RunStatusDoc | None:

@@ -65,7 +65,7 @@ class PrivateServices:
         deadline = time.monotonic() + START_TIMEOUT
         for name in names or tuple(self._launches):
             launch = self._launches[name]
-            while not all(e.probe(e.port) for e in launch.endpoints):
+            while not all(e.probe(e.host, e.port) for e in launch.endpoints):
                 if not background.alive(self._pids[name]) or time.monotonic() > deadline:
                     log = background.log_path(self.folder, launch.key)
                     raise RuntimeError(f"private {name} did not answer; log {log}:\n{background.log_tail(log)}")

@@ -176,7 +176,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str,
                "cosmos account key": _account_key(services_env["AZURE_COSMOS_CONNECTION_STRING"])}
     state = Deployment(tag, env, group, private, flower_port, metrics_port, [], planted)
     try:
-        group.flower(flower_port, f"--tasks_columns={FLOWER_COLUMNS}")
+        # as on an operator's machine: Flower has neither the node modules nor the blueprints
+        group.flower(flower_port, f"--tasks_columns={FLOWER_COLUMNS}",
+                     without=("FLOWCRAFT_NODE_MODULES", "FLOWCRAFT_BLUEPRINTS"))
         wait_for(lambda: _http_up(flower_port, "/healthcheck"), 60, "Flower")
         for name in ("w1", "w2"):
             group.worker(queues="tasks,tasks-reconcile", concurrency=2, name=f"{name}-{tag}")

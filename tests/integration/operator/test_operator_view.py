@@ -206,6 +206,64 @@ def test_flower_task_list_in_headless_chromium_shows_the_node_tasks(deployment: 
     assert shot.stat().st_size > 10_000
 
 
+def test_flower_broker_api_and_page_show_every_queue_with_its_depths(deployment: Deployment, scenario: Scenario,
+                                                                     chromium: list[str]) -> None:
+    poison = ("from flowcraft_celery.distributed.app import app; "
+              "app.send_task('flowcraft.node.op-step', kwargs={'msg': {'not': 'a node message'}})")
+    deployment.run(["-c", poison])  # dead-lettered by the worker that takes it
+    stuck = deployment.cli("start", "op-stuck").stdout.strip()  # one message waits on tasks-nowhere
+    try:
+        def lengths() -> dict[str, dict[str, Any]] | None:
+            listed = {q["name"]: q for q in deployment.flower("/api/queues/length")["active_queues"]}
+            seen = listed.get("tasks-nowhere", {}).get("visible") and listed.get("tasks", {}).get("dead_lettered")
+            return listed if seen else None
+
+        queues = wait_for(lengths, 90, "Flower to count the message on tasks-nowhere and the dead letter", 1)
+        assert {"tasks", "tasks-dlq", "tasks-nowhere"} <= set(queues), sorted(queues)
+        nowhere = queues["tasks-nowhere"]
+        assert (nowhere["messages"], nowhere["messages_ready"], nowhere["delayed"]) == (1, 1, 0)
+        assert (queues["tasks"]["dead_lettered"], queues["tasks-dlq"]["messages"]) == (1, 1)
+        assert queues["tasks-dlq"]["kind"] == "dead-letter"
+        page = deployment.http(deployment.flower_port, "/broker")
+        assert '<tr id="tasks-nowhere">' in page and '<tr id="tasks-dlq">' in page
+        url = f"http://127.0.0.1:{deployment.flower_port}/broker"
+        dom = subprocess.run([*chromium, "--dump-dom", url], capture_output=True, text=True, timeout=120,
+                             check=True).stdout
+        save("flower-broker.html", dom)
+        for queue in ("tasks-nowhere", "tasks-dlq"):
+            row = re.search(rf'<tr id="{queue}">(.*?)</tr>', dom, re.DOTALL)
+            assert row is not None, f"the Broker page in Chromium has no row for {queue}"
+            assert re.findall(r"<td[^>]*>\s*([^<]*?)\s*</td>", row.group(1))[:2] == [queue, "1"]
+    finally:
+        deployment.cli("cancel", stuck)
+        deployment.cli("dlq", "purge", "tasks", "--yes")
+
+
+def test_a_rate_limit_set_from_flower_on_a_user_node_task_reaches_the_workers(deployment: Deployment) -> None:
+    name = deployment.worker_names[0]
+
+    def limits() -> str:
+        """The worker's registered tasks with their rate limits (`celery inspect registered rate_limit`)."""
+        ask = ("import json; from flowcraft_celery.distributed.app import app; "
+               f"print(json.dumps(app.control.inspect(destination=[{name!r}]).registered('rate_limit')))")
+        return deployment.run(["-c", ask], timeout=90).stdout
+
+    wait_for(lambda: name in deployment.flower("/api/workers?refresh=1"), 60, "Flower to know the worker")
+    status, answer = deployment.flower_post(f"/api/task/rate-limit/flowcraft.node.op-step?workername={name}"
+                                            "&ratelimit=600/m")
+    try:
+        assert status == 200, f"rate-limit: HTTP {status} {answer}"  # Flower has no FLOWCRAFT_NODE_MODULES
+        assert "flowcraft.node.op-step [rate_limit=600/m]" in limits()
+        status, answer = deployment.flower_post(f"/api/task/timeout/flowcraft.node.op-flaky?workername={name}"
+                                                "&soft=50&hard=60")
+        assert status == 200, f"timeout: HTTP {status} {answer}"
+        status, answer = deployment.flower_post(f"/api/task/rate-limit/flowcraft.node.no-such-node?workername={name}"
+                                                "&ratelimit=1/m")
+        assert status == 404, "a node task no worker published is unknown to Flower"
+    finally:
+        deployment.flower_post(f"/api/task/rate-limit/flowcraft.node.op-step?workername={name}&ratelimit=0")
+
+
 # -- logs and results --------------------------------------------------------------------------
 
 def test_node_log_lines_carry_run_blueprint_node_and_iteration(deployment: Deployment, scenario: Scenario) -> None:
@@ -334,7 +392,35 @@ def test_metrics_endpoint_counts_runs_nodes_retries_and_reconcile_passes(deploym
 
     assert spent("list", "storage-queue") == 1
     assert spent("get_properties", "storage-queue") == queues
+    busy = [k for k, v in samples.items() if k[0] == "flowcraft_queue_messages" and dict(k[1])["kind"] == "tasks"
+            and v > 0]
+    assert spent("peek", "storage-queue") <= len(busy) + 1  # the oldest message's age: a peek per busy task queue
     assert spent("docs:query", "cosmos") == 6
+
+
+def test_metrics_endpoint_has_latency_histograms_run_durations_and_executions_per_worker(
+        deployment: Deployment, scenario: Scenario) -> None:
+    samples = scrape(deployment)
+    assert sample(samples, "flowcraft_node_run_seconds_count", uses="op-flaky") == 2
+    assert sample(samples, "flowcraft_node_queue_wait_seconds_count", uses="op-flaky") == 2
+    steps = sample(samples, "flowcraft_node_executions_total", uses="op-step")
+    assert steps and sample(samples, "flowcraft_node_run_seconds_count", uses="op-step") == steps
+    assert sample(samples, "flowcraft_node_run_seconds_bucket", uses="op-step", le="+Inf") == steps
+    waited = sample(samples, "flowcraft_node_queue_wait_seconds_sum", uses="op-step")
+    assert waited is not None and 0 <= waited < 60 * steps
+    # the flaky branch's retry came back after its 500 ms delay: its wait counts from the due time
+    assert (sample(samples, "flowcraft_node_queue_wait_seconds_bucket", uses="op-flaky", le="+Inf") or 0) == 2
+    completed = sample(samples, "flowcraft_run_duration_seconds_count", blueprint="op-flow", status="completed")
+    assert completed is not None and completed >= 1
+    took = sample(samples, "flowcraft_run_duration_seconds_sum", blueprint="op-flow", status="completed") or 0
+    assert took >= NAP_SECONDS * completed  # every op-flow run sleeps NAP_SECONDS
+    assert (sample(samples, "flowcraft_run_duration_seconds_count", blueprint="op-stuck", status="cancelled")
+            or 0) >= 1
+    per_worker = {dict(k[1])["worker"]: v for k, v in samples.items()
+                  if k[0] == "flowcraft_worker_node_executions_total"}
+    assert set(per_worker) <= set(deployment.worker_names) and sum(per_worker.values()) == sum(
+        v for k, v in samples.items() if k[0] == "flowcraft_node_executions_total")
+    assert sample(samples, "flowcraft_queue_oldest_message_age_seconds", queue="tasks") is not None
 
 
 def test_flower_buttons_and_worker_pages_answer_at_celerys_default_timeouts(deployment: Deployment) -> None:

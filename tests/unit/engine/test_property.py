@@ -14,6 +14,7 @@ from flowcraft_celery.expressions.evaluator import ExpressionError, validate_exp
 from flowcraft_celery.local.runner import LocalRunner
 from flowcraft_celery.model.blueprint import Blueprint, BlueprintFormatError
 from flowcraft_celery.model.graph import Graph
+from flowcraft_celery.model.strict_json import non_finite_path
 from flowcraft_celery.model.validation import ValidationIssue, validate
 from flowcraft_celery.stores.base import MISSING
 from flowcraft_celery.stores.memory import MemoryContextStore
@@ -28,6 +29,8 @@ scalars = st.none() | st.booleans() | st.integers(-3, 5) | st.floats(allow_nan=T
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.sampled_from(IDS) | st.text(max_size=4), inner, max_size=3),
                            max_leaves=8)
+#: Values a blueprint may hold: JSON has no NaN or Infinity (refused when a blueprint is read).
+finite_json_values = json_values.filter(lambda value: non_finite_path(value) is None)
 
 
 def field_or_junk(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -69,7 +72,8 @@ edges = st.fixed_dictionaries(
               "label": json_values},
 )
 hashable_json = st.none() | st.booleans() | st.integers(-3, 5) | st.text(max_size=6) | st.sampled_from(IDS)
-unhashable_json = st.lists(json_values, max_size=2) | st.dictionaries(st.text(max_size=3), json_values, max_size=2)
+unhashable_json = st.lists(finite_json_values, max_size=2) | st.dictionaries(st.text(max_size=3), finite_json_values,
+                                                                             max_size=2)
 metadata = st.fixed_dictionaries({}, optional={
     "cycleEntryPoints": st.lists(st.sampled_from(IDS) | hashable_json, max_size=3) | hashable_json
     | st.dictionaries(st.text(max_size=3), json_values, max_size=2),

@@ -9,7 +9,8 @@ import pytest
 
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.catalog import CatalogError, load_blueprints
-from flowcraft_celery.model.ids import InvalidIdError, check_id, printable
+from flowcraft_celery.model.ids import InvalidIdError, check_id
+from flowcraft_celery.model.printable import printable
 from flowcraft_celery.model.validation import validate
 
 
