@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.flowcraft-installed
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install test lint differential demo services-up services-down clean test-throttling bench-throttle \
+.PHONY: help install unit test lint differential demo services-up services-down clean test-throttling bench-throttle \
 	suites suites-kombu suites-celery suites-celery-baseline
 
 help: ## List the targets.
@@ -29,6 +29,15 @@ $(PY_STAMP): pyproject.toml | $(BIN)/python
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
+
+# The service addresses point at closed loopback ports, so a unit test that reached for a service
+# would fail at once instead of quietly using the dev services.
+CLOSED = http://127.0.0.1:1/devstoreaccount1
+unit: install ## Unit tests only (tests/unit): no service needed, seconds not minutes.
+	REDIS_URL=redis://127.0.0.1:1/0 \
+	AZURE_STORAGE_CONNECTION_STRING='AccountName=devstoreaccount1;AccountKey=a2V5;QueueEndpoint=$(CLOSED);BlobEndpoint=$(CLOSED)' \
+	AZURE_COSMOS_CONNECTION_STRING='AccountEndpoint=https://127.0.0.1:1/;AccountKey=a2V5;' \
+		$(BIN)/pytest -q tests/unit
 
 # Runs all three checks even when one fails, then fails with the first failure's exit code
 # (pytest's 5, "no tests collected", included).

@@ -89,7 +89,8 @@ flowcraft_webhook_base_url = _settings.webhook_base_url
 
 # Seconds a Redis call may take before it counts as an outage (retried with back-off).
 flowcraft_redis_timeout = _settings.redis_timeout
-# A node that kills its worker process this many times fails its run (its message is dead-lettered).
+# A node that kills its worker process this many times fails its run (its message is dead-lettered);
+# kept below the transport's max_delivery_count, so the worker, not the transport, sees the last crash.
 flowcraft_max_node_crashes = _settings.max_node_crashes
 # Seconds `start` waits for the broker to take a new run's start messages before giving up.
 flowcraft_start_timeout = _settings.start_timeout

@@ -20,7 +20,7 @@ from typing import Any
 
 from flowcraft_celery.engine.builtins import DEFAULT_SUBFLOW_DEPTH, DEFAULT_WEBHOOK_BASE_URL
 from flowcraft_celery.errors import FlowcraftError
-from transports.azurequeue.naming import QUEUE_NAME_RULE, prefix_problem, queue_problem
+from transports.azurequeue import QUEUE_NAME_RULE, Options, prefix_problem, queue_problem
 
 #: Where Redis is when REDIS_URL is not set (the dev services' Redis).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -96,7 +96,8 @@ AT_LEAST_ONE = _number(int, 1)
 
 @dataclass(frozen=True)
 class _Spec:
-    """One setting: its Celery key (`outer.inner` for an entry of a dict setting), variable, default, kind."""
+    """One setting: its Celery key (`outer.inner` for an entry of a dict setting), variable (empty: none),
+    default and kind."""
 
     key: str
     env: str
@@ -149,7 +150,9 @@ SPECS: dict[str, _Spec] = {
     "webhook_base_url": _Spec("flowcraft_webhook_base_url", "FLOWCRAFT_WEBHOOK_BASE_URL", DEFAULT_WEBHOOK_BASE_URL,
                               TEXT),
     "redis_timeout": _Spec("flowcraft_redis_timeout", "FLOWCRAFT_REDIS_TIMEOUT", 10.0, POSITIVE),
-    "max_node_crashes": _Spec("flowcraft_max_node_crashes", "FLOWCRAFT_MAX_NODE_CRASHES", 5, AT_LEAST_ONE),
+    "max_node_crashes": _Spec("flowcraft_max_node_crashes", "FLOWCRAFT_MAX_NODE_CRASHES", 3, AT_LEAST_ONE),
+    "max_delivery_count": _Spec("broker_transport_options.max_delivery_count", "", Options.max_delivery_count,
+                                AT_LEAST_ONE),
     "start_timeout": _Spec("flowcraft_start_timeout", "FLOWCRAFT_START_TIMEOUT", 20.0, POSITIVE),
 }
 
@@ -191,7 +194,10 @@ class Settings:
     subflow_depth: int = SPECS["subflow_depth"].default
     webhook_base_url: str = SPECS["webhook_base_url"].default
     redis_timeout: float = SPECS["redis_timeout"].default
+    #: Crashes of its worker a node may cause before its run fails (see `crash_limit`).
     max_node_crashes: int = SPECS["max_node_crashes"].default
+    #: Deliveries of a message before the transport dead-letters it (its own option; no variable).
+    max_delivery_count: int = SPECS["max_delivery_count"].default
     start_timeout: float = SPECS["start_timeout"].default
 
     @classmethod
@@ -205,9 +211,9 @@ class Settings:
             try:
                 values[attribute] = spec.kind.read(value)
             except ValueError:
+                fix = f"{spec.env} sets it from the environment; " if spec.env else ""
                 raise SettingError(spec.key, f"{spec.key} must be {spec.kind.wanted}, got {value!r:.80}",
-                                   f"{spec.env} sets it from the environment; the default is {spec.default!r}") \
-                    from None
+                                   f"{fix}the default is {spec.default!r}") from None
         return cls(**values)
 
     @classmethod
@@ -217,7 +223,7 @@ class Settings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for attribute, spec in SPECS.items():
-            text = environ.get(spec.env, "")
+            text = environ.get(spec.env, "") if spec.env else ""
             if text == "":
                 continue
             try:
@@ -257,6 +263,12 @@ class Settings:
         publish their catalog under it.
         """
         return f"{self.queue_prefix}{self.default_queue}"
+
+    @property
+    def crash_limit(self) -> int:
+        """The crashes a node may cause before its run fails, kept below the transport's delivery limit:
+        the crash that reaches it is seen on the next delivery, which the transport must still hand over."""
+        return max(1, min(self.max_node_crashes, self.max_delivery_count - 1))
 
     @property
     def retention_seconds(self) -> float:

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from transports.azurequeue.redisauth import redis_from_url
+from transports.azurequeue import redis_from_url
 
 NODE_TASK_PREFIX = "flowcraft.node."
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import redis
 
-from transports.azurequeue.redisauth import redis_from_url
+from flowcraft_celery.stores.guard import log_level
+from transports.azurequeue import redis_from_url
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ class ResultIndex:
         try:
             self.client.set(self.key(celery_key), Known.PRESENT.value, ex=seconds)
         except redis.RedisError as exc:
-            logger.warning("Could not mark result %s as stored in Redis (readers find it within %d s): %r",
-                           celery_key, ABSENT_SECONDS, exc)
+            logger.log(log_level(exc, logging.WARNING), "Could not mark result %s as stored in Redis (readers find "
+                       "it within %d s): %r", celery_key, ABSENT_SECONDS, exc)
 
     def absent(self, celery_key: Any) -> None:
         """Note that `celery_key` has no item (unless marked existing meanwhile)."""

@@ -100,7 +100,7 @@ def as_command_error(exc: Exception) -> CommandError:
     from flowcraft_celery.distributed.core.problems import ServiceUnreachable, explain
     from flowcraft_celery.model.catalog import CatalogError
     from flowcraft_celery.stores.faults import InfrastructureError
-    from transports.azurequeue.errors import AzureQueueError
+    from transports.azurequeue import AzureQueueError
 
     problem = explain(exc, _settings(), os.environ)
     if isinstance(problem, ServiceUnreachable):

@@ -6,6 +6,8 @@ a module of its own and register it below with `main.add_command(...)`.
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from flowcraft_celery.cli.authoring import run_command, validate_command
@@ -32,6 +34,10 @@ from flowcraft_celery.devtools.faultproxy_cli import fault_proxy_command
 def main() -> None:
     """Flowcraft-style workflows on Celery, Azure Queue Storage, Cosmos DB and Redis."""
 
+
+# The Azure SDKs log what they cannot parse (an HTML 404 page, with its traceback) as warnings, which
+# Python prints on stderr when nothing is configured; the command's own one-line error says what matters.
+logging.getLogger("azure").addHandler(logging.NullHandler())
 
 main.add_command(validate_command)
 main.add_command(run_command)

@@ -17,7 +17,7 @@ answers instead as Azure does when it says no:
 
 Rules read `service[/kind,kind]=answer@rate`: `queue=503@0.1` (10 % of every queue request),
 `queue/send=500@0.05`, `cosmos=429@0.1`, `cosmos/docs:patch,docs:upsert=408@0.01`, `*=reset@0.001`.
-Kinds are those `transports.azurequeue.stats` and `stores.cosmos_client` count (`send`, `receive`,
+Kinds are those `transports.azurequeue.STATS` and `stores.cosmos_client` count (`send`, `receive`,
 `delete`, `update`, ...; `docs:read`, `docs:query`, `docs:patch`, ...).
 
 Each listener also answers `GET /__faultproxy__/stats` (requests, injected answers, delays, by
@@ -57,7 +57,7 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.stores.cosmos_client import operation_of
-from transports.azurequeue.stats import blob_operation, queue_operation
+from transports.azurequeue import blob_operation, queue_operation
 
 logger = logging.getLogger("flowcraft.faultproxy")
 

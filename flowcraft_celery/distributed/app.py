@@ -23,6 +23,7 @@ from celery import Celery
 from celery.signals import (
     beat_init,
     before_task_publish,
+    celeryd_init,
     import_modules,
     worker_init,
     worker_process_init,
@@ -33,7 +34,11 @@ from celery.signals import (
 
 import transports  # noqa: F401 - registers the azurequeue:// transport alias
 from flowcraft_celery.distributed.core.logcontext import install_on_celery_logging
-from flowcraft_celery.distributed.core.preflight import check_settings, report_unreachable_redis
+from flowcraft_celery.distributed.core.preflight import (
+    check_settings,
+    report_unreachable_broker,
+    report_unreachable_redis,
+)
 from flowcraft_celery.distributed.core.problems import explain
 from flowcraft_celery.distributed.core.published import (
     import_node_modules,
@@ -41,6 +46,7 @@ from flowcraft_celery.distributed.core.published import (
     publish_catalog,
     worker_code,
 )
+from flowcraft_celery.distributed.core.retry_lines import quiet_outage_retries
 from flowcraft_celery.distributed.core.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.core.secrets import censor_inspect_replies, protect_settings
 from flowcraft_celery.distributed.core.tracing import flush, inject, set_attributes, set_up, span
@@ -55,7 +61,9 @@ from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
 from flowcraft_celery.settings import SettingError, Settings
 from flowcraft_celery.stores.catalog import RedisCatalogStore
-from transports.azurequeue.redisauth import redis_from_url
+from flowcraft_celery.stores.faults import classify
+from transports.azurequeue import redis_from_url
+from transports.azurequeue.handback import install as install_hand_back
 
 logger = logging.getLogger("flowcraft.worker")
 
@@ -92,16 +100,30 @@ def create_app(config: str | None = None) -> Celery:
     # quiet passes leave no result and no event; see distributed/reconcile/schedule.py
     @celery_app.task(name="flowcraft.reconcile", bind=True, ignore_result=True, send_events=False, shared=False)
     def reconcile_task(self: Any, stall_seconds: float | None = None) -> dict[str, int]:
-        """Re-publish the outstanding work of stalled runs; returns the counts."""
+        """Re-publish the outstanding work of stalled runs; returns the counts. A store that does not
+        answer skips the pass (one line; the outage log tells the outage), the next pass tries again."""
         started = time.monotonic()
-        rt = runtime_for(self.app.conf)
-        with span("flowcraft.reconcile", {}):
-            report = reconcile(self.app, rt, stall_seconds).to_dict()
-            set_attributes({f"flowcraft.reconcile.{key}": value for key, value in report.items()})
+        try:
+            rt = runtime_for(self.app.conf)
+            with span("flowcraft.reconcile", {}):
+                report = reconcile(self.app, rt, stall_seconds).to_dict()
+                set_attributes({f"flowcraft.reconcile.{key}": value for key, value in report.items()})
+        except Exception as exc:
+            if classify(exc) != "infrastructure":
+                raise
+            logger.info("reconcile: pass skipped, the next one tries again: %s", exc)
+            return {"skipped": 1}
         record_pass(self, rt, report, time.monotonic() - started)
         return report
 
     return celery_app
+
+
+@celeryd_init.connect
+def _hand_back_unstarted(instance: Any = None, **_: Any) -> None:
+    """A worker on `azurequeue://` hands the messages it prefetched but never started back at once
+    when it shuts down (the transport's worker step; the transport itself never imports Celery)."""
+    install_hand_back(instance)
 
 
 @import_modules.connect
@@ -115,6 +137,7 @@ def _load_worker_code(sender: Any = None, **_: Any) -> None:
     except SettingError as exc:
         logger.critical("flowcraft: cannot start: %s", exc)
         raise SystemExit(EXIT_CONFIG) from exc
+    report_unreachable_broker(sender)
     report_unreachable_redis(sender.conf)
     install_broker(sender)  # Flower loads the app's modules too: its Broker page reads our queues
 
@@ -187,6 +210,7 @@ for _started in (worker_init, worker_process_init, beat_init):
 worker_process_shutdown.connect(flush, weak=False)
 install_delayed_index()
 install_quiet_beat()
+quiet_outage_retries()
 
 
 @worker_init.connect

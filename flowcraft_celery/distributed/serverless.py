@@ -18,8 +18,7 @@ from celery import Celery
 from celery.exceptions import Retry
 
 from flowcraft_celery.errors import FlowcraftError
-from transports.azurequeue import wire
-from transports.azurequeue.blobs import LargeBodyStore
+from transports.azurequeue import LargeBodyStore, wire
 
 
 class UnprocessableMessage(FlowcraftError, ValueError):

@@ -49,7 +49,7 @@ from azure.cosmos.exceptions import (
 from requests.adapters import HTTPAdapter
 
 from flowcraft_celery.errors import FlowcraftError
-from transports.azurequeue.throttling import ThrottleWatch, cosmos_throttle_kind
+from transports.azurequeue import ThrottleWatch, cosmos_throttle_kind
 
 CONNECTION_STRING_ENV = "AZURE_COSMOS_CONNECTION_STRING"
 VERIFY_TLS_ENV = "FLOWCRAFT_COSMOS_VERIFY_TLS"

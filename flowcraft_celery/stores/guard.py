@@ -9,7 +9,7 @@ reported in one line by the client, never counted as a node attempt.
 from __future__ import annotations
 
 import functools
-import inspect
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
@@ -18,6 +18,7 @@ import redis.exceptions
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError
+from transports.azurequeue import OUTAGES, unanswered
 
 T = TypeVar("T")
 
@@ -60,7 +61,7 @@ class _Guarded:
         @functools.wraps(attr)
         def method(*args: Any, **kwargs: Any) -> Any:
             result = call(service, attr, *args, **kwargs)
-            return _guard_iterator(service, result) if inspect.isgenerator(result) else result
+            return _guard_iterator(service, result) if isinstance(result, Iterator) else result
 
         self._methods[name] = method
         return method
@@ -70,27 +71,60 @@ class _Guarded:
 
 
 def _guard_iterator(service: str, items: Iterator[Any]) -> Iterator[Any]:
-    """Iterate `items`, translating failures raised while paging."""
+    """Iterate `items` (lazily paged: the service is asked while iterating), translating failures."""
     try:
         yield from items
     except Exception as exc:
-        translated = translate(service, exc)
+        translated = _failed(service, exc)
         if translated is exc:
             raise
         raise translated from exc
+    _answered(service)
 
 
 def call(service: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """`function(*args, **kwargs)` with its service failures translated (for constructors that connect)."""
     try:
-        return function(*args, **kwargs)
+        result = function(*args, **kwargs)
     except Exception as exc:
-        translated = translate(service, exc)
+        translated = _failed(service, exc)
         if translated is exc:
             raise
         raise translated from exc
+    if not isinstance(result, Iterator):  # a lazy result has not asked the service yet
+        _answered(service)
+    return result
+
+
+def _answered(service: str) -> None:
+    if OUTAGES.active:
+        name, _, endpoint = service.partition(" at ")
+        OUTAGES.answered(name, endpoint)
+
+
+def _failed(service: str, exc: Exception) -> BaseException:
+    """What a failed call raises; a service that did not answer is told to the outage log
+    (`transports.azurequeue.outages`: one WARNING per outage and process)."""
+    translated = translate(service, exc)
+    if translated is exc:
+        return exc
+    name, _, endpoint = service.partition(" at ")
+    if endpoint and unanswered(exc):
+        OUTAGES.failed(name, endpoint, exc)
+    return translated
 
 
 def guarded(store: T, service: str) -> T:
     """`store` with its service failures translated; `service` names the endpoint in messages."""
     return cast(T, _Guarded(store, service))
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failure is a service not answering, which the outage log tells once per outage
+    and process (`transports.azurequeue.outages`), so what it caused needs no warning or traceback."""
+    return unanswered(exc)
+
+
+def log_level(exc: BaseException, level: int, during_outage: int = logging.INFO) -> int:
+    """The level to log what a failure caused at: `during_outage` in an outage, else `level`."""
+    return during_outage if is_outage(exc) else level

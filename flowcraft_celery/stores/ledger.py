@@ -258,6 +258,11 @@ class RunLedger:
         """The attempt ended (success, failure or error), so it did not crash its process."""
         self._redis.hdel(self._key(run_id, "crashes"), node_token)
 
+    def unended_attempts(self, run_id: str) -> dict[str, int]:
+        """Per token, the attempts that started and never ended (a running one included)."""
+        found = self._redis.hgetall(self._key(run_id, "crashes"))
+        return {_text(t): int(n) for t, n in found.items()}
+
     def finish_times(self, run_id: str) -> list[tuple[str, float]]:
         """When each node execution finished (the worker's clock), in order."""
         raw = self._redis.hgetall(self._key(run_id, "times"))

@@ -29,11 +29,13 @@ Features
 * Large bodies: a message longer than ``large_message_threshold`` is stored in Blob Storage and
   the queue carries a reference; the blob is deleted on ack.
 * Batching: receives up to 32 messages per request (bounded by the prefetch room), acks in
-  parallel; with ``redis_url``, sends made inside ``bundles.bundled()`` to one queue travel as
+  parallel; with ``redis_url``, sends made inside ``bundled()`` to one queue travel as
   bundles of up to ``bundle_size`` messages in one Azure message (see Bundles).
 * Warm shutdown of a Celery worker hands the messages it prefetched but never started back at
-  once (visibility 0) and exits when the running tasks finish (``handback.HandBackUnstarted``, a
-  worker step added automatically to ``celery worker`` when the broker is ``azurequeue://``).
+  once (visibility 0) and exits when the running tasks finish: the worker step
+  ``transports.azurequeue.handback.HandBackUnstarted``, which the app adds
+  (``app.steps["worker"].add(HandBackUnstarted)``; Flowcraft's app does). It is the one module
+  that imports Celery; importing the transport never does.
 
 Connection String
 =================
@@ -57,7 +59,7 @@ names the (masked) URL, so Celery prints ``Cannot connect to azurequeue://**@…
 and retries as for any broker. A healthy account costs one request (~10 ms) per connection.
 
 Credentials are masked in ``repr``, logs and ``celery report``. A connection string put in
-``broker_transport_options`` should be wrapped in :class:`transports.azurequeue.auth.Secret`
+``broker_transport_options`` should be wrapped in :class:`transports.azurequeue.Secret`
 so ``celery report`` masks it too (the environment variable needs nothing).
 
 Transport Options
@@ -192,22 +194,77 @@ a 100-wide fan-out), plus one Redis command per acked part. An idle consumed que
 1/``max_polling_interval`` Azure requests per second (0.125 with the defaults), plus a listing
 of the binding table each ``queue_heartbeat_interval``; with Redis, control and event traffic
 costs no Azure request.
-``transports.azurequeue.stats.STATS`` counts every Azure request of the process by kind.
+``transports.azurequeue.STATS`` counts every Azure request of the process by kind.
+
+Structure
+=========
+
+``Transport`` (one per connection) owns the I/O thread, the lease keeper and the routing table,
+and ``Transport.backend(queue)`` is the one place that says where a queue lives: an Azure queue
+(``queues.AzureQueues``) or a transient queue in Redis (``transient.TransientQueues``), both
+``backend.QueueBackend``. ``Channel`` declares, binds, publishes and settles through the
+transport (ack, requeue, reject by delivery tag). ``redisside.RedisSide`` holds the connection's
+Redis clients and the one Redis key schema (``RedisKeys``). The public API is ``__all__`` below;
+every other module is internal.
 """
 
-from typing import Any
+from . import wire
+from .auth import Secret, build_clients, masked_url
+from .blobs import LargeBodyStore
+from .bundles import bundled
+from .channel import Channel
+from .errors import AzureQueueError
+from .naming import (
+    DEAD_LETTER_SUFFIX,
+    QUEUE_NAME_RULE,
+    azure_queue_name,
+    dead_letter_queue_name,
+    listing_prefix,
+    prefix_problem,
+    queue_problem,
+)
+from .options import Options
+from .outages import OUTAGES, unanswered
+from .redisauth import RedisCredentialError, redis_from_url
+from .redisside import RedisKeys
+from .registry import QueueRecord, namespace_tag
+from .stats import STATS, blob_operation, queue_operation
+from .throttling import THROTTLES, ThrottleWatch, cosmos_throttle_kind
+from .transient import TransientQueues
+from .transport import BrokerUnreachable, Transport
 
-__all__ = ["Channel", "Transport"]
-
-
-def __getattr__(name: str) -> Any:
-    """Import the channel and transport classes on first use (importing the package stays light)."""
-    if name == "Transport":
-        from transports.azurequeue.transport import Transport
-
-        return Transport
-    if name == "Channel":
-        from transports.azurequeue.channel import Channel
-
-        return Channel
-    raise AttributeError(name)
+#: The public API; everything else in the package is internal and may change.
+__all__ = [
+    "DEAD_LETTER_SUFFIX",
+    "OUTAGES",
+    "QUEUE_NAME_RULE",
+    "STATS",
+    "THROTTLES",
+    "AzureQueueError",
+    "BrokerUnreachable",
+    "Channel",
+    "LargeBodyStore",
+    "Options",
+    "QueueRecord",
+    "RedisCredentialError",
+    "RedisKeys",
+    "Secret",
+    "ThrottleWatch",
+    "TransientQueues",
+    "Transport",
+    "azure_queue_name",
+    "blob_operation",
+    "build_clients",
+    "bundled",
+    "cosmos_throttle_kind",
+    "dead_letter_queue_name",
+    "listing_prefix",
+    "masked_url",
+    "namespace_tag",
+    "prefix_problem",
+    "queue_operation",
+    "queue_problem",
+    "redis_from_url",
+    "unanswered",
+    "wire",
+]

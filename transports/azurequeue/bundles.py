@@ -9,7 +9,7 @@ bundles of up to `bundle_size` messages (envelope `{"ms": [...]}`, never larger 
 Each part stays its own Kombu message, so its own Celery task: its own delivery tag, task id,
 state, ack, reject and requeue. The consumer that receives a bundle holds all its parts (the
 lease keeper renews the one Azure message while any part is held). Acking a part records its
-index in a Redis set (`<ns>bundle:<queue>:<message id>`, one command) and the Azure message is
+index in a Redis set (`bundle:<queue>:<message id>`, one command) and the Azure message is
 deleted with its last part; if the consumer dies first, the bundle reappears and only the parts
 not in the set are delivered again. A part that is requeued or rejected goes out on its own
 (re-sent, or to the dead-letter queue) and counts as settled in its bundle.
@@ -23,9 +23,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
+
+if TYPE_CHECKING:
+    from .redisside import RedisKeys
 
 #: Seconds a bundle's set of settled parts lives: longer than any message (7 days at most).
 DONE_TTL_SECONDS = 8 * 24 * 3600
@@ -92,16 +95,13 @@ def collect(sender: BundleSender, queue: str, payload: dict[str, Any], ttl: int 
 class DoneParts:
     """The settled parts of bundles, in Redis, so a redelivered bundle skips them."""
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self._client = client
-        self._namespace = namespace
-
-    def _key(self, queue: str, message_id: str) -> str:
-        return f"{self._namespace}bundle:{queue}:{message_id}"
+        self._keys = keys
 
     def add(self, queue: str, message_id: str, index: int) -> None:
         """Record part `index` of a bundle as settled."""
-        key = self._key(queue, message_id)
+        key = self._keys.bundle(queue, message_id)
         pipe = self._client.pipeline(transaction=False)
         pipe.sadd(key, index)
         pipe.expire(key, DONE_TTL_SECONDS)
@@ -109,8 +109,8 @@ class DoneParts:
 
     def get(self, queue: str, message_id: str) -> set[int]:
         """The indexes of a bundle's settled parts."""
-        return {int(value) for value in self._client.smembers(self._key(queue, message_id))}
+        return {int(value) for value in self._client.smembers(self._keys.bundle(queue, message_id))}
 
     def clear(self, queue: str, message_id: str) -> None:
         """Forget a bundle (its Azure message is deleted)."""
-        self._client.delete(self._key(queue, message_id))
+        self._client.delete(self._keys.bundle(queue, message_id))

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import logging
-import math
-import time
 import uuid
-from functools import partial
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from amqp.protocol import queue_declare_ok_t  # type: ignore[import-untyped]
-from azure.core.exceptions import ResourceNotFoundError
 from kombu.exceptions import ChannelError
 from kombu.transport import virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
@@ -35,7 +31,6 @@ class Channel(virtual.Channel):
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
-        self._noack_queues: set[str] = set()
         self._auto_delete_queues: set[str] = set()
 
     @property
@@ -65,22 +60,19 @@ class Channel(virtual.Channel):
         if not passive:
             self._new_queue(name, **kwargs)
             return queue_declare_ok_t(name, 0, 0)
-        try:
-            count = self.transport.existing_queue_size(name)
-        except ResourceNotFoundError as exc:
-            raise ChannelError(
-                f"NOT_FOUND - no queue {name!r}", (50, 10), "Channel.queue_declare", "404"
-            ) from exc
+        count = self.transport.existing_queue_size(name)
+        if count is None:
+            raise ChannelError(f"NOT_FOUND - no queue {name!r}", (50, 10), "Channel.queue_declare", "404")
         return queue_declare_ok_t(name, count, 0)
 
     def _size(self, queue: str) -> int:
         """Return the approximate number of messages, invisible ones included (after the acks
         already made here have reached the queue, so an acked message is not counted)."""
-        return self.transport.queue_size(queue)
+        return self.transport.backend(queue).size(queue)
 
     def _purge(self, queue: str) -> int:
         """Delete every message of the queue and return how many there were."""
-        return self.transport.purge_queue(queue)
+        return self.transport.backend(queue).purge(queue)
 
     def queue_delete(
         self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any
@@ -107,7 +99,7 @@ class Channel(virtual.Channel):
     def _queue_bind(self, exchange: str, routing_key: str, pattern: Any, queue: str) -> None:
         """Publish a binding where every process finds it."""
         kind = self.typeof(exchange).type or "direct"
-        self.transport.bind(queue, exchange, kind, routing_key)
+        self.transport.backend(queue).bind(queue, exchange, kind, routing_key)
 
     def queue_unbind(
         self,
@@ -120,7 +112,7 @@ class Channel(virtual.Channel):
         """Remove a binding here and where every process finds it."""
         kind = self.typeof(exchange or "").type or "direct"
         super().queue_unbind(queue, exchange, routing_key, arguments, **kwargs)
-        self.transport.unbind(queue, exchange or "", kind, routing_key)
+        self.transport.backend(queue).unbind(queue, exchange or "", kind, routing_key)
 
     def get_table(self, exchange: str) -> list[Route]:
         """Return the routing table of `exchange`: this process's bindings and everyone else's."""
@@ -161,10 +153,8 @@ class Channel(virtual.Channel):
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         """Start consuming; the I/O thread polls the queue at once."""
-        if no_ack:
-            self._noack_queues.add(queue)
         result = super().basic_consume(queue, no_ack, *args, **kwargs)
-        self.transport.consume(queue, self)
+        self.transport.consume(queue, self, no_ack)
         return result
 
     def basic_cancel(self, consumer_tag: str) -> Any:
@@ -172,7 +162,6 @@ class Channel(virtual.Channel):
         queue = self._tag_to_queue.get(consumer_tag)
         result = super().basic_cancel(consumer_tag)
         if queue is not None and queue not in self._active_queues:
-            self._noack_queues.discard(queue)
             self.transport.cancel(queue)
             if queue in self._auto_delete_queues:
                 self.queue_delete(queue)
@@ -188,65 +177,34 @@ class Channel(virtual.Channel):
         except Empty:
             return None
         if no_ack:
-            lease = self.transport.keeper.take(message.delivery_tag)
-            if lease is not None:
-                self.transport.queues.ack(lease, message.delivery_tag)
+            self.transport.ack(message.delivery_tag)
         else:
             self.qos.append(message, message.delivery_tag)
         return message
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
-        """Receive one message for `basic_get` (poison messages are dead-lettered and skipped,
-        one received before its due time goes back hidden until then, a bundle's further parts
-        go back on their own)."""
-        transport = self.transport
-        while True:
-            if transport.is_transient(queue):
-                payload = transport.pop_transient(queue)
-                if payload is None:
-                    raise Empty()
-                return payload
-            received = transport.queues.receive(queue, 1)
-            if not received:
-                raise Empty()
-            accepted = transport.queues.accept(queue, received[0], no_ack=False)
-            if not accepted:
-                continue
-            (payload, due), rest = accepted[0], accepted[1:]
-            for extra, _ in rest:
-                transport.give_back(extra)
-            early = (due or 0.0) - time.time()
-            if early > 0:
-                lease = transport.keeper.take(payload["properties"]["delivery_tag"])
-                if lease is not None:
-                    transport.keeper.settle(lease, partial(transport.queues.release, after=math.ceil(early)))
-                raise Empty()
-            return payload
+        """Receive one message for `basic_get` from wherever the queue lives."""
+        payload = self.transport.backend(queue).get(queue)
+        if payload is None:
+            raise Empty()
+        return payload
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         """Acknowledge: delete the message (in the background) and free its prefetch slot."""
-        lease = self.transport.keeper.take(delivery_tag)
-        if lease is not None:
-            self.transport.queues.ack(lease, delivery_tag)
+        self.transport.ack(delivery_tag)
         super().basic_ack(delivery_tag)
         self.transport.room_opened(self)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """Reject: make the message visible again at once, or move it to the dead-letter queue."""
-        queues = self.transport.queues
-        lease = self.transport.keeper.take(delivery_tag)
-        if lease is not None:
-            if requeue:
-                queues.requeue(lease, delivery_tag)
-            else:
-                queues.reject(lease, delivery_tag, "rejected by the consumer")
+        if requeue:
+            self.transport.requeue(delivery_tag)
+        else:
+            self.transport.reject(delivery_tag, "rejected by the consumer")
         self.qos.reject(delivery_tag, requeue=False)
         self.transport.room_opened(self)
 
     def _restore(self, message: Any) -> None:
         """Give an unacked message back to the queue: visible again at once."""
-        lease = self.transport.keeper.take(message.delivery_tag)
-        if lease is None:
+        if not self.transport.requeue(message.delivery_tag):
             super()._restore(message)
-            return
-        self.transport.queues.requeue(lease, message.delivery_tag)

@@ -8,8 +8,9 @@ workers until the running tasks end. This worker bootstep runs when the worker b
 that was never handed to the pool: its message is visible again at once (visibility 0) for
 another worker. Requests already in a pool process finish and are acked as usual.
 
-Installed automatically on `celery worker` start for apps whose broker is `azurequeue://`
-(`celeryd_init` signal); `app.steps["worker"].add(HandBackUnstarted)` does it by hand.
+An app adds it with `app.steps["worker"].add(HandBackUnstarted)`, or with `install` connected
+to Celery's `celeryd_init` signal (only for a broker `azurequeue://`). This is the transport's
+one module that imports Celery; the transport itself never imports it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import bootsteps, signals
+from celery import bootsteps
 from celery.worker import state
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,3 @@ def install(instance: Any = None, **kwargs: Any) -> None:
     url = str(app.conf.broker_url or "")
     if url.startswith("azurequeue://"):
         app.steps["worker"].add(HandBackUnstarted)
-
-
-signals.celeryd_init.connect(install, weak=False, dispatch_uid="azurequeue-handback")

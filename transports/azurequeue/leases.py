@@ -19,6 +19,8 @@ from typing import Any
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
+from .outages import unanswered
+
 logger = logging.getLogger(__name__)
 
 
@@ -116,7 +118,8 @@ class LeaseKeeper:
             self._pending.discard(future)
         exc = future.exception()
         if exc is not None:
-            logger.error("Settling a message failed (it will be redelivered): %r", exc)
+            logger.log(logging.DEBUG if unanswered(exc) else logging.ERROR,
+                       "Settling a message failed (it will be redelivered): %r", exc)
 
     def flush(self) -> None:
         """Wait until every settlement submitted so far has finished."""
@@ -151,7 +154,8 @@ class LeaseKeeper:
                     )
                     lease.renew_at = float("inf")
                     return
-                logger.warning("Renewing message %s failed, will retry: %r", lease.message_id, exc)
+                logger.log(logging.DEBUG if unanswered(exc) else logging.WARNING,
+                           "Renewing message %s failed, will retry: %r", lease.message_id, exc)
                 lease.renew_at = time.monotonic() + 1.0
                 return
             lease.pop_receipt = updated.pop_receipt or lease.pop_receipt

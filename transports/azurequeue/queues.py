@@ -1,10 +1,11 @@
-"""The Azure side of the transport: queues, and the life of a message on them.
+"""The Azure side of the transport: queues, and the life of a message on them (its `QueueBackend`).
 
-Creating and deleting queues, sending (delayed until due, large bodies to Blob Storage, a
+Creating and deleting queues, binding them (`registry`), sending (delayed until due, large bodies to Blob Storage, a
 wake-up token after the send, several messages as one bundle inside `bundles.bundled()`),
 receiving a batch and turning each message into held Kombu payloads (or dead-lettering it, or
-hopping one due beyond Azure's 7-day limit), and settling: delete on ack, visible again on
-requeue, moved to `<queue>-dlq` on reject (a bundle's parts one by one, see `bundles`).
+hopping one due beyond Azure's 7-day limit), and settling a held message by its delivery tag:
+delete on ack, visible again on requeue, moved to `<queue>-dlq` on reject (a bundle's parts one by
+one, see `bundles`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
@@ -32,12 +34,18 @@ from .options import Options
 from .registry import BindingRegistry
 from .wakeup import WakeSignals
 
+if TYPE_CHECKING:
+    from .redisside import RedisSide
+
 logger = logging.getLogger(__name__)
 
 #: A received message due later than this (seconds) is re-sent hidden instead of kept here.
 HOLD_LIMIT = 2.0
 #: Threads that send the bundles of one `bundled()` block in parallel.
 BUNDLE_SEND_THREADS = 4
+
+Accepted = tuple[dict[str, Any], float | None]
+"""A held Kombu payload and when it is due (epoch seconds; None: now)"""
 
 
 class AzureQueues:
@@ -48,19 +56,27 @@ class AzureQueues:
         options: Options,
         clients: Callable[[], Clients],
         keeper: LeaseKeeper,
-        signals: Callable[[], WakeSignals | None],
-        done_parts: Callable[[], bundles.DoneParts | None],
+        redis: Callable[[], RedisSide | None],
     ) -> None:
         self.options = options
         self._clients = clients
         self.keeper = keeper
-        self._signals = signals
-        self._done_parts = done_parts
+        self._redis = redis
         self._registry: BindingRegistry | None = None
         self._blobs: LargeBodyStore | None = None
         self._queue_clients: dict[str, QueueClient] = {}
         self._declared: set[str] = set()
         self._sender_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+    def _signals(self) -> WakeSignals | None:
+        """Wake-up tokens (None without Redis)."""
+        side = self._redis()
+        return side.signals if side is not None else None
+
+    def _done_parts(self) -> bundles.DoneParts | None:
+        """The settled parts of bundles (None without Redis)."""
+        side = self._redis()
+        return side.done_parts if side is not None else None
 
     @property
     def registry(self) -> BindingRegistry:
@@ -97,7 +113,7 @@ class AzureQueues:
             self._queue_clients[queue] = client
         return client
 
-    def declare_queue(self, queue: str, arguments: dict[str, Any], auto_delete: bool) -> None:
+    def declare(self, queue: str, arguments: dict[str, Any], auto_delete: bool) -> None:
         """Create the queue with its registry metadata, once per connection."""
         if queue in self._declared:
             return
@@ -113,7 +129,17 @@ class AzureQueues:
         with contextlib.suppress(ResourceExistsError):
             self.queue_client(queue).create_queue(metadata=metadata)
 
-    def delete_queue(self, queue: str) -> None:
+    def bind(self, queue: str, exchange: str, kind: str, routing_key: str) -> None:
+        """Add a binding to the queue's metadata, where every process finds it."""
+        binding = (exchange, kind, routing_key)
+        self.registry.bind(queue, binding, lambda bindings: bindings.add(binding))
+
+    def unbind(self, queue: str, exchange: str, kind: str, routing_key: str) -> None:
+        """Remove a binding from the queue's metadata."""
+        binding = (exchange, kind, routing_key)
+        self.registry.bind(queue, binding, lambda bindings: bindings.discard(binding))
+
+    def delete(self, queue: str) -> None:
         """Delete the Azure queue once settlements in flight are done; a queue already gone is fine."""
         self.keeper.flush()
         self._declared.discard(queue)
@@ -128,7 +154,21 @@ class AzureQueues:
         props = self.queue_client(queue).get_queue_properties()
         return props.approximate_message_count or 0
 
-    def send(self, queue: str, payload: dict[str, Any]) -> None:
+    def existing_size(self, queue: str) -> int | None:
+        """Approximate message count of the queue; None when it does not exist."""
+        try:
+            props = self.queue_client(queue).get_queue_properties()
+        except ResourceNotFoundError:
+            return None
+        return props.approximate_message_count or 0
+
+    def purge(self, queue: str) -> int:
+        """Delete every message of the queue and return about how many there were."""
+        count = self.size(queue)
+        self.queue_client(queue).clear_messages()
+        return count
+
+    def put(self, queue: str, payload: dict[str, Any]) -> None:
         """Send a Kombu payload: hidden until (about a second before) its ETA, with its TTL."""
         now = time.time()
         due = wire.due_time(payload)
@@ -220,7 +260,35 @@ class AzureQueues:
             self._create(queue)
             return []
 
-    def accept(self, queue: str, received: QueueMessage, no_ack: bool) -> list[tuple[dict[str, Any], float | None]]:
+    def receive_batch(self, queue: str, count: int, no_ack: bool) -> tuple[int, list[Accepted]]:
+        """Receive up to `count` messages and hold them all: how many Azure messages came, and
+        the deliveries they brought (a bundle brings several, a poison message none)."""
+        received = self.receive(queue, count)
+        return len(received), [accepted for message in received for accepted in self.accept(queue, message, no_ack)]
+
+    def get(self, queue: str) -> dict[str, Any] | None:
+        """Receive one deliverable message for `basic_get`, held until settled (poison messages
+        are dead-lettered and skipped, one received before its due time goes back hidden until
+        then, a bundle's further parts go back on their own)."""
+        while True:
+            received = self.receive(queue, 1)
+            if not received:
+                return None
+            accepted = self.accept(queue, received[0], no_ack=False)
+            if not accepted:
+                continue
+            (payload, due), rest = accepted[0], accepted[1:]
+            for extra, _ in rest:
+                self.requeue(extra["properties"]["delivery_tag"])
+            early = (due or 0.0) - time.time()
+            if early <= 0:
+                return payload
+            lease = self.keeper.take(payload["properties"]["delivery_tag"])
+            if lease is not None:
+                self.keeper.settle(lease, partial(self.release, after=math.ceil(early)))
+            return None
+
+    def accept(self, queue: str, received: QueueMessage, no_ack: bool) -> list[Accepted]:
         """Turn a received message into held Kombu payloads with their due time (one, or a
         bundle's parts not settled yet), or dead-letter/hop it (none)."""
         lease = Lease(
@@ -264,7 +332,7 @@ class AzureQueues:
 
     def _accept_bundle(
         self, lease: Lease, parts: list[dict[str, Any]], no_ack: bool
-    ) -> list[tuple[dict[str, Any], float | None]]:
+    ) -> list[Accepted]:
         """Hold a bundle's parts not settled in an earlier delivery, each with its own tag; a
         bundle delivered too often has those parts dead-lettered one by one."""
         lease.bundle = True
@@ -298,33 +366,50 @@ class AzureQueues:
                 self.keeper.hold(tag, lease)
         if no_ack:
             for tag in list(lease.parts):
-                self.ack(lease, tag)
+                self._ack(lease, tag)
         return [(part, None) for _, part in open_parts]
 
-    def ack(self, lease: Lease, tag: str) -> None:
-        """Settle an acked message: deleted in the background (a bundle with its last part)."""
+    def ack(self, tag: str) -> bool:
+        """Settle an acked message: deleted in the background (a bundle with its last part).
+        False when this connection does not hold `tag`."""
+        lease = self.keeper.take(tag)
+        if lease is not None:
+            self._ack(lease, tag)
+        return lease is not None
+
+    def _ack(self, lease: Lease, tag: str) -> None:
         if lease.bundle:
             self.keeper.run_later(lambda: self._close_part(lease, tag, None))
         else:
             self.keeper.settle_later(lease, self.delete_message)
 
-    def requeue(self, lease: Lease, tag: str) -> None:
-        """Make a held message visible again at once (a bundle's part is re-sent on its own)."""
+    def requeue(self, tag: str) -> bool:
+        """Make a held message visible again at once (a bundle's part is re-sent on its own).
+        False when this connection does not hold `tag`."""
+        lease = self.keeper.take(tag)
+        if lease is None:
+            return False
         if lease.bundle:
             self._close_part(lease, tag, lambda part: self.send_envelope(
                 lease.queue, {"m": part, "rd": lease.dequeue_count}))
         else:
             self.keeper.settle(lease, self.release)
+        return True
 
-    def reject(self, lease: Lease, tag: str, reason: str) -> None:
-        """Move a held message to the dead-letter queue (a bundle's part on its own)."""
+    def reject(self, tag: str, reason: str) -> bool:
+        """Move a held message to the dead-letter queue (a bundle's part on its own). False when
+        this connection does not hold `tag`."""
+        lease = self.keeper.take(tag)
+        if lease is None:
+            return False
         if not lease.bundle:
             self.dead_letter(lease, lease.envelope, reason)
-            return
+            return True
         logger.error("Moving a part of bundle %s of queue %r to its dead-letter queue: %s",
                      lease.message_id, lease.queue, reason)
         self.keeper.run_later(
             lambda: self._close_part(lease, tag, lambda part: self._send_dead(lease, {"m": part}, reason)))
+        return True
 
     def _close_part(self, lease: Lease, tag: str, redirect: Callable[[dict[str, Any]], None] | None) -> None:
         """Settle one part of a bundle: redirect it (re-send, dead-letter) if asked, then note it
@@ -418,7 +503,7 @@ class AzureQueues:
         dlq = dead_letter_queue_name(lease.queue)
         dead = {k: v for k, v in envelope.items() if k not in ("due", "rd")}
         dead["dl"] = {"reason": reason, "queue": lease.queue, "delivery-count": lease.dequeue_count}
-        self.declare_queue(dlq, {}, False)
+        self.declare(dlq, {}, False)
         self.send_envelope(dlq, dead)
 
     def hop(self, lease: Lease, envelope: dict[str, Any]) -> None:

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import redis
 
 from .inbox import Inbox
+from .outages import OUTAGES, redis_endpoint, unanswered
 from .polling import PollSchedule
 from .transient import TransientQueues, decode
 from .wakeup import WakeSignals, token_time, token_worth
@@ -65,11 +66,13 @@ class QoSView(Protocol):
 
 @dataclass(frozen=True)
 class Consumption:
-    """One consumed queue: its channel (owner of deliveries), whether it lives in Redis."""
+    """One consumed queue: its channel (owner of deliveries), whether it lives in Redis, and
+    whether its consumer acks (`no_ack`: a message is deleted as it is received)."""
 
     owner: Hashable
     qos: QoSView
     transient: bool
+    no_ack: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,7 @@ class Source(Protocol):
 
     def consumption(self) -> dict[str, Consumption]: ...
 
-    def receive_batch(self, queue: str, owner: Hashable, count: int) -> tuple[int, list[Received]]: ...
-
-    def give_back(self, payload: dict[str, Any]) -> None: ...
+    def receive_batch(self, queue: str, count: int, no_ack: bool) -> tuple[int, list[Received]]: ...
 
     def upkeep(self, now: float) -> None: ...
 
@@ -117,6 +118,7 @@ class Receiver:
         self._signals = signals
         self._transient = transient
         self._blocking = blocking
+        self._redis_where = redis_endpoint(blocking) if blocking is not None else ""
         self._timed: list[tuple[float, int, str, Hashable, dict[str, Any]]] = []
         self._timed_owned: dict[Hashable, int] = {}
         self._seq = itertools.count()
@@ -198,13 +200,25 @@ class Receiver:
             try:
                 self._step()
             except redis.RedisError as exc:
-                logger.warning("Redis failed; polling Azure only for %.0f s: %r", REDIS_RETRY, exc)
+                self._redis_failed(exc)
+                logger.debug("Redis failed; polling Azure only for %.0f s: %r", REDIS_RETRY, exc)
                 self._redis_down_until = time.monotonic() + REDIS_RETRY
                 with self._lock:
                     self._schedule.signalled = False
             except Exception as exc:
-                logger.error("Receiving from Azure Queue Storage failed, retrying: %r", exc)
+                logger.log(logging.DEBUG if unanswered(exc) else logging.ERROR,
+                           "Receiving from Azure Queue Storage failed, retrying: %r", exc)
                 self._stop.wait(ERROR_PAUSE)
+
+    def _redis_failed(self, exc: Exception) -> None:
+        """Tell the outage log (a connection failure) or the log (anything else) of a Redis failure."""
+        if unanswered(exc):
+            OUTAGES.failed("Redis", self._redis_where, exc)
+        else:
+            logger.warning("Redis failed: %r", exc)
+
+    def _redis_answered(self) -> None:
+        OUTAGES.answered("Redis", self._redis_where)
 
     def room(self, consumption: Consumption) -> int:
         """How many more messages the channel may take now (its prefetch room, capped)."""
@@ -269,14 +283,15 @@ class Receiver:
         signals = self._signals
         keys: dict[str, tuple[str, str]] = {}
         for queue in azure:
-            keys[signals.due_key(queue)] = ("due", queue)
+            keys[signals.keys.due(queue)] = ("due", queue)
         for queue in ready:
-            keys[signals.wake_key(queue)] = ("wake", queue)
+            keys[signals.keys.wake(queue)] = ("wake", queue)
         keys[signals.nudge_key] = ("nudge", "")
         self._event.clear()
         if timeout < 0.001:
             return
         popped = self._blocking.blpop(list(keys), timeout=timeout)
+        self._redis_answered()
         if popped is None:
             return
         key, value = (_text(part) for part in popped)
@@ -299,7 +314,8 @@ class Receiver:
             try:
                 self._step_transient()
             except redis.RedisError as exc:
-                logger.warning("Redis failed; control, reply and event queues wait %.0f s: %r", REDIS_RETRY, exc)
+                self._redis_failed(exc)
+                logger.debug("Redis failed; control, reply and event queues wait %.0f s: %r", REDIS_RETRY, exc)
                 self._stop.wait(REDIS_RETRY)
             except Exception as exc:
                 logger.error("Receiving from transient queues failed, retrying: %r", exc)
@@ -310,8 +326,9 @@ class Receiver:
         assert self._transient is not None and self._blocking is not None
         self._source.transient_upkeep(time.monotonic())
         table = {q: c for q, c in self._source.consumption().items() if c.transient}
-        keys = {self._transient.list_key(queue): queue for queue in table}
+        keys = {self._transient.keys.messages(queue): queue for queue in table}
         popped = self._blocking.blpop([*keys, self._transient_nudge], timeout=MAX_WAIT)
+        self._redis_answered()
         if popped is None or self._stop.is_set():
             return
         key, value = (_text(part) for part in popped)
@@ -346,7 +363,7 @@ class Receiver:
         signalled = self._signals is not None and self._redis_ok()
         if signalled and self._signals is not None:
             taken += self._signals.claim(queue, count - taken)
-        received, held = self._source.receive_batch(queue, consumption.owner, count)
+        received, held = self._source.receive_batch(queue, count, consumption.no_ack)
         now = time.monotonic()
         if received:
             observed = max(1.0, len(held) / received)

@@ -7,10 +7,12 @@ from collections import Counter
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
 from requests import Session
 from requests.adapters import HTTPAdapter
 
+from .outages import OUTAGES
 from .throttling import ThrottleWatch, storage_throttle_kind
 
 POOL_SIZE = 32
@@ -70,6 +72,16 @@ def blob_operation(method: str, url: str) -> str:
     return {"PUT": "upload", "GET": "download", "DELETE": "delete"}.get(method, method.lower())
 
 
+def _account(url: str) -> str:
+    """The account endpoint of a request URL: scheme and host, and the account of an emulator's
+    path-style URL (`http://127.0.0.1:10001/devstoreaccount1`)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    path_style = host.replace(".", "").isdigit() or host == "localhost"
+    account = parts.path.strip("/").split("/")[0] if path_style else ""
+    return f"{parts.scheme}://{parts.netloc}" + (f"/{account}" if account else "")
+
+
 class CountingTransport(RequestsTransport):
     """An azure-core requests transport that counts every HTTP attempt (retries included)."""
 
@@ -79,6 +91,7 @@ class CountingTransport(RequestsTransport):
         self._service = service
         self._stats = stats
         self._classify = queue_operation if service == "queue" else blob_operation
+        self._name = "Azure Queue Storage" if service == "queue" else "Azure Blob Storage"
         self._watch = watch
 
     def _init_session(self, session: Session) -> None:
@@ -89,11 +102,18 @@ class CountingTransport(RequestsTransport):
                 adapter.init_poolmanager(POOL_SIZE, POOL_SIZE)
 
     def send(self, request: Any, **kwargs: Any) -> Any:
-        """Count the request, send it, and tell the throttle watch how it was answered."""
+        """Count the request, send it, and tell the outage log whether the service answered and
+        the throttle watch how."""
         self._stats.add(f"{self._service}.{self._classify(request.method, request.url)}")
+        try:
+            response = super().send(request, **kwargs)
+        except (ServiceRequestError, ServiceResponseError) as exc:  # an outage, not throttling
+            OUTAGES.failed(self._name, _account(request.url), exc)
+            raise
+        if OUTAGES.active:
+            OUTAGES.answered(self._name, _account(request.url))
         if self._watch is None:
-            return super().send(request, **kwargs)
-        response = super().send(request, **kwargs)  # a refused or reset connection is an outage, not throttling
+            return response
         kind = storage_throttle_kind(response.status_code, response.headers)
         if kind is None:
             self._watch.answered()

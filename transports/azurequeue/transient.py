@@ -4,15 +4,15 @@ Celery's remote control (`<host>.celery.pidbox`, `<id>.reply.celery.pidbox`) and
 (`celeryev.<id>`) queues are auto-delete or expiring. On Azure they cost a queue creation, a
 metadata write per binding, polling, and a queue that outlives a killed process; Azure also
 refuses to re-create a queue for a while after deleting it. With Redis configured they live in
-Redis instead:
+Redis instead (keys under the transport's namespace, `redisside.RedisKeys`):
 
-* `<ns>alive:<queue>`: the queue exists while this key does; its declaring process refreshes it
+* `alive:<queue>`: the queue exists while this key does; its declaring process refreshes it
   (`keepalive`), so it disappears `ttl` seconds after that process dies, list and all. Its value
   is `1`, or `m<ms>` for a queue declared with `x-message-ttl`.
-* `<ns>q:<queue>`: the messages, a list (pushed right, popped left by the consumer's BLPOP). A
+* `q:<queue>`: the messages, a list (pushed right, popped left by the consumer's BLPOP). A
   message with a time to live (its `expiration`, the queue's `x-message-ttl`, the shorter) is
   stored as `<epoch ms it expires>:<json>`; one popped after that time is dropped, not delivered.
-* `<ns>bind:<exchange>`: a sorted set of bindings `[exchange type, routing key, queue]` scored by
+* `bind:<exchange>`: a sorted set of bindings `[exchange type, routing key, queue]` scored by
   the time they expire, refreshed with the queue; publishers read the live ones.
 
 A message is pushed only while its queue is alive (one script), so a publisher never re-creates
@@ -23,12 +23,18 @@ lease): they are control requests, replies and events, which Celery sends withou
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
+
+if TYPE_CHECKING:
+    from .redisside import RedisKeys
+
+logger = logging.getLogger(__name__)
 
 #: Seconds an expiring queue without `x-expires` lives after its process stops refreshing it.
 DEFAULT_TTL = 30.0
@@ -74,11 +80,11 @@ def lifetime(arguments: dict[str, Any]) -> float:
 
 
 class TransientQueues:
-    """Declare, bind, feed, measure and delete transient queues of one namespace in Redis."""
+    """Transient queues of one namespace in Redis: the Redis `QueueBackend` of the transport."""
 
-    def __init__(self, client: redis.Redis, namespace: str, max_length: int) -> None:
+    def __init__(self, client: redis.Redis, keys: RedisKeys, max_length: int) -> None:
         self._client = client
-        self.namespace = namespace
+        self.keys = keys
         self._max_length = max_length
         self._put: Callable[..., Any] = client.register_script(_PUT)
         self._lock = threading.Lock()
@@ -86,34 +92,24 @@ class TransientQueues:
         self._marks: dict[str, str] = {}
         self._bindings: dict[str, set[tuple[str, str, str]]] = {}
 
-    def list_key(self, queue: str) -> str:
-        """The Redis list holding the messages of `queue`."""
-        return f"{self.namespace}q:{queue}"
-
-    def _alive_key(self, queue: str) -> str:
-        return f"{self.namespace}alive:{queue}"
-
-    def _bind_key(self, exchange: str) -> str:
-        return f"{self.namespace}bind:{exchange}"
-
-    def owns(self, queue: str) -> bool:
-        """Tell whether this process declared `queue` as transient (and keeps it alive)."""
-        with self._lock:
-            return queue in self._owned
-
-    def declare(self, queue: str, ttl: float, message_ttl: int | None = None) -> None:
-        """Create (or refresh) `queue`, whose messages live `message_ttl` ms if given; this
+    def declare(self, queue: str, arguments: dict[str, Any], auto_delete: bool = True) -> None:
+        """Create (or refresh) `queue` with the lifetime and message TTL its arguments give; this
         process keeps it alive until `delete` or exit."""
+        ttl, message_ttl = lifetime(arguments), message_ttl_ms(arguments)
         mark = "1" if message_ttl is None else f"m{message_ttl}"
         with self._lock:
             self._owned[queue] = ttl
             self._marks[queue] = mark
             self._bindings.setdefault(queue, set())
-        self._client.set(self._alive_key(queue), mark, px=int(ttl * 1000))
+        self._client.set(self.keys.alive(queue), mark, px=int(ttl * 1000))
 
     def exists(self, queue: str) -> bool:
         """Tell whether `queue` is alive (declared by a process still refreshing it)."""
-        return bool(self._client.exists(self._alive_key(queue)))
+        return bool(self._client.exists(self.keys.alive(queue)))
+
+    def existing_size(self, queue: str) -> int | None:
+        """How many messages wait in `queue`; None when it is not alive."""
+        return self.size(queue) if self.exists(queue) else None
 
     def bind(self, queue: str, exchange: str, kind: str, routing_key: str) -> None:
         """Bind `queue` to `exchange`; the binding lives as long as the queue."""
@@ -121,13 +117,13 @@ class TransientQueues:
             ttl = self._owned.get(queue, DEFAULT_TTL)
             self._bindings.setdefault(queue, set()).add((exchange, kind, routing_key))
         member = json.dumps([kind, routing_key, queue])
-        self._client.zadd(self._bind_key(exchange), {member: _expiry_ms(ttl)})
+        self._client.zadd(self.keys.bindings(exchange), {member: _expiry_ms(ttl)})
 
     def unbind(self, queue: str, exchange: str, kind: str, routing_key: str) -> None:
         """Remove one binding of `queue`."""
         with self._lock:
             self._bindings.get(queue, set()).discard((exchange, kind, routing_key))
-        self._client.zrem(self._bind_key(exchange), json.dumps([kind, routing_key, queue]))
+        self._client.zrem(self.keys.bindings(exchange), json.dumps([kind, routing_key, queue]))
 
     def delete(self, queue: str) -> None:
         """Delete `queue`, its messages and the bindings this process made for it."""
@@ -136,9 +132,9 @@ class TransientQueues:
             self._marks.pop(queue, None)
             bindings = self._bindings.pop(queue, set())
         pipe = self._client.pipeline(transaction=False)
-        pipe.delete(self._alive_key(queue), self.list_key(queue))
+        pipe.delete(self.keys.alive(queue), self.keys.messages(queue))
         for exchange, kind, key in bindings:
-            pipe.zrem(self._bind_key(exchange), json.dumps([kind, key, queue]))
+            pipe.zrem(self.keys.bindings(exchange), json.dumps([kind, key, queue]))
         pipe.execute()
 
     def delete_owned(self) -> None:
@@ -158,10 +154,10 @@ class TransientQueues:
             return
         pipe = self._client.pipeline(transaction=False)
         for queue, ttl in owned.items():
-            pipe.set(self._alive_key(queue), marks.get(queue, "1"), px=int(ttl * 1000))
-            pipe.pexpire(self.list_key(queue), int(ttl * 1000))
+            pipe.set(self.keys.alive(queue), marks.get(queue, "1"), px=int(ttl * 1000))
+            pipe.pexpire(self.keys.messages(queue), int(ttl * 1000))
             for exchange, kind, key in bindings.get(queue, ()):
-                pipe.zadd(self._bind_key(exchange), {json.dumps([kind, key, queue]): _expiry_ms(ttl)})
+                pipe.zadd(self.keys.bindings(exchange), {json.dumps([kind, key, queue]): _expiry_ms(ttl)})
         pipe.execute()
 
     def min_ttl(self) -> float | None:
@@ -173,8 +169,8 @@ class TransientQueues:
         """The live bindings of `exchange` in every process; expired ones are removed."""
         now = int(time.time() * 1000)
         pipe = self._client.pipeline(transaction=False)
-        pipe.zremrangebyscore(self._bind_key(exchange), "-inf", now)
-        pipe.zrangebyscore(self._bind_key(exchange), now, "+inf")
+        pipe.zremrangebyscore(self.keys.bindings(exchange), "-inf", now)
+        pipe.zrangebyscore(self.keys.bindings(exchange), now, "+inf")
         members = pipe.execute()[1]
         routes: list[Binding] = []
         for member in members:
@@ -182,35 +178,41 @@ class TransientQueues:
             routes.append((str(kind), str(key), str(queue)))
         return routes
 
-    def put(self, queue: str, payload: dict[str, Any]) -> bool:
-        """Push a message onto `queue` if it is alive; tell whether it was. It expires after the
-        shorter of its `expiration` and the queue's `x-message-ttl`."""
-        keys = [self._alive_key(queue), self.list_key(queue)]
+    def put(self, queue: str, payload: dict[str, Any]) -> None:
+        """Push a message onto `queue` if it is alive (else drop it: its consumer is gone). It
+        expires after the shorter of its `expiration` and the queue's `x-message-ttl`."""
+        keys = [self.keys.alive(queue), self.keys.messages(queue)]
         now_ms = int(time.time() * 1000)
         expiration = (payload.get("properties") or {}).get("expiration")
         expires = now_ms + max(0, int(float(expiration))) if expiration is not None else 0
-        return bool(self._put(keys=keys, args=[json.dumps(payload), self._max_length, expires, now_ms]))
+        if not self._put(keys=keys, args=[json.dumps(payload), self._max_length, expires, now_ms]):
+            logger.debug("Dropped a message for transient queue %r: it is gone", queue)
+
+    def get(self, queue: str) -> dict[str, Any] | None:
+        """Take one message of `queue`, if any (`basic_get`); expired ones are dropped."""
+        while True:
+            text = self._client.lpop(self.keys.messages(queue))
+            if text is None:
+                return None
+            payload = decode(str(text))
+            if payload is not None:
+                return payload
 
     def size(self, queue: str) -> int:
         """How many messages wait in `queue`."""
-        return int(self._client.llen(self.list_key(queue)))
+        return int(self._client.llen(self.keys.messages(queue)))
 
     def purge(self, queue: str) -> int:
         """Drop every message of `queue`; return how many there were."""
         pipe = self._client.pipeline(transaction=True)
-        pipe.llen(self.list_key(queue))
-        pipe.delete(self.list_key(queue))
+        pipe.llen(self.keys.messages(queue))
+        pipe.delete(self.keys.messages(queue))
         return int(pipe.execute()[0])
 
     def names(self) -> list[str]:
         """Every transient queue alive in this namespace (any process's)."""
-        prefix = f"{self.namespace}alive:"
-        return sorted(str(key)[len(prefix):] for key in self._client.scan_iter(f"{prefix}*", count=500))
-
-    def queue_of(self, list_key: str) -> str | None:
-        """The queue whose message list is `list_key`, if it is one."""
-        prefix = f"{self.namespace}q:"
-        return list_key[len(prefix):] if list_key.startswith(prefix) else None
+        keys = self._client.scan_iter(self.keys.alive_pattern, count=500)
+        return sorted(self.keys.queue_of_alive(str(key)) for key in keys)
 
 
 def _expiry_ms(ttl: float) -> int:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Hashable
 from typing import Any
 
 import redis
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
-    ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
@@ -20,27 +18,24 @@ from kombu.transport import virtual
 from kombu.transport.virtual.exchange import TopicExchange
 
 from .auth import Clients, build_clients, masked_url
-from .blobs import LargeBodyStore
-from .bundles import DoneParts
+from .backend import QueueBackend
 from .channel import Channel as AzureQueueChannel
 from .errors import AzureQueueError
 from .inbox import Inbox
 from .leases import LeaseKeeper
 from .options import Options
+from .outages import OUTAGES, redis_endpoint, unanswered
 from .polling import PollSchedule
 from .queues import AzureQueues
 from .receiver import MAX_WAIT, Consumption, Received, Receiver
-from .redisauth import redis_from_url
+from .redisside import RedisSide
 from .registry import BindingRegistry, Route
-from .transient import TransientQueues, decode, is_transient, lifetime, message_ttl_ms
+from .transient import TransientQueues, is_transient
 from .wakeup import WakeSignals
 
 logger = logging.getLogger(__name__)
 
 _TOPIC = TopicExchange(None)
-#: Redis socket timeouts (seconds) for commands, and on top of a blocking wait: short, because
-#: a send waits on its wake-up signal and Redis answers in well under a millisecond.
-REDIS_TIMEOUT = 1.0
 #: Seconds a process reuses the Redis bindings of an exchange that also has Azure queues.
 TRANSIENT_ROUTES_CACHE = 1.0
 #: Longest time (seconds) a worker's event loop sleeps, so it notices a shutdown signal soon.
@@ -84,12 +79,8 @@ class Transport(virtual.Transport):
         self.keeper = LeaseKeeper(self.options.visibility_timeout, self.options.settle_threads)
         self.inbox = Inbox()
         self._clients: Clients | None = None
-        self._redis: redis.Redis | None = None
-        self._signals: WakeSignals | None = None
-        self._transient: TransientQueues | None = None
-        self._done_parts: DoneParts | None = None
-        self.queues = AzureQueues(self.options, lambda: self.clients, self.keeper, lambda: self.signals,
-                                  lambda: self.done_parts)
+        self._redis: RedisSide | None = None
+        self.queues = AzureQueues(self.options, lambda: self.clients, self.keeper, lambda: self.redis)
         self._receiver: Receiver | None = None
         self._consumed: dict[str, Consumption] = {}
         self._transient_names: set[str] = set()
@@ -124,41 +115,21 @@ class Transport(virtual.Transport):
         return self.queues.registry
 
     @property
-    def blobs(self) -> LargeBodyStore:
-        """Where large bodies go."""
-        return self.queues.blobs
+    def redis(self) -> RedisSide | None:
+        """This connection's Redis side (None without the `redis_url` option), built on first use."""
+        if self._redis is None and self.options.redis_url:
+            self._redis = RedisSide(self.options)
+        return self._redis
 
     @property
     def signals(self) -> WakeSignals | None:
         """Wake-up tokens over Redis (None without the `redis_url` option)."""
-        if self._signals is None and self.options.redis_url:
-            self._signals = WakeSignals(self._redis_client(), self.options.redis_namespace)
-        return self._signals
-
-    @property
-    def done_parts(self) -> DoneParts | None:
-        """The settled parts of bundles, in Redis (None without the `redis_url` option)."""
-        if self._done_parts is None and self.options.redis_url:
-            self._done_parts = DoneParts(self._redis_client(), self.options.redis_namespace)
-        return self._done_parts
+        return self.redis.signals if self.redis is not None else None
 
     @property
     def transient(self) -> TransientQueues | None:
         """Transient queues in Redis (None without the `redis_url` option)."""
-        if self._transient is None and self.options.redis_url:
-            self._transient = TransientQueues(
-                self._redis_client(), self.options.redis_namespace, self.options.transient_max_length
-            )
-        return self._transient
-
-    def _redis_client(self) -> redis.Redis:
-        """The Redis client for commands (built on first use)."""
-        if self._redis is None:
-            self._redis = redis_from_url(
-                str(self.options.redis_url), self.options.redis_credential, socket_timeout=REDIS_TIMEOUT,
-                socket_connect_timeout=REDIS_TIMEOUT, decode_responses=True,
-            )
-        return self._redis
+        return self.redis.transient if self.redis is not None else None
 
     def establish_connection(self) -> Any:
         """Build the clients and check the account answers (one request, no retry, a short
@@ -172,7 +143,8 @@ class Transport(virtual.Transport):
         """Ask the account for one page of one queue name; PING Redis. Raise BrokerUnreachable."""
         conninfo: Any = self.client
         timeout = min(float(getattr(conninfo, "connect_timeout", None) or CONNECT_TIMEOUT), CONNECT_TIMEOUT)
-        where = masked_url(conninfo.hostname or "")
+        # the URL's account (masked), or the connection string's account endpoint (never its SAS)
+        where = masked_url(conninfo.hostname) if conninfo.hostname else self.clients.queues.url.split("?", 1)[0]
         try:
             pages = self.clients.queues.list_queues(
                 name_starts_with=self.options.queue_name_prefix or None, results_per_page=1,
@@ -187,46 +159,40 @@ class Transport(virtual.Transport):
             if exc.status_code in (401, 403) and getattr(exc, "error_code", None) == "AuthenticationFailed":
                 raise BrokerUnreachable(f"the storage account of {where} refuses the credential: {exc.message}") \
                     from exc
-        if self.options.redis_url:
+            if not getattr(exc, "error_code", None):  # no Azure error code: another server answers there
+                raise BrokerUnreachable(f"{where} is not a storage account: it answers {exc.status_code} "
+                                        f"{exc.reason}") from exc
+        if self.redis is not None:
+            client = self.redis.client
             try:
-                self._redis_client().ping()
+                client.ping()
             except redis.RedisError as exc:
+                if unanswered(exc):
+                    OUTAGES.failed("Redis", redis_endpoint(client), exc)
                 raise BrokerUnreachable(f"the Redis of the `redis_url` option does not answer: {exc}") from exc
+            OUTAGES.answered("Redis", redis_endpoint(client))
 
     # Declarations and routing -------------------------------------------------------------
 
     def is_transient(self, queue: str) -> bool:
         """Tell whether `queue` lives in Redis (a transient queue, with Redis configured)."""
-        return self.transient is not None and queue in self._transient_names
+        return self.backend(queue) is not self.queues
+
+    def backend(self, queue: str) -> QueueBackend:
+        """Where `queue` lives: the one place that decides between Redis and Azure."""
+        transient = self.transient
+        if transient is not None and queue in self._transient_names:
+            return transient
+        return self.queues
 
     def declare_queue(self, queue: str, arguments: dict[str, Any], auto_delete: bool) -> None:
         """Create a queue: a transient one in Redis when configured, any other on Azure."""
-        transient = is_transient(arguments, auto_delete)
-        if transient and self.transient is not None:
-            self.transient.declare(queue, lifetime(arguments), message_ttl_ms(arguments))
-            self._transient_names.add(queue)
-            return
-        if transient:
-            self._expiring_azure.add(queue)
-        self.queues.declare_queue(queue, arguments, auto_delete)
-
-    def bind(self, queue: str, exchange: str, kind: str, routing_key: str) -> None:
-        """Record a binding where every process finds it."""
-        if self.is_transient(queue):
-            assert self.transient is not None
-            self.transient.bind(queue, exchange, kind, routing_key)
-            return
-        binding = (exchange, kind, routing_key)
-        self.registry.bind(queue, binding, lambda bindings: bindings.add(binding))
-
-    def unbind(self, queue: str, exchange: str, kind: str, routing_key: str) -> None:
-        """Remove a binding where every process finds it."""
-        if self.is_transient(queue):
-            assert self.transient is not None
-            self.transient.unbind(queue, exchange, kind, routing_key)
-            return
-        binding = (exchange, kind, routing_key)
-        self.registry.bind(queue, binding, lambda bindings: bindings.discard(binding))
+        if is_transient(arguments, auto_delete):
+            if self.transient is not None:
+                self._transient_names.add(queue)
+            else:
+                self._expiring_azure.add(queue)
+        self.backend(queue).declare(queue, arguments, auto_delete)
 
     def routes(self, exchange: str) -> list[Route]:
         """The routing table of `exchange` in every process: Azure queues' and Redis queues'.
@@ -267,68 +233,47 @@ class Transport(virtual.Transport):
     # Queues and messages ------------------------------------------------------------------
 
     def put(self, queue: str, payload: dict[str, Any]) -> None:
-        """Send a Kombu payload to a queue (Redis for transient queues, else Azure)."""
-        if self.is_transient(queue):
-            assert self.transient is not None
-            if not self.transient.put(queue, payload):
-                logger.debug("Dropped a message for transient queue %r: it is gone", queue)
-            return
-        self.queues.send(queue, payload)
-        if self._receiver is not None and self.signals is None and queue in self._consumed:
+        """Send a Kombu payload to a queue; without signals, a local consumer polls at once."""
+        self.backend(queue).put(queue, payload)
+        if self._receiver is not None and self.redis is None and queue in self._consumed:
             self._receiver.wake(queue)
 
-    def pop_transient(self, queue: str) -> dict[str, Any] | None:
-        """Take one message of a transient queue, if any (basic_get); expired ones are dropped."""
-        assert self.transient is not None
-        while True:
-            text = self._redis_client().lpop(self.transient.list_key(queue))
-            if text is None:
-                return None
-            payload = decode(str(text))
-            if payload is not None:
-                return payload
-
-    def existing_queue_size(self, queue: str) -> int:
-        """Message count of a queue that must exist (ResourceNotFoundError otherwise)."""
+    def existing_queue_size(self, queue: str) -> int | None:
+        """Message count of a queue, None when it does not exist (another process's transient
+        queue is found in Redis)."""
         transient = self.transient
-        if transient is not None and transient.exists(queue):
+        if transient is not None and queue not in self._transient_names and transient.exists(queue):
             self._transient_names.add(queue)
-            return transient.size(queue)
-        if self.is_transient(queue):
-            raise ResourceNotFoundError(f"no transient queue {queue!r}")
-        props = self.queues.queue_client(queue).get_queue_properties()
-        return props.approximate_message_count or 0
-
-    def queue_size(self, queue: str) -> int:
-        """Approximate message count of a queue."""
-        if self.is_transient(queue):
-            assert self.transient is not None
-            return self.transient.size(queue)
-        return self.queues.size(queue)
-
-    def purge_queue(self, queue: str) -> int:
-        """Drop every message of a queue and return how many there were."""
-        if self.is_transient(queue):
-            assert self.transient is not None
-            return self.transient.purge(queue)
-        count = self.queues.size(queue)
-        self.queues.queue_client(queue).clear_messages()
-        return count
+        return self.backend(queue).existing_size(queue)
 
     def delete_queue(self, queue: str) -> None:
         """Delete a queue with its messages and bindings."""
         self._expiring_azure.discard(queue)
-        if self.is_transient(queue):
-            assert self.transient is not None
-            self.transient.delete(queue)
-            return
-        self.queues.delete_queue(queue)
+        self.backend(queue).delete(queue)
+
+    # Settling -----------------------------------------------------------------------------
+
+    def ack(self, tag: str) -> None:
+        """Delete an acked message (a transient queue's message needs nothing)."""
+        self.queues.ack(tag)
+
+    def requeue(self, tag: str) -> bool:
+        """Make a held message visible again at once; False when no message is held under `tag`."""
+        return self.queues.requeue(tag)
+
+    def reject(self, tag: str, reason: str) -> None:
+        """Move a held message to its dead-letter queue with `reason`."""
+        self.queues.reject(tag, reason)
+
+    def give_back(self, payload: dict[str, Any]) -> None:
+        """Make a received but undelivered message visible again at once."""
+        self.queues.requeue(payload["properties"]["delivery_tag"])
 
     # Consuming ----------------------------------------------------------------------------
 
-    def consume(self, queue: str, channel: AzureQueueChannel) -> None:
+    def consume(self, queue: str, channel: AzureQueueChannel, no_ack: bool) -> None:
         """Start receiving `queue` for `channel` on the I/O thread."""
-        consumption = Consumption(channel, channel.qos, self.is_transient(queue))
+        consumption = Consumption(channel, channel.qos, self.is_transient(queue), no_ack)
         self._consumed = {**self._consumed, queue: consumption}
         if consumption.transient:
             self._receiving().wake_transient()
@@ -350,21 +295,10 @@ class Transport(virtual.Transport):
         """The queues consumed now (a snapshot, read by the I/O thread)."""
         return self._consumed
 
-    def receive_batch(self, queue: str, owner: Hashable, count: int) -> tuple[int, list[Received]]:
+    def receive_batch(self, queue: str, count: int, no_ack: bool) -> tuple[int, list[Received]]:
         """Receive up to `count` messages of an Azure queue and hold them all (I/O thread)."""
-        received = self.queues.receive(queue, count)
-        no_ack = isinstance(owner, AzureQueueChannel) and queue in owner._noack_queues
-        held: list[Received] = []
-        for message in received:
-            held.extend(Received(*accepted) for accepted in self.queues.accept(queue, message, no_ack))
-        return len(received), held
-
-    def give_back(self, payload: dict[str, Any]) -> None:
-        """Make a received but undelivered message visible again at once."""
-        tag = payload["properties"]["delivery_tag"]
-        lease = self.keeper.take(tag)
-        if lease is not None:
-            self.queues.requeue(lease, tag)
+        received, held = self.queues.receive_batch(queue, count, no_ack)
+        return received, [Received(*accepted) for accepted in held]
 
     def transient_upkeep(self, now: float) -> None:
         """Keep this process's transient queues in Redis alive (the transient queues' thread)."""
@@ -399,18 +333,11 @@ class Transport(virtual.Transport):
                 self.options.gather_seconds,
                 signals=signals,
                 transient=self.transient,
-                blocking=self._blocking_redis() if signals is not None else None,
+                blocking=self.redis.blocking_client(MAX_WAIT) if self.redis is not None else None,
                 bundle_size=self.options.bundle_size if signals is not None else 1,
             )
             self._receiver.start()
         return self._receiver
-
-    def _blocking_redis(self) -> redis.Redis:
-        """A Redis client of the I/O thread alone, for its blocking waits."""
-        return redis_from_url(
-            str(self.options.redis_url), self.options.redis_credential, socket_timeout=MAX_WAIT + REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT, decode_responses=True,
-        )
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         """Let a worker's event loop deliver: it watches the inbox and never waits on Azure."""
@@ -443,8 +370,8 @@ class Transport(virtual.Transport):
     def close_connection(self, connection: Any) -> None:
         """Stop receiving, give back what was received but not delivered, close channels (giving
         unacked messages back), delete this connection's expiring queues, finish settlements."""
-        if self._signals is not None:
-            self._signals.flush()
+        if self._redis is not None:
+            self._redis.signals.flush()
         if self._receiver is not None:
             for payload in self._receiver.stop():
                 self.give_back(payload)
@@ -456,9 +383,9 @@ class Transport(virtual.Transport):
         super().close_connection(connection)
         for queue in list(self._expiring_azure):
             self.delete_queue(queue)
-        if self._transient is not None:
+        if self._redis is not None:
             try:
-                self._transient.delete_owned()
+                self._redis.transient.delete_owned()
             except redis.RedisError as exc:
                 logger.warning("Could not delete this connection's queues in Redis: %r", exc)
         self._consumed = {}

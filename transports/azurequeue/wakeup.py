@@ -2,7 +2,7 @@
 
 Azure Queue Storage has no long polling, so without a signal a consumer either polls often
 (requests cost money) or notices work late. After sending a message the sender pushes a token
-onto the queue's Redis list `<ns>wake:<queue>`; consumers wait on those lists with one BLPOP,
+onto the queue's Redis list (`wake:<queue>`); consumers wait on those lists with one BLPOP,
 so exactly one consumer with room wakes per token and polls Azure at once. Before receiving a
 batch of up to n messages it claims up to n tokens (so no other consumer wakes for messages it
 is about to get), and after receiving k messages it drops the tokens it did not claim for them.
@@ -12,7 +12,7 @@ next send from a process comes a whole task later) holds the burst's further tok
 receives them in one batch instead of each consumer chasing single messages; the first message
 of a burst is signalled at once (held tokens are pushed when the connection closes or the
 process exits). A delayed message (countdown, retry) pushes `@<epoch>`, the time it becomes
-visible, onto `<ns>due:<queue>`; the consumer that pops it polls at that time. Tokens are
+visible, onto `due:<queue>`; the consumer that pops it polls at that time. Tokens are
 hints: a lost one (Redis down, a sender without Redis) only means the message waits for the
 safety-net poll.
 """
@@ -23,13 +23,17 @@ import atexit
 import logging
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
+
+from .outages import OUTAGES, redis_endpoint, unanswered
+
+if TYPE_CHECKING:
+    from .redisside import RedisKeys
 
 logger = logging.getLogger(__name__)
 
@@ -119,9 +123,10 @@ def _flush_all() -> None:
 class WakeSignals:
     """Push, pop and discard wake-up tokens of a namespace's queues."""
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: redis.Redis, keys: RedisKeys, nudge_key: str) -> None:
         self._client = client
-        self.namespace = namespace
+        self._where = redis_endpoint(client)
+        self.keys = keys
         self._push: Callable[..., Any] = client.register_script(_PUSH)
         self._take: Callable[..., Any] = client.register_script(_TAKE)
         self._bursts: dict[str, _Burst] = {}
@@ -129,15 +134,7 @@ class WakeSignals:
         _LIVE.add(self)
         self._last_warning = float("-inf")
         self._paused_until = float("-inf")
-        self.nudge_key = f"{namespace}nudge:{uuid.uuid4().hex}"
-
-    def wake_key(self, queue: str) -> str:
-        """The list of immediate tokens of Kombu queue `queue`."""
-        return f"{self.namespace}wake:{queue}"
-
-    def due_key(self, queue: str) -> str:
-        """The list of due tokens of Kombu queue `queue`."""
-        return f"{self.namespace}due:{queue}"
+        self.nudge_key = nudge_key
 
     def notify(self, queue: str, visible_at: float | None = None, coalesce: bool = True) -> None:
         """Announce a message sent to `queue`, visible now or at epoch `visible_at` (without
@@ -145,10 +142,10 @@ class WakeSignals:
         if time.monotonic() < self._paused_until:
             return
         if visible_at is not None:
-            self._push_token(self.due_key(queue), due_token(visible_at))
+            self._push_token(self.keys.due(queue), due_token(visible_at))
             return
         if not coalesce:
-            self._push_token(self.wake_key(queue), NOW_TOKEN)
+            self._push_token(self.keys.wake(queue), NOW_TOKEN)
             return
         now = time.monotonic()
         with self._lock:
@@ -162,12 +159,12 @@ class WakeSignals:
                     burst.timer.daemon = True
                     burst.timer.start()
         if not bursting:
-            self._push_token(self.wake_key(queue), NOW_TOKEN)
+            self._push_token(self.keys.wake(queue), NOW_TOKEN)
 
     def announce(self, queue: str, count: int) -> None:
         """Push one token worth `count` messages of `queue` at once (e.g. handing back a surplus)."""
         if count > 0 and time.monotonic() >= self._paused_until:
-            self._push_token(self.wake_key(queue), NOW_TOKEN if count == 1 else f"n{count}")
+            self._push_token(self.keys.wake(queue), NOW_TOKEN if count == 1 else f"n{count}")
 
     def _flush(self, queue: str) -> None:
         """Push the tokens a burst held, as one."""
@@ -192,6 +189,8 @@ class WakeSignals:
             self._push(keys=[key], args=[token, MAX_TOKENS, TOKEN_TTL_MS])
         except redis.RedisError as exc:
             self._warn(exc)
+            return
+        OUTAGES.answered("Redis", self._where)
 
     def claim(self, queue: str, count: int) -> int:
         """Take tokens worth up to `count` messages of `queue` for a receive about to be made (so
@@ -199,7 +198,7 @@ class WakeSignals:
         if count <= 0 or time.monotonic() < self._paused_until:
             return 0
         try:
-            return int(self._take(keys=[self.wake_key(queue)], args=[count]))
+            return int(self._take(keys=[self.keys.wake(queue)], args=[count]))
         except redis.RedisError as exc:
             self._warn(exc)
             return 0
@@ -221,7 +220,7 @@ class WakeSignals:
     def bindings_version(self) -> str | None:
         """The version of the Azure binding table (None: unknown, so re-list it)."""
         try:
-            value = self._client.get(f"{self.namespace}bindings-version")
+            value = self._client.get(self.keys.bindings_version)
         except redis.RedisError as exc:
             self._warn(exc)
             return None
@@ -230,7 +229,7 @@ class WakeSignals:
     def bump_bindings(self) -> None:
         """Tell every process that the Azure binding table changed (they re-list it)."""
         try:
-            self._client.incr(f"{self.namespace}bindings-version")
+            self._client.incr(self.keys.bindings_version)
         except redis.RedisError as exc:
             self._warn(exc)
 
@@ -239,6 +238,8 @@ class WakeSignals:
         pick-up is slower."""
         now = time.monotonic()
         self._paused_until = now + PAUSE_AFTER_FAILURE
-        if now - self._last_warning >= WARN_EVERY:
+        if unanswered(exc):
+            OUTAGES.failed("Redis", self._where, exc)
+        elif now - self._last_warning >= WARN_EVERY:
             self._last_warning = now
             logger.warning("Redis wake-up signal failed (consumers fall back to polling): %r", exc)

@@ -2,8 +2,9 @@
 
 A setting that cannot work whatever the network does (a connection string or URL that does not
 parse, one that is missing) stops the process with one line naming it (`SettingError`). A
-service that does not answer yet is only reported, in one line naming its endpoint and setting:
-the worker starts anyway and keeps retrying, as it does for any outage.
+service that does not answer yet (the storage account behind the broker, Redis) is only reported,
+in one line naming its endpoint and setting: the worker starts anyway and keeps retrying, as it
+does for any outage.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
+from celery import Celery
 
 from flowcraft_celery.distributed.core.problems import STORAGE_ENV, STORAGE_FIX, explain
 from flowcraft_celery.settings import SettingError, Settings
-from transports.azurequeue.redisauth import redis_from_url
+from transports.azurequeue import redis_from_url
 
 logger = logging.getLogger("flowcraft.worker")
 
@@ -61,6 +63,23 @@ def check_settings(conf: Mapping[str, Any], env: Mapping[str, str] | None = None
         redis.connection.parse_url(settings.redis_url)
     except ValueError as exc:
         raise _as_setting_error(exc, conf, env) from exc
+
+
+def report_unreachable_broker(app: Celery) -> bool:
+    """Connect to the broker once (the transport asks the storage account to answer, briefly); if it
+    does not, log one line naming its endpoint and setting. True if it answered."""
+    if not str(app.conf.get("broker_url") or "").startswith("azurequeue:"):
+        return True
+    connection = app.connection_for_write()
+    try:
+        connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)  # one try
+        return True
+    except Exception as exc:
+        problem = explain(exc, app.conf, os.environ) or exc
+        logger.error("flowcraft: %s (the worker keeps retrying)", problem)
+        return False
+    finally:
+        connection.release()
 
 
 def report_unreachable_redis(conf: Mapping[str, Any], timeout: float = 3.0) -> bool:

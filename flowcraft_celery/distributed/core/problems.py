@@ -136,6 +136,9 @@ def _setting_problem(exc: BaseException, conf: Mapping[str, Any], env: Mapping[s
     if isinstance(exc, KeyError) and "No such transport" in text:
         return SettingError(BROKER_ENV, f"unknown transport {_scheme(conf.get('broker_url'))!r}",
                             "leave it unset (azurequeue://, Azure Queue Storage) or name a Kombu transport")
+    if isinstance(exc, ImportError) and "azurequeue://DefaultAzureCredential" in text:
+        return SettingError(BROKER_ENV, "azurequeue://DefaultAzureCredential@... needs the azure-identity package",
+                            "pip install 'flowcraft-celery[identity]', or put an account key or SAS in the URL")
     backend = _scheme(conf.get("result_backend"))
     if isinstance(exc, ImportError) and backend and getattr(exc, "name", None) == backend:
         return SettingError(BACKEND_ENV, f"unknown result backend {backend!r}",
@@ -170,15 +173,24 @@ def _redis_problem(exc: BaseException, url: str) -> Exception | None:
 
 
 def _azure_problem(exc: BaseException, endpoints: Mapping[str, str]) -> Exception | None:
-    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
     from azure.cosmos.exceptions import CosmosHttpResponseError
 
     if isinstance(exc, CosmosHttpResponseError) and exc.status_code in (401, 403):
         return ServiceUnreachable("Cosmos DB", endpoints["cosmos"], CONNECTION_STRING_ENV,
                                   "the account key was refused",
                                   "copy the key from the Azure portal (Keys) into AccountKey")
+    if (isinstance(exc, HttpResponseError) and not isinstance(exc, CosmosHttpResponseError)
+            and _foreign_answer(exc.status_code) and not getattr(exc, "error_code", None)):
+        return _not_storage(endpoints, int(exc.status_code or 0), str(exc.reason or ""))
     if isinstance(exc, ClientAuthenticationError):
-        return ServiceUnreachable("Azure Storage", endpoints["storage"], STORAGE_ENV, "the credentials were refused",
+        setting, endpoint = _storage_setting(endpoints)
+        return ServiceUnreachable("Azure Storage", endpoint, setting, "the credentials were refused",
                                   "copy the connection string from the storage account's Access keys")
     if isinstance(exc, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return ServiceUnreachable("Cosmos DB", endpoints["cosmos"], VERIFY_TLS_ENV,
@@ -195,3 +207,22 @@ def _azure_problem(exc: BaseException, endpoints: Mapping[str, str]) -> Exceptio
         return ServiceUnreachable("an Azure service", "?", f"{CONNECTION_STRING_ENV} / {STORAGE_ENV}", _reason(exc),
                                   "check both connection strings")
     return None
+
+
+
+def _foreign_answer(status: int | None) -> bool:
+    """Whether a status without Azure's error code means another server answers (404, 405, 501, ...)."""
+    return status is not None and (400 <= status < 500 or status == 501)
+
+
+def _storage_setting(endpoints: Mapping[str, str]) -> tuple[str, str]:
+    """The setting that names the storage endpoint (the broker URL's own, else the connection string's), and it."""
+    return (BROKER_ENV, endpoints["broker"]) if endpoints["broker"] else (STORAGE_ENV, endpoints["storage"])
+
+
+def _not_storage(endpoints: Mapping[str, str], status: int, reason: str) -> SettingError:
+    """A storage endpoint that answered an error without Azure's error code: something else listens there."""
+    setting, endpoint = _storage_setting(endpoints)
+    return SettingError(setting, f"{endpoint or 'the storage endpoint'} answered {status} {reason} without an Azure "
+                        "Storage error code, so it is not the queue endpoint of a storage account",
+                        f"fix the endpoint in {setting} (Azurite's is http://127.0.0.1:10001/devstoreaccount1)")

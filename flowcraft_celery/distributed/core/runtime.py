@@ -28,7 +28,7 @@ from flowcraft_celery.stores.catalog import RedisCatalogStore
 from flowcraft_celery.stores.guard import call, guarded
 from flowcraft_celery.stores.ledger import RunLedger
 from flowcraft_celery.stores.timeline import RunTimeline
-from transports.azurequeue.redisauth import redis_from_url
+from transports.azurequeue import redis_from_url
 
 #: Seconds a Redis connection attempt may take (a refused or unroutable endpoint fails fast).
 REDIS_CONNECT_TIMEOUT = 5.0

@@ -20,7 +20,7 @@ from celery import Celery, Task
 
 from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.model.ids import printable_id
-from transports.azurequeue.naming import DEAD_LETTER_SUFFIX, dead_letter_queue_name
+from transports.azurequeue import DEAD_LETTER_SUFFIX, dead_letter_queue_name
 
 logger = logging.getLogger("flowcraft.deadletter")
 

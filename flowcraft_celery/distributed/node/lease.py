@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from flowcraft_celery.stores.base import CoordinationStore
+from flowcraft_celery.stores.guard import log_level
 
 logger = logging.getLogger("flowcraft.lease")
 
@@ -75,7 +76,8 @@ def lease(store: CoordinationStore, name: str, ttl: float = LEASE_SECONDS,
                 if on_renew is not None:
                     on_renew()
             except Exception as exc:
-                logger.warning("lease %s: renewal failed (%s); retrying", name, exc)
+                logger.log(log_level(exc, logging.WARNING, logging.DEBUG), "lease %s: renewal failed (%s); retrying",
+                           name, exc)
 
     keeper = threading.Thread(target=renew, name=f"lease-{name}", daemon=True)
     keeper.start()
@@ -87,4 +89,5 @@ def lease(store: CoordinationStore, name: str, ttl: float = LEASE_SECONDS,
         try:
             store.release(name, owner)
         except Exception as exc:
-            logger.warning("lease %s: release failed (%s); it lapses within %s s", name, exc, ttl)
+            logger.log(log_level(exc, logging.WARNING), "lease %s: release failed (%s); it lapses within %s s",
+                       name, exc, ttl)

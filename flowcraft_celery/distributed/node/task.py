@@ -62,7 +62,7 @@ from flowcraft_celery.model.durations import sleep_seconds
 from flowcraft_celery.model.graph import DynamicAddition, Graph
 from flowcraft_celery.stores.base import MISSING, RecordedOutput
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
-from flowcraft_celery.stores.guard import TRANSIENT
+from flowcraft_celery.stores.guard import TRANSIENT, log_level
 from flowcraft_celery.stores.timeline import Attempt
 
 logger = logging.getLogger("flowcraft.bridge")
@@ -111,7 +111,8 @@ def _dead_letter_poison(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any
     try:
         dead_letter_arguments(task.app, task, args, kwargs, reason)
     except Exception as exc:
-        logger.warning("could not dead-letter a %s message (%s): %s; rejecting it", task.name, reason, exc)
+        logger.log(log_level(exc, logging.WARNING), "could not dead-letter a %s message (%s): %s; rejecting it",
+                   task.name, reason, exc)
         raise Reject(reason, requeue=False) from exc
 
 
@@ -121,8 +122,8 @@ def _retry_later(task: Task, members: list[NodeMessage], exc: Exception) -> None
     run_id = members[0].run_id
     retries = int(task.request.retries or 0)
     if classify(exc) == "infrastructure" or isinstance(exc, TRANSIENT):
-        logger.warning("node message of run %s: %s; retry %s in %s s", run_id, exc, retries + 1,
-                       min(MAX_BACKOFF_SECONDS, 2 ** retries))
+        logger.log(log_level(exc, logging.WARNING, logging.DEBUG), "node message of run %s: %s; retry %s in %s s",
+                   run_id, exc, retries + 1, min(MAX_BACKOFF_SECONDS, 2 ** retries))
         error: Exception = exc if isinstance(exc, InfrastructureError) else InfrastructureError.wrap("broker", exc)
     else:
         logger.exception("node message of run %s could not be processed", run_id)
@@ -156,8 +157,8 @@ def _end_trace(trace: Attempt, state: str, retry_in: float | None = None) -> Non
     try:
         trace.end(state, retry_in)
     except Exception as exc:
-        logger.warning("run %s node %s: could not record the attempt's end (%s): %s",
-                       trace.run_id, trace.token, state, exc)
+        logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not record the attempt's end (%s): %s",
+                   trace.run_id, trace.token, state, exc)
 
 
 def _eta(task: Task) -> float:
@@ -306,7 +307,7 @@ class NodeExecution:
                 self._succeed(_result_of(recorded), _decision_of(recorded), recorded=True)
                 return
             crashes = self.rt.ledger.begin_attempt(self.run_id, self.token) - 1
-            if crashes >= self.rt.settings.max_node_crashes:
+            if crashes >= self.rt.settings.crash_limit:
                 self._crash_loop(crashes)
                 return
             try:
@@ -315,13 +316,13 @@ class NodeExecution:
                 try:
                     self.rt.ledger.end_attempt(self.run_id, self.token)
                 except Exception as exc:
-                    logger.warning("run %s node %s: could not note the end of the attempt: %s",
-                                   self.run_id, self.node_id, exc)
+                    logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not note the end of the "
+                               "attempt: %s", self.run_id, self.node_id, exc)
 
     def _crash_loop(self, crashes: int) -> None:
         """The node killed its worker process too often: fail the run and dead-letter the message."""
         reason = (f"node {self.node_id!r} crashed its worker process {crashes} times (limit "
-                  f"{self.rt.settings.max_node_crashes}, FLOWCRAFT_MAX_NODE_CRASHES); its message was dead-lettered")
+                  f"{self.rt.settings.crash_limit}, FLOWCRAFT_MAX_NODE_CRASHES); its message was dead-lettered")
         self._fail({"nodeId": self.node_id, "type": "NodeCrashed", "message": reason, "crashes": crashes})
         dead_letter(self.app, self.task, self.msg, reason)
 
@@ -479,8 +480,8 @@ class NodeExecution:
         recorded later (the node itself is not run again, nor its routing decided again)."""
         writes = self.msg.writes
         countdown = min(MAX_BACKOFF_SECONDS, 2 ** writes)
-        logger.warning("run %s node %s finished but its result could not be recorded (%s); retrying the write in %s s",
-                       self.run_id, self.node_id, exc, countdown)
+        logger.log(log_level(exc, logging.WARNING), "run %s node %s finished but its result could not be recorded "
+                   "(%s); retrying the write in %s s", self.run_id, self.node_id, exc, countdown)
         done = {"output": result.output, "action": result.action, "dynamicNodes": result.dynamic_nodes,
                 "decision": decision.to_dict()}
         self._requeue(self.msg.but(done=done, writes=writes + 1), countdown)
@@ -669,8 +670,8 @@ class NodeExecution:
         try:
             entry = self.rt.timeline.entries(self.run_id).get(self.token)
         except Exception as exc:
-            logger.warning("run %s node %s: could not read the attempt's timeline entry: %s", self.run_id, self.token,
-                           exc)
+            logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not read the attempt's timeline "
+                       "entry: %s", self.run_id, self.token, exc)
             return
         if entry is not None and entry.get("state") == "running":
             _end_trace(Attempt(self.rt.timeline, self.run_id, self.token, entry), state, retry_in)

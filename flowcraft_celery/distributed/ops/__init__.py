@@ -1,1 +1,1 @@
-"""Operator tools: metrics, the run view, queue listings and the webhook server."""
+"""Operator tools: metrics, the run view, queue listings, broker inspection and the webhook server."""

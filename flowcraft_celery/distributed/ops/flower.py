@@ -32,7 +32,7 @@ from celery.app.registry import TaskRegistry
 from flowcraft_celery.distributed.ops.queues import QueueRow, queue_rows
 from flowcraft_celery.settings import Settings
 from flowcraft_celery.stores.catalog import RedisCatalogStore
-from transports.azurequeue.redisauth import redis_from_url
+from transports.azurequeue import redis_from_url
 
 #: Seconds a registry trusts its last read of the published node implementations.
 CATALOG_SECONDS = 5.0

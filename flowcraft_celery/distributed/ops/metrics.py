@@ -31,7 +31,7 @@ from flowcraft_celery.distributed.core.runtime import runtime_for
 from flowcraft_celery.distributed.ops.queues import QueueRow, queue_rows
 from flowcraft_celery.stores.cosmos_client import request_counts
 from flowcraft_celery.stores.histograms import HISTOGRAMS, series
-from transports.azurequeue.stats import STATS
+from transports.azurequeue import STATS
 
 logger = logging.getLogger("flowcraft.metrics")
 

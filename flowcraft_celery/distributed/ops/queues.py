@@ -1,6 +1,6 @@
 """The deployment's queues for operators: counts from Azure, delayed counts from the publish index.
 
-`queue_admin(app)` opens the transport's `QueueAdmin` (transports/azurequeue/inspect.py) for the
+`queue_admin(app)` opens the transport's `QueueAdmin` (`distributed/ops/broker_inspect.py`) for the
 app's broker URL and transport options; `queue_rows(app)` lists every queue of the deployment's
 prefix (task, dead-letter, control and event queues) with Azure's approximate count, how many of
 those are delayed (`distributed/runs/delayed.py`) and so how many are visible: ready to be taken, or
@@ -17,9 +17,9 @@ from typing import Any
 
 from celery import Celery
 
+from flowcraft_celery.distributed.ops.broker_inspect import QueueAdmin, QueueInfo
 from flowcraft_celery.distributed.runs.delayed import index_for
 from flowcraft_celery.errors import FlowcraftError
-from transports.azurequeue.inspect import QueueAdmin, QueueInfo
 
 
 class NotAzureQueueBroker(FlowcraftError, RuntimeError):

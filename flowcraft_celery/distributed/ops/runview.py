@@ -5,10 +5,12 @@ Redis its ledger (pending, finished with finish times, awaiting, dynamic nodes) 
 timeline of attempts (`stores/timeline.py`). `flowcraft-celery show` prints it as a table,
 `flowcraft-celery graph --run` colours the diagram with it, and `start --wait` counts it.
 
-Node states: `succeeded`; `running` (an attempt started on a worker); `retrying` (an attempt
+Node states: `succeeded`; `running` (an attempt started on a worker; a node that killed its
+worker process says how often); `retrying` (an attempt
 failed, the next one is due); `queued` (its message waits in a queue or a worker's prefetch);
 `sleeping` (a sleep node, due at its wake time); `awaiting` (a wait node, until resumed);
-`subflow` (waiting for its child run); `failed` (for good, or with a fallback node taking over);
+`subflow` (waiting for its child run); `failed` (for good, or with a fallback node taking over,
+or after crashing its worker process too often);
 `not-run` (not reached, or skipped).
 """
 
@@ -45,6 +47,8 @@ class NodeRow:
     detail: str | None = None
     #: The iteration as people read it: its passes, outer loop first (`2.5`); None for not-run.
     label: str | None = None
+    #: Times the node killed the worker process running it (None: never).
+    crashes: int | None = None
 
     @property
     def duration(self) -> float | None:
@@ -116,7 +120,10 @@ def run_view(rt: Runtime, run_id: str, now: float | None = None, doc: RunStatusD
     awaiting = set(rt.ledger.awaiting(run_id))
     finished = dict(rt.ledger.finish_times(run_id))
     attempts = rt.timeline.entries(run_id)
-    failed_nodes = {str(e.get("nodeId")) for e in doc.get("errors") or [] if isinstance(e, dict)}
+    errors = [e for e in doc.get("errors") or [] if isinstance(e, dict)]
+    failed_nodes = {str(e.get("nodeId")) for e in errors}
+    crashed = {str(e.get("nodeId")): int(e.get("crashes") or 0) for e in errors if e.get("type") == "NodeCrashed"}
+    unended = rt.ledger.unended_attempts(run_id)
     final = doc.get("status") in FINAL_STATES
     rows: list[NodeRow] = []
     for node_token in sorted({*finished, *pending, *attempts, *awaiting}):
@@ -131,7 +138,14 @@ def run_view(rt: Runtime, run_id: str, now: float | None = None, doc: RunStatusD
                       label=graph.iteration_label(node, iteration) if graph is not None and node in graph.nodes
                       else str(iteration))
         state = entry.get("state")
-        if node_token in finished and state == "failed":
+        killed_run = node in crashed and node_token not in finished
+        if killed_run:
+            row.crashes = crashed[node]
+        else:  # attempts that started and never ended died with their process; a running one has not (yet)
+            row.crashes = max(0, unended.get(node_token, 0) - (1 if state == "running" else 0)) or None
+        if killed_run:
+            row.state, row.detail = "failed", f"crashed its worker process {row.crashes} times"
+        elif node_token in finished and state == "failed":
             row.state, row.end, row.detail = "failed", finished[node_token], "its fallback took over"
         elif node_token in finished:
             row.state, row.end = "succeeded", finished[node_token]
@@ -147,6 +161,8 @@ def run_view(rt: Runtime, run_id: str, now: float | None = None, doc: RunStatusD
             row.state, row.due = "retrying", entry.get("due")
         elif state == "running":
             row.state = "running"
+        if row.crashes and row.state in LIVE_STATES:
+            row.detail = f"crashed its worker process {row.crashes} time(s) so far"
         if final and row.state in LIVE_STATES:
             row.detail = f"{row.state} when the run became {doc.get('status')}"
             if doc.get("status") == "cancelled":

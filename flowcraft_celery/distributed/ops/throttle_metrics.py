@@ -1,7 +1,7 @@
 """Throttled answers a process saw, added to the deployment's counters for `flowcraft-celery metrics`.
 
 Each worker process (the main one receives, the pool's children send and write) and beat count
-the throttled answers of Azure Queue Storage and Cosmos DB (`transports.azurequeue.throttling.
+the throttled answers of Azure Queue Storage and Cosmos DB (`transports.azurequeue.
 THROTTLES`); a daemon thread adds them to the Redis counters hash every `INTERVAL` seconds, one
 script call per kind seen, none while nothing is throttled. The metrics endpoint exports them as
 `flowcraft_throttled_answers{service, kind}`.
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowcraft_celery.distributed.core.runtime import runtime_for
-from transports.azurequeue.throttling import THROTTLES
+from transports.azurequeue import THROTTLES
 
 logger = logging.getLogger("flowcraft.metrics")
 

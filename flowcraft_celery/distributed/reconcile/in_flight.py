@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Celery
 
+from flowcraft_celery.stores.guard import log_level
 from flowcraft_celery.stores.ledger import token
 
 logger = logging.getLogger("flowcraft.reconcile")
@@ -47,7 +48,8 @@ class WorkerHands:
         try:
             replies = self._app.control.inspect(timeout=self._timeout).reserved() or {}
         except Exception as exc:  # no evidence: the caller treats the message as lost
-            logger.warning("could not ask the workers which messages they hold: %s", exc)
+            logger.log(log_level(exc, logging.WARNING), "could not ask the workers which messages they hold: %s",
+                       exc)
             return held
         for requests in replies.values():
             for request in requests or []:

@@ -34,6 +34,7 @@ from flowcraft_celery.distributed.runs.publishing import publish
 from flowcraft_celery.distributed.runs.recovery import complete_run, ensure_state
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import FINAL_STATES
+from flowcraft_celery.stores.guard import is_outage
 
 logger = logging.getLogger("flowcraft.reconcile")
 
@@ -75,8 +76,10 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None) -> R
                                                   "flowcraft.blueprint": doc.get("blueprintId")}):
                 _reconcile_run(app, rt, run_id, str(doc.get("blueprintId")), threshold, now, (fronts, hands),
                                report)
-        except Exception:
-            logger.exception("run %s: reconcile failed", run_id)
+        except Exception as exc:
+            outage = is_outage(exc)
+            logger.log(logging.INFO if outage else logging.ERROR, "run %s: reconcile failed: %s", run_id, exc,
+                       exc_info=not outage)
             report.failed += 1
         finally:
             rt.coordination.release(lock, owner)

@@ -13,8 +13,8 @@ from typing import Any
 
 from celery import Celery
 
-from transports.azurequeue.auth import build_clients
-from transports.azurequeue.naming import azure_queue_name
+from flowcraft_celery.stores.guard import log_level
+from transports.azurequeue import azure_queue_name, build_clients
 
 logger = logging.getLogger("flowcraft.reconcile")
 
@@ -55,7 +55,7 @@ class QueueFronts:
                     if peeked and peeked[0].inserted_on is not None:
                         front = peeked[0].inserted_on.timestamp()
             except Exception as exc:  # no evidence: the caller treats the message as not seen queued
-                logger.warning("could not peek queue %s: %s", queue, exc)
+                logger.log(log_level(exc, logging.WARNING), "could not peek queue %s: %s", queue, exc)
             self._fronts[queue] = front
         return self._fronts[queue]
 

@@ -20,6 +20,7 @@ from celery.signals import beat_init
 from celery.utils.saferepr import saferepr
 
 from flowcraft_celery.distributed.core.runtime import Runtime
+from flowcraft_celery.stores.guard import log_level
 
 logger = logging.getLogger("flowcraft.reconcile")
 
@@ -37,7 +38,7 @@ def record_pass(task: Any, rt: Runtime, report: Mapping[str, int], runtime: floa
         if report.get("republished"):
             rt.timeline.count("republished|", int(report["republished"]))
     except Exception as exc:  # the pass is done; only its counter is missing
-        logger.warning("could not count the reconcile pass: %s", exc)
+        logger.log(log_level(exc, logging.WARNING, logging.DEBUG), "could not count the reconcile pass: %s", exc)
     if active and task.app.conf.get("worker_send_task_events"):
         request = task.request
         task.send_event("task-received", name=task.name, args=saferepr(request.args or ()),

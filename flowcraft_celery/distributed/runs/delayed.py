@@ -23,8 +23,8 @@ from celery import current_app
 from celery.signals import after_task_publish
 
 from flowcraft_celery.settings import Settings
-from transports.azurequeue.redisauth import redis_from_url
-from transports.azurequeue.wire import eta_time
+from flowcraft_celery.stores.guard import log_level
+from transports.azurequeue import redis_from_url, wire
 
 logger = logging.getLogger("flowcraft.delayed")
 
@@ -96,13 +96,14 @@ def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None
                 **_: Any) -> None:
     """Record a published task message that has an ETA in the future."""
     headers = headers or {}
-    due = eta_time(headers.get("eta"))
+    due = wire.eta_time(headers.get("eta"))
     if due is None or due <= time.time() or not routing_key:
         return
     try:
         index_for(current_app.conf).record(routing_key, str(headers.get("id")), str(headers.get("task") or sender), due)
     except redis.RedisError as exc:  # the message is sent; only its listing is missing
-        logger.warning("could not record delayed task %s in Redis: %s", headers.get("id"), exc)
+        logger.log(log_level(exc, logging.WARNING), "could not record delayed task %s in Redis: %s",
+                   headers.get("id"), exc)
 
 
 def install_delayed_index() -> None:

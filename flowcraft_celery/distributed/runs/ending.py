@@ -16,6 +16,7 @@ from flowcraft_celery.distributed.runs.graphs import run_graph
 from flowcraft_celery.distributed.runs.publishing import publish
 from flowcraft_celery.distributed.runs.retention import expire_finished_run
 from flowcraft_celery.stores.base import RunStatusDoc
+from flowcraft_celery.stores.guard import is_outage
 from flowcraft_celery.stores.histograms import RUN_SECONDS, Observation
 
 logger = logging.getLogger("flowcraft.runs")
@@ -74,7 +75,8 @@ def ended(rt: Runtime, run_id: str, status: str) -> None:
             rt.timeline.observe(Observation(RUN_SECONDS, {"blueprint": str(doc.get("blueprintId")),
                                                           "status": status}, took))
     except Exception as exc:
-        logger.warning("run %s ended %s but its duration was not recorded: %s", run_id, status, exc)
+        level = logging.INFO if is_outage(exc) else logging.WARNING  # an outage is told once, by the outage log
+        logger.log(level, "run %s ended %s but its duration was not recorded: %s", run_id, status, exc)
     retire(rt, run_id, status, doc)
 
 

@@ -21,7 +21,7 @@ from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.model.ids import MAX_ID_LENGTH
 from flowcraft_celery.stores.faults import InfrastructureError
-from transports.azurequeue.bundles import bundled
+from transports.azurequeue import bundled
 
 logger = logging.getLogger("flowcraft.runs")
 

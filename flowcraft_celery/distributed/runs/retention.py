@@ -20,6 +20,7 @@ from typing import Any
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.graphs import run_graph
 from flowcraft_celery.engine.dispatch import join_scopes
+from flowcraft_celery.stores.guard import is_outage
 from flowcraft_celery.stores.retention import Removed
 
 logger = logging.getLogger("flowcraft.retention")
@@ -48,9 +49,10 @@ def expire_finished_run(rt: Runtime, run_id: str, doc: Mapping[str, Any] | None 
         doc = doc if doc is not None else rt.statuses.get(run_id)
         scopes = run_scopes(rt, run_id, doc.get("blueprintId") if doc else None)
         rt.records.expire(run_id, math.ceil(rt.settings.retention_seconds), scopes)
-    except Exception:
-        logger.warning("run %s ended but its records got no expiry; `flowcraft-celery purge` removes them",
-                       run_id, exc_info=True)
+    except Exception as exc:
+        outage = is_outage(exc)
+        logger.log(logging.INFO if outage else logging.WARNING, "run %s ended but its records got no expiry (%s); "
+                   "`flowcraft-celery purge` removes them", run_id, exc, exc_info=not outage)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 
 import transports  # noqa: F401  (registers azurequeue://)
+from transports.azurequeue.handback import HandBackUnstarted
 
 app = Celery("transport_test_app", broker="azurequeue://")
 app.conf.update(
@@ -29,6 +30,7 @@ app.conf.update(
     worker_hijack_root_logger=False,
     task_send_sent_event=True,
 )
+app.steps["worker"].add(HandBackUnstarted)  # a warm shutdown hands unstarted messages back at once
 
 
 def _redis() -> redis.Redis:

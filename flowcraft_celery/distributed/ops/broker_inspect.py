@@ -1,9 +1,9 @@
 """A deployment's queues as an operator sees them: message counts, dead letters, re-driving them.
 
-Built on the transport's queue naming, binding metadata and message envelopes, for tools (the
-`flowcraft-celery queues` and `dlq` commands, metrics exporters); the transport itself does not
-use this module. With the transport's `redis_url`, control, reply and event queues live in Redis
-(`transient.py`) and are listed from there. What each call costs in Azure requests:
+An operator tool built on the transport's public API (`transports.azurequeue`: queue naming,
+binding metadata, message envelopes), for the `flowcraft-celery queues` and `dlq` commands and
+metrics exporters. With the transport's `redis_url`, control, reply and event queues live in
+Redis (`TransientQueues`) and are listed from there. What each call costs in Azure requests:
 
 * `queues()`: one `list` (per 5,000 queues) plus one `get_properties` per queue counted (and a
   Redis SCAN plus one LLEN per transient queue);
@@ -28,14 +28,21 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
 
-from . import wire
-from .auth import build_clients
-from .blobs import LargeBodyStore
-from .naming import DEAD_LETTER_SUFFIX, azure_queue_name, dead_letter_queue_name, listing_prefix
-from .options import Options
-from .redisauth import redis_from_url
-from .registry import QueueRecord, namespace_tag
-from .transient import TransientQueues
+from transports.azurequeue import (
+    DEAD_LETTER_SUFFIX,
+    LargeBodyStore,
+    Options,
+    QueueRecord,
+    RedisKeys,
+    TransientQueues,
+    azure_queue_name,
+    build_clients,
+    dead_letter_queue_name,
+    listing_prefix,
+    namespace_tag,
+    redis_from_url,
+    wire,
+)
 
 #: Seconds a message taken by `requeue` or `purge` stays hidden while it is moved or deleted.
 MOVE_VISIBILITY_SECONDS = 60
@@ -144,7 +151,7 @@ class QueueAdmin:
         transient = None
         if options.redis_url:
             client = redis_from_url(str(options.redis_url), options.redis_credential, decode_responses=True)
-            transient = TransientQueues(client, options.redis_namespace, options.transient_max_length)
+            transient = TransientQueues(client, RedisKeys(options.redis_namespace), options.transient_max_length)
         return cls(clients.queues, options.queue_name_prefix, LargeBodyStore(clients.blobs, options.blob_container),
                    transient)
 
@@ -178,7 +185,7 @@ class QueueAdmin:
             for name in self._transient.names():
                 if kinds is None or queue_kind(name) in kinds:
                     count = self._transient.size(name) if with_counts else None
-                    found.append(QueueInfo(name, f"redis:{self._transient.list_key(name)}", queue_kind(name),
+                    found.append(QueueInfo(name, f"redis:{self._transient.keys.messages(name)}", queue_kind(name),
                                            count, transient=True))
         return sorted(found, key=lambda q: q.name)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from transports.azurequeue.inspect import QueueAdmin, QueueInfo, _celery_parts, queue_kind
+from flowcraft_celery.distributed.ops.broker_inspect import QueueAdmin, QueueInfo, _celery_parts, queue_kind
 
 
 def test_queue_kinds_follow_the_transports_and_celerys_names() -> None:

@@ -1,0 +1,5 @@
+"""The fake services fixture for the transport's unit tests."""
+
+from tests.unit.transports.fakes import fake_services
+
+__all__ = ["fake_services"]
