@@ -10,7 +10,7 @@ PY_STAMP := $(VENV)/.flowcraft-installed
 NODE_STAMP := node_modules/.package-lock.json
 
 .PHONY: help install unit test lint differential demo services-up services-down clean test-throttling bench-throttle \
-	suites suites-kombu suites-celery suites-celery-baseline
+	suites suites-kombu suites-celery suites-celery-baseline bench-scale
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -91,6 +91,10 @@ test-throttling: install ## Throttling, TLS Redis and Entra ID tests (private em
 bench-throttle: install ## What 0/5/20 % throttling costs (nodes/s, requests per node, retries), via the fault proxy.
 	$(BIN)/flowcraft-celery services up >/dev/null
 	$(BIN)/python bench/throttle_bench.py --sdk-default
+
+bench-scale: install ## What 1,000 and 10,000 idle live runs cost: reconcile per pass, bytes per run, latencies (~40 min).
+	$(BIN)/flowcraft-celery services up >/dev/null
+	$(SERVICES_ENV); $(BIN)/python -W ignore bench/scale_bench.py
 
 services-up: install ## Start (or reuse) Azurite, the Cosmos emulator and Redis on loopback.
 	$(BIN)/flowcraft-celery services up

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
+from flowcraft_celery.distributed.core.shards import shard_names
 from flowcraft_celery.settings import Settings
 
 # Every variable below comes from the environment, checked, with its default (flowcraft_celery/settings.py
@@ -70,6 +71,8 @@ flowcraft_key_prefix = _settings.key_prefix
 flowcraft_touch_interval = _settings.touch_interval
 flowcraft_stall_seconds = _settings.stall_seconds
 flowcraft_reconcile_interval = _settings.reconcile_interval
+# Runs one reconcile pass looks at, at most (in due order; the rest go first in the next pass).
+flowcraft_reconcile_budget = _settings.reconcile_budget
 # A completed, failed or cancelled run's status, context, outputs and Redis keys are kept this many
 # days after it ends, then expire (Cosmos DB per-item TTL, Redis EXPIRE); 0 keeps them for ever.
 # Running, awaiting and sleeping runs never expire. `flowcraft-celery purge` removes old runs on demand.
@@ -97,8 +100,11 @@ flowcraft_start_timeout = _settings.start_timeout
 # Reconcile passes run on their own queue, so a backlog of node tasks cannot delay them; a worker
 # started without -Q consumes both queues (one started with -Q consumes only what it names).
 flowcraft_reconcile_queue = _settings.reconcile_queue_name
-task_queues = tuple(Queue(name, Exchange(name), routing_key=name)
-                    for name in (task_default_queue, flowcraft_reconcile_queue))
+# FLOWCRAFT_QUEUE_SHARDS > 1 spreads the default queue's node messages over that many Azure queues
+# (by run); workers consume every shard (flowcraft_celery/distributed/core/shards.py).
+flowcraft_queue_shards = _settings.queue_shards
+task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in
+                    (*shard_names(task_default_queue, flowcraft_queue_shards), flowcraft_reconcile_queue))
 task_routes = {"flowcraft.reconcile": {"queue": flowcraft_reconcile_queue}}
 
 beat_schedule = {

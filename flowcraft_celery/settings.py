@@ -143,6 +143,8 @@ SPECS: dict[str, _Spec] = {
     "touch_interval": _Spec("flowcraft_touch_interval", "FLOWCRAFT_TOUCH_INTERVAL", 5.0, POSITIVE),
     "stall_seconds": _Spec("flowcraft_stall_seconds", "FLOWCRAFT_STALL_SECONDS", 60.0, POSITIVE),
     "reconcile_interval": _Spec("flowcraft_reconcile_interval", "FLOWCRAFT_RECONCILE_INTERVAL", 30.0, POSITIVE),
+    "reconcile_budget": _Spec("flowcraft_reconcile_budget", "FLOWCRAFT_RECONCILE_BUDGET", 200, AT_LEAST_ONE),
+    "queue_shards": _Spec("flowcraft_queue_shards", "FLOWCRAFT_QUEUE_SHARDS", 1, AT_LEAST_ONE),
     "retention_days": _Spec("flowcraft_retention_days", "FLOWCRAFT_RETENTION_DAYS", 7.0, NOT_NEGATIVE),
     "inline_depth": _Spec("flowcraft_inline_depth", "FLOWCRAFT_INLINE_DEPTH", 0, COUNT),
     "fanout_group": _Spec("flowcraft_fanout_group", "FLOWCRAFT_FANOUT_GROUP", 1, AT_LEAST_ONE),
@@ -187,6 +189,10 @@ class Settings:
     touch_interval: float = SPECS["touch_interval"].default
     stall_seconds: float = SPECS["stall_seconds"].default
     reconcile_interval: float = SPECS["reconcile_interval"].default
+    #: Runs one reconcile pass looks at, at most (in due order; the rest go first in the next pass).
+    reconcile_budget: int = SPECS["reconcile_budget"].default
+    #: Azure queues the default queue's node messages are spread over, by run (`distributed/core/shards.py`).
+    queue_shards: int = SPECS["queue_shards"].default
     #: Days a finished run's records are kept; 0 keeps them for ever.
     retention_days: float = SPECS["retention_days"].default
     inline_depth: int = SPECS["inline_depth"].default

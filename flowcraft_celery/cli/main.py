@@ -35,9 +35,11 @@ def main() -> None:
     """Flowcraft-style workflows on Celery, Azure Queue Storage, Cosmos DB and Redis."""
 
 
-# The Azure SDKs log what they cannot parse (an HTML 404 page, with its traceback) as warnings, which
-# Python prints on stderr when nothing is configured; the command's own one-line error says what matters.
-logging.getLogger("azure").addHandler(logging.NullHandler())
+# The Azure SDKs log what they cannot parse (an HTML 404 page, with its traceback) as warnings, and the
+# outage log warns when a service stops answering: Python prints both on stderr when nothing is
+# configured, while the command's own one-line error already names the service that does not answer.
+for quiet in ("azure", "flowcraft.outages"):
+    logging.getLogger(quiet).addHandler(logging.NullHandler())
 
 main.add_command(validate_command)
 main.add_command(run_command)

@@ -38,10 +38,11 @@ def not_started(exc: Exception) -> CommandError:
 
 def no_worker_hint(session: Any, elapsed: float, listed: bool) -> str:
     """What to say when no worker has taken up a new run."""
+    from flowcraft_celery.distributed.core.shards import shard_names
     from flowcraft_celery.settings import Settings
 
     settings = Settings.from_conf(session.app.conf)
-    queues = f"{settings.default_queue},{settings.reconcile_queue_name}"
+    queues = ",".join((*shard_names(settings.default_queue, settings.queue_shards), settings.reconcile_queue_name))
     why = "no worker of deployment {!r} is running (none is listed by `flowcraft-celery blueprints`)" if not listed \
         else "the workers of deployment {!r} have not taken it up"
     return (f"waiting {elapsed:.0f} s: " + why.format(settings.deployment) +

@@ -53,7 +53,7 @@ from flowcraft_celery.distributed.core.tracing import flush, inject, set_attribu
 from flowcraft_celery.distributed.node.task import register_node_tasks
 from flowcraft_celery.distributed.ops.flower import NodeTaskRegistry, install_broker
 from flowcraft_celery.distributed.ops.throttle_metrics import start_reporter
-from flowcraft_celery.distributed.reconcile.passes import reconcile
+from flowcraft_celery.distributed.reconcile.passes import pass_seconds, reconcile
 from flowcraft_celery.distributed.reconcile.schedule import install_quiet_beat, record_pass
 from flowcraft_celery.distributed.runs.delayed import install_delayed_index
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
@@ -106,7 +106,7 @@ def create_app(config: str | None = None) -> Celery:
         try:
             rt = runtime_for(self.app.conf)
             with span("flowcraft.reconcile", {}):
-                report = reconcile(self.app, rt, stall_seconds).to_dict()
+                report = reconcile(self.app, rt, stall_seconds, seconds=pass_seconds(self.app)).to_dict()
                 set_attributes({f"flowcraft.reconcile.{key}": value for key, value in report.items()})
         except Exception as exc:
             if classify(exc) != "infrastructure":

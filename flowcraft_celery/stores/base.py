@@ -11,7 +11,7 @@ Implementations: `memory` (unit tests and the local runner), `cosmos` (context a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict
 
@@ -156,7 +156,7 @@ class StatusStore(Protocol):
     """One status document per run; final states are never overwritten.
 
     A store belongs to one deployment: `create` stamps the document's `deployment`, and
-    `find_stalled` and `list_runs` return only that deployment's runs (point reads do not filter).
+    `live_page` and `list_runs` return only that deployment's runs (point reads do not filter).
     """
 
     def create(self, doc: RunStatusDoc) -> None:
@@ -183,8 +183,9 @@ class StatusStore(Protocol):
     def record_sleep(self, run_id: str, node_token: str, wake_at: float) -> None:
         """Note that `node_token` sleeps until `wake_at` (`sleeping` and `wakeAt`), unless final."""
 
-    def find_stalled(self, idle_seconds: float, now: float, page_size: int = 100) -> Iterator[RunStatusDoc]:
-        """This deployment's runs `running`, `lastUpdated` older than `now - idle_seconds`, not sleeping."""
+    def live_page(self, page_size: int, continuation: str | None) -> tuple[list[RunStatusDoc], str | None]:
+        """One page of this deployment's runs not final (`runId`, `lastUpdated`, `wakeAt`), from
+        `continuation` ('' or None: the first page), and where the next page starts (None: no more)."""
 
     def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
         """This deployment's newest runs first, optionally only those in `status`."""

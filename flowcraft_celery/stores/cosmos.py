@@ -18,7 +18,7 @@ key, which is atomic per key only.
 Status (container `runs`, partition key `/runId`): one item per run; `touch` is one patch;
 `update` and `finish` are patches guarded by a filter predicate (the run is not final), so a
 final state is never overwritten and only one `finish` wins. Each item carries the `deployment`
-that created it; `find_stalled` and `list_runs` see only their own deployment's runs, so two
+that created it; `live_page` and `list_runs` see only their own deployment's runs, so two
 deployments sharing a database never reconcile or list each other's runs.
 
 Retention: both containers have TTL on with no default expiry (`defaultTtl: -1`), so an item lives
@@ -527,23 +527,17 @@ class CosmosStatusStore:
                 if exc.status_code != 400:
                     raise
 
-    def find_stalled(
-        self, idle_seconds: float, now: float, page_size: int = 100
-    ) -> Iterator[RunStatusDoc]:
-        """This deployment's runs `running`, idle for `idle_seconds`, not sleeping: a paged
-        cross-partition query."""
-        pages = self._container.query_items(
-            "SELECT * FROM c WHERE c.deployment = @deployment AND c.status = 'running' AND "
-            "c.lastUpdated < @cutoff AND (NOT IS_DEFINED(c.wakeAt) OR IS_NULL(c.wakeAt) OR c.wakeAt < @now)",
-            parameters=[
-                {"name": "@deployment", "value": self.deployment},
-                {"name": "@cutoff", "value": now - idle_seconds}, {"name": "@now", "value": now},
-            ],
+    def live_page(self, page_size: int, continuation: str | None) -> tuple[list[RunStatusDoc], str | None]:
+        """One page of this deployment's runs not final: a cross-partition query resumed from its
+        continuation, so a sweep over many runs goes one bounded request at a time."""
+        pager: Any = self._container.query_items(
+            f"SELECT c.runId, c.lastUpdated, c.wakeAt FROM c WHERE c.deployment = @deployment "
+            f"AND NOT (c.status IN ({_FINAL_LIST}))",
+            parameters=[{"name": "@deployment", "value": self.deployment}],
             enable_cross_partition_query=True, max_item_count=page_size,
-        ).by_page()
-        for page in pages:
-            for item in page:
-                yield _strip(item)
+        ).by_page(continuation or None)
+        page = [cast(RunStatusDoc, item) for item in next(pager, [])]
+        return page, pager.continuation_token or None
 
     def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
         """This deployment's newest runs first, optionally only those in `status`."""

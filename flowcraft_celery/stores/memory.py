@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flowcraft_celery.stores.base import (
@@ -128,7 +128,7 @@ class MemoryContextStore:
 
 
 class MemoryStatusStore:
-    """StatusStore in a dict; `deployment` scopes `find_stalled` and `list_runs` like Cosmos's."""
+    """StatusStore in a dict; `deployment` scopes `live_page` and `list_runs` like Cosmos's."""
 
     def __init__(self, deployment: str = "") -> None:
         self._lock = threading.Lock()
@@ -182,14 +182,14 @@ class MemoryStatusStore:
                 doc["wakeAt"] = wake_at
                 doc["lastUpdated"] = time.time()
 
-    def find_stalled(self, idle_seconds: float, now: float, page_size: int = 100) -> Iterator[RunStatusDoc]:
+    def live_page(self, page_size: int, continuation: str | None) -> tuple[list[RunStatusDoc], str | None]:
+        """One page of this deployment's runs not final; the continuation is the next offset."""
         with self._lock:
-            docs = [RunStatusDoc(**d) for d in self._docs.values() if d.get("deployment") == self.deployment]
-        for doc in docs:
-            wake = doc.get("wakeAt")
-            if doc.get("status") == "running" and doc.get("lastUpdated", now) < now - idle_seconds \
-                    and (wake is None or wake < now):
-                yield doc
+            live = [RunStatusDoc(**d) for d in self._docs.values()
+                    if d.get("deployment") == self.deployment and d.get("status") not in FINAL_STATES]
+        start = int(continuation or 0)
+        end = start + page_size
+        return live[start:end], str(end) if end < len(live) else None
 
     def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunStatusDoc]:
         with self._lock:

@@ -25,6 +25,7 @@ from flowcraft_celery.model.validation import BUILTIN_USES
 from flowcraft_celery.settings import Settings
 from flowcraft_celery.stores.base import ContextStore, CoordinationStore, StatusStore
 from flowcraft_celery.stores.catalog import RedisCatalogStore
+from flowcraft_celery.stores.due import DueIndex
 from flowcraft_celery.stores.guard import call, guarded
 from flowcraft_celery.stores.ledger import RunLedger
 from flowcraft_celery.stores.timeline import RunTimeline
@@ -49,19 +50,26 @@ class Runtime:
     registry: Registry
     timeline: RunTimeline
     records: RunRecords
+    #: When reconcile next looks at each live run (stores/due.py).
+    due: DueIndex
     catalog: RedisCatalogStore | None = None
     #: The process's settings (stall threshold, inline depth, retention, ...), checked.
     settings: Settings = field(default_factory=Settings)
     _touched: dict[str, float] = field(default_factory=dict)
 
     def touch(self, run_id: str) -> None:
-        """Refresh the run's `lastUpdated`, at most once per `touch_interval` per process."""
+        """Refresh the run's `lastUpdated` and its due time, at most once per `touch_interval` per process."""
         now = time.monotonic()
         if now - self._touched.get(run_id, -1e9) >= self.settings.touch_interval:
             self._touched[run_id] = now
             if len(self._touched) > 10_000:
                 self._touched.clear()
             self.statuses.touch(run_id)
+            self.arm(run_id)
+
+    def arm(self, run_id: str) -> None:
+        """Make reconcile look at the run a stall threshold from now (unless it moves on before)."""
+        self.due.arm(run_id, time.time() + self.settings.stall_seconds)
 
     def implementations(self) -> Container[str] | None:
         """The node implementations a run may use: this process's, and those the deployment's workers
@@ -161,6 +169,7 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
         registry=BUILTIN_REGISTRY.merged(default_registry),
         timeline=guarded(RunTimeline(redis_client, prefix), redis_name),
         records=RunRecords(contexts, statuses, ledger, coordination),
+        due=guarded(DueIndex(redis_client, prefix, deployment), redis_name),
         catalog=catalog,
         settings=settings,
     )

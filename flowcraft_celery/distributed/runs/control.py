@@ -10,7 +10,7 @@ from celery import Celery
 from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.awaiting import awaiting_choice
-from flowcraft_celery.distributed.runs.ending import ended, final_result
+from flowcraft_celery.distributed.runs.ending import arm_parent, ended, final_result
 from flowcraft_celery.distributed.runs.errors import RunError
 from flowcraft_celery.distributed.runs.graphs import blueprint_graph, run_graph
 from flowcraft_celery.distributed.runs.publishing import publish
@@ -65,6 +65,7 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
     if pending.webhook:  # a webhook node's output is its URL and the body it received
         output = webhook_output(pending.webhook, output)
     message = pending.but(resume={"action": action, "output": output})
+    rt.arm(run_id)
     rt.ledger.update_pending(run_id, node_token, message.to_wire())
     publish(app, graph, message)
     return node_token
@@ -92,6 +93,7 @@ def cancel_run(rt: Runtime, run_id: str) -> bool:
     if doc.get("status") in FINAL_STATES:
         return False
     rt.ledger.halt(run_id, "cancelled")
+    arm_parent(rt, doc)
     done = rt.statuses.finish(run_id, "cancelled", final_result(rt, run_id, "cancelled", []), [])
     if done:
         ended(rt, run_id, "cancelled")

@@ -51,6 +51,7 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
              status: Literal["failed", "stalled"] = "failed") -> bool:
     """Halt a run and record it `failed` (or `stalled`: a join it reached can never run) with its errors."""
     rt.ledger.halt(run_id, status)
+    arm_parent(rt, rt.statuses.get(run_id))
     done = rt.statuses.finish(run_id, status, final_result(rt, run_id, status, errors), errors)
     if done:
         ended(rt, run_id, status)
@@ -59,8 +60,10 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
 
 
 def retire(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None) -> None:
-    """A final run: halted in Redis (late messages are dropped), its records expiring after the retention."""
+    """A final run: halted in Redis (late messages are dropped), out of reconcile's due index, its
+    records expiring after the retention."""
     rt.ledger.halt(run_id, status)
+    rt.due.forget([run_id])
     expire_finished_run(rt, run_id, doc)
 
 
@@ -80,6 +83,13 @@ def ended(rt: Runtime, run_id: str, status: str) -> None:
     retire(rt, run_id, status, doc)
 
 
+def arm_parent(rt: Runtime, doc: RunStatusDoc | None) -> None:
+    """Before a child run ends: its parent, parked while it waits, is due again (so reconcile tells
+    it of the end if the news is lost)."""
+    if doc and doc.get("parentRunId"):
+        rt.arm(str(doc["parentRunId"]))
+
+
 def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:
     """Tell a subflow's parent node that the child run ended (or paused)."""
     doc = rt.statuses.get(run_id)
@@ -94,4 +104,5 @@ def notify_parent(app: Celery, rt: Runtime, run_id: str) -> None:
     iteration = int(doc.get("parentIteration", 0) or 0)
     child = {"runId": run_id, "status": doc.get("status")}
     message = node_message(parent_run, blueprint, node_id, iteration, None, dynamic=True, child=child)
+    rt.arm(parent_run)
     publish(app, run_graph(rt, blueprint, parent_run, True), message)

@@ -18,6 +18,7 @@ from typing import Any
 from celery import Celery
 
 from flowcraft_celery.distributed.core.message import NodeMessage
+from flowcraft_celery.distributed.core.shards import node_queue
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.model.ids import MAX_ID_LENGTH
 from flowcraft_celery.stores.faults import InfrastructureError
@@ -48,9 +49,8 @@ def publish_together(app: Celery, graph: Graph, messages: Sequence[NodeMessage],
     still queued when the queue's oldest message is not younger than its `sent`).
     """
     node = graph.nodes[messages[0].node_id]
-    options: dict[str, Any] = {}
-    if node.config.queue:
-        options["queue"] = node.config.queue
+    queue = node_queue(app.conf, node.config.queue, messages[0].run_id)
+    options: dict[str, Any] = {} if queue == app.conf.task_default_queue else {"queue": queue}
     now = time.time()
     due = now + countdown if countdown else None
     outgoing = [message.sent_at(now, due).to_wire() for message in messages]

@@ -32,7 +32,7 @@ from celery import Celery
 from flowcraft_celery.distributed.core.message import NodeMessage, node_message
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.core.tracing import span
-from flowcraft_celery.distributed.runs.ending import fail_run, record_completed, retire
+from flowcraft_celery.distributed.runs.ending import arm_parent, fail_run, record_completed, retire
 from flowcraft_celery.distributed.runs.errors import RunError
 from flowcraft_celery.distributed.runs.publishing import child_run_id, publish
 from flowcraft_celery.engine import semantics
@@ -111,6 +111,7 @@ def complete_run(app: Celery, rt: Runtime, run_id: str) -> bool:
         return False
     evidence = durable_evidence(rt, run_id, doc)
     if evidence.frontier.complete:
+        arm_parent(rt, doc)
         return record_completed(app, rt, run_id, evidence.context)
     if evidence.frontier.stuck:  # never `completed` with a join reached that did not run
         errors = [join.to_error(evidence.frontier.graph) for join in evidence.frontier.stalled]

@@ -77,6 +77,7 @@ def _begin(app: Celery, rt: Runtime, blueprint: Blueprint, run_id: str, context:
         rt.ledger.begin(run_id, 1, {name: message.to_wire() for name, message in messages.items()})
         written.append("status")
         rt.statuses.create(doc)
+        rt.arm(run_id)
         timeout = Settings.from_conf(app.conf).start_timeout
         sent = publish_within(app, graph, list(messages.values()), timeout)
     except Exception as exc:

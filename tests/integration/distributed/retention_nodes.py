@@ -41,7 +41,7 @@ WIDE = 25
 
 def blueprints() -> list[Blueprint]:
     """A fan-out with a join (completes), a failing node, a run waiting for an event, a sleeping
-    one, a wide fan-out and a long node (the reconcile backlog tests)."""
+    one, a wide fan-out and a long node (the reconcile backlog tests), a parent of a sleeping child."""
     fan = Flow("rt-fan").node("start", "rt-step").node("join", "rt-step").node("end", "rt-step")
     for branch in ("a", "b", "c"):
         fan.node(branch, "rt-step").edge("start", branch).edge(branch, "join")
@@ -57,4 +57,6 @@ def blueprints() -> list[Blueprint]:
         .chain("start", "gate", "after").build(),
         Flow("rt-sleep").node("start", "rt-step").node("nap", "sleep", params={"duration": "1h"})
         .node("after", "rt-step").chain("start", "nap", "after").build(),
+        Flow("rt-parent").node("kid", "subflow", params={"blueprintId": "rt-sleep"}).node("after", "rt-step")
+        .chain("kid", "after").build(),
     ]

@@ -121,21 +121,21 @@ def test_too_large_result_is_refused_by_name(store: CosmosStatusStore) -> None:
     assert doc is not None and doc["status"] == "running"
 
 
-def test_find_stalled_pages_through_idle_running_runs(store: CosmosStatusStore) -> None:
-    stale = [new_run(store) for _ in range(7)]
+def test_live_page_pages_through_every_run_not_final(store: CosmosStatusStore) -> None:
+    running = [new_run(store) for _ in range(7)]
     sleeping = new_run(store, wakeAt=time.time() + 3600)
-    overslept = new_run(store, wakeAt=time.time() - 1)
     finished = new_run(store)
     store.finish(finished, "completed", None, [])
     waiting = new_run(store)
     store.update(waiting, {"status": "awaiting"})
-    time.sleep(0.05)
-    fresh = new_run(store)
-    now = time.time()
     reset_request_counts()
-    found = [doc["runId"] for doc in store.find_stalled(idle_seconds=0.04, now=now, page_size=3)]
-    assert sorted(found) == sorted([*stale, overslept])
-    assert sleeping not in found and fresh not in found and waiting not in found
+    found: list[str] = []
+    page, following = store.live_page(3, None)
+    found += [doc["runId"] for doc in page]
+    while following is not None:
+        page, following = store.live_page(3, following)
+        found += [doc["runId"] for doc in page]
+    assert sorted(found) == sorted([*running, sleeping, waiting])
     assert request_counts().get("docs:query", 0) >= 3
 
 
@@ -157,12 +157,10 @@ def test_deployments_sharing_a_database_see_only_their_own_runs(services_env: di
 
 
 def check_scoped(blue: CosmosStatusStore, green: CosmosStatusStore) -> None:
-    """Each store stalls and lists only the run it created."""
+    """Each store sweeps and lists only the run it created."""
     blue_run, green_run = new_run(blue), new_run(green)
-    time.sleep(0.05)
-    now = time.time()
-    assert [d["runId"] for d in blue.find_stalled(idle_seconds=0.01, now=now)] == [blue_run]
-    assert [d["runId"] for d in green.find_stalled(idle_seconds=0.01, now=now)] == [green_run]
+    assert [d["runId"] for d in blue.live_page(10, None)[0]] == [blue_run]
+    assert [d["runId"] for d in green.live_page(10, None)[0]] == [green_run]
     assert [d["runId"] for d in blue.list_runs()] == [blue_run]
     assert [d["runId"] for d in green.list_runs(status="running")] == [green_run]
     assert blue.get(blue_run)["deployment"] == "blue-flowcraft"  # type: ignore[index]

@@ -23,6 +23,7 @@ from flowcraft_celery.engine.context import NodeContext
 from flowcraft_celery.engine.registry import Registry
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.settings import Settings
+from flowcraft_celery.stores.due import DueIndex
 from flowcraft_celery.stores.ledger import RunLedger
 from flowcraft_celery.stores.memory import MemoryContextStore, MemoryCoordinationStore, MemoryStatusStore
 from flowcraft_celery.stores.retention import RunRecords
@@ -90,7 +91,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     rt = Runtime(contexts=contexts, statuses=statuses, coordination=coordination, ledger=ledger,
                  blueprints={CHAIN.id: CHAIN}, registry=BUILTIN_REGISTRY.merged(registry),
                  timeline=RunTimeline(client), records=RunRecords(contexts, statuses, ledger, coordination),
-                 settings=Settings(retention_days=0))
+                 due=DueIndex(client, "flowcraft:", QUEUE), settings=Settings(retention_days=0))
     app = Celery("unit", set_as_current=False)
     app.conf.task_default_queue = QUEUE
     register_node_tasks(app, ["step"])

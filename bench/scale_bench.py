@@ -1,0 +1,370 @@
+"""Scale benchmark (issue 22): what thousands of idle live runs cost a deployment.
+
+    .venv/bin/python -W ignore bench/scale_bench.py                    # 1,000 then 10,000 live runs
+    .venv/bin/python -W ignore bench/scale_bench.py --sizes 100,300    # a smoke run
+
+Grows one deployment to each size in turn (cumulatively: the second size adds to the first) with a
+mix of live runs: awaiting an approval (40 %), sleeping for a day (30 %), subflow parents whose
+child sleeps (15 % parents + 15 % children), and a fixed number of active fan-outs whose parallel
+nodes wait on a queue nobody consumes (their work is due at every pass, whatever the size). Two
+workers (prefork -c 2) drive the runs to their idle states and are then stopped, so the figures
+at each size are the benchmark's own requests only:
+
+* start throughput (runs/s, `Client.start` from 8 threads, while the workers run);
+* reconcile: the passes until every newly idle run was looked at once ("settle"), then steady
+  passes one stall threshold apart: pass time and requests per pass (Cosmos requests counted by
+  `stores.cosmos_client`, Azure queue requests by the transport's counters, Redis commands by
+  the `total_commands_processed` of a private `redis-server` only this deployment uses);
+* Redis memory per live run (`used_memory` over the baseline) and Cosmos items and bytes per live
+  run (every item of the deployment's database);
+* latency (median of 5) of `runs` (newest 20), `status`, `metrics` (one full collection, nothing
+  cached) and a new `start`.
+
+Then it prints the 10,000-to-1,000 (last-to-first size) ratio of the per-pass cost and of the
+latencies; the target is a per-pass ratio of at most 1.5. Uses its own queue prefix, Cosmos
+database and Redis server, all removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import scale_nodes  # noqa: E402
+from bench.workflow_bench import PrivateRedis, _delete_queues  # noqa: E402
+from flowcraft_celery.devtools import devservices  # noqa: E402
+from flowcraft_celery.stores.cosmos_client import request_counts  # noqa: E402
+from transports.azurequeue.stats import STATS  # noqa: E402
+
+#: Shares of the sizes: awaiting, sleeping, subflow parents (each with a sleeping child run).
+SHARES = {"awaiting": 0.40, "sleeping": 0.30, "parents": 0.15}
+FANS = 20
+START_THREADS = 8
+START_ATTEMPTS = 3
+LATENCY_SAMPLES = 5
+STEADY_PASSES = 3
+MAX_SETTLE_PASSES = 400
+#: Seconds between looks at how many runs settled (each look is four queries, scans on the emulator).
+SETTLE_POLL = 15.0
+TARGET_RATIO = 1.5
+
+
+@dataclass
+class PassCost:
+    """One reconcile pass: wall time, requests by service, and runs it looked at."""
+
+    seconds: float
+    cosmos: int
+    redis: int
+    queue: int
+    looked_at: int
+
+    @property
+    def requests(self) -> int:
+        """Requests of every service."""
+        return self.cosmos + self.redis + self.queue
+
+
+@dataclass
+class SizeFigures:
+    """What one size measured."""
+
+    live: int
+    mix: dict[str, int]
+    starts_per_s: float
+    start_failures: int
+    failed_runs: int
+    settle_passes: int
+    settle_looked_at: int
+    settle_seconds: float
+    steady: list[PassCost] = field(default_factory=list)
+    redis_bytes: float = 0.0
+    cosmos_items: float = 0.0
+    cosmos_bytes: float = 0.0
+    latency: dict[str, float] = field(default_factory=dict)
+
+    def mean(self, pick: Callable[[PassCost], float]) -> float:
+        """The mean of a figure over the steady passes."""
+        return statistics.fmean(pick(p) for p in self.steady) if self.steady else 0.0
+
+
+class RedisCounter:
+    """Commands processed and memory used by the private Redis (INFO's own call left out)."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url)
+
+    def commands(self) -> int:
+        """Commands processed so far (this INFO excluded)."""
+        return int(self._client.info("stats")["total_commands_processed"])
+
+    def memory(self) -> int:
+        """Bytes of memory the server uses."""
+        return int(self._client.info("memory")["used_memory"])
+
+
+def _counts(counter: RedisCounter) -> tuple[int, int, int]:
+    return sum(request_counts().values()), counter.commands(), STATS.total("queue")
+
+
+def measured_pass(reconcile_once: Callable[[], dict[str, int]], counter: RedisCounter) -> PassCost:
+    """Run one reconcile pass in this process and count what it cost."""
+    cosmos, commands, queue = _counts(counter)
+    began = time.perf_counter()
+    report = reconcile_once()
+    seconds = time.perf_counter() - began
+    cosmos2, commands2, queue2 = _counts(counter)
+    return PassCost(seconds, cosmos2 - cosmos, commands2 - commands - 1, queue2 - queue,
+                    int(report.get("stalled", 0)))
+
+
+def start_runs(client: Any, plan: list[str]) -> tuple[float, int]:
+    """Start one run of each blueprint id in `plan` from START_THREADS threads; runs/s, and how many
+    starts failed (StartError: nothing of that run was left) and were tried again."""
+    from flowcraft_celery.distributed.runs.errors import StartError
+
+    failures = [0]
+
+    def start(blueprint_id: str) -> None:
+        for attempt in range(START_ATTEMPTS):
+            try:
+                client.start(blueprint_id)
+                return
+            except StartError:
+                failures[0] += 1
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                time.sleep(1)
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(START_THREADS) as pool:
+        list(pool.map(start, plan))
+    return len(plan) / (time.perf_counter() - began), failures[0]
+
+
+def _count(container: Any, where: str, parameters: list[dict[str, Any]]) -> int:
+    rows = container.query_items(f"SELECT VALUE COUNT(1) FROM c WHERE {where}", parameters=parameters,
+                                 enable_cross_partition_query=True)
+    return sum(int(n) for n in rows)
+
+
+def wait_settled(database: Any, deployment: str, want: dict[str, int], timeout: float) -> int:
+    """Wait until the runs reached their idle states: so many awaiting, sleeping and children (a
+    parent that failed, because its child could not be started, has neither); the failed runs."""
+    runs = database.get_container_client("runs")
+    scope = [{"name": "@d", "value": deployment}]
+    deadline = time.monotonic() + timeout
+    while True:
+        now = [{"name": "@now", "value": time.time()}]
+        seen = {
+            "awaiting": _count(runs, "c.deployment = @d AND c.status = 'awaiting'", scope),
+            "sleeping": _count(runs, "c.deployment = @d AND c.status = 'running' AND IS_DEFINED(c.wakeAt) "
+                               "AND c.wakeAt > @now", scope + now),
+            "children": _count(runs, "c.deployment = @d AND IS_DEFINED(c.parentRunId) "
+                               "AND IS_STRING(c.parentRunId)", scope),
+        }
+        failed = _count(runs, "c.deployment = @d AND c.status = 'failed'", scope)
+        print(f"  settling: {seen} of {want}, {failed} failed", flush=True)
+        if seen["awaiting"] >= want["awaiting"] and seen["sleeping"] + failed >= want["sleeping"] \
+                and seen["children"] + failed >= want["children"]:
+            return failed
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"runs did not reach their idle states within {timeout:.0f} s: {seen} of {want}")
+        time.sleep(SETTLE_POLL)
+
+
+def cosmos_footprint(database: Any) -> tuple[int, int]:
+    """Items and JSON bytes of every container of the database."""
+    items = size = 0
+    for props in database.list_containers():
+        container = database.get_container_client(props["id"])
+        for item in container.query_items("SELECT * FROM c", enable_cross_partition_query=True):
+            items += 1
+            size += len(json.dumps({k: v for k, v in item.items() if not k.startswith("_")}, default=str))
+    return items, size
+
+
+def latency(action: Callable[[], Any]) -> float:
+    """Median seconds of LATENCY_SAMPLES calls."""
+    samples = []
+    for _ in range(LATENCY_SAMPLES):
+        began = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - began)
+    return statistics.median(samples)
+
+
+def plan_for(size: int, already: dict[str, int]) -> tuple[list[str], dict[str, int]]:
+    """The blueprint ids to start to grow the mix to `size` live runs, and the mix then."""
+    fans = FANS
+    rest = size - fans
+    parents = round(rest * SHARES["parents"])
+    mix = {"fans": fans, "parents": parents, "children": parents,
+           "awaiting": round(rest * SHARES["awaiting"])}
+    mix["sleeping"] = size - sum(mix.values())
+    ids = {"fans": scale_nodes.FAN_ID, "parents": scale_nodes.PARENT_ID, "awaiting": scale_nodes.AWAIT_ID,
+           "sleeping": scale_nodes.SLEEP_ID}
+    plan = [ids[kind] for kind in ids for _ in range(mix[kind] - already.get(kind, 0))]
+    plan.sort(key=lambda _: uuid.uuid4().hex)  # interleave the kinds
+    return plan, mix
+
+
+def measure_size(size: int, client: Any, env: dict[str, str], work: Path, counter: RedisCounter,
+                 database: Any, deployment: str, stall: float, already: dict[str, int],
+                 baseline_memory: int) -> SizeFigures:
+    """Grow to `size` live runs with workers, stop them, then measure reconcile, footprint, latency."""
+    from flowcraft_celery.devtools.workers import WorkerGroup
+    from flowcraft_celery.distributed.ops.metrics import FlowcraftCollector
+    from flowcraft_celery.distributed.reconcile.passes import reconcile
+
+    plan, mix = plan_for(size, already)
+    print(f"size {size}: starting {len(plan)} runs ({mix})", flush=True)
+    with WorkerGroup(env, work / f"workers-{size}", cwd=ROOT) as group:
+        for _ in range(2):
+            group.worker(concurrency=2)
+        group.wait_ready(120)
+        starts_per_s, start_failures = start_runs(client, plan)
+        print(f"  started at {starts_per_s:.1f} runs/s ({start_failures} starts failed and were tried again)",
+              flush=True)
+        failed = wait_settled(database, deployment, {"awaiting": mix["awaiting"],
+                                                     "sleeping": mix["sleeping"] + mix["children"],
+                                                     "children": mix["children"]}, timeout=3600)
+        time.sleep(3)
+    app, rt = client.app, client.runtime
+    time.sleep(stall + 1)
+
+    def once() -> dict[str, int]:
+        return reconcile(app, rt, stall).to_dict()
+
+    settle: list[PassCost] = []
+    began = time.perf_counter()
+    while len(settle) < MAX_SETTLE_PASSES:
+        settle.append(measured_pass(once, counter))
+        if settle[-1].looked_at <= FANS:
+            break
+    settle_seconds = time.perf_counter() - began
+    figures = SizeFigures(size, mix, starts_per_s, start_failures, failed, len(settle),
+                          sum(p.looked_at for p in settle), settle_seconds)
+    for _ in range(STEADY_PASSES):
+        time.sleep(stall + 1)
+        figures.steady.append(measured_pass(once, counter))
+        cost = figures.steady[-1]
+        print(f"  steady pass: {cost.seconds:.2f} s, {cost.looked_at} runs looked at, cosmos {cost.cosmos}, "
+              f"redis {cost.redis}, queue {cost.queue}", flush=True)
+    figures.redis_bytes = (counter.memory() - baseline_memory) / size
+    items, size_bytes = cosmos_footprint(database)
+    figures.cosmos_items, figures.cosmos_bytes = items / size, size_bytes / size
+    some_run = rt.statuses.list_runs(limit=1)[0]["runId"]
+    figures.latency = {
+        "runs": latency(lambda: client.list_runs(limit=20)),
+        "status": latency(lambda: client.status(some_run)),
+        "metrics": latency(lambda: list(FlowcraftCollector(app).collect())),
+        "start": latency(lambda: client.start(scale_nodes.NEW_ID)),
+    }
+    return figures
+
+
+def report(sizes: list[SizeFigures]) -> None:
+    """Print one row per size and the last-to-first ratios."""
+    print("\nscale: live runs idle (awaiting / sleeping / subflow parent + sleeping child) plus "
+          f"{FANS} active fan-outs; reconcile in this process, workers stopped\n")
+    print(f"{'live':>6} {'start/s':>8} {'settle':>16} {'pass s':>7} {'looked':>7} {'cosmos':>7} {'redis':>7} "
+          f"{'queue':>6} {'Redis B/run':>11} {'items/run':>9} {'Cosmos B/run':>12} {'runs ms':>8} {'status ms':>9} "
+          f"{'metrics ms':>10} {'start ms':>8}")
+    for s in sizes:
+        settle = f"{s.settle_passes}p/{s.settle_looked_at}r/{s.settle_seconds:.0f}s"
+        print(f"{s.live:>6} {s.starts_per_s:8.1f} {settle:>16} {s.mean(lambda p: p.seconds):7.2f} "
+              f"{s.mean(lambda p: p.looked_at):7.1f} {s.mean(lambda p: p.cosmos):7.1f} "
+              f"{s.mean(lambda p: p.redis):7.1f} "
+              f"{s.mean(lambda p: p.queue):6.1f} {s.redis_bytes:11.0f} {s.cosmos_items:9.2f} {s.cosmos_bytes:12.0f} "
+              f"{s.latency['runs'] * 1e3:8.1f} {s.latency['status'] * 1e3:9.1f} {s.latency['metrics'] * 1e3:10.1f} "
+              f"{s.latency['start'] * 1e3:8.1f}")
+    print("settle: passes / runs looked at / seconds until every newly idle run was looked at once; pass figures: "
+          f"mean of {STEADY_PASSES} steady passes one stall threshold apart (requests per pass)")
+    for s in sizes:
+        if s.failed_runs or s.start_failures:
+            print(f"  {s.live}: {s.start_failures} starts refused by the busy broker and tried again; {s.failed_runs} "
+                  "subflow parents failed because their child's start was refused")
+    if len(sizes) < 2:
+        return
+    first, last = sizes[0], sizes[-1]
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else float("inf") if a else 1.0
+
+    requests = ratio(last.mean(lambda p: p.requests), first.mean(lambda p: p.requests))
+    seconds = ratio(last.mean(lambda p: p.seconds), first.mean(lambda p: p.seconds))
+    print(f"\nratios {last.live:,} / {first.live:,} live runs:")
+    print(f"  {'PASS' if requests <= TARGET_RATIO else 'MISS'} requests per reconcile pass {requests:.2f} "
+          f"(<= {TARGET_RATIO})")
+    print(f"  {'PASS' if seconds <= TARGET_RATIO else 'MISS'} reconcile pass time {seconds:.2f} (<= {TARGET_RATIO})")
+    for name in first.latency:
+        print(f"  latency of {name}: {ratio(last.latency[name], first.latency[name]):.2f}")
+
+
+def main() -> None:
+    """Measure each size in turn and print the figures and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000", help="live run counts, ascending, comma separated")
+    parser.add_argument("--stall", type=float, default=10.0, help="stall threshold (s) of workers and passes")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    for name, value in devservices.env_vars(devservices.Ports.from_env()).items():
+        os.environ.setdefault(name, value)
+    conn_str = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+    tag = f"sc-{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
+    private = PrivateRedis(work / "redis.log")
+    env = {"FLOWCRAFT_QUEUE_PREFIX": f"{tag}-", "FLOWCRAFT_KEY_PREFIX": f"{tag}:", "FLOWCRAFT_COSMOS_DATABASE": tag,
+           "REDIS_URL": private.url(0), "FLOWCRAFT_STALL_SECONDS": str(args.stall),
+           "FLOWCRAFT_NODE_MODULES": "bench.workflow_nodes", "FLOWCRAFT_BLUEPRINTS": "bench.scale_nodes:blueprints",
+           "BENCH_PARKED_QUEUE": f"{tag}-parked", "PYTHONPATH": str(ROOT)}
+    os.environ.update(env)
+    measured: list[SizeFigures] = []
+    try:
+
+        from flowcraft_celery.distributed.client import Client
+        from flowcraft_celery.settings import Settings
+        from flowcraft_celery.stores.cosmos_client import get_client
+
+        client = Client()
+        counter = RedisCounter(private.url(0))
+        database = get_client().get_database_client(tag)
+        deployment = Settings.from_conf(client.app.conf).deployment
+        baseline = counter.memory()
+        already: dict[str, int] = {}
+        for size in sizes:
+            figures = measure_size(size, client, env, work, counter, database, deployment, args.stall, already,
+                                   baseline)
+            already = figures.mix
+            measured.append(figures)
+            report(measured)
+    finally:
+        _delete_queues(conn_str, f"{tag}-")
+        with contextlib.suppress(Exception):
+            from flowcraft_celery.stores.cosmos_client import get_client
+
+            get_client().delete_database(tag)
+        private.stop()
+    print(f"logs: {work}")
+
+
+if __name__ == "__main__":
+    main()

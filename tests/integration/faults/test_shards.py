@@ -1,0 +1,67 @@
+"""Sharded node queues: a deployment with FLOWCRAFT_QUEUE_SHARDS=3 spreads its runs over three
+Azure queues, a worker started with the same setting consumes all of them, and every run completes
+with each node once; lowering the shard count with runs in flight loses none of them (the messages
+left on shards no worker consumes any more are re-sent by reconcile to the run's current shard).
+
+Breaks no service (the shared dev services, with this module's own queue, key prefix and
+database); stops only its own workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flowcraft_celery.distributed.core.shards import shard_names
+from tests.integration.faults import fault_nodes
+from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit
+from tests.integration.polling import wait_for
+
+RUN_TIMEOUT = 180.0
+RUNS = 9
+SHARDS = 3
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str, str]) -> Iterator[FaultKit]:
+    folder: Path = tmp_path_factory.mktemp("shards")
+    with fault_kit(services_env, folder, "shards", FLOWCRAFT_QUEUE_SHARDS=str(SHARDS), FLOWCRAFT_STALL_SECONDS="4",
+                   FLOWCRAFT_RECONCILE_INTERVAL="2") as made:
+        yield made
+
+
+def _shards(kit: FaultKit) -> list[str]:
+    return shard_names(kit.env["FLOWCRAFT_DEFAULT_QUEUE"], SHARDS)
+
+
+def test_a_sharded_deployment_spreads_runs_over_its_shards_and_its_workers_run_them_all(kit: FaultKit) -> None:
+    runs = kit.start("ft-wide", RUNS)  # no worker yet: the start messages wait on their shards
+    waiting = {name: kit.queue_length(name) for name in _shards(kit)}
+    assert sum(waiting.values()) == RUNS and sum(1 for n in waiting.values() if n) >= 2, waiting
+    group = kit.group()
+    group.worker(concurrency=2)
+    group.wait_ready(90)
+    docs = kit.wait_final(runs, RUN_TIMEOUT)
+    for run_id, doc in docs.items():
+        assert doc["status"] == "completed", (run_id, doc.get("errors"))
+        assert_recorded_once(kit, run_id, fault_nodes.wide_nodes())
+        assert set(kit.calls(run_id).values()) == {1}
+    wait_for(lambda: all(kit.queue_length(name) == 0 for name in _shards(kit)), 30, "every shard to drain")
+    kit.stop_all()
+
+
+def test_lowering_the_shard_count_with_runs_in_flight_completes_every_run_once(kit: FaultKit) -> None:
+    runs = kit.start("ft-wide", RUNS)  # published for three shards
+    assert sum(kit.queue_length(name) for name in _shards(kit)[1:]) > 0
+    group = kit.group(FLOWCRAFT_QUEUE_SHARDS="1")  # the deployment now has one shard: shard 0 only
+    group.worker(concurrency=2)
+    group.beat()
+    group.wait_ready(90)
+    docs = kit.wait_final(runs, RUN_TIMEOUT)
+    for run_id, doc in docs.items():
+        assert doc["status"] == "completed", (run_id, doc.get("errors"))
+        assert_recorded_once(kit, run_id, fault_nodes.wide_nodes())
+        assert set(kit.calls(run_id).values()) == {1}
+    kit.stop_all()
