@@ -339,14 +339,15 @@ def main() -> None:
     os.environ.update(env)
     measured: list[SizeFigures] = []
     try:
+
         from flowcraft_celery.distributed.client import Client
-        from flowcraft_celery.distributed.core.settings import deployment_name
+        from flowcraft_celery.settings import Settings
         from flowcraft_celery.stores.cosmos_client import get_client
 
         client = Client()
         counter = RedisCounter(private.url(0))
         database = get_client().get_database_client(tag)
-        deployment = deployment_name(client.app.conf)
+        deployment = Settings.from_conf(client.app.conf).deployment
         baseline = counter.memory()
         already: dict[str, int] = {}
         for size in sizes:

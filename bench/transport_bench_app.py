@@ -17,6 +17,7 @@ from celery import Celery
 from celery.signals import worker_ready
 
 import transports  # noqa: F401  (registers azurequeue://)
+from flowcraft_celery.settings import DEFAULT_REDIS_URL
 from transports.azurequeue.stats import STATS
 
 app = Celery("transport_bench", broker=os.environ.get("BENCH_BROKER_URL", "azurequeue://"))
@@ -27,7 +28,7 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
 )
-_counter = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+_counter = redis.Redis.from_url(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
 
 
 @app.task(name="bench.noop")

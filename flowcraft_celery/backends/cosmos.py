@@ -50,6 +50,7 @@ from kombu.utils.encoding import bytes_to_str
 
 from flowcraft_celery.backends.node_results import NodeResults, is_node_task
 from flowcraft_celery.backends.result_index import Known, ResultIndex
+from flowcraft_celery.settings import Settings
 from flowcraft_celery.stores.cosmos import MAX_ITEM_BYTES, expired, json_size
 from flowcraft_celery.stores.cosmos_client import (
     CosmosConfigError,
@@ -61,9 +62,6 @@ from flowcraft_celery.stores.cosmos_client import (
     read_item_or_none,
     verify_tls_from_env,
 )
-
-DEFAULT_DATABASE = "flowcraft"
-DEFAULT_CONTAINER = "celery_results"
 
 #: Results are only ever read by id: index nothing.
 RESULTS_INDEXING: dict[str, Any] = {
@@ -133,12 +131,13 @@ class CosmosBackend(KeyValueStoreBackend):
         except CosmosConfigError as exc:
             raise ImproperlyConfigured(str(exc)) from exc
         self._conn_str = conn_str
-        self._database = conf.get("cosmos_database") or DEFAULT_DATABASE
-        self._container_name = conf.get("cosmos_results_container") or DEFAULT_CONTAINER
+        settings = Settings.from_conf(conf)
+        self._database = settings.cosmos_database
+        self._container_name = settings.cosmos_results_container
         self._container_lock = threading.Lock()
         self._container_by_pid: tuple[int, ContainerProxy] | None = None
-        self._redis_url = str(conf.get("flowcraft_redis_url") or "redis://127.0.0.1:6379/0")
-        prefix = str(conf.get("flowcraft_key_prefix") or "flowcraft:")
+        self._redis_url = settings.redis_url
+        prefix = settings.key_prefix
         self.node_results = NodeResults(self._redis_url, prefix, self.expires)
         self.index = ResultIndex(self._redis_url, prefix, self.expires)
         self._joiner: tuple[int, Any] | None = None

@@ -16,10 +16,10 @@ from flowcraft_celery.cli.tables import render_table
 @json_output_option
 def blueprints_command(as_json: bool) -> None:
     """List the blueprints and node implementations this deployment's workers published when they started."""
-    from flowcraft_celery.distributed.core.settings import deployment_name
+    from flowcraft_celery.settings import Settings
 
     session = client()
-    deployment = deployment_name(session.app.conf)
+    deployment = Settings.from_conf(session.app.conf).deployment
     published, workers = session.blueprints(), session.workers()
     if as_json:
         click.echo(json.dumps({"deployment": deployment, "blueprints": published, "workers": workers}, indent=2))

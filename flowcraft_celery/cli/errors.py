@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.model.printable import printable
 
 EXIT_OK = 0
@@ -42,7 +43,7 @@ EXIT_CODES_HELP = (
 )
 
 
-class CommandError(click.ClickException):
+class CommandError(FlowcraftError, click.ClickException):
     """A failure shown as `Error: <message>` (made one printable line) with its exit code."""
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
@@ -87,13 +88,19 @@ def _settings() -> Mapping[str, Any]:
     app_module = sys.modules.get("flowcraft_celery.distributed.app")
     if app_module is not None:
         return app_module.app.conf
-    return {"flowcraft_redis_url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
+    from flowcraft_celery.settings import DEFAULT_REDIS_URL
+
+    return {"flowcraft_redis_url": os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL}
 
 
 def as_command_error(exc: Exception) -> CommandError:
-    """The one-line form of an exception a command let escape."""
+    """The one-line form of an exception a command let escape: a configuration or connection problem
+    names the setting or endpoint; any other error of flowcraft-celery or its transport is its own first
+    line; anything else is a bug."""
     from flowcraft_celery.distributed.core.problems import ServiceUnreachable, explain
     from flowcraft_celery.model.catalog import CatalogError
+    from flowcraft_celery.stores.faults import InfrastructureError
+    from transports.azurequeue import AzureQueueError
 
     problem = explain(exc, _settings(), os.environ)
     if isinstance(problem, ServiceUnreachable):
@@ -105,6 +112,8 @@ def as_command_error(exc: Exception) -> CommandError:
     if isinstance(exc, RecursionError):
         return CommandError("input nested too deeply (RecursionError)", EXIT_USAGE)
     first = printable(str(exc).splitlines()[0], 300) if str(exc) else ""
+    if isinstance(exc, (FlowcraftError, AzureQueueError)) and first:
+        return CommandError(first, EXIT_UNREACHABLE if isinstance(exc, InfrastructureError) else EXIT_FAILED)
     return CommandError(f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
                         EXIT_INTERNAL)
 

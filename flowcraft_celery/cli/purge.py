@@ -52,9 +52,9 @@ def purge_command(older_than: float | None, dry_run: bool, as_json: bool) -> Non
 
     rt = Client().runtime
     if older_than is None:
-        if rt.retention_seconds <= 0:
+        if rt.settings.retention_seconds <= 0:
             raise click.UsageError("FLOWCRAFT_RETENTION_DAYS is 0 (runs are kept for ever): give --older-than")
-        older_than = rt.retention_seconds
+        older_than = rt.settings.retention_seconds
     report = purge(rt, older_than, dry_run=dry_run)
     if as_json:
         removed = report.removed

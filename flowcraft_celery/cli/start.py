@@ -38,15 +38,14 @@ def not_started(exc: Exception) -> CommandError:
 
 def no_worker_hint(session: Any, elapsed: float, listed: bool) -> str:
     """What to say when no worker has taken up a new run."""
-    from flowcraft_celery.distributed.core.settings import deployment_name
     from flowcraft_celery.distributed.core.shards import shard_names
+    from flowcraft_celery.settings import Settings
 
-    conf = session.app.conf
-    shards = shard_names(str(conf.task_default_queue), int(conf.get("flowcraft_queue_shards") or 1))
-    queues = ",".join(q for q in (*shards, conf.get("flowcraft_reconcile_queue")) if q)
+    settings = Settings.from_conf(session.app.conf)
+    queues = ",".join((*shard_names(settings.default_queue, settings.queue_shards), settings.reconcile_queue_name))
     why = "no worker of deployment {!r} is running (none is listed by `flowcraft-celery blueprints`)" if not listed \
         else "the workers of deployment {!r} have not taken it up"
-    return (f"waiting {elapsed:.0f} s: " + why.format(deployment_name(session.app.conf)) +
+    return (f"waiting {elapsed:.0f} s: " + why.format(settings.deployment) +
             f"; start one with `celery -A flowcraft_celery worker -Q {queues}` and the same settings")
 
 

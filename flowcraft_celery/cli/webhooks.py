@@ -23,7 +23,8 @@ def serve_command(host: str, port: int) -> None:
     """
     from flowcraft_celery.distributed.app import app
     from flowcraft_celery.distributed.ops.webhook_server import serve
+    from flowcraft_celery.settings import Settings
 
-    base = app.conf.get("flowcraft_webhook_base_url")
+    base = Settings.from_conf(app.conf).webhook_base_url
     click.echo(f"serving webhooks on http://{host}:{port} for URLs under {base}", err=True)
     serve(app, host, port)

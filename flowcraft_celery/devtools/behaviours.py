@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from flowcraft_celery.engine.context import NodeContext
 from flowcraft_celery.engine.registry import NodeResult, Registry
+from flowcraft_celery.errors import FlowcraftError
 
 NodeFunction = Callable[[NodeContext], Any]
 
@@ -40,7 +41,7 @@ class MemoryRecorder:
         return dict(self._counts)
 
 
-class BehaviourError(ValueError):
+class BehaviourError(FlowcraftError, ValueError):
     """A behaviour spec is malformed: names the field at fault."""
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flowcraft_celery.devtools.behaviours import BehaviourError
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.model.blueprint import Blueprint, BlueprintFormatError
 
 
-class ScenarioFormatError(ValueError):
+class ScenarioFormatError(FlowcraftError, ValueError):
     """The scenario file does not follow the schema; names the scenario and field."""
 
 

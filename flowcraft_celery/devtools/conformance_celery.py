@@ -29,6 +29,7 @@ from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.ids import InvalidIdError
 from flowcraft_celery.model.json_values import NotJsonError
 from flowcraft_celery.model.validation import BUILTIN_USES, BlueprintValidationError
+from flowcraft_celery.settings import Settings
 
 
 class RedisRecorder:
@@ -80,7 +81,7 @@ def namespaced_blueprint(blueprint: Blueprint, scenario: str) -> Blueprint:
 
 def _recorder(scenario: str) -> RedisRecorder:
     key = f"{os.environ.get('FLOWCRAFT_CONFORMANCE_KEY', 'flowcraft:conformance')}:{scenario}"
-    return RedisRecorder(redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")), key)
+    return RedisRecorder(redis.Redis.from_url(Settings.from_env().redis_url), key)
 
 
 def _load() -> list[Blueprint]:

@@ -28,6 +28,7 @@ import click
 
 from flowcraft_celery.devtools import background
 from flowcraft_celery.devtools.named_endpoints import named_endpoints
+from flowcraft_celery.errors import FlowcraftError
 
 HOST = "127.0.0.1"
 #: Host names of this machine: endpoints there are probed as dev services.
@@ -50,7 +51,7 @@ PORT_VARS: dict[str, tuple[str, int]] = {
 }
 
 
-class ServiceError(RuntimeError):
+class ServiceError(FlowcraftError, RuntimeError):
     """A dev service could not be made to answer; the message names it and its log."""
 
 

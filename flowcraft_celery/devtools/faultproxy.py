@@ -55,6 +55,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.stores.cosmos_client import operation_of
 from transports.azurequeue import blob_operation, queue_operation
 
@@ -71,7 +72,7 @@ _HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "te",
                           "proxy-authenticate", "proxy-authorization", "content-length", "trailer"})
 
 
-class PlanError(ValueError):
+class PlanError(FlowcraftError, ValueError):
     """A fault plan or rule that cannot be read; the message names the part."""
 
 

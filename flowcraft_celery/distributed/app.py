@@ -40,7 +40,7 @@ from flowcraft_celery.distributed.core.preflight import (
     report_unreachable_broker,
     report_unreachable_redis,
 )
-from flowcraft_celery.distributed.core.problems import SettingError, explain
+from flowcraft_celery.distributed.core.problems import explain
 from flowcraft_celery.distributed.core.published import (
     import_node_modules,
     load_worker_code,
@@ -50,7 +50,6 @@ from flowcraft_celery.distributed.core.published import (
 from flowcraft_celery.distributed.core.retry_lines import quiet_outage_retries
 from flowcraft_celery.distributed.core.runtime import reset_runtimes, runtime_for
 from flowcraft_celery.distributed.core.secrets import censor_inspect_replies, protect_settings
-from flowcraft_celery.distributed.core.settings import deployment_name, key_prefix, redis_url
 from flowcraft_celery.distributed.core.shards import shards_to_consume
 from flowcraft_celery.distributed.core.tracing import flush, inject, set_attributes, set_up, span
 from flowcraft_celery.distributed.node.task import register_node_tasks
@@ -62,6 +61,7 @@ from flowcraft_celery.distributed.runs.delayed import install_delayed_index
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry
 from flowcraft_celery.model.validation import BUILTIN_USES
+from flowcraft_celery.settings import SettingError, Settings
 from flowcraft_celery.stores.catalog import RedisCatalogStore
 from flowcraft_celery.stores.faults import classify
 from transports.azurequeue import redis_from_url
@@ -171,14 +171,15 @@ def _publish_catalog(sender: Any = None, **_: Any) -> None:
     if app is None or code is None:
         return
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
-    client = redis_from_url(redis_url(app.conf))
+    settings = Settings.from_conf(app.conf)
+    client = redis_from_url(settings.redis_url)
     try:
-        publish_catalog(RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)),
+        publish_catalog(RedisCatalogStore(client, settings.key_prefix, settings.deployment),
                         str(sender.hostname), code, queues)
         _published[str(sender.hostname)] = app
         logger.info("flowcraft: published %d blueprint(s) (%s) and %d node implementation(s) for deployment %r",
                     len(code.blueprints), ", ".join(sorted(code.blueprints)) or "none", len(code.nodes),
-                    deployment_name(app.conf))
+                    settings.deployment)
     except Exception as exc:
         logger.error("flowcraft: could not publish the catalog: %s", explain(exc, app.conf, os.environ) or exc)
     finally:
@@ -191,9 +192,10 @@ def _withdraw(sender: Any = None, **_: Any) -> None:
     app = _published.pop(str(sender), None)
     if app is None:
         return
-    client = redis_from_url(redis_url(app.conf))
+    settings = Settings.from_conf(app.conf)
+    client = redis_from_url(settings.redis_url)
     try:
-        RedisCatalogStore(client, key_prefix(app.conf), deployment_name(app.conf)).forget_worker(str(sender))
+        RedisCatalogStore(client, settings.key_prefix, settings.deployment).forget_worker(str(sender))
     except Exception as exc:
         logger.warning("flowcraft: could not withdraw from the catalog: %s", exc)
     finally:

@@ -9,12 +9,12 @@ from typing import Any
 from celery import Celery
 
 from flowcraft_celery.distributed.core.runtime import Runtime, runtime_for
-from flowcraft_celery.distributed.core.settings import blueprint_sources, deployment_name
 from flowcraft_celery.distributed.runs.control import cancel_run, resume_run
 from flowcraft_celery.distributed.runs.errors import RunError, StartError
 from flowcraft_celery.distributed.runs.starting import start_run
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.builder import Flow
+from flowcraft_celery.settings import Settings
 from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
 
 
@@ -86,9 +86,10 @@ class Client:
 
     def _unknown(self, blueprint_id: str) -> str:
         """Why `blueprint_id` cannot be started: what is published, and which settings were looked at."""
-        deployment = deployment_name(self.app.conf)
+        settings = Settings.from_conf(self.app.conf)
+        deployment = settings.deployment
         published = sorted(self.blueprints())
-        sources = blueprint_sources(self.app.conf)
+        sources = list(settings.blueprints)
         where = f"nor does FLOWCRAFT_BLUEPRINTS here ({', '.join(sources)}) define it" if sources else \
             "and FLOWCRAFT_BLUEPRINTS is not set here"
         return (f"unknown blueprint {blueprint_id!r}: no worker of deployment {deployment!r} published it "

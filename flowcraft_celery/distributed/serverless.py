@@ -17,10 +17,11 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import Retry
 
+from flowcraft_celery.errors import FlowcraftError
 from transports.azurequeue import LargeBodyStore, wire
 
 
-class UnprocessableMessage(ValueError):
+class UnprocessableMessage(FlowcraftError, ValueError):
     """The message is not a task message this app can run; says why."""
 
 

@@ -21,12 +21,13 @@ from typing import Any
 
 from flowcraft_celery.engine.context import NodeContext
 from flowcraft_celery.engine.registry import Implementation, Node, NodeResult
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.model.json_values import NotJsonError, check_json
 from flowcraft_celery.stores.base import MISSING
 from flowcraft_celery.stores.faults import classify
 
 
-class NodeAttemptError(Exception):
+class NodeAttemptError(FlowcraftError):
     """An attempt failed; `retriable` is False for failures outside `exec` (prep, post)."""
 
     def __init__(self, node_id: str, attempt: int, cause: BaseException | str,
@@ -47,7 +48,7 @@ class NodeAttemptError(Exception):
         return {"nodeId": self.node_id, "message": self.message, "attempt": self.attempt, "type": kind}
 
 
-class NodeTimeoutError(TimeoutError):
+class NodeTimeoutError(FlowcraftError, TimeoutError):
     """An attempt ran longer than the node's `config.timeout`."""
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from flowcraft_celery.errors import FlowcraftError
+
 if TYPE_CHECKING:
     from flowcraft_celery.engine.context import NodeContext
 
@@ -73,7 +75,7 @@ class Node:
 Implementation = Callable[..., Any] | type[Node] | Node
 
 
-class UnknownNodeError(KeyError):
+class UnknownNodeError(FlowcraftError, KeyError):
     """No implementation is registered under a `uses` key."""
 
     def __init__(self, uses: str, known: list[str]) -> None:

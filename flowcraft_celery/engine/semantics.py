@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from flowcraft_celery.engine.decisions import Decision
 from flowcraft_celery.engine.registry import NodeResult
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.expressions.evaluator import UNDEFINED, compile_expression, truthy
 from flowcraft_celery.model.blueprint import Blueprint, EdgeDefinition, NodeDefinition
 from flowcraft_celery.model.graph import LOOP_CONTROLLER, DynamicAddition, Graph
@@ -153,7 +154,7 @@ def check_resume_action(graph: Graph, node_id: str, action: str | None, iteratio
                          f"its edges take: {', '.join(repr(a) for a in actions)}")
 
 
-class LoopBoundError(RuntimeError):
+class LoopBoundError(FlowcraftError, RuntimeError):
     """A cycle ran more iterations than the blueprint's `metadata.maxIterations` allows."""
 
 
@@ -221,7 +222,7 @@ class ExitGate:
 Step = Transition | ExitGate
 
 
-class DecisionMismatchError(RuntimeError):
+class DecisionMismatchError(FlowcraftError, RuntimeError):
     """A recorded decision names edges its node does not have in this graph (the blueprint changed)."""
 
 

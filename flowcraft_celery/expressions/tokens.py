@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from flowcraft_celery.errors import FlowcraftError
+
 #: Longest accepted expression, in characters.
 MAX_LENGTH = 10_000
 
@@ -41,7 +43,7 @@ _LINE_BREAKS = "\n\r\u2028\u2029"
 _ENDS_OPERAND = frozenset({")", "]", "}"})
 
 
-class ExpressionError(ValueError):
+class ExpressionError(FlowcraftError, ValueError):
     """A malformed or forbidden expression; names the problem, the 0-based `position` and the text."""
 
     def __init__(self, problem: str, expression: str, position: int | None = None) -> None:

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.model.strict_json import StrictJsonError, loads_strict, non_finite_path
 
 
-class BlueprintFormatError(ValueError):
+class BlueprintFormatError(FlowcraftError, ValueError):
     """The document is not a blueprint: not JSON, or a field is missing or of the wrong type."""
 
     code = "MALFORMED_BLUEPRINT"

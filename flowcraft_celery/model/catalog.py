@@ -17,11 +17,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.model.blueprint import Blueprint, BlueprintFormatError
 from flowcraft_celery.model.builder import Flow
 
 
-class CatalogError(ValueError):
+class CatalogError(FlowcraftError, ValueError):
     """A blueprint source cannot be read; the message names the source and the fault."""
 
 

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.model import iterations
 from flowcraft_celery.model.blueprint import Blueprint, EdgeDefinition, NodeDefinition, parse_node
 
 LOOP_CONTROLLER = "loop-controller"
 
 
-class DynamicNodeError(ValueError):
+class DynamicNodeError(FlowcraftError, ValueError):
     """A result's dynamic nodes cannot join the run's graph (an id already taken); names it."""
 
 

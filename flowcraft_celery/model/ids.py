@@ -7,6 +7,7 @@ no control or line-separator characters (which also keeps logs and terminals hon
 
 from __future__ import annotations
 
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.model.printable import printable, unsafe
 
 #: Longest id Cosmos DB accepts.
@@ -15,7 +16,7 @@ MAX_ID_LENGTH = 255
 COSMOS_FORBIDDEN = frozenset("/\\?#")
 
 
-class InvalidIdError(ValueError):
+class InvalidIdError(FlowcraftError, ValueError):
     """An id breaks a store's rules; the message names the kind of id and the rule."""
 
     code = "INVALID_ID"

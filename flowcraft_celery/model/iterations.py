@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from flowcraft_celery.errors import FlowcraftError
+
 #: Every iteration is below this (the Cosmos context store keeps its own items above it).
 MAX_ITERATION = 2 ** 40
 
@@ -25,7 +27,7 @@ MAX_ITERATION = 2 ** 40
 _DIGITS = 12
 
 
-class IterationOverflowError(RuntimeError):
+class IterationOverflowError(FlowcraftError, RuntimeError):
     """A loop would run more passes than its nesting leaves room for."""
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from flowcraft_celery.errors import FlowcraftError
+
 #: Largest integer magnitude a double holds exactly (JavaScript's Number.MAX_SAFE_INTEGER + 1).
 MAX_EXACT_INTEGER = 2 ** 53
 
 
-class NotJsonError(ValueError):
+class NotJsonError(FlowcraftError, ValueError):
     """A value cannot travel as JSON exactly; the message names where it sits and why."""
 
     code = "INVALID_JSON_VALUE"

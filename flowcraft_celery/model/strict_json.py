@@ -12,8 +12,10 @@ import json
 import math
 from typing import Any
 
+from flowcraft_celery.errors import FlowcraftError
 
-class StrictJsonError(ValueError):
+
+class StrictJsonError(FlowcraftError, ValueError):
     """The text is not strict JSON; `path` is the JSON path at fault, `detail` says why."""
 
     def __init__(self, path: str, detail: str) -> None:

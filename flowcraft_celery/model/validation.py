@@ -11,6 +11,7 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.expressions.evaluator import ExpressionError, validate_expression
 from flowcraft_celery.model.blueprint import Blueprint, NodeDefinition
 from flowcraft_celery.model.durations import sleep_seconds
@@ -47,7 +48,7 @@ class ValidationIssue:
         return out
 
 
-class BlueprintValidationError(ValueError):
+class BlueprintValidationError(FlowcraftError, ValueError):
     """A blueprint failed validation; `issues` lists every error found."""
 
     def __init__(self, blueprint_id: str, issues: list[ValidationIssue]) -> None:

@@ -48,6 +48,7 @@ from azure.cosmos.exceptions import (
 )
 from requests.adapters import HTTPAdapter
 
+from flowcraft_celery.errors import FlowcraftError
 from transports.azurequeue import ThrottleWatch, cosmos_throttle_kind
 
 CONNECTION_STRING_ENV = "AZURE_COSMOS_CONNECTION_STRING"
@@ -78,7 +79,7 @@ _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
-class CosmosConfigError(ValueError):
+class CosmosConfigError(FlowcraftError, ValueError):
     """A Cosmos connection string or setting is malformed; the message names the bad part."""
 
 

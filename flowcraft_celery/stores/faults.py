@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+from flowcraft_celery.errors import FlowcraftError
+
 FailureKind = Literal["infrastructure", "permanent", "node"]
 
 
-class InfrastructureError(RuntimeError):
+class InfrastructureError(FlowcraftError, RuntimeError):
     """A store or the broker failed transiently; the operation may succeed when retried."""
 
     @classmethod
@@ -29,7 +31,7 @@ class InfrastructureError(RuntimeError):
         return cls(f"{service} unavailable: {type(exc).__name__}: {detail}"[:500])
 
 
-class PermanentError(ValueError):
+class PermanentError(FlowcraftError, ValueError):
     """A failure no retry can fix (a value too large for the store, a value that is not JSON)."""
 
 

@@ -34,7 +34,7 @@ class MemoryContextStore:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: snapshot_and_outputs reads both under one hold
         self._seq = itertools.count()
         self._values: dict[str, dict[str, tuple[int, Any]]] = {}
         self._outputs: dict[str, dict[tuple[str, int], tuple[int, RecordedOutput]]] = {}

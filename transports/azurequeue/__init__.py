@@ -217,7 +217,16 @@ from .auth import Secret, build_clients, masked_url
 from .blobs import LargeBodyStore
 from .bundles import bundled
 from .channel import Channel
-from .naming import DEAD_LETTER_SUFFIX, azure_queue_name, dead_letter_queue_name, listing_prefix
+from .errors import AzureQueueError
+from .naming import (
+    DEAD_LETTER_SUFFIX,
+    QUEUE_NAME_RULE,
+    azure_queue_name,
+    dead_letter_queue_name,
+    listing_prefix,
+    prefix_problem,
+    queue_problem,
+)
 from .options import Options
 from .outages import OUTAGES, unanswered
 from .redisauth import RedisCredentialError, redis_from_url
@@ -232,8 +241,10 @@ from .transport import BrokerUnreachable, Transport
 __all__ = [
     "DEAD_LETTER_SUFFIX",
     "OUTAGES",
+    "QUEUE_NAME_RULE",
     "STATS",
     "THROTTLES",
+    "AzureQueueError",
     "BrokerUnreachable",
     "Channel",
     "LargeBodyStore",
@@ -254,7 +265,9 @@ __all__ = [
     "listing_prefix",
     "masked_url",
     "namespace_tag",
+    "prefix_problem",
     "queue_operation",
+    "queue_problem",
     "redis_from_url",
     "unanswered",
     "wire",

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import redis
 
+from .errors import AzureQueueError
+
 CREDENTIAL_ENV = "FLOWCRAFT_REDIS_CREDENTIAL"
 DEFAULT_CREDENTIAL = "DefaultAzureCredential"
 #: The scope of Azure Cache for Redis tokens.
@@ -32,7 +34,7 @@ _providers: dict[tuple[int, str], Any] = {}
 _lock = threading.Lock()
 
 
-class RedisCredentialError(ValueError):
+class RedisCredentialError(AzureQueueError, ValueError):
     """The Redis credential setting cannot be used; the message names it."""
 
 

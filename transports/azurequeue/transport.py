@@ -21,6 +21,7 @@ from kombu.transport.virtual.exchange import TopicExchange
 from .auth import Clients, build_clients, masked_url
 from .backend import QueueBackend
 from .channel import Channel as AzureQueueChannel
+from .errors import AzureQueueError
 from .inbox import Inbox
 from .leases import Lease, LeaseKeeper
 from .options import Options
@@ -45,7 +46,7 @@ LOOP_TICK = 1.0
 CONNECT_TIMEOUT = 5.0
 
 
-class BrokerUnreachable(ConnectionError):
+class BrokerUnreachable(AzureQueueError, ConnectionError):
     """The storage account (or the Redis of `redis_url`) did not answer when connecting."""
 
 

@@ -7,11 +7,13 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from .errors import AzureQueueError
+
 #: Azure refuses an initial visibility longer than seven days.
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 
 
-class PoisonMessage(ValueError):
+class PoisonMessage(AzureQueueError, ValueError):
     """A queue message that this transport cannot turn back into a Kombu message."""
 
 

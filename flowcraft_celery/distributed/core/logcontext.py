@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from celery.signals import after_setup_logger, after_setup_task_logger
 
+from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.model.ids import printable_id
 from flowcraft_celery.model.printable import printable
 
@@ -69,7 +70,7 @@ def node_log_scope(handle: Method) -> Method:
 
     @functools.wraps(handle)
     def scoped(execution: Any, *args: Any, **kwargs: Any) -> Any:
-        scope = NodeScope(str(execution.run_id), str(execution.msg.get("bp", "")), str(execution.node_id),
+        scope = NodeScope(str(execution.run_id), str(execution.msg.blueprint_id), str(execution.node_id),
                           int(execution.iteration))
         handled = _handled.get()
         if handled is not None:
@@ -155,11 +156,9 @@ def install_on_celery_logging() -> None:
     after_setup_task_logger.connect(_on_logger_setup, weak=False, dispatch_uid="flowcraft-node-task-log")
 
 
-def task_summary(members: Sequence[Mapping[str, Any] | None], handled: list[NodeScope]) -> dict[str, Any]:
+def task_summary(members: Sequence[NodeMessage], handled: list[NodeScope]) -> dict[str, Any]:
     """A node task's small Celery result: its run and the nodes it handled (inlined ones too)."""
-    first = members[0] or {} if members else {}
-    run_id = str(first.get("run", ""))
-    nodes = [s.token for s in handled if s.run_id == run_id] or [
-        f"{m.get('node')}@{int(m.get('it', 0))}" for m in members if m]
-    return {"run": run_id, "blueprint": first.get("bp"), "nodes": nodes,
+    run_id = members[0].run_id
+    nodes = [s.token for s in handled if s.run_id == run_id] or [m.token for m in members]
+    return {"run": run_id, "blueprint": members[0].blueprint_id, "nodes": nodes,
             "show": f"flowcraft-celery show {run_id}"}

@@ -17,8 +17,8 @@ from typing import Any
 import redis
 from celery import Celery
 
-from flowcraft_celery.distributed.core.problems import STORAGE_ENV, STORAGE_FIX, SettingError, explain
-from flowcraft_celery.distributed.core.settings import redis_url
+from flowcraft_celery.distributed.core.problems import STORAGE_ENV, STORAGE_FIX, explain
+from flowcraft_celery.settings import SettingError, Settings
 from transports.azurequeue import redis_from_url
 
 logger = logging.getLogger("flowcraft.worker")
@@ -30,7 +30,8 @@ def _as_setting_error(exc: Exception, conf: Mapping[str, Any], env: Mapping[str,
 
 
 def check_settings(conf: Mapping[str, Any], env: Mapping[str, str] | None = None) -> None:
-    """Raise SettingError for a Cosmos, Azure Storage or Redis setting that is missing or malformed."""
+    """Raise SettingError for a flowcraft setting that is wrong (`Settings.from_conf` checks each), or a Cosmos,
+    Azure Storage or Redis setting that is missing or malformed."""
     from flowcraft_celery.stores.cosmos_client import (
         CosmosConfigError,
         connection_string_from_env,
@@ -40,6 +41,7 @@ def check_settings(conf: Mapping[str, Any], env: Mapping[str, str] | None = None
     )
 
     env = os.environ if env is None else env
+    settings = Settings.from_conf(conf)
     try:
         parse_connection_string(str(conf.get("cosmos_connection_string") or connection_string_from_env()))
         parse_verify_flag(conf.get("cosmos_verify_tls"), verify_tls_from_env())
@@ -58,7 +60,7 @@ def check_settings(conf: Mapping[str, Any], env: Mapping[str, str] | None = None
         except ValueError as exc:
             raise _as_setting_error(exc, conf, env) from exc
     try:
-        redis.connection.parse_url(redis_url(conf))
+        redis.connection.parse_url(settings.redis_url)
     except ValueError as exc:
         raise _as_setting_error(exc, conf, env) from exc
 
@@ -82,7 +84,7 @@ def report_unreachable_broker(app: Celery) -> bool:
 
 def report_unreachable_redis(conf: Mapping[str, Any], timeout: float = 3.0) -> bool:
     """Ping Redis once; if it does not answer, log one line naming REDIS_URL. True if it answered."""
-    client = redis_from_url(redis_url(conf), socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = redis_from_url(Settings.from_conf(conf).redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         client.ping()
         return True

@@ -1,8 +1,8 @@
 """Configuration and connection problems told in one line: which setting or endpoint, and what to do.
 
-`SettingError` is raised where a setting is read and found wrong. `explain` recognizes the
-exceptions the Azure SDKs and redis-py raise when a service is down, refuses the credentials or
-the TLS handshake, and names the endpoint and the setting that points at it.
+`SettingError` (flowcraft_celery/settings.py) is raised where a setting is read and found wrong.
+`explain` recognizes the exceptions the Azure SDKs and redis-py raise when a service is down,
+refuses the credentials or the TLS handshake, and names the endpoint and the setting that points at it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlparse
 
+from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.model.catalog import CatalogError
+from flowcraft_celery.settings import SettingError
 from flowcraft_celery.stores.cosmos_client import CONNECTION_STRING_ENV, VERIFY_TLS_ENV, CosmosConfigError
 
 STORAGE_ENV = "AZURE_STORAGE_CONNECTION_STRING"
@@ -25,16 +27,7 @@ STORAGE_FIX = ("run `flowcraft-celery services up --env` for Azurite's value, or
                "Access keys")
 
 
-class SettingError(ValueError):
-    """A setting is missing or wrong; the message names it and says what to do."""
-
-    def __init__(self, setting: str, detail: str, fix: str | None = None) -> None:
-        text = detail if detail.startswith(setting) else f"{setting}: {detail}"
-        super().__init__(text + (f"; {fix}" if fix else ""))
-        self.setting = setting
-
-
-class ServiceUnreachable(ConnectionError):
+class ServiceUnreachable(FlowcraftError, ConnectionError):
     """A service could not be used; the message names it, its endpoint and the setting."""
 
     def __init__(self, service: str, endpoint: str, setting: str, reason: str, fix: str) -> None:

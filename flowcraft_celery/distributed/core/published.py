@@ -19,13 +19,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flowcraft_celery.distributed.core.problems import SettingError
-from flowcraft_celery.distributed.core.settings import blueprint_sources, node_modules
 from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import default_registry, import_modules
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.catalog import Catalog, CatalogError, load_blueprints
 from flowcraft_celery.model.validation import BUILTIN_USES
+from flowcraft_celery.settings import SettingError, Settings
 from flowcraft_celery.stores.catalog import RedisCatalogStore
 
 
@@ -43,7 +42,7 @@ _loaded: dict[int, WorkerCode] = {}
 
 def import_node_modules(conf: Mapping[str, Any]) -> None:
     """Import FLOWCRAFT_NODE_MODULES, naming the module that cannot be imported."""
-    for module in node_modules(conf):
+    for module in Settings.from_conf(conf).node_modules:
         try:
             import_modules([module])
         except ImportError as exc:
@@ -59,7 +58,7 @@ def load_worker_code(conf: Mapping[str, Any]) -> WorkerCode:
             return _loaded[id(conf)]
         import_node_modules(conf)
         try:
-            blueprints = load_blueprints(blueprint_sources(conf))
+            blueprints = load_blueprints(list(Settings.from_conf(conf).blueprints))
         except CatalogError as exc:
             raise SettingError("FLOWCRAFT_BLUEPRINTS", str(exc),
                                "fix or remove what it names, then start the worker again") from exc

@@ -17,19 +17,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from flowcraft_celery.distributed.core.published import DeploymentBlueprints, worker_code
-from flowcraft_celery.distributed.core.settings import (
-    DEFAULT_MAX_NODE_CRASHES,
-    blueprint_sources,
-    deployment_name,
-    key_prefix,
-    max_node_crashes,
-    redis_url,
-)
-from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY, DEFAULT_SUBFLOW_DEPTH, DEFAULT_WEBHOOK_BASE_URL
+from flowcraft_celery.engine.builtins import BUILTIN_REGISTRY
 from flowcraft_celery.engine.registry import Registry, default_registry
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.catalog import Catalog
 from flowcraft_celery.model.validation import BUILTIN_USES
+from flowcraft_celery.settings import Settings
 from flowcraft_celery.stores.base import ContextStore, CoordinationStore, StatusStore
 from flowcraft_celery.stores.catalog import RedisCatalogStore
 from flowcraft_celery.stores.due import DueIndex
@@ -60,22 +53,14 @@ class Runtime:
     #: When reconcile next looks at each live run (stores/due.py).
     due: DueIndex
     catalog: RedisCatalogStore | None = None
-    touch_interval: float = 5.0
-    stall_seconds: float = 60.0
-    inline_depth: int = 0
-    fanout_group: int = 1
-    #: Times a node may kill its worker process before its run fails (FLOWCRAFT_MAX_NODE_CRASHES).
-    max_node_crashes: int = DEFAULT_MAX_NODE_CRASHES
-    #: Seconds a finished run's records are kept (0: for ever).
-    retention_seconds: float = 7 * 86400.0
-    subflow_depth: int = DEFAULT_SUBFLOW_DEPTH
-    webhook_base_url: str = DEFAULT_WEBHOOK_BASE_URL
+    #: The process's settings (stall threshold, inline depth, retention, ...), checked.
+    settings: Settings = field(default_factory=Settings)
     _touched: dict[str, float] = field(default_factory=dict)
 
     def touch(self, run_id: str) -> None:
         """Refresh the run's `lastUpdated` and its due time, at most once per `touch_interval` per process."""
         now = time.monotonic()
-        if now - self._touched.get(run_id, -1e9) >= self.touch_interval:
+        if now - self._touched.get(run_id, -1e9) >= self.settings.touch_interval:
             self._touched[run_id] = now
             if len(self._touched) > 10_000:
                 self._touched.clear()
@@ -84,7 +69,7 @@ class Runtime:
 
     def arm(self, run_id: str) -> None:
         """Make reconcile look at the run a stall threshold from now (unless it moves on before)."""
-        self.due.arm(run_id, time.time() + self.stall_seconds)
+        self.due.arm(run_id, time.time() + self.settings.stall_seconds)
 
     def implementations(self) -> Container[str] | None:
         """The node implementations a run may use: this process's, and those the deployment's workers
@@ -152,22 +137,21 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
     from flowcraft_celery.stores.redis import RedisCoordinationStore
     from flowcraft_celery.stores.retention import RunRecords
 
+    settings = Settings.from_conf(conf)
     cosmos = f"Cosmos DB at {cosmos_endpoint(conf)}"
     client = call(cosmos, get_client, conf.get("cosmos_connection_string"), conf.get("cosmos_verify_tls"),
-                  conf.get("cosmos_credential") or None)
-    database = str(conf.get("cosmos_database") or "flowcraft")
-    url = redis_url(conf)
-    timeout = float(conf.get("flowcraft_redis_timeout") or 10.0)
+                  settings.cosmos_credential or None)
+    database = settings.cosmos_database
+    url = settings.redis_url
+    timeout = settings.redis_timeout
     redis_client = redis_from_url(url, socket_timeout=timeout,
                                         socket_connect_timeout=min(timeout, REDIS_CONNECT_TIMEOUT),
                                         health_check_interval=30)
     redis_name = f"Redis at {redis_endpoint(url)}"
-    prefix = key_prefix(conf)
-    deployment = deployment_name(conf)
-    context_store = call(cosmos, CosmosContextStore, client, database,
-                         str(conf.get("cosmos_context_container") or "context"))
-    status_store = call(cosmos, CosmosStatusStore, client, database, str(conf.get("cosmos_runs_container") or "runs"),
-                        deployment)
+    prefix = settings.key_prefix
+    deployment = settings.deployment
+    context_store = call(cosmos, CosmosContextStore, client, database, settings.cosmos_context_container)
+    status_store = call(cosmos, CosmosStatusStore, client, database, settings.cosmos_runs_container, deployment)
     contexts = guarded(context_store, cosmos)
     statuses = guarded(status_store, cosmos)
     coordination = guarded(RedisCoordinationStore(redis_client, prefix), redis_name)
@@ -175,7 +159,7 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
     catalog = guarded(RedisCatalogStore(redis_client, prefix, deployment), redis_name)
     code = worker_code(conf)
     blueprints: Mapping[str, Blueprint] = (
-        code.blueprints if code is not None else DeploymentBlueprints(catalog, Catalog(blueprint_sources(conf))))
+        code.blueprints if code is not None else DeploymentBlueprints(catalog, Catalog(list(settings.blueprints))))
     return Runtime(
         contexts=contexts,
         statuses=statuses,
@@ -187,12 +171,5 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
         records=RunRecords(contexts, statuses, ledger, coordination),
         due=guarded(DueIndex(redis_client, prefix, deployment), redis_name),
         catalog=catalog,
-        touch_interval=float(conf.get("flowcraft_touch_interval") or 5.0),
-        stall_seconds=float(conf.get("flowcraft_stall_seconds") or 60.0),
-        inline_depth=int(conf.get("flowcraft_inline_depth", 0)),
-        fanout_group=int(conf.get("flowcraft_fanout_group", 1)),
-        max_node_crashes=max_node_crashes(conf),
-        retention_seconds=float(conf.get("flowcraft_retention_days", 7)) * 86400,
-        subflow_depth=int(conf.get("flowcraft_subflow_depth", DEFAULT_SUBFLOW_DEPTH)),
-        webhook_base_url=str(conf.get("flowcraft_webhook_base_url") or DEFAULT_WEBHOOK_BASE_URL),
+        settings=settings,
     )

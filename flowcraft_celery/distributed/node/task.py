@@ -31,15 +31,16 @@ from celery import Celery, Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from flowcraft_celery.distributed.core.logcontext import node_log_scope, start_task_record, task_summary
+from flowcraft_celery.distributed.core.message import MessageError, NodeMessage, node_message, task_messages
 from flowcraft_celery.distributed.core.runtime import Runtime, runtime_for
 from flowcraft_celery.distributed.core.tracing import message_context, span
-from flowcraft_celery.distributed.node.deadletter import dead_letter, dead_letter_arguments, node_message_problem
+from flowcraft_celery.distributed.node.deadletter import dead_letter, dead_letter_arguments
 from flowcraft_celery.distributed.node.lease import lease
 from flowcraft_celery.distributed.runs.awaiting import mark_awaiting
 from flowcraft_celery.distributed.runs.ending import fail_run
 from flowcraft_celery.distributed.runs.errors import RunError
 from flowcraft_celery.distributed.runs.graphs import run_graph
-from flowcraft_celery.distributed.runs.publishing import Payload, child_run_id, payload, publish, publish_groups
+from flowcraft_celery.distributed.runs.publishing import child_run_id, publish, publish_groups
 from flowcraft_celery.distributed.runs.recovery import complete_run, ensure_state
 from flowcraft_celery.distributed.runs.starting import start_run
 from flowcraft_celery.distributed.runs.webhooks import register_webhook
@@ -62,7 +63,7 @@ from flowcraft_celery.model.graph import DynamicAddition, Graph
 from flowcraft_celery.stores.base import MISSING, RecordedOutput
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
 from flowcraft_celery.stores.guard import TRANSIENT, log_level
-from flowcraft_celery.stores.ledger import Settled, token
+from flowcraft_celery.stores.ledger import Settled
 from flowcraft_celery.stores.timeline import Attempt
 
 logger = logging.getLogger("flowcraft.bridge")
@@ -84,24 +85,21 @@ def register_node_tasks(app: Celery, uses_keys: list[str]) -> None:
             continue
 
         def run_node(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            problem = node_message_problem(args, kwargs)
-            if problem is not None:  # a poison message: never executed, never retried
-                _dead_letter_poison(self, args, kwargs, problem)
-                return {"deadLettered": problem}
-            msg: Payload | None = kwargs.get("msg")
-            msgs: list[Payload] | None = kwargs.get("msgs")
-            members = [msg] if msgs is None else msgs
+            try:
+                members = task_messages(args, kwargs)
+            except MessageError as exc:  # a poison message: never executed, never retried
+                _dead_letter_poison(self, args, kwargs, str(exc))
+                return {"deadLettered": str(exc)}
             handled = start_task_record()
             try:
                 rt = runtime_for(self.app.conf)
-                if msgs is None:
-                    NodeExecution(self, rt, msg or {}).handle()
-                for member in msgs or []:  # finished members of a retried group are dropped
-                    NodeExecution(self, rt, member, own_message=False).handle()
+                packed = "msgs" in kwargs
+                for member in members:  # finished members of a retried group are dropped
+                    NodeExecution(self, rt, member, own_message=not packed).handle()
             except (Retry, Reject):
                 raise
             except Exception as exc:
-                _retry_later(self, [m for m in members if m], exc)
+                _retry_later(self, members, exc)
             return task_summary(members, handled)
 
         app.task(name=name, bind=True, ignore_result=False, acks_late=True, max_retries=None)(run_node)
@@ -119,10 +117,10 @@ def _dead_letter_poison(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any
         raise Reject(reason, requeue=False) from exc
 
 
-def _retry_later(task: Task, members: list[Payload], exc: Exception) -> None:
+def _retry_later(task: Task, members: list[NodeMessage], exc: Exception) -> None:
     """Re-send the message with back-off after a store or broker failure (for as long as it
     lasts); an unexpected error fails the run after UNEXPECTED_RETRIES tries."""
-    run_id = members[0].get("run")
+    run_id = members[0].run_id
     retries = int(task.request.retries or 0)
     if classify(exc) == "infrastructure" or isinstance(exc, TRANSIENT):
         logger.log(log_level(exc, logging.WARNING, logging.DEBUG), "node message of run %s: %s; retry %s in %s s",
@@ -132,9 +130,9 @@ def _retry_later(task: Task, members: list[Payload], exc: Exception) -> None:
         logger.exception("node message of run %s could not be processed", run_id)
         if retries >= UNEXPECTED_RETRIES:
             rt = runtime_for(task.app.conf)
-            record = {"nodeId": members[0].get("node"), "type": type(exc).__name__,
+            record = {"nodeId": members[0].node_id, "type": type(exc).__name__,
                       "message": f"node message could not be processed {retries + 1} times: {exc}"}
-            fail_run(task.app, rt, str(run_id), [record])
+            fail_run(task.app, rt, run_id, [record])
             return
         error = InfrastructureError(f"{type(exc).__name__}: {exc}"[:500])
     countdown = min(MAX_BACKOFF_SECONDS, 2 ** retries)
@@ -142,15 +140,14 @@ def _retry_later(task: Task, members: list[Payload], exc: Exception) -> None:
     raise task.retry(exc=error, countdown=countdown) from exc
 
 
-def _note_delay(task: Task, members: list[Payload], countdown: float) -> None:
+def _note_delay(task: Task, members: list[NodeMessage], countdown: float) -> None:
     """Record in the ledger that these messages come back only after `countdown` seconds, so the
     reconciler does not re-send them meanwhile (best effort: Redis may be what failed)."""
     try:
         rt = runtime_for(task.app.conf)
         now = time.time()
         for member in members:
-            entry = dict(member, sent=now, due=now + countdown)
-            rt.ledger.refresh_pending(str(member["run"]), token(str(member["node"]), int(member.get("it", 0))), entry)
+            rt.ledger.refresh_pending(member.run_id, member.token, member.sent_at(now, now + countdown).to_wire())
     except Exception as exc:
         logger.debug("could not note the delay of a retried message: %s", exc)
 
@@ -199,7 +196,7 @@ def _is_json(value: Any) -> bool:
 class NodeExecution:
     """Handles one node message end to end."""
 
-    def __init__(self, task: Task, rt: Runtime, msg: Payload, depth: int = 0, own_message: bool = True) -> None:
+    def __init__(self, task: Task, rt: Runtime, msg: NodeMessage, depth: int = 0, own_message: bool = True) -> None:
         self.task = task
         self.depth = depth
         #: Whether the task's Celery message is this payload alone (so a task retry re-sends it).
@@ -207,10 +204,10 @@ class NodeExecution:
         self.app: Celery = task.app
         self.rt = rt
         self.msg = msg
-        self.run_id: str = msg["run"]
-        self.node_id: str = msg["node"]
-        self.iteration: int = int(msg.get("it", 0))
-        self.token = token(self.node_id, self.iteration)
+        self.run_id = msg.run_id
+        self.node_id = msg.node_id
+        self.iteration = msg.iteration
+        self.token = msg.token
         #: Whether this execution noted that the token may have an output (`RunLedger.enter`).
         self._marked = False
         #: Whether this execution settled its token in the ledger (which ends its attempt).
@@ -221,9 +218,9 @@ class NodeExecution:
         """Handle the message in its span: a child of the execution that sent it (or, run inline,
         of the one running it)."""
         request = self.task.request
-        attributes = {"flowcraft.run_id": self.run_id, "flowcraft.blueprint": self.msg.get("bp"),
+        attributes = {"flowcraft.run_id": self.run_id, "flowcraft.blueprint": self.msg.blueprint_id,
                       "flowcraft.node": self.node_id, "flowcraft.iteration": self.iteration,
-                      "flowcraft.attempt": int(self.msg.get("attempt", 1)),
+                      "flowcraft.attempt": self.msg.attempt,
                       "flowcraft.worker": request.hostname or socket.gethostname(), "celery.task_id": request.id}
         with span(f"flowcraft.node {self.node_id}", attributes, message_context(request) if not self.depth else None):
             self._handle()
@@ -243,21 +240,26 @@ class NodeExecution:
             state = self.rt.ledger.check(self.run_id, self.token)
         if state.finished or state.halted:
             return
-        problem = self._unexpected(state.pending)
+        if state.pending is None:
+            self._dead_letter_unexpected(
+                f"node execution {self.token} is not due in run {self.run_id}: no recorded decision has started it "
+                "(an unknown node, a node not reached yet, or an iteration that is not current)")
+            return
+        self.entry = NodeMessage.from_wire(state.pending)
+        problem = self._unexpected(self.entry)
         if problem is not None:
             self._dead_letter_unexpected(problem)
             return
-        self.entry: Payload = state.pending or {}
         self.maybe_recorded = state.maybe_recorded
-        blueprint = self.rt.blueprints.get(self.msg["bp"])
+        blueprint = self.rt.blueprints.get(self.msg.blueprint_id)
         if blueprint is None:
             host = socket.gethostname()
             known = ", ".join(sorted(self.rt.blueprints)) or "none"
-            self._fail({"nodeId": self.node_id, "type": "UnknownBlueprint",
-                        "message": f"blueprint {self.msg['bp']!r} is not known to worker {host} (known: {known})"})
+            self._fail({"nodeId": self.node_id, "type": "UnknownBlueprint", "message":
+                        f"blueprint {self.msg.blueprint_id!r} is not known to worker {host} (known: {known})"})
             return
-        self.graph = run_graph(self.rt, blueprint, self.run_id, bool(self.msg.get("dyn")))
-        if blueprint.run_version != self.msg.get("ver"):
+        self.graph = run_graph(self.rt, blueprint, self.run_id, self.msg.dynamic)
+        if blueprint.run_version != self.msg.version:
             self._version_mismatch(blueprint.run_version)
             return
         if self.node_id not in self.graph.nodes:
@@ -265,19 +267,18 @@ class NodeExecution:
                         "message": f"node {self.node_id!r} is not in blueprint {blueprint.id!r}"})
             return
         self.blueprint = blueprint
-        if "done" in self.msg:  # the node finished earlier; recording its result failed then
-            done = self.msg["done"] or {}
+        done, resumed, child = self.msg.done, self.msg.resume, self.msg.child
+        if done is not None:  # the node finished earlier; recording its result failed then
             decided = done.get("decision")
             self._succeed(NodeResult(output=done.get("output"), action=done.get("action"),
                                      dynamic_nodes=done.get("dynamicNodes") or []),
                           Decision.from_dict(decided) if isinstance(decided, dict) else None)
-        elif "resume" in self.msg:
-            resumed = self.msg["resume"] or {}
+        elif resumed is not None:
             self._succeed(NodeResult(output=resumed.get("output"), action=resumed.get("action")))
-        elif "child" in self.msg:
-            self._child_ended(self.msg["child"])
-        elif self.msg.get("wake"):
-            self._succeed(NodeResult(output=self.msg.get("value")))
+        elif child is not None:
+            self._child_ended(child)
+        elif self.msg.wake:
+            self._succeed(NodeResult(output=self.msg.value))
         else:
             self._execute()
 
@@ -293,7 +294,7 @@ class NodeExecution:
             self._succeed(_result_of(recorded), _decision_of(recorded), recorded=True)
             return
         node = self.graph.nodes[self.node_id]
-        node_input = semantics.resolve_input(self.graph, node, self.msg.get("value"), self._lookup, self.iteration)
+        node_input = semantics.resolve_input(self.graph, node, self.msg.value, self._lookup, self.iteration)
         if node.uses in RUNNER_BUILTINS:
             self._builtin(node.uses, node_input)
             return
@@ -313,7 +314,7 @@ class NodeExecution:
                     self._succeed(_result_of(recorded), _decision_of(recorded), recorded=True)
                     return
                 crashes = (attempts or self.rt.ledger.begin_attempt(self.run_id, self.token)) - 1
-                if crashes >= self.rt.max_node_crashes:
+                if crashes >= self.rt.settings.crash_limit:
                     self._crash_loop(crashes)
                     return
                 self._attempt(node, node_input)
@@ -332,15 +333,15 @@ class NodeExecution:
 
     def _crash_loop(self, crashes: int) -> None:
         """The node killed its worker process too often: fail the run and dead-letter the message."""
-        reason = (f"node {self.node_id!r} crashed its worker process {crashes} times "
-                  f"(limit {self.rt.max_node_crashes}, FLOWCRAFT_MAX_NODE_CRASHES); its message was dead-lettered")
+        reason = (f"node {self.node_id!r} crashed its worker process {crashes} times (limit "
+                  f"{self.rt.settings.crash_limit}, FLOWCRAFT_MAX_NODE_CRASHES); its message was dead-lettered")
         self._fail({"nodeId": self.node_id, "type": "NodeCrashed", "message": reason, "crashes": crashes})
         dead_letter(self.app, self.task, self.msg, reason)
 
     def _attempt(self, node: NodeDefinition, node_input: Any) -> None:
         """One attempt of an ordinary node, then success or the failure path."""
         timeout = node.config.timeout_seconds
-        attempt = int(self.msg.get("attempt", 1))
+        attempt = self.msg.attempt
         trace = self.rt.timeline.begin(self.run_id, self.token, node.uses, attempt,
                                        self.task.request.hostname or socket.gethostname(), self._queue_wait())
         ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
@@ -349,7 +350,7 @@ class NodeExecution:
         try:
             impl = self.rt.registry.get(node.uses)
             try:
-                result = run_attempt(impl, ctx, timeout, self.msg.get("prepared", MISSING))
+                result = run_attempt(impl, ctx, timeout, self.msg.prepared)
             except SoftTimeLimitExceeded as exc:
                 raise NodeAttemptError(self.node_id, attempt, f"node {self.node_id!r} attempt {attempt} exceeded "
                                        f"its timeout of {int((timeout or 0) * 1000)} ms") from exc
@@ -366,7 +367,7 @@ class NodeExecution:
         delayed, until now; None for a message run inline (it never was on a queue)."""
         if self.depth:
             return None
-        ready = max(float(self.msg.get("sent") or 0), float(self.msg.get("due") or 0), _eta(self.task))
+        ready = max(self.msg.sent or 0.0, self.msg.due or 0.0, _eta(self.task))
         return None if ready <= 0 else max(0.0, time.time() - ready)
 
     def _attempt_failed(self, error: NodeAttemptError, ctx: NodeContext) -> None:
@@ -377,26 +378,23 @@ class NodeExecution:
         self._after_failure(self.msg, error.to_record(), error.attempt, error.retriable, error.prepared,
                             lambda: run_fallback(self.rt.registry.get(uses), error, ctx))
 
-    def _after_failure(self, current: Payload, record: dict[str, Any], attempt: int, retriable: bool = True,
+    def _after_failure(self, current: NodeMessage, record: dict[str, Any], attempt: int, retriable: bool = True,
                        prepared: Any = MISSING, own: Callable[[], NodeResult | None] | None = None) -> None:
         """After a failed attempt of any node (a subflow's child run that did not complete too),
         the engine's next step: the next attempt (a delayed message, from `current`, the
         attempt's message), the fallback node, or the run's failure."""
         step = semantics.after_failure(self.graph, self.node_id, attempt, retriable)
         if step.retry:
-            retry = {k: v for k, v in current.items() if k not in ("child", "childRun")}
-            retry["attempt"] = step.attempt
-            if prepared is not MISSING and _is_json(prepared):
-                retry["prepared"] = prepared
-            self._requeue(retry, step.delay)
+            carried = prepared if prepared is not MISSING and _is_json(prepared) else current.prepared
+            self._requeue(current.but(child=None, child_run=None, attempt=step.attempt, prepared=carried), step.delay)
             return
         result = own() if own is not None else None
         if result is not None:
             self._succeed(result)
         elif step.fallback:
-            message = payload(self.run_id, self.blueprint, step.fallback, self.iteration, current.get("value"),
-                              bool(self.msg.get("dyn")))
-            self._send({token(step.fallback, self.iteration): message})
+            message = node_message(self.run_id, self.blueprint, step.fallback, self.iteration, current.value,
+                                   self.msg.dynamic)
+            self._send({message.token: message})
         else:
             self._fail(record)
 
@@ -423,7 +421,7 @@ class NodeExecution:
                 if routed is None:
                     return
         self.graph, addition, decision = routed
-        dynamic = bool(self.msg.get("dyn"))
+        dynamic = self.msg.dynamic
         if addition is not None:
             self.rt.ledger.add_dynamic(self.run_id, self.token, addition.to_dict())
             dynamic = True
@@ -435,9 +433,8 @@ class NodeExecution:
             self._fail({"nodeId": self.node_id, "message": str(exc), "type": type(exc).__name__})
             return
         starts = dispatch.route(self.graph, self.run_id, transitions, self.rt.coordination)
-        messages = {token(s.node_id, s.iteration): payload(self.run_id, self.blueprint, s.node_id, s.iteration,
-                                                           s.value, dynamic) for s in starts}
-        self._send(messages)
+        messages = [node_message(self.run_id, self.blueprint, s.node_id, s.iteration, s.value, dynamic) for s in starts]
+        self._send({message.token: message for message in messages})
 
     def _routed(self, result: NodeResult, decision: Decision | None
                 ) -> tuple[Graph, DynamicAddition | None, Decision] | None:
@@ -456,22 +453,23 @@ class NodeExecution:
             return None
         return graph, addition, decision
 
-    def _send(self, messages: dict[str, Payload]) -> None:
+    def _send(self, successors: dict[str, NodeMessage]) -> None:
         """Publish the successors' messages (one inline, maybe), pending in the ledger before any
         leaves: a message whose token the ledger does not hold is never run (`_unexpected`)."""
         finished_at = time.time()
-        for message in messages.values():
-            message["sent"] = finished_at  # an inlined one is on its way right here
-        if messages:
-            self.rt.ledger.expect(self.run_id, messages)
-        written = {name: dict(message) for name, message in messages.items()}
-        inline = self._inline_choice(list(messages.values()))
-        publish_groups(self.app, self.graph, self._groups([m for m in messages.values() if m is not inline]))
+        written = {name: message.sent_at(finished_at) for name, message in successors.items()}
+        if written:  # an inlined one is on its way right here
+            self.rt.ledger.expect(self.run_id, {name: message.to_wire() for name, message in written.items()})
+        inline = self._inline_choice(list(written.values()))
+        sent = dict(written)
+        for message in publish_groups(self.app, self.graph,
+                                      self._groups([m for m in written.values() if m is not inline])):
+            sent[message.token] = message
         if inline is not None:
             NodeExecution(self.task, self.rt, inline, self.depth + 1, own_message=False).handle()
         settled = self.rt.ledger.settle(self.run_id, self.token,
-                                        {name: (written[name], message) for name, message in messages.items()},
-                                        finished_at, self.rt.touch_interval)
+                                        {name: (written[name].to_wire(), sent[name].to_wire()) for name in written},
+                                        finished_at, self.rt.settings.touch_interval)
         self._settled = True
         self._completed_or_touched(settled)
 
@@ -494,22 +492,22 @@ class NodeExecution:
     def _retry_write(self, result: NodeResult, decision: Decision, exc: Exception) -> None:
         """Recording a finished node's result failed: send the result and its decision on, to be
         recorded later (the node itself is not run again, nor its routing decided again)."""
-        writes = int(self.msg.get("writes", 0))
+        writes = self.msg.writes
         countdown = min(MAX_BACKOFF_SECONDS, 2 ** writes)
         logger.log(log_level(exc, logging.WARNING), "run %s node %s finished but its result could not be recorded "
                    "(%s); retrying the write in %s s", self.run_id, self.node_id, exc, countdown)
         done = {"output": result.output, "action": result.action, "dynamicNodes": result.dynamic_nodes,
                 "decision": decision.to_dict()}
-        self._requeue(dict(self.msg, done=done, writes=writes + 1), countdown)
+        self._requeue(self.msg.but(done=done, writes=writes + 1), countdown)
 
-    def _groups(self, messages: list[Payload]) -> list[list[Payload]]:
+    def _groups(self, messages: list[NodeMessage]) -> list[list[NodeMessage]]:
         """Successor messages packed for sending: up to `fanout_group` ordinary untimed nodes of
         one implementation and queue share a task message; the rest go one by one."""
-        size = max(1, self.rt.fanout_group)
-        packs: dict[tuple[str, str | None], list[Payload]] = {}
-        groups: list[list[Payload]] = []
+        size = max(1, self.rt.settings.fanout_group)
+        packs: dict[tuple[str, str | None], list[NodeMessage]] = {}
+        groups: list[list[NodeMessage]] = []
         for message in messages:
-            node = self.graph.nodes[message["node"]]
+            node = self.graph.nodes[message.node_id]
             if size == 1 or node.uses in RUNNER_BUILTINS or node.config.timeout is not None:
                 groups.append([message])
                 continue
@@ -521,7 +519,7 @@ class NodeExecution:
         groups += [pack for pack in packs.values() if pack]
         return groups
 
-    def _inline_choice(self, messages: list[Payload]) -> Payload | None:
+    def _inline_choice(self, messages: list[NodeMessage]) -> NodeMessage | None:
         """A successor to run right here instead of through the queue (a chain hop saved).
 
         Only an ordinary node this worker implements, routed to the same queue, after a node
@@ -530,26 +528,23 @@ class NodeExecution:
         is picked up again.
         """
         current = self.graph.nodes[self.node_id]
-        if self.depth >= self.rt.inline_depth or current.config.timeout is not None:
+        if self.depth >= self.rt.settings.inline_depth or current.config.timeout is not None:
             return None  # a timed node's task has a soft time limit that must not cover other nodes
         queue = current.config.queue
         for message in messages:
-            node = self.graph.nodes[message["node"]]
+            node = self.graph.nodes[message.node_id]
             if node.uses not in RUNNER_BUILTINS and node.config.queue == queue and node.uses in self.rt.registry:
                 return message
         return None
 
-    def _requeue(self, message: Payload, countdown: float) -> None:
+    def _requeue(self, message: NodeMessage, countdown: float) -> None:
         """Run a message again later: a task retry when it is the task's own message, else a
         delayed message of its own (inlined or grouped)."""
         now = time.time()
-        message = {k: v for k, v in message.items() if k != "due"}
-        message["sent"] = now
-        if countdown:
-            message["due"] = now + countdown
-        self.rt.ledger.refresh_pending(self.run_id, self.token, message)
+        message = message.sent_at(now, now + countdown if countdown else None)
+        self.rt.ledger.refresh_pending(self.run_id, self.token, message.to_wire())
         if self.own_message:
-            raise self.task.retry(kwargs={"msg": message}, countdown=countdown)
+            raise self.task.retry(kwargs={"msg": message.to_wire()}, countdown=countdown)
         publish(self.app, self.graph, message, countdown=countdown or None)
 
     def _completed_or_touched(self, settled: Settled) -> None:
@@ -560,25 +555,24 @@ class NodeExecution:
         elif settled.touch:
             self.rt.statuses.touch(self.run_id)
 
-    def _unexpected(self, entry: Payload | None) -> str | None:
+    def _unexpected(self, entry: NodeMessage) -> str | None:
         """Why the run does not expect this message, or None when it does: a message is a claim,
         the run's record is the judge. The ledger holds a pending entry for every node execution
-        the recorded decisions made due (written before its message is sent); the message must
-        match it (blueprint, version, the child run it reports, a resume or wake-up the run gave)."""
-        if entry is None:
-            return (f"node execution {self.token} is not due in run {self.run_id}: no recorded decision has "
-                    "started it (an unknown node, a node not reached yet, or an iteration that is not current)")
-        for key, what in (("bp", "blueprint"), ("ver", "blueprint version")):
-            if self.msg.get(key) != entry.get(key):
-                return (f"the message names {what} {self.msg.get(key)!r} but run {self.run_id} expects "
-                        f"{entry.get(key)!r} for {self.token}")
-        child = self.msg.get("child")
-        if isinstance(child, dict) and child.get("runId") != entry.get("childRun"):
+        the recorded decisions made due (written before its message is sent; without one, the
+        message is not due at all); the message must match it (blueprint, version, the child run it
+        reports, a resume or wake-up the run gave)."""
+        for what, named, expected in (("blueprint", self.msg.blueprint_id, entry.blueprint_id),
+                                      ("blueprint version", self.msg.version, entry.version)):
+            if named != expected:
+                return (f"the message names {what} {named!r} but run {self.run_id} expects "
+                        f"{expected!r} for {self.token}")
+        child = self.msg.child
+        if child is not None and child.get("runId") != entry.child_run:
             return (f"the message reports child run {child.get('runId')!r} but {self.token} of run {self.run_id} "
-                    f"waits for {entry.get('childRun')!r}")
-        if "resume" in self.msg and self.msg["resume"] != entry.get("resume"):
+                    f"waits for {entry.child_run!r}")
+        if self.msg.resume is not None and self.msg.resume != entry.resume:
             return f"{self.token} of run {self.run_id} was not resumed with this message's action and output"
-        if self.msg.get("wake") and not entry.get("wake"):
+        if self.msg.wake and not entry.wake:
             return f"{self.token} of run {self.run_id} is not sleeping: a wake-up message is not expected"
         return None
 
@@ -599,15 +593,15 @@ class NodeExecution:
 
     def _version_mismatch(self, worker_version: str | None) -> None:
         """Leave the message for a worker with the run's version; fail the run if none takes it."""
-        reason = (f"blueprint {self.msg['bp']!r} version mismatch: run started on version {self.msg.get('ver')!r}, "
-                  f"worker {socket.gethostname()} has version {worker_version!r}")
-        if str(worker_version).startswith("sha256:") or str(self.msg.get("ver")).startswith("sha256:"):
+        reason = (f"blueprint {self.msg.blueprint_id!r} version mismatch: run started on version "
+                  f"{self.msg.version!r}, worker {socket.gethostname()} has version {worker_version!r}")
+        if str(worker_version).startswith("sha256:") or str(self.msg.version).startswith("sha256:"):
             reason += (" (a blueprint without metadata.version is versioned by its content: it was edited since "
                        "the run started or since this worker loaded it; restart the workers or set a version)")
-        mismatches = int(self.msg.get("mismatches", 0))
+        mismatches = self.msg.mismatches
         if mismatches < VERSION_MISMATCH_RETRIES and self.node_id in self.graph.nodes:
             logger.error("%s; leaving it for another worker", reason)
-            self._requeue(dict(self.msg, mismatches=mismatches + 1), 5)
+            self._requeue(self.msg.but(mismatches=mismatches + 1), 5)
             return
         self._fail({"nodeId": self.node_id, "type": "VersionMismatch", "message": reason})
 
@@ -622,8 +616,8 @@ class NodeExecution:
                 self._fail({"nodeId": self.node_id, "message": str(exc), "type": "ValueError"})
                 return
             wake_at = time.time() + seconds
-            message = dict(self.msg, wake=True, wakeAt=wake_at, value=node_input, sent=time.time(), due=wake_at)
-            self.rt.ledger.update_pending(self.run_id, self.token, message)
+            message = self.msg.but(wake=True, wake_at=wake_at, value=node_input).sent_at(time.time(), wake_at)
+            self.rt.ledger.update_pending(self.run_id, self.token, message.to_wire())
             self.rt.statuses.record_sleep(self.run_id, self.token, wake_at)
             publish(self.app, self.graph, message, countdown=seconds)
         elif uses in AWAITING_BUILTINS:
@@ -637,15 +631,15 @@ class NodeExecution:
         """Start the subflow's child run (idempotently: its id derives from this node execution
         and attempt)."""
         params = self.graph.nodes[self.node_id].params
-        attempt = int(self.msg.get("attempt", 1))
+        attempt = self.msg.attempt
         child_id = child_run_id(self.run_id, self.node_id, self.iteration, attempt)
         depth = int((self.rt.statuses.get(self.run_id) or {}).get("depth") or 0) + 1
-        if depth > self.rt.subflow_depth:
+        if depth > self.rt.settings.subflow_depth:
             self._fail({"nodeId": self.node_id, "type": "SubflowDepthError", "message": subflow_depth_message(
-                self.node_id, str(params.get("blueprintId")), self.rt.subflow_depth)})
+                self.node_id, str(params.get("blueprintId")), self.rt.settings.subflow_depth)})
             return
         initial, to_starts = subflow_initial_context(params, node_input, self._lookup)
-        self.rt.ledger.update_pending(self.run_id, self.token, dict(self.msg, childRun=child_id))
+        self.rt.ledger.update_pending(self.run_id, self.token, self.msg.but(child_run=child_id).to_wire())
         if self.rt.statuses.get(child_id) is not None:
             return
         self.rt.timeline.begin(self.run_id, self.token, "subflow", attempt,  # the attempt lasts as long as its child
@@ -668,7 +662,7 @@ class NodeExecution:
         status = doc.get("status")
         result = doc.get("result") or {}
         if status != "completed":
-            attempt = int(current.get("attempt", 1))
+            attempt = current.attempt
             record = {"nodeId": self.node_id, "type": "SubflowError", "attempt": attempt,
                       "message": subflow_failure(child_id, status, doc.get("errors") or [])}
             logger.warning("run %s node %s attempt %s failed: %s", self.run_id, self.node_id, attempt,

@@ -29,8 +29,8 @@ from urllib.parse import urlparse
 from celery import Celery
 from celery.app.registry import TaskRegistry
 
-from flowcraft_celery.distributed.core.settings import deployment_name, key_prefix, redis_url
 from flowcraft_celery.distributed.ops.queues import QueueRow, queue_rows
+from flowcraft_celery.settings import Settings
 from flowcraft_celery.stores.catalog import RedisCatalogStore
 from transports.azurequeue import redis_from_url
 
@@ -140,11 +140,11 @@ class NodeTaskRegistry(TaskRegistry):
         if self.app is None:
             return set()
         if time.monotonic() - self._read_at >= CATALOG_SECONDS:
-            conf = self.app.conf
             try:
-                client = redis_from_url(redis_url(conf))
+                settings = Settings.from_conf(self.app.conf)
+                client = redis_from_url(settings.redis_url)
                 try:
-                    store = RedisCatalogStore(client, key_prefix(conf), deployment_name(conf))
+                    store = RedisCatalogStore(client, settings.key_prefix, settings.deployment)
                     workers = store.workers().values()
                 finally:
                     client.close()

@@ -19,9 +19,10 @@ from celery import Celery
 
 from flowcraft_celery.distributed.ops.broker_inspect import QueueAdmin, QueueInfo
 from flowcraft_celery.distributed.runs.delayed import index_for
+from flowcraft_celery.errors import FlowcraftError
 
 
-class NotAzureQueueBroker(RuntimeError):
+class NotAzureQueueBroker(FlowcraftError, RuntimeError):
     """The app's broker is not `azurequeue://`, so there are no Azure queues to look at."""
 
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.errors import RunError
 from flowcraft_celery.distributed.runs.graphs import run_graph
@@ -115,7 +116,7 @@ def run_view(rt: Runtime, run_id: str, now: float | None = None, doc: RunStatusD
     now = time.time() if now is None else now
     blueprint = rt.blueprints.get(str(doc.get("blueprintId")))
     graph = run_graph(rt, blueprint, run_id, True) if blueprint is not None else None
-    pending = rt.ledger.pending(run_id)
+    pending = {name: NodeMessage.from_wire(entry) for name, entry in rt.ledger.pending(run_id).items()}
     awaiting = set(rt.ledger.awaiting(run_id))
     finished = dict(rt.ledger.finish_times(run_id))
     attempts = rt.timeline.entries(run_id)
@@ -129,9 +130,10 @@ def run_view(rt: Runtime, run_id: str, now: float | None = None, doc: RunStatusD
         node, iteration = _split(node_token)
         uses = graph.nodes[node].uses if graph is not None and node in graph.nodes else "?"
         entry = attempts.get(node_token, {})
-        message = pending.get(node_token, {})
+        message = pending.get(node_token)
         row = NodeRow(node, iteration, str(entry.get("uses") or uses), "queued",
-                      attempts=entry.get("attempt") or message.get("attempt"), worker=entry.get("worker"),
+                      attempts=entry.get("attempt") or (message.attempt if message else None),
+                      worker=entry.get("worker"),
                       start=entry.get("start"), end=entry.get("end"),
                       label=graph.iteration_label(node, iteration) if graph is not None and node in graph.nodes
                       else str(iteration))
@@ -149,10 +151,10 @@ def run_view(rt: Runtime, run_id: str, now: float | None = None, doc: RunStatusD
             row.state, row.end = "succeeded", finished[node_token]
         elif node_token in awaiting:
             row.state = "awaiting"
-        elif message.get("childRun"):
-            row.state, row.detail = "subflow", f"child run {message['childRun']}"
-        elif message.get("wakeAt") and float(message["wakeAt"]) > now:
-            row.state, row.due = "sleeping", float(message["wakeAt"])
+        elif message is not None and message.child_run:
+            row.state, row.detail = "subflow", f"child run {message.child_run}"
+        elif message is not None and message.wake_at and message.wake_at > now:
+            row.state, row.due = "sleeping", message.wake_at
         elif state == "failed" or (node in failed_nodes and node_token not in pending):
             row.state = "failed"
         elif state == "retrying":

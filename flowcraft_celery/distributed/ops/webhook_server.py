@@ -13,9 +13,7 @@ from celery import Celery
 
 from flowcraft_celery.distributed.core.runtime import runtime_for
 from flowcraft_celery.distributed.runs.webhooks import WebhookRefused, deliver_webhook
-from flowcraft_celery.engine.builtins import (
-    DEFAULT_WEBHOOK_BASE_URL,
-)
+from flowcraft_celery.settings import Settings
 
 logger = logging.getLogger("flowcraft.webhooks")
 
@@ -64,7 +62,7 @@ def make_app(celery_app: Celery) -> Any:
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps(payload))
 
-    base = str(celery_app.conf.get("flowcraft_webhook_base_url") or DEFAULT_WEBHOOK_BASE_URL)
+    base = Settings.from_conf(celery_app.conf).webhook_base_url
     return tornado.web.Application([(route_pattern(base), WebhookHandler)])
 
 

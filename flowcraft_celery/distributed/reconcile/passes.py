@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 from celery import Celery
 
+from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.core.shards import node_queue
 from flowcraft_celery.distributed.core.tracing import span
@@ -39,7 +40,7 @@ from flowcraft_celery.distributed.reconcile.in_flight import WorkerHands
 from flowcraft_celery.distributed.reconcile.queue_evidence import QueueFronts
 from flowcraft_celery.distributed.runs.ending import notify_parent
 from flowcraft_celery.distributed.runs.graphs import run_graph
-from flowcraft_celery.distributed.runs.publishing import Payload, publish
+from flowcraft_celery.distributed.runs.publishing import publish
 from flowcraft_celery.distributed.runs.recovery import complete_run, ensure_state
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.stores.base import FINAL_STATES
@@ -47,8 +48,6 @@ from flowcraft_celery.stores.guard import is_outage
 
 logger = logging.getLogger("flowcraft.reconcile")
 
-#: Runs one pass looks at, at most (FLOWCRAFT_RECONCILE_BUDGET).
-DEFAULT_BUDGET = 200
 #: Seconds a taken run is left to the pass that took it (as long as its lock lasts).
 LEASE_SECONDS = 60.0
 #: Seconds a pass may always spend on runs, however short the beat interval (asking the workers
@@ -88,12 +87,12 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None, budg
     safe to run concurrently (taken runs are leased)."""
     report = ReconcileReport()
     now = time.time()
-    threshold = rt.stall_seconds if stall_seconds is None else stall_seconds
-    budget = budget or int(app.conf.get("flowcraft_reconcile_budget") or DEFAULT_BUDGET)
+    threshold = rt.settings.stall_seconds if stall_seconds is None else stall_seconds
+    budget = budget or rt.settings.reconcile_budget
     ends = float("inf") if seconds is None else time.monotonic() + seconds
     report.swept = _sweep(rt, now, budget)
-    # due times are `base + rt.stall_seconds`: a shorter threshold looks that much further ahead
-    taken = rt.due.take(now + max(0.0, rt.stall_seconds - threshold), budget, LEASE_SECONDS)
+    # due times are `base + rt.settings.stall_seconds`: a shorter threshold looks that much further ahead
+    taken = rt.due.take(now + max(0.0, rt.settings.stall_seconds - threshold), budget, LEASE_SECONDS)
     owner = uuid.uuid4().hex
     evidence = (QueueFronts(app), WorkerHands(app))
     for position, run_id in enumerate(taken.runs):
@@ -117,7 +116,7 @@ def reconcile(app: Celery, rt: Runtime, stall_seconds: float | None = None, budg
         finally:
             rt.coordination.release(lock, owner)
         report.parked += int(base is None)
-        rt.due.reschedule(run_id, taken.lease, None if base is None else base + rt.stall_seconds)
+        rt.due.reschedule(run_id, taken.lease, None if base is None else base + rt.settings.stall_seconds)
     logger.info("reconcile: %s", report.to_dict())
     return report
 
@@ -129,7 +128,7 @@ def _sweep(rt: Runtime, now: float, budget: int) -> int:
         return 0
     docs, following = rt.statuses.live_page(budget, position)
     rt.due.arm_all({str(d["runId"]): max(float(d.get("lastUpdated") or now), float(d.get("wakeAt") or 0))
-                    + rt.stall_seconds for d in docs})
+                    + rt.settings.stall_seconds for d in docs})
     rt.due.sweep_moved(following)
     if docs:
         logger.warning("reconcile: the due index was missing; armed %s live runs from Cosmos%s", len(docs),
@@ -153,46 +152,46 @@ def _reconcile_run(app: Celery, rt: Runtime, run_id: str, threshold: float, now:
         presence = ensure_state(app, rt, run_id)
         if presence != "live":  # final, unknown, or being rebuilt by a worker right now
             return now if presence == "busy" else None
-    pending = rt.ledger.pending(run_id)
+    pending = {name: NodeMessage.from_wire(entry) for name, entry in rt.ledger.pending(run_id).items()}
     if not pending:
         report.completed += int(complete_run(app, rt, run_id))
         return now
     awaiting = set(rt.ledger.awaiting(run_id))
-    graph = run_graph(rt, blueprint, run_id, any(p.get("dyn") for p in pending.values()))
+    graph = run_graph(rt, blueprint, run_id, any(p.dynamic for p in pending.values()))
     looks: list[float] = []
     for node_token, message in pending.items():
         if node_token in awaiting:
             continue
-        if message.get("childRun"):
-            if _child_ended_unnoticed(app, rt, str(message["childRun"])):
+        if message.child_run:
+            if _child_ended_unnoticed(app, rt, message.child_run):
                 report.republished += 1
                 looks.append(now)
             continue
         reason = _still_on_its_way(app, rt, graph, run_id, node_token, message, threshold, now, evidence)
         if reason == "delayed":
-            looks.append(max(float(message.get("sent") or 0), float(message.get("due") or message.get("wakeAt") or 0)))
+            looks.append(max(message.sent or 0.0, message.due or message.wake_at or 0.0))
         else:
             looks.append(now)
         if reason is not None:
             setattr(report, reason, getattr(report, reason) + 1)
             continue
-        publish(app, graph, message)
-        rt.ledger.refresh_pending(run_id, node_token, message)
+        sent = publish(app, graph, message)
+        rt.ledger.refresh_pending(run_id, node_token, sent.to_wire())
         report.republished += 1
     report.reconciled += 1
     return min(looks) if looks else None
 
 
-def _still_on_its_way(app: Celery, rt: Runtime, graph: Graph, run_id: str, node_token: str, message: Payload,
+def _still_on_its_way(app: Celery, rt: Runtime, graph: Graph, run_id: str, node_token: str, message: NodeMessage,
                       threshold: float, now: float, evidence: tuple[QueueFronts, WorkerHands]) -> str | None:
     """Why a pending message is not lost (`delayed`, `running`, `queued`), or None if it is."""
-    sent = float(message.get("sent") or 0)
-    due = float(message.get("due") or message.get("wakeAt") or 0)
+    sent = message.sent or 0.0
+    due = message.due or message.wake_at or 0.0
     if now - max(sent, due) < threshold:
         return "delayed"
     if rt.coordination.holder(f"exec:{run_id}:{node_token}") is not None:
         return "running"
-    node = graph.nodes.get(str(message.get("node")))
+    node = graph.nodes.get(message.node_id)
     queue = node_queue(app.conf, node.config.queue if node is not None else None, run_id)
     fronts, hands = evidence
     if sent and fronts.still_queued(queue, sent):

@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery
 
+from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.awaiting import awaiting_choice
 from flowcraft_celery.distributed.runs.ending import arm_parent, ended, final_result
@@ -21,7 +22,6 @@ from flowcraft_celery.stores.base import FINAL_STATES, RunStatusDoc
 from flowcraft_celery.stores.ledger import token
 
 logger = logging.getLogger("flowcraft.runs")
-
 
 
 def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output: Any,
@@ -45,15 +45,16 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
     dynamic = node_id is not None and node_id not in static.nodes and node_id.rpartition("@")[0] not in static.nodes
     node_token = awaiting_choice(run_graph(rt, blueprint, run_id, True) if dynamic else static, run_id, awaiting,
                                  node_id)
-    pending = rt.ledger.pending(run_id).get(node_token)
-    if pending is None:
+    entry = rt.ledger.pending(run_id).get(node_token)
+    if entry is None:
         raise RunError(f"run {run_id!r} has no pending message for {node_token!r}")
-    graph = run_graph(rt, blueprint, run_id, bool(pending.get("dyn")))
-    if graph.nodes[pending["node"]].uses == "subflow":  # the child resumes its node and releases this run
-        resume_run(app, rt, str(pending.get("childRun") or ""), action, output)
+    pending = NodeMessage.from_wire(entry)
+    graph = run_graph(rt, blueprint, run_id, pending.dynamic)
+    if graph.nodes[pending.node_id].uses == "subflow":  # the child resumes its node and releases this run
+        resume_run(app, rt, pending.child_run or "", action, output)
         return node_token
     try:
-        check_resume_action(graph, pending["node"], action, int(pending.get("it", 0)))
+        check_resume_action(graph, pending.node_id, action, pending.iteration)
         check_json(output, "resume output")
     except ValueError as exc:
         raise RunError(f"resume of run {run_id!r} refused: {exc}") from exc
@@ -61,11 +62,11 @@ def resume_run(app: Celery, rt: Runtime, run_id: str, action: str | None, output
     rt.statuses.update(run_id, {"status": "awaiting" if remaining else "running", "awaiting": remaining})
     if not remaining:
         _unawait_parents(rt, doc)
-    if pending.get("webhook"):  # a webhook node's output is its URL and the body it received
-        output = webhook_output(str(pending["webhook"]), output)
-    message = dict(pending, resume={"action": action, "output": output})
+    if pending.webhook:  # a webhook node's output is its URL and the body it received
+        output = webhook_output(pending.webhook, output)
+    message = pending.but(resume={"action": action, "output": output})
     rt.arm(run_id)
-    rt.ledger.update_pending(run_id, node_token, message)
+    rt.ledger.update_pending(run_id, node_token, message.to_wire())
     publish(app, graph, message)
     return node_token
 
@@ -96,8 +97,8 @@ def cancel_run(rt: Runtime, run_id: str) -> bool:
     done = rt.statuses.finish(run_id, "cancelled", final_result(rt, run_id, "cancelled", []), [])
     if done:
         ended(rt, run_id, "cancelled")
-    for message in rt.ledger.pending(run_id).values():  # its subflows' child runs
-        child = message.get("childRun")
-        if child and rt.statuses.get(str(child)) is not None:
-            cancel_run(rt, str(child))
+    for entry in rt.ledger.pending(run_id).values():  # its subflows' child runs
+        child = NodeMessage.from_wire(entry).child_run
+        if child and rt.statuses.get(child) is not None:
+            cancel_run(rt, child)
     return done

@@ -22,6 +22,7 @@ import redis
 from celery import current_app
 from celery.signals import after_task_publish
 
+from flowcraft_celery.settings import Settings
 from flowcraft_celery.stores.guard import log_level
 from transports.azurequeue import redis_from_url, wire
 
@@ -83,8 +84,8 @@ _indexes: dict[tuple[int, str, str], DelayedIndex] = {}
 
 def index_for(conf: Any) -> DelayedIndex:
     """The process's index for a Celery configuration (its Redis URL and key prefix)."""
-    url = str(conf.get("flowcraft_redis_url") or "redis://127.0.0.1:6379/0")
-    prefix = str(conf.get("flowcraft_key_prefix") or "flowcraft:")
+    settings = Settings.from_conf(conf)
+    url, prefix = settings.redis_url, settings.key_prefix
     key = (os.getpid(), url, prefix)
     if key not in _indexes:
         _indexes[key] = DelayedIndex(redis_from_url(url), prefix)

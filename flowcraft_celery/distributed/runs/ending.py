@@ -10,16 +10,16 @@ from typing import Any, Literal
 
 from celery import Celery
 
+from flowcraft_celery.distributed.core.message import node_message
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.graphs import run_graph
-from flowcraft_celery.distributed.runs.publishing import payload, publish
+from flowcraft_celery.distributed.runs.publishing import publish
 from flowcraft_celery.distributed.runs.retention import expire_finished_run
 from flowcraft_celery.stores.base import RunStatusDoc
 from flowcraft_celery.stores.guard import is_outage
 from flowcraft_celery.stores.histograms import RUN_SECONDS, Observation
 
 logger = logging.getLogger("flowcraft.runs")
-
 
 
 #: Largest final context (JSON bytes) copied into the status document; a bigger one stays in
@@ -112,6 +112,6 @@ def notify_parent(app: Celery, rt: Runtime, run_id: str, doc: RunStatusDoc | Non
     node_id = str(doc.get("parentNodeId"))
     iteration = int(doc.get("parentIteration", 0) or 0)
     child = {"runId": run_id, "status": status or doc.get("status")}
-    message = payload(parent_run, blueprint, node_id, iteration, None, dynamic=True, child=child)
+    message = node_message(parent_run, blueprint, node_id, iteration, None, dynamic=True, child=child)
     rt.arm(parent_run)
     publish(app, run_graph(rt, blueprint, parent_run, True), message)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from flowcraft_celery.errors import FlowcraftError
 
-class RunError(RuntimeError):
+
+class RunError(FlowcraftError, RuntimeError):
     """A run operation cannot be done (unknown run or blueprint, wrong state); says why."""
 
 

@@ -1,5 +1,7 @@
-"""Node messages: their payload, their task names, and putting them on the broker (one, together, in bundles,
-within a timeout).
+"""Putting node messages on the broker: their task names, one, together, in bundles, within a timeout.
+
+Messages are immutable (`core.message.NodeMessage`): each publish returns the messages as they
+were sent, stamped with the time the send returned.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from celery import Celery
 
+from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.distributed.core.shards import node_queue
-from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.model.ids import MAX_ID_LENGTH
 from flowcraft_celery.stores.faults import InfrastructureError
@@ -25,71 +27,53 @@ from transports.azurequeue import bundled
 logger = logging.getLogger("flowcraft.runs")
 
 
-
-Payload = dict[str, Any]
-
-
 def node_task_name(uses: str) -> str:
     """The Celery task name of a node implementation."""
     return f"flowcraft.node.{uses}"
 
 
-def payload(run_id: str, blueprint: Blueprint, node_id: str, iteration: int, value: Any,
-            dynamic: bool = False, **extra: Any) -> Payload:
-    """A node message's payload."""
-    out: Payload = {"run": run_id, "bp": blueprint.id, "ver": blueprint.run_version, "node": node_id,
-                    "it": iteration, "value": value, "attempt": 1, "dyn": dynamic}
-    out.update(extra)
-    return out
+def publish(app: Celery, graph: Graph, message: NodeMessage, countdown: float | None = None) -> NodeMessage:
+    """Send one node message to its implementation's task (and its node's queue, if set); return it as sent."""
+    return publish_together(app, graph, [message], countdown)[0]
 
 
-def publish(app: Celery, graph: Graph, message: Payload, countdown: float | None = None) -> None:
-    """Send one node message to its implementation's task (and its node's queue, if set)."""
-    publish_together(app, graph, [message], countdown)
-
-
-def publish_together(app: Celery, graph: Graph, messages: list[Payload], countdown: float | None = None) -> None:
-    """Send node messages of one implementation and queue as a single task message.
+def publish_together(app: Celery, graph: Graph, messages: Sequence[NodeMessage],
+                     countdown: float | None = None) -> list[NodeMessage]:
+    """Send node messages of one implementation and queue as a single task message; return them as sent.
 
     One message carries `msg`; several carry `msgs`, run one after the other by the task
     (a fan-out then costs one queue send, receive and delete per group instead of per node).
-    Each payload is stamped with `sent` (and `due` when delayed) before it goes out, and `sent`
-    again once the send returned, so a ledger entry written after it records a time no earlier
-    than the queue's insertion of the message, however slow the send (reconcile counts a message
-    as still queued when the queue's oldest message is not younger than its `sent`).
+    Each goes out stamped with `sent` (and `due` when delayed) and comes back stamped with the
+    time the send returned, so a ledger entry written from it records a time no earlier than
+    the queue's insertion of the message, however slow the send (reconcile counts a message as
+    still queued when the queue's oldest message is not younger than its `sent`).
     """
-    node = graph.nodes[messages[0]["node"]]
-    queue = node_queue(app.conf, node.config.queue, str(messages[0]["run"]))
+    node = graph.nodes[messages[0].node_id]
+    queue = node_queue(app.conf, node.config.queue, messages[0].run_id)
     options: dict[str, Any] = {} if queue == app.conf.task_default_queue else {"queue": queue}
     now = time.time()
-    for message in messages:
-        message["sent"] = now
-        message.pop("due", None)
-        if countdown:
-            message["due"] = now + countdown
+    due = now + countdown if countdown else None
+    outgoing = [message.sent_at(now, due).to_wire() for message in messages]
     if countdown:
         options["countdown"] = countdown
     timeout = node.config.timeout_seconds
     if timeout:
         options["soft_time_limit"] = timeout * 1.5 + 1
-    kwargs = {"msg": messages[0]} if len(messages) == 1 else {"msgs": messages}
+    kwargs = {"msg": outgoing[0]} if len(outgoing) == 1 else {"msgs": outgoing}
     app.send_task(node_task_name(node.uses), kwargs=kwargs, **options)
     sent = time.time()
-    for message in messages:
-        message["sent"] = sent
+    return [message.sent_at(sent, due) for message in messages]
 
 
-def publish_groups(app: Celery, graph: Graph, groups: list[list[Payload]]) -> None:
+def publish_groups(app: Celery, graph: Graph, groups: Sequence[Sequence[NodeMessage]]) -> list[NodeMessage]:
     """Send several task messages in one go: on `azurequeue://` the immediate ones to a queue
-    travel as few Azure messages (bundles; each stays its own Celery task). Every payload's
-    `sent` is stamped again once all sends returned."""
+    travel as few Azure messages (bundles; each stays its own Celery task). Returns every message
+    stamped with the time all sends returned."""
     with bundled():
         for group in groups:
             publish_together(app, graph, group)
     sent = time.time()
-    for group in groups:
-        for message in group:
-            message["sent"] = sent
+    return [message.sent_at(sent) for group in groups for message in group]
 
 
 def child_run_id(run_id: str, node_id: str, iteration: int, attempt: int = 1) -> str:
@@ -117,14 +101,16 @@ def broker_endpoint(app: Celery) -> str:
     return url.split("@", 1)[-1] if "@" in url else url
 
 
-def publish_within(app: Celery, graph: Graph, messages: Iterable[Payload], timeout: float) -> None:
+def publish_within(app: Celery, graph: Graph, messages: Iterable[NodeMessage], timeout: float) -> list[NodeMessage]:
     """Publish messages (one task each), giving up after `timeout` seconds (InfrastructureError
-    naming the broker endpoint): the SDK's own retries against an unreachable endpoint take minutes."""
+    naming the broker endpoint): the SDK's own retries against an unreachable endpoint take minutes.
+    Returns them as sent."""
     failure: list[BaseException] = []
+    sent: list[NodeMessage] = []
 
     def send() -> None:
         try:
-            publish_groups(app, graph, [[message] for message in messages])
+            sent.extend(publish_groups(app, graph, [[message] for message in messages]))
         except BaseException as exc:  # reported by the caller's thread
             failure.append(exc)
 
@@ -138,3 +124,4 @@ def publish_within(app: Celery, graph: Graph, messages: Iterable[Payload], timeo
         raise InfrastructureError(f"{where} did not take the start messages within {timeout:g} s")
     if failure:
         raise InfrastructureError.wrap(where, failure[0]) from failure[0]
+    return sent

@@ -29,11 +29,12 @@ from typing import Any, Literal
 
 from celery import Celery
 
+from flowcraft_celery.distributed.core.message import NodeMessage, node_message
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.core.tracing import span
 from flowcraft_celery.distributed.runs.ending import arm_parent, fail_run, record_completed, retire
 from flowcraft_celery.distributed.runs.errors import RunError
-from flowcraft_celery.distributed.runs.publishing import Payload, child_run_id, payload, publish
+from flowcraft_celery.distributed.runs.publishing import child_run_id, publish
 from flowcraft_celery.engine import semantics
 from flowcraft_celery.engine.frontier import Frontier, frontier
 from flowcraft_celery.model.graph import Graph
@@ -152,21 +153,21 @@ def _rebuild(app: Celery, rt: Runtime, run_id: str, doc: RunStatusDoc, reason: s
     rt.ledger.rebuild(run_id, RebuiltState(
         generation=generation, finished=list(replay.finished),
         recorded=[token(o.node_id, o.iteration) for o in evidence.outputs],
-        pending=pending, awaiting=awaiting, dynamic=replay.additions))
+        pending={name: message.to_wire() for name, message in pending.items()}, awaiting=awaiting,
+        dynamic=replay.additions))
     rt.statuses.update(run_id, {"generation": generation, "rebuiltAt": now})
     logger.warning("run %s: %s; rebuilt from Cosmos as generation %s (%s finished, %s pending, %s awaiting)",
                    run_id, reason, generation, len(replay.finished), len(pending), len(awaiting))
     if republish:
         for name, message in pending.items():
-            if name in awaiting or message.get("childRun"):
+            if name in awaiting or message.child_run:
                 continue
-            due = float(message.get("due") or 0)
-            publish(app, replay.graph, message, countdown=max(0.0, due - now) or None)
+            publish(app, replay.graph, message, countdown=max(0.0, (message.due or 0) - now) or None)
     return replay
 
 
 def _pending_messages(rt: Runtime, run_id: str, doc: RunStatusDoc, evidence: Evidence,
-                      now: float) -> dict[str, Payload]:
+                      now: float) -> dict[str, NodeMessage]:
     """The node messages of the executions still to run (sleeping ones wake at their recorded
     time, subflows know their child run)."""
     replay = evidence.frontier
@@ -178,22 +179,21 @@ def _pending_messages(rt: Runtime, run_id: str, doc: RunStatusDoc, evidence: Evi
     def lookup(key: str) -> Any:
         return context.get(key, MISSING)
 
-    pending: dict[str, Payload] = {}
+    pending: dict[str, NodeMessage] = {}
     for name, start in replay.pending.items():
-        message = payload(run_id, blueprint, start.node_id, start.iteration, start.value, dynamic)
-        message["sent"] = now
+        message = node_message(run_id, blueprint, start.node_id, start.iteration, start.value, dynamic)
         node = replay.graph.nodes[start.node_id]
         wake_at = sleeping.get(name)
         if wake_at is not None:
             node_input = semantics.resolve_input(replay.graph, node, start.value, lookup, start.iteration)
-            message.update(wake=True, wakeAt=float(wake_at), value=node_input, due=float(wake_at))
+            message = message.but(wake=True, wake_at=float(wake_at), value=node_input)
         if node.uses == "subflow":  # the child of its latest attempt (each attempt starts one)
             for attempt in range(node.config.attempts, 0, -1):
                 child = child_run_id(run_id, start.node_id, start.iteration, attempt)
                 if rt.statuses.get(child) is not None:
-                    message.update(childRun=child, attempt=attempt)
+                    message = message.but(child_run=child, attempt=attempt)
                     break
-        pending[name] = message
+        pending[name] = message.sent_at(now, float(wake_at) if wake_at is not None else None)
     return pending
 
 

@@ -43,12 +43,12 @@ def expire_finished_run(rt: Runtime, run_id: str, doc: Mapping[str, Any] | None 
     Best effort: the final state is already recorded, so a store error here is logged, not raised
     (`flowcraft-celery purge` removes such a run later).
     """
-    if rt.retention_seconds <= 0:
+    if rt.settings.retention_seconds <= 0:
         return
     try:
         doc = doc if doc is not None else rt.statuses.get(run_id)
         scopes = run_scopes(rt, run_id, doc.get("blueprintId") if doc else None)
-        rt.records.expire(run_id, math.ceil(rt.retention_seconds), scopes)
+        rt.records.expire(run_id, math.ceil(rt.settings.retention_seconds), scopes)
     except Exception as exc:
         outage = is_outage(exc)
         logger.log(logging.INFO if outage else logging.WARNING, "run %s ended but its records got no expiry (%s); "

@@ -11,24 +11,21 @@ from typing import Any
 
 from celery import Celery
 
+from flowcraft_celery.distributed.core.message import node_message
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.core.tracing import span
 from flowcraft_celery.distributed.runs.errors import RunError, StartError
-from flowcraft_celery.distributed.runs.publishing import payload, publish_within
+from flowcraft_celery.distributed.runs.publishing import publish_within
 from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.graph import Graph, start_nodes
 from flowcraft_celery.model.ids import check_id
 from flowcraft_celery.model.json_values import check_json
 from flowcraft_celery.model.validation import validate_or_raise
+from flowcraft_celery.settings import Settings
 from flowcraft_celery.stores.base import RunStatusDoc
 from flowcraft_celery.stores.ledger import token
 
 logger = logging.getLogger("flowcraft.runs")
-
-
-
-#: Seconds `start` waits for the broker to take the start messages (`flowcraft_start_timeout`).
-START_TIMEOUT = 20.0
 
 
 def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str, Any] | None = None,
@@ -70,27 +67,27 @@ def _begin(app: Celery, rt: Runtime, blueprint: Blueprint, run_id: str, context:
     if parent:
         doc.update(parent)  # type: ignore[typeddict-item]
     graph = Graph(blueprint)
-    messages = {token(n, 0): payload(run_id, blueprint, n, 0, start_input) for n in start_nodes(graph)}
-    for message in messages.values():
-        message["sent"] = now
+    messages = {token(n, 0): node_message(run_id, blueprint, n, 0, start_input).sent_at(now)
+                for n in start_nodes(graph)}
     written: list[str] = []
     try:
         written.append("context")
         rt.contexts.create_run(run_id, dict(context or {}))
         written.append("ledger")
-        rt.ledger.begin(run_id, 1, messages, rt.touch_interval)
+        rt.ledger.begin(run_id, 1, {name: message.to_wire() for name, message in messages.items()},
+                        rt.settings.touch_interval)
         written.append("status")
         rt.statuses.create(doc)
         rt.arm(run_id)
-        timeout = float(app.conf.get("flowcraft_start_timeout") or START_TIMEOUT)
-        queued = {name: dict(message) for name, message in messages.items()}  # as the ledger holds them
-        publish_within(app, graph, list(messages.values()), timeout)
+        timeout = Settings.from_conf(app.conf).start_timeout
+        sent = publish_within(app, graph, list(messages.values()), timeout)
     except Exception as exc:
         _take_back(rt, run_id, written)
         raise StartError(f"run {run_id} not started: {exc}".splitlines()[0]) from exc
     with contextlib.suppress(Exception):  # best effort: the earlier stamp only makes reconcile re-send sooner
         # their `sent` is now after the queue took them; an entry a start node already moved on from stays
-        rt.ledger.settle(run_id, "", {name: (queued[name], message) for name, message in messages.items()})
+        rt.ledger.settle(run_id, "", {message.token: (messages[message.token].to_wire(), message.to_wire())
+                                      for message in sent})
 
 
 def _existing_run(rt: Runtime, run_id: str) -> RunStatusDoc | None:

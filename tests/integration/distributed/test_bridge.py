@@ -19,6 +19,7 @@ from azure.storage.queue import QueueClient
 
 from flowcraft_celery.devtools.workers import WorkerGroup
 from flowcraft_celery.distributed.client import Client
+from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.distributed.runs.publishing import publish
 from flowcraft_celery.model.graph import Graph
 from tests.integration import names
@@ -133,11 +134,11 @@ def test_duplicate_node_message_runs_the_node_once(bridge: Bridge) -> None:
     pending = bridge.client.runtime.ledger.pending(run.run_id)
     assert list(pending) == ["c0@0"]
     for _ in range(2):
-        publish(bridge.client.app, graph, pending["c0@0"])
+        publish(bridge.client.app, graph, NodeMessage.from_wire(pending["c0@0"]))
     doc = run.wait(RUN_TIMEOUT)
     assert doc["status"] == "completed", doc.get("errors")
     completed_at = doc["lastUpdated"]
-    publish(bridge.client.app, graph, pending["c0@0"])
+    publish(bridge.client.app, graph, NodeMessage.from_wire(pending["c0@0"]))
     wait_for(lambda: queue_length(bridge) == 0, 60, "the duplicates to be consumed")
     time.sleep(3)
     assert bridge.calls(run.run_id) == {"c0": 1, "c1": 1}

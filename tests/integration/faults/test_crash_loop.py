@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from flowcraft_celery.distributed.core.settings import DEFAULT_MAX_NODE_CRASHES
+from flowcraft_celery.settings import Settings
 from tests.integration.faults.kit import ROOT, FaultKit, assert_recorded_once, fault_kit
 from tests.integration.polling import wait_for
 
@@ -48,7 +48,7 @@ def _show(kit: FaultKit, run_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("setting", "limit"), [
-    (None, DEFAULT_MAX_NODE_CRASHES),
+    (None, Settings().crash_limit),
     (str(DELIVERY_LIMIT + 5), DELIVERY_LIMIT - 1),  # kept below the delivery limit
 ], ids=["default limit", "limit above the delivery limit"])
 def test_a_crash_looping_node_fails_its_run_in_one_stall_period_with_one_dead_letter(

@@ -11,12 +11,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from flowcraft_celery.devtools.workers import WorkerGroup
-from flowcraft_celery.distributed.runs.publishing import payload
+from flowcraft_celery.distributed.core.message import node_message
+from flowcraft_celery.model.blueprint import Blueprint
 from tests.integration.faults import fault_nodes
 from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit, is_final
 from tests.integration.faults.private import PrivateServices
@@ -58,6 +60,11 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
                       FLOWCRAFT_RECONCILE_INTERVAL="2", FLOWCRAFT_VISIBILITY_TIMEOUT="10") as kit:
         yield Faults(kit, services)
 
+
+def payload(run_id: str, blueprint: Blueprint, node_id: str, iteration: int, value: Any,
+            **changes: Any) -> dict[str, Any]:
+    """A node message's wire form, as a worker would send it."""
+    return node_message(run_id, blueprint, node_id, iteration, value, **changes).to_wire()
 
 def assert_never_ran_after_completion(kit: FaultKit, run_id: str, completed_at: float) -> None:
     late = [t for t in kit.call_times(run_id) if t > completed_at + 0.5]

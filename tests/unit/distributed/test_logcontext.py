@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from typing import Any
 
 from flowcraft_celery.distributed.core.logcontext import (
     NodeLogFilter,
@@ -14,6 +13,7 @@ from flowcraft_celery.distributed.core.logcontext import (
     start_task_record,
     task_summary,
 )
+from flowcraft_celery.distributed.core.message import NodeMessage
 
 FORMAT = "[%(levelname)s]%(flowcraft)s %(message)s"
 
@@ -32,7 +32,7 @@ class FakeExecution:
 
     def __init__(self, run_id: str, node_id: str, iteration: int, inline: FakeExecution | None = None) -> None:
         self.run_id, self.node_id, self.iteration = run_id, node_id, iteration
-        self.msg = {"bp": "bp-1", "run": run_id, "node": node_id, "it": iteration}
+        self.msg = NodeMessage(run_id=run_id, blueprint_id="bp-1", node_id=node_id, iteration=iteration)
         self.inline = inline
 
     @node_log_scope
@@ -83,7 +83,7 @@ def test_json_fields_follow_an_inlined_successor_and_come_back() -> None:
 
 def test_the_task_result_names_the_run_and_every_node_the_task_handled() -> None:
     handled = start_task_record()
-    message: dict[str, Any] = {"run": "run-3", "bp": "bp-1", "node": "a", "it": 0}
+    message = NodeMessage(run_id="run-3", blueprint_id="bp-1", node_id="a")
     FakeExecution("run-3", "a", 0, inline=FakeExecution("run-3", "b", 0)).handle()
     summary = task_summary([message], handled)
     assert summary["run"] == "run-3" and summary["blueprint"] == "bp-1"
