@@ -64,7 +64,7 @@ from flowcraft_celery.model.validation import BUILTIN_USES
 from flowcraft_celery.settings import SettingError, Settings
 from flowcraft_celery.stores.catalog import RedisCatalogStore
 from flowcraft_celery.stores.faults import classify
-from transports.azurequeue import redis_from_url
+from transports.azurequeue import OUTAGES, redis_from_url
 from transports.azurequeue.handback import install as install_hand_back
 
 logger = logging.getLogger("flowcraft.worker")
@@ -150,8 +150,9 @@ def _load_worker_code(sender: Any = None, **_: Any) -> None:
     except SettingError as exc:
         logger.critical("flowcraft: cannot start: %s", exc)
         raise SystemExit(EXIT_CONFIG) from exc
-    report_unreachable_broker(sender)
-    report_unreachable_redis(sender.conf)
+    with OUTAGES.quiet():  # each check says in its own line which service does not answer
+        report_unreachable_broker(sender)
+        report_unreachable_redis(sender.conf)
     install_broker(sender)  # Flower loads the app's modules too: its Broker page reads our queues
 
 

@@ -10,11 +10,13 @@ lines per service; the callers log their own retries at DEBUG.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -77,6 +79,7 @@ class Outages:
     def __init__(self) -> None:
         self._down: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
+        self._quiet = False
 
     def failed(self, service: str, endpoint: str, exc: BaseException) -> bool:
         """A call to `service` found it not answering; log a WARNING if it answered until now.
@@ -86,6 +89,8 @@ class Outages:
             if key in self._down:
                 return False
             self._down[key] = time.monotonic()
+        if self._quiet:
+            return True
         logger.warning("%s at %s does not answer (%s); retrying until it does", service, shown(endpoint),
                        _reason(exc))
         return True
@@ -98,6 +103,16 @@ class Outages:
             began = self._down.pop(_key(service, endpoint), None)
         if began is not None:
             logger.info("%s at %s answers again (after %.0f s)", service, shown(endpoint), time.monotonic() - began)
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Record outages begun meanwhile without their WARNING: a start-up check that says in its own
+        words which service does not answer; the INFO when it answers again still comes."""
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
 
     @property
     def active(self) -> bool:

@@ -60,7 +60,7 @@ def _logs(kit: FaultKit) -> dict[Path, str]:
 
 #: Said once per process by the first run it retires on cosmosdb-server (which lacks transactional
 #: batch), whenever that happens: a fact about the emulator, not about the outage under test.
-EMULATOR_NOTICE = "Cosmos server refused a transactional batch"
+EMULATOR_NOTICE = "transactional batch"
 
 
 def _during(kit: FaultKit, outage: Callable[[], None]) -> list[tuple[str, str, str]]:
