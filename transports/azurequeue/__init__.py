@@ -231,7 +231,7 @@ from .options import Options
 from .outages import OUTAGES, unanswered
 from .redisauth import RedisCredentialError, redis_from_url
 from .redisside import RedisKeys
-from .registry import QueueRecord, namespace_tag
+from .registry import QueueRecord, namespace_queues, namespace_tag
 from .stats import STATS, blob_operation, queue_operation
 from .throttling import THROTTLES, ThrottleWatch, cosmos_throttle_kind
 from .transient import TransientQueues
@@ -264,6 +264,7 @@ __all__ = [
     "dead_letter_queue_name",
     "listing_prefix",
     "masked_url",
+    "namespace_queues",
     "namespace_tag",
     "prefix_problem",
     "queue_operation",

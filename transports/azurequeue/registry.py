@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
@@ -47,6 +47,22 @@ Route = tuple[str, str | None, str]
 def namespace_tag(prefix: str) -> str:
     """Return the metadata value marking queues of Kombu prefix `prefix` (never empty)."""
     return "ns:" + quote(prefix, safe="")
+
+
+def namespace_queues(service: QueueServiceClient, prefix: str) -> Iterator[tuple[Any, QueueRecord]]:
+    """Every Azure queue of Kombu prefix `prefix` with its record, as (queue properties, record);
+    a queue whose binding metadata cannot be read is skipped with a WARNING."""
+    namespace = namespace_tag(prefix)
+    for props in service.list_queues(name_starts_with=listing_prefix(prefix), include_metadata=True):
+        meta = props.metadata or {}
+        if meta.get("kombuns") != namespace or "kombuname" not in meta:
+            continue
+        try:
+            record = QueueRecord.from_metadata(meta)
+        except (ValueError, KeyError):
+            logger.warning("Ignoring unreadable binding metadata on queue %s", props.name)
+            continue
+        yield props, record
 
 
 @dataclass
@@ -191,18 +207,7 @@ class BindingRegistry:
         stale: list[str] = []
         version = self._version() if self._version is not None else None
         now = time.time()
-        namespace = namespace_tag(self._prefix)
-        for props in self._service.list_queues(
-            name_starts_with=listing_prefix(self._prefix), include_metadata=True
-        ):
-            meta = props.metadata or {}
-            if meta.get("kombuns") != namespace or "kombuname" not in meta:
-                continue
-            try:
-                record = QueueRecord.from_metadata(meta)
-            except (ValueError, KeyError):
-                logger.warning("Ignoring unreadable binding metadata on queue %s", props.name)
-                continue
+        for props, record in namespace_queues(self._service, self._prefix):
             if record.expires_s is not None and now - record.heartbeat > record.expires_s:
                 stale.append(props.name)
                 continue

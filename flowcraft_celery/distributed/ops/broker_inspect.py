@@ -32,14 +32,12 @@ from transports.azurequeue import (
     DEAD_LETTER_SUFFIX,
     LargeBodyStore,
     Options,
-    QueueRecord,
     RedisKeys,
     TransientQueues,
     azure_queue_name,
     build_clients,
     dead_letter_queue_name,
-    listing_prefix,
-    namespace_tag,
+    namespace_queues,
     redis_from_url,
     wire,
 )
@@ -167,15 +165,7 @@ class QueueAdmin:
         """Every queue of this prefix (or those of `kinds`), sorted by name, with its approximate
         message count."""
         found: list[QueueInfo] = []
-        namespace = namespace_tag(self.prefix)
-        for props in self._service.list_queues(name_starts_with=listing_prefix(self.prefix), include_metadata=True):
-            meta = props.metadata or {}
-            if meta.get("kombuns") != namespace or "kombuname" not in meta:
-                continue
-            try:
-                record = QueueRecord.from_metadata(meta)
-            except (ValueError, KeyError):
-                continue
+        for props, record in namespace_queues(self._service, self.prefix):
             if kinds is None or queue_kind(record.name) in kinds:
                 found.append(QueueInfo(record.name, str(props.name), queue_kind(record.name),
                                        transient=record.expires_s is not None))
