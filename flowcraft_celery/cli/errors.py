@@ -100,15 +100,15 @@ def as_command_error(exc: Exception) -> CommandError:
     from flowcraft_celery.distributed.core.problems import ServiceUnreachable, explain
     from flowcraft_celery.model.catalog import CatalogError
     from flowcraft_celery.stores.faults import InfrastructureError
-    from transports.azurequeue import AzureQueueError
+    from transports.azurequeue import AzureQueueError, RedisCredentialError
 
     problem = explain(exc, _settings(), os.environ)
     if isinstance(problem, ServiceUnreachable):
         return CommandError(str(problem), EXIT_UNREACHABLE)
     if problem is not None:
         return CommandError(str(problem), EXIT_CONFIG)
-    if isinstance(exc, CatalogError):
-        return CommandError(str(exc), EXIT_CONFIG)
+    if isinstance(exc, (CatalogError, RedisCredentialError)):  # a setting that cannot work as written
+        return CommandError(one_line(str(exc)), EXIT_CONFIG)
     if isinstance(exc, RecursionError):
         return CommandError("input nested too deeply (RecursionError)", EXIT_USAGE)
     first = printable(str(exc).splitlines()[0], 300) if str(exc) else ""

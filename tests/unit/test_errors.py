@@ -12,11 +12,12 @@ import pytest
 
 import flowcraft_celery
 import transports
-from flowcraft_celery.cli.errors import EXIT_FAILED, EXIT_INTERNAL, EXIT_UNREACHABLE, as_command_error
+from flowcraft_celery.cli.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERNAL, EXIT_UNREACHABLE, as_command_error
 from flowcraft_celery.distributed.runs.errors import RunError
 from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.stores.faults import InfrastructureError
 from transports.azurequeue.errors import AzureQueueError
+from transports.azurequeue.redisauth import RedisCredentialError
 from transports.azurequeue.wire import PoisonMessage
 
 
@@ -53,6 +54,8 @@ def test_builtin_bases_are_kept() -> None:
     (PoisonMessage("not a Kombu message"), EXIT_FAILED, "not a Kombu message"),
     (InfrastructureError("Redis at redis://h:1/0 is unreachable"), EXIT_UNREACHABLE,
      "Redis at redis://h:1/0 is unreachable"),
+    (RedisCredentialError("FLOWCRAFT_REDIS_CREDENTIAL 'x' is neither DefaultAzureCredential nor module:attribute"),
+     EXIT_CONFIG, "FLOWCRAFT_REDIS_CREDENTIAL 'x' is neither DefaultAzureCredential nor module:attribute"),
     (KeyError("x"), EXIT_INTERNAL, "unexpected KeyError: 'x' (rerun with --debug for the traceback)"),
 ])
 def test_the_cli_shows_an_error_as_one_line(error: Exception, code: int, line: str) -> None:
