@@ -104,8 +104,10 @@ def test_reconcile_leaves_a_message_a_live_worker_prefetched_and_has_not_started
         services: Services, tmp_path: Path) -> None:
     client = services.default
     app, rt = client.app, client.runtime
-    with WorkerGroup(services.env, tmp_path, cwd=ROOT) as group:
-        group.worker(concurrency=1)  # one pool process; it prefetches more messages than it runs
+    # one pool process that receives ahead (Celery's default multiplier; ours is 1): it prefetches
+    # more messages than it runs
+    with WorkerGroup({**services.env, "FLOWCRAFT_PREFETCH_MULTIPLIER": "4"}, tmp_path, cwd=ROOT) as group:
+        group.worker(concurrency=1)
         group.wait_ready(90)
         busy = client.start("rt-long").run_id
         wait_for(lambda: rt.coordination.holder(f"exec:{busy}:start@0") is not None, 60, "the long node to start")
