@@ -69,6 +69,14 @@ def _text(value: Any) -> str:
     return value
 
 
+def _credential(value: Any) -> Any:
+    """A credential's name (`DefaultAzureCredential`, `module:attribute`) or, from a configuration, an
+    Azure TokenCredential object itself."""
+    if isinstance(value, str) or callable(getattr(value, "get_token", None)):
+        return value
+    raise ValueError("text or a TokenCredential")
+
+
 def _items(value: Any) -> tuple[str, ...]:
     """A comma-separated list (from the environment) or a list of names (from a configuration)."""
     items = value.split(",") if isinstance(value, str) else value
@@ -86,6 +94,7 @@ def _flag(value: Any) -> bool:
 
 
 TEXT = _Kind(_text, "text")
+CREDENTIAL = _Kind(_credential, "a credential name or a TokenCredential")
 LIST = _Kind(_items, "a comma-separated list")
 FLAG = _Kind(_flag, "true or false")
 POSITIVE = _number(float, 0, strict=True)
@@ -129,7 +138,7 @@ SPECS: dict[str, _Spec] = {
     "reconcile_queue": _Spec("flowcraft_reconcile_queue", "FLOWCRAFT_RECONCILE_QUEUE", "", TEXT),
     "prefetch_multiplier": _Spec("worker_prefetch_multiplier", "FLOWCRAFT_PREFETCH_MULTIPLIER", 1, COUNT),
     "task_events": _Spec("worker_send_task_events", "FLOWCRAFT_TASK_EVENTS", True, FLAG),
-    "cosmos_credential": _Spec("cosmos_credential", "FLOWCRAFT_COSMOS_CREDENTIAL", "", TEXT),
+    "cosmos_credential": _Spec("cosmos_credential", "FLOWCRAFT_COSMOS_CREDENTIAL", "", CREDENTIAL),
     "cosmos_database": _Spec("cosmos_database", "FLOWCRAFT_COSMOS_DATABASE", "flowcraft", TEXT),
     "cosmos_results_container": _Spec("cosmos_results_container", "FLOWCRAFT_COSMOS_RESULTS_CONTAINER",
                                       "celery_results", TEXT),
@@ -177,7 +186,7 @@ class Settings:
     reconcile_queue: str = SPECS["reconcile_queue"].default
     prefetch_multiplier: int = SPECS["prefetch_multiplier"].default
     task_events: bool = SPECS["task_events"].default
-    cosmos_credential: str = SPECS["cosmos_credential"].default
+    cosmos_credential: Any = SPECS["cosmos_credential"].default  # a name, or a TokenCredential
     cosmos_database: str = SPECS["cosmos_database"].default
     cosmos_results_container: str = SPECS["cosmos_results_container"].default
     cosmos_context_container: str = SPECS["cosmos_context_container"].default
