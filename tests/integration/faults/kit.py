@@ -121,6 +121,14 @@ def assert_recorded_once(kit: FaultKit, run_id: str, nodes: set[str]) -> None:
     assert all(n == 1 for n in recorded.values())
 
 
+def assert_completed_once(kit: FaultKit, docs: Mapping[str, RunStatusDoc], nodes: set[str]) -> None:
+    """Every run completed, each of its nodes recorded once and called once."""
+    for run_id, doc in docs.items():
+        assert doc["status"] == "completed", (run_id, doc.get("errors"))
+        assert_recorded_once(kit, run_id, nodes)
+        assert set(kit.calls(run_id).values()) == {1}, kit.calls(run_id)
+
+
 def is_final(doc: Mapping[str, Any]) -> bool:
     """Whether a status document is final."""
     return doc.get("status") in FINAL_STATES

@@ -14,7 +14,7 @@ import pytest
 
 from flowcraft_celery.distributed.reconcile.passes import reconcile
 from tests.integration.faults import fault_nodes
-from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit
+from tests.integration.faults.kit import FaultKit, assert_completed_once, assert_recorded_once, fault_kit
 from tests.integration.polling import wait_for
 
 RUN_TIMEOUT = 150.0
@@ -45,10 +45,7 @@ def test_a_backlog_is_never_re_published_and_lost_messages_are(kit: FaultKit) ->
     workers.worker(concurrency=2)
     workers.wait_ready(90)
     docs = kit.wait_final(runs, RUN_TIMEOUT)
-    for run_id, doc in docs.items():
-        assert doc["status"] == "completed", (run_id, doc.get("errors"))
-        assert_recorded_once(kit, run_id, fault_nodes.wide_nodes())
-        assert set(kit.calls(run_id).values()) == {1}
+    assert_completed_once(kit, docs, fault_nodes.wide_nodes())
     kit.stop_all()
 
 

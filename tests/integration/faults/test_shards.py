@@ -19,7 +19,7 @@ import pytest
 from flowcraft_celery.distributed.core.shards import shard_names
 from tests.integration import names
 from tests.integration.faults import fault_nodes
-from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit
+from tests.integration.faults.kit import FaultKit, assert_completed_once, fault_kit
 from tests.integration.polling import wait_for
 
 RUN_TIMEOUT = 180.0
@@ -48,10 +48,7 @@ def test_a_sharded_deployment_spreads_runs_over_its_shards_and_its_workers_run_t
     group.worker(concurrency=2)
     group.wait_ready(90)
     docs = kit.wait_final(runs, RUN_TIMEOUT)
-    for run_id, doc in docs.items():
-        assert doc["status"] == "completed", (run_id, doc.get("errors"))
-        assert_recorded_once(kit, run_id, fault_nodes.wide_nodes())
-        assert set(kit.calls(run_id).values()) == {1}
+    assert_completed_once(kit, docs, fault_nodes.wide_nodes())
     wait_for(lambda: all(kit.queue_length(name) == 0 for name in _shards(kit)), 30, "every shard to drain")
     kit.stop_all()
 
@@ -68,10 +65,7 @@ def test_a_nodes_own_queue_is_sharded_and_a_worker_given_it_consumes_every_shard
     group.worker(queues=kit.env["FAULT_HEAVY_QUEUE"], concurrency=2)  # -Q heavy alone
     group.wait_ready(90)
     docs = kit.wait_final(runs, RUN_TIMEOUT)
-    for run_id, doc in docs.items():
-        assert doc["status"] == "completed", (run_id, doc.get("errors"))
-        assert_recorded_once(kit, run_id, {"a", "h", "b"})
-        assert set(kit.calls(run_id).values()) == {1}
+    assert_completed_once(kit, docs, {"a", "h", "b"})
     wait_for(lambda: all(kit.queue_length(name) == 0 for name in heavy + _shards(kit)), 30, "every shard to drain")
     kit.stop_all()
 
@@ -84,8 +78,5 @@ def test_lowering_the_shard_count_with_runs_in_flight_completes_every_run_once(k
     group.beat()
     group.wait_ready(90)
     docs = kit.wait_final(runs, RUN_TIMEOUT)
-    for run_id, doc in docs.items():
-        assert doc["status"] == "completed", (run_id, doc.get("errors"))
-        assert_recorded_once(kit, run_id, fault_nodes.wide_nodes())
-        assert set(kit.calls(run_id).values()) == {1}
+    assert_completed_once(kit, docs, fault_nodes.wide_nodes())
     kit.stop_all()
