@@ -20,8 +20,9 @@ at each size are the benchmark's own requests only:
 * Redis memory per live run (`used_memory` over the baseline) and Cosmos items and bytes per live
   run (every item of the deployment's database);
 * latency (median of 5) of `runs` (newest 20), `status`, `metrics` (one full collection, nothing
-  cached) and a new `start`, each with the CPU time this process spent on it (the rest is waiting
-  for the services: the emulators' own work, the network, the machine's other load).
+  cached) and a new `start`, each with the CPU time this process spent on it and the CPU time the
+  local emulators (cosmosdb-server, Azurite: the processes listening on the Cosmos and queue
+  endpoints' ports, when they run on this machine) spent meanwhile, for this or any other client.
 
 Then it prints the 10,000-to-1,000 (last-to-first size) ratios of the per-pass cost (requests,
 wall time median and mean, CPU time median and mean) and of the latencies; the target is a
@@ -45,7 +46,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import psutil
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +83,7 @@ class PassCost:
     redis: int
     queue: int
     looked_at: int
+    emulators: float = 0.0
 
     @property
     def requests(self) -> int:
@@ -105,6 +109,7 @@ class SizeFigures:
     cosmos_bytes: float = 0.0
     latency: dict[str, float] = field(default_factory=dict)
     latency_cpu: dict[str, float] = field(default_factory=dict)
+    latency_emulators: dict[str, float] = field(default_factory=dict)
 
     def mean(self, pick: Callable[[PassCost], float]) -> float:
         """The mean of a figure over the steady passes."""
@@ -130,19 +135,47 @@ class RedisCounter:
         return int(self._client.info("memory")["used_memory"])
 
 
+class EmulatorCPU:
+    """CPU seconds of the local emulator processes that listen on the Cosmos and queue endpoints' ports
+    (none when the endpoints are elsewhere), so a latency can be split into ours and the emulators'."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        ports = set()
+        for endpoint in (environ["AZURE_COSMOS_CONNECTION_STRING"], environ["AZURE_STORAGE_CONNECTION_STRING"]):
+            for part in endpoint.split(";"):
+                name, _, value = part.partition("=")
+                url = urlparse(value)
+                if name in ("AccountEndpoint", "QueueEndpoint") and url.hostname in ("127.0.0.1", "localhost"):
+                    ports.add(url.port)
+        pids = {c.pid for c in psutil.net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports and c.pid}
+        self.processes = [psutil.Process(pid) for pid in sorted(pids)]
+
+    def seconds(self) -> float:
+        """CPU seconds the emulator processes have used so far."""
+        total = 0.0
+        for process in self.processes:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+
 def _counts(counter: RedisCounter) -> tuple[int, int, int]:
     return sum(request_counts().values()), counter.commands(), STATS.total("queue")
 
 
-def measured_pass(reconcile_once: Callable[[], dict[str, int]], counter: RedisCounter) -> PassCost:
+def measured_pass(reconcile_once: Callable[[], dict[str, int]], counter: RedisCounter,
+                  emulators: EmulatorCPU) -> PassCost:
     """Run one reconcile pass in this process and count what it cost."""
     cosmos, commands, queue = _counts(counter)
-    began, cpu = time.perf_counter(), time.process_time()
+    began, cpu, emulated = time.perf_counter(), time.process_time(), emulators.seconds()
     report = reconcile_once()
     seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
+    emulated = emulators.seconds() - emulated
     cosmos2, commands2, queue2 = _counts(counter)
     return PassCost(seconds, cpu, cosmos2 - cosmos, commands2 - commands - 1, queue2 - queue,
-                    int(report.get("stalled", 0)))
+                    int(report.get("stalled", 0)), emulated)
 
 
 def start_runs(client: Any, plan: list[str]) -> tuple[float, int]:
@@ -211,15 +244,16 @@ def cosmos_footprint(database: Any) -> tuple[int, int]:
     return items, size
 
 
-def latency(action: Callable[[], Any]) -> tuple[float, float]:
-    """Median seconds of LATENCY_SAMPLES calls, wall and this process's CPU time."""
-    walls, cpus = [], []
+def latency(action: Callable[[], Any], emulators: EmulatorCPU) -> tuple[float, float, float]:
+    """Median seconds of LATENCY_SAMPLES calls: wall, this process's CPU and the emulators' CPU time."""
+    walls, cpus, emulated = [], [], []
     for _ in range(LATENCY_SAMPLES):
-        began, cpu = time.perf_counter(), time.process_time()
+        began, cpu, emulator = time.perf_counter(), time.process_time(), emulators.seconds()
         action()
         walls.append(time.perf_counter() - began)
         cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus)
+        emulated.append(emulators.seconds() - emulator)
+    return statistics.median(walls), statistics.median(cpus), statistics.median(emulated)
 
 
 def plan_for(size: int, already: dict[str, int]) -> tuple[list[str], dict[str, int]]:
@@ -238,7 +272,7 @@ def plan_for(size: int, already: dict[str, int]) -> tuple[list[str], dict[str, i
 
 
 def measure_size(size: int, client: Any, env: dict[str, str], work: Path, counter: RedisCounter,
-                 database: Any, deployment: str, stall: float, already: dict[str, int],
+                 emulators: EmulatorCPU, database: Any, deployment: str, stall: float, already: dict[str, int],
                  baseline_memory: int) -> SizeFigures:
     """Grow to `size` live runs with workers, stop them, then measure reconcile, footprint, latency."""
     from flowcraft_celery.devtools.workers import WorkerGroup
@@ -267,7 +301,7 @@ def measure_size(size: int, client: Any, env: dict[str, str], work: Path, counte
     settle: list[PassCost] = []
     began = time.perf_counter()
     while len(settle) < MAX_SETTLE_PASSES:
-        settle.append(measured_pass(once, counter))
+        settle.append(measured_pass(once, counter, emulators))
         if settle[-1].looked_at <= FANS:
             break
     settle_seconds = time.perf_counter() - began
@@ -275,7 +309,7 @@ def measure_size(size: int, client: Any, env: dict[str, str], work: Path, counte
                           sum(p.looked_at for p in settle), settle_seconds)
     for _ in range(STEADY_PASSES):
         time.sleep(stall + 1)
-        figures.steady.append(measured_pass(once, counter))
+        figures.steady.append(measured_pass(once, counter, emulators))
         cost = figures.steady[-1]
         print(f"  steady pass: {cost.seconds:.2f} s (CPU {cost.cpu:.3f} s), {cost.looked_at} runs looked at, "
               f"cosmos {cost.cosmos}, "
@@ -291,7 +325,7 @@ def measure_size(size: int, client: Any, env: dict[str, str], work: Path, counte
         "start": lambda: client.start(scale_nodes.NEW_ID),
     }
     for name, action in actions.items():
-        figures.latency[name], figures.latency_cpu[name] = latency(action)
+        figures.latency[name], figures.latency_cpu[name], figures.latency_emulators[name] = latency(action, emulators)
     return figures
 
 
@@ -309,13 +343,17 @@ def report(sizes: list[SizeFigures]) -> None:
               f"{s.mean(lambda p: p.queue):6.1f} {s.redis_bytes:11.0f} {s.cosmos_items:9.2f} {s.cosmos_bytes:12.0f}")
     print("settle: passes / runs looked at / seconds until every newly idle run was looked at once; pass figures: "
           f"mean of {STEADY_PASSES} steady passes one stall threshold apart (requests per pass)")
-    print(f"\n{'live':>6} {'pass s median':>13} {'mean':>6} {'CPU s median':>12} {'mean':>6}   "
-          "latency ms (this process's CPU ms): runs / status / metrics / start")
+    print(f"\n{'live':>6} {'pass s median':>13} {'mean':>6} {'CPU s median':>12} {'mean':>6} {'emulators s':>11}   "
+          "latency ms (CPU ms: this process, emulators): runs / status / metrics / start")
     for s in sizes:
-        latencies = " / ".join(f"{s.latency[name] * 1e3:.1f} ({s.latency_cpu[name] * 1e3:.1f})" for name in s.latency)
+        latencies = " / ".join(f"{s.latency[name] * 1e3:.1f} ({s.latency_cpu[name] * 1e3:.0f}, "
+                               f"{s.latency_emulators[name] * 1e3:.0f})" for name in s.latency)
         print(f"{s.live:>6} {s.median(lambda p: p.seconds):13.3f} {s.mean(lambda p: p.seconds):6.3f} "
-              f"{s.median(lambda p: p.cpu):12.3f} {s.mean(lambda p: p.cpu):6.3f}   {latencies}")
+              f"{s.median(lambda p: p.cpu):12.3f} {s.mean(lambda p: p.cpu):6.3f} "
+              f"{s.median(lambda p: p.emulators):11.3f}   {latencies}")
         print(f"{'':>6} passes (wall / CPU s): " + ", ".join(f"{p.seconds:.2f}/{p.cpu:.3f}" for p in s.steady))
+    print("emulators: CPU time of the local cosmosdb-server and Azurite processes meanwhile (median; whoever asked; "
+          "counted in clock ticks of 10 ms)")
     for s in sizes:
         if s.failed_runs or s.start_failures:
             print(f"  {s.live}: {s.start_failures} starts refused by the busy broker and tried again; {s.failed_runs} "
@@ -336,7 +374,8 @@ def report(sizes: list[SizeFigures]) -> None:
               f"mean {mean:.2f}")
     for name in first.latency:
         print(f"  latency of {name}: {ratio(last.latency[name], first.latency[name]):.2f} "
-              f"(this process's CPU: {ratio(last.latency_cpu[name], first.latency_cpu[name]):.2f})")
+              f"(this process's CPU: {ratio(last.latency_cpu[name], first.latency_cpu[name]):.2f}; emulators' CPU "
+              f"{first.latency_emulators[name] * 1e3:.0f} -> {last.latency_emulators[name] * 1e3:.0f} ms)")
 
 
 def main() -> None:
@@ -366,13 +405,14 @@ def main() -> None:
 
         client = Client()
         counter = RedisCounter(private.url(0))
+        emulators = EmulatorCPU(dict(os.environ))
         database = get_client().get_database_client(tag)
         deployment = Settings.from_conf(client.app.conf).deployment
         baseline = counter.memory()
         already: dict[str, int] = {}
         for size in sizes:
-            figures = measure_size(size, client, env, work, counter, database, deployment, args.stall, already,
-                                   baseline)
+            figures = measure_size(size, client, env, work, counter, emulators, database, deployment, args.stall,
+                                   already, baseline)
             already = figures.mix
             measured.append(figures)
             report(measured)

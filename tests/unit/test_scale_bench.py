@@ -15,6 +15,7 @@ def size(live: int, walls: list[float], cpus: list[float], latency: float) -> Si
     figures.steady = [PassCost(wall, cpu, 20, 485, 1, 20) for wall, cpu in zip(walls, cpus, strict=True)]
     figures.latency = {name: latency for name in ("runs", "status", "metrics", "start")}
     figures.latency_cpu = {name: 0.004 for name in ("runs", "status", "metrics", "start")}
+    figures.latency_emulators = {name: latency / 2 for name in ("runs", "status", "metrics", "start")}
     return figures
 
 
@@ -29,7 +30,7 @@ def test_one_slow_pass_moves_the_mean_ratio_but_not_the_median_verdict(capsys: p
     assert float(wall.group(3)) > 1.5
     assert re.search(r"^  PASS CPU time per reconcile pass: median 1\.10, mean 1\.10$", out, re.MULTILINE), out
     assert re.search(r"^  PASS requests per reconcile pass: median 1\.00, mean 1\.00$", out, re.MULTILINE), out
-    assert "latency of start: 4.00 (this process's CPU: 1.00)" in out
+    assert "latency of start: 4.00 (this process's CPU: 1.00; emulators' CPU 5 -> 20 ms)" in out
     assert "0.22/0.110, 0.22/0.110, 0.22/0.110, 0.22/0.110, 0.22/0.110, 0.22/0.110, 2.00/0.110" in out
 
 
