@@ -218,6 +218,7 @@ from .blobs import LargeBodyStore
 from .bundles import bundled
 from .channel import Channel
 from .errors import AzureQueueError
+from .httpenv import HttpEnvironment
 from .naming import (
     DEAD_LETTER_SUFFIX,
     QUEUE_NAME_RULE,
@@ -247,6 +248,7 @@ __all__ = [
     "AzureQueueError",
     "BrokerUnreachable",
     "Channel",
+    "HttpEnvironment",
     "LargeBodyStore",
     "Options",
     "QueueRecord",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -74,3 +75,15 @@ def test_a_ca_bundle_in_the_environment_replaces_the_default_store_only() -> Non
     assert env.verify(False) is False
     assert env.verify("/other.pem") == "/other.pem"
     assert HttpEnvironment({}).verify(True) is True
+
+
+def test_cosmos_requests_go_through_the_proxy_of_the_environment(server: HTTPServer,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowcraft_celery.stores.cosmos_client import get_client
+
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with contextlib.suppress(Exception):  # the recorder's empty answer is no Cosmos account
+        get_client("AccountEndpoint=http://cosmos.invalid:8081/;AccountKey=a2V5;", verify_tls=False)
+    assert _Recorder.seen and all(seen.startswith("http://cosmos.invalid:8081/") for seen in _Recorder.seen)
