@@ -19,7 +19,7 @@ class _Recorder(BaseHTTPRequestHandler):
 
     seen: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         type(self).seen.append(self.path)
         self.send_response(200)
         self.send_header("Content-Length", "0")
