@@ -18,6 +18,7 @@ from azure.core.exceptions import (
 from kombu.transport import virtual
 from kombu.transport.virtual.exchange import TopicExchange
 
+from .accounts import Accounts
 from .auth import Clients, build_clients, masked_url
 from .backend import QueueBackend
 from .channel import Channel as AzureQueueChannel
@@ -79,9 +80,9 @@ class Transport(virtual.Transport):
         self.options = Options.from_transport_options(dict(client.transport_options or {}))
         self.keeper = LeaseKeeper(self.options.visibility_timeout, self.options.settle_threads)
         self.inbox = Inbox()
-        self._clients: Clients | None = None
+        self._accounts: Accounts | None = None
         self._redis: RedisSide | None = None
-        self.queues = AzureQueues(self.options, lambda: self.clients, self.keeper, lambda: self.redis)
+        self.queues = AzureQueues(self.options, lambda: self.accounts, self.keeper, lambda: self.redis)
         self._receiver: Receiver | None = None
         self._consumed: dict[str, Consumption] = {}
         self._transient_names: set[str] = set()
@@ -103,12 +104,18 @@ class Transport(virtual.Transport):
         return str(__version__)
 
     @property
-    def clients(self) -> Clients:
-        """The Azure service clients, built on first use."""
-        if self._clients is None:
+    def accounts(self) -> Accounts:
+        """The storage accounts (the broker URL's and those of `storage_accounts`), built on first use."""
+        if self._accounts is None:
             conninfo: Any = self.client
-            self._clients = build_clients(conninfo.hostname or "", conninfo.transport_options)
-        return self._clients
+            self._accounts = Accounts.build(conninfo.hostname or "", dict(conninfo.transport_options or {}),
+                                            build_clients)
+        return self._accounts
+
+    @property
+    def clients(self) -> Clients:
+        """The Azure service clients of the broker URL's account (account 0)."""
+        return self.accounts.main
 
     @property
     def registry(self) -> BindingRegistry:
@@ -133,21 +140,34 @@ class Transport(virtual.Transport):
         return self.redis.transient if self.redis is not None else None
 
     def establish_connection(self) -> Any:
-        """Build the clients and check the account answers (one request, no retry, a short
+        """Build the clients and check each account answers (one request each, no retry, a short
         timeout), and Redis when configured: a broker that is not there fails here, so Kombu's
         `ensure_connection` and Celery's connection retries see it."""
-        self._clients = self.clients
         self._check_reachable()
         return super().establish_connection()
 
     def _check_reachable(self) -> None:
-        """Ask the account for one page of one queue name; PING Redis. Raise BrokerUnreachable."""
+        """Ask each account for one page of one queue name; PING Redis. Raise BrokerUnreachable."""
         conninfo: Any = self.client
         timeout = min(float(getattr(conninfo, "connect_timeout", None) or CONNECT_TIMEOUT), CONNECT_TIMEOUT)
-        # the URL's account (masked), or the connection string's account endpoint (never its SAS)
-        where = masked_url(conninfo.hostname) if conninfo.hostname else self.clients.queues.url.split("?", 1)[0]
+        for number, service in self.accounts.queue_services():
+            # the URL's account (masked), or the account's endpoint (never its SAS)
+            where = masked_url(conninfo.hostname) if conninfo.hostname and number == 0 else self.accounts.where(number)
+            self._check_account(service, where, timeout)
+        if self.redis is not None:
+            client = self.redis.client
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                if unanswered(exc):
+                    OUTAGES.failed("Redis", redis_endpoint(client), exc)
+                raise BrokerUnreachable(f"the Redis of the `redis_url` option does not answer: {exc}") from exc
+            OUTAGES.answered("Redis", redis_endpoint(client))
+
+    def _check_account(self, service: Any, where: str, timeout: float) -> None:
+        """Ask one account for one page of one queue name. Raise BrokerUnreachable naming `where`."""
         try:
-            pages = self.clients.queues.list_queues(
+            pages = service.list_queues(
                 name_starts_with=self.options.queue_name_prefix or None, results_per_page=1,
                 connection_timeout=timeout, read_timeout=timeout, retry_total=0,
             ).by_page()
@@ -163,15 +183,6 @@ class Transport(virtual.Transport):
             if not getattr(exc, "error_code", None):  # no Azure error code: another server answers there
                 raise BrokerUnreachable(f"{where} is not a storage account: it answers {exc.status_code} "
                                         f"{exc.reason}") from exc
-        if self.redis is not None:
-            client = self.redis.client
-            try:
-                client.ping()
-            except redis.RedisError as exc:
-                if unanswered(exc):
-                    OUTAGES.failed("Redis", redis_endpoint(client), exc)
-                raise BrokerUnreachable(f"the Redis of the `redis_url` option does not answer: {exc}") from exc
-            OUTAGES.answered("Redis", redis_endpoint(client))
 
     # Declarations and routing -------------------------------------------------------------
 
