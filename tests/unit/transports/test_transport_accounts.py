@@ -45,7 +45,8 @@ def test_shard_i_and_its_dead_letter_queue_live_in_account_i_mod_k_and_every_oth
     accounts = Accounts(tuple(Clients(object(), None) for _ in range(3)))  # type: ignore[arg-type]
     assert [accounts.index(name) for name in shard_names("work", 5)] == [0, 1, 2, 0, 1]
     assert [accounts.index(f"{name}-dlq") for name in shard_names("work", 5)] == [0, 1, 2, 0, 1]
-    for other in ("work-reconcile", "w1@host.celery.pidbox", "celeryev.1a2b", "work-shard0", "work-shards2", "work-dlq"):
+    others = ("work-reconcile", "w1@host.celery.pidbox", "celeryev.1a2b", "work-shard0", "work-shards2", "work-dlq")
+    for other in others:
         assert accounts.index(other) == 0, other
     assert Accounts((Clients(object(), None),)).index("work-shard7") == 0  # type: ignore[arg-type]
     assert [shard_index(shard_queue_name("q", i)) for i in range(4)] == [0, 1, 2, 3]
@@ -70,8 +71,8 @@ def test_each_shard_is_declared_sent_received_and_deleted_in_its_own_account(fak
         for n, queue in enumerate(SHARDS):
             producer.publish({"n": n}, exchange=JOBS, routing_key=queue.routing_key, declare=[queue])
         assert [fake_accounts.where(f"t-{q.name}") for q in SHARDS] == [[0], [1], [2], [0], [1]]
-        assert [len(fake_accounts.azure[a].texts(f"t-{q.name}")) for a, q in zip([0, 1, 2, 0, 1], SHARDS, strict=True)] \
-            == [1] * 5
+        held = [fake_accounts.azure[a].texts(f"t-{q.name}") for a, q in zip([0, 1, 2, 0, 1], SHARDS, strict=True)]
+        assert [len(texts) for texts in held] == [1] * 5
         with conn.Consumer(SHARDS, callbacks=[ack], prefetch_count=10):
             drain(conn, got, 5)
             conn.transport.keeper.flush()
@@ -158,10 +159,10 @@ def test_without_further_accounts_connecting_costs_one_request_and_every_queue_s
 
 def test_a_malformed_entry_is_named_by_its_number_and_never_shown() -> None:
     main = "DefaultEndpointsProtocol=http;AccountName=main;AccountKey=bWFpbg==;QueueEndpoint=http://127.0.0.1:1/main"
-    with pytest.raises(AccountError, match="`storage_accounts` entry 2 \\(storage account 2\\) is not usable") as caught:
+    with pytest.raises(AccountError, match=r"`storage_accounts` entry 2 \(storage account 2\) is not usable") as caught:
         Accounts.build("", {"connection_string": main, "storage_accounts": [FAKE_ENTRIES[0], "hunter2-secret"]})
     assert "hunter2" not in str(caught.value)
-    with pytest.raises(AccountError, match="entry 1 .*needs the account"):
+    with pytest.raises(AccountError, match=r"entry 1 .*needs the account"):
         Accounts.build("", {"connection_string": main, "storage_accounts": "azurequeue://"})
     two = Accounts.build("", {"connection_string": main, "storage_accounts": f"{FAKE_ENTRIES[0]}\n {FAKE_ENTRIES[1]}"})
     assert [clients.queues.account_name for clients in two.clients] == ["main", "fake1", "fake2"]
