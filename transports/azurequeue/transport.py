@@ -48,7 +48,15 @@ CONNECT_TIMEOUT = 5.0
 
 
 class BrokerUnreachable(AzureQueueError, ConnectionError):
-    """The storage account (or the Redis of `redis_url`) did not answer when connecting."""
+    """The storage account (or the Redis of `redis_url`) did not answer when connecting. `account`:
+    the number of the storage account (0: the broker URL's, n: entry n of `storage_accounts`, None:
+    Redis), `endpoint` its queue endpoint and `reason` what went wrong, for one-line reports."""
+
+    def __init__(self, message: str, account: int | None = None, endpoint: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.account = account
+        self.endpoint = endpoint
+        self.reason = reason or message
 
 
 class Transport(virtual.Transport):
@@ -153,7 +161,7 @@ class Transport(virtual.Transport):
         for number, service in self.accounts.queue_services():
             # the URL's account (masked), or the account's endpoint (never its SAS)
             where = masked_url(conninfo.hostname) if conninfo.hostname and number == 0 else self.accounts.where(number)
-            self._check_account(service, where, timeout)
+            self._check_account(service, number, where, timeout)
         if self.redis is not None:
             client = self.redis.client
             try:
@@ -164,8 +172,9 @@ class Transport(virtual.Transport):
                 raise BrokerUnreachable(f"the Redis of the `redis_url` option does not answer: {exc}") from exc
             OUTAGES.answered("Redis", redis_endpoint(client))
 
-    def _check_account(self, service: Any, where: str, timeout: float) -> None:
-        """Ask one account for one page of one queue name. Raise BrokerUnreachable naming `where`."""
+    def _check_account(self, service: Any, number: int, where: str, timeout: float) -> None:
+        """Ask account `number` for one page of one queue name. Raise BrokerUnreachable naming `where`."""
+        endpoint = str(service.url).split("?", 1)[0]
         try:
             pages = service.list_queues(
                 name_starts_with=self.options.queue_name_prefix or None, results_per_page=1,
@@ -173,16 +182,18 @@ class Transport(virtual.Transport):
             ).by_page()
             next(pages, None)
         except (ServiceRequestError, ServiceResponseError) as exc:
-            raise BrokerUnreachable(f"the storage account of {where} does not answer: {exc}") from exc
+            raise BrokerUnreachable(f"the storage account of {where} does not answer: {exc}", number, endpoint,
+                                    f"does not answer: {exc}") from exc
         except HttpResponseError as exc:
             # The account answered. A credential it refuses is a connection error (nothing will
             # work); a SAS without the service-level `list` permission is fine.
             if exc.status_code in (401, 403) and getattr(exc, "error_code", None) == "AuthenticationFailed":
-                raise BrokerUnreachable(f"the storage account of {where} refuses the credential: {exc.message}") \
-                    from exc
+                raise BrokerUnreachable(f"the storage account of {where} refuses the credential: {exc.message}",
+                                        number, endpoint, "the credentials were refused") from exc
             if not getattr(exc, "error_code", None):  # no Azure error code: another server answers there
                 raise BrokerUnreachable(f"{where} is not a storage account: it answers {exc.status_code} "
-                                        f"{exc.reason}") from exc
+                                        f"{exc.reason}", number, endpoint,
+                                        f"not a storage account: it answers {exc.status_code} {exc.reason}") from exc
 
     # Declarations and routing -------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from kombu import Connection, Exchange, Queue
 from kombu.message import Message
 
 import transports  # noqa: F401  (registers azurequeue://)
+from flowcraft_celery.distributed.core.problems import explain
 from flowcraft_celery.distributed.core.shards import shard_names, shards_to_consume
 from flowcraft_celery.distributed.ops.broker_inspect import QueueAdmin
 from tests.unit.transports.fakes import FAKE_ENTRIES, FakeAccounts, FakeServices
@@ -138,8 +139,12 @@ def test_connecting_asks_every_account_once_and_names_the_one_that_does_not_answ
         raise ServiceRequestError("Connection refused")
 
     fake_accounts.azure[2].list_queues = down  # type: ignore[method-assign]
-    with pytest.raises(BrokerUnreachable, match=r"`storage_accounts` entry 2 \(http://127.0.0.1:1/fake2\) does not"):
+    with pytest.raises(BrokerUnreachable, match=r"`storage_accounts` entry 2 \(http://127.0.0.1:1/fake2\) does not") \
+            as caught:
         connect().connect()
+    told = str(explain(caught.value, {}, {}))
+    assert told.startswith("cannot reach Azure Storage at http://127.0.0.1:1/fake2 "
+                           "(FLOWCRAFT_STORAGE_ACCOUNTS entry 2): connection refused"), told
 
 
 def test_without_further_accounts_connecting_costs_one_request_and_every_queue_stays_in_the_main_account(
