@@ -120,4 +120,4 @@ class Accounts:
     def where(self, number: int) -> str:
         """An account's queue endpoint for messages (never its key or SAS)."""
         url = str(self.clients[number].queues.url).split("?", 1)[0]
-        return url if number == 0 else f"`{OPTION}` entry {number} ({url})"
+        return url if number == 0 else f"`{OPTION}` entry {number} ({url.rstrip('/')})"

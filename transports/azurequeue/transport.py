@@ -174,7 +174,7 @@ class Transport(virtual.Transport):
 
     def _check_account(self, service: Any, number: int, where: str, timeout: float) -> None:
         """Ask account `number` for one page of one queue name. Raise BrokerUnreachable naming `where`."""
-        endpoint = str(service.url).split("?", 1)[0]
+        endpoint = str(service.url).split("?", 1)[0].rstrip("/")
         try:
             pages = service.list_queues(
                 name_starts_with=self.options.queue_name_prefix or None, results_per_page=1,
