@@ -90,8 +90,10 @@ class Accounts:
     clients: tuple[Clients, ...]
 
     @classmethod
-    def build(cls, url: str, options: dict[str, Any], build: Builder = build_clients) -> Accounts:
-        """Every account of a broker URL and its transport options; AccountError names a bad entry."""
+    def build(cls, url: str, options: dict[str, Any], build: Builder | None = None) -> Accounts:
+        """Every account of a broker URL and its transport options (each built by `build`, default
+        `auth.build_clients`); AccountError names a bad entry."""
+        build = build or build_clients
         main = build(url, options)
         extra = account_entries(options.get(OPTION))
         return cls((main, *(_entry_clients(i, entry, options, build) for i, entry in enumerate(extra, 1))))

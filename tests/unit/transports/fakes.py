@@ -309,6 +309,7 @@ def fake_accounts(monkeypatch: pytest.MonkeyPatch) -> FakeAccounts:
         return Clients(made.azure[number], made.blobs[number])  # type: ignore[arg-type]
 
     monkeypatch.setattr("transports.azurequeue.transport.build_clients", build)
+    monkeypatch.setattr("transports.azurequeue.accounts.build_clients", build)  # operator tools, queue evidence
     monkeypatch.setattr("transports.azurequeue.redisside.redis_from_url",
                         lambda url, credential=None, **kwargs: fakeredis.FakeRedis(server=made.redis,
                                                                                    decode_responses=True))

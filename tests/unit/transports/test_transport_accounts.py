@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from azure.core.exceptions import ServiceRequestError
+from celery import Celery
 from kombu import Connection, Exchange, Queue
 from kombu.message import Message
 
@@ -18,6 +20,7 @@ import transports  # noqa: F401  (registers azurequeue://)
 from flowcraft_celery.distributed.core.problems import explain
 from flowcraft_celery.distributed.core.shards import shard_names, shards_to_consume
 from flowcraft_celery.distributed.ops.broker_inspect import QueueAdmin
+from flowcraft_celery.distributed.reconcile.queue_evidence import QueueFronts
 from tests.unit.transports.fakes import FAKE_ENTRIES, FakeAccounts, FakeServices
 from transports.azurequeue import AccountError, Accounts, BrokerUnreachable, shard_index, shard_queue_name
 from transports.azurequeue.auth import Clients
@@ -191,3 +194,16 @@ def test_the_operator_lists_dead_letters_and_requeues_in_every_account(fake_acco
     assert admin.requeue("work-shard1") == (1, 0)
     assert len(fake_accounts.azure[1].texts("t-work-shard1")) == 1 and not fake_accounts.azure[1].texts(
         "t-work-shard1-dlq")
+
+
+def test_reconcile_peeks_each_shard_in_the_account_holding_it(fake_accounts: FakeAccounts) -> None:
+    app = Celery(broker="azurequeue://", set_as_current=False)
+    app.conf.broker_transport_options = {"queue_name_prefix": "t-", "storage_accounts": FAKE_ENTRIES}
+    sent = datetime.now(UTC)
+    for number, queue in ((0, "work"), (2, "work-shard2")):
+        fake_accounts.azure[number].get_queue_client(f"t-{queue}").create_queue()
+        fake_accounts.azure[number].get_queue_client(f"t-{queue}").send_message("m").inserted_on = sent
+    fronts = QueueFronts(app)
+    assert fronts.oldest("work") == fronts.oldest("work-shard2") == sent.timestamp()
+    assert fronts.oldest("work-shard1") is None  # its account holds no such queue
+    assert fake_accounts.azure[0].requests["list"] == 0  # peeking asks only the queue's own account
