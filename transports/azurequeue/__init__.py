@@ -119,7 +119,8 @@ a queue, ``<queue>-shard<i>``, lives in account i mod K, and so do its dead-lett
 large bodies of its messages (the account's blob service); a queue's shard 0 (the queue itself)
 and every other queue (control, replies, events, reconcile) stay in account 0. Every request for
 a queue (send, receive, delete, visibility, declare, purge, size, dead-letter) goes to its
-account; the binding table is listed from every account (one listing request per account), and
+account; the binding table is listed from every account (one listing request per account; a
+further account that fails a listing keeps its last listing, so its shards stay routable), and
 connecting checks every account (one request each): a malformed entry is an ``AccountError`` and
 an account that does not answer a ``BrokerUnreachable``, each naming the entry by its number.
 With one account nothing changes and nothing more is asked.

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueServiceClient
 from kombu.transport.virtual.exchange import TopicExchange
 
@@ -118,6 +118,7 @@ class BindingRegistry:
         bump: Callable[[], None] | None = None,
     ) -> None:
         self._services = tuple(services)
+        self._listed: dict[int, dict[str, QueueRecord]] = {}
         self._client_for = client_for
         self._prefix = prefix
         self._cache_seconds = cache_seconds
@@ -204,17 +205,28 @@ class BindingRegistry:
 
     def refresh(self) -> None:
         """List every queue of the namespace with its metadata, in every account; delete stale
-        transient queues."""
+        transient queues. A further account that fails keeps the records last listed there (its
+        shards stay routable while it is down; the main account's failure is the caller's)."""
         records: dict[str, QueueRecord] = {}
         stale: list[tuple[QueueServiceClient, str]] = []
         version = self._version() if self._version is not None else None
         now = time.time()
-        for service in self._services:
-            for props, record in namespace_queues(service, self._prefix):
-                if record.expires_s is not None and now - record.heartbeat > record.expires_s:
-                    stale.append((service, props.name))
-                    continue
-                records[record.name] = record
+        for number, service in enumerate(self._services):
+            listed: dict[str, QueueRecord] = {}
+            try:
+                for props, record in namespace_queues(service, self._prefix):
+                    if record.expires_s is not None and now - record.heartbeat > record.expires_s:
+                        stale.append((service, props.name))
+                        continue
+                    listed[record.name] = record
+            except AzureError as exc:
+                if number == 0:
+                    raise
+                logger.warning("Could not list the queues of storage account %d (keeping its last listing): %s",
+                               number, exc)
+                listed = self._listed.get(number, {})
+            self._listed[number] = listed
+            records.update(listed)
         with self._lock:
             self._records = records
             self._fetched_at = self._checked_at = time.monotonic()

@@ -207,3 +207,22 @@ def test_reconcile_peeks_each_shard_in_the_account_holding_it(fake_accounts: Fak
     assert fronts.oldest("work") == fronts.oldest("work-shard2") == sent.timestamp()
     assert fronts.oldest("work-shard1") is None  # its account holds no such queue
     assert fake_accounts.azure[0].requests["list"] == 0  # peeking asks only the queue's own account
+
+
+def test_a_further_account_that_fails_a_listing_keeps_its_shards_routable(fake_accounts: FakeAccounts) -> None:
+    with connect() as worker:
+        for queue in SHARDS[:3]:
+            worker.SimpleQueue(queue).close()
+    with connect() as client:
+        registry = client.transport.registry
+        registry.refresh()
+
+        def down(*args: Any, **kwargs: Any) -> Any:
+            raise ServiceRequestError("Connection refused")
+
+        fake_accounts.azure[2].list_queues = down  # type: ignore[method-assign]
+        registry.refresh()
+        assert {queue for _, _, queue in registry.routes("jobs")} == {"work", "work-shard1", "work-shard2"}
+        fake_accounts.azure[0].list_queues = down  # type: ignore[method-assign]
+        with pytest.raises(ServiceRequestError):
+            registry.refresh()
