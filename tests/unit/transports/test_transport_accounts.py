@@ -226,3 +226,12 @@ def test_a_further_account_that_fails_a_listing_keeps_its_shards_routable(fake_a
         fake_accounts.azure[0].list_queues = down  # type: ignore[method-assign]
         with pytest.raises(ServiceRequestError):
             registry.refresh()
+
+
+def test_a_further_account_that_does_not_answer_a_command_is_named_by_its_entry() -> None:
+    refused = ServiceRequestError("HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded "
+                                  "(Connection refused)")
+    conf = {"broker_url": "azurequeue://", "broker_transport_options": {"storage_accounts": FAKE_ENTRIES}}
+    told = str(explain(refused, conf, {"AZURE_STORAGE_CONNECTION_STRING": "AccountName=main;AccountKey=a2V5"}))
+    assert told.startswith("cannot reach Azure Storage at http://127.0.0.1:1/fake1 "
+                           "(FLOWCRAFT_STORAGE_ACCOUNTS entry 1): connection refused"), told
