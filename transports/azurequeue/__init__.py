@@ -241,6 +241,7 @@ from .blobs import LargeBodyStore
 from .bundles import bundled
 from .channel import Channel
 from .errors import AzureQueueError
+from .httpenv import HttpEnvironment
 from .naming import (
     DEAD_LETTER_SUFFIX,
     QUEUE_NAME_RULE,
@@ -272,6 +273,7 @@ __all__ = [
     "AzureQueueError",
     "BrokerUnreachable",
     "Channel",
+    "HttpEnvironment",
     "LargeBodyStore",
     "Options",
     "QueueRecord",
