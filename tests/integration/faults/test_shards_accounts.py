@@ -1,8 +1,8 @@
 """Queue shards over two storage accounts: with FLOWCRAFT_QUEUE_SHARDS=2 and FLOWCRAFT_STORAGE_ACCOUNTS
 naming a second account, shard 0 of the default queue lives in the main account and shard 1 in the
-second; a real worker runs fan-out workflows from both to completion, each node once, and
-`flowcraft-celery queues` lists the shards of both accounts. An extra account that does not answer
-is told at worker start in one line naming its entry.
+second; a real worker runs fan-out workflows from both to completion, each node once, dead-letters
+a poison message on shard 1 beside it, and `flowcraft-celery queues` and `dlq` see both accounts.
+An extra account that does not answer is told at worker start in one line naming its entry.
 
 Azure Storage is a private Azurite started by this module on its own ports with two accounts
 (`AZURITE_ACCOUNTS`), stopped by PID; Cosmos DB and Redis are the shared dev services (this
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.storage.queue import QueueServiceClient
+from azure.storage.queue import QueueClient, QueueServiceClient
 
 from flowcraft_celery.devtools import background, devservices
 from flowcraft_celery.distributed.core.shards import shard_names
@@ -83,11 +83,16 @@ def kit(tmp_path_factory: pytest.TempPathFactory, services_env: dict[str, str],
         yield made
 
 
+def _client(conn_str: str, queue: str) -> QueueClient:
+    """The client of a Celery queue's Azure queue in one account."""
+    name = azure_queue_name(queue, os.environ.get("FLOWCRAFT_QUEUE_PREFIX", ""))
+    return QueueServiceClient.from_connection_string(conn_str).get_queue_client(name)
+
+
 def _length(conn_str: str, queue: str) -> int | None:
     """Messages on a Celery queue's Azure queue in one account; None when it does not exist there."""
-    name = azure_queue_name(queue, os.environ.get("FLOWCRAFT_QUEUE_PREFIX", ""))
     try:
-        props = QueueServiceClient.from_connection_string(conn_str).get_queue_client(name).get_queue_properties()
+        props = _client(conn_str, queue).get_queue_properties()
     except ResourceNotFoundError:
         return None
     return int(props.approximate_message_count or 0)
@@ -101,7 +106,7 @@ def _cli(kit: FaultKit, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=90, check=False)
 
 
-def test_a_worker_runs_the_shards_of_both_accounts_and_queues_lists_them(
+def test_a_worker_runs_the_shards_of_both_accounts_and_queues_and_dlq_see_them(
         kit: FaultKit, accounts: tuple[str, str]) -> None:
     main, second = accounts
     shard0, shard1 = shard_names(kit.env["FLOWCRAFT_DEFAULT_QUEUE"], SHARDS)
@@ -119,12 +124,22 @@ def test_a_worker_runs_the_shards_of_both_accounts_and_queues_lists_them(
     assert_completed_once(kit, docs, fault_nodes.wide_nodes())
     wait_for(lambda: _length(main, shard0) == 0 and _length(second, shard1) == 0, 30, "both shards to drain")
 
+    # a poison message on shard 1 is dead-lettered beside it, in the second account
+    _client(second, shard1).send_message("{not an envelope")
+    wait_for(lambda: _length(second, f"{shard1}-dlq") == 1, 60, "the poison message in shard 1's dead-letter queue")
+    assert _length(main, f"{shard1}-dlq") is None
+    kit.stop_all()
+
     listed = _cli(kit, "queues", "--json")
     assert listed.returncode == 0, listed.stderr
-    queues = {q["queue"]: q for q in json.loads(listed.stdout)["queues"]}
-    assert {shard0, shard1} <= set(queues), sorted(queues)
-    assert queues[shard1]["messages"] == 0 and queues[shard0]["messages"] == 0
-    kit.stop_all()
+    queues = {q["queue"]: q["messages"] for q in json.loads(listed.stdout)["queues"]}
+    assert {shard0: 0, shard1: 0, f"{shard1}-dlq": 1}.items() <= queues.items(), queues
+    shown = _cli(kit, "dlq", "show", shard1, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert ["undecodable" in letter["reason"] for letter in json.loads(shown.stdout)["shown"]] == [True]
+    purged = _cli(kit, "dlq", "purge", shard1, "--yes", "--json")
+    assert purged.returncode == 0 and json.loads(purged.stdout)["deleted"] == 1, purged.stderr
+    assert _length(second, f"{shard1}-dlq") == 0
 
 
 def test_an_extra_account_that_does_not_answer_is_named_at_worker_start(kit: FaultKit) -> None:
