@@ -101,11 +101,6 @@ class Accounts:
     def __len__(self) -> int:
         return len(self.clients)
 
-    @property
-    def main(self) -> Clients:
-        """Account 0: the broker URL's."""
-        return self.clients[0]
-
     def index(self, queue: str) -> int:
         """The number of the account holding Kombu queue `queue`."""
         return shard_index(queue) % len(self.clients) if len(self.clients) > 1 else 0

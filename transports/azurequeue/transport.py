@@ -19,7 +19,7 @@ from kombu.transport import virtual
 from kombu.transport.virtual.exchange import TopicExchange
 
 from .accounts import Accounts
-from .auth import Clients, build_clients, masked_url
+from .auth import build_clients, masked_url
 from .backend import QueueBackend
 from .channel import Channel as AzureQueueChannel
 from .errors import AzureQueueError
@@ -119,11 +119,6 @@ class Transport(virtual.Transport):
             self._accounts = Accounts.build(conninfo.hostname or "", dict(conninfo.transport_options or {}),
                                             build_clients)
         return self._accounts
-
-    @property
-    def clients(self) -> Clients:
-        """The Azure service clients of the broker URL's account (account 0)."""
-        return self.accounts.main
 
     @property
     def registry(self) -> BindingRegistry:
