@@ -98,9 +98,6 @@ class Accounts:
         extra = account_entries(options.get(OPTION))
         return cls((main, *(_entry_clients(i, entry, options, build) for i, entry in enumerate(extra, 1))))
 
-    def __len__(self) -> int:
-        return len(self.clients)
-
     def index(self, queue: str) -> int:
         """The number of the account holding Kombu queue `queue`."""
         return shard_index(queue) % len(self.clients) if len(self.clients) > 1 else 0
