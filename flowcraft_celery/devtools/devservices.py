@@ -207,6 +207,9 @@ def endpoints(ports: Ports) -> list[Endpoint]:
 
 # --- launches ------------------------------------------------------------------------------
 
+#: cosmosdb-server through its package's API with HTTP keep-alive on (its CLI closes every
+#: connection, so each request would pay a TLS handshake that Cosmos DB never charges).
+COSMOS_LAUNCHER = Path(__file__).with_name("cosmosdb_server.js")
 AZURITE_FLAGS = ("--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck", "--silent")
 #: Redis keeps its data across restarts: an append-only file (fsync every second) under
 #: `.services/` (the process's working directory), no RDB snapshots; never evicts a key.
@@ -242,7 +245,8 @@ def launches(ports: Ports, root: Path, redis_server: str = "redis-server") -> li
     """Every process that can serve endpoints on `ports`, whole Azurite before its parts."""
     blob, queue, table, cosmos, redis = endpoints(ports)
     bin_dir = root / "node_modules" / ".bin"
-    cosmos_argv = (str(bin_dir / "cosmosdb-server"), "-p", str(cosmos.port), "--host", HOST)
+    cosmos_argv = (str(COSMOS_LAUNCHER), str(root / "node_modules" / "@vercel" / "cosmosdb-server"),
+                   str(cosmos.port), HOST)
     redis_argv = (redis_server, "--port", str(redis.port), *REDIS_FLAGS, "--appenddirname", f"redis-{redis.port}-aof")
     return [
         _azurite(bin_dir, "azurite", [blob, queue, table]),
