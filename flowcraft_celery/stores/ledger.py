@@ -34,6 +34,9 @@ return 1
 
 _RESTAMP = """
 local pending, finished, times = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[4] ~= '' and redis.call('GET', KEYS[7]) == ARGV[4] then
+  redis.call('DEL', KEYS[7])
+end
 if ARGV[1] ~= '' then
   redis.call('HDEL', pending, ARGV[1])
   redis.call('HDEL', KEYS[5], ARGV[1])
@@ -41,7 +44,7 @@ if ARGV[1] ~= '' then
     redis.call('HSET', times, ARGV[1], ARGV[2])
   end
 end
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   if redis.call('HGET', pending, ARGV[i]) == ARGV[i + 1] then
     redis.call('HSET', pending, ARGV[i], ARGV[i + 2])
   end
@@ -65,7 +68,20 @@ return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or
         redis.call('HGET', KEYS[5], ARGV[1]) or ''}
 """
 
+#: `check` and, unless finished, halted or lost, count an attempt and mark the token recording;
+#: with a 7th key, first take that lock for ARGV[2] for ARGV[3] ms (as stores/redis.py's acquire)
+#: and do nothing else when another holds it (the last reply element says whether it is held).
 _ENTER = """
+if #KEYS > 6 then
+  local holder = redis.call('GET', KEYS[7])
+  if not holder then
+    redis.call('SET', KEYS[7], ARGV[2], 'PX', ARGV[3])
+  elseif holder == ARGV[2] then
+    redis.call('PEXPIRE', KEYS[7], ARGV[3])
+  else
+    return {0, '', 0, '', '', 0, 0}
+  end
+end
 local finished = redis.call('SISMEMBER', KEYS[1], ARGV[1])
 local halted = redis.call('GET', KEYS[2]) or ''
 local recording = redis.call('SISMEMBER', KEYS[3], ARGV[1])
@@ -75,7 +91,7 @@ if finished == 0 and halted == '' and generation ~= '' then
   attempts = redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
   redis.call('SADD', KEYS[3], ARGV[1])
 end
-return {finished, halted, recording, generation, redis.call('HGET', KEYS[5], ARGV[1]) or '', attempts}
+return {finished, halted, recording, generation, redis.call('HGET', KEYS[5], ARGV[1]) or '', attempts, 1}
 """
 
 _EXPIRE = """
@@ -125,6 +141,9 @@ class Entered(NamedTuple):
     state: TokenState
     #: Attempts of the token started and never ended, this one included (0: none counted).
     attempts: int
+    #: Whether the lock `enter` was asked to take is held (True when it was asked for none);
+    #: when False nothing else was read or done.
+    held: bool = True
 
 
 class Settled(NamedTuple):
@@ -133,6 +152,15 @@ class Settled(NamedTuple):
 
     remaining: int
     touch: bool
+
+
+class Lock(NamedTuple):
+    """A lock (stores/redis.py's layout: its key holds the owner, with a TTL) that `enter` takes
+    and `settle` releases in the same script, on the ledger's Redis."""
+
+    key: str
+    owner: str
+    ttl: float
 
 
 def token(node_id: str, iteration: int) -> str:
@@ -175,6 +203,8 @@ class RunLedger:
     def __init__(self, client: redis.Redis, prefix: str = "flowcraft:") -> None:
         self._redis = client
         self._prefix = prefix
+        #: The Redis client (a lock on the same server can be taken in the ledger's scripts).
+        self.client = client
         self._check = client.register_script(_CHECK)
         self._enter = client.register_script(_ENTER)
         self._expire = client.register_script(_EXPIRE)
@@ -211,20 +241,23 @@ class RunLedger:
         self._expect(keys=[self._key(run_id, "pending"), self._key(run_id, "finished")], args=args)
 
     def settle(self, run_id: str, done: str, sent: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
-               finished_at: float | None = None, touch_every: float = 0.0) -> Settled:
+               finished_at: float | None = None, touch_every: float = 0.0, release: Lock | None = None) -> Settled:
         """Mark `done` finished ('' for none; its attempt ended, as `end_attempt` notes) and replace
         each of its successors' pending entries (token -> (entry written before its message left,
         the entry with its final `sent`)) only while it still holds what was written: a successor
         that moved on meanwhile (its sleep's wake-up, its retry, its own finish) keeps its own.
         Return how many remain pending, and (with `touch_every`) whether the caller is the first
         to settle for the run since `touch_every` seconds: it then refreshes the run's `lastUpdated`,
-        so the run is touched once per interval whichever process moves it on."""
+        so the run is touched once per interval whichever process moves it on. With `release`, that
+        lock is released first if its owner still holds it (one command for both)."""
         args: list[Any] = [done, repr(time.time() if finished_at is None else finished_at),
-                           _milliseconds(touch_every)]
+                           _milliseconds(touch_every), release.owner if release is not None else ""]
         for name, (before, after) in sent.items():
             args += [name, _dump(before), _dump(after)]
         keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times"),
                 self._key(run_id, "expires"), self._key(run_id, "crashes"), self._key(run_id, "touched")]
+        if release is not None:
+            keys.append(release.key)
         remaining, touch = self._restamp(keys=keys, args=args)
         return Settled(int(remaining), bool(touch))
 
@@ -239,17 +272,23 @@ class RunLedger:
         return TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
                           json.loads(entry) if entry else None)
 
-    def enter(self, run_id: str, node_token: str) -> Entered:
+    def enter(self, run_id: str, node_token: str, lock: Lock | None = None) -> Entered:
         """`check`, and unless the token finished, the run halted or its state is lost, also
         `begin_attempt` and `mark_recording` (an attempt that starts now may record an output),
-        in one round trip. `settle` of the token ends the attempt as `end_attempt` does."""
+        in one round trip. `settle` of the token ends the attempt as `end_attempt` does. With
+        `lock`, take it first in the same script (or extend it if its owner holds it already);
+        when another holds it nothing else happens and `held` is False."""
         keys = [self._key(run_id, "finished"), self._key(run_id, "halt"), self._key(run_id, "recording"),
                 self._key(run_id, "gen"), self._key(run_id, "pending"), self._key(run_id, "crashes")]
-        finished, halted, recording, generation, entry, attempts = self._enter(keys=keys, args=[node_token])
+        args: list[Any] = [node_token]
+        if lock is not None:
+            keys.append(lock.key)
+            args += [lock.owner, _milliseconds(lock.ttl)]
+        finished, halted, recording, generation, entry, attempts, held = self._enter(keys=keys, args=args)
         marker = _text(generation)
         state = TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
                            json.loads(entry) if entry else None)
-        return Entered(state, int(attempts))
+        return Entered(state, int(attempts), bool(held))
 
     def generation(self, run_id: str) -> int | None:
         """The run's marker: its generation, or None when Redis holds no state for the run."""

@@ -35,7 +35,7 @@ from flowcraft_celery.distributed.core.message import MessageError, NodeMessage,
 from flowcraft_celery.distributed.core.runtime import Runtime, runtime_for
 from flowcraft_celery.distributed.core.tracing import message_context, span
 from flowcraft_celery.distributed.node.deadletter import dead_letter, dead_letter_arguments
-from flowcraft_celery.distributed.node.lease import lease
+from flowcraft_celery.distributed.node.lease import Held, lease
 from flowcraft_celery.distributed.runs.awaiting import mark_awaiting
 from flowcraft_celery.distributed.runs.ending import fail_run
 from flowcraft_celery.distributed.runs.errors import RunError
@@ -63,7 +63,7 @@ from flowcraft_celery.model.graph import DynamicAddition, Graph
 from flowcraft_celery.stores.base import MISSING, RecordedOutput
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
 from flowcraft_celery.stores.guard import TRANSIENT, log_level
-from flowcraft_celery.stores.ledger import Settled
+from flowcraft_celery.stores.ledger import Entered, Lock, Settled
 from flowcraft_celery.stores.timeline import Attempt
 
 logger = logging.getLogger("flowcraft.bridge")
@@ -212,6 +212,8 @@ class NodeExecution:
         self._marked = False
         #: Whether this execution settled its token in the ledger (which ends its attempt).
         self._settled = False
+        #: The execution lock this execution holds when settling may release it (same Redis).
+        self._lease: tuple[Held, Lock] | None = None
 
     @node_log_scope
     def handle(self) -> None:
@@ -298,12 +300,25 @@ class NodeExecution:
         if node.uses in RUNNER_BUILTINS:
             self._builtin(node.uses, node_input)
             return
-        with lease(self.rt.coordination, f"exec:{self.run_id}:{self.token}",
-                   on_renew=lambda: self.rt.touch(self.run_id)) as held:
+        name = f"exec:{self.run_id}:{self.token}"
+        lock_key = self._ledger_lock_key(name)
+        entered: list[Entered] = []
+
+        def enter_holding(owner: str, ttl: float) -> bool:
+            assert lock_key is not None
+            result = self.rt.ledger.enter(self.run_id, self.token, Lock(lock_key, owner, ttl))
+            if result.held:
+                entered.append(result)
+            return result.held
+
+        with lease(self.rt.coordination, name, on_renew=lambda: self.rt.touch(self.run_id),
+                   acquire=enter_holding if lock_key is not None else None) as held:
             if not held:  # another copy of this message is running it right now
                 self._requeue(self.msg, 5)
                 return
-            again, attempts = self.rt.ledger.enter(self.run_id, self.token)
+            if lock_key is not None:
+                self._lease = (held, Lock(lock_key, held.owner, 0.0))
+            again, attempts, _ = entered[0] if entered else self.rt.ledger.enter(self.run_id, self.token)
             if again.finished or again.halted:  # a copy that held the lease before us finished it
                 return
             self._marked = attempts > 0
@@ -320,6 +335,14 @@ class NodeExecution:
                 self._attempt(node, node_input)
             finally:
                 self._end_attempt()
+
+    def _ledger_lock_key(self, name: str) -> str | None:
+        """The Redis key of lock `name` when the ledger can take and release it in its own scripts
+        (the coordination store's locks live on the ledger's Redis), else None."""
+        coordination = self.rt.coordination
+        if getattr(coordination, "client", None) is not self.rt.ledger.client:
+            return None
+        return str(coordination.lock_key(name))  # type: ignore[attr-defined]
 
     def _end_attempt(self) -> None:
         """Note that the attempt ended (it did not crash its process), unless settling did."""
@@ -467,10 +490,16 @@ class NodeExecution:
             sent[message.token] = message
         if inline is not None:
             NodeExecution(self.task, self.rt, inline, self.depth + 1, own_message=False).handle()
+        release = None
+        if self._lease is not None:
+            held, release = self._lease
+            held.stop_renewing()
         settled = self.rt.ledger.settle(self.run_id, self.token,
                                         {name: (written[name].to_wire(), sent[name].to_wire()) for name in written},
-                                        finished_at, self.rt.settings.touch_interval)
+                                        finished_at, self.rt.settings.touch_interval, release)
         self._settled = True
+        if self._lease is not None:
+            self._lease[0].released = True
         self._completed_or_touched(settled)
 
     def _record(self, result: NodeResult, decision: Decision) -> RecordedOutput | None:

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from flowcraft_celery.stores.ledger import RunLedger
+from flowcraft_celery.stores.ledger import Lock, RunLedger
+from flowcraft_celery.stores.redis import RedisCoordinationStore
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +68,25 @@ def test_entering_counts_attempts_that_never_ended_until_one_settles_and_skips_f
     assert done.state.finished and done.attempts == 0
     ledger.begin("r", 2, {"b@0": {"node": "b", "sent": 1.0}})
     assert ledger.begin_attempt("r", "b@0") == 1  # what a settled attempt left was cleared by settle
+
+
+def test_entering_with_the_execution_lock_takes_it_or_does_nothing_and_settling_releases_it(
+        ledger: RunLedger) -> None:
+    locks = RedisCoordinationStore(ledger.client, ledger._prefix)
+    key = locks.lock_key("exec:r:a@0")
+    ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
+    first = ledger.enter("r", "a@0", Lock(key, "one", 30))
+    assert first.held and first.attempts == 1 and locks.holder("exec:r:a@0") == "one"
+    other = ledger.enter("r", "a@0", Lock(key, "two", 30))  # a copy of the message while the first runs
+    assert not other.held and other.attempts == 0
+    assert ledger.unended_attempts("r") == {"a@0": 1} and locks.holder("exec:r:a@0") == "one"
+    assert not ledger.settle("r", "a@0", {}, release=Lock(key, "two", 0)).remaining  # not its lock
+    assert locks.holder("exec:r:a@0") == "one"
+    ledger.begin("r", 2, {"a@0": {"node": "a", "sent": 1.0}})
+    ledger.enter("r", "a@0", Lock(key, "one", 30))
+    ledger.settle("r", "a@0", {}, release=Lock(key, "one", 0))
+    assert locks.holder("exec:r:a@0") is None and ledger.check("r", "a@0").finished
+    assert ledger.enter("r", "a@0", Lock(key, "two", 30)).state.finished  # free again: a late copy finds it done
 
 
 def test_entering_a_halted_or_lost_run_counts_nothing(ledger: RunLedger) -> None:
