@@ -44,8 +44,11 @@ from .wakeup import WakeSignals, token_time, token_worth
 
 logger = logging.getLogger(__name__)
 
-#: Longest single wait, so the thread notices a stop or a change without a nudge.
-MAX_WAIT = 1.0
+#: Longest single wait of an idle connection (each one is a Redis command). What must not wait
+#: that long interrupts it: a stop, a consumer added or cancelled and prefetch room opening nudge
+#: the thread, polls and due messages bound the wait, and the transient queues' thread waits no
+#: longer than their next keep-alive.
+MAX_WAIT = 5.0
 #: Seconds the thread keeps to polling alone after Redis failed.
 REDIS_RETRY = 5.0
 #: Seconds between two logs of the same failing loop.
@@ -94,7 +97,7 @@ class Source(Protocol):
 
     def upkeep(self, now: float) -> None: ...
 
-    def transient_upkeep(self, now: float) -> None: ...
+    def transient_upkeep(self, now: float) -> float | None: ...
 
 
 class Receiver:
@@ -262,6 +265,9 @@ class Receiver:
             passed = [q for q in azure if q not in ready and self._schedule.take_expected(q, now)]
             due = self._schedule.due(ready, now) if ready else None
             wake_at = self._schedule.next_time(ready) if ready else now + MAX_WAIT
+            expected = self._schedule.next_expected([q for q in azure if q not in ready])
+            if expected is not None:  # a queue without room notices a passed expected poll (`passed`)
+                wake_at = min(wake_at, expected)
         for queue in passed:
             if self._signals is not None:
                 self._signals.notify(queue)
@@ -324,12 +330,14 @@ class Receiver:
                 self._stop.wait(ERROR_PAUSE)
 
     def _step_transient(self) -> None:
-        """One turn of the transient loop: upkeep, then one BLPOP of up to MAX_WAIT."""
+        """One turn of the transient loop: upkeep, then one BLPOP of up to MAX_WAIT, no longer
+        than until the next keep-alive is due."""
         assert self._transient is not None and self._blocking is not None
-        self._source.transient_upkeep(time.monotonic())
+        keepalive_in = self._source.transient_upkeep(time.monotonic())
         table = {q: c for q, c in self._source.consumption().items() if c.transient}
         keys = {self._transient.keys.messages(queue): queue for queue in table}
-        popped = self._blocking.blpop([*keys, self._transient_nudge], timeout=MAX_WAIT)
+        timeout = MAX_WAIT if keepalive_in is None else min(MAX_WAIT, max(0.01, keepalive_in))
+        popped = self._blocking.blpop([*keys, self._transient_nudge], timeout=timeout)
         self._redis_answered()
         if popped is None or self._stop.is_set():
             return

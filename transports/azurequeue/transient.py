@@ -41,6 +41,12 @@ DEFAULT_TTL = 30.0
 #: The shortest lifetime given to a transient queue, whatever its `x-expires`.
 MIN_TTL = 6.0
 
+#: Drop the expired bindings of an exchange and return the live ones (one command per lookup).
+_ROUTES = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
+return redis.call('zrangebyscore', KEYS[1], ARGV[1], '+inf')
+"""
+
 _PUT = """
 local ttl = redis.call('pttl', KEYS[1])
 if ttl <= 0 then return 0 end
@@ -87,6 +93,7 @@ class TransientQueues:
         self.keys = keys
         self._max_length = max_length
         self._put: Callable[..., Any] = client.register_script(_PUT)
+        self._routes: Callable[..., Any] = client.register_script(_ROUTES)
         self._lock = threading.Lock()
         self._owned: dict[str, float] = {}
         self._marks: dict[str, str] = {}
@@ -167,11 +174,7 @@ class TransientQueues:
 
     def routes(self, exchange: str) -> list[Binding]:
         """The live bindings of `exchange` in every process; expired ones are removed."""
-        now = int(time.time() * 1000)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zremrangebyscore(self.keys.bindings(exchange), "-inf", now)
-        pipe.zrangebyscore(self.keys.bindings(exchange), now, "+inf")
-        members = pipe.execute()[1]
+        members = self._routes(keys=[self.keys.bindings(exchange)], args=[int(time.time() * 1000)])
         routes: list[Binding] = []
         for member in members:
             kind, key, queue = json.loads(member)
