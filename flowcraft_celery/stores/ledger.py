@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 
 import redis
 
+from flowcraft_celery.stores.timeline import RECORD, Write
+
 _EXPECT = """
 for i = 1, #ARGV, 2 do
   if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
@@ -70,8 +72,11 @@ return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or
 
 #: `check` and, unless finished, halted or lost, count an attempt and mark the token recording;
 #: with a 7th key, first take that lock for ARGV[2] for ARGV[3] ms (as stores/redis.py's acquire)
-#: and do nothing else when another holds it (the last reply element says whether it is held).
-_ENTER = """
+#: and do nothing else when another holds it (the 7th reply element says whether it is held);
+#: with ARGV[4], the crash limit, an attempt that will run (counted, no output maybe recorded,
+#: under the limit) is also begun in the timeline: `timeline.RECORD` on KEYS[8..11] with
+#: ARGV[5..] (the 8th reply element says whether it was).
+_ENTER = "local function record(KEYS, ARGV)\n" + RECORD + "end\n" + """
 if #KEYS > 6 then
   local holder = redis.call('GET', KEYS[7])
   if not holder then
@@ -79,7 +84,7 @@ if #KEYS > 6 then
   elseif holder == ARGV[2] then
     redis.call('PEXPIRE', KEYS[7], ARGV[3])
   else
-    return {0, '', 0, '', '', 0, 0}
+    return {0, '', 0, '', '', 0, 0, 0}
   end
 end
 local finished = redis.call('SISMEMBER', KEYS[1], ARGV[1])
@@ -91,7 +96,14 @@ if finished == 0 and halted == '' and generation ~= '' then
   attempts = redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
   redis.call('SADD', KEYS[3], ARGV[1])
 end
-return {finished, halted, recording, generation, redis.call('HGET', KEYS[5], ARGV[1]) or '', attempts, 1}
+local traced = 0
+if attempts > 0 and recording == 0 and (ARGV[4] or '') ~= '' and attempts - 1 < tonumber(ARGV[4]) then
+  local args = {}
+  for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
+  record({KEYS[8], KEYS[9], KEYS[10], KEYS[11]}, args)
+  traced = 1
+end
+return {finished, halted, recording, generation, redis.call('HGET', KEYS[5], ARGV[1]) or '', attempts, 1, traced}
 """
 
 _EXPIRE = """
@@ -144,6 +156,8 @@ class Entered(NamedTuple):
     #: Whether the lock `enter` was asked to take is held (True when it was asked for none);
     #: when False nothing else was read or done.
     held: bool = True
+    #: Whether `enter` also began the attempt in the timeline (the `begin` it was given).
+    begun: bool = False
 
 
 class Settled(NamedTuple):
@@ -272,23 +286,30 @@ class RunLedger:
         return TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
                           json.loads(entry) if entry else None)
 
-    def enter(self, run_id: str, node_token: str, lock: Lock | None = None) -> Entered:
+    def enter(self, run_id: str, node_token: str, lock: Lock | None = None, begin: Write | None = None,
+              crash_limit: int = 0) -> Entered:
         """`check`, and unless the token finished, the run halted or its state is lost, also
         `begin_attempt` and `mark_recording` (an attempt that starts now may record an output),
         in one round trip. `settle` of the token ends the attempt as `end_attempt` does. With
         `lock`, take it first in the same script (or extend it if its owner holds it already);
-        when another holds it nothing else happens and `held` is False."""
+        when another holds it nothing else happens and `held` is False. With `lock` and `begin` (a
+        timeline write, `RunTimeline.beginning`), an attempt that will run now (counted, no output
+        maybe recorded, fewer than `crash_limit` earlier attempts unended) is begun in the timeline
+        in the same script too (`begun`)."""
         keys = [self._key(run_id, "finished"), self._key(run_id, "halt"), self._key(run_id, "recording"),
                 self._key(run_id, "gen"), self._key(run_id, "pending"), self._key(run_id, "crashes")]
         args: list[Any] = [node_token]
         if lock is not None:
             keys.append(lock.key)
             args += [lock.owner, _milliseconds(lock.ttl)]
-        finished, halted, recording, generation, entry, attempts, held = self._enter(keys=keys, args=args)
+            if begin is not None:
+                keys += begin.keys
+                args += [crash_limit, *begin.args]
+        finished, halted, recording, generation, entry, attempts, held, begun = self._enter(keys=keys, args=args)
         marker = _text(generation)
         state = TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
                            json.loads(entry) if entry else None)
-        return Entered(state, int(attempts), bool(held))
+        return Entered(state, int(attempts), bool(held), bool(begun))
 
     def generation(self, run_id: str) -> int | None:
         """The run's marker: its generation, or None when Redis holds no state for the run."""

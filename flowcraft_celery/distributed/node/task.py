@@ -303,10 +303,14 @@ class NodeExecution:
         name = f"exec:{self.run_id}:{self.token}"
         lock_key = self._ledger_lock_key(name)
         entered: list[Entered] = []
+        started, begin = self.rt.timeline.beginning(self.run_id, self.token, node.uses, self.msg.attempt,
+                                                    self.task.request.hostname or socket.gethostname(),
+                                                    self._queue_wait())
 
         def enter_holding(owner: str, ttl: float) -> bool:
             assert lock_key is not None
-            result = self.rt.ledger.enter(self.run_id, self.token, Lock(lock_key, owner, ttl))
+            result = self.rt.ledger.enter(self.run_id, self.token, Lock(lock_key, owner, ttl), begin,
+                                          self.rt.settings.crash_limit)
             if result.held:
                 entered.append(result)
             return result.held
@@ -318,7 +322,7 @@ class NodeExecution:
                 return
             if lock_key is not None:
                 self._lease = (held, Lock(lock_key, held.owner, 0.0))
-            again, attempts, _ = entered[0] if entered else self.rt.ledger.enter(self.run_id, self.token)
+            again, attempts, _, begun = entered[0] if entered else self.rt.ledger.enter(self.run_id, self.token)
             if again.finished or again.halted:  # a copy that held the lease before us finished it
                 return
             self._marked = attempts > 0
@@ -332,7 +336,7 @@ class NodeExecution:
                 if crashes >= self.rt.settings.crash_limit:
                     self._crash_loop(crashes)
                     return
-                self._attempt(node, node_input)
+                self._attempt(node, node_input, started if begun else None)
             finally:
                 self._end_attempt()
 
@@ -361,12 +365,14 @@ class NodeExecution:
         self._fail({"nodeId": self.node_id, "type": "NodeCrashed", "message": reason, "crashes": crashes})
         dead_letter(self.app, self.task, self.msg, reason)
 
-    def _attempt(self, node: NodeDefinition, node_input: Any) -> None:
-        """One attempt of an ordinary node, then success or the failure path."""
+    def _attempt(self, node: NodeDefinition, node_input: Any, trace: Attempt | None = None) -> None:
+        """One attempt of an ordinary node, then success or the failure path; `trace` is the
+        attempt's timeline record when entering it began it already."""
         timeout = node.config.timeout_seconds
         attempt = self.msg.attempt
-        trace = self.rt.timeline.begin(self.run_id, self.token, node.uses, attempt,
-                                       self.task.request.hostname or socket.gethostname(), self._queue_wait())
+        if trace is None:
+            trace = self.rt.timeline.begin(self.run_id, self.token, node.uses, attempt,
+                                           self.task.request.hostname or socket.gethostname(), self._queue_wait())
         ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
                           run_id=self.run_id, node_id=self.node_id, blueprint_id=self.blueprint.id,
                           iteration=self.iteration, attempt=attempt)

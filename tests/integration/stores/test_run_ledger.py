@@ -14,6 +14,7 @@ import redis
 
 from flowcraft_celery.stores.ledger import Lock, RunLedger
 from flowcraft_celery.stores.redis import RedisCoordinationStore
+from flowcraft_celery.stores.timeline import RunTimeline
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +88,27 @@ def test_entering_with_the_execution_lock_takes_it_or_does_nothing_and_settling_
     ledger.settle("r", "a@0", {}, release=Lock(key, "one", 0))
     assert locks.holder("exec:r:a@0") is None and ledger.check("r", "a@0").finished
     assert ledger.enter("r", "a@0", Lock(key, "two", 30)).state.finished  # free again: a late copy finds it done
+
+
+def test_entering_begins_in_the_timeline_only_an_attempt_that_will_run(ledger: RunLedger) -> None:
+    timeline = RunTimeline(ledger.client, ledger._prefix)
+    key = RedisCoordinationStore(ledger.client, ledger._prefix).lock_key("exec:r:a@0")
+
+    def enter(owner: str, limit: int = 3) -> bool:
+        _, write = timeline.beginning("r", "a@0", "step", 1, "w1", 0.5)
+        entered = ledger.enter("r", "a@0", Lock(key, owner, 30), write, limit)
+        return entered.begun
+
+    ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
+    assert enter("one") and timeline.entries("r")["a@0"]["state"] == "running"
+    assert timeline.counters()["started|step"] == 1
+    assert not enter("two")  # another holds the lock: nothing begun
+    ledger.client.delete(key)
+    assert not enter("two")  # the first attempt may have recorded an output: it is looked up first
+    ledger.begin("r", 2, {"a@0": {"node": "a", "sent": 1.0}})
+    ledger.client.delete(key)
+    assert not enter("three", limit=0)  # over the crash limit: the run fails instead
+    assert timeline.counters()["started|step"] == 1
 
 
 def test_entering_a_halted_or_lost_run_counts_nothing(ledger: RunLedger) -> None:
