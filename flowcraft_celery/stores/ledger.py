@@ -34,10 +34,19 @@ end
 return 1
 """
 
-_RESTAMP = """
+#: `settle`: ARGV[4] the owner of lock KEYS[7] to release ('' for none), ARGV[5] the number n of
+#: `timeline.RECORD` arguments that follow (the attempt's end, on KEYS[8..11]; 0 for none), then
+#: the successors' triples from ARGV[6 + n].
+_RESTAMP = "local function record(KEYS, ARGV)\n" + RECORD + "end\n" + """
 local pending, finished, times = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[4] ~= '' and redis.call('GET', KEYS[7]) == ARGV[4] then
   redis.call('DEL', KEYS[7])
+end
+local traced = tonumber(ARGV[5])
+if traced > 0 then
+  local args = {}
+  for i = 6, 5 + traced do args[#args + 1] = ARGV[i] end
+  record({KEYS[8], KEYS[9], KEYS[10], KEYS[11]}, args)
 end
 if ARGV[1] ~= '' then
   redis.call('HDEL', pending, ARGV[1])
@@ -46,7 +55,7 @@ if ARGV[1] ~= '' then
     redis.call('HSET', times, ARGV[1], ARGV[2])
   end
 end
-for i = 5, #ARGV, 3 do
+for i = 6 + traced, #ARGV, 3 do
   if redis.call('HGET', pending, ARGV[i]) == ARGV[i + 1] then
     redis.call('HSET', pending, ARGV[i], ARGV[i + 2])
   end
@@ -255,7 +264,8 @@ class RunLedger:
         self._expect(keys=[self._key(run_id, "pending"), self._key(run_id, "finished")], args=args)
 
     def settle(self, run_id: str, done: str, sent: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
-               finished_at: float | None = None, touch_every: float = 0.0, release: Lock | None = None) -> Settled:
+               finished_at: float | None = None, touch_every: float = 0.0, release: Lock | None = None,
+               end: Write | None = None) -> Settled:
         """Mark `done` finished ('' for none; its attempt ended, as `end_attempt` notes) and replace
         each of its successors' pending entries (token -> (entry written before its message left,
         the entry with its final `sent`)) only while it still holds what was written: a successor
@@ -263,15 +273,19 @@ class RunLedger:
         Return how many remain pending, and (with `touch_every`) whether the caller is the first
         to settle for the run since `touch_every` seconds: it then refreshes the run's `lastUpdated`,
         so the run is touched once per interval whichever process moves it on. With `release`, that
-        lock is released first if its owner still holds it (one command for both)."""
+        lock is released first if its owner still holds it, and with `end` (`Attempt.ending`) the
+        attempt's end is written to the timeline: one command for all."""
         args: list[Any] = [done, repr(time.time() if finished_at is None else finished_at),
-                           _milliseconds(touch_every), release.owner if release is not None else ""]
+                           _milliseconds(touch_every), release.owner if release is not None else "",
+                           len(end.args) if end is not None else 0, *(end.args if end is not None else ())]
         for name, (before, after) in sent.items():
             args += [name, _dump(before), _dump(after)]
         keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times"),
                 self._key(run_id, "expires"), self._key(run_id, "crashes"), self._key(run_id, "touched")]
-        if release is not None:
-            keys.append(release.key)
+        if release is not None or end is not None:
+            keys.append(release.key if release is not None else keys[0])  # not read without an owner
+        if end is not None:
+            keys += end.keys
         remaining, touch = self._restamp(keys=keys, args=args)
         return Settled(int(remaining), bool(touch))
 

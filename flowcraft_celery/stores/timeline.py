@@ -73,13 +73,18 @@ class Attempt:
 
     def end(self, state: str, retry_in: float | None = None) -> None:
         """Record the end: `succeeded`, `failed`, or `retrying` (next attempt in `retry_in` s)."""
+        self.timeline.apply(self.ending(state, retry_in))
+
+    def ending(self, state: str, retry_in: float | None = None) -> Write:
+        """`end` as of now without writing: the write, for a script that runs `RECORD` along with
+        other work (`RunLedger.settle`) or for `RunTimeline.apply` later."""
         now = time.time()
         self.entry.update(state=state, end=now)
         if retry_in is not None:
             self.entry["due"] = now + retry_in
         uses = str(self.entry.get("uses"))
         ran = [Observation(NODE_SECONDS, {"uses": uses}, now - float(self.entry.get("start") or now))]
-        self.timeline.write(self.run_id, self.token, self.entry, f"{state}|{uses}", observations=ran)
+        return self.timeline._write(self.run_id, self.token, self.entry, f"{state}|{uses}", "", ran)
 
 
 class RunTimeline:
@@ -111,8 +116,12 @@ class RunTimeline:
         """Record that an attempt starts now on `worker` after waiting `queue_wait` seconds on its
         queue (None: it did not come through a queue); returns the handle to record its end."""
         started, write = self.beginning(run_id, node_token, uses, attempt, worker, queue_wait)
-        self._record(keys=write.keys, args=write.args)
+        self.apply(write)
         return started
+
+    def apply(self, write: Write) -> None:
+        """Run one `RECORD` write (from `beginning` or `Attempt.ending`)."""
+        self._record(keys=write.keys, args=write.args)
 
     def beginning(self, run_id: str, node_token: str, uses: str, attempt: int, worker: str,
                   queue_wait: float | None = None) -> tuple[Attempt, Write]:
@@ -128,8 +137,7 @@ class RunTimeline:
               observations: Sequence[Observation] = ()) -> None:
         """Store one token's record, count `counter` (and `also`) and record `observations`: one
         script call."""
-        write = self._write(run_id, node_token, entry, counter, also, observations)
-        self._record(keys=write.keys, args=write.args)
+        self.apply(self._write(run_id, node_token, entry, counter, also, observations))
 
     def _write(self, run_id: str, node_token: str, entry: Mapping[str, Any], counter: str, also: str,
                observations: Sequence[Observation]) -> Write:

@@ -64,7 +64,7 @@ from flowcraft_celery.stores.base import MISSING, RecordedOutput
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
 from flowcraft_celery.stores.guard import TRANSIENT, log_level
 from flowcraft_celery.stores.ledger import Entered, Lock, Settled
-from flowcraft_celery.stores.timeline import Attempt
+from flowcraft_celery.stores.timeline import Attempt, Write
 
 logger = logging.getLogger("flowcraft.bridge")
 
@@ -214,6 +214,8 @@ class NodeExecution:
         self._settled = False
         #: The execution lock this execution holds when settling may release it (same Redis).
         self._lease: tuple[Held, Lock] | None = None
+        #: The timeline write of the attempt's end, made with the settle when it comes.
+        self._ending: Write | None = None
 
     @node_log_scope
     def handle(self) -> None:
@@ -388,8 +390,22 @@ class NodeExecution:
             _end_trace(trace, "retrying" if retrying else "failed", node.config.delay_seconds if retrying else None)
             self._attempt_failed(error, ctx)
             return
-        _end_trace(trace, "succeeded")
-        self._succeed(result)
+        # the end is written with the settle (one script), or on its own if the execution ends otherwise
+        self._ending = trace.ending("succeeded")
+        try:
+            self._succeed(result)
+        finally:
+            self._write_ending()
+
+    def _write_ending(self) -> None:
+        """Write the succeeded attempt's end to the timeline now, unless settling did (best effort)."""
+        ending, self._ending = self._ending, None
+        if ending is not None:
+            try:
+                self.rt.timeline.apply(ending)
+            except Exception as exc:
+                logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not record the attempt's "
+                           "end: %s", self.run_id, self.token, exc)
 
     def _queue_wait(self) -> float | None:
         """Seconds this message waited on its queue: from its publish, or its due time when it was
@@ -495,6 +511,7 @@ class NodeExecution:
                                       self._groups([m for m in written.values() if m is not inline])):
             sent[message.token] = message
         if inline is not None:
+            self._write_ending()  # the attempt ended: the timeline says so while the inlined one runs
             NodeExecution(self.task, self.rt, inline, self.depth + 1, own_message=False).handle()
         release = None
         if self._lease is not None:
@@ -502,8 +519,9 @@ class NodeExecution:
             held.stop_renewing()
         settled = self.rt.ledger.settle(self.run_id, self.token,
                                         {name: (written[name].to_wire(), sent[name].to_wire()) for name in written},
-                                        finished_at, self.rt.settings.touch_interval, release)
+                                        finished_at, self.rt.settings.touch_interval, release, self._ending)
         self._settled = True
+        self._ending = None
         if self._lease is not None:
             self._lease[0].released = True
         self._completed_or_touched(settled)

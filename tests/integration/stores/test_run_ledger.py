@@ -111,6 +111,18 @@ def test_entering_begins_in_the_timeline_only_an_attempt_that_will_run(ledger: R
     assert timeline.counters()["started|step"] == 1
 
 
+def test_settling_writes_the_attempts_end_to_the_timeline_and_keeps_re_stamping(ledger: RunLedger) -> None:
+    timeline = RunTimeline(ledger.client, ledger._prefix)
+    ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
+    started = timeline.begin("r", "a@0", "step", 1, "w1")
+    ledger.expect("r", {"b@0": {"node": "b", "sent": 2.0}})
+    settled = ledger.settle("r", "a@0", {"b@0": ({"node": "b", "sent": 2.0}, {"node": "b", "sent": 3.0})},
+                            end=started.ending("succeeded"))
+    assert settled.remaining == 1 and ledger.pending("r") == {"b@0": {"node": "b", "sent": 3.0}}
+    assert timeline.entries("r")["a@0"]["state"] == "succeeded"
+    assert timeline.counters()["succeeded|step"] == 1
+
+
 def test_entering_a_halted_or_lost_run_counts_nothing(ledger: RunLedger) -> None:
     lost = ledger.enter("gone", "a@0")
     assert lost.state.lost and lost.attempts == 0
