@@ -8,8 +8,9 @@ transport; requests and worker CPU time per node; long nodes spread over idle wo
 
 Needs the dev services (Azurite queue, cosmosdb-server, `redis-server` on PATH); the emulators'
 env vars default to `flowcraft-celery services up`'s. Redis commands are counted with MONITOR on a
-private `redis-server` this script starts (and stops), so nothing else's traffic is counted; Azure
-queue and Cosmos requests are counted in every worker process (see bench/workflow_nodes.py); worker
+private `redis-server` this script starts (and stops), so nothing else's traffic is counted (nor the
+connections on which the benchmark's long and pick-up nodes stamp their times), and are shown by
+name and key family per node (a script by its name); Azure queue and Cosmos requests are counted in every worker process (see bench/workflow_nodes.py); worker
 CPU time is read from the OS (psutil) for every process of each worker's tree. The raw round trip
 and ceiling are measured three times (before, between and after the workflow scenarios) and their
 medians are the references of the ratios.
@@ -268,6 +269,19 @@ def _command(line: str) -> str:
     return parts[1].lower() if len(parts) > 1 else ""
 
 
+def _client_of(line: str) -> str:
+    """The client address of a MONITOR line (`[db addr:port]`)."""
+    return line.split("[", 1)[-1].split("]", 1)[0].split(" ")[-1]
+
+
+def without_connections_of(lines: list[str], keys: Iterable[str]) -> list[str]:
+    """The lines of every connection that never touched `keys` (the benchmark nodes' own stamps,
+    written on connections of their own, are not the workers' traffic)."""
+    marks = tuple(f'"{key}"' for key in keys)
+    own = {_client_of(line) for line in lines if any(mark in line for mark in marks)}
+    return [line for line in lines if _client_of(line) not in own]
+
+
 #: Modules whose module-level Lua sources name the scripts EVALSHA runs (by their SHA1).
 SCRIPT_MODULES = ("flowcraft_celery.stores.ledger", "flowcraft_celery.stores.redis", "flowcraft_celery.stores.due",
                   "flowcraft_celery.stores.timeline", "flowcraft_celery.distributed.runs.delayed",
@@ -368,6 +382,7 @@ class Bench:
         from bench import workflow_nodes
 
         self.monitor.take()
+        own_keys = (workflow_nodes.LONG_KEY, workflow_nodes.PICKUP_KEY)
         workers_before, kinds_before = worker_counts(self.stats_dir), worker_kinds(self.stats_dir)
         queue_before, cosmos_before = STATS.total("queue"), sum(request_counts().values())
         own_kinds_before = _queue_kinds()
@@ -384,7 +399,7 @@ class Bench:
                 raise RuntimeError(f"run {handle.run_id} ended {doc.get('status')}: {doc.get('errors')}")
         cpu = tree_cpu(self.pids) - cpu_before
         time.sleep(2 * workflow_nodes.STATS_PERIOD + 0.1)
-        lines = self.monitor.take()
+        lines = without_connections_of(self.monitor.take(), own_keys)
         workers_after = worker_counts(self.stats_dir)
         kinds = worker_kinds(self.stats_dir) - kinds_before + own_kinds
         graph = self.client.runtime.blueprints[blueprint_id]
