@@ -6,8 +6,10 @@ says so and only while their channel has prefetch room, holds every received mes
 message is made visible up to a second before it is due) until its due time, and puts
 deliveries into the `Inbox`, which wakes the consuming thread. With Redis it waits in one
 BLPOP on the wake-up and due tokens of its Azure queues and its own nudge list (the consuming
-thread nudges it when a consumer is added or prefetch room opens). Without Redis it sleeps
-until the next scheduled poll or a nudge. It also runs the periodic upkeep (queue heartbeats).
+thread nudges it when a consumer is added or prefetch room opens) while some channel has room;
+while none has, only an ack or reject can give it work, so it waits for that in the process
+(no Redis command per ack; the tokens wait in Redis meanwhile). Without Redis it sleeps until
+the next scheduled poll or a nudge. It also runs the periodic upkeep (queue heartbeats).
 
 With Redis, a second thread owns the transient queues (control, replies, events): it keeps
 them alive and waits in its own BLPOP on their lists and its nudge list. So a stalled Azure
@@ -135,6 +137,8 @@ class Receiver:
         self._stop = threading.Event()
         self._starving: set[Hashable] = set()
         self._redis_down_until = 0.0
+        #: Whether the loop waits in BLPOP (so an interrupt must nudge it through Redis).
+        self._in_blpop = False
         self._thread: threading.Thread | None = None
         self._transient_thread: threading.Thread | None = None
         self._transient_nudge = f"{signals.nudge_key}:transient" if signals is not None else ""
@@ -192,8 +196,9 @@ class Receiver:
         return held
 
     def _interrupt(self) -> None:
+        """Wake the loop: its event, and a nudge only while it waits (or is about to) in BLPOP."""
         self._event.set()
-        if self._signals is not None and self._blocking is not None and self._redis_ok():
+        if self._in_blpop and self._signals is not None and self._blocking is not None and self._redis_ok():
             self._signals.nudge()
 
     def _redis_ok(self) -> bool:
@@ -277,11 +282,10 @@ class Receiver:
         if self._timed:
             wake_at = min(wake_at, now + max(0.0, self._timed[0][0] - time.time()))
         timeout = min(MAX_WAIT, max(0.0, wake_at - now))
-        if self._signals is not None and self._redis_ok():
+        if self._signals is not None and self._redis_ok() and ready:
             self._wait_redis(table, azure, ready, timeout)
-        else:
-            if self._event.wait(timeout):
-                self._event.clear()
+        elif self._event.wait(timeout):  # no channel has room: only an ack (or a stop) matters now
+            self._event.clear()
 
     def _wait_redis(
         self, table: dict[str, Consumption], azure: dict[str, Consumption], ready: list[str], timeout: float
@@ -295,10 +299,16 @@ class Receiver:
         for queue in ready:
             keys[signals.keys.wake(queue)] = ("wake", queue)
         keys[signals.nudge_key] = ("nudge", "")
-        self._event.clear()
         if timeout < 0.001:
             return
-        popped = self._blocking.blpop(list(keys), timeout=timeout)
+        self._in_blpop = True  # from here on `_interrupt` nudges; what it set before is seen now
+        try:
+            if self._event.is_set():
+                self._event.clear()
+                return
+            popped = self._blocking.blpop(list(keys), timeout=timeout)
+        finally:
+            self._in_blpop = False
         self._redis_answered()
         if popped is None:
             return
