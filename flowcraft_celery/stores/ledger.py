@@ -123,6 +123,11 @@ end
 return 1
 """
 
+#: A run's tokens (finished, then pending, flattened) and its dynamic additions, in one command.
+_KNOWN = """
+return {redis.call('SMEMBERS', KEYS[1]), redis.call('HKEYS', KEYS[2]), redis.call('HVALS', KEYS[3])}
+"""
+
 _REFRESH = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 and redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -235,6 +240,7 @@ class RunLedger:
         self._refresh = client.register_script(_REFRESH)
         self._restamp = client.register_script(_RESTAMP)
         self._expect = client.register_script(_EXPECT)
+        self._known = client.register_script(_KNOWN)
 
     def _key(self, run_id: str, name: str) -> str:
         return f"{self._prefix}run:{run_id}:{name}"
@@ -421,10 +427,18 @@ class RunLedger:
             finished, pending = pipe.execute()
         return {_text(t) for t in (*finished, *pending)}
 
-    def expire_run(self, run_id: str, seconds: int) -> None:
-        """Let every key of the run expire `seconds` from now (one command)."""
+    def expire_run(self, run_id: str, seconds: int, also: Iterable[str] = ()) -> None:
+        """Let every key of the run, and the keys `also` (its joins and claims), expire `seconds`
+        from now (one command)."""
         marker = self._key(run_id, "expires")
-        self._expire(keys=[marker, *(key for key in self.keys(run_id) if key != marker)], args=[seconds])
+        keys = [marker, *(key for key in self.keys(run_id) if key != marker), *also]
+        self._expire(keys=keys, args=[seconds])
+
+    def tokens_and_dynamic(self, run_id: str) -> tuple[set[str], list[dict[str, Any]]]:
+        """`tokens` and `dynamic` in one command."""
+        finished, pending, additions = self._known(
+            keys=[self._key(run_id, "finished"), self._key(run_id, "pending"), self._key(run_id, "dynamic")])
+        return {_text(t) for t in (*finished, *pending)}, [json.loads(v) for v in additions]
 
     def delete_run(self, run_id: str, dry_run: bool = False) -> int:
         """Delete the run's keys (with `dry_run` only count them); return how many existed."""

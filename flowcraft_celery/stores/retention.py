@@ -46,8 +46,11 @@ class RunRecords:
     def expire(self, run_id: str, seconds: int, scopes: Sequence[str]) -> None:
         """Let every record of the run expire `seconds` from now."""
         self.contexts.expire_run(run_id, seconds)
-        self.coordination.expire_scopes(scopes, seconds)
-        self.ledger.expire_run(run_id, seconds)
+        if getattr(self.coordination, "client", None) is self.ledger.client:  # one Redis: joins expire with the ledger
+            self.ledger.expire_run(run_id, seconds, self.coordination.scope_keys(scopes))
+        else:
+            self.coordination.expire_scopes(scopes, seconds)
+            self.ledger.expire_run(run_id, seconds)
         self.statuses.expire(run_id, seconds)
 
     def finished_before(self, before: float) -> Iterator[RunStatusDoc]:
