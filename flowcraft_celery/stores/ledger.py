@@ -82,9 +82,10 @@ return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or
 #: `check` and, unless finished, halted or lost, count an attempt and mark the token recording;
 #: with a 7th key, first take that lock for ARGV[2] for ARGV[3] ms (as stores/redis.py's acquire)
 #: and do nothing else when another holds it (the 7th reply element says whether it is held);
-#: with ARGV[4], the crash limit, an attempt that will run (counted, no output maybe recorded,
-#: under the limit) is also begun in the timeline: `timeline.RECORD` on KEYS[8..11] with
-#: ARGV[5..] (the 8th reply element says whether it was).
+#: with ARGV[5] and ARGV[6] (a blueprint and version, '' for none), the attempt is counted only
+#: when the token's pending entry names them; with ARGV[4], the crash limit, an attempt that will
+#: run (counted, no output maybe recorded, under the limit) is also begun in the timeline:
+#: `timeline.RECORD` on KEYS[8..11] with ARGV[7..] (the 8th reply element says whether it was).
 _ENTER = "local function record(KEYS, ARGV)\n" + RECORD + "end\n" + """
 if #KEYS > 6 then
   local holder = redis.call('GET', KEYS[7])
@@ -100,19 +101,30 @@ local finished = redis.call('SISMEMBER', KEYS[1], ARGV[1])
 local halted = redis.call('GET', KEYS[2]) or ''
 local recording = redis.call('SISMEMBER', KEYS[3], ARGV[1])
 local generation = redis.call('GET', KEYS[4]) or ''
+local entry = redis.call('HGET', KEYS[5], ARGV[1]) or ''
+local due = 1
+if (ARGV[5] or '') ~= '' then
+  due = 0
+  if entry ~= '' then
+    local pending = cjson.decode(entry)
+    local version = pending['ver']
+    if version == nil or version == cjson.null then version = '' end
+    if pending['bp'] == ARGV[5] and version == ARGV[6] then due = 1 end
+  end
+end
 local attempts = 0
-if finished == 0 and halted == '' and generation ~= '' then
+if finished == 0 and halted == '' and generation ~= '' and due == 1 then
   attempts = redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
   redis.call('SADD', KEYS[3], ARGV[1])
 end
 local traced = 0
 if attempts > 0 and recording == 0 and (ARGV[4] or '') ~= '' and attempts - 1 < tonumber(ARGV[4]) then
   local args = {}
-  for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
+  for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
   record({KEYS[8], KEYS[9], KEYS[10], KEYS[11]}, args)
   traced = 1
 end
-return {finished, halted, recording, generation, redis.call('HGET', KEYS[5], ARGV[1]) or '', attempts, 1, traced}
+return {finished, halted, recording, generation, entry, attempts, 1, traced}
 """
 
 _EXPIRE = """
@@ -307,7 +319,7 @@ class RunLedger:
                           json.loads(entry) if entry else None)
 
     def enter(self, run_id: str, node_token: str, lock: Lock | None = None, begin: Write | None = None,
-              crash_limit: int = 0) -> Entered:
+              crash_limit: int = 0, expect: tuple[str, str | None] | None = None) -> Entered:
         """`check`, and unless the token finished, the run halted or its state is lost, also
         `begin_attempt` and `mark_recording` (an attempt that starts now may record an output),
         in one round trip. `settle` of the token ends the attempt as `end_attempt` does. With
@@ -315,16 +327,19 @@ class RunLedger:
         when another holds it nothing else happens and `held` is False. With `lock` and `begin` (a
         timeline write, `RunTimeline.beginning`), an attempt that will run now (counted, no output
         maybe recorded, fewer than `crash_limit` earlier attempts unended) is begun in the timeline
-        in the same script too (`begun`)."""
+        in the same script too (`begun`). With `lock` and `expect` (the blueprint and version a
+        message names), nothing is counted unless the token is pending as such a message."""
         keys = [self._key(run_id, "finished"), self._key(run_id, "halt"), self._key(run_id, "recording"),
                 self._key(run_id, "gen"), self._key(run_id, "pending"), self._key(run_id, "crashes")]
         args: list[Any] = [node_token]
         if lock is not None:
             keys.append(lock.key)
             args += [lock.owner, _milliseconds(lock.ttl)]
+            blueprint, version = expect if expect is not None else ("", None)
+            args += [crash_limit if begin is not None else "", blueprint, version or ""]
             if begin is not None:
                 keys += begin.keys
-                args += [crash_limit, *begin.args]
+                args += begin.args
         finished, halted, recording, generation, entry, attempts, held, begun = self._enter(keys=keys, args=args)
         marker = _text(generation)
         state = TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,

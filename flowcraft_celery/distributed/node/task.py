@@ -231,7 +231,10 @@ class NodeExecution:
 
     def _handle(self) -> None:
         """Drop what is done or halted, rebuild a run whose Redis state was lost, check the
-        blueprint, then run the node."""
+        blueprint, then run the node (an ordinary execution's message in one Redis command less:
+        `_run_at_once`)."""
+        if self._run_at_once():
+            return
         state = self.rt.ledger.check(self.run_id, self.token)
         if state.lost and not (state.finished or state.halted):
             presence = ensure_state(self.app, self.rt, self.run_id)
@@ -302,6 +305,35 @@ class NodeExecution:
         if node.uses in RUNNER_BUILTINS:
             self._builtin(node.uses, node_input)
             return
+        self._run_leased(node, node_input)
+
+    def _run_at_once(self) -> bool:
+        """Run an ordinary node's own message without `check` first: what the message says is
+        checked here (blueprint and version known, the node an ordinary one), and what the run
+        says is checked by the ledger's enter script, which counts the attempt only for a run
+        whose state is there, not halted, with this token pending as this message names it. False
+        (nothing done) when the message or the run needs the full path of `_handle`."""
+        msg = self.msg
+        if msg.done is not None or msg.resume is not None or msg.child is not None or msg.wake:
+            return False
+        blueprint = self.rt.blueprints.get(msg.blueprint_id)
+        if blueprint is None or blueprint.run_version != msg.version \
+                or self._ledger_lock_key(f"exec:{self.run_id}:{self.token}") is None:
+            return False
+        graph = run_graph(self.rt, blueprint, self.run_id, msg.dynamic)
+        node = graph.nodes.get(self.node_id)
+        if node is None or node.uses in RUNNER_BUILTINS:
+            return False
+        self.blueprint, self.graph = blueprint, graph
+        node_input = semantics.resolve_input(graph, node, msg.value, self._lookup, self.iteration)
+        return self._run_leased(node, node_input, (msg.blueprint_id, msg.version))
+
+    def _run_leased(self, node: NodeDefinition, node_input: Any, expect: tuple[str, str | None] | None = None
+                    ) -> bool:
+        """Run the node under its execution lock (another copy of the message running it: the
+        message comes back later). With `expect` (the blueprint and version the message names),
+        the ledger also checks that the token is pending with them: when it is not (or the run's
+        state is lost) nothing was counted and False says so, once the lock is released."""
         name = f"exec:{self.run_id}:{self.token}"
         lock_key = self._ledger_lock_key(name)
         entered: list[Entered] = []
@@ -312,7 +344,7 @@ class NodeExecution:
         def enter_holding(owner: str, ttl: float) -> bool:
             assert lock_key is not None
             result = self.rt.ledger.enter(self.run_id, self.token, Lock(lock_key, owner, ttl), begin,
-                                          self.rt.settings.crash_limit)
+                                          self.rt.settings.crash_limit, expect)
             if result.held:
                 entered.append(result)
             return result.held
@@ -321,26 +353,31 @@ class NodeExecution:
                    acquire=enter_holding if lock_key is not None else None) as held:
             if not held:  # another copy of this message is running it right now
                 self._requeue(self.msg, 5)
-                return
-            if lock_key is not None:
-                self._lease = (held, Lock(lock_key, held.owner, 0.0))
+                return True
             again, attempts, _, begun = entered[0] if entered else self.rt.ledger.enter(self.run_id, self.token)
             if again.finished or again.halted:  # a copy that held the lease before us finished it
-                return
+                return True
+            if expect is not None and not attempts:  # lost, not pending, or pending as another message
+                return False
+            if lock_key is not None:
+                self._lease = (held, Lock(lock_key, held.owner, 0.0))
+            if again.pending is not None:
+                self.entry = NodeMessage.from_wire(again.pending)
             self._marked = attempts > 0
             try:
                 recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration) \
                     if again.maybe_recorded else None
                 if recorded is not None:
                     self._succeed(_result_of(recorded), _decision_of(recorded), recorded=True)
-                    return
+                    return True
                 crashes = (attempts or self.rt.ledger.begin_attempt(self.run_id, self.token)) - 1
                 if crashes >= self.rt.settings.crash_limit:
                     self._crash_loop(crashes)
-                    return
+                    return True
                 self._attempt(node, node_input, started if begun else None)
             finally:
                 self._end_attempt()
+        return True
 
     def _ledger_lock_key(self, name: str) -> str | None:
         """The Redis key of lock `name` when the ledger can take and release it in its own scripts

@@ -111,6 +111,20 @@ def test_entering_begins_in_the_timeline_only_an_attempt_that_will_run(ledger: R
     assert timeline.counters()["started|step"] == 1
 
 
+def test_entering_for_a_message_counts_only_when_the_token_is_pending_as_it_names_it(ledger: RunLedger) -> None:
+    key = RedisCoordinationStore(ledger.client, ledger._prefix).lock_key("exec:r:a@0")
+    ledger.begin("r", 1, {"a@0": {"run": "r", "bp": "flow", "ver": None, "node": "a"},
+                          "b@0": {"run": "r", "bp": "flow", "ver": "2", "node": "b"}})
+    stale = ledger.enter("r", "a@0", Lock(key, "one", 30), expect=("flow", "1"))  # another version's message
+    assert stale.held and stale.attempts == 0 and ledger.unended_attempts("r") == {}
+    ledger.client.delete(key)
+    assert ledger.enter("r", "a@0", Lock(key, "one", 30), expect=("flow", None)).attempts == 1
+    assert ledger.enter("r", "b@0", Lock(key + "b", "one", 30), expect=("flow", "2")).attempts == 1
+    assert ledger.enter("r", "c@0", Lock(key + "c", "one", 30), expect=("flow", "2")).attempts == 0  # not due
+    lost = ledger.enter("gone", "a@0", Lock(key + "d", "one", 30), expect=("flow", None))
+    assert lost.state.lost and lost.attempts == 0
+
+
 def test_settling_writes_the_attempts_end_to_the_timeline_and_keeps_re_stamping(ledger: RunLedger) -> None:
     timeline = RunTimeline(ledger.client, ledger._prefix)
     ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
