@@ -237,6 +237,22 @@ def test_a_message_for_a_transient_queue_whose_owner_died_is_dropped_not_recreat
     assert publisher.size("reply") == 0
 
 
+def test_a_keepalive_renews_every_queue_of_the_process_with_its_bindings_in_one_command(
+        fake_services: FakeServices) -> None:
+    owner, publisher = transient(fake_services), transient(fake_services)
+    owner.declare("pidbox", {"x-expires": 10_000})
+    owner.declare("events", {"x-message-ttl": 5_000})
+    owner.bind("pidbox", "control", "fanout", "")
+    owner.bind("events", "ev", "topic", "worker.#")
+    client = fake_services.redis_client()
+    keys = RedisKeys("t:")
+    client.delete(keys.alive("pidbox"), keys.alive("events"), keys.bindings("control"), keys.bindings("ev"))
+    owner.keepalive()
+    assert 0 < client.pttl(keys.alive("pidbox")) <= 10_000 and client.get(keys.alive("events")) == "m5000"
+    assert publisher.routes("control") == [("fanout", "", "pidbox")]
+    assert publisher.routes("ev") == [("topic", "worker.#", "events")]
+
+
 def test_transient_bindings_route_publishers_until_the_queue_is_deleted(fake_services: FakeServices) -> None:
     owner, publisher = transient(fake_services), transient(fake_services)
     owner.declare("host.pidbox", {}, True)
