@@ -32,6 +32,9 @@ broker_transport_options = {
     "retry_first_backoff": _settings.storage_retry_backoff,
     "retry_max_backoff": _settings.storage_retry_max_backoff,
     "retry_total": _settings.storage_retry_total,
+    # Further storage accounts for queue shards (FLOWCRAFT_STORAGE_ACCOUNTS, whitespace-separated connection
+    # strings): shard i of each node queue lives in account i mod K, account 0 being the connection string's.
+    "storage_accounts": list(_settings.storage_accounts),
 }
 # Results: Cosmos DB (flowcraft_celery/backends/cosmos.py). A node task's result is small (its run
 # and the nodes it handled) and kept in Redis; a run's state lives in the context and status stores.

@@ -7,9 +7,11 @@ twice, flat worker memory, Redis back to its baseline after retention, reconcile
 
 Runs of start -> 8 parallel -> all-join (10 nodes each) arrive at `--rate` runs per second until
 `--nodes` node executions are due; two `celery worker` processes (prefork -c 2, Celery's other
-defaults, no -Q) and one `celery beat` serve them, over the dev services (Azurite, cosmosdb-server)
-with a queue prefix, key prefix and Cosmos database of its own, and a private `redis-server` (so its
-memory is the deployment's alone). At the end it checks and prints:
+defaults, no -Q) and one `celery beat` serve them, over an Azurite, a cosmosdb-server and a
+`redis-server` of the soak's own on free ports (so its load neither slows nor is stalled by other work
+on the dev services, and Redis's memory is the deployment's alone; `--shared-emulators` uses the dev
+services' Azurite and Cosmos emulator instead). A start that is not taken in time is tried again with
+the same run id, as a user would, and counted. At the end it checks and prints:
 
 * every run completed, and each node of each run executed exactly once (the node appends
   `<run> <node>` to a file; a lost message shows as a missing line, a redelivery as a second one);
@@ -44,9 +46,58 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import soak_nodes  # noqa: E402
-from bench.workflow_bench import PrivateRedis, _delete_queues  # noqa: E402
-from flowcraft_celery.devtools import devservices  # noqa: E402
+from bench.workflow_bench import PrivateRedis, _delete_queues, _free_port  # noqa: E402
+from flowcraft_celery.devtools import background, devservices  # noqa: E402
 from flowcraft_celery.distributed.client import Client  # noqa: E402
+from flowcraft_celery.distributed.runs.errors import StartError  # noqa: E402
+
+#: Times one start is tried (same run id) before the soak gives up: a start that the broker or a
+#: store did not take in time is retried, as a user would, and counted.
+START_TRIES = 5
+
+
+class PrivateEmulators:
+    """Azurite and the Cosmos emulator of the soak's own on free ports, stopped by PID: an hour of
+    load must neither slow the shared dev services nor be stalled by other work on them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.ports = devservices.Ports(*(_free_port() for _ in range(5)))
+        launches = devservices.launches(self.ports, ROOT)
+        self.launches = [launches[0], next(la for la in launches if la.key.startswith("cosmosdb-server"))]
+
+    def start(self) -> dict[str, str]:
+        """Start both, wait until they answer; the variables that point the app at them."""
+        for launch in self.launches:
+            background.start(self.folder, launch.key, launch.argv)
+        deadline = time.monotonic() + 90
+        while not all(e.probe(e.host, e.port) for la in self.launches for e in la.endpoints):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"private emulators did not answer; logs in {self.folder}")
+            time.sleep(0.2)
+        names = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_COSMOS_CONNECTION_STRING", "FLOWCRAFT_COSMOS_VERIFY_TLS")
+        return {name: value for name, value in devservices.env_vars(self.ports).items() if name in names}
+
+    def stop(self) -> None:
+        """Stop both by PID (TERM, then KILL)."""
+        for launch in self.launches:
+            background.stop(self.folder, launch.key, launch.program, grace=5.0)
+
+
+def start_run(client: Client) -> tuple[str, int]:
+    """Start one soak run; a start not taken in time is tried again with the same run id (so it
+    never starts twice). Returns the run id and the retries it needed."""
+    run_id = uuid.uuid4().hex
+    for retry in range(START_TRIES):
+        try:
+            return client.start(soak_nodes.SOAK_ID, run_id=run_id).run_id, retry
+        except StartError as exc:
+            if retry == START_TRIES - 1:
+                raise
+            print(f"start of {run_id} not taken ({exc}); trying again", flush=True)
+            time.sleep(2.0 * (retry + 1))
+    raise AssertionError("unreachable")
+
 
 #: Slack allowed over the Redis baseline after retention (allocator noise), bytes.
 MEMORY_SLACK = 1024 * 1024
@@ -116,6 +167,7 @@ def soak(args: argparse.Namespace, env: dict[str, str], work: Path, private: red
     client = Client()
     rss: list[int] = []
     run_ids: list[str] = []
+    retried = 0
     with WorkerGroup(env, work / "workers", cwd=ROOT) as group:
         workers = [group.worker(concurrency=2).pid for _ in range(2)]
         group.beat()
@@ -129,7 +181,8 @@ def soak(args: argparse.Namespace, env: dict[str, str], work: Path, private: red
         last_poll = began
         for i in range(runs_due):
             time.sleep(max(0.0, began + i / args.rate - time.monotonic()))
-            run_id = client.start(soak_nodes.SOAK_ID).run_id
+            run_id, retries = start_run(client)
+            retried += retries
             run_ids.append(run_id)
             pending.add(run_id)
             if time.monotonic() - last_poll >= 1:  # poll often: a finished run is gone after its retention
@@ -166,7 +219,8 @@ def soak(args: argparse.Namespace, env: dict[str, str], work: Path, private: red
     passes = counters.get("reconcile|quiet", 0) + counters.get("reconcile|active", 0)
     resent = counters.get("republished|", 0)
     mib = 1024 * 1024
-    print(f"runs started {len(run_ids)} over {elapsed:.0f} s (target {args.rate}/s), nodes due {len(expected)}")
+    print(f"runs started {len(run_ids)} over {elapsed:.0f} s (target {args.rate}/s), nodes due {len(expected)}; "
+          f"starts tried again {retried}")
     print(f"runs final {sum(statuses.values())}: {dict(statuses)}; still running {len(pending)}")
     print(f"node executions {sum(done.values())}: missing {len(missing)}, run twice {twice}")
     print(f"worker RSS (2 workers + pool children, {len(rss)} samples): first {rss[0] / mib:.1f} MiB, "
@@ -195,12 +249,17 @@ def main() -> None:
     parser.add_argument("--retention", type=float, default=30.0, help="seconds a finished run is kept")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between worker RSS samples")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for runs after the last start")
+    parser.add_argument("--shared-emulators", action="store_true",
+                        help="use the dev services' Azurite and Cosmos emulator instead of private ones")
     args = parser.parse_args()
     for name, value in devservices.env_vars(devservices.Ports.from_env()).items():
         os.environ.setdefault(name, value)
-    conn_str = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
     tag = f"sk-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="soak-"))
+    emulators = None if args.shared_emulators else PrivateEmulators(work / "emulators")
+    if emulators is not None:
+        os.environ.update(emulators.start())
+    conn_str = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
     private = PrivateRedis(work / "redis.log")
     env = {"FLOWCRAFT_QUEUE_PREFIX": f"{tag}-", "FLOWCRAFT_KEY_PREFIX": f"{tag}:", "FLOWCRAFT_COSMOS_DATABASE": tag,
            "REDIS_URL": private.url(0), "FLOWCRAFT_RETENTION_DAYS": repr(args.retention / 86400),
@@ -214,10 +273,13 @@ def main() -> None:
         passed = soak(args, env, work, redis.Redis.from_url(private.url(0)))
     finally:
         private.stop()
-        _delete_queues(conn_str, f"{tag}-")
-        with contextlib.suppress(Exception):
-            from flowcraft_celery.stores.cosmos_client import get_client
-            get_client().delete_database(tag)
+        if emulators is not None:
+            emulators.stop()
+        else:
+            _delete_queues(conn_str, f"{tag}-")
+            with contextlib.suppress(Exception):
+                from flowcraft_celery.stores.cosmos_client import get_client
+                get_client().delete_database(tag)
     sys.exit(0 if passed else 1)
 
 

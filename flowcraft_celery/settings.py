@@ -20,7 +20,15 @@ from typing import Any
 
 from flowcraft_celery.engine.builtins import DEFAULT_SUBFLOW_DEPTH, DEFAULT_WEBHOOK_BASE_URL
 from flowcraft_celery.errors import FlowcraftError
-from transports.azurequeue import QUEUE_NAME_RULE, Options, prefix_problem, queue_problem
+from transports.azurequeue import (
+    QUEUE_NAME_RULE,
+    Options,
+    Secret,
+    account_entries,
+    account_problem,
+    prefix_problem,
+    queue_problem,
+)
 
 #: Where Redis is when REDIS_URL is not set (the dev services' Redis).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -42,6 +50,8 @@ class _Kind:
 
     read: Callable[[Any], Any]
     wanted: str
+    #: The value is a secret: errors never show it, only what `read` says is wrong.
+    secret: bool = False
 
 
 def _number(kind: type[int] | type[float], least: float, strict: bool = False) -> _Kind:
@@ -85,6 +95,19 @@ def _items(value: Any) -> tuple[str, ...]:
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
+def _accounts(value: Any) -> tuple[Secret, ...]:
+    """Storage accounts: connection strings or `azurequeue://<credential>@<account url>`, separated by
+    whitespace (from the environment) or a list (from a configuration); each checked, none shown."""
+    if not isinstance(value, (str, list, tuple)):
+        raise ValueError("not a list of connection strings")
+    entries = account_entries(value)
+    for number, entry in enumerate(entries, 1):
+        problem = account_problem(entry)
+        if problem is not None:
+            raise ValueError(f"entry {number} (storage account {number}) is not usable: {problem}")
+    return tuple(Secret(entry) for entry in entries)
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -97,6 +120,8 @@ TEXT = _Kind(_text, "text")
 CREDENTIAL = _Kind(_credential, "a credential name or a TokenCredential")
 LIST = _Kind(_items, "a comma-separated list")
 FLAG = _Kind(_flag, "true or false")
+ACCOUNTS = _Kind(_accounts, "storage accounts: connection strings or azurequeue://<credential>@<account url>",
+                 secret=True)
 POSITIVE = _number(float, 0, strict=True)
 NOT_NEGATIVE = _number(float, 0)
 COUNT = _number(int, 0)
@@ -154,6 +179,8 @@ SPECS: dict[str, _Spec] = {
     "reconcile_interval": _Spec("flowcraft_reconcile_interval", "FLOWCRAFT_RECONCILE_INTERVAL", 30.0, POSITIVE),
     "reconcile_budget": _Spec("flowcraft_reconcile_budget", "FLOWCRAFT_RECONCILE_BUDGET", 200, AT_LEAST_ONE),
     "queue_shards": _Spec("flowcraft_queue_shards", "FLOWCRAFT_QUEUE_SHARDS", 1, AT_LEAST_ONE),
+    "storage_accounts": _Spec("broker_transport_options.storage_accounts", "FLOWCRAFT_STORAGE_ACCOUNTS", (),
+                              ACCOUNTS),
     "retention_days": _Spec("flowcraft_retention_days", "FLOWCRAFT_RETENTION_DAYS", 7.0, NOT_NEGATIVE),
     "inline_depth": _Spec("flowcraft_inline_depth", "FLOWCRAFT_INLINE_DEPTH", 0, COUNT),
     "fanout_group": _Spec("flowcraft_fanout_group", "FLOWCRAFT_FANOUT_GROUP", 1, AT_LEAST_ONE),
@@ -202,6 +229,9 @@ class Settings:
     reconcile_budget: int = SPECS["reconcile_budget"].default
     #: Azure queues the default queue's node messages are spread over, by run (`distributed/core/shards.py`).
     queue_shards: int = SPECS["queue_shards"].default
+    #: Further storage accounts for queue shards: shard i of a node queue lives in account i mod K (account 0:
+    #: AZURE_STORAGE_CONNECTION_STRING's), `transports/azurequeue/accounts.py`.
+    storage_accounts: tuple[Secret, ...] = SPECS["storage_accounts"].default
     #: Days a finished run's records are kept; 0 keeps them for ever.
     retention_days: float = SPECS["retention_days"].default
     inline_depth: int = SPECS["inline_depth"].default
@@ -225,9 +255,11 @@ class Settings:
                 continue
             try:
                 values[attribute] = spec.kind.read(value)
-            except ValueError:
+            except ValueError as exc:
                 fix = f"{spec.env} sets it from the environment; " if spec.env else ""
-                raise SettingError(spec.key, f"{spec.key} must be {spec.kind.wanted}, got {value!r:.80}",
+                detail = f"{spec.key}: {exc}" if spec.kind.secret else \
+                    f"{spec.key} must be {spec.kind.wanted}, got {value!r:.80}"
+                raise SettingError(spec.key, detail,
                                    f"{fix}the default is {spec.default!r}") from None
         return cls(**values)
 
@@ -244,7 +276,7 @@ class Settings:
             try:
                 values[attribute] = spec.kind.read(text)
             except ValueError as exc:
-                raise SettingError(spec.env, f"{text!r} is not {exc}",
+                raise SettingError(spec.env, str(exc) if spec.kind.secret else f"{text!r} is not {exc}",
                                    f"unset it for the default ({_shown(spec.default)})") from None
         settings = cls(**values)
         for attribute, name, problem, example in settings.queue_name_problems():

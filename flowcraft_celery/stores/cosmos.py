@@ -508,15 +508,18 @@ class CosmosStatusStore:
 
     def finish(
         self, run_id: str, status: RunState, result: Mapping[str, Any] | None,
-        errors: Sequence[Mapping[str, Any]],
+        errors: Sequence[Mapping[str, Any]], expire_after: int | None = None,
     ) -> bool:
-        """Move the run to a final state once; True only for the call that did it."""
+        """Move the run to a final state once (with `expire_after`, its per-item TTL in the same
+        patch); True only for the call that did it."""
         if status not in FINAL_STATES:
             raise ValueError(f"{status!r} is not a final state ({sorted(FINAL_STATES)})")
-        changes = {
+        changes: dict[str, Any] = {
             "status": status, "result": dict(result) if result is not None else None,
             "errors": [dict(e) for e in errors], "wakeAt": None, "lastUpdated": time.time(),
         }
+        if expire_after is not None:
+            changes["ttl"] = expire_after
         check_item_size("result", changes, changes)
         return self._guarded_patch(run_id, changes)
 

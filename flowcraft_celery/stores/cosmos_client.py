@@ -49,7 +49,7 @@ from azure.cosmos.exceptions import (
 from requests.adapters import HTTPAdapter
 
 from flowcraft_celery.errors import FlowcraftError
-from transports.azurequeue import ThrottleWatch, cosmos_throttle_kind
+from transports.azurequeue import HttpEnvironment, ThrottleWatch, cosmos_throttle_kind
 
 CONNECTION_STRING_ENV = "AZURE_COSMOS_CONNECTION_STRING"
 VERIFY_TLS_ENV = "FLOWCRAFT_COSMOS_VERIFY_TLS"
@@ -257,13 +257,19 @@ COSMOS_WATCH = ThrottleWatch(
 
 
 class _CountingTransport(RequestsTransport):
-    """The azure-core requests transport, counting each request by Cosmos operation type."""
+    """The azure-core requests transport, counting each request by Cosmos operation type. Its
+    session does not read the environment per request; the proxies the environment names for
+    the account are looked up once (`HttpEnvironment`)."""
+
+    _environment = HttpEnvironment()
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         """Count, send, and tell the throttle watch how it was answered. An upsert whose connection
         was reset before an answer came is sent again here (it is idempotent; the SDK retries only
         reads after a reset), so a reset does not turn into a failed context write."""
         op = operation_of(request.method, urlparse(request.url).path, request.headers)
+        if kwargs.get("proxies") is None:
+            kwargs["proxies"] = self._environment.proxies(request.url)
         for attempt in range(UPSERT_RESET_RETRIES + 1):
             with _counts_lock:
                 _counts[op] += 1

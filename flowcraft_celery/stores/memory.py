@@ -167,7 +167,7 @@ class MemoryStatusStore:
             return True
 
     def finish(self, run_id: str, status: RunState, result: Mapping[str, Any] | None,
-               errors: Sequence[Mapping[str, Any]]) -> bool:
+               errors: Sequence[Mapping[str, Any]], expire_after: int | None = None) -> bool:
         with self._lock:
             doc = self._docs.get(run_id)
             if doc is None or doc.get("status") in FINAL_STATES:

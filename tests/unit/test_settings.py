@@ -76,3 +76,28 @@ def test_a_wrong_configuration_value_is_named_not_mapped_to_a_default(conf: dict
     with pytest.raises(SettingError) as caught:
         Settings.from_conf(conf)
     assert str(caught.value).startswith(said), str(caught.value)
+
+
+ACCOUNT = ("DefaultEndpointsProtocol=http;AccountName=acct{n};AccountKey=c2VjcmV0{n}0=;"
+           "QueueEndpoint=http://127.0.0.1:1/acct{n}")
+
+
+def test_further_storage_accounts_reach_the_transport_masked(monkeypatch: pytest.MonkeyPatch,
+                                                              celeryconfig: ModuleType) -> None:
+    entries = [ACCOUNT.format(n=1), "azurequeue://DefaultAzureCredential@https://acct2.queue.core.windows.net"]
+    monkeypatch.setenv("FLOWCRAFT_STORAGE_ACCOUNTS", "\n".join(entries) + "\n")
+    importlib.reload(celeryconfig)
+    passed = celeryconfig.broker_transport_options["storage_accounts"]
+    assert passed == entries and "secret" not in repr(passed) and "acct2" not in repr(passed)
+    assert Settings.from_conf(vars(celeryconfig)).storage_accounts == tuple(entries)
+
+
+@pytest.mark.parametrize("bad", ["hunter2", "AccountName=hunter2", "azurequeue://hunter2"])
+def test_a_storage_account_that_cannot_work_is_named_by_its_number_never_shown(bad: str) -> None:
+    with pytest.raises(SettingError) as caught:
+        Settings.from_env({"FLOWCRAFT_STORAGE_ACCOUNTS": f"{ACCOUNT.format(n=1)} {bad}"})
+    said = str(caught.value)
+    assert said.startswith("FLOWCRAFT_STORAGE_ACCOUNTS: entry 2 (storage account 2) is not usable: "), said
+    assert "hunter2" not in said and "c2VjcmV0" not in said
+    with pytest.raises(SettingError, match=r"^broker_transport_options.storage_accounts: entry 1 "):
+        Settings.from_conf({"broker_transport_options": {"storage_accounts": [bad]}})

@@ -52,11 +52,12 @@ Connection String
                                                       # Storage Blob Data Contributor for large bodies)
 
 Connecting (Kombu's ``connect()``/``ensure_connection``, a Celery worker's start) makes one request
-to the account (list one queue name, no retry, timeout Kombu's ``connect_timeout`` / Celery's
-``broker_connection_timeout``, at most 5 s) and, with ``redis_url``, one Redis PING: an account or
-Redis that does not answer, or a key the account refuses, fails the connection with an error that
-names the (masked) URL, so Celery prints ``Cannot connect to azurequeue://**@…: … does not answer``
-and retries as for any broker. A healthy account costs one request (~10 ms) per connection.
+to the account, and to each account of ``storage_accounts`` (list one queue name, no retry,
+timeout Kombu's ``connect_timeout`` / Celery's ``broker_connection_timeout``, at most 5 s) and,
+with ``redis_url``, one Redis PING: an account or Redis that does not answer, or a key the account
+refuses, fails the connection with an error that names the (masked) URL or the entry, so Celery
+prints ``Cannot connect to azurequeue://**@…: … does not answer`` and retries as for any broker.
+A healthy account costs one request (~10 ms) per connection.
 
 Credentials are masked in ``repr``, logs and ``celery report``. A connection string put in
 ``broker_transport_options`` should be wrapped in :class:`transports.azurequeue.Secret`
@@ -66,6 +67,11 @@ Transport Options
 =================
 
 * ``connection_string``: account connection string (default: ``AZURE_STORAGE_CONNECTION_STRING``).
+* ``storage_accounts``: further storage accounts for queue shards (default none): a list, or one
+  text separated by whitespace, of connection strings or ``azurequeue://<credential>@<account url>``
+  (wrap each in ``Secret``). With K accounts in all (the broker URL's is account 0), a queue named
+  ``<queue>-shard<i>`` and its dead-letter queue live in account i mod K, every other queue in
+  account 0 (see Storage accounts).
 * ``queue_name_prefix``: prepended to every queue name (default ``""``).
 * ``visibility_timeout``: seconds a received message stays invisible, renewed while held
   (default 30).
@@ -103,6 +109,21 @@ Transport Options
   (1-32, default 4; 1: no bundles).
 * ``retry_first_backoff``, ``retry_max_backoff``, ``retry_total``: the Storage retry policy (see
   Throttling; defaults 0.25 s, 4 s, 10).
+
+Storage accounts
+================
+
+One account serves about 20,000 requests/s. The ``storage_accounts`` option spreads queue shards
+over several (``accounts.Accounts`` is the one place that maps a queue to its account): shard i of
+a queue, ``<queue>-shard<i>``, lives in account i mod K, and so do its dead-letter queue and the
+large bodies of its messages (the account's blob service); a queue's shard 0 (the queue itself)
+and every other queue (control, replies, events, reconcile) stay in account 0. Every request for
+a queue (send, receive, delete, visibility, declare, purge, size, dead-letter) goes to its
+account; the binding table is listed from every account (one listing request per account; a
+further account that fails a listing keeps its last listing, so its shards stay routable), and
+connecting checks every account (one request each): a malformed entry is an ``AccountError`` and
+an account that does not answer a ``BrokerUnreachable``, each naming the entry by its number.
+With one account nothing changes and nothing more is asked.
 
 Threads and the event loop
 ==========================
@@ -206,18 +227,21 @@ Structure
 ``Transport`` (one per connection) owns the I/O thread, the lease keeper and the routing table,
 and ``Transport.backend(queue)`` is the one place that says where a queue lives: an Azure queue
 (``queues.AzureQueues``) or a transient queue in Redis (``transient.TransientQueues``), both
-``backend.QueueBackend``. ``Channel`` declares, binds, publishes and settles through the
+``backend.QueueBackend``; ``accounts.Accounts`` says which storage account holds an Azure queue.
+``Channel`` declares, binds, publishes and settles through the
 transport (ack, requeue, reject by delivery tag). ``redisside.RedisSide`` holds the connection's
 Redis clients and the one Redis key schema (``RedisKeys``). The public API is ``__all__`` below;
 every other module is internal.
 """
 
 from . import wire
+from .accounts import AccountError, Accounts, account_entries, account_problem, shard_index, shard_queue_name
 from .auth import Secret, build_clients, masked_url
 from .blobs import LargeBodyStore
 from .bundles import bundled
 from .channel import Channel
 from .errors import AzureQueueError
+from .httpenv import HttpEnvironment
 from .naming import (
     DEAD_LETTER_SUFFIX,
     QUEUE_NAME_RULE,
@@ -244,9 +268,12 @@ __all__ = [
     "QUEUE_NAME_RULE",
     "STATS",
     "THROTTLES",
+    "AccountError",
+    "Accounts",
     "AzureQueueError",
     "BrokerUnreachable",
     "Channel",
+    "HttpEnvironment",
     "LargeBodyStore",
     "Options",
     "QueueRecord",
@@ -256,6 +283,8 @@ __all__ = [
     "ThrottleWatch",
     "TransientQueues",
     "Transport",
+    "account_entries",
+    "account_problem",
     "azure_queue_name",
     "blob_operation",
     "build_clients",
@@ -270,6 +299,8 @@ __all__ = [
     "queue_operation",
     "queue_problem",
     "redis_from_url",
+    "shard_index",
+    "shard_queue_name",
     "unanswered",
     "wire",
 ]

@@ -26,7 +26,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.storage.queue import QueueClient, QueueMessage
 
 from . import bundles, wire
-from .auth import Clients
+from .accounts import Accounts
 from .blobs import LargeBodyStore
 from .leases import Lease, LeaseKeeper, lost_hold
 from .naming import DEAD_LETTER_SUFFIX, azure_queue_name, dead_letter_queue_name
@@ -54,16 +54,16 @@ class AzureQueues:
     def __init__(
         self,
         options: Options,
-        clients: Callable[[], Clients],
+        accounts: Callable[[], Accounts],
         keeper: LeaseKeeper,
         redis: Callable[[], RedisSide | None],
     ) -> None:
         self.options = options
-        self._clients = clients
+        self._accounts = accounts
         self.keeper = keeper
         self._redis = redis
         self._registry: BindingRegistry | None = None
-        self._blobs: LargeBodyStore | None = None
+        self._blobs: dict[int, LargeBodyStore] = {}
         self._queue_clients: dict[str, QueueClient] = {}
         self._declared: set[str] = set()
         self._sender_pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -84,7 +84,7 @@ class AzureQueues:
         if self._registry is None:
             signals = self._signals()
             self._registry = BindingRegistry(
-                self._clients().queues,
+                [service for _, service in self._accounts().queue_services()],
                 self.queue_client,
                 self.options.queue_name_prefix,
                 self.options.binding_cache_seconds,
@@ -94,12 +94,14 @@ class AzureQueues:
             )
         return self._registry
 
-    @property
-    def blobs(self) -> LargeBodyStore:
-        """Where large bodies go."""
-        if self._blobs is None:
-            self._blobs = LargeBodyStore(self._clients().blobs, self.options.blob_container)
-        return self._blobs
+    def blobs(self, queue: str) -> LargeBodyStore:
+        """Where the large bodies of `queue` go: the blob service of the account holding it."""
+        accounts = self._accounts()
+        number = accounts.index(queue)
+        store = self._blobs.get(number)
+        if store is None:
+            store = self._blobs[number] = LargeBodyStore(accounts.clients[number].blobs, self.options.blob_container)
+        return store
 
     def azure_name(self, queue: str) -> str:
         """Return the Azure queue name of a Kombu queue."""
@@ -109,7 +111,7 @@ class AzureQueues:
         """Return the (cached) client of a Kombu queue's Azure queue."""
         client = self._queue_clients.get(queue)
         if client is None:
-            client = self._clients().queues.get_queue_client(self.azure_name(queue))
+            client = self._accounts().of(queue).queues.get_queue_client(self.azure_name(queue))
             self._queue_clients[queue] = client
         return client
 
@@ -225,7 +227,7 @@ class AzureQueues:
         """Send an envelope (a too-large payload goes to Blob Storage first), then signal it."""
         text = wire.encode(envelope)
         if len(text) > self.options.large_message_threshold and "m" in envelope:
-            reference = self.blobs.put(self.azure_name(queue), wire.encode(envelope["m"]))
+            reference = self.blobs(queue).put(self.azure_name(queue), wire.encode(envelope["m"]))
             slim = {k: v for k, v in envelope.items() if k != "m"}
             text = wire.encode({**slim, "blob": reference})
         self.send_text(queue, text, hidden, ttl)
@@ -308,7 +310,7 @@ class AzureQueues:
                 lease.dequeue_count += earlier
             if "ms" in envelope:
                 return self._accept_bundle(lease, envelope["ms"], no_ack)
-            payload = self.unpack(envelope)
+            payload = self.unpack(queue, envelope)
         except wire.PoisonMessage as exc:
             self.dead_letter(lease, {"raw": text}, f"undecodable body: {exc}")
             return []
@@ -455,13 +457,14 @@ class AzureQueues:
         if done_parts is not None:
             done_parts.clear(lease.queue, lease.message_id)
 
-    def unpack(self, envelope: dict[str, Any]) -> dict[str, Any]:
-        """Return the Kombu payload of an envelope (fetching a blob, annotating dead letters)."""
+    def unpack(self, queue: str, envelope: dict[str, Any]) -> dict[str, Any]:
+        """Return the Kombu payload of an envelope received from `queue` (fetching a blob,
+        annotating dead letters)."""
         if "raw" in envelope:
             payload = _raw_payload(str(envelope["raw"]))
         elif "blob" in envelope:
             try:
-                payload = wire.payload_from(self.blobs.get(str(envelope["blob"])))
+                payload = wire.payload_from(self.blobs(queue).get(str(envelope["blob"])))
             except ResourceNotFoundError as exc:
                 raise wire.PoisonMessage(f"stored body {envelope['blob']} is gone") from exc
         else:
@@ -486,7 +489,7 @@ class AzureQueues:
             )
             return
         if lease.blob:
-            self.blobs.delete(lease.blob)
+            self.blobs(lease.queue).delete(lease.blob)
 
     def release(self, lease: Lease, after: float = 0.0) -> None:
         """Make a held message visible again (at once, or after `after` seconds), and signal it."""

@@ -3,7 +3,8 @@
 Each queue this transport creates carries metadata naming its Kombu queue, its bindings
 (exchange, exchange type, routing key), its message TTL and, for transient queues (auto-delete
 or `x-expires`), a heartbeat. Listing the queues under the prefix with their metadata gives any
-process the full routing table in one request; deleting a queue deletes its bindings with it.
+process the full routing table in one request per storage account (`accounts`); deleting a
+queue deletes its bindings with it.
 Transient queues whose heartbeat is older than their expiry are deleted by whoever lists them.
 With Redis, a version counter there tells when the table changed: a process re-lists only then
 (or once a minute), instead of every `binding_cache_seconds`, so publishing events and replies
@@ -20,12 +21,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueServiceClient
 from kombu.transport.virtual.exchange import TopicExchange
 
@@ -108,7 +109,7 @@ class BindingRegistry:
 
     def __init__(
         self,
-        service: QueueServiceClient,
+        services: Sequence[QueueServiceClient],
         client_for: Callable[[str], QueueClient],
         prefix: str,
         cache_seconds: float,
@@ -116,7 +117,8 @@ class BindingRegistry:
         version: Callable[[], str | None] | None = None,
         bump: Callable[[], None] | None = None,
     ) -> None:
-        self._service = service
+        self._services = tuple(services)
+        self._listed: dict[int, dict[str, QueueRecord]] = {}
         self._client_for = client_for
         self._prefix = prefix
         self._cache_seconds = cache_seconds
@@ -202,24 +204,37 @@ class BindingRegistry:
             self._bump()
 
     def refresh(self) -> None:
-        """List every queue of the namespace with its metadata; delete stale transient queues."""
+        """List every queue of the namespace with its metadata, in every account; delete stale
+        transient queues. A further account that fails keeps the records last listed there (its
+        shards stay routable while it is down; the main account's failure is the caller's)."""
         records: dict[str, QueueRecord] = {}
-        stale: list[str] = []
+        stale: list[tuple[QueueServiceClient, str]] = []
         version = self._version() if self._version is not None else None
         now = time.time()
-        for props, record in namespace_queues(self._service, self._prefix):
-            if record.expires_s is not None and now - record.heartbeat > record.expires_s:
-                stale.append(props.name)
-                continue
-            records[record.name] = record
+        for number, service in enumerate(self._services):
+            listed: dict[str, QueueRecord] = {}
+            try:
+                for props, record in namespace_queues(service, self._prefix):
+                    if record.expires_s is not None and now - record.heartbeat > record.expires_s:
+                        stale.append((service, props.name))
+                        continue
+                    listed[record.name] = record
+            except AzureError as exc:
+                if number == 0:
+                    raise
+                logger.warning("Could not list the queues of storage account %d (keeping its last listing): %s",
+                               number, exc)
+                listed = self._listed.get(number, {})
+            self._listed[number] = listed
+            records.update(listed)
         with self._lock:
             self._records = records
             self._fetched_at = self._checked_at = time.monotonic()
             self._seen_version = version
-        for name in stale:
+        for service, name in stale:
             logger.info("Deleting queue %s: its consumer stopped heartbeating", name)
             with contextlib.suppress(ResourceNotFoundError):
-                self._service.delete_queue(name)
+                service.delete_queue(name)
 
     def _ensure_fresh(self, max_age: float) -> None:
         """Refresh the cache if it is older than `max_age` seconds and may have changed."""

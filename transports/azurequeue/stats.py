@@ -12,6 +12,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from requests import Session
 from requests.adapters import HTTPAdapter
 
+from .httpenv import HttpEnvironment
 from .outages import OUTAGES
 from .throttling import ThrottleWatch, storage_throttle_kind
 
@@ -93,10 +94,13 @@ class CountingTransport(RequestsTransport):
         self._classify = queue_operation if service == "queue" else blob_operation
         self._name = "Azure Queue Storage" if service == "queue" else "Azure Blob Storage"
         self._watch = watch
+        self._environment = HttpEnvironment()
 
     def _init_session(self, session: Session) -> None:
-        """Configure the session like azure-core does, with a pool big enough for parallel acks."""
+        """Configure the session like azure-core does, with a pool big enough for parallel acks,
+        and the environment read once per endpoint (`httpenv`) instead of on every request."""
         super()._init_session(session)
+        session.trust_env = False
         for adapter in session.adapters.values():
             if isinstance(adapter, HTTPAdapter):
                 adapter.init_poolmanager(POOL_SIZE, POOL_SIZE)
@@ -105,6 +109,10 @@ class CountingTransport(RequestsTransport):
         """Count the request, send it, and tell the outage log whether the service answered and
         the throttle watch how."""
         self._stats.add(f"{self._service}.{self._classify(request.method, request.url)}")
+        if kwargs.get("proxies") is None:
+            kwargs["proxies"] = self._environment.proxies(request.url)
+        kwargs["connection_verify"] = self._environment.verify(
+            kwargs.get("connection_verify", self.connection_config.verify))
         try:
             response = super().send(request, **kwargs)
         except (ServiceRequestError, ServiceResponseError) as exc:  # an outage, not throttling

@@ -18,7 +18,8 @@ from azure.core.exceptions import (
 from kombu.transport import virtual
 from kombu.transport.virtual.exchange import TopicExchange
 
-from .auth import Clients, build_clients, masked_url
+from .accounts import Accounts
+from .auth import build_clients, masked_url
 from .backend import QueueBackend
 from .channel import Channel as AzureQueueChannel
 from .errors import AzureQueueError
@@ -47,7 +48,15 @@ CONNECT_TIMEOUT = 5.0
 
 
 class BrokerUnreachable(AzureQueueError, ConnectionError):
-    """The storage account (or the Redis of `redis_url`) did not answer when connecting."""
+    """The storage account (or the Redis of `redis_url`) did not answer when connecting. `account`:
+    the number of the storage account (0: the broker URL's, n: entry n of `storage_accounts`, None:
+    Redis), `endpoint` its queue endpoint and `reason` what went wrong, for one-line reports."""
+
+    def __init__(self, message: str, account: int | None = None, endpoint: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.account = account
+        self.endpoint = endpoint
+        self.reason = reason or message
 
 
 class Transport(virtual.Transport):
@@ -79,9 +88,9 @@ class Transport(virtual.Transport):
         self.options = Options.from_transport_options(dict(client.transport_options or {}))
         self.keeper = LeaseKeeper(self.options.visibility_timeout, self.options.settle_threads)
         self.inbox = Inbox()
-        self._clients: Clients | None = None
+        self._accounts: Accounts | None = None
         self._redis: RedisSide | None = None
-        self.queues = AzureQueues(self.options, lambda: self.clients, self.keeper, lambda: self.redis)
+        self.queues = AzureQueues(self.options, lambda: self.accounts, self.keeper, lambda: self.redis)
         self._receiver: Receiver | None = None
         self._consumed: dict[str, Consumption] = {}
         self._transient_names: set[str] = set()
@@ -103,12 +112,13 @@ class Transport(virtual.Transport):
         return str(__version__)
 
     @property
-    def clients(self) -> Clients:
-        """The Azure service clients, built on first use."""
-        if self._clients is None:
+    def accounts(self) -> Accounts:
+        """The storage accounts (the broker URL's and those of `storage_accounts`), built on first use."""
+        if self._accounts is None:
             conninfo: Any = self.client
-            self._clients = build_clients(conninfo.hostname or "", conninfo.transport_options)
-        return self._clients
+            self._accounts = Accounts.build(conninfo.hostname or "", dict(conninfo.transport_options or {}),
+                                            build_clients)
+        return self._accounts
 
     @property
     def registry(self) -> BindingRegistry:
@@ -133,36 +143,20 @@ class Transport(virtual.Transport):
         return self.redis.transient if self.redis is not None else None
 
     def establish_connection(self) -> Any:
-        """Build the clients and check the account answers (one request, no retry, a short
+        """Build the clients and check each account answers (one request each, no retry, a short
         timeout), and Redis when configured: a broker that is not there fails here, so Kombu's
         `ensure_connection` and Celery's connection retries see it."""
-        self._clients = self.clients
         self._check_reachable()
         return super().establish_connection()
 
     def _check_reachable(self) -> None:
-        """Ask the account for one page of one queue name; PING Redis. Raise BrokerUnreachable."""
+        """Ask each account for one page of one queue name; PING Redis. Raise BrokerUnreachable."""
         conninfo: Any = self.client
         timeout = min(float(getattr(conninfo, "connect_timeout", None) or CONNECT_TIMEOUT), CONNECT_TIMEOUT)
-        # the URL's account (masked), or the connection string's account endpoint (never its SAS)
-        where = masked_url(conninfo.hostname) if conninfo.hostname else self.clients.queues.url.split("?", 1)[0]
-        try:
-            pages = self.clients.queues.list_queues(
-                name_starts_with=self.options.queue_name_prefix or None, results_per_page=1,
-                connection_timeout=timeout, read_timeout=timeout, retry_total=0,
-            ).by_page()
-            next(pages, None)
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise BrokerUnreachable(f"the storage account of {where} does not answer: {exc}") from exc
-        except HttpResponseError as exc:
-            # The account answered. A credential it refuses is a connection error (nothing will
-            # work); a SAS without the service-level `list` permission is fine.
-            if exc.status_code in (401, 403) and getattr(exc, "error_code", None) == "AuthenticationFailed":
-                raise BrokerUnreachable(f"the storage account of {where} refuses the credential: {exc.message}") \
-                    from exc
-            if not getattr(exc, "error_code", None):  # no Azure error code: another server answers there
-                raise BrokerUnreachable(f"{where} is not a storage account: it answers {exc.status_code} "
-                                        f"{exc.reason}") from exc
+        for number, service in self.accounts.queue_services():
+            # the URL's account (masked), or the account's endpoint (never its SAS)
+            where = masked_url(conninfo.hostname) if conninfo.hostname and number == 0 else self.accounts.where(number)
+            self._check_account(service, number, where, timeout)
         if self.redis is not None:
             client = self.redis.client
             try:
@@ -172,6 +166,29 @@ class Transport(virtual.Transport):
                     OUTAGES.failed("Redis", redis_endpoint(client), exc)
                 raise BrokerUnreachable(f"the Redis of the `redis_url` option does not answer: {exc}") from exc
             OUTAGES.answered("Redis", redis_endpoint(client))
+
+    def _check_account(self, service: Any, number: int, where: str, timeout: float) -> None:
+        """Ask account `number` for one page of one queue name. Raise BrokerUnreachable naming `where`."""
+        endpoint = str(service.url).split("?", 1)[0].rstrip("/")
+        try:
+            pages = service.list_queues(
+                name_starts_with=self.options.queue_name_prefix or None, results_per_page=1,
+                connection_timeout=timeout, read_timeout=timeout, retry_total=0,
+            ).by_page()
+            next(pages, None)
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise BrokerUnreachable(f"the storage account of {where} does not answer: {exc}", number, endpoint,
+                                    f"does not answer: {exc}") from exc
+        except HttpResponseError as exc:
+            # The account answered. A credential it refuses is a connection error (nothing will
+            # work); a SAS without the service-level `list` permission is fine.
+            if exc.status_code in (401, 403) and getattr(exc, "error_code", None) == "AuthenticationFailed":
+                raise BrokerUnreachable(f"the storage account of {where} refuses the credential: {exc.message}",
+                                        number, endpoint, "the credentials were refused") from exc
+            if not getattr(exc, "error_code", None):  # no Azure error code: another server answers there
+                raise BrokerUnreachable(f"{where} is not a storage account: it answers {exc.status_code} "
+                                        f"{exc.reason}", number, endpoint,
+                                        f"not a storage account: it answers {exc.status_code} {exc.reason}") from exc
 
     # Declarations and routing -------------------------------------------------------------
 

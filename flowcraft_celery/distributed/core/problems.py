@@ -17,9 +17,11 @@ from flowcraft_celery.errors import FlowcraftError
 from flowcraft_celery.model.catalog import CatalogError
 from flowcraft_celery.settings import SettingError
 from flowcraft_celery.stores.cosmos_client import CONNECTION_STRING_ENV, VERIFY_TLS_ENV, CosmosConfigError
+from transports.azurequeue import BrokerUnreachable, account_entries
 
 STORAGE_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 REDIS_ENV = "REDIS_URL"
+ACCOUNTS_ENV = "FLOWCRAFT_STORAGE_ACCOUNTS"
 BROKER_ENV = "CELERY_BROKER_URL"
 BACKEND_ENV = "CELERY_RESULT_BACKEND"
 #: What to do about a missing or malformed Azure Storage connection string.
@@ -83,17 +85,27 @@ def _host_port(url: str | None) -> str | None:
     return f"{parsed.hostname}:{port}"
 
 
+def _queue_endpoint(conn_str: str) -> str | None:
+    """The queue endpoint of an Azure Storage connection string (named, or the account's in Azure)."""
+    queue = _connection_part(conn_str, "QueueEndpoint")
+    if queue is None and _connection_part(conn_str, "AccountName"):
+        queue = f"https://{_connection_part(conn_str, 'AccountName')}.queue.core.windows.net"
+    return queue
+
+
 def _endpoints(conf: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     """The configured endpoints by service name."""
     cosmos = _connection_part(env.get(CONNECTION_STRING_ENV, ""), "AccountEndpoint") or ""
-    storage = env.get(STORAGE_ENV, "")
-    queue = _connection_part(storage, "QueueEndpoint")
-    if queue is None and _connection_part(storage, "AccountName"):
-        queue = f"https://{_connection_part(storage, 'AccountName')}.queue.core.windows.net"
+    queue = _queue_endpoint(env.get(STORAGE_ENV, ""))
     broker = str(conf.get("broker_url") or "")
     in_url = broker.split("@", 1)[1] if broker.startswith("azurequeue://") and "@" in broker else ""
-    return {"cosmos": cosmos, "storage": queue or "", "broker": in_url,
-            "redis": str(conf.get("flowcraft_redis_url") or "")}
+    found = {"cosmos": cosmos, "storage": queue or "", "broker": in_url,
+             "redis": str(conf.get("flowcraft_redis_url") or "")}
+    extra = account_entries((conf.get("broker_transport_options") or {}).get("storage_accounts"))
+    for number, entry in enumerate(extra, 1):
+        in_entry = entry.rsplit("@", 1)[1] if entry.startswith("azurequeue://") and "@" in entry else None
+        found[f"account{number}"] = in_entry or _queue_endpoint(entry) or ""
+    return found
 
 
 def explain(exc: BaseException, conf: Mapping[str, Any], env: Mapping[str, str]) -> Exception | None:
@@ -110,6 +122,10 @@ def explain(exc: BaseException, conf: Mapping[str, Any], env: Mapping[str, str])
                                 "emulator's value, or copy it from the Azure portal (Keys)")
         if isinstance(item, CatalogError):
             return SettingError("FLOWCRAFT_BLUEPRINTS", str(item))
+        if isinstance(item, BrokerUnreachable) and item.account:  # a further storage account, named by its entry
+            return ServiceUnreachable("Azure Storage", item.endpoint, f"{ACCOUNTS_ENV} entry {item.account}",
+                                      _reason(item.__cause__ or item) if "answer" in item.reason else item.reason,
+                                      f"start it or fix entry {item.account} of {ACCOUNTS_ENV}")
         found = (_setting_problem(item, conf, env) or _redis_problem(item, endpoints["redis"])
                  or _azure_problem(item, endpoints))
         if found is not None:
@@ -197,9 +213,11 @@ def _azure_problem(exc: BaseException, endpoints: Mapping[str, str]) -> Exceptio
                                   "its TLS certificate is not trusted", f"for the emulator set {VERIFY_TLS_ENV}=false")
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         text = str(exc)
+        accounts = [(key, f"{ACCOUNTS_ENV} entry {key[len('account'):]}", "Azure Storage")
+                    for key in endpoints if key.startswith("account")]
         for service, setting, name in (("cosmos", CONNECTION_STRING_ENV, "Cosmos DB"),
                                        ("broker", BROKER_ENV, "Azure Storage"),
-                                       ("storage", STORAGE_ENV, "Azure Storage")):
+                                       ("storage", STORAGE_ENV, "Azure Storage"), *accounts):
             host_port = _host_port(endpoints[service])
             if host_port and (host_port in text or host_port.replace(":", "', port=") in text):
                 return ServiceUnreachable(name, endpoints[service], setting, _reason(exc),

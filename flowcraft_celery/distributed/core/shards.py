@@ -8,22 +8,22 @@ inline hops and packs stay together) and runs spread evenly. A worker consumes e
 node queue it consumes (`-Q heavy` is heavy's N shards). Changing N loses nothing: shard 0 keeps
 the queue's name, and a message left on a shard no worker consumes any more looks lost to
 reconcile, which re-sends it to the run's current shard after the stall threshold.
+With `FLOWCRAFT_STORAGE_ACCOUNTS` the shards spread over several storage accounts as well (the
+transport's `accounts` module: shard i lives in account i mod K).
 """
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-#: A queue name that is itself a shard of another queue (never sharded again).
-_SHARD = re.compile(r"-shard[1-9][0-9]*$")
+from transports.azurequeue import DEAD_LETTER_SUFFIX, shard_index, shard_queue_name
 
 
 def shard_names(queue: str, shards: int) -> list[str]:
     """Every shard of `queue`: the queue itself first."""
-    return [queue] + [f"{queue}-shard{i}" for i in range(1, max(1, shards))]
+    return [shard_queue_name(queue, i) for i in range(max(1, shards))]
 
 
 def shard_of(queue: str, run_id: str, shards: int) -> str:
@@ -49,6 +49,11 @@ def shards_to_consume(consumed: Iterable[str], conf: Mapping[str, Any]) -> list[
     it consumes (not of the reconcile queue, nor of a name that is a shard itself)."""
     names = list(consumed)
     reconcile = conf.get("flowcraft_reconcile_queue")
-    wanted = [shard for name in names if name != reconcile and not _SHARD.search(name)
+    wanted = [shard for name in names if name != reconcile and not _is_shard(name)
               for shard in shard_names(name, shard_count(conf))]
     return [name for name in dict.fromkeys(wanted) if name not in names]
+
+
+def _is_shard(queue: str) -> bool:
+    """Whether `queue` is itself a shard (1 or more) of another queue, never sharded again."""
+    return shard_index(queue) > 0 and not queue.endswith(DEAD_LETTER_SUFFIX)

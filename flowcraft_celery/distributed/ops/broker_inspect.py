@@ -5,8 +5,9 @@ binding metadata, message envelopes), for the `flowcraft-celery queues` and `dlq
 metrics exporters. With the transport's `redis_url`, control, reply and event queues live in
 Redis (`TransientQueues`) and are listed from there. What each call costs in Azure requests:
 
-* `queues()`: one `list` (per 5,000 queues) plus one `get_properties` per queue counted (and a
-  Redis SCAN plus one LLEN per transient queue);
+* `queues()`: one `list` (per 5,000 queues) per storage account (the transport's
+  `storage_accounts`: queue shards spread over several) plus one `get_properties` per queue
+  counted (and a Redis SCAN plus one LLEN per transient queue);
 * `oldest_visible()`: one `peek`;
 * `dead_letters()`: one `peek` (Azure shows at most the first 32 visible messages);
 * `requeue()`: per 32 messages one `receive`, then one `send` and one `delete` per message;
@@ -15,6 +16,7 @@ Redis (`TransientQueues`) and are listed from there. What each call costs in Azu
 
 Azure's count of a queue is approximate and counts every message not yet deleted: ready ones,
 delayed ones (a countdown, retry or sleep not yet due) and those a consumer holds.
+Every call about a queue goes to the account holding it (`transports.azurequeue.Accounts`).
 """
 
 from __future__ import annotations
@@ -26,16 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
+from azure.storage.queue import QueueClient, QueueMessage
 
 from transports.azurequeue import (
     DEAD_LETTER_SUFFIX,
+    Accounts,
     LargeBodyStore,
     Options,
     RedisKeys,
     TransientQueues,
     azure_queue_name,
-    build_clients,
     dead_letter_queue_name,
     namespace_queues,
     redis_from_url,
@@ -133,11 +135,12 @@ def _dead_letter_info(envelope: dict[str, Any]) -> dict[str, Any]:
 class QueueAdmin:
     """Counts, dead-letter inspection and re-driving for the queues under one Kombu prefix."""
 
-    def __init__(self, service: QueueServiceClient, prefix: str, blobs: LargeBodyStore | None = None,
+    def __init__(self, accounts: Accounts, prefix: str, blob_container: str = Options.blob_container,
                  transient: TransientQueues | None = None) -> None:
-        self._service = service
+        self._accounts = accounts
         self.prefix = prefix
-        self._blobs = blobs
+        self._blobs = {number: LargeBodyStore(clients.blobs, blob_container)
+                       for number, clients in enumerate(accounts.clients)}
         self._transient = transient
 
     @classmethod
@@ -145,30 +148,31 @@ class QueueAdmin:
         """The admin for a Kombu connection to `azurequeue://` (its URL and transport options)."""
         transport_options = dict(connection.transport_options or {})
         options = Options.from_transport_options(transport_options)
-        clients = build_clients(connection.hostname or "", transport_options)
+        accounts = Accounts.build(connection.hostname or "", transport_options)
         transient = None
         if options.redis_url:
             client = redis_from_url(str(options.redis_url), options.redis_credential, decode_responses=True)
             transient = TransientQueues(client, RedisKeys(options.redis_namespace), options.transient_max_length)
-        return cls(clients.queues, options.queue_name_prefix, LargeBodyStore(clients.blobs, options.blob_container),
-                   transient)
+        return cls(accounts, options.queue_name_prefix, options.blob_container, transient)
 
     def azure_name(self, queue: str) -> str:
         """The Azure name of a Kombu queue."""
         return azure_queue_name(queue, self.prefix)
 
     def client(self, queue: str) -> QueueClient:
-        """The client of a Kombu queue's Azure queue."""
-        return self._service.get_queue_client(self.azure_name(queue))
+        """The client of a Kombu queue's Azure queue, in the account holding it."""
+        return self._accounts.of(queue).queues.get_queue_client(self.azure_name(queue))
 
     def queues(self, with_counts: bool = True, kinds: Collection[str] | None = None) -> list[QueueInfo]:
-        """Every queue of this prefix (or those of `kinds`), sorted by name, with its approximate
-        message count."""
+        """Every queue of this prefix (or those of `kinds`) in every storage account, sorted by name,
+        with its approximate message count."""
         found: list[QueueInfo] = []
-        for props, record in namespace_queues(self._service, self.prefix):
-            if kinds is None or queue_kind(record.name) in kinds:
-                found.append(QueueInfo(record.name, str(props.name), queue_kind(record.name),
-                                       transient=record.expires_s is not None))
+        for number, service in self._accounts.queue_services():
+            for props, record in namespace_queues(service, self.prefix):
+                held_here = self._accounts.index(record.name) == number  # else a stray of an older account list
+                if held_here and (kinds is None or queue_kind(record.name) in kinds):
+                    found.append(QueueInfo(record.name, str(props.name), queue_kind(record.name),
+                                           transient=record.expires_s is not None))
         if with_counts:
             found = [QueueInfo(q.name, q.azure_name, q.kind, self.count(q.name), q.transient) for q in found]
         if self._transient is not None:
@@ -276,7 +280,7 @@ class QueueAdmin:
                 except wire.PoisonMessage:
                     reference = None
                 self.client(dlq).delete_message(message.id, message.pop_receipt)
-                if reference and self._blobs is not None:
-                    self._blobs.delete(str(reference))
+                if reference:
+                    self._blobs[self._accounts.index(dlq)].delete(str(reference))
                 deleted += 1
         return deleted

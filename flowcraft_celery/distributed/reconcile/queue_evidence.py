@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 
 from flowcraft_celery.stores.guard import log_level
-from transports.azurequeue import azure_queue_name, build_clients
+from transports.azurequeue import Accounts, azure_queue_name
 
 logger = logging.getLogger("flowcraft.reconcile")
 
@@ -28,20 +28,20 @@ class QueueFronts:
     def __init__(self, app: Celery) -> None:
         self._app = app
         self._fronts: dict[str, float | None] = {}
-        self._queues: Any = None
+        self._queues: Accounts | None = None
         self._prefix = ""
 
     def _client(self, queue: str) -> Any:
-        """An Azure queue client for a Celery queue (the transport's naming and credentials), or
-        None when the broker is not `azurequeue://`."""
+        """An Azure queue client for a Celery queue (the transport's naming, credentials and storage
+        account holding the queue), or None when the broker is not `azurequeue://`."""
         url = str(self._app.conf.broker_url or "")
         if not url.startswith("azurequeue://"):
             return None
         if self._queues is None:
             options = dict(self._app.conf.broker_transport_options or {})
             self._prefix = str(options.get("queue_name_prefix") or "")
-            self._queues = build_clients(url, options).queues
-        return self._queues.get_queue_client(azure_queue_name(queue, self._prefix))
+            self._queues = Accounts.build(url, options)
+        return self._queues.of(queue).queues.get_queue_client(azure_queue_name(queue, self._prefix))
 
     def oldest(self, queue: str) -> float | None:
         """When the oldest visible message of `queue` was inserted (epoch seconds); None when no

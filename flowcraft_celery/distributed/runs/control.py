@@ -10,7 +10,7 @@ from celery import Celery
 from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.awaiting import awaiting_choice
-from flowcraft_celery.distributed.runs.ending import arm_parent, ended, final_result
+from flowcraft_celery.distributed.runs.ending import arm_parent, ended, final_result, finish
 from flowcraft_celery.distributed.runs.errors import RunError
 from flowcraft_celery.distributed.runs.graphs import blueprint_graph, run_graph
 from flowcraft_celery.distributed.runs.publishing import publish
@@ -94,7 +94,7 @@ def cancel_run(rt: Runtime, run_id: str) -> bool:
         return False
     rt.ledger.halt(run_id, "cancelled")
     arm_parent(rt, doc)
-    done = rt.statuses.finish(run_id, "cancelled", final_result(rt, run_id, "cancelled", []), [])
+    done = finish(rt, run_id, "cancelled", final_result(rt, run_id, "cancelled", []), [])
     if done:
         ended(rt, run_id, "cancelled")
     for entry in rt.ledger.pending(run_id).values():  # its subflows' child runs

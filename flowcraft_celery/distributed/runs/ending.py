@@ -14,8 +14,8 @@ from flowcraft_celery.distributed.core.message import node_message
 from flowcraft_celery.distributed.core.runtime import Runtime
 from flowcraft_celery.distributed.runs.graphs import run_graph
 from flowcraft_celery.distributed.runs.publishing import publish
-from flowcraft_celery.distributed.runs.retention import expire_finished_run
-from flowcraft_celery.stores.base import RunStatusDoc
+from flowcraft_celery.distributed.runs.retention import expire_finished_run, retention_ttl
+from flowcraft_celery.stores.base import RunState, RunStatusDoc
 from flowcraft_celery.stores.guard import is_outage
 from flowcraft_celery.stores.histograms import RUN_SECONDS, Observation
 
@@ -37,12 +37,18 @@ def final_result(rt: Runtime, run_id: str, status: str, errors: list[dict[str, A
     return {"status": status, "context": context, "errors": errors}
 
 
+def finish(rt: Runtime, run_id: str, status: RunState, result: dict[str, Any], errors: list[dict[str, Any]]) -> bool:
+    """Record the run's final state once, its status item expiring after the retention (in the
+    same write); True for the call that did it (which then calls `ended`)."""
+    return rt.statuses.finish(run_id, status, result, errors, expire_after=retention_ttl(rt))
+
+
 def record_completed(app: Celery, rt: Runtime, run_id: str, context: dict[str, Any] | None = None,
                      doc: RunStatusDoc | None = None) -> bool:
     """Finish a run as `completed` with its final context (callers check the durable evidence
     first: only `recovery.complete_run` calls this); `doc`, the status document the caller read
     before, spares reading it again for its blueprint and parent."""
-    done = rt.statuses.finish(run_id, "completed", final_result(rt, run_id, "completed", [], context), [])
+    done = finish(rt, run_id, "completed", final_result(rt, run_id, "completed", [], context), [])
     if done:
         ended(rt, run_id, "completed", doc)
         notify_parent(app, rt, run_id, doc, "completed")
@@ -54,20 +60,21 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
     """Halt a run and record it `failed` (or `stalled`: a join it reached can never run) with its errors."""
     rt.ledger.halt(run_id, status)
     arm_parent(rt, rt.statuses.get(run_id))
-    done = rt.statuses.finish(run_id, status, final_result(rt, run_id, status, errors), errors)
+    done = finish(rt, run_id, status, final_result(rt, run_id, status, errors), errors)
     if done:
         ended(rt, run_id, status)
         notify_parent(app, rt, run_id)
     return done
 
 
-def retire(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None) -> None:
+def retire(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None,
+           status_expiring: bool = False) -> None:
     """A final run: halted in Redis (late messages are dropped), out of reconcile's due index, its
     records expiring after the retention (`doc`: its status document read before, if the caller
-    has it)."""
+    has it; `status_expiring`: `finish` gave the status item its TTL)."""
     rt.ledger.halt(run_id, status)
     rt.due.forget([run_id])
-    expire_finished_run(rt, run_id, doc)
+    expire_finished_run(rt, run_id, doc, status_expiring)
 
 
 def ended(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None) -> None:
@@ -86,7 +93,7 @@ def ended(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None
     except Exception as exc:
         level = logging.INFO if is_outage(exc) else logging.WARNING  # an outage is told once, by the outage log
         logger.log(level, "run %s ended %s but its duration was not recorded: %s", run_id, status, exc)
-    retire(rt, run_id, status, doc)
+    retire(rt, run_id, status, doc, status_expiring=True)
 
 
 def arm_parent(rt: Runtime, doc: RunStatusDoc | None) -> None:

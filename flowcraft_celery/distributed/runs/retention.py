@@ -40,18 +40,27 @@ def run_scopes(rt: Runtime, run_id: str, blueprint_id: str | None) -> list[str]:
     return join_scopes(graph, run_id, tokens)
 
 
-def expire_finished_run(rt: Runtime, run_id: str, doc: Mapping[str, Any] | None = None) -> None:
-    """The run has just become final: let all its records expire after the retention.
+def retention_ttl(rt: Runtime) -> int | None:
+    """Seconds a finished run's records are kept (a per-item TTL), None when they are kept for ever."""
+    seconds = rt.settings.retention_seconds
+    return math.ceil(seconds) if seconds > 0 else None
+
+
+def expire_finished_run(rt: Runtime, run_id: str, doc: Mapping[str, Any] | None = None,
+                        status_expiring: bool = False) -> None:
+    """The run has just become final: let all its records expire after the retention
+    (`status_expiring`: the status item got its TTL when the run was finished).
 
     Best effort: the final state is already recorded, so a store error here is logged, not raised
     (`flowcraft-celery purge` removes such a run later).
     """
-    if rt.settings.retention_seconds <= 0:
+    ttl = retention_ttl(rt)
+    if ttl is None:
         return
     try:
         doc = doc if doc is not None else rt.statuses.get(run_id)
         scopes = run_scopes(rt, run_id, doc.get("blueprintId") if doc else None)
-        rt.records.expire(run_id, math.ceil(rt.settings.retention_seconds), scopes)
+        rt.records.expire(run_id, ttl, scopes, status=not status_expiring)
     except Exception as exc:
         outage = is_outage(exc)
         logger.log(logging.INFO if outage else logging.WARNING, "run %s ended but its records got no expiry (%s); "

@@ -11,6 +11,7 @@ import pytest
 from flowcraft_celery.devtools.devservices import (
     AZURITE_KEY,
     COSMOS_KEY,
+    COSMOS_LAUNCHER,
     Ports,
     ServiceError,
     State,
@@ -100,7 +101,7 @@ def test_all_free_starts_one_azurite_with_the_documented_command() -> None:
         " --skipApiVersionCheck --silent --blobHost 127.0.0.1 --blobPort 10000"
         " --queueHost 127.0.0.1 --queuePort 10001 --tableHost 127.0.0.1 --tablePort 10002"
     )
-    assert cosmos == "/repo/node_modules/.bin/cosmosdb-server -p 8081 --host 127.0.0.1"
+    assert cosmos == f"{COSMOS_LAUNCHER} /repo/node_modules/@vercel/cosmosdb-server 8081 127.0.0.1"
     assert redis == ("/usr/bin/redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly yes "
                      "--appendfsync everysec --maxmemory-policy noeviction --daemonize no "
                      "--appenddirname redis-6379-aof")

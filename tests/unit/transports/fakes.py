@@ -4,7 +4,9 @@
 show it (the calls the transport makes, with Azure's visibility, pop receipt, dequeue count and
 error semantics); Redis is `fakeredis` (it runs the transport's Lua scripts and blocking pops).
 `fake_services` wires both into a Kombu connection by replacing the two functions that build
-the real clients, so everything above them is the transport's own code.
+the real clients, so everything above them is the transport's own code; `fake_accounts` does the
+same with three fake storage accounts (the broker's and two of the `storage_accounts` option),
+each with a fake blob service (`FakeBlobService`).
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ class FakeQueueService:
 
     url = "http://127.0.0.1:1/fakeaccount"
 
-    def __init__(self) -> None:
+    def __init__(self, url: str | None = None) -> None:
+        if url is not None:
+            self.url = url
         self.queues: dict[str, FakeQueue] = {}
         self.requests: Counter[str] = Counter()
         self.lock = threading.RLock()
@@ -236,3 +240,77 @@ def fake_services(monkeypatch: pytest.MonkeyPatch) -> FakeServices:
     monkeypatch.setattr("transports.azurequeue.redisside.redis_from_url",
                         lambda url, credential=None, **kwargs: services.redis_client())
     return services
+
+
+class FakeBlobService:
+    """Blob Storage in memory as `BlobServiceClient` shows it to the large-body store."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def create_container(self, name: str) -> None:
+        pass
+
+    def get_blob_client(self, container: str, name: str) -> FakeBlob:
+        return FakeBlob(self, f"{container}/{name}")
+
+
+@dataclass
+class FakeBlob:
+    """One blob: upload, download, delete."""
+
+    service: FakeBlobService
+    key: str
+
+    def upload_blob(self, data: bytes, overwrite: bool = False) -> None:
+        self.service.blobs[self.key] = data
+
+    def download_blob(self) -> FakeBlob:
+        if self.key not in self.service.blobs:
+            raise _not_found(f"blob {self.key}")
+        return self
+
+    def readall(self) -> bytes:
+        return self.service.blobs[self.key]
+
+    def delete_blob(self) -> None:
+        if self.service.blobs.pop(self.key, None) is None:
+            raise _not_found(f"blob {self.key}")
+
+
+#: The `storage_accounts` entries of `fake_accounts`: accounts 1 and 2.
+FAKE_ENTRIES = [f"DefaultEndpointsProtocol=http;AccountName=fake{n};AccountKey=c2VjcmV0{n}0=;"
+                f"QueueEndpoint=http://127.0.0.1:1/fake{n}" for n in (1, 2)]
+
+
+@dataclass
+class FakeAccounts:
+    """Three fake storage accounts (account 0 the broker's; 1 and 2 named by `FAKE_ENTRIES`) and Redis."""
+
+    azure: list[FakeQueueService]
+    blobs: list[FakeBlobService]
+    redis: fakeredis.FakeServer
+
+    def where(self, name: str) -> list[int]:
+        """The numbers of the accounts holding an Azure queue named `name`."""
+        return [number for number, service in enumerate(self.azure) if name in service.queues]
+
+
+@pytest.fixture
+def fake_accounts(monkeypatch: pytest.MonkeyPatch) -> FakeAccounts:
+    """Every `azurequeue://` connection of the test talks to three fake accounts and one fake Redis:
+    a connection string of `FAKE_ENTRIES` names account 1 or 2, any other the broker's, account 0."""
+    made = FakeAccounts([FakeQueueService(f"http://127.0.0.1:1/fake{n}") for n in range(3)],
+                        [FakeBlobService() for _ in range(3)], fakeredis.FakeServer())
+
+    def build(url: str, options: dict[str, Any]) -> Clients:
+        entry = options.get("connection_string")
+        number = FAKE_ENTRIES.index(entry) + 1 if entry in FAKE_ENTRIES else 0
+        return Clients(made.azure[number], made.blobs[number])  # type: ignore[arg-type]
+
+    monkeypatch.setattr("transports.azurequeue.transport.build_clients", build)
+    monkeypatch.setattr("transports.azurequeue.accounts.build_clients", build)  # operator tools, queue evidence
+    monkeypatch.setattr("transports.azurequeue.redisside.redis_from_url",
+                        lambda url, credential=None, **kwargs: fakeredis.FakeRedis(server=made.redis,
+                                                                                   decode_responses=True))
+    return made

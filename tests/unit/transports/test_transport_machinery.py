@@ -12,6 +12,7 @@ import pytest
 
 from tests.unit.transports.fakes import FakeServices
 from transports.azurequeue import Options, RedisKeys, TransientQueues, azure_queue_name, bundled
+from transports.azurequeue.accounts import Accounts
 from transports.azurequeue.auth import Clients
 from transports.azurequeue.leases import Lease, LeaseKeeper
 from transports.azurequeue.queues import AzureQueues
@@ -28,7 +29,7 @@ def connections(fake_services: FakeServices) -> Iterator[Any]:
     def open_one(**options: Any) -> AzureQueues:
         opts = Options(queue_name_prefix="t-", redis_url="redis://fake", **options)
         side = RedisSide(opts)
-        queues = AzureQueues(opts, lambda: Clients(fake_services.azure, None),
+        queues = AzureQueues(opts, lambda: Accounts((Clients(fake_services.azure, None),)),
                              LeaseKeeper(opts.visibility_timeout, 2), lambda: side)
         made.append(queues)
         return queues
@@ -269,7 +270,7 @@ def test_transient_bindings_route_publishers_until_the_queue_is_deleted(fake_ser
 
 def registry(fake_services: FakeServices, stale_after: float = 180.0) -> BindingRegistry:
     service = fake_services.azure
-    return BindingRegistry(service, lambda queue: service.get_queue_client(azure_queue_name(queue, "t-")),  # type: ignore[arg-type,return-value]
+    return BindingRegistry([service], lambda queue: service.get_queue_client(azure_queue_name(queue, "t-")),  # type: ignore[arg-type,return-value]
                            "t-", cache_seconds=5.0, stale_after=stale_after)
 
 
