@@ -11,9 +11,9 @@ env vars default to `flowcraft-celery services up`'s. Redis commands are counted
 private `redis-server` this script starts (and stops), so nothing else's traffic is counted (nor the
 connections on which the benchmark's long and pick-up nodes stamp their times), and are shown by
 name and key family per node (a script by its name); Azure queue and Cosmos requests are counted
-in every worker process (see bench/workflow_nodes.py); worker CPU time is read from the OS (psutil) for every process of each worker's tree. The raw round trip
-and ceiling are measured three times (before, between and after the workflow scenarios) and their
-medians are the references of the ratios.
+in every worker process (see bench/workflow_nodes.py); worker CPU time is read from the OS (psutil)
+for every process of each worker's tree. The raw round trip and ceiling are measured three times
+(before, between and after the workflow scenarios) and their medians are the references of the ratios.
 Prints one table, the ratios, PASS/MISS per target and where one node's time goes; exits 0 on a miss.
 """
 
