@@ -34,6 +34,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -50,6 +51,7 @@ from bench.workflow_bench import PrivateRedis, _delete_queues, _free_port  # noq
 from flowcraft_celery.devtools import background, devservices  # noqa: E402
 from flowcraft_celery.distributed.client import Client  # noqa: E402
 from flowcraft_celery.distributed.runs.errors import StartError  # noqa: E402
+from flowcraft_celery.distributed.runs.retention import purge  # noqa: E402
 
 #: Times one start is tried (same run id) before the soak gives up: a start that the broker or a
 #: store did not take in time is retried, as a user would, and counted.
@@ -97,6 +99,29 @@ def start_run(client: Client) -> tuple[str, int]:
             print(f"start of {run_id} not taken ({exc}); trying again", flush=True)
             time.sleep(2.0 * (retry + 1))
     raise AssertionError("unreachable")
+
+
+class Purger(threading.Thread):
+    """Every `every` seconds, `purge` of the finished runs older than the retention: what Cosmos
+    DB's per-item TTL does, which cosmosdb-server lacks. Without it the emulator keeps every item
+    and answers each query by scanning them all, so a long soak slows down as it goes (measured:
+    18 nodes/s at the start, 4 nodes/s after 20,000 nodes)."""
+
+    def __init__(self, client: Client, retention: float, every: float) -> None:
+        super().__init__(name="soak-purge", daemon=True)
+        self.client, self.retention, self.every = client, retention, every
+        self.purged = 0
+        self.failures = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        """Purge until told to stop."""
+        while not self.done.wait(self.every):
+            try:
+                self.purged += sum(purge(self.client.runtime, self.retention).runs.values())
+            except Exception as exc:  # an emulator busy for a moment: the next round catches up
+                self.failures += 1
+                print(f"purge failed ({type(exc).__name__}: {exc}); next round in {self.every:g} s", flush=True)
 
 
 #: Slack allowed over the Redis baseline after retention (allocator noise), bytes.
@@ -174,6 +199,9 @@ def soak(args: argparse.Namespace, env: dict[str, str], work: Path, private: red
         group.wait_ready(120)
         baseline = redis_figures(private)
         baseline_keys = {key.decode() for key in private.scan_iter(count=1000)}
+        purger = Purger(client, args.retention, args.purge_every)
+        if args.purge_every > 0:
+            purger.start()
         began = time.monotonic()
         next_sample = began
         pending: set[str] = set()
@@ -200,6 +228,7 @@ def soak(args: argparse.Namespace, env: dict[str, str], work: Path, private: red
             if pending:
                 time.sleep(2)
         elapsed = time.monotonic() - began
+        purger.done.set()
         rss.append(worker_rss(workers))
         at_end = redis_figures(private)
         counters = {k.decode(): int(v) for k, v in private.hgetall(f"{env['FLOWCRAFT_KEY_PREFIX']}metrics").items()}
@@ -229,6 +258,9 @@ def soak(args: argparse.Namespace, env: dict[str, str], work: Path, private: red
           f"end of runs {at_end[0] / mib:.2f} MiB / {at_end[1]}, after retention {after[0] / mib:.2f} MiB / {after[1]}")
     for pattern, (count, ttl) in sorted(left.items(), key=lambda item: -item[1][0])[:8]:
         print(f"  left after retention: {count} x {pattern} (TTL {ttl} s)")
+    if args.purge_every > 0:
+        print(f"finished runs purged from Cosmos while running (the emulator's missing TTL): {purger.purged}, "
+              f"failed purge rounds {purger.failures}")
     print(f"reconcile passes {passes} (active {counters.get('reconcile|active', 0)}), re-sent {resent}")
     checks = {
         "every run completed": statuses.get("completed", 0) == len(run_ids),
@@ -249,6 +281,8 @@ def main() -> None:
     parser.add_argument("--retention", type=float, default=30.0, help="seconds a finished run is kept")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between worker RSS samples")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for runs after the last start")
+    parser.add_argument("--purge-every", type=float, default=20.0,
+                        help="seconds between purges of finished runs past the retention (0: none)")
     parser.add_argument("--shared-emulators", action="store_true",
                         help="use the dev services' Azurite and Cosmos emulator instead of private ones")
     args = parser.parse_args()

@@ -8,11 +8,12 @@ transport; requests and worker CPU time per node; long nodes spread over idle wo
 
 Needs the dev services (Azurite queue, cosmosdb-server, `redis-server` on PATH); the emulators'
 env vars default to `flowcraft-celery services up`'s. Redis commands are counted with MONITOR on a
-private `redis-server` this script starts (and stops), so nothing else's traffic is counted; Azure
-queue and Cosmos requests are counted in every worker process (see bench/workflow_nodes.py); worker
-CPU time is read from the OS (psutil) for every process of each worker's tree. The raw round trip
-and ceiling are measured three times (before, between and after the workflow scenarios) and their
-medians are the references of the ratios.
+private `redis-server` this script starts (and stops), so nothing else's traffic is counted (nor the
+connections on which the benchmark's long and pick-up nodes stamp their times), and are shown by
+name and key family per node (a script by its name); Azure queue and Cosmos requests are counted
+in every worker process (see bench/workflow_nodes.py); worker CPU time is read from the OS (psutil)
+for every process of each worker's tree. The raw round trip and ceiling are measured three times
+(before, between and after the workflow scenarios) and their medians are the references of the ratios.
 Prints one table, the ratios, PASS/MISS per target and where one node's time goes; exits 0 on a miss.
 """
 
@@ -21,11 +22,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import hashlib
+import importlib
 import itertools
 import json
 import math
 import os
 import pstats
+import re
 import signal
 import socket
 import statistics
@@ -37,7 +41,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -112,6 +116,8 @@ class Figures:
     longest_gap: float | None = None
     #: CPU seconds (user + system) of every worker process during the scenario.
     cpu: float | None = None
+    #: Redis commands by name and key family (`EVALSHA ledger.enter`, `GET lock:{}`).
+    families: Counter[str] | None = None
 
     @property
     def nodes_per_s(self) -> float:
@@ -263,6 +269,56 @@ def _command(line: str) -> str:
     return parts[1].lower() if len(parts) > 1 else ""
 
 
+def _client_of(line: str) -> str:
+    """The client address of a MONITOR line (`[db addr:port]`)."""
+    return line.split("[", 1)[-1].split("]", 1)[0].split(" ")[-1]
+
+
+def without_connections_of(lines: list[str], keys: Iterable[str]) -> list[str]:
+    """The lines of every connection that never touched `keys` (the benchmark nodes' own stamps,
+    written on connections of their own, are not the workers' traffic)."""
+    marks = tuple(f'"{key}"' for key in keys)
+    own = {_client_of(line) for line in lines if any(mark in line for mark in marks)}
+    return [line for line in lines if _client_of(line) not in own]
+
+
+#: Modules whose module-level Lua sources name the scripts EVALSHA runs (by their SHA1).
+SCRIPT_MODULES = ("flowcraft_celery.stores.ledger", "flowcraft_celery.stores.redis", "flowcraft_celery.stores.due",
+                  "flowcraft_celery.stores.timeline", "flowcraft_celery.distributed.runs.delayed",
+                  "transports.azurequeue.bundles", "transports.azurequeue.wakeup", "transports.azurequeue.transient")
+_ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_VARIABLE = re.compile(r"\{[^}]*\}|[0-9a-f]{8,}(?:-[0-9a-f]{4,})*|\d{3,}")
+
+
+def script_names() -> dict[str, str]:
+    """`module.name` of every Lua script of the project, by SHA1 (`ledger.enter`, `wakeup.push`)."""
+    names = {}
+    for module_name in SCRIPT_MODULES:
+        module = importlib.import_module(module_name)
+        for attr, value in vars(module).items():
+            if isinstance(value, str) and "redis.call" in value:
+                sha = hashlib.sha1(value.encode()).hexdigest()
+                names[sha] = f"{module_name.rsplit('.', 1)[1]}.{attr.strip('_').lower()}"
+    return names
+
+
+def command_family(line: str, prefix: str, scripts: dict[str, str]) -> str:
+    """A MONITOR line as `NAME family`: a script's name for EVALSHA, else the first key with the
+    benchmark's prefix dropped and ids, hash tags and numbers as `*` / `{}`."""
+    args = _ARG.findall(line)
+    if not args:
+        return "?"
+    name = args[0].upper()
+    if name in ("EVALSHA", "EVAL") and len(args) > 1:
+        return f"{name} {scripts.get(args[1], args[1][:8])}"
+    if name in ("CLIENT", "SCRIPT", "CONFIG", "COMMAND") and len(args) > 1:
+        return f"{name} {args[1].upper()}"
+    if len(args) < 2 or name in ("SELECT", "MULTI", "EXEC", "PING", "HELLO", "AUTH"):
+        return name
+    key = args[1].split(prefix, 1)[-1] if prefix else args[1]
+    return f"{name} {_VARIABLE.sub(lambda m: '{}' if m.group().startswith('{') else '*', key)}"
+
+
 def raw_round_trip(conn_str: str, n: int) -> list[float]:
     """Seconds of n sequential send -> receive -> delete round trips with the plain SDK."""
     queue = QueueClient.from_connection_string(conn_str, f"wfb-rtt-{uuid.uuid4().hex[:8]}")
@@ -319,12 +375,14 @@ class Bench:
     timeout: float
     pids: list[int]
     system: str = "flowcraft"
+    scripts: dict[str, str] = field(default_factory=script_names)
 
     def scenario(self, name: str, blueprint_id: str, runs: int) -> Figures:
         """Start `runs` runs of a blueprint at once, wait for all; count and time them."""
         from bench import workflow_nodes
 
         self.monitor.take()
+        own_keys = (workflow_nodes.LONG_KEY, workflow_nodes.PICKUP_KEY)
         workers_before, kinds_before = worker_counts(self.stats_dir), worker_kinds(self.stats_dir)
         queue_before, cosmos_before = STATS.total("queue"), sum(request_counts().values())
         own_kinds_before = _queue_kinds()
@@ -341,7 +399,7 @@ class Bench:
                 raise RuntimeError(f"run {handle.run_id} ended {doc.get('status')}: {doc.get('errors')}")
         cpu = tree_cpu(self.pids) - cpu_before
         time.sleep(2 * workflow_nodes.STATS_PERIOD + 0.1)
-        lines = self.monitor.take()
+        lines = without_connections_of(self.monitor.take(), own_keys)
         workers_after = worker_counts(self.stats_dir)
         kinds = worker_kinds(self.stats_dir) - kinds_before + own_kinds
         graph = self.client.runtime.blueprints[blueprint_id]
@@ -353,11 +411,13 @@ class Bench:
         joins = sum(1 for line in lines if any(mark in line for mark in marks))
         width = sum(1 for e in graph.edges if e.target == "join")
         times = sorted(t for run in finished for _, t in run)
+        families = Counter(command_family(line, self.prefix, self.scripts) for line in lines)
         return Figures(name, self.system, len(times), times[-1] - started,
                        hops, len(lines), runs * width, joins,
                        workers_after[0] - workers_before[0] + own_queue,
                        workers_after[1] - workers_before[1] + own_cosmos, kinds,
-                       times[0] - started, max((b - a for a, b in itertools.pairwise(times)), default=0.0), cpu)
+                       times[0] - started, max((b - a for a, b in itertools.pairwise(times)), default=0.0), cpu,
+                       families)
 
 
 def idle_cost(stats_dir: Path, seconds: float, queues: int) -> tuple[float, Counter[str]]:
@@ -543,6 +603,15 @@ def _kinds_text(kinds: Counter[str], per: int = 0) -> str:
         return "none"
     return ", ".join(f"{kind.removeprefix('queue.')} {n / per:.2f}" if per else f"{kind.removeprefix('queue.')} {n}"
                      for kind, n in kinds.most_common())
+
+
+def _families_text(families: Counter[str], per: int) -> str:
+    """`EVALSHA ledger.enter 1.00, GET lock:{} 0.50, ...`: commands per node, most first (under 0.05
+    per node summed as `other`)."""
+    shown = [(family, n) for family, n in families.most_common() if n / per >= 0.05]
+    rest = sum(families.values()) - sum(n for _, n in shown)
+    parts = [f"{family} {n / per:.2f}" for family, n in shown]
+    return ", ".join([*parts, f"other {rest / per:.2f}"] if rest else parts) or "none"
 
 
 def _spread(entries: list[Any]) -> list[tuple[int, float, float]]:
@@ -732,6 +801,10 @@ def main() -> None:
     for item in figures:
         if item.kinds is not None:
             print(f"  {item.scenario:<24} {item.system:<18} {_kinds_text(item.kinds, item.nodes)}")
+    print("Redis commands per node by name and key family (EVALSHA: the script; ids as * and {}):")
+    for item in figures:
+        if item.families is not None:
+            print(f"  {item.scenario:<24} {item.system:<18} {_families_text(item.families, item.nodes)}")
     print("per node (/n): requests of every worker process plus the client's start; redis/arr: Redis commands "
           "on the join's keys per join arrival (flowcraft: arrive + claim scripts; canvas: the chord's keys); "
           "cpu/n: CPU time (user + system) of every worker process (main and pool) per node, from the OS "

@@ -402,6 +402,30 @@ def _owner_note(folder: Path, ports: Ports, root: Path, endpoint: Endpoint) -> s
     return "not started by flowcraft-celery"
 
 
+def _wait_for_own_busy(folder: Path, ports: Ports, root: Path, by_name: Mapping[str, Endpoint],
+                       states: Mapping[str, State], timeout: float) -> list[str]:
+    """The endpoints that did not answer but whose port a process `services up` started holds:
+    a busy emulator, not a stranger. Wait up to `timeout` for them to answer (their names), else
+    fail naming the process and its log."""
+    own: dict[str, tuple[Endpoint, Launch, int]] = {}
+    for launch in launches(ports, root):
+        pid = background.running_pid(folder, launch.key, launch.program)
+        for endpoint in launch.endpoints:
+            if pid is not None and states.get(endpoint.name) is State.FOREIGN:
+                own[endpoint.name] = (by_name[endpoint.name], launch, pid)
+    deadline = time.monotonic() + timeout
+    waiting = dict(own)
+    while waiting:
+        waiting = {name: entry for name, entry in waiting.items() if not entry[0].probe(entry[0].host, entry[0].port)}
+        if waiting and time.monotonic() > deadline:
+            endpoint, launch, pid = next(iter(waiting.values()))
+            raise ServiceError(f"{endpoint.name} on {endpoint.url} (started by flowcraft-celery, pid {pid}) did not "
+                               f"answer within {timeout:g} s; its log: {background.log_path(folder, launch.key)}")
+        if waiting:
+            time.sleep(PROBE_TIMEOUT)
+    return list(own)
+
+
 def bring_up(ports: Ports | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[Report]:
     """Make every endpoint answer (reuse what answers, start the rest) and report each."""
     ports = Ports.from_env() if ports is None else ports
@@ -416,6 +440,8 @@ def bring_up(ports: Ports | None = None, timeout: float = DEFAULT_TIMEOUT) -> li
             time.sleep(PROBE_TIMEOUT)
             states = {name: e.state() if states[name] is State.FOREIGN else states[name]
                       for name, e in by_name.items()}
+        for name in _wait_for_own_busy(folder, ports, root, by_name, states, timeout):
+            states[name] = State.ANSWERS
         taken = [e for e in by_name.values() if states[e.name] is State.FOREIGN]
         if taken:
             names = ", ".join(f"{e.name} on {e.url}" for e in taken)

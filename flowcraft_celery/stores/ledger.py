@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 
 import redis
 
+from flowcraft_celery.stores.timeline import RECORD, Write
+
 _EXPECT = """
 for i = 1, #ARGV, 2 do
   if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
@@ -32,8 +34,20 @@ end
 return 1
 """
 
-_RESTAMP = """
+#: `settle`: ARGV[4] the owner of lock KEYS[7] to release ('' for none), ARGV[5] the number n of
+#: `timeline.RECORD` arguments that follow (the attempt's end, on KEYS[8..11]; 0 for none), then
+#: the successors' triples from ARGV[6 + n].
+_RESTAMP = "local function record(KEYS, ARGV)\n" + RECORD + "end\n" + """
 local pending, finished, times = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[4] ~= '' and redis.call('GET', KEYS[7]) == ARGV[4] then
+  redis.call('DEL', KEYS[7])
+end
+local traced = tonumber(ARGV[5])
+if traced > 0 then
+  local args = {}
+  for i = 6, 5 + traced do args[#args + 1] = ARGV[i] end
+  record({KEYS[8], KEYS[9], KEYS[10], KEYS[11]}, args)
+end
 if ARGV[1] ~= '' then
   redis.call('HDEL', pending, ARGV[1])
   redis.call('HDEL', KEYS[5], ARGV[1])
@@ -41,7 +55,7 @@ if ARGV[1] ~= '' then
     redis.call('HSET', times, ARGV[1], ARGV[2])
   end
 end
-for i = 4, #ARGV, 3 do
+for i = 6 + traced, #ARGV, 3 do
   if redis.call('HGET', pending, ARGV[i]) == ARGV[i + 1] then
     redis.call('HSET', pending, ARGV[i], ARGV[i + 2])
   end
@@ -65,17 +79,52 @@ return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2]) or
         redis.call('HGET', KEYS[5], ARGV[1]) or ''}
 """
 
-_ENTER = """
+#: `check` and, unless finished, halted or lost, count an attempt and mark the token recording;
+#: with a 7th key, first take that lock for ARGV[2] for ARGV[3] ms (as stores/redis.py's acquire)
+#: and do nothing else when another holds it (the 7th reply element says whether it is held);
+#: with ARGV[5] and ARGV[6] (a blueprint and version, '' for none), the attempt is counted only
+#: when the token's pending entry names them; with ARGV[4], the crash limit, an attempt that will
+#: run (counted, no output maybe recorded, under the limit) is also begun in the timeline:
+#: `timeline.RECORD` on KEYS[8..11] with ARGV[7..] (the 8th reply element says whether it was).
+_ENTER = "local function record(KEYS, ARGV)\n" + RECORD + "end\n" + """
+if #KEYS > 6 then
+  local holder = redis.call('GET', KEYS[7])
+  if not holder then
+    redis.call('SET', KEYS[7], ARGV[2], 'PX', ARGV[3])
+  elseif holder == ARGV[2] then
+    redis.call('PEXPIRE', KEYS[7], ARGV[3])
+  else
+    return {0, '', 0, '', '', 0, 0, 0}
+  end
+end
 local finished = redis.call('SISMEMBER', KEYS[1], ARGV[1])
 local halted = redis.call('GET', KEYS[2]) or ''
 local recording = redis.call('SISMEMBER', KEYS[3], ARGV[1])
 local generation = redis.call('GET', KEYS[4]) or ''
+local entry = redis.call('HGET', KEYS[5], ARGV[1]) or ''
+local due = 1
+if (ARGV[5] or '') ~= '' then
+  due = 0
+  if entry ~= '' then
+    local pending = cjson.decode(entry)
+    local version = pending['ver']
+    if version == nil or version == cjson.null then version = '' end
+    if pending['bp'] == ARGV[5] and version == ARGV[6] then due = 1 end
+  end
+end
 local attempts = 0
-if finished == 0 and halted == '' and generation ~= '' then
+if finished == 0 and halted == '' and generation ~= '' and due == 1 then
   attempts = redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
   redis.call('SADD', KEYS[3], ARGV[1])
 end
-return {finished, halted, recording, generation, redis.call('HGET', KEYS[5], ARGV[1]) or '', attempts}
+local traced = 0
+if attempts > 0 and recording == 0 and (ARGV[4] or '') ~= '' and attempts - 1 < tonumber(ARGV[4]) then
+  local args = {}
+  for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
+  record({KEYS[8], KEYS[9], KEYS[10], KEYS[11]}, args)
+  traced = 1
+end
+return {finished, halted, recording, generation, entry, attempts, 1, traced}
 """
 
 _EXPIRE = """
@@ -84,6 +133,11 @@ for i = 2, #KEYS do
   redis.call('EXPIRE', KEYS[i], ARGV[1])
 end
 return 1
+"""
+
+#: A run's tokens (finished, then pending, flattened) and its dynamic additions, in one command.
+_KNOWN = """
+return {redis.call('SMEMBERS', KEYS[1]), redis.call('HKEYS', KEYS[2]), redis.call('HVALS', KEYS[3])}
 """
 
 _REFRESH = """
@@ -125,6 +179,11 @@ class Entered(NamedTuple):
     state: TokenState
     #: Attempts of the token started and never ended, this one included (0: none counted).
     attempts: int
+    #: Whether the lock `enter` was asked to take is held (True when it was asked for none);
+    #: when False nothing else was read or done.
+    held: bool = True
+    #: Whether `enter` also began the attempt in the timeline (the `begin` it was given).
+    begun: bool = False
 
 
 class Settled(NamedTuple):
@@ -133,6 +192,15 @@ class Settled(NamedTuple):
 
     remaining: int
     touch: bool
+
+
+class Lock(NamedTuple):
+    """A lock (stores/redis.py's layout: its key holds the owner, with a TTL) that `enter` takes
+    and `settle` releases in the same script, on the ledger's Redis."""
+
+    key: str
+    owner: str
+    ttl: float
 
 
 def token(node_id: str, iteration: int) -> str:
@@ -175,6 +243,8 @@ class RunLedger:
     def __init__(self, client: redis.Redis, prefix: str = "flowcraft:") -> None:
         self._redis = client
         self._prefix = prefix
+        #: The Redis client (a lock on the same server can be taken in the ledger's scripts).
+        self.client = client
         self._check = client.register_script(_CHECK)
         self._enter = client.register_script(_ENTER)
         self._expire = client.register_script(_EXPIRE)
@@ -182,6 +252,7 @@ class RunLedger:
         self._refresh = client.register_script(_REFRESH)
         self._restamp = client.register_script(_RESTAMP)
         self._expect = client.register_script(_EXPECT)
+        self._known = client.register_script(_KNOWN)
 
     def _key(self, run_id: str, name: str) -> str:
         return f"{self._prefix}run:{run_id}:{name}"
@@ -211,20 +282,28 @@ class RunLedger:
         self._expect(keys=[self._key(run_id, "pending"), self._key(run_id, "finished")], args=args)
 
     def settle(self, run_id: str, done: str, sent: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
-               finished_at: float | None = None, touch_every: float = 0.0) -> Settled:
+               finished_at: float | None = None, touch_every: float = 0.0, release: Lock | None = None,
+               end: Write | None = None) -> Settled:
         """Mark `done` finished ('' for none; its attempt ended, as `end_attempt` notes) and replace
         each of its successors' pending entries (token -> (entry written before its message left,
         the entry with its final `sent`)) only while it still holds what was written: a successor
         that moved on meanwhile (its sleep's wake-up, its retry, its own finish) keeps its own.
         Return how many remain pending, and (with `touch_every`) whether the caller is the first
         to settle for the run since `touch_every` seconds: it then refreshes the run's `lastUpdated`,
-        so the run is touched once per interval whichever process moves it on."""
+        so the run is touched once per interval whichever process moves it on. With `release`, that
+        lock is released first if its owner still holds it, and with `end` (`Attempt.ending`) the
+        attempt's end is written to the timeline: one command for all."""
         args: list[Any] = [done, repr(time.time() if finished_at is None else finished_at),
-                           _milliseconds(touch_every)]
+                           _milliseconds(touch_every), release.owner if release is not None else "",
+                           len(end.args) if end is not None else 0, *(end.args if end is not None else ())]
         for name, (before, after) in sent.items():
             args += [name, _dump(before), _dump(after)]
         keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times"),
                 self._key(run_id, "expires"), self._key(run_id, "crashes"), self._key(run_id, "touched")]
+        if release is not None or end is not None:
+            keys.append(release.key if release is not None else keys[0])  # not read without an owner
+        if end is not None:
+            keys += end.keys
         remaining, touch = self._restamp(keys=keys, args=args)
         return Settled(int(remaining), bool(touch))
 
@@ -239,17 +318,33 @@ class RunLedger:
         return TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
                           json.loads(entry) if entry else None)
 
-    def enter(self, run_id: str, node_token: str) -> Entered:
+    def enter(self, run_id: str, node_token: str, lock: Lock | None = None, begin: Write | None = None,
+              crash_limit: int = 0, expect: tuple[str, str | None] | None = None) -> Entered:
         """`check`, and unless the token finished, the run halted or its state is lost, also
         `begin_attempt` and `mark_recording` (an attempt that starts now may record an output),
-        in one round trip. `settle` of the token ends the attempt as `end_attempt` does."""
+        in one round trip. `settle` of the token ends the attempt as `end_attempt` does. With
+        `lock`, take it first in the same script (or extend it if its owner holds it already);
+        when another holds it nothing else happens and `held` is False. With `lock` and `begin` (a
+        timeline write, `RunTimeline.beginning`), an attempt that will run now (counted, no output
+        maybe recorded, fewer than `crash_limit` earlier attempts unended) is begun in the timeline
+        in the same script too (`begun`). With `lock` and `expect` (the blueprint and version a
+        message names), nothing is counted unless the token is pending as such a message."""
         keys = [self._key(run_id, "finished"), self._key(run_id, "halt"), self._key(run_id, "recording"),
                 self._key(run_id, "gen"), self._key(run_id, "pending"), self._key(run_id, "crashes")]
-        finished, halted, recording, generation, entry, attempts = self._enter(keys=keys, args=[node_token])
+        args: list[Any] = [node_token]
+        if lock is not None:
+            keys.append(lock.key)
+            args += [lock.owner, _milliseconds(lock.ttl)]
+            blueprint, version = expect if expect is not None else ("", None)
+            args += [crash_limit if begin is not None else "", blueprint, version or ""]
+            if begin is not None:
+                keys += begin.keys
+                args += begin.args
+        finished, halted, recording, generation, entry, attempts, held, begun = self._enter(keys=keys, args=args)
         marker = _text(generation)
         state = TokenState(bool(finished), _text(halted), bool(recording), int(marker) if marker else None,
                            json.loads(entry) if entry else None)
-        return Entered(state, int(attempts))
+        return Entered(state, int(attempts), bool(held), bool(begun))
 
     def generation(self, run_id: str) -> int | None:
         """The run's marker: its generation, or None when Redis holds no state for the run."""
@@ -347,10 +442,18 @@ class RunLedger:
             finished, pending = pipe.execute()
         return {_text(t) for t in (*finished, *pending)}
 
-    def expire_run(self, run_id: str, seconds: int) -> None:
-        """Let every key of the run expire `seconds` from now (one command)."""
+    def expire_run(self, run_id: str, seconds: int, also: Iterable[str] = ()) -> None:
+        """Let every key of the run, and the keys `also` (its joins and claims), expire `seconds`
+        from now (one command)."""
         marker = self._key(run_id, "expires")
-        self._expire(keys=[marker, *(key for key in self.keys(run_id) if key != marker)], args=[seconds])
+        keys = [marker, *(key for key in self.keys(run_id) if key != marker), *also]
+        self._expire(keys=keys, args=[seconds])
+
+    def tokens_and_dynamic(self, run_id: str) -> tuple[set[str], list[dict[str, Any]]]:
+        """`tokens` and `dynamic` in one command."""
+        finished, pending, additions = self._known(
+            keys=[self._key(run_id, "finished"), self._key(run_id, "pending"), self._key(run_id, "dynamic")])
+        return {_text(t) for t in (*finished, *pending)}, [json.loads(v) for v in additions]
 
     def delete_run(self, run_id: str, dry_run: bool = False) -> int:
         """Delete the run's keys (with `dry_run` only count them); return how many existed."""

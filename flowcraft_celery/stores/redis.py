@@ -113,6 +113,8 @@ class RedisCoordinationStore:
         ttl_seconds: float = DEFAULT_TTL_SECONDS,
     ) -> None:
         self._redis = redis.Redis.from_url(client) if isinstance(client, str) else client
+        #: The Redis client (the ledger takes this store's locks in its own scripts on the same one).
+        self.client = self._redis
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self._count_lock = threading.Lock()

@@ -47,8 +47,11 @@ class RunRecords:
         """Let every record of the run expire `seconds` from now (the status item too, unless
         `status` is False: finishing the run set its TTL already)."""
         self.contexts.expire_run(run_id, seconds)
-        self.coordination.expire_scopes(scopes, seconds)
-        self.ledger.expire_run(run_id, seconds)
+        if getattr(self.coordination, "client", None) is self.ledger.client:  # one Redis: joins expire with the ledger
+            self.ledger.expire_run(run_id, seconds, self.coordination.scope_keys(scopes))
+        else:
+            self.coordination.expire_scopes(scopes, seconds)
+            self.ledger.expire_run(run_id, seconds)
         if status:
             self.statuses.expire(run_id, seconds)
 

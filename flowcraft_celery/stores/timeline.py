@@ -18,13 +18,15 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from flowcraft_celery.stores.histograms import NODE_SECONDS, QUEUE_WAIT_SECONDS, Observation
 
-_RECORD = """
+#: One attempt record with its counters and histogram observations (KEYS: the run's timeline, the
+#: metrics hash, the run's `expires` key, the histograms hash); `RunLedger.enter` runs it too.
+RECORD = """
 local ttl = ARGV[3]
 local left = redis.call('TTL', KEYS[3])
 if left > 0 then ttl = left end
@@ -49,6 +51,13 @@ redis.call('HINCRBYFLOAT', KEYS[1], ARGV[1] .. '|sum', ARGV[3])
 return 1
 """
 
+class Write(NamedTuple):
+    """The keys and arguments of one `RECORD` call."""
+
+    keys: list[str]
+    args: list[Any]
+
+
 #: How an attempt can end.
 OUTCOMES = ("succeeded", "failed", "retrying")
 
@@ -64,13 +73,18 @@ class Attempt:
 
     def end(self, state: str, retry_in: float | None = None) -> None:
         """Record the end: `succeeded`, `failed`, or `retrying` (next attempt in `retry_in` s)."""
+        self.timeline.apply(self.ending(state, retry_in))
+
+    def ending(self, state: str, retry_in: float | None = None) -> Write:
+        """`end` as of now without writing: the write, for a script that runs `RECORD` along with
+        other work (`RunLedger.settle`) or for `RunTimeline.apply` later."""
         now = time.time()
         self.entry.update(state=state, end=now)
         if retry_in is not None:
             self.entry["due"] = now + retry_in
         uses = str(self.entry.get("uses"))
         ran = [Observation(NODE_SECONDS, {"uses": uses}, now - float(self.entry.get("start") or now))]
-        self.timeline.write(self.run_id, self.token, self.entry, f"{state}|{uses}", observations=ran)
+        return self.timeline._write(self.run_id, self.token, self.entry, f"{state}|{uses}", "", ran)
 
 
 class RunTimeline:
@@ -80,7 +94,7 @@ class RunTimeline:
         self._redis = client
         self._prefix = prefix
         self._ttl = ttl_seconds
-        self._record = client.register_script(_RECORD)
+        self._record = client.register_script(RECORD)
         self._count = client.register_script(_COUNT)
         self._observe = client.register_script(_OBSERVE)
 
@@ -101,20 +115,36 @@ class RunTimeline:
               queue_wait: float | None = None) -> Attempt:
         """Record that an attempt starts now on `worker` after waiting `queue_wait` seconds on its
         queue (None: it did not come through a queue); returns the handle to record its end."""
+        started, write = self.beginning(run_id, node_token, uses, attempt, worker, queue_wait)
+        self.apply(write)
+        return started
+
+    def apply(self, write: Write) -> None:
+        """Run one `RECORD` write (from `beginning` or `Attempt.ending`)."""
+        self._record(keys=write.keys, args=write.args)
+
+    def beginning(self, run_id: str, node_token: str, uses: str, attempt: int, worker: str,
+                  queue_wait: float | None = None) -> tuple[Attempt, Write]:
+        """`begin` without writing: the handle, and the write for a script that runs `RECORD`
+        along with other work (`RunLedger.enter`)."""
         entry: dict[str, Any] = {"uses": uses, "attempt": attempt, "worker": worker, "start": time.time(),
                                  "state": "running"}
         waited = [] if queue_wait is None else [Observation(QUEUE_WAIT_SECONDS, {"uses": uses}, queue_wait)]
-        self.write(run_id, node_token, entry, f"started|{uses}", f"worker|{worker}", waited)
-        return Attempt(self, run_id, node_token, entry)
+        write = self._write(run_id, node_token, entry, f"started|{uses}", f"worker|{worker}", waited)
+        return Attempt(self, run_id, node_token, entry), write
 
     def write(self, run_id: str, node_token: str, entry: Mapping[str, Any], counter: str, also: str = "",
               observations: Sequence[Observation] = ()) -> None:
         """Store one token's record, count `counter` (and `also`) and record `observations`: one
         script call."""
+        self.apply(self._write(run_id, node_token, entry, counter, also, observations))
+
+    def _write(self, run_id: str, node_token: str, entry: Mapping[str, Any], counter: str, also: str,
+               observations: Sequence[Observation]) -> Write:
+        """The keys and arguments of one `RECORD` call."""
         extra = [part for o in observations for part in o.arguments()]
-        self._record(keys=[self._key(run_id), self.metrics_key, f"{self._prefix}run:{run_id}:expires",
-                           self.histograms_key],
-                     args=[node_token, json.dumps(entry, separators=(",", ":")), self._ttl, counter, also, *extra])
+        return Write([self._key(run_id), self.metrics_key, f"{self._prefix}run:{run_id}:expires", self.histograms_key],
+                     [node_token, json.dumps(entry, separators=(",", ":")), self._ttl, counter, also, *extra])
 
     def observe(self, observation: Observation) -> None:
         """Add one value to a deployment-wide histogram (a run's duration)."""

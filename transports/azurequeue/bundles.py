@@ -9,7 +9,8 @@ bundles of up to `bundle_size` messages (envelope `{"ms": [...]}`, never larger 
 Each part stays its own Kombu message, so its own Celery task: its own delivery tag, task id,
 state, ack, reject and requeue. The consumer that receives a bundle holds all its parts (the
 lease keeper renews the one Azure message while any part is held). Acking a part records its
-index in a Redis set (`bundle:<queue>:<message id>`, one command) and the Azure message is
+index in a Redis set (`bundle:<queue>:<message id>`, one command; parts sent back together, one
+for all) and the Azure message is
 deleted with its last part; if the consumer dies first, the bundle reappears and only the parts
 not in the set are delivered again. A part that is requeued or rejected goes out on its own
 (re-sent, or to the dead-letter queue) and counts as settled in its bundle.
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 
 #: Seconds a bundle's set of settled parts lives: longer than any message (7 days at most).
 DONE_TTL_SECONDS = 8 * 24 * 3600
-#: Add a settled part to a bundle's set and (re)start the set's expiry.
-_ADD = "redis.call('SADD', KEYS[1], ARGV[1]) redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1"
+#: Add settled parts (ARGV[2..]) to a bundle's set and (re)start the set's expiry (ARGV[1]).
+_ADD = "redis.call('SADD', KEYS[1], unpack(ARGV, 2)) redis.call('EXPIRE', KEYS[1], ARGV[1]) return 1"
 
 
 class BundleSender(Protocol):
@@ -103,9 +104,9 @@ class DoneParts:
         self._keys = keys
         self._add = client.register_script(_ADD)
 
-    def add(self, queue: str, message_id: str, index: int) -> None:
-        """Record part `index` of a bundle as settled (one command)."""
-        self._add(keys=[self._keys.bundle(queue, message_id)], args=[index, DONE_TTL_SECONDS])
+    def add(self, queue: str, message_id: str, *indexes: int) -> None:
+        """Record parts `indexes` of a bundle as settled (one command)."""
+        self._add(keys=[self._keys.bundle(queue, message_id)], args=[DONE_TTL_SECONDS, *indexes])
 
     def get(self, queue: str, message_id: str) -> set[int]:
         """The indexes of a bundle's settled parts."""

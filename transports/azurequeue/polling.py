@@ -66,6 +66,11 @@ class PollSchedule:
         """Return when the earliest of `queues` becomes due."""
         return min(self.when(q) for q in queues)
 
+    def next_expected(self, queues: list[str]) -> float | None:
+        """When the earliest expected poll of `queues` is due (None: none is expected)."""
+        times = [self.state(q).expected[0][0] for q in queues if self.state(q).expected]
+        return min(times) if times else None
+
     def got_messages(self, queue: str, now: float, full: bool) -> None:
         """Record a poll that returned messages: again at once if the batch was full; else
         after `min_interval` (a trickle is collected in batches), or with signals, when woken."""

@@ -409,8 +409,7 @@ class AzureQueues:
         if lease.dequeue_count > 1:
             envelope["rd"] = lease.dequeue_count - 1
         self.send_envelope(lease.queue, envelope)
-        for tag in tags:
-            self._close_part(lease, tag, None)
+        self._close_parts(lease, tags)
 
     def reject(self, tag: str, reason: str) -> bool:
         """Move a held message to the dead-letter queue (a bundle's part on its own). False when
@@ -433,16 +432,21 @@ class AzureQueues:
         entry = lease.parts.get(tag)
         if entry is None:
             return
-        index, part = entry
         if redirect is not None:
-            redirect(part)
+            redirect(entry[1])
+        self._close_parts(lease, [tag])
+
+    def _close_parts(self, lease: Lease, tags: list[str]) -> None:
+        """Note parts of a bundle settled in Redis (one command for all), or delete the bundle
+        when no part is held any more."""
         with lease.lock:  # noted before the lock is released, so never after the last part's clear
-            if lease.parts.pop(tag, None) is None:
+            indexes = [entry[0] for entry in (lease.parts.pop(tag, None) for tag in tags) if entry is not None]
+            if not indexes:
                 return
             last = not lease.parts
             done_parts = self._done_parts()
             if not last and done_parts is not None:
-                done_parts.add(lease.queue, lease.message_id, index)
+                done_parts.add(lease.queue, lease.message_id, *indexes)
         if last:
             self.keeper.settle(lease, self._delete_bundle)
 

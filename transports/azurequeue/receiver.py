@@ -6,8 +6,10 @@ says so and only while their channel has prefetch room, holds every received mes
 message is made visible up to a second before it is due) until its due time, and puts
 deliveries into the `Inbox`, which wakes the consuming thread. With Redis it waits in one
 BLPOP on the wake-up and due tokens of its Azure queues and its own nudge list (the consuming
-thread nudges it when a consumer is added or prefetch room opens). Without Redis it sleeps
-until the next scheduled poll or a nudge. It also runs the periodic upkeep (queue heartbeats).
+thread nudges it when a consumer is added or prefetch room opens) while some channel has room;
+while none has, only an ack or reject can give it work, so it waits for that in the process
+(no Redis command per ack; the tokens wait in Redis meanwhile). Without Redis it sleeps until
+the next scheduled poll or a nudge. It also runs the periodic upkeep (queue heartbeats).
 
 With Redis, a second thread owns the transient queues (control, replies, events): it keeps
 them alive and waits in its own BLPOP on their lists and its nudge list. So a stalled Azure
@@ -44,8 +46,11 @@ from .wakeup import WakeSignals, token_time, token_worth
 
 logger = logging.getLogger(__name__)
 
-#: Longest single wait, so the thread notices a stop or a change without a nudge.
-MAX_WAIT = 1.0
+#: Longest single wait of an idle connection (each one is a Redis command). What must not wait
+#: that long interrupts it: a stop, a consumer added or cancelled and prefetch room opening nudge
+#: the thread, polls and due messages bound the wait, and the transient queues' thread waits no
+#: longer than their next keep-alive.
+MAX_WAIT = 5.0
 #: Seconds the thread keeps to polling alone after Redis failed.
 REDIS_RETRY = 5.0
 #: Seconds between two logs of the same failing loop.
@@ -94,7 +99,7 @@ class Source(Protocol):
 
     def upkeep(self, now: float) -> None: ...
 
-    def transient_upkeep(self, now: float) -> None: ...
+    def transient_upkeep(self, now: float) -> float | None: ...
 
 
 class Receiver:
@@ -132,6 +137,8 @@ class Receiver:
         self._stop = threading.Event()
         self._starving: set[Hashable] = set()
         self._redis_down_until = 0.0
+        #: Whether the loop waits in BLPOP (so an interrupt must nudge it through Redis).
+        self._in_blpop = False
         self._thread: threading.Thread | None = None
         self._transient_thread: threading.Thread | None = None
         self._transient_nudge = f"{signals.nudge_key}:transient" if signals is not None else ""
@@ -189,8 +196,9 @@ class Receiver:
         return held
 
     def _interrupt(self) -> None:
+        """Wake the loop: its event, and a nudge only while it waits (or is about to) in BLPOP."""
         self._event.set()
-        if self._signals is not None and self._blocking is not None and self._redis_ok():
+        if self._in_blpop and self._signals is not None and self._blocking is not None and self._redis_ok():
             self._signals.nudge()
 
     def _redis_ok(self) -> bool:
@@ -262,6 +270,9 @@ class Receiver:
             passed = [q for q in azure if q not in ready and self._schedule.take_expected(q, now)]
             due = self._schedule.due(ready, now) if ready else None
             wake_at = self._schedule.next_time(ready) if ready else now + MAX_WAIT
+            expected = self._schedule.next_expected([q for q in azure if q not in ready])
+            if expected is not None:  # a queue without room notices a passed expected poll (`passed`)
+                wake_at = min(wake_at, expected)
         for queue in passed:
             if self._signals is not None:
                 self._signals.notify(queue)
@@ -271,11 +282,10 @@ class Receiver:
         if self._timed:
             wake_at = min(wake_at, now + max(0.0, self._timed[0][0] - time.time()))
         timeout = min(MAX_WAIT, max(0.0, wake_at - now))
-        if self._signals is not None and self._redis_ok():
+        if self._signals is not None and self._redis_ok() and ready:
             self._wait_redis(table, azure, ready, timeout)
-        else:
-            if self._event.wait(timeout):
-                self._event.clear()
+        elif self._event.wait(timeout):  # no channel has room: only an ack (or a stop) matters now
+            self._event.clear()
 
     def _wait_redis(
         self, table: dict[str, Consumption], azure: dict[str, Consumption], ready: list[str], timeout: float
@@ -289,10 +299,16 @@ class Receiver:
         for queue in ready:
             keys[signals.keys.wake(queue)] = ("wake", queue)
         keys[signals.nudge_key] = ("nudge", "")
-        self._event.clear()
         if timeout < 0.001:
             return
-        popped = self._blocking.blpop(list(keys), timeout=timeout)
+        self._in_blpop = True  # from here on `_interrupt` nudges; what it set before is seen now
+        try:
+            if self._event.is_set():
+                self._event.clear()
+                return
+            popped = self._blocking.blpop(list(keys), timeout=timeout)
+        finally:
+            self._in_blpop = False
         self._redis_answered()
         if popped is None:
             return
@@ -324,12 +340,14 @@ class Receiver:
                 self._stop.wait(ERROR_PAUSE)
 
     def _step_transient(self) -> None:
-        """One turn of the transient loop: upkeep, then one BLPOP of up to MAX_WAIT."""
+        """One turn of the transient loop: upkeep, then one BLPOP of up to MAX_WAIT, no longer
+        than until the next keep-alive is due."""
         assert self._transient is not None and self._blocking is not None
-        self._source.transient_upkeep(time.monotonic())
+        keepalive_in = self._source.transient_upkeep(time.monotonic())
         table = {q: c for q, c in self._source.consumption().items() if c.transient}
         keys = {self._transient.keys.messages(queue): queue for queue in table}
-        popped = self._blocking.blpop([*keys, self._transient_nudge], timeout=MAX_WAIT)
+        timeout = MAX_WAIT if keepalive_in is None else min(MAX_WAIT, max(0.01, keepalive_in))
+        popped = self._blocking.blpop([*keys, self._transient_nudge], timeout=timeout)
         self._redis_answered()
         if popped is None or self._stop.is_set():
             return

@@ -41,6 +41,32 @@ DEFAULT_TTL = 30.0
 #: The shortest lifetime given to a transient queue, whatever its `x-expires`.
 MIN_TTL = 6.0
 
+#: Drop the expired bindings of an exchange and return the live ones (one command per lookup).
+_ROUTES = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
+return redis.call('zrangebyscore', KEYS[1], ARGV[1], '+inf')
+"""
+
+#: Refresh queues' lifetimes in one command: ARGV[1] queues, then per queue its ttl (ms), alive
+#: value, binding count and bindings' expiry (epoch ms), then its binding members; KEYS per queue:
+#: its alive and messages keys, then its bindings' exchange keys.
+_KEEPALIVE = """
+local k, a = 1, 2
+for _ = 1, tonumber(ARGV[1]) do
+  local ttl, mark, bindings, expiry = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  a = a + 4
+  redis.call('set', KEYS[k], mark, 'px', ttl)
+  redis.call('pexpire', KEYS[k + 1], ttl)
+  k = k + 2
+  for _ = 1, bindings do
+    redis.call('zadd', KEYS[k], expiry, ARGV[a])
+    k = k + 1
+    a = a + 1
+  end
+end
+return 1
+"""
+
 _PUT = """
 local ttl = redis.call('pttl', KEYS[1])
 if ttl <= 0 then return 0 end
@@ -87,6 +113,8 @@ class TransientQueues:
         self.keys = keys
         self._max_length = max_length
         self._put: Callable[..., Any] = client.register_script(_PUT)
+        self._routes: Callable[..., Any] = client.register_script(_ROUTES)
+        self._keepalive: Callable[..., Any] = client.register_script(_KEEPALIVE)
         self._lock = threading.Lock()
         self._owned: dict[str, float] = {}
         self._marks: dict[str, str] = {}
@@ -145,20 +173,21 @@ class TransientQueues:
             self.delete(queue)
 
     def keepalive(self) -> None:
-        """Refresh the lifetime of every queue (and binding) this process declared."""
+        """Refresh the lifetime of every queue (and binding) this process declared (one command)."""
         with self._lock:
             owned = dict(self._owned)
             marks = dict(self._marks)
             bindings = {q: set(b) for q, b in self._bindings.items() if q in owned}
         if not owned:
             return
-        pipe = self._client.pipeline(transaction=False)
+        keys: list[str] = []
+        args: list[Any] = [len(owned)]
         for queue, ttl in owned.items():
-            pipe.set(self.keys.alive(queue), marks.get(queue, "1"), px=int(ttl * 1000))
-            pipe.pexpire(self.keys.messages(queue), int(ttl * 1000))
-            for exchange, kind, key in bindings.get(queue, ()):
-                pipe.zadd(self.keys.bindings(exchange), {json.dumps([kind, key, queue]): _expiry_ms(ttl)})
-        pipe.execute()
+            bound = sorted(bindings.get(queue, ()))
+            keys += [self.keys.alive(queue), self.keys.messages(queue), *(self.keys.bindings(e) for e, _, _ in bound)]
+            args += [int(ttl * 1000), marks.get(queue, "1"), len(bound), _expiry_ms(ttl),
+                     *(json.dumps([kind, key, queue]) for _, kind, key in bound)]
+        self._keepalive(keys=keys, args=args)
 
     def min_ttl(self) -> float | None:
         """The shortest lifetime among this process's queues (None if it declared none)."""
@@ -167,11 +196,7 @@ class TransientQueues:
 
     def routes(self, exchange: str) -> list[Binding]:
         """The live bindings of `exchange` in every process; expired ones are removed."""
-        now = int(time.time() * 1000)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zremrangebyscore(self.keys.bindings(exchange), "-inf", now)
-        pipe.zrangebyscore(self.keys.bindings(exchange), now, "+inf")
-        members = pipe.execute()[1]
+        members = self._routes(keys=[self.keys.bindings(exchange)], args=[int(time.time() * 1000)])
         routes: list[Binding] = []
         for member in members:
             kind, key, queue = json.loads(member)

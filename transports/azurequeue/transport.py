@@ -300,9 +300,14 @@ class Transport(virtual.Transport):
 
     def cancel(self, queue: str) -> None:
         """Stop receiving `queue`."""
+        gone = self._consumed.get(queue)
         self._consumed = {q: c for q, c in self._consumed.items() if q != queue}
         if self._receiver is not None:
             self._receiver.forget(queue)
+            if gone is not None and gone.transient:
+                self._receiver.wake_transient()
+            elif gone is not None:
+                self._receiver.wake()  # its wait must not pop that queue's tokens any more
 
     def room_opened(self, channel: AzureQueueChannel) -> None:
         """A channel acked or rejected: let the I/O thread receive for it again."""
@@ -336,13 +341,17 @@ class Transport(virtual.Transport):
             self.keeper.run_later(partial(self.queues.return_parts, lease, tags))
         return kept
 
-    def transient_upkeep(self, now: float) -> None:
-        """Keep this process's transient queues in Redis alive (the transient queues' thread)."""
+    def transient_upkeep(self, now: float) -> float | None:
+        """Keep this process's transient queues in Redis alive (the transient queues' thread);
+        return the seconds until the next keep-alive is due (None: no transient queue)."""
         transient = self.transient
         ttl = transient.min_ttl() if transient is not None else None
-        if transient is not None and ttl is not None and now - self._last_keepalive >= ttl / 3:
+        if transient is None or ttl is None:
+            return None
+        if now - self._last_keepalive >= ttl / 3:
             self._last_keepalive = now
             transient.keepalive()
+        return self._last_keepalive + ttl / 3 - now
 
     def upkeep(self, now: float) -> None:
         """Periodic work of a consuming connection (I/O thread): queue heartbeats, reap abandoned

@@ -48,24 +48,56 @@ def _dead_here(holder: str | None) -> bool:
     return False
 
 
-def take(store: CoordinationStore, name: str, owner: str, ttl: float) -> bool:
-    """Acquire lock `name` for `owner`, taking it over from a dead holder on this host."""
-    if store.acquire(name, owner, ttl):
+def take(store: CoordinationStore, name: str, owner: str, ttl: float,
+         acquire: Callable[[str, float], bool] | None = None) -> bool:
+    """Acquire lock `name` for `owner` (with `acquire(owner, ttl)` when given, e.g. a script that
+    takes it along with other work), taking it over from a dead holder on this host."""
+    def first() -> bool:
+        return acquire(owner, ttl) if acquire is not None else store.acquire(name, owner, ttl)
+
+    if first():
         return True
     holder = store.holder(name)
     if _dead_here(holder) and holder is not None:
         store.release(name, holder)
-        return store.acquire(name, owner, ttl)
+        return first()
     return False
+
+
+class Held:
+    """What `lease` yields: true while the lock is held; its owner, and a way to say that the
+    block released it itself (in a script that does more, so the lease sends no release)."""
+
+    def __init__(self, owner: str, held: bool, stop: threading.Event | None = None,
+                 keeper: threading.Thread | None = None) -> None:
+        self.owner = owner
+        self.held = held
+        self.released = False
+        self._stop = stop
+        self._keeper = keeper
+
+    def __bool__(self) -> bool:
+        return self.held
+
+    def stop_renewing(self) -> None:
+        """Stop the renewal thread now (before a release made elsewhere, so it cannot take the
+        lock again afterwards)."""
+        if self._stop is not None:
+            self._stop.set()
+        if self._keeper is not None and self._keeper is not threading.current_thread():
+            self._keeper.join(timeout=LEASE_SECONDS)
 
 
 @contextmanager
 def lease(store: CoordinationStore, name: str, ttl: float = LEASE_SECONDS,
-          on_renew: Callable[[], None] | None = None) -> Iterator[bool]:
-    """Hold lock `name` while the block runs; yields False (holding nothing) if another owns it."""
+          on_renew: Callable[[], None] | None = None,
+          acquire: Callable[[str, float], bool] | None = None) -> Iterator[Held]:
+    """Hold lock `name` while the block runs; yields a false `Held` (holding nothing) if another
+    owns it. `acquire(owner, ttl)` takes it in place of `store.acquire` the first time; a block
+    that released it itself sets `released` (after `stop_renewing`)."""
     owner = _owner()
-    if not take(store, name, owner, ttl):
-        yield False
+    if not take(store, name, owner, ttl, acquire):
+        yield Held(owner, False)
         return
     stop = threading.Event()
 
@@ -81,13 +113,14 @@ def lease(store: CoordinationStore, name: str, ttl: float = LEASE_SECONDS,
 
     keeper = threading.Thread(target=renew, name=f"lease-{name}", daemon=True)
     keeper.start()
+    held = Held(owner, True, stop, keeper)
     try:
-        yield True
+        yield held
     finally:
-        stop.set()
-        keeper.join(timeout=ttl)
-        try:
-            store.release(name, owner)
-        except Exception as exc:
-            logger.log(log_level(exc, logging.WARNING), "lease %s: release failed (%s); it lapses within %s s",
-                       name, exc, ttl)
+        held.stop_renewing()
+        if not held.released:
+            try:
+                store.release(name, owner)
+            except Exception as exc:
+                logger.log(log_level(exc, logging.WARNING), "lease %s: release failed (%s); it lapses within %s s",
+                           name, exc, ttl)

@@ -35,7 +35,7 @@ from flowcraft_celery.distributed.core.message import MessageError, NodeMessage,
 from flowcraft_celery.distributed.core.runtime import Runtime, runtime_for
 from flowcraft_celery.distributed.core.tracing import message_context, span
 from flowcraft_celery.distributed.node.deadletter import dead_letter, dead_letter_arguments
-from flowcraft_celery.distributed.node.lease import lease
+from flowcraft_celery.distributed.node.lease import Held, lease
 from flowcraft_celery.distributed.runs.awaiting import mark_awaiting
 from flowcraft_celery.distributed.runs.ending import fail_run
 from flowcraft_celery.distributed.runs.errors import RunError
@@ -63,8 +63,8 @@ from flowcraft_celery.model.graph import DynamicAddition, Graph
 from flowcraft_celery.stores.base import MISSING, RecordedOutput
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
 from flowcraft_celery.stores.guard import TRANSIENT, log_level
-from flowcraft_celery.stores.ledger import Settled
-from flowcraft_celery.stores.timeline import Attempt
+from flowcraft_celery.stores.ledger import Entered, Lock, Settled
+from flowcraft_celery.stores.timeline import Attempt, Write
 
 logger = logging.getLogger("flowcraft.bridge")
 
@@ -212,6 +212,10 @@ class NodeExecution:
         self._marked = False
         #: Whether this execution settled its token in the ledger (which ends its attempt).
         self._settled = False
+        #: The execution lock this execution holds when settling may release it (same Redis).
+        self._lease: tuple[Held, Lock] | None = None
+        #: The timeline write of the attempt's end, made with the settle when it comes.
+        self._ending: Write | None = None
 
     @node_log_scope
     def handle(self) -> None:
@@ -227,7 +231,10 @@ class NodeExecution:
 
     def _handle(self) -> None:
         """Drop what is done or halted, rebuild a run whose Redis state was lost, check the
-        blueprint, then run the node."""
+        blueprint, then run the node (an ordinary execution's message in one Redis command less:
+        `_run_at_once`)."""
+        if self._run_at_once():
+            return
         state = self.rt.ledger.check(self.run_id, self.token)
         if state.lost and not (state.finished or state.halted):
             presence = ensure_state(self.app, self.rt, self.run_id)
@@ -298,28 +305,87 @@ class NodeExecution:
         if node.uses in RUNNER_BUILTINS:
             self._builtin(node.uses, node_input)
             return
-        with lease(self.rt.coordination, f"exec:{self.run_id}:{self.token}",
-                   on_renew=lambda: self.rt.touch(self.run_id)) as held:
+        self._run_leased(node, node_input)
+
+    def _run_at_once(self) -> bool:
+        """Run an ordinary node's own message without `check` first: what the message says is
+        checked here (blueprint and version known, the node an ordinary one), and what the run
+        says is checked by the ledger's enter script, which counts the attempt only for a run
+        whose state is there, not halted, with this token pending as this message names it. False
+        (nothing done) when the message or the run needs the full path of `_handle`."""
+        msg = self.msg
+        if msg.done is not None or msg.resume is not None or msg.child is not None or msg.wake:
+            return False
+        blueprint = self.rt.blueprints.get(msg.blueprint_id)
+        if blueprint is None or blueprint.run_version != msg.version \
+                or self._ledger_lock_key(f"exec:{self.run_id}:{self.token}") is None:
+            return False
+        graph = run_graph(self.rt, blueprint, self.run_id, msg.dynamic)
+        node = graph.nodes.get(self.node_id)
+        if node is None or node.uses in RUNNER_BUILTINS:
+            return False
+        self.blueprint, self.graph = blueprint, graph
+        node_input = semantics.resolve_input(graph, node, msg.value, self._lookup, self.iteration)
+        return self._run_leased(node, node_input, (msg.blueprint_id, msg.version))
+
+    def _run_leased(self, node: NodeDefinition, node_input: Any, expect: tuple[str, str | None] | None = None
+                    ) -> bool:
+        """Run the node under its execution lock (another copy of the message running it: the
+        message comes back later). With `expect` (the blueprint and version the message names),
+        the ledger also checks that the token is pending with them: when it is not (or the run's
+        state is lost) nothing was counted and False says so, once the lock is released."""
+        name = f"exec:{self.run_id}:{self.token}"
+        lock_key = self._ledger_lock_key(name)
+        entered: list[Entered] = []
+        started, begin = self.rt.timeline.beginning(self.run_id, self.token, node.uses, self.msg.attempt,
+                                                    self.task.request.hostname or socket.gethostname(),
+                                                    self._queue_wait())
+
+        def enter_holding(owner: str, ttl: float) -> bool:
+            assert lock_key is not None
+            result = self.rt.ledger.enter(self.run_id, self.token, Lock(lock_key, owner, ttl), begin,
+                                          self.rt.settings.crash_limit, expect)
+            if result.held:
+                entered.append(result)
+            return result.held
+
+        with lease(self.rt.coordination, name, on_renew=lambda: self.rt.touch(self.run_id),
+                   acquire=enter_holding if lock_key is not None else None) as held:
             if not held:  # another copy of this message is running it right now
                 self._requeue(self.msg, 5)
-                return
-            again, attempts = self.rt.ledger.enter(self.run_id, self.token)
+                return True
+            again, attempts, _, begun = entered[0] if entered else self.rt.ledger.enter(self.run_id, self.token)
             if again.finished or again.halted:  # a copy that held the lease before us finished it
-                return
+                return True
+            if expect is not None and not attempts:  # lost, not pending, or pending as another message
+                return False
+            if lock_key is not None:
+                self._lease = (held, Lock(lock_key, held.owner, 0.0))
+            if again.pending is not None:
+                self.entry = NodeMessage.from_wire(again.pending)
             self._marked = attempts > 0
             try:
                 recorded = self.rt.contexts.get_output(self.run_id, self.node_id, self.iteration) \
                     if again.maybe_recorded else None
                 if recorded is not None:
                     self._succeed(_result_of(recorded), _decision_of(recorded), recorded=True)
-                    return
+                    return True
                 crashes = (attempts or self.rt.ledger.begin_attempt(self.run_id, self.token)) - 1
                 if crashes >= self.rt.settings.crash_limit:
                     self._crash_loop(crashes)
-                    return
-                self._attempt(node, node_input)
+                    return True
+                self._attempt(node, node_input, started if begun else None)
             finally:
                 self._end_attempt()
+        return True
+
+    def _ledger_lock_key(self, name: str) -> str | None:
+        """The Redis key of lock `name` when the ledger can take and release it in its own scripts
+        (the coordination store's locks live on the ledger's Redis), else None."""
+        coordination = self.rt.coordination
+        if getattr(coordination, "client", None) is not self.rt.ledger.client:
+            return None
+        return str(coordination.lock_key(name))  # type: ignore[attr-defined]
 
     def _end_attempt(self) -> None:
         """Note that the attempt ended (it did not crash its process), unless settling did."""
@@ -338,12 +404,14 @@ class NodeExecution:
         self._fail({"nodeId": self.node_id, "type": "NodeCrashed", "message": reason, "crashes": crashes})
         dead_letter(self.app, self.task, self.msg, reason)
 
-    def _attempt(self, node: NodeDefinition, node_input: Any) -> None:
-        """One attempt of an ordinary node, then success or the failure path."""
+    def _attempt(self, node: NodeDefinition, node_input: Any, trace: Attempt | None = None) -> None:
+        """One attempt of an ordinary node, then success or the failure path; `trace` is the
+        attempt's timeline record when entering it began it already."""
         timeout = node.config.timeout_seconds
         attempt = self.msg.attempt
-        trace = self.rt.timeline.begin(self.run_id, self.token, node.uses, attempt,
-                                       self.task.request.hostname or socket.gethostname(), self._queue_wait())
+        if trace is None:
+            trace = self.rt.timeline.begin(self.run_id, self.token, node.uses, attempt,
+                                           self.task.request.hostname or socket.gethostname(), self._queue_wait())
         ctx = NodeContext(input=node_input, params=dict(node.params), context=RunContext(self.rt.contexts, self.run_id),
                           run_id=self.run_id, node_id=self.node_id, blueprint_id=self.blueprint.id,
                           iteration=self.iteration, attempt=attempt)
@@ -359,8 +427,22 @@ class NodeExecution:
             _end_trace(trace, "retrying" if retrying else "failed", node.config.delay_seconds if retrying else None)
             self._attempt_failed(error, ctx)
             return
-        _end_trace(trace, "succeeded")
-        self._succeed(result)
+        # the end is written with the settle (one script), or on its own if the execution ends otherwise
+        self._ending = trace.ending("succeeded")
+        try:
+            self._succeed(result)
+        finally:
+            self._write_ending()
+
+    def _write_ending(self) -> None:
+        """Write the succeeded attempt's end to the timeline now, unless settling did (best effort)."""
+        ending, self._ending = self._ending, None
+        if ending is not None:
+            try:
+                self.rt.timeline.apply(ending)
+            except Exception as exc:
+                logger.log(log_level(exc, logging.WARNING), "run %s node %s: could not record the attempt's "
+                           "end: %s", self.run_id, self.token, exc)
 
     def _queue_wait(self) -> float | None:
         """Seconds this message waited on its queue: from its publish, or its due time when it was
@@ -466,11 +548,19 @@ class NodeExecution:
                                       self._groups([m for m in written.values() if m is not inline])):
             sent[message.token] = message
         if inline is not None:
+            self._write_ending()  # the attempt ended: the timeline says so while the inlined one runs
             NodeExecution(self.task, self.rt, inline, self.depth + 1, own_message=False).handle()
+        release = None
+        if self._lease is not None:
+            held, release = self._lease
+            held.stop_renewing()
         settled = self.rt.ledger.settle(self.run_id, self.token,
                                         {name: (written[name].to_wire(), sent[name].to_wire()) for name in written},
-                                        finished_at, self.rt.settings.touch_interval)
+                                        finished_at, self.rt.settings.touch_interval, release, self._ending)
         self._settled = True
+        self._ending = None
+        if self._lease is not None:
+            self._lease[0].released = True
         self._completed_or_touched(settled)
 
     def _record(self, result: NodeResult, decision: Decision) -> RecordedOutput | None:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowcraft_celery.distributed.core.runtime import Runtime
-from flowcraft_celery.distributed.runs.graphs import run_graph
+from flowcraft_celery.distributed.runs.graphs import blueprint_graph
 from flowcraft_celery.engine.dispatch import join_scopes
+from flowcraft_celery.model.graph import DynamicAddition
 from flowcraft_celery.stores.guard import is_outage
 from flowcraft_celery.stores.retention import Removed
 
@@ -34,7 +35,9 @@ def run_scopes(rt: Runtime, run_id: str, blueprint_id: str | None) -> list[str]:
     blueprint = rt.blueprints.get(str(blueprint_id))
     if blueprint is None:
         return []
-    return join_scopes(run_graph(rt, blueprint, run_id, dynamic=True), run_id, rt.ledger.tokens(run_id))
+    tokens, additions = rt.ledger.tokens_and_dynamic(run_id)
+    graph = blueprint_graph(blueprint).extend(DynamicAddition.from_dict(d) for d in additions)
+    return join_scopes(graph, run_id, tokens)
 
 
 def retention_ttl(rt: Runtime) -> int | None:

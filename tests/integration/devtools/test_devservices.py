@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -158,6 +160,26 @@ def test_up_refuses_a_port_held_by_something_else(stop_after: Ports) -> None:
     finally:
         squatter.close()
     assert devservices.status(ports)[0].state is State.FREE
+
+
+def test_up_waits_for_its_own_busy_emulator_and_names_it_when_it_never_answers(stop_after: Ports) -> None:
+    ports = stop_after
+    devservices.bring_up(ports)
+    folder = devservices.services_dir(devservices.repo_root())
+    cosmos = next(la for la in devservices.launches(ports, devservices.repo_root()) if la.key.startswith("cosmosdb"))
+    pid = background.running_pid(folder, cosmos.key, cosmos.program)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # a stalled emulator: its port accepts connections, nothing answers
+    try:
+        with pytest.raises(ServiceError, match=rf"cosmos on https://127\.0\.0\.1:{ports.cosmos} \(started by "
+                                               rf"flowcraft-celery, pid {pid}\) did not answer within 1 s"):
+            devservices.bring_up(ports, timeout=1)
+        threading.Timer(3.0, os.kill, (pid, signal.SIGCONT)).start()
+        reports = devservices.bring_up(ports, timeout=60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert [r.state for r in reports] == [State.ANSWERS] * 5
+    assert background.running_pid(folder, cosmos.key, cosmos.program) == pid
 
 
 def test_cli_env_output_evals_to_the_env_vars(services_env: dict[str, str]) -> None:

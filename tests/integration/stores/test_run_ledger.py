@@ -12,7 +12,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from flowcraft_celery.stores.ledger import RunLedger
+from flowcraft_celery.stores.ledger import Lock, RunLedger
+from flowcraft_celery.stores.redis import RedisCoordinationStore
+from flowcraft_celery.stores.timeline import RunTimeline
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +69,72 @@ def test_entering_counts_attempts_that_never_ended_until_one_settles_and_skips_f
     assert done.state.finished and done.attempts == 0
     ledger.begin("r", 2, {"b@0": {"node": "b", "sent": 1.0}})
     assert ledger.begin_attempt("r", "b@0") == 1  # what a settled attempt left was cleared by settle
+
+
+def test_entering_with_the_execution_lock_takes_it_or_does_nothing_and_settling_releases_it(
+        ledger: RunLedger) -> None:
+    locks = RedisCoordinationStore(ledger.client, ledger._prefix)
+    key = locks.lock_key("exec:r:a@0")
+    ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
+    first = ledger.enter("r", "a@0", Lock(key, "one", 30))
+    assert first.held and first.attempts == 1 and locks.holder("exec:r:a@0") == "one"
+    other = ledger.enter("r", "a@0", Lock(key, "two", 30))  # a copy of the message while the first runs
+    assert not other.held and other.attempts == 0
+    assert ledger.unended_attempts("r") == {"a@0": 1} and locks.holder("exec:r:a@0") == "one"
+    assert not ledger.settle("r", "a@0", {}, release=Lock(key, "two", 0)).remaining  # not its lock
+    assert locks.holder("exec:r:a@0") == "one"
+    ledger.begin("r", 2, {"a@0": {"node": "a", "sent": 1.0}})
+    ledger.enter("r", "a@0", Lock(key, "one", 30))
+    ledger.settle("r", "a@0", {}, release=Lock(key, "one", 0))
+    assert locks.holder("exec:r:a@0") is None and ledger.check("r", "a@0").finished
+    assert ledger.enter("r", "a@0", Lock(key, "two", 30)).state.finished  # free again: a late copy finds it done
+
+
+def test_entering_begins_in_the_timeline_only_an_attempt_that_will_run(ledger: RunLedger) -> None:
+    timeline = RunTimeline(ledger.client, ledger._prefix)
+    key = RedisCoordinationStore(ledger.client, ledger._prefix).lock_key("exec:r:a@0")
+
+    def enter(owner: str, limit: int = 3) -> bool:
+        _, write = timeline.beginning("r", "a@0", "step", 1, "w1", 0.5)
+        entered = ledger.enter("r", "a@0", Lock(key, owner, 30), write, limit)
+        return entered.begun
+
+    ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
+    assert enter("one") and timeline.entries("r")["a@0"]["state"] == "running"
+    assert timeline.counters()["started|step"] == 1
+    assert not enter("two")  # another holds the lock: nothing begun
+    ledger.client.delete(key)
+    assert not enter("two")  # the first attempt may have recorded an output: it is looked up first
+    ledger.begin("r", 2, {"a@0": {"node": "a", "sent": 1.0}})
+    ledger.client.delete(key)
+    assert not enter("three", limit=0)  # over the crash limit: the run fails instead
+    assert timeline.counters()["started|step"] == 1
+
+
+def test_entering_for_a_message_counts_only_when_the_token_is_pending_as_it_names_it(ledger: RunLedger) -> None:
+    key = RedisCoordinationStore(ledger.client, ledger._prefix).lock_key("exec:r:a@0")
+    ledger.begin("r", 1, {"a@0": {"run": "r", "bp": "flow", "ver": None, "node": "a"},
+                          "b@0": {"run": "r", "bp": "flow", "ver": "2", "node": "b"}})
+    stale = ledger.enter("r", "a@0", Lock(key, "one", 30), expect=("flow", "1"))  # another version's message
+    assert stale.held and stale.attempts == 0 and ledger.unended_attempts("r") == {}
+    ledger.client.delete(key)
+    assert ledger.enter("r", "a@0", Lock(key, "one", 30), expect=("flow", None)).attempts == 1
+    assert ledger.enter("r", "b@0", Lock(key + "b", "one", 30), expect=("flow", "2")).attempts == 1
+    assert ledger.enter("r", "c@0", Lock(key + "c", "one", 30), expect=("flow", "2")).attempts == 0  # not due
+    lost = ledger.enter("gone", "a@0", Lock(key + "d", "one", 30), expect=("flow", None))
+    assert lost.state.lost and lost.attempts == 0
+
+
+def test_settling_writes_the_attempts_end_to_the_timeline_and_keeps_re_stamping(ledger: RunLedger) -> None:
+    timeline = RunTimeline(ledger.client, ledger._prefix)
+    ledger.begin("r", 1, {"a@0": {"node": "a", "sent": 1.0}})
+    started = timeline.begin("r", "a@0", "step", 1, "w1")
+    ledger.expect("r", {"b@0": {"node": "b", "sent": 2.0}})
+    settled = ledger.settle("r", "a@0", {"b@0": ({"node": "b", "sent": 2.0}, {"node": "b", "sent": 3.0})},
+                            end=started.ending("succeeded"))
+    assert settled.remaining == 1 and ledger.pending("r") == {"b@0": {"node": "b", "sent": 3.0}}
+    assert timeline.entries("r")["a@0"]["state"] == "succeeded"
+    assert timeline.counters()["succeeded|step"] == 1
 
 
 def test_entering_a_halted_or_lost_run_counts_nothing(ledger: RunLedger) -> None:

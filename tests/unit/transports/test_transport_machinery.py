@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.unit.transports.fakes import FakeServices
-from transports.azurequeue import Options, RedisKeys, TransientQueues, azure_queue_name, bundled
+from transports.azurequeue import Options, RedisKeys, TransientQueues, azure_queue_name, bundled, wakeup
 from transports.azurequeue.accounts import Accounts
 from transports.azurequeue.auth import Clients
 from transports.azurequeue.leases import Lease, LeaseKeeper
@@ -181,7 +181,9 @@ def test_one_send_wakes_exactly_one_consumer(fake_services: FakeServices) -> Non
     assert second.claim("work", 32) == 0
 
 
-def test_a_burst_of_sends_is_announced_as_one_counted_token(fake_services: FakeServices) -> None:
+def test_a_burst_of_sends_is_announced_as_one_counted_token(fake_services: FakeServices,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wakeup, "BURST_GAP", 60.0)  # a busy machine must not split the loop's sends
     sender, consumer = signals(fake_services), signals(fake_services)
     for _ in range(10):
         sender.notify("work")
@@ -236,6 +238,22 @@ def test_a_message_for_a_transient_queue_whose_owner_died_is_dropped_not_recreat
     publisher.put("reply", {"properties": {}, "body": "late"})
     assert publisher.existing_size("reply") is None
     assert publisher.size("reply") == 0
+
+
+def test_a_keepalive_renews_every_queue_of_the_process_with_its_bindings_in_one_command(
+        fake_services: FakeServices) -> None:
+    owner, publisher = transient(fake_services), transient(fake_services)
+    owner.declare("pidbox", {"x-expires": 10_000})
+    owner.declare("events", {"x-message-ttl": 5_000})
+    owner.bind("pidbox", "control", "fanout", "")
+    owner.bind("events", "ev", "topic", "worker.#")
+    client = fake_services.redis_client()
+    keys = RedisKeys("t:")
+    client.delete(keys.alive("pidbox"), keys.alive("events"), keys.bindings("control"), keys.bindings("ev"))
+    owner.keepalive()
+    assert 0 < client.pttl(keys.alive("pidbox")) <= 10_000 and client.get(keys.alive("events")) == "m5000"
+    assert publisher.routes("control") == [("fanout", "", "pidbox")]
+    assert publisher.routes("ev") == [("topic", "worker.#", "events")]
 
 
 def test_transient_bindings_route_publishers_until_the_queue_is_deleted(fake_services: FakeServices) -> None:
