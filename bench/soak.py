@@ -254,6 +254,8 @@ def soak(args: argparse.Namespace, env: dict[str, str], work: Path, private: red
     print(f"node executions {sum(done.values())}: missing {len(missing)}, run twice {twice}")
     print(f"worker RSS (2 workers + pool children, {len(rss)} samples): first {rss[0] / mib:.1f} MiB, "
           f"last {rss[-1] / mib:.1f} MiB, max {max(rss) / mib:.1f} MiB")
+    tenths = [rss[min(len(rss) - 1, len(rss) * i // 10)] for i in range(11)]
+    print("worker RSS at each tenth of the run (MiB): " + ", ".join(f"{value / mib:.1f}" for value in tenths))
     print(f"Redis used_memory / keys: baseline {baseline[0] / mib:.2f} MiB / {baseline[1]}, "
           f"end of runs {at_end[0] / mib:.2f} MiB / {at_end[1]}, after retention {after[0] / mib:.2f} MiB / {after[1]}")
     for pattern, (count, ttl) in sorted(left.items(), key=lambda item: -item[1][0])[:8]:
