@@ -392,14 +392,23 @@ class Report:
         return f"{self.endpoint.name:<14} {self.endpoint.url:<24} {self.state.value:<8} {self.note}"
 
 
+def _own_process(folder: Path, ports: Ports, root: Path, endpoint: Endpoint) -> tuple[Launch, int] | None:
+    """The live process `services up` started that serves `endpoint` (its launch and PID), if any."""
+    for launch in launches(ports, root):
+        if endpoint in launch.endpoints:
+            pid = background.running_pid(folder, launch.key, launch.program)
+            if pid is not None:
+                return launch, pid
+    return None
+
+
 def _owner_note(folder: Path, ports: Ports, root: Path, endpoint: Endpoint) -> str:
     """Who runs an answering endpoint: a process from `services up` (PID, log) or someone else."""
-    for launch in launches(ports, root):
-        pid = background.running_pid(folder, launch.key, launch.program)
-        if endpoint in launch.endpoints and pid is not None:
-            log = background.log_path(folder, launch.key)
-            return f"started by flowcraft-celery (pid {pid}, log {log})"
-    return "not started by flowcraft-celery"
+    own = _own_process(folder, ports, root, endpoint)
+    if own is None:
+        return "not started by flowcraft-celery"
+    launch, pid = own
+    return f"started by flowcraft-celery (pid {pid}, log {background.log_path(folder, launch.key)})"
 
 
 def _wait_for_own_busy(folder: Path, ports: Ports, root: Path, by_name: Mapping[str, Endpoint],
@@ -408,11 +417,10 @@ def _wait_for_own_busy(folder: Path, ports: Ports, root: Path, by_name: Mapping[
     a busy emulator, not a stranger. Wait up to `timeout` for them to answer (their names), else
     fail naming the process and its log."""
     own: dict[str, tuple[Endpoint, Launch, int]] = {}
-    for launch in launches(ports, root):
-        pid = background.running_pid(folder, launch.key, launch.program)
-        for endpoint in launch.endpoints:
-            if pid is not None and states.get(endpoint.name) is State.FOREIGN:
-                own[endpoint.name] = (by_name[endpoint.name], launch, pid)
+    for name, endpoint in by_name.items():
+        found = _own_process(folder, ports, root, endpoint) if states.get(name) is State.FOREIGN else None
+        if found is not None:
+            own[name] = (endpoint, *found)
     deadline = time.monotonic() + timeout
     waiting = dict(own)
     while waiting:
