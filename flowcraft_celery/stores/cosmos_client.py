@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-import requests
 import urllib3
 from azure.core.exceptions import ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
@@ -49,7 +48,7 @@ from azure.cosmos.exceptions import (
 from requests.adapters import HTTPAdapter
 
 from flowcraft_celery.errors import FlowcraftError
-from transports.azurequeue import HttpEnvironment, ThrottleWatch, cosmos_throttle_kind
+from transports.azurequeue import DirectSession, HttpEnvironment, ThrottleWatch, cosmos_throttle_kind
 
 CONNECTION_STRING_ENV = "AZURE_COSMOS_CONNECTION_STRING"
 VERIFY_TLS_ENV = "FLOWCRAFT_COSMOS_VERIFY_TLS"
@@ -302,8 +301,7 @@ def _build_client(account: CosmosAccount, verify: bool, credential: Any = None) 
     `credential` when the account has none)."""
     if not verify:
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-    session = requests.Session()
-    session.trust_env = False
+    session = DirectSession()
     adapter = _SharedContextAdapter(_ssl_context(verify), verify)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

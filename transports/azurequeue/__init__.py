@@ -184,12 +184,14 @@ consumer holds a bundle's parts under one lease; an acked part is noted in a Red
 Azure message is deleted with its last part, and after a consumer dies only the parts not yet
 settled are delivered again. A requeued part is re-sent alone, a rejected one dead-lettered
 alone. The receiver counts deliveries, not Azure messages, against the prefetch room, and a
-consumer is never handed more than that room: the parts of a receive beyond it go back at once,
-together as one new Azure message that any consumer can take (their earlier deliveries carried,
-this one not counted), so a bundle never parks work in a busy worker while another could run it.
-Trade-offs: a queue's message count counts a bundle once, and a consumer with less room than a
-bundle has parts (Celery's prefetch multiplier 1 on a busy worker) costs a send, a receive and a
-delete per split, so in a steady flood bundles save little. See ``transports.azurequeue.bundles``.
+consumer is never handed more than that room: the parts of a receive beyond it wait in the
+receiver for up to 0.1 s and are handed to the consumer as its room opens (a short task ended);
+what is still without room then goes back, together as one new Azure message that any consumer
+can take (their earlier deliveries carried, this one not counted), so a bundle never parks work
+in a busy worker while another could run it. Trade-offs: a queue's message count counts a bundle
+once, and a consumer with less room than a bundle has parts (Celery's prefetch multiplier 1 on a
+busy worker) whose tasks outlast the wait costs a send, a receive and a delete per split. See
+``transports.azurequeue.bundles``.
 
 Throttling
 ==========
@@ -240,6 +242,7 @@ from .auth import Secret, build_clients, masked_url
 from .blobs import LargeBodyStore
 from .bundles import bundled
 from .channel import Channel
+from .directsession import DirectSession
 from .errors import AzureQueueError
 from .httpenv import HttpEnvironment
 from .naming import (
@@ -273,6 +276,7 @@ __all__ = [
     "AzureQueueError",
     "BrokerUnreachable",
     "Channel",
+    "DirectSession",
     "HttpEnvironment",
     "LargeBodyStore",
     "Options",

@@ -12,6 +12,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from requests import Session
 from requests.adapters import HTTPAdapter
 
+from .directsession import DirectSession
 from .httpenv import HttpEnvironment
 from .outages import OUTAGES
 from .throttling import ThrottleWatch, storage_throttle_kind
@@ -88,7 +89,8 @@ class CountingTransport(RequestsTransport):
 
     def __init__(self, service: str, stats: RequestStats = STATS, watch: ThrottleWatch | None = None,
                  **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(session=DirectSession(), **kwargs)
+        self._init_session(self.session)
         self._service = service
         self._stats = stats
         self._classify = queue_operation if service == "queue" else blob_operation
