@@ -15,9 +15,9 @@ deleted with its last part; if the consumer dies first, the bundle reappears and
 not in the set are delivered again. A part that is requeued or rejected goes out on its own
 (re-sent, or to the dead-letter queue) and counts as settled in its bundle.
 
-A consumer is handed no more parts than its prefetch room; the receiver sends the rest back at
-once as one new Azure message (`AzureQueues.return_parts`), so a fan-out spreads over every
-consumer with room. A queue's message count counts a bundle once.
+A consumer is handed no more parts than its prefetch room; the receiver keeps the rest for up
+to 0.1 s, handing them over as room opens, then sends what is left back as one new Azure message
+(`AzureQueues.return_parts`), so a fan-out spreads over every consumer with room. A queue's message count counts a bundle once.
 """
 
 from __future__ import annotations

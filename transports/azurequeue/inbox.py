@@ -5,7 +5,9 @@ the connection. The inbox is a FIFO of `(queue, payload)` guarded by a condition
 `drain_events(timeout)` waits on the condition, and a worker's event loop (the kombu hub)
 watches the read end of a socket pair that the inbox writes one byte to when it goes from
 empty to non-empty. It also counts what it holds per owner (a channel), so the I/O thread
-can subtract messages not yet delivered from the channel's prefetch room.
+can subtract messages not yet delivered from the channel's prefetch room: a delivery counts
+from `put` until the consuming thread says it was `delivered` (the channel counts it from
+then on), so the room never looks larger than it is while deliveries are handed over.
 """
 
 from __future__ import annotations
@@ -50,11 +52,11 @@ class Inbox:
                     self._writer.send(b"\0")
 
     def take_all(self) -> list[Delivery]:
-        """Remove and return every waiting delivery (the event loop's read callback)."""
+        """Remove and return every waiting delivery (the event loop's read callback); they still
+        count as pending until `delivered`."""
         with self._cond:
             items = list(self._items)
             self._items.clear()
-            self._owned.clear()
             if self._signalled:
                 self._signalled = False
                 with contextlib.suppress(OSError):
@@ -72,8 +74,16 @@ class Inbox:
                 self._cond.wait(remaining)
         return self.take_all()
 
+    def delivered(self, items: list[Delivery]) -> None:
+        """Stop counting deliveries taken: their channel has them (or they were given back)."""
+        with self._cond:
+            for _, _, owner in items:
+                self._owned[owner] -= 1
+                if self._owned[owner] <= 0:
+                    del self._owned[owner]
+
     def pending(self, owner: Hashable) -> int:
-        """How many deliveries of `owner` wait here."""
+        """How many deliveries of `owner` wait here or are being handed over."""
         with self._cond:
             return self._owned[owner]
 

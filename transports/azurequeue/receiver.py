@@ -20,8 +20,10 @@ Batching: a channel that holds nothing polls as soon as it is woken (latency); o
 already holds messages waits until no more than a quarter of its prefetch is held (with
 Celery's default multiplier of 4: only the running tasks) and lets a trickle gather for
 `gather_seconds`, so a busy worker receives in batches (fewer requests). Bundles (several
-deliveries in one Azure message) count as what they bring, and parts beyond the room go back to
-the queue at once, so a receive fills the prefetch room and never hoards.
+deliveries in one Azure message) count as what they bring. Parts beyond the room wait in the
+thread for up to `SPARE_SECONDS`: a part whose channel gains room meanwhile (a short task ended)
+is delivered from there, at no request; the rest go back to the queue, so a worker never keeps
+work it cannot start while another may be idle, and short nodes do not bounce through the queue.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ ERROR_PAUSE = 1.0
 DUE_SLACK = 0.002
 #: Seconds a queue's largest bundle seen is remembered when sizing receives.
 BUNDLE_MEMORY = 60.0
+#: Seconds bundle parts received beyond a channel's room wait for room before going back to the
+#: queue: long enough for a short task to end, short beside a long node's run.
+SPARE_SECONDS = 0.1
 
 
 class QoSView(Protocol):
@@ -128,6 +133,8 @@ class Receiver:
         self._redis_where = redis_endpoint(blocking) if blocking is not None else ""
         self._timed: list[tuple[float, int, str, Hashable, dict[str, Any]]] = []
         self._timed_owned: dict[Hashable, int] = {}
+        #: Parts received beyond their channel's room: (give back at, queue, owner, parts) per receive.
+        self._spare: list[tuple[float, str, Hashable, list[Received]]] = []
         self._seq = itertools.count()
         self._taken: dict[str, int] = {}
         self._bundle_size = bundle_size
@@ -193,6 +200,8 @@ class Receiver:
             held = [entry[4] for entry in self._timed]
             self._timed.clear()
             self._timed_owned.clear()
+        held.extend(item.payload for _, _, _, parts in self._spare for item in parts)
+        self._spare.clear()
         return held
 
     def _interrupt(self) -> None:
@@ -239,7 +248,10 @@ class Receiver:
         return max(0, min(self._max_batch, estimate - pending))
 
     def _eligible(self, consumption: Consumption) -> int:
-        """The batch to receive for this channel now (0: none), keeping busy channels batched."""
+        """The batch to receive for this channel now (0: none, also while it has spare parts),
+        keeping busy channels batched."""
+        if any(owner == consumption.owner for _, _, owner, _ in self._spare):
+            return 0
         room = self.room(consumption)
         prefetch = consumption.qos.prefetch_count or 0
         if room and prefetch and room < prefetch - max(1, prefetch // 4):
@@ -263,6 +275,7 @@ class Receiver:
         self._release_due()
         table = self._source.consumption()
         azure = {q: c for q, c in table.items() if not c.transient}
+        self._place_spare(azure, now)
         with self._lock:  # with `room_opened`: an ack right after the room was read still interrupts
             batches = {q: self._eligible(c) for q, c in azure.items()}
             ready = [q for q, n in batches.items() if n > 0]
@@ -281,6 +294,8 @@ class Receiver:
             return
         if self._timed:
             wake_at = min(wake_at, now + max(0.0, self._timed[0][0] - time.time()))
+        if self._spare:
+            wake_at = min(wake_at, min(at for at, _, _, _ in self._spare))
         timeout = min(MAX_WAIT, max(0.0, wake_at - now))
         if self._signals is not None and self._redis_ok() and ready:
             self._wait_redis(table, azure, ready, timeout)
@@ -402,24 +417,41 @@ class Receiver:
                 self._signals.discard(queue, received - taken)
             elif received >= count and taken > received:
                 self._signals.announce(queue, taken - received)
+        self._deliver(queue, consumption.owner, held[:room])
+        if len(held) > room:
+            self._spare.append((now + SPARE_SECONDS, queue, consumption.owner, held[room:]))
+
+    def _deliver(self, queue: str, owner: Hashable, items: list[Received]) -> None:
+        """Queue held messages for the consuming thread: now, or at their due time."""
         wall = time.time()
-        for item in self._fit(held, room):
+        for item in items:
             if item.due is not None and item.due > wall + DUE_SLACK:
                 with self._lock:
-                    heapq.heappush(self._timed, (item.due, next(self._seq), queue, consumption.owner, item.payload))
-                    self._timed_owned[consumption.owner] = self._timed_owned.get(consumption.owner, 0) + 1
+                    heapq.heappush(self._timed, (item.due, next(self._seq), queue, owner, item.payload))
+                    self._timed_owned[owner] = self._timed_owned.get(owner, 0) + 1
             else:
-                self._inbox.put(queue, item.payload, consumption.owner)
+                self._inbox.put(queue, item.payload, owner)
 
-    def _fit(self, held: list[Received], room: int) -> list[Received]:
-        """What a receive brought, cut to the channel's room: bundle parts beyond it go back to
-        the queue at once (a worker never holds work it has no room for while another may be
-        idle); whole messages stay (a receive never asks for more of them than the room)."""
-        if len(held) <= room:
-            return held
-        excess = {id(item.payload): item for item in held[room:]}
-        kept = {id(payload) for payload in self._source.return_undelivered([i.payload for i in excess.values()])}
-        return held[:room] + [item for key, item in excess.items() if key in kept]
+    def _place_spare(self, azure: dict[str, Consumption], now: float) -> None:
+        """Deliver spare parts to channels that gained room; give back those whose wait is over
+        (or whose channel no longer consumes the queue): bundle parts return to the queue together,
+        whole messages (a receive never asks for more of them than the room) are delivered anyway,
+        as a message received for a cancelled consumer is."""
+        waiting: list[tuple[float, str, Hashable, list[Received]]] = []
+        for at, queue, owner, parts in self._spare:
+            consumption = azure.get(queue)
+            consumed = consumption is not None and consumption.owner == owner
+            if consumed and consumption is not None:
+                room = self.room(consumption)
+                self._deliver(queue, owner, parts[:room])
+                parts = parts[room:]
+            if parts and consumed and at > now:
+                waiting.append((at, queue, owner, parts))
+            elif parts:
+                by_id = {id(item.payload): item for item in parts}
+                kept = self._source.return_undelivered([item.payload for item in parts])
+                self._deliver(queue, owner, [by_id[id(payload)] for payload in kept])
+        self._spare = waiting
 
     def _deliveries_per_message(self, queue: str, now: float) -> float:
         """Deliveries an Azure message of `queue` may bring: the most seen lately, else 1."""

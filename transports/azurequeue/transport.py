@@ -400,8 +400,12 @@ class Transport(virtual.Transport):
 
     def _deliver_ready(self, *args: Any) -> None:
         """Deliver everything the I/O thread has handed over (event loop callback)."""
-        for queue, payload, _ in self.inbox.take_all():
-            self._deliver(payload, queue)
+        items = self.inbox.take_all()
+        try:
+            for queue, payload, _ in items:
+                self._deliver(payload, queue)
+        finally:
+            self.inbox.delivered(items)
 
     def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
         """Deliver what the I/O thread received, waiting up to `timeout` seconds for something."""
@@ -409,8 +413,11 @@ class Transport(virtual.Transport):
         ready = self.inbox.wait(timeout)
         if not ready:
             raise TimeoutError()
-        for queue, payload, _ in ready:
-            self._deliver(payload, queue)
+        try:
+            for queue, payload, _ in ready:
+                self._deliver(payload, queue)
+        finally:
+            self.inbox.delivered(ready)
 
     def close_connection(self, connection: Any) -> None:
         """Stop receiving, give back what was received but not delivered, close channels (giving
@@ -421,8 +428,10 @@ class Transport(virtual.Transport):
             for payload in self._receiver.stop():
                 self.give_back(payload)
             self._receiver = None
-        for _, payload, _ in self.inbox.take_all():
+        left = self.inbox.take_all()
+        for _, payload, _ in left:
             self.give_back(payload)
+        self.inbox.delivered(left)
         if self._loop is not None:
             self.unregister_from_event_loop(connection, self._loop)
         super().close_connection(connection)

@@ -38,6 +38,7 @@ from tests.integration.transports.transport_support import (
 )
 from transports.azurequeue.bundles import bundled
 from transports.azurequeue.naming import listing_prefix
+from transports.azurequeue.stats import STATS
 
 #: A consumer that takes `count` messages of a queue, acks those whose `n` is listed, waits for
 #: the acks to reach Azure and Redis, says which it acked, then sleeps until it is killed.
@@ -325,6 +326,34 @@ def test_consumer_with_room_for_two_takes_two_parts_and_the_rest_go_back_at_once
                 for message in first + second:
                     message.ack()
             wait_for(lambda: settled(rdb, unique_prefix, "room"), 10, "the bundles and their records to go")
+
+
+def test_a_part_without_room_goes_to_its_consumer_when_an_ack_opens_room_at_once_and_does_not_go_back(
+    unique_prefix: str, rdb: redis.Redis, cleanup: None
+) -> None:
+    """A consumer with prefetch 2 receives a 4-part bundle and acks a part as soon as it has it
+    (a short task): the parts it had no room for are handed to it as room opens, none goes
+    back to the queue (no new Azure message), and each part is delivered once."""
+    with redis_connection(unique_prefix, visibility_timeout=60) as conn:
+        with bundled():
+            publish(conn, "spare", range(4))
+        assert shape(unique_prefix, "spare") == [4]
+        got: list[Message] = []
+
+        def ack_at_once(body: Any, message: Message) -> None:
+            got.append(message)
+            message.ack()
+
+        channel = conn.channel()
+        channel.basic_qos(0, 2, False)
+        sent_before = STATS.snapshot().get("queue.send", 0)
+        with Consumer(channel, [kombu_queue("spare")], callbacks=[ack_at_once]):
+            drain(conn, lambda: len(got) >= 4, 10)
+            drain(conn, lambda: len(got) > 4, 0.5)
+        assert STATS.snapshot().get("queue.send", 0) == sent_before, "parts went back although room opened"
+        assert numbers(got) == [0, 1, 2, 3]
+        assert not any(message.delivery_info["redelivered"] for message in got)
+        wait_for(lambda: settled(rdb, unique_prefix, "spare"), 10, "the bundle and its record to go")
 
 
 def test_without_redis_sends_inside_bundled_go_one_by_one_at_once(unique_prefix: str, cleanup: None) -> None:

@@ -15,8 +15,11 @@ def test_deliveries_come_out_in_order_with_per_owner_counts() -> None:
     inbox.put("q", {"n": 2}, "b")
     inbox.put("r", {"n": 3}, "a")
     assert inbox.pending("a") == 2 and inbox.pending("b") == 1
-    assert [(q, p["n"], o) for q, p, o in inbox.take_all()] == [("q", 1, "a"), ("q", 2, "b"), ("r", 3, "a")]
-    assert inbox.pending("a") == 0 and inbox.take_all() == []
+    taken = inbox.take_all()
+    assert [(q, p["n"], o) for q, p, o in taken] == [("q", 1, "a"), ("q", 2, "b"), ("r", 3, "a")]
+    assert inbox.pending("a") == 2, "taken but not yet delivered must still count against the room"
+    inbox.delivered(taken)
+    assert inbox.pending("a") == 0 and inbox.pending("b") == 0 and inbox.take_all() == []
 
 
 def test_the_descriptor_is_readable_exactly_while_deliveries_wait() -> None:
