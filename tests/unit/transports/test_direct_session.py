@@ -3,14 +3,14 @@ body) and its answer comes back read; one asking for redirects takes the ordinar
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 from azure.core.pipeline.transport import HttpRequest
 
+from tests.unit.transports.http_support import serving
 from transports.azurequeue.directsession import DirectSession
 from transports.azurequeue.stats import CountingTransport, RequestStats
 
@@ -46,12 +46,8 @@ class _Echo(BaseHTTPRequestHandler):
 @pytest.fixture
 def url() -> Iterator[str]:
     _Echo.seen = []
-    httpd = HTTPServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_Echo) as httpd:
+        yield f"http://127.0.0.1:{httpd.server_port}"
 
 
 def test_an_sdk_request_arrives_whole_and_its_answer_comes_back(url: str) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from azure.core.pipeline.transport import HttpRequest
 
+from tests.unit.transports.http_support import serving
 from transports.azurequeue.httpenv import HttpEnvironment
 from transports.azurequeue.stats import CountingTransport, RequestStats
 
@@ -32,12 +32,8 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[HTTPServer]:
     _Recorder.seen = []
-    httpd = HTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_Recorder) as httpd:
+        yield httpd
 
 
 def _get(url: str) -> int:
