@@ -17,7 +17,8 @@ not in the set are delivered again. A part that is requeued or rejected goes out
 
 A consumer is handed no more parts than its prefetch room; the receiver keeps the rest for up
 to 0.1 s, handing them over as room opens, then sends what is left back as one new Azure message
-(`AzureQueues.return_parts`), so a fan-out spreads over every consumer with room. A queue's message count counts a bundle once.
+(`AzureQueues.return_parts`), so a fan-out spreads over every consumer with room. A queue's
+message count counts a bundle once.
 """
 
 from __future__ import annotations
