@@ -118,8 +118,10 @@ class _Renewer:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="lease-renewer", daemon=True).start()
-            heapq.heappush(self._due, (time.monotonic() + renewal.every, next(self._seq), renewal))
-            self._cond.notify()
+            entry = (time.monotonic() + renewal.every, next(self._seq), renewal)
+            heapq.heappush(self._due, entry)
+            if self._due[0] is entry:  # due before all others: the thread must wait less (else no wake-up)
+                self._cond.notify()
 
     def _next(self) -> _Renewal:
         """Wait for the next renewal due (stopped ones are dropped on the way)."""
