@@ -225,13 +225,16 @@ def route(
             continue
         transition = step
         target, iteration = transition.target, transition.iteration
-        single = len(graph.join_predecessors(target, iteration, transition.back)) <= 1
+        predecessors = len(graph.join_predecessors(target, iteration, transition.back))
+        single = predecessors <= 1
         scope = join_scope(run_id, target, iteration)
         if single:
             state = JoinState(*(({transition.predecessor: transition.value}, set()) if not transition.skipped
                                 else ({}, {transition.predecessor})))
-        else:
-            state = coordination.arrive(scope, transition.predecessor, transition.value, transition.skipped)
+        else:  # an `all` join reads the values only once every predecessor arrived or was skipped
+            values_from = 0 if graph.nodes[target].config.join == "any" else predecessors
+            state = coordination.arrive(scope, transition.predecessor, transition.value, transition.skipped,
+                                        values_from)
             if transition.skipped and transition.predecessor in state.arrived:
                 continue  # it arrived before (an exit taken in an earlier pass): that decided
             if not transition.skipped and transition.predecessor not in state.arrived:

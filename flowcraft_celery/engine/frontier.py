@@ -79,9 +79,10 @@ class _Recording(MemoryCoordinationStore):
         self.arrivals: list[Arrival] = []
         self.claims: dict[str, str] = {}
 
-    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False) -> JoinState:
+    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False,
+               values_from: int = 0) -> JoinState:
         self.arrivals.append(Arrival(scope, predecessor, value, skipped))
-        return super().arrive(scope, predecessor, value, skipped)
+        return super().arrive(scope, predecessor, value, skipped, values_from)
 
     def claim(self, scope: str, token: str, ttl: float | None = None) -> bool:
         won = super().claim(scope, token, ttl)

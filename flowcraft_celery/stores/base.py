@@ -209,8 +209,13 @@ class JoinState:
 class CoordinationStore(Protocol):
     """Atomic fan-in bookkeeping and locks; every operation is idempotent under redelivery."""
 
-    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False) -> JoinState:
-        """Record one predecessor's arrival (or skip) at a join, once, and return the state after it."""
+    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False,
+               values_from: int = 0) -> JoinState:
+        """Record one predecessor's arrival (or skip) at a join, once, and return the state after it.
+        The arrived values may be left out (each arrived name then maps to None) while fewer than
+        `values_from` predecessors have arrived or been skipped: an `all` join needs them only
+        when it fires, and fetching every value at every arrival would cost a wide join
+        quadratically."""
 
     def claim(self, scope: str, token: str, ttl: float | None = None) -> bool:
         """Claim `scope` for `token`: True for the first claimant and again for the same token."""

@@ -218,7 +218,8 @@ class MemoryCoordinationStore:
         self._claims: dict[str, str] = {}
         self._locks: dict[str, tuple[str, float]] = {}
 
-    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False) -> JoinState:
+    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False,
+               values_from: int = 0) -> JoinState:
         with self._lock:
             state = self._joins.setdefault(scope, JoinState())
             if predecessor not in state.arrived and predecessor not in state.skipped:

@@ -42,7 +42,10 @@ if tonumber(ARGV[4]) > 0 then
   redis.call('PEXPIRE', arrived, ARGV[4])
   redis.call('PEXPIRE', skipped, ARGV[4])
 end
-return {redis.call('HGETALL', arrived), redis.call('SMEMBERS', skipped)}
+if redis.call('HLEN', arrived) + redis.call('SCARD', skipped) >= tonumber(ARGV[5]) then
+  return {redis.call('HGETALL', arrived), redis.call('SMEMBERS', skipped), 1}
+end
+return {redis.call('HKEYS', arrived), redis.call('SMEMBERS', skipped), 0}
 """
 
 _CLAIM = """
@@ -163,14 +166,20 @@ class RedisCoordinationStore:
         """The Redis key of a lock."""
         return f"{self.prefix}lock:{{{name}}}"
 
-    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False) -> JoinState:
-        """Record one predecessor's arrival (or skip) at a join, once, and return the state after it."""
+    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False,
+               values_from: int = 0) -> JoinState:
+        """Record one predecessor's arrival (or skip) at a join, once, and return the state after
+        it: with the arrived values once `values_from` predecessors arrived or were skipped,
+        before that their names only (one script either way)."""
         encoded = json.dumps(value, separators=(",", ":"))
-        flat, members = self._run(
+        flat, members, with_values = self._run(
             self._arrive, list(self.join_keys(scope)),
-            [predecessor, encoded, "1" if skipped else "0", _milliseconds(self.ttl_seconds)],
+            [predecessor, encoded, "1" if skipped else "0", _milliseconds(self.ttl_seconds), values_from],
         )
-        arrived = {_text(flat[i]): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+        if with_values:
+            arrived = {_text(flat[i]): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+        else:
+            arrived = dict.fromkeys(map(_text, flat))
         return JoinState(arrived, {_text(member) for member in members})
 
     def claim(self, scope: str, token: str, ttl: float | None = None) -> bool:

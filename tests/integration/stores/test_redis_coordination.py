@@ -96,6 +96,18 @@ def test_values_round_trip_as_json(store: RedisCoordinationStore) -> None:
     assert store.arrive("r:j@0", "a", value).arrived["a"] == value
 
 
+def test_a_join_gets_its_values_once_enough_predecessors_arrived_or_were_skipped(
+    store: RedisCoordinationStore,
+) -> None:
+    """An `all` join of three asks for values from the third: before it, the names only."""
+    first = store.arrive("r:j@0", "a", {"n": 1}, values_from=3)
+    second = store.arrive("r:j@0", "b", None, skipped=True, values_from=3)
+    assert first == JoinState({"a": None}, set()) and second == JoinState({"a": None}, {"b"})
+    third = store.arrive("r:j@0", "c", [3], values_from=3)
+    assert third == JoinState({"a": {"n": 1}, "c": [3]}, {"b"})
+    assert store.arrive("r:j@0", "a", "again", values_from=3) == third
+
+
 def test_fifty_concurrent_arrivals_each_see_one_more_and_exactly_one_claim_wins(
     store: RedisCoordinationStore,
 ) -> None:

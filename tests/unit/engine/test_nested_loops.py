@@ -207,9 +207,10 @@ class Scopes(MemoryCoordinationStore):
         super().__init__()
         self.used: set[str] = set()
 
-    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False) -> JoinState:
+    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False,
+               values_from: int = 0) -> JoinState:
         self.used.add(scope)
-        return super().arrive(scope, predecessor, value, skipped)
+        return super().arrive(scope, predecessor, value, skipped, values_from)
 
 
 def two_back_edges() -> Flow:
@@ -256,10 +257,11 @@ class LosesAnArrival(MemoryCoordinationStore):
         super().__init__()
         self.predecessor = predecessor
 
-    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False) -> JoinState:
+    def arrive(self, scope: str, predecessor: str, value: Any, skipped: bool = False,
+               values_from: int = 0) -> JoinState:
         if predecessor == self.predecessor:
-            return super().arrive(scope + ":elsewhere", predecessor, value, skipped)
-        return super().arrive(scope, predecessor, value, skipped)
+            return super().arrive(scope + ":elsewhere", predecessor, value, skipped, values_from)
+        return super().arrive(scope, predecessor, value, skipped, values_from)
 
 
 def test_a_run_with_a_join_reached_that_never_fired_is_stalled_not_completed() -> None:
