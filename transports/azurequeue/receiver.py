@@ -240,9 +240,13 @@ class Receiver:
         OUTAGES.answered("Redis", self._redis_where)
 
     def room(self, consumption: Consumption) -> int:
-        """How many more messages the channel may take now (its prefetch room, capped)."""
-        estimate = consumption.qos.can_consume_max_estimate()
+        """How many more messages the channel may take now (its prefetch room, capped).
+
+        What waits here is read before the channel's count: the consuming thread moves a
+        delivery into that count before it stops counting here, so a delivery moving meanwhile
+        is counted twice (less room, harmless), never in neither (more than the prefetch)."""
         pending = self._inbox.pending(consumption.owner) + self._timed_owned.get(consumption.owner, 0)
+        estimate = consumption.qos.can_consume_max_estimate()
         if estimate is None:
             return self._max_batch
         return max(0, min(self._max_batch, estimate - pending))
@@ -260,9 +264,9 @@ class Receiver:
 
     def _holds(self, consumption: Consumption) -> bool:
         """Whether the channel already holds messages (busy: no hurry to poll)."""
+        pending = self._inbox.pending(consumption.owner) + self._timed_owned.get(consumption.owner, 0)
         room = consumption.qos.can_consume_max_estimate()
         prefetch = consumption.qos.prefetch_count or 0
-        pending = self._inbox.pending(consumption.owner) + self._timed_owned.get(consumption.owner, 0)
         return pending > 0 or (room is not None and room < prefetch)
 
     def _step(self) -> None:
