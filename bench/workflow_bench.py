@@ -350,7 +350,8 @@ def worker_counts(folder: Path) -> tuple[int, int]:
 
 
 def worker_kinds(folder: Path) -> Counter[str]:
-    """Queue requests made so far by every worker process, by kind (`queue.send`, ...)."""
+    """Queue and Cosmos requests made so far by every worker process, by kind (`queue.send`,
+    `cosmos.docs:create`, ...)."""
     kinds: Counter[str] = Counter()
     for path in folder.glob("*.json"):
         with contextlib.suppress(OSError, ValueError):
@@ -358,9 +359,11 @@ def worker_kinds(folder: Path) -> Counter[str]:
     return kinds
 
 
-def _queue_kinds() -> Counter[str]:
-    """This process's queue requests by kind."""
-    return Counter({k: v for k, v in STATS.snapshot().items() if k.startswith("queue.")})
+def _own_kinds() -> Counter[str]:
+    """This process's queue and Cosmos requests by kind."""
+    kinds = Counter({k: v for k, v in STATS.snapshot().items() if k.startswith("queue.")})
+    kinds.update({f"cosmos.{k}": v for k, v in request_counts().items()})
+    return kinds
 
 
 @dataclass
@@ -385,12 +388,12 @@ class Bench:
         own_keys = (workflow_nodes.LONG_KEY, workflow_nodes.PICKUP_KEY)
         workers_before, kinds_before = worker_counts(self.stats_dir), worker_kinds(self.stats_dir)
         queue_before, cosmos_before = STATS.total("queue"), sum(request_counts().values())
-        own_kinds_before = _queue_kinds()
+        own_kinds_before = _own_kinds()
         cpu_before = tree_cpu(self.pids)
         seconds, micros = self.redis.time()  # the clock starts just before the first start, as canvas's
         started = seconds + micros / 1e6
         handles = [self.client.start(blueprint_id) for _ in range(runs)]
-        own_kinds = _queue_kinds() - own_kinds_before
+        own_kinds = _own_kinds() - own_kinds_before
         own_queue = STATS.total("queue") - queue_before
         own_cosmos = sum(request_counts().values()) - cosmos_before
         for handle in handles:
@@ -426,7 +429,8 @@ def idle_cost(stats_dir: Path, seconds: float, queues: int) -> tuple[float, Coun
     before, kinds_before = worker_counts(stats_dir)[0], worker_kinds(stats_dir)
     time.sleep(seconds)
     after, kinds_after = worker_counts(stats_dir)[0], worker_kinds(stats_dir)
-    return (after - before) / seconds / queues, kinds_after - kinds_before
+    kinds = kinds_after - kinds_before
+    return (after - before) / seconds / queues, Counter({k: n for k, n in kinds.items() if k.startswith("queue.")})
 
 
 def pickup_latencies(publish: Callable[[], float], stamps: redis.Redis, key: str, samples: int,
@@ -601,7 +605,7 @@ def _kinds_text(kinds: Counter[str], per: int = 0) -> str:
     """`send 1.00, receive 0.31, ...`: requests by kind, per `per` (0: plain counts)."""
     if not kinds:
         return "none"
-    return ", ".join(f"{kind.removeprefix('queue.')} {n / per:.2f}" if per else f"{kind.removeprefix('queue.')} {n}"
+    return ", ".join(f"{kind.partition('.')[2]} {n / per:.2f}" if per else f"{kind.partition('.')[2]} {n}"
                      for kind, n in kinds.most_common())
 
 
@@ -797,10 +801,12 @@ def main() -> None:
         if item.first is not None and item.longest_gap is not None:
             print(f"  {item.scenario:<24} {item.system:<18} first {_ms(item.first)}, "
                   f"longest gap {_ms(item.longest_gap)}")
-    print("queue requests per node by kind:")
-    for item in figures:
-        if item.kinds is not None:
-            print(f"  {item.scenario:<24} {item.system:<18} {_kinds_text(item.kinds, item.nodes)}")
+    for service in ("queue", "cosmos"):
+        print(f"{'Cosmos' if service == 'cosmos' else 'queue'} requests per node by kind:")
+        for item in figures:
+            if item.kinds is not None:
+                kinds = Counter({k: n for k, n in item.kinds.items() if k.startswith(f"{service}.")})
+                print(f"  {item.scenario:<24} {item.system:<18} {_kinds_text(kinds, item.nodes)}")
     print("Redis commands per node by name and key family (EVALSHA: the script; ids as * and {}):")
     for item in figures:
         if item.families is not None:

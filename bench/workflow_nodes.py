@@ -103,7 +103,8 @@ def _dump_forever(folder: Path) -> None:
         time.sleep(STATS_PERIOD)
         tmp.write_text(json.dumps({"queue": STATS.total("queue"), "cosmos": sum(request_counts().values()),
                                    "executions": EXECUTIONS[0],
-                                   "kinds": {k: v for k, v in STATS.snapshot().items() if k.startswith("queue.")}}))
+                                   "kinds": {**{k: v for k, v in STATS.snapshot().items() if k.startswith("queue.")},
+                                             **{f"cosmos.{k}": v for k, v in request_counts().items()}}}))
         os.replace(tmp, path)
 
 
