@@ -719,7 +719,8 @@ class NodeExecution:
 
     def _start_child(self, node_input: Any) -> None:
         """Start the subflow's child run (idempotently: its id derives from this node execution
-        and attempt)."""
+        and attempt). A child that cannot start because a service did not answer is started
+        again when the message is retried; an invalid one fails the node."""
         params = self.graph.nodes[self.node_id].params
         attempt = self.msg.attempt
         child_id = child_run_id(self.run_id, self.node_id, self.iteration, attempt)
@@ -740,6 +741,8 @@ class NodeExecution:
                       parent={"parentRunId": self.run_id, "parentNodeId": self.node_id,
                               "parentIteration": self.iteration, "depth": depth})
         except (RunError, ValueError) as exc:  # unknown or invalid child blueprint, values JSON cannot carry
+            if classify(exc) == "infrastructure":
+                raise  # a store or the broker did not answer: nothing of the child started; retried with back-off
             self._end_child_attempt("failed")
             self._fail({"nodeId": self.node_id, "type": "SubflowError", "message": str(exc)})
 

@@ -113,6 +113,10 @@ def blueprints() -> list[Blueprint]:
         .node("b", "ft-step").chain("a", "h", "b").build(),
         Flow("ft-odd-context").node("n", "ft-odd", params={"where": "context"}, max_retries=3).build(),
         Flow("ft-odd-output").node("n", "ft-odd", max_retries=3).build(),
+        Flow("ft-kid").node("k", "ft-step", params={"write": True}, queue=os.environ.get("FAULT_KID_QUEUE", "ft-kids"))
+        .build(),
+        Flow("ft-parent").node("sub", "subflow", params={"blueprintId": "ft-kid", "outputs": {"fromKid": "k.k"}})
+        .node("b", "ft-step").chain("sub", "b").build(),
         Flow("ft-nap").node("a", "ft-step").node("nap", "sleep", params={"duration": "8s"}).node("b", "ft-step")
         .chain("a", "nap", "b").build(),
     ]
