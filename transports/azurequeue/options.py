@@ -31,6 +31,7 @@ class Options:
     retry_first_backoff: float = 0.25
     retry_max_backoff: float = 4.0
     retry_total: int = 10
+    direct_requests: bool = True
 
     @classmethod
     def from_transport_options(cls, options: dict[str, Any]) -> Options:
@@ -40,6 +41,9 @@ class Options:
             if options.get(f.name) is None:
                 continue
             default = getattr(cls, f.name)
+            if isinstance(default, bool):
+                values[f.name] = _flag(f.name, options[f.name])
+                continue
             kind = type(default) if default is not None else str
             values[f.name] = kind(options[f.name])
         if not 1 <= values.get("max_messages_per_poll", 32) <= 32:
@@ -61,3 +65,15 @@ class Options:
     def redis_namespace(self) -> str:
         """The prefix of every Redis key of this transport (the queue prefix keeps tests apart)."""
         return f"{self.redis_key_prefix}{self.queue_name_prefix}"
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A boolean option from a bool or its usual spellings (`true`/`false`, `1`/`0`, `yes`/`no`)."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, not {value!r}")

@@ -28,6 +28,8 @@ from azure.storage.queue import QueueClient, QueueMessage
 from . import bundles, wire
 from .accounts import Accounts
 from .blobs import LargeBodyStore
+from .directqueue import DirectQueue
+from .httpenv import HttpEnvironment
 from .leases import Lease, LeaseKeeper, lost_hold
 from .naming import DEAD_LETTER_SUFFIX, azure_queue_name, dead_letter_queue_name
 from .options import Options
@@ -65,6 +67,8 @@ class AzureQueues:
         self._registry: BindingRegistry | None = None
         self._blobs: dict[int, LargeBodyStore] = {}
         self._queue_clients: dict[str, QueueClient] = {}
+        self._direct: dict[str, DirectQueue | None] = {}
+        self._environment = HttpEnvironment()
         self._declared: set[str] = set()
         self._sender_pool: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -114,6 +118,15 @@ class AzureQueues:
             client = self._accounts().of(queue).queues.get_queue_client(self.azure_name(queue))
             self._queue_clients[queue] = client
         return client
+
+    def direct(self, client: QueueClient) -> DirectQueue | None:
+        """The requests-signed-here path of a queue client's sends, receives and deletes (`directqueue`), or
+        None where it does not apply or the `direct_requests` option turned it off."""
+        url = client.url
+        if url not in self._direct:
+            self._direct[url] = (DirectQueue.for_client(client, self._environment)
+                                 if self.options.direct_requests else None)
+        return self._direct[url]
 
     def declare(self, queue: str, arguments: dict[str, Any], auto_delete: bool) -> None:
         """Create the queue with its registry metadata, once per connection."""
@@ -238,8 +251,10 @@ class AzureQueues:
         signals may be pushed together; a bundle is a batch already, so it is signalled alone)."""
         client = self.queue_client(queue)
         started = time.time()
+        direct = self.direct(client)
         try:
-            client.send_message(text, visibility_timeout=hidden or None, time_to_live=ttl)
+            if direct is None or not direct.send(text, hidden or None, ttl):
+                client.send_message(text, visibility_timeout=hidden or None, time_to_live=ttl)
         except ResourceNotFoundError:
             self._create(queue)
             client.send_message(text, visibility_timeout=hidden or None, time_to_live=ttl)
@@ -250,6 +265,10 @@ class AzureQueues:
     def receive(self, queue: str, count: int) -> list[QueueMessage]:
         """Receive up to `count` messages, hiding them for the visibility timeout."""
         client = self.queue_client(queue)
+        direct = self.direct(client)
+        received = direct.receive(count, self.options.visibility_timeout) if direct is not None else None
+        if received is not None:
+            return received
         try:
             pages = client.receive_messages(
                 messages_per_page=count,
@@ -478,8 +497,10 @@ class AzureQueues:
 
     def delete_message(self, lease: Lease) -> None:
         """Delete an acked message, then its out-of-line body."""
+        direct = self.direct(lease.client)
         try:
-            lease.client.delete_message(lease.message_id, lease.pop_receipt)
+            if direct is None or not direct.delete(lease.message_id, lease.pop_receipt):
+                lease.client.delete_message(lease.message_id, lease.pop_receipt)
         except AzureError as exc:
             if not lost_hold(exc):
                 raise

@@ -74,7 +74,7 @@ def blob_operation(method: str, url: str) -> str:
     return {"PUT": "upload", "GET": "download", "DELETE": "delete"}.get(method, method.lower())
 
 
-def _account(url: str) -> str:
+def account_endpoint(url: str) -> str:
     """The account endpoint of a request URL: scheme and host, and the account of an emulator's
     path-style URL (`http://127.0.0.1:10001/devstoreaccount1`)."""
     parts = urlsplit(url)
@@ -118,10 +118,10 @@ class CountingTransport(RequestsTransport):
         try:
             response = super().send(request, **kwargs)
         except (ServiceRequestError, ServiceResponseError) as exc:  # an outage, not throttling
-            OUTAGES.failed(self._name, _account(request.url), exc)
+            OUTAGES.failed(self._name, account_endpoint(request.url), exc)
             raise
         if OUTAGES.active:
-            OUTAGES.answered(self._name, _account(request.url))
+            OUTAGES.answered(self._name, account_endpoint(request.url))
         if self._watch is None:
             return response
         kind = storage_throttle_kind(response.status_code, response.headers)
