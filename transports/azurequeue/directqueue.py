@@ -9,7 +9,8 @@ else (a throttle, an error, a dropped
 connection) returns False and the caller makes the same request through the SDK, whose retry
 policy, throttle watch, outage log and exceptions apply. After a throttle, a server error or a
 failed fresh connection this path stands aside for `STAND_ASIDE` seconds, so a sick service
-gets the SDK's back-off alone.
+gets the SDK's back-off alone; after a refused signature (401, 403: a clock or key the SDK
+handles differently) for `REFUSED_ASIDE`, with one warning.
 
 Used only with an account key (a SAS or Microsoft Entra ID credential takes the SDK's path), over
 plain HTTP or TLS verified against the default store or the environment's CA bundle, and only
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds this path leaves requests to the SDK after a throttle, a server error or a failed new connection.
 STAND_ASIDE = 10.0
+#: Seconds the SDK sends alone after the service refused this path's signature (401, 403).
+REFUSED_ASIDE = 600.0
 #: Seconds of socket inactivity (connect, send, each read) before a request is given up.
 TIMEOUT = 60.0
 #: A connection idle this long is replaced before use (servers close idle keep-alive connections).
@@ -66,6 +69,7 @@ class DirectQueue:
         self._context = ssl_context
         self._endpoint = account_endpoint(queue_url)
         self._aside_until = 0.0
+        self._told_refused = False
 
     @classmethod
     def for_client(cls, client: Any, environment: HttpEnvironment) -> DirectQueue | None:
@@ -147,7 +151,14 @@ class DirectQueue:
             if OUTAGES.active:
                 OUTAGES.answered(SERVICE, self._endpoint)
             return answer
-        if response.status >= 500 or response.status in (408, 429):
+        if response.status in (401, 403):
+            self._aside_until = time.monotonic() + REFUSED_ASIDE
+            if not self._told_refused:
+                self._told_refused = True
+                logger.warning("%s at %s refused a request signed by the transport (%s); the Azure SDK sends "
+                               "them for the next %.0f s (set the transport option direct_requests=false to "
+                               "always use it)", SERVICE, self._endpoint, response.status, REFUSED_ASIDE)
+        elif response.status >= 500 or response.status in (408, 429):
             self._aside_until = time.monotonic() + STAND_ASIDE
         logger.debug("direct %s to %s answered %s (the SDK takes it)", kind, self._endpoint, response.status)
         return None

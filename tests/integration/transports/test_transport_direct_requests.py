@@ -12,6 +12,7 @@ from azure.storage.queue import QueueClient
 
 from transports.azurequeue.directqueue import DirectQueue
 from transports.azurequeue.httpenv import HttpEnvironment
+from transports.azurequeue.stats import STATS
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +71,15 @@ def test_what_only_the_sdk_can_explain_is_left_to_it(queue: QueueClient) -> None
     gone = QueueClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"], queue.queue_name + "x")
     assert direct_for(gone).send("nowhere") is False
     assert direct_for(gone).receive(1, 30) is None
+
+
+def test_a_refused_signature_leaves_every_request_to_the_sdk_for_a_while(
+    queue: QueueClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = DirectQueue(queue.url, queue.account_name or "", b"not the account key", queue.api_version, None)
+    sent = STATS.snapshot().get("queue.send", 0)
+    assert wrong.send("x") is False
+    assert wrong.send("x") is False and wrong.receive(1, 30) is None
+    assert STATS.snapshot().get("queue.send", 0) == sent + 1, "a refused path kept sending"
+    assert "refused a request signed by the transport (403)" in caplog.text
+    assert queue.peek_messages() == []
