@@ -159,6 +159,8 @@ SPECS: dict[str, _Spec] = {
     "storage_retry_max_backoff": _Spec("broker_transport_options.retry_max_backoff",
                                        "FLOWCRAFT_STORAGE_RETRY_MAX_BACKOFF", 4.0, NOT_NEGATIVE),
     "storage_retry_total": _Spec("broker_transport_options.retry_total", "FLOWCRAFT_STORAGE_RETRY_TOTAL", 10, COUNT),
+    "direct_queue_requests": _Spec("broker_transport_options.direct_requests", "FLOWCRAFT_DIRECT_QUEUE_REQUESTS",
+                                   True, FLAG),
     "default_queue": _Spec("task_default_queue", "FLOWCRAFT_DEFAULT_QUEUE", "flowcraft", TEXT),
     "reconcile_queue": _Spec("flowcraft_reconcile_queue", "FLOWCRAFT_RECONCILE_QUEUE", "", TEXT),
     "prefetch_multiplier": _Spec("worker_prefetch_multiplier", "FLOWCRAFT_PREFETCH_MULTIPLIER", 1, COUNT),
@@ -208,6 +210,8 @@ class Settings:
     storage_retry_backoff: float = SPECS["storage_retry_backoff"].default
     storage_retry_max_backoff: float = SPECS["storage_retry_max_backoff"].default
     storage_retry_total: int = SPECS["storage_retry_total"].default
+    #: The transport sends, receives and deletes messages with requests it signs (`directqueue`), not the SDK's.
+    direct_queue_requests: bool = SPECS["direct_queue_requests"].default
     default_queue: str = SPECS["default_queue"].default
     #: The reconcile task's queue; empty: `<default queue>-reconcile` (see `reconcile_queue_name`).
     reconcile_queue: str = SPECS["reconcile_queue"].default

@@ -122,7 +122,9 @@ class AzureQueues:
     def direct(self, client: QueueClient) -> DirectQueue | None:
         """The requests-signed-here path of a queue client's sends, receives and deletes (`directqueue`), or
         None where it does not apply or the `direct_requests` option turned it off."""
-        url = client.url
+        url = getattr(client, "url", None)
+        if not url:
+            return None
         if url not in self._direct:
             self._direct[url] = (DirectQueue.for_client(client, self._environment)
                                  if self.options.direct_requests else None)
