@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flowcraft_celery.devtools import background, devservices
 from flowcraft_celery.devtools.faultproxy import FaultPlan, ProxyControl, proxied_env
+from tests.integration.faults.kit import FaultKit, fault_kit
 from tests.integration.faults.private import ROOT, PrivateServices
 
 #: Seconds the proxy may take to listen.
@@ -75,3 +79,21 @@ class PrivateProxy:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+@dataclass
+class ProxiedKit:
+    """A fault kit whose clients and workers reach private services through a private fault proxy."""
+
+    kit: FaultKit
+    services: PrivateServices
+    proxy: PrivateProxy
+
+
+@contextlib.contextmanager
+def proxied_fault_kit(folder: Path, tag: str, **settings: str) -> Iterator[ProxiedKit]:
+    """Private services, a fault proxy in front of them and a fault kit talking through it (with
+    `settings` in its environment), all stopped afterwards."""
+    with PrivateServices(folder / "services") as services, PrivateProxy(services, folder / "proxy") as proxy, \
+            fault_kit(proxy.env(), folder, tag, **settings) as kit:
+        yield ProxiedKit(kit, services, proxy)

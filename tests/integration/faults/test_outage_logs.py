@@ -13,15 +13,13 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from flowcraft_celery.devtools.faultproxy import FaultPlan, Rule
-from tests.integration.faults.kit import FaultKit, fault_kit
-from tests.integration.faults.private import PrivateServices
-from tests.integration.faults.proxy import PrivateProxy
+from tests.integration.faults.kit import FaultKit
+from tests.integration.faults.proxy import PrivateProxy, ProxiedKit, proxied_fault_kit
 
 #: How long each service stays broken.
 OUTAGE = 15.0
@@ -32,26 +30,18 @@ RUN_TIMEOUT = 120.0
 LINE = re.compile(r"^\[[^\]]*?: (?P<level>[A-Z]+)/(?P<process>[^\]]+)\] (?:\[run=[^\]]*\] )?(?P<message>.*)$")
 
 
-@dataclass
-class Setup:
-    kit: FaultKit
-    services: PrivateServices
-    proxy: PrivateProxy
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    folder: Path = tmp_path_factory.mktemp("outage-logs")
-    with PrivateServices(folder / "services") as services, PrivateProxy(services, folder / "proxy") as proxy, \
-            fault_kit(proxy.env(), folder, "olog", FLOWCRAFT_STALL_SECONDS="4",
-                      FLOWCRAFT_RECONCILE_INTERVAL="2") as kit:
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxiedKit]:
+    with proxied_fault_kit(tmp_path_factory.mktemp("outage-logs"), "olog", FLOWCRAFT_STALL_SECONDS="4",
+                           FLOWCRAFT_RECONCILE_INTERVAL="2") as made:
+        kit = made.kit
         group = kit.group()
         group.worker(concurrency=1)
         group.beat()
         group.wait_ready(90)
         run_id = kit.start("ft-other")[0]
         assert kit.client.wait(run_id, RUN_TIMEOUT)["status"] == "completed"
-        yield Setup(kit, services, proxy)
+        yield made
 
 
 def _logs(kit: FaultKit) -> dict[Path, str]:
@@ -106,13 +96,13 @@ def _broken(proxy: PrivateProxy, services: str, seconds: float) -> Callable[[], 
     return outage
 
 
-def test_a_redis_outage_is_one_warning_and_one_info_per_process(setup: Setup) -> None:
+def test_a_redis_outage_is_one_warning_and_one_info_per_process(setup: ProxiedKit) -> None:
     lines = _during(setup.kit, lambda: setup.services.pause_for("redis", OUTAGE))
     _assert_told_once(lines, "Redis")
     _still_works(setup.kit)
 
 
-def test_a_cosmos_outage_is_one_warning_and_one_info_per_process_and_reconcile_skips_quietly(setup: Setup) -> None:
+def test_a_cosmos_outage_is_one_warning_and_one_info_per_process_and_reconcile_skips_quietly(setup: ProxiedKit) -> None:
     """A run whose 8 s node outlasts the stall threshold is due during the outage, so reconcile (which
     looks at due runs only) meets the outage too, and the node's own writes wait for Cosmos."""
     slow = setup.kit.start("ft-slow")[0]
@@ -126,7 +116,7 @@ def test_a_cosmos_outage_is_one_warning_and_one_info_per_process_and_reconcile_s
     _still_works(setup.kit)
 
 
-def test_an_azure_storage_outage_is_one_warning_and_one_info_per_process(setup: Setup) -> None:
+def test_an_azure_storage_outage_is_one_warning_and_one_info_per_process(setup: ProxiedKit) -> None:
     lines = _during(setup.kit, _broken(setup.proxy, "queue,blob", OUTAGE))
     _assert_told_once(lines, "Azure Queue Storage")
     _still_works(setup.kit)

@@ -11,16 +11,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from flowcraft_celery.devtools.faultproxy import FaultPlan
 from tests.integration import names
-from tests.integration.faults.kit import FaultKit, fault_kit, is_final
-from tests.integration.faults.private import PrivateServices
-from tests.integration.faults.proxy import PrivateProxy
+from tests.integration.faults.kit import is_final
+from tests.integration.faults.proxy import ProxiedKit, proxied_fault_kit
 from tests.integration.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -29,27 +26,20 @@ pytestmark = pytest.mark.integration
 REFUSING = 0.001
 
 
-@dataclass
-class Refusing:
-    kit: FaultKit
-    proxy: PrivateProxy
-
-
 @pytest.fixture(scope="module")
-def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Refusing]:
-    folder: Path = tmp_path_factory.mktemp("subflow-start")
-    with PrivateServices(folder / "services") as services, PrivateProxy(services, folder / "proxy") as proxy, \
-            fault_kit(proxy.env(), folder, "substart", FLOWCRAFT_START_TIMEOUT="3",
-                      FLOWCRAFT_STORAGE_RETRY_TOTAL="2", FAULT_KID_QUEUE=names.unique_name("kids")) as kit:
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxiedKit]:
+    with proxied_fault_kit(tmp_path_factory.mktemp("subflow-start"), "substart", FLOWCRAFT_START_TIMEOUT="3",
+                           FLOWCRAFT_STORAGE_RETRY_TOTAL="2", FAULT_KID_QUEUE=names.unique_name("kids")) as made:
+        kit = made.kit
         group = kit.group()
         group.worker(concurrency=2)
         group.worker(queues=kit.env["FAULT_KID_QUEUE"], concurrency=1)
         group.wait_ready(90)
-        yield Refusing(kit, proxy)
+        yield made
 
 
 @pytest.mark.timeout(150)
-def test_a_child_that_cannot_start_is_started_when_the_service_answers_and_runs_once(refusing: Refusing) -> None:
+def test_a_child_that_cannot_start_is_started_when_the_service_answers_and_runs_once(refusing: ProxiedKit) -> None:
     kit, proxy = refusing.kit, refusing.proxy
     kids = kit.queue(kit.env["FAULT_KID_QUEUE"]).queue_name
     proxy.set_plan(FaultPlan(queue_rates={kids: REFUSING}))

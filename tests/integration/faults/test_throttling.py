@@ -12,16 +12,14 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from flowcraft_celery.devtools.faultproxy import FaultPlan, Rule
 from flowcraft_celery.distributed.ops.metrics import FlowcraftCollector
 from tests.integration.faults import fault_nodes
-from tests.integration.faults.kit import FaultKit, assert_recorded_once, fault_kit
-from tests.integration.faults.private import PrivateServices
-from tests.integration.faults.proxy import PrivateProxy
+from tests.integration.faults.kit import FaultKit, assert_recorded_once
+from tests.integration.faults.proxy import PrivateProxy, proxied_fault_kit
 from tests.integration.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -50,10 +48,9 @@ class Throttled:
 
 @pytest.fixture(scope="module")
 def throttled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Throttled]:
-    folder: Path = tmp_path_factory.mktemp("throttling")
-    with PrivateServices(folder / "services") as services, PrivateProxy(services, folder / "proxy") as proxy, \
-            fault_kit(proxy.env(), folder, "throttle", FLOWCRAFT_STALL_SECONDS="20",
-                      FLOWCRAFT_RECONCILE_INTERVAL="3") as kit:
+    with proxied_fault_kit(tmp_path_factory.mktemp("throttling"), "throttle", FLOWCRAFT_STALL_SECONDS="20",
+                           FLOWCRAFT_RECONCILE_INTERVAL="3") as made:
+        kit, proxy = made.kit, made.proxy
         group = kit.group()
         group.worker(concurrency=2)
         group.worker(concurrency=2)
