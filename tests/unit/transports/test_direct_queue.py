@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 from azure.storage.queue import QueueClient
 
+from flowcraft_celery.devtools.testcerts import make_certs
 from tests.unit.transports.http_support import serving
 from transports.azurequeue.directqueue import DirectQueue
 from transports.azurequeue.httpenv import HttpEnvironment
@@ -16,12 +18,26 @@ from transports.azurequeue.options import Options
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-def client(port: int, credential: object = None) -> QueueClient:
-    url = f"http://127.0.0.1:{port}/devstoreaccount1"
+def client(port: int, credential: object = None, scheme: str = "http") -> QueueClient:
+    url = f"{scheme}://127.0.0.1:{port}/devstoreaccount1"
     if credential is None:
         return QueueClient.from_connection_string(
-            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={KEY};QueueEndpoint={url};", "q")
+            f"DefaultEndpointsProtocol={scheme};AccountName=devstoreaccount1;AccountKey={KEY};QueueEndpoint={url};",
+            "q")
     return QueueClient(url, "q", credential=credential)
+
+
+class Taking(BaseHTTPRequestHandler):
+    """Takes every message (201 Created)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
 
 
 class Busy(BaseHTTPRequestHandler):
@@ -82,3 +98,18 @@ def test_the_option_turns_it_off_and_names_a_bad_value() -> None:
     assert Options.from_transport_options({"direct_requests": False}).direct_requests is False
     with pytest.raises(ValueError, match="direct_requests must be true or false, not 'maybe'"):
         Options.from_transport_options({"direct_requests": "maybe"})
+
+
+def test_over_tls_the_server_is_verified_against_the_environments_ca_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certs = make_certs(tmp_path)
+    with serving(Taking, tls=certs) as httpd:
+        port = httpd.server_address[1]
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        unverified = DirectQueue.for_client(client(port, scheme="https"), HttpEnvironment())
+        assert unverified is not None and unverified.send("x") is False, "a server the store does not trust was used"
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certs.ca))
+        verified = DirectQueue.for_client(client(port, scheme="https"), HttpEnvironment())
+        assert verified is not None and verified.send("x") is True
