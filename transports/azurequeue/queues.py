@@ -252,7 +252,7 @@ class AzureQueues:
         """Send envelope text as one Azure message, then signal it (`coalesce`: a burst's
         signals may be pushed together; a bundle is a batch already, so it is signalled alone)."""
         client = self.queue_client(queue)
-        started = time.time()
+        started, began = time.time(), time.monotonic()
         direct = self.direct(client)
         try:
             if direct is None or not direct.send(text, hidden or None, ttl):
@@ -262,7 +262,7 @@ class AzureQueues:
             client.send_message(text, visibility_timeout=hidden or None, time_to_live=ttl)
         signals = self._signals()
         if signals is not None and hidden < wire.MAX_VISIBILITY_SECONDS:
-            signals.notify(queue, started + hidden if hidden else None, coalesce=coalesce)
+            signals.notify(queue, started + hidden if hidden else None, coalesce=coalesce, began=began)
 
     def receive(self, queue: str, count: int) -> list[QueueMessage]:
         """Receive up to `count` messages, hiding them for the visibility timeout."""

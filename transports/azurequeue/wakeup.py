@@ -6,8 +6,9 @@ onto the queue's Redis list (`wake:<queue>`); consumers wait on those lists with
 so exactly one consumer with room wakes per token and polls Azure at once. Before receiving a
 batch of up to n messages it claims up to n tokens (so no other consumer wakes for messages it
 is about to get), and after receiving k messages it drops the tokens it did not claim for them.
-A sender that sends to one queue again within `BURST_GAP` (a fan-out, not a chain: a chain's
-next send from a process comes a whole task later) holds the burst's further tokens for up to
+A sender that starts a send to one queue within `BURST_GAP` of its previous send's end (a loop
+of sends, a fan-out; not a chain, whose next send from a process comes a whole task later, and
+a fast task is shorter than one send to a distant queue) holds the burst's further tokens for up to
 `COALESCE` seconds and pushes them as one counted token (`n<k>`), so one consumer wakes and
 receives them in one batch instead of each consumer chasing single messages; the first message
 of a burst is signalled at once (held tokens are pushed when the connection closes or the
@@ -45,8 +46,8 @@ TOKEN_TTL_MS = 60_000
 WARN_EVERY = 30.0
 #: Seconds a sender skips signals after Redis failed (a send must not wait on a sick Redis).
 PAUSE_AFTER_FAILURE = 5.0
-#: A send to the same queue within this many seconds of the previous one is part of a burst.
-BURST_GAP = 0.015
+#: A send to the same queue that starts within this many seconds of the previous one's end is part of a burst.
+BURST_GAP = 0.003
 #: Seconds a burst's further tokens are held to be pushed as one.
 COALESCE = 0.1
 
@@ -136,9 +137,11 @@ class WakeSignals:
         self._paused_until = float("-inf")
         self.nudge_key = nudge_key
 
-    def notify(self, queue: str, visible_at: float | None = None, coalesce: bool = True) -> None:
+    def notify(self, queue: str, visible_at: float | None = None, coalesce: bool = True,
+               began: float | None = None) -> None:
         """Announce a message sent to `queue`, visible now or at epoch `visible_at` (without
-        `coalesce`, at once even within a burst)."""
+        `coalesce`, at once even within a burst); `began`: when the send started (monotonic
+        seconds; default now), which tells a loop of sends from sends a task apart."""
         if time.monotonic() < self._paused_until:
             return
         if visible_at is not None:
@@ -150,7 +153,7 @@ class WakeSignals:
         now = time.monotonic()
         with self._lock:
             burst = self._bursts.setdefault(queue, _Burst())
-            bursting = burst.held > 0 or now - burst.last_send < BURST_GAP
+            bursting = burst.held > 0 or (now if began is None else began) - burst.last_send < BURST_GAP
             burst.last_send = now
             if bursting:
                 burst.held += 1

@@ -194,6 +194,17 @@ def test_a_burst_of_sends_is_announced_as_one_counted_token(fake_services: FakeS
     assert consumer.claim("work", 32) == 6
 
 
+def test_sends_a_task_apart_are_each_announced_at_once(fake_services: FakeServices) -> None:
+    """A chain's sends from one process: each starts a whole (fast) task after the previous one
+    ended, so none waits for a burst's tokens to be pushed together."""
+    sender = signals(fake_services)
+    for _ in range(3):
+        began = time.monotonic()
+        sender.notify("work", began=began)
+        time.sleep(0.008)
+    assert fake_services.redis_client().lrange(RedisKeys("t:").wake("work"), 0, -1) == ["n", "n", "n"]
+
+
 def test_a_delayed_send_announces_when_it_becomes_visible(fake_services: FakeServices) -> None:
     sender = signals(fake_services)
     at = time.time() + 30
