@@ -27,33 +27,31 @@ def client(port: int, credential: object = None, scheme: str = "http") -> QueueC
     return QueueClient(url, "q", credential=credential)
 
 
-class Taking(BaseHTTPRequestHandler):
-    """Takes every message (201 Created)."""
+class Answering(BaseHTTPRequestHandler):
+    """Answers every POST with `status` and counts them."""
 
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(201)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
-class Busy(BaseHTTPRequestHandler):
-    """Answers every request 503 ServerBusy and counts them."""
-
+    status = 201
     seen = 0
 
     def do_POST(self) -> None:
         type(self).seen += 1
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(503)
+        self.send_response(self.status)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
     def log_message(self, *_: object) -> None:
         pass
+
+
+class Taking(Answering):
+    """Takes every message (201 Created)."""
+
+
+class Busy(Answering):
+    """Answers every request 503 ServerBusy."""
+
+    status = 503
 
 
 @pytest.fixture(autouse=True)
