@@ -46,6 +46,8 @@ class Clients:
 
     queues: QueueServiceClient
     blobs: BlobServiceClient | None
+    #: What tells of the queue service's throttling, for requests made beside the SDK (`directqueue`).
+    queue_watch: ThrottleWatch | None = None
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -123,19 +125,20 @@ def retry_policy(options: dict[str, Any]) -> BackPressureRetry:
     return BackPressureRetry(opts.retry_first_backoff, opts.retry_max_backoff, opts.retry_total)
 
 
-def _client_kwargs(service: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+def _client_kwargs(service: str, name: str, options: dict[str, Any]) -> tuple[dict[str, Any], ThrottleWatch]:
     """What every Storage client of the transport is built with: a counting transport that tells a
-    throttle watch each answer, and the back-pressure retry policy."""
+    throttle watch each answer, and the back-pressure retry policy; and that watch."""
     policy = retry_policy(options)
     watch = ThrottleWatch(name, policy.describe())
-    return {"transport": CountingTransport(service, watch=watch), "logger": HTTP_LOGGER, "retry_policy": policy}
+    kwargs = {"transport": CountingTransport(service, watch=watch), "logger": HTTP_LOGGER, "retry_policy": policy}
+    return kwargs, watch
 
 
 def build_clients(url: str, options: dict[str, Any]) -> Clients:
     """Create the queue and blob clients described by the broker URL and transport options."""
     secret, account_url = split_url(url)
-    queue_kwargs = _client_kwargs("queue", "Azure Queue Storage", options)
-    blob_kwargs = _client_kwargs("blob", "Azure Blob Storage", options)
+    queue_kwargs, queue_watch = _client_kwargs("queue", "Azure Queue Storage", options)
+    blob_kwargs, _ = _client_kwargs("blob", "Azure Blob Storage", options)
     if not account_url:
         conn_str = _connection_string(options)
         queues = QueueServiceClient.from_connection_string(conn_str, **queue_kwargs)
@@ -145,7 +148,7 @@ def build_clients(url: str, options: dict[str, Any]) -> Clients:
             )
         except ValueError:
             blobs = None
-        return Clients(queues=queues, blobs=blobs)
+        return Clients(queues=queues, blobs=blobs, queue_watch=queue_watch)
     credential = _credential(secret, account_url)
     queues = QueueServiceClient(account_url=account_url, credential=credential, **queue_kwargs)
     blob_url = _blob_url(account_url, options)
@@ -154,4 +157,4 @@ def build_clients(url: str, options: dict[str, Any]) -> Clients:
         if blob_url
         else None
     )
-    return Clients(queues=queues, blobs=blobs)
+    return Clients(queues=queues, blobs=blobs, queue_watch=queue_watch)

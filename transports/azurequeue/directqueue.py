@@ -5,16 +5,16 @@ costs 1.6-2 ms of CPU on a 2-core machine (its policies, request building and XM
 `requests` and `urllib3`); signed here with the account's Shared Key and sent with `http.client`
 on a kept-alive connection of the calling thread, about 0.3 ms (bench/README.md). Only the
 expected answer is handled here (201 for a send, 200 for a receive, 204 for a delete): anything
-else (a throttle, an error, a dropped
-connection) returns False and the caller makes the same request through the SDK, whose retry
-policy, throttle watch, outage log and exceptions apply. After a throttle, a server error or a
+else (a throttle, an error, a dropped connection) returns False or None and the caller makes the
+same request through the SDK, whose retry policy, outage log and exceptions apply. After a throttle, a server error or a
 failed fresh connection this path stands aside for `STAND_ASIDE` seconds, so a sick service
 gets the SDK's back-off alone; after a refused signature (401, 403: a clock or key the SDK
 handles differently) for `REFUSED_ASIDE`, with one warning.
 
 Used only with an account key (a SAS or Microsoft Entra ID credential takes the SDK's path), over
 plain HTTP or TLS verified against the default store or the environment's CA bundle, and only
-where no proxy applies. Each attempt is counted in `STATS` like the SDK's requests.
+where no proxy applies. Each attempt is counted in `STATS` and its answer told to the queue
+service's throttle watch, like the SDK's requests.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from azure.storage.queue import QueueMessage
 from .httpenv import HttpEnvironment
 from .outages import OUTAGES
 from .stats import STATS, account_endpoint
+from .throttling import ThrottleWatch, storage_throttle_kind
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +57,10 @@ _connections = threading.local()
 
 
 class DirectQueue:
-    """Send to and delete from one Azure queue with requests signed here (see the module doc)."""
+    """Send to, receive from and delete from one Azure queue with requests signed here (see the module doc)."""
 
     def __init__(self, queue_url: str, account: str, key: bytes, api_version: str,
-                 ssl_context: ssl.SSLContext | None) -> None:
+                 ssl_context: ssl.SSLContext | None, watch: ThrottleWatch | None = None) -> None:
         parts = urlsplit(queue_url)
         self._scheme, self._netloc = parts.scheme, parts.netloc
         self._path = parts.path.rstrip("/") + "/messages"
@@ -68,13 +69,15 @@ class DirectQueue:
         self._version = api_version
         self._context = ssl_context
         self._endpoint = account_endpoint(queue_url)
+        self._watch = watch
         self._aside_until = 0.0
         self._told_refused = False
 
     @classmethod
-    def for_client(cls, client: Any, environment: HttpEnvironment) -> DirectQueue | None:
-        """The direct path for an SDK `QueueClient`, or None where it does not apply (no account
-        key, a proxy, TLS that is not verified)."""
+    def for_client(cls, client: Any, environment: HttpEnvironment,
+                   watch: ThrottleWatch | None = None) -> DirectQueue | None:
+        """The direct path for an SDK `QueueClient` (its answers told to `watch`), or None where it
+        does not apply (no account key, a proxy)."""
         credential = getattr(client, "credential", None)
         account = getattr(credential, "account_name", None)
         key = getattr(credential, "account_key", None)
@@ -90,7 +93,7 @@ class DirectQueue:
             secret = base64.b64decode(key)
         except ValueError:
             return None
-        return cls(url, str(account), secret, str(getattr(client, "api_version", "2021-02-12")), context)
+        return cls(url, str(account), secret, str(getattr(client, "api_version", "2021-02-12")), context, watch)
 
     def send(self, text: str, visibility_timeout: int | None = None, ttl: int | None = None) -> bool:
         """Send one message; True when the queue took it, False when the caller must use the SDK."""
@@ -147,6 +150,13 @@ class DirectQueue:
             logger.debug("direct %s to %s failed (the SDK takes it): %r", kind, self._endpoint, exc)
             return None
         _connections.used[self._key_of()] = (connection, time.monotonic())
+        if self._watch is not None:
+            code = response.getheader("x-ms-error-code") or ""
+            throttled = storage_throttle_kind(response.status, {"x-ms-error-code": code})
+            if throttled is None:
+                self._watch.answered()
+            else:
+                self._watch.throttled(throttled)
         if response.status == expected:
             if OUTAGES.active:
                 OUTAGES.answered(SERVICE, self._endpoint)

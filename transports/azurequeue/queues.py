@@ -119,16 +119,14 @@ class AzureQueues:
             self._queue_clients[queue] = client
         return client
 
-    def direct(self, client: QueueClient) -> DirectQueue | None:
-        """The requests-signed-here path of a queue client's sends, receives and deletes (`directqueue`), or
-        None where it does not apply or the `direct_requests` option turned it off."""
-        url = getattr(client, "url", None)
-        if not url:
-            return None
-        if url not in self._direct:
-            self._direct[url] = (DirectQueue.for_client(client, self._environment)
-                                 if self.options.direct_requests else None)
-        return self._direct[url]
+    def direct(self, queue: str) -> DirectQueue | None:
+        """The requests-signed-here path of a Kombu queue's sends, receives and deletes
+        (`directqueue`), or None where it does not apply or the `direct_requests` option turned it off."""
+        if queue not in self._direct:
+            self._direct[queue] = (DirectQueue.for_client(self.queue_client(queue), self._environment,
+                                                          self._accounts().of(queue).queue_watch)
+                                   if self.options.direct_requests else None)
+        return self._direct[queue]
 
     def declare(self, queue: str, arguments: dict[str, Any], auto_delete: bool) -> None:
         """Create the queue with its registry metadata, once per connection."""
@@ -253,7 +251,7 @@ class AzureQueues:
         signals may be pushed together; a bundle is a batch already, so it is signalled alone)."""
         client = self.queue_client(queue)
         started, began = time.time(), time.monotonic()
-        direct = self.direct(client)
+        direct = self.direct(queue)
         try:
             if direct is None or not direct.send(text, hidden or None, ttl):
                 client.send_message(text, visibility_timeout=hidden or None, time_to_live=ttl)
@@ -267,7 +265,7 @@ class AzureQueues:
     def receive(self, queue: str, count: int) -> list[QueueMessage]:
         """Receive up to `count` messages, hiding them for the visibility timeout."""
         client = self.queue_client(queue)
-        direct = self.direct(client)
+        direct = self.direct(queue)
         received = direct.receive(count, self.options.visibility_timeout) if direct is not None else None
         if received is not None:
             return received
@@ -499,7 +497,7 @@ class AzureQueues:
 
     def delete_message(self, lease: Lease) -> None:
         """Delete an acked message, then its out-of-line body."""
-        direct = self.direct(lease.client)
+        direct = self.direct(lease.queue)
         try:
             if direct is None or not direct.delete(lease.message_id, lease.pop_receipt):
                 lease.client.delete_message(lease.message_id, lease.pop_receipt)

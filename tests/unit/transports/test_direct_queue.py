@@ -14,6 +14,7 @@ from tests.unit.transports.http_support import serving
 from transports.azurequeue.directqueue import DirectQueue
 from transports.azurequeue.httpenv import HttpEnvironment
 from transports.azurequeue.options import Options
+from transports.azurequeue.throttling import ThrottleCounts, ThrottleWatch
 
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
@@ -62,11 +63,14 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_throttled_send_goes_to_the_sdk_and_the_next_ones_too_for_a_while() -> None:
     Busy.seen = 0
+    counts = ThrottleCounts()
+    watch = ThrottleWatch("Azure Queue Storage", "the test's policy", counts=counts)
     with serving(Busy) as httpd:
-        direct = DirectQueue.for_client(client(httpd.server_address[1]), HttpEnvironment())
+        direct = DirectQueue.for_client(client(httpd.server_address[1]), HttpEnvironment(), watch)
         assert direct is not None
         assert direct.send("x") is False
         assert Busy.seen == 1
+        assert counts.snapshot() == {"Azure Queue Storage|503": 1}, "the throttle watch did not hear of it"
         assert direct.send("x") is False and direct.delete("id", "pop") is False
         assert Busy.seen == 1, "a request went out while the SDK was to take them"
 
