@@ -48,6 +48,10 @@ result_backend = _settings.result_backend
 # names as module:attribute.
 cosmos_credential = _settings.cosmos_credential
 cosmos_database = _settings.cosmos_database
+# Node outputs are created with requests flowcraft signs with the account key on kept-alive connections
+# (a fifth of the Cosmos SDK's CPU; anything but "created" or "exists" goes through the SDK):
+# FLOWCRAFT_DIRECT_COSMOS_REQUESTS=false sends every request through the SDK.
+flowcraft_direct_cosmos_requests = _settings.direct_cosmos_requests
 cosmos_results_container = _settings.cosmos_results_container
 cosmos_context_container = _settings.cosmos_context_container
 cosmos_runs_container = _settings.cosmos_runs_container

@@ -161,6 +161,8 @@ SPECS: dict[str, _Spec] = {
     "storage_retry_total": _Spec("broker_transport_options.retry_total", "FLOWCRAFT_STORAGE_RETRY_TOTAL", 10, COUNT),
     "direct_queue_requests": _Spec("broker_transport_options.direct_requests", "FLOWCRAFT_DIRECT_QUEUE_REQUESTS",
                                    True, FLAG),
+    "direct_cosmos_requests": _Spec("flowcraft_direct_cosmos_requests", "FLOWCRAFT_DIRECT_COSMOS_REQUESTS", True,
+                                    FLAG),
     "default_queue": _Spec("task_default_queue", "FLOWCRAFT_DEFAULT_QUEUE", "flowcraft", TEXT),
     "reconcile_queue": _Spec("flowcraft_reconcile_queue", "FLOWCRAFT_RECONCILE_QUEUE", "", TEXT),
     "prefetch_multiplier": _Spec("worker_prefetch_multiplier", "FLOWCRAFT_PREFETCH_MULTIPLIER", 1, COUNT),
@@ -212,6 +214,8 @@ class Settings:
     storage_retry_total: int = SPECS["storage_retry_total"].default
     #: The transport sends, receives and deletes messages with requests it signs (`directqueue`), not the SDK's.
     direct_queue_requests: bool = SPECS["direct_queue_requests"].default
+    #: Node outputs are created in Cosmos DB with requests signed here (`stores/cosmos_direct.py`), not the SDK's.
+    direct_cosmos_requests: bool = SPECS["direct_cosmos_requests"].default
     default_queue: str = SPECS["default_queue"].default
     #: The reconcile task's queue; empty: `<default queue>-reconcile` (see `reconcile_queue_name`).
     reconcile_queue: str = SPECS["reconcile_queue"].default

@@ -55,6 +55,7 @@ from flowcraft_celery.stores.base import (
     RunStatusDoc,
 )
 from flowcraft_celery.stores.cosmos_client import ensure_container, read_item_or_none
+from flowcraft_celery.stores.cosmos_direct import DirectCreates
 from flowcraft_celery.stores.limits import MAX_ITEM_BYTES, check_item_size, json_size
 
 log = logging.getLogger(__name__)
@@ -227,11 +228,14 @@ class CosmosContextStore:
     """A run's context and node outputs in Cosmos DB, one item per key and per output."""
 
     def __init__(
-        self, client: CosmosClient, database: str = "flowcraft", container: str = "context"
+        self, client: CosmosClient, database: str = "flowcraft", container: str = "context",
+        direct_requests: bool = True,
     ) -> None:
         self._container: ContainerProxy = ensure_container(
             client, database, container, "/runId", indexing_policy=CONTEXT_INDEXING, default_ttl=-1
         )
+        #: Output creates signed here (`cosmos_direct`; None: every request through the SDK).
+        self._direct = DirectCreates.for_container(client, self._container) if direct_requests else None
         #: Whether the server runs transactional batches of these operation kinds (None: not yet known).
         self._batch_supported: dict[frozenset[str], bool] = {}
 
@@ -311,6 +315,9 @@ class CosmosContextStore:
         if decision is not None:
             item["decision"] = dict(decision)
         check_item_size(f"{_OUTPUTS_PREFIX}{node_id}", item, output)
+        created = self._direct.create(item, run_id) if self._direct is not None else None
+        if created is not None:
+            return created
         try:
             self._container.create_item(item)
         except CosmosResourceExistsError:

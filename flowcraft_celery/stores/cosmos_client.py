@@ -197,6 +197,12 @@ def request_counts() -> dict[str, int]:
         return dict(_counts)
 
 
+def count_request(op: str) -> None:
+    """Count one Cosmos HTTP request made beside the SDK (`docs:create`, ...)."""
+    with _counts_lock:
+        _counts[op] += 1
+
+
 def reset_request_counts() -> None:
     """Zero the per-operation request counters."""
     with _counts_lock:

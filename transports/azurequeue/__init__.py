@@ -235,11 +235,13 @@ and ``Transport.backend(queue)`` is the one place that says where a queue lives:
 ``backend.QueueBackend``; ``accounts.Accounts`` says which storage account holds an Azure queue.
 ``Channel`` declares, binds, publishes and settles through the
 transport (ack, requeue, reject by delivery tag). ``redisside.RedisSide`` holds the connection's
-Redis clients and the one Redis key schema (``RedisKeys``). The public API is ``__all__`` below;
-every other module is internal.
+Redis clients and the one Redis key schema (``RedisKeys``). ``keptalive`` holds the per-thread
+kept-alive HTTP connections of requests made beside an SDK (the transport's signed queue requests,
+and the app's signed Cosmos DB creates). The public API is ``__all__`` below; every other module
+is internal.
 """
 
-from . import wire
+from . import keptalive, wire
 from .accounts import AccountError, Accounts, account_entries, account_problem, shard_index, shard_queue_name
 from .auth import Secret, build_clients, masked_url
 from .blobs import LargeBodyStore
@@ -298,6 +300,7 @@ __all__ = [
     "bundled",
     "cosmos_throttle_kind",
     "dead_letter_queue_name",
+    "keptalive",
     "listing_prefix",
     "masked_url",
     "namespace_queues",

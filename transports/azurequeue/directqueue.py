@@ -24,9 +24,7 @@ import hashlib
 import hmac
 import http.client
 import logging
-import os
 import ssl
-import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from email.utils import formatdate
@@ -36,6 +34,7 @@ from xml.sax.saxutils import escape
 
 from azure.storage.queue import QueueMessage
 
+from . import keptalive
 from .httpenv import HttpEnvironment
 from .outages import OUTAGES
 from .stats import STATS, account_endpoint
@@ -47,13 +46,7 @@ logger = logging.getLogger(__name__)
 STAND_ASIDE = 10.0
 #: Seconds the SDK sends alone after the service refused this path's signature (401, 403).
 REFUSED_ASIDE = 600.0
-#: Seconds of socket inactivity (connect, send, each read) before a request is given up.
-TIMEOUT = 60.0
-#: A connection idle this long is replaced before use (servers close idle keep-alive connections).
-IDLE_SECONDS = 30.0
 SERVICE = "Azure Queue Storage"
-
-_connections = threading.local()
 
 
 class DirectQueue:
@@ -137,19 +130,18 @@ class DirectQueue:
             headers["Content-Type"] = "application/xml; charset=utf-8"
         headers["Authorization"] = f"SharedKey {self._account}:{self._signature(method, path, query, headers, body)}"
         target = path + ("?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items()) if query else "")
-        connection, reused = self._connection()
+        connection, reused = keptalive.take(self._scheme, self._netloc, self._context)
         try:
             connection.request(method, target, body=body or None, headers=headers)
             response = connection.getresponse()
             answer = response.read()
         except (OSError, http.client.HTTPException) as exc:
-            connection.close()
-            self._forget()
+            keptalive.drop(self._scheme, self._netloc, connection)
             if not reused:
                 self._aside_until = time.monotonic() + STAND_ASIDE
             logger.debug("direct %s to %s failed (the SDK takes it): %r", kind, self._endpoint, exc)
             return None
-        _connections.used[self._key_of()] = (connection, time.monotonic())
+        keptalive.answered(self._scheme, self._netloc, connection)
         if self._watch is not None:
             code = response.getheader("x-ms-error-code") or ""
             throttled = storage_throttle_kind(response.status, {"x-ms-error-code": code})
@@ -184,26 +176,3 @@ class DirectQueue:
                           f"{ms_headers}{resource}")
         digest = hmac.new(self._key, string_to_sign.encode("utf-8"), hashlib.sha256).digest()
         return base64.b64encode(digest).decode()
-
-    def _key_of(self) -> tuple[int, str, str]:
-        return os.getpid(), self._scheme, self._netloc
-
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's kept-alive connection to the endpoint (a forked child makes its own), and
-        whether it was used before."""
-        if not hasattr(_connections, "used"):
-            _connections.used = {}
-        found = _connections.used.get(self._key_of())
-        if found is not None:
-            connection, last = found
-            if time.monotonic() - last < IDLE_SECONDS:
-                return connection, True
-            connection.close()
-        connection = (http.client.HTTPSConnection(self._netloc, timeout=TIMEOUT, context=self._context)
-                      if self._scheme == "https" else http.client.HTTPConnection(self._netloc, timeout=TIMEOUT))
-        _connections.used[self._key_of()] = (connection, time.monotonic())
-        return connection, False
-
-    def _forget(self) -> None:
-        """Drop this thread's connection to the endpoint (it failed)."""
-        getattr(_connections, "used", {}).pop(self._key_of(), None)

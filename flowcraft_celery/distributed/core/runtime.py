@@ -150,7 +150,8 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
     redis_name = f"Redis at {redis_endpoint(url)}"
     prefix = settings.key_prefix
     deployment = settings.deployment
-    context_store = call(cosmos, CosmosContextStore, client, database, settings.cosmos_context_container)
+    context_store = call(cosmos, CosmosContextStore, client, database, settings.cosmos_context_container,
+                         settings.direct_cosmos_requests)
     status_store = call(cosmos, CosmosStatusStore, client, database, settings.cosmos_runs_container, deployment)
     contexts = guarded(context_store, cosmos)
     statuses = guarded(status_store, cosmos)

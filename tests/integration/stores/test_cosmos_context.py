@@ -263,3 +263,19 @@ def test_snapshot_and_outputs_in_one_query_equal_each_read_alone(store: CosmosCo
     assert sorted(outputs, key=lambda o: (o.node_id, o.iteration)) == \
         sorted(store.outputs(run), key=lambda o: (o.node_id, o.iteration))
     assert len(outputs) == 3
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["signed-here", "sdk"])
+def test_an_output_recorded_either_way_reads_back_through_the_sdk_intact(database: str, direct: bool) -> None:
+    """Outputs are created with requests flowcraft signs (FLOWCRAFT_DIRECT_COSMOS_REQUESTS, the
+    default) or through the SDK: the same item either way, once."""
+    store = CosmosContextStore(cosmos_support.client(), database=database, direct_requests=direct)
+    run = run_id()
+    output = {"text": "<a href='x'>ü & é</a> \u2603", "n": [1, 2.5, None, True]}
+    reset_request_counts()
+    assert store.record_output(run, "n1", 0, output, action="go", decision={"took": ["e1"]})
+    assert not store.record_output(run, "n1", 0, {"other": 1})
+    assert request_counts() == {"docs:create": 2}
+    recorded = store.get_output(run, "n1", 0)
+    assert recorded is not None and recorded.output == output and recorded.action == "go"
+    assert recorded.decision == {"took": ["e1"]}

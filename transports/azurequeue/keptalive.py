@@ -1,0 +1,53 @@
+"""Kept-alive HTTP connections for requests made beside an Azure SDK: one per thread, process and endpoint.
+
+A forked child (a prefork pool process) never uses its parent's connection; a connection idle for
+`IDLE_SECONDS` is replaced before use, since servers close idle keep-alive connections.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import ssl
+import threading
+import time
+
+#: A connection idle this long is replaced before use.
+IDLE_SECONDS = 30.0
+#: Seconds of socket inactivity (connect, send, each read) before a request is given up.
+TIMEOUT = 60.0
+
+_local = threading.local()
+
+
+def _table() -> dict[tuple[int, str, str], tuple[http.client.HTTPConnection, float]]:
+    if not hasattr(_local, "used"):
+        _local.used = {}
+    table: dict[tuple[int, str, str], tuple[http.client.HTTPConnection, float]] = _local.used
+    return table
+
+
+def take(scheme: str, netloc: str, context: ssl.SSLContext | None) -> tuple[http.client.HTTPConnection, bool]:
+    """This thread's connection to the endpoint (`https` over `context`), and whether it was used before."""
+    key = (os.getpid(), scheme, netloc)
+    found = _table().get(key)
+    if found is not None:
+        connection, last = found
+        if time.monotonic() - last < IDLE_SECONDS:
+            return connection, True
+        connection.close()
+    connection = (http.client.HTTPSConnection(netloc, timeout=TIMEOUT, context=context)
+                  if scheme == "https" else http.client.HTTPConnection(netloc, timeout=TIMEOUT))
+    _table()[key] = (connection, time.monotonic())
+    return connection, False
+
+
+def answered(scheme: str, netloc: str, connection: http.client.HTTPConnection) -> None:
+    """The connection took a request and answered it: keep it for the next one."""
+    _table()[(os.getpid(), scheme, netloc)] = (connection, time.monotonic())
+
+
+def drop(scheme: str, netloc: str, connection: http.client.HTTPConnection) -> None:
+    """The connection failed: close it and make the next request open a new one."""
+    connection.close()
+    _table().pop((os.getpid(), scheme, netloc), None)
