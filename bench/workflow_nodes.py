@@ -96,16 +96,23 @@ def _stamp_pickup(kwargs: dict[str, Any] | None = None, **_: Any) -> None:
 
 
 def _dump_forever(folder: Path) -> None:
-    """Write this process's request counters to `<folder>/<pid>.json` every STATS_PERIOD seconds."""
+    """Write this process's request counters to `<folder>/<pid>.json` every STATS_PERIOD seconds
+    when they changed (an idle process then costs the benchmark's CPU figures nothing)."""
     path = folder / f"{os.getpid()}.json"
     tmp = folder / f"{os.getpid()}.tmp"
+    written = None
     while True:
         time.sleep(STATS_PERIOD)
-        tmp.write_text(json.dumps({"queue": STATS.total("queue"), "cosmos": sum(request_counts().values()),
+        queue_kinds = {k: v for k, v in STATS.snapshot().items() if k.startswith("queue.")}
+        cosmos_kinds = request_counts()
+        current = (queue_kinds, cosmos_kinds, EXECUTIONS[0])
+        if current == written:
+            continue
+        tmp.write_text(json.dumps({"queue": sum(queue_kinds.values()), "cosmos": sum(cosmos_kinds.values()),
                                    "executions": EXECUTIONS[0],
-                                   "kinds": {**{k: v for k, v in STATS.snapshot().items() if k.startswith("queue.")},
-                                             **{f"cosmos.{k}": v for k, v in request_counts().items()}}}))
+                                   "kinds": {**queue_kinds, **{f"cosmos.{k}": v for k, v in cosmos_kinds.items()}}}))
         os.replace(tmp, path)
+        written = current
 
 
 def _start_dumping(**_: Any) -> None:
