@@ -9,9 +9,8 @@ connection) returns None and the caller makes the same create through the SDK, w
 policy, throttle handling and exceptions apply; a create whose connection dropped after sending
 may have been applied, and the SDK's repeat then answers 409, which the caller reads as "recorded
 already" (an output item is created once, by whichever copy comes first). After a throttle, a
-server error or a failed fresh connection this path stands aside for `STAND_ASIDE` seconds, so a
-sick service gets the SDK's back-off alone; after a refused signature for `REFUSED_ASIDE`, with
-one warning.
+server error, a failed fresh connection or a refused signature this path stands aside for a while
+(`transports.azurequeue.standaside`).
 
 Session consistency: each answer's session token goes to the SDK client's session container, as
 the SDK does with its own writes, so the SDK's later reads in this process see the write.
@@ -31,7 +30,6 @@ import http.client
 import json
 import logging
 import ssl
-import time
 from collections.abc import Mapping
 from email.utils import formatdate
 from typing import Any
@@ -40,14 +38,10 @@ from urllib.parse import quote, urlsplit
 from azure.cosmos import ContainerProxy, CosmosClient
 
 from flowcraft_celery.stores.cosmos_client import COSMOS_WATCH, count_request
-from transports.azurequeue import HttpEnvironment, cosmos_throttle_kind, keptalive
+from transports.azurequeue import HttpEnvironment, StandAside, cosmos_throttle_kind, keptalive
 
 logger = logging.getLogger(__name__)
 
-#: Seconds this path leaves creates to the SDK after a throttle, a server error or a failed new connection.
-STAND_ASIDE = 10.0
-#: Seconds the SDK creates alone after the service refused this path's signature (401, 403).
-REFUSED_ASIDE = 600.0
 #: The REST API version the requests name (the SDK's own).
 API_VERSION = "2020-07-15"
 SESSION_TOKEN = "x-ms-session-token"
@@ -76,8 +70,8 @@ class DirectCreates:
         self._key = key
         self._context = ssl_context
         self._consistency = connection.default_headers.get("x-ms-consistency-level")
-        self._aside_until = 0.0
-        self._told_refused = False
+        self._aside = StandAside("Cosmos DB", self._endpoint, "an item create signed by flowcraft",
+                                 "set FLOWCRAFT_DIRECT_COSMOS_REQUESTS=false")
 
     @classmethod
     def for_container(cls, client: CosmosClient, container: ContainerProxy,
@@ -109,7 +103,7 @@ class DirectCreates:
     def create(self, item: Mapping[str, Any], partition_key: str) -> bool | None:
         """Create `item` in partition `partition_key`: True when created, False when an item with
         its id exists, None when the caller must make the create through the SDK."""
-        if time.monotonic() < self._aside_until:
+        if self._aside.active:
             return None
         count_request("docs:create")
         date = formatdate(usegmt=True)
@@ -129,8 +123,7 @@ class DirectCreates:
             answer = response.read()
         except (OSError, http.client.HTTPException) as exc:
             keptalive.drop(self._scheme, self._netloc, connection)
-            if not reused:
-                self._aside_until = time.monotonic() + STAND_ASIDE
+            self._aside.connection_failed(reused)
             logger.debug("direct create in %s failed (the SDK takes it): %r", self._link, exc)
             return None
         keptalive.answered(self._scheme, self._netloc, connection)
@@ -145,15 +138,7 @@ class DirectCreates:
             return True
         if response.status == 409:
             return False
-        if response.status in (401, 403):
-            self._aside_until = time.monotonic() + REFUSED_ASIDE
-            if not self._told_refused:
-                self._told_refused = True
-                logger.warning("Cosmos DB at %s refused an item create signed by flowcraft (%s); the Cosmos SDK "
-                               "makes them for the next %.0f s (set FLOWCRAFT_DIRECT_COSMOS_REQUESTS=false to "
-                               "always use it)", self._endpoint, response.status, REFUSED_ASIDE)
-        elif response.status >= 500 or response.status in (408, 429):
-            self._aside_until = time.monotonic() + STAND_ASIDE
+        self._aside.answered(response.status)
         logger.debug("direct create in %s answered %s (the SDK takes it)", self._link, response.status)
         return None
 

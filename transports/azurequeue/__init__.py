@@ -264,6 +264,7 @@ from .outages import OUTAGES, unanswered
 from .redisauth import RedisCredentialError, redis_from_url
 from .redisside import RedisKeys
 from .registry import QueueRecord, namespace_queues, namespace_tag
+from .standaside import StandAside
 from .stats import STATS, blob_operation, queue_operation
 from .throttling import THROTTLES, ThrottleWatch, cosmos_throttle_kind
 from .transient import TransientQueues
@@ -289,6 +290,7 @@ __all__ = [
     "RedisCredentialError",
     "RedisKeys",
     "Secret",
+    "StandAside",
     "ThrottleWatch",
     "TransientQueues",
     "Transport",

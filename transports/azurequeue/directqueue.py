@@ -6,10 +6,9 @@ costs 1.6-2 ms of CPU on a 2-core machine (its policies, request building and XM
 on a kept-alive connection of the calling thread, about 0.3 ms (bench/README.md). Only the
 expected answer is handled here (201 for a send, 200 for a receive, 204 for a delete): anything
 else (a throttle, an error, a dropped connection) returns False or None and the caller makes the
-same request through the SDK, whose retry policy, outage log and exceptions apply. After a throttle, a server error or a
-failed fresh connection this path stands aside for `STAND_ASIDE` seconds, so a sick service
-gets the SDK's back-off alone; after a refused signature (401, 403: a clock or key the SDK
-handles differently) for `REFUSED_ASIDE`, with one warning.
+same request through the SDK, whose retry policy, outage log and exceptions apply; after a
+throttle, a server error, a failed fresh connection or a refused signature this path stands aside
+for a while (`standaside`).
 
 Used only with an account key (a SAS or Microsoft Entra ID credential takes the SDK's path), over
 plain HTTP or TLS verified against the default store or the environment's CA bundle, and only
@@ -25,7 +24,6 @@ import hmac
 import http.client
 import logging
 import ssl
-import time
 import xml.etree.ElementTree as ElementTree
 from email.utils import formatdate
 from typing import Any
@@ -37,15 +35,12 @@ from azure.storage.queue import QueueMessage
 from . import keptalive
 from .httpenv import HttpEnvironment
 from .outages import OUTAGES
+from .standaside import StandAside
 from .stats import STATS, account_endpoint
 from .throttling import ThrottleWatch, storage_throttle_kind
 
 logger = logging.getLogger(__name__)
 
-#: Seconds this path leaves requests to the SDK after a throttle, a server error or a failed new connection.
-STAND_ASIDE = 10.0
-#: Seconds the SDK sends alone after the service refused this path's signature (401, 403).
-REFUSED_ASIDE = 600.0
 SERVICE = "Azure Queue Storage"
 
 
@@ -63,8 +58,8 @@ class DirectQueue:
         self._context = ssl_context
         self._endpoint = account_endpoint(queue_url)
         self._watch = watch
-        self._aside_until = 0.0
-        self._told_refused = False
+        self._aside = StandAside(SERVICE, self._endpoint, "a request signed by the transport",
+                                 "set the transport option direct_requests=false")
 
     @classmethod
     def for_client(cls, client: Any, environment: HttpEnvironment,
@@ -122,7 +117,7 @@ class DirectQueue:
     def _request(self, method: str, path: str, query: dict[str, str], body: bytes, expected: int,
                  kind: str) -> bytes | None:
         """Make one request; its answer's body on the `expected` status, else None."""
-        if time.monotonic() < self._aside_until:
+        if self._aside.active:
             return None
         STATS.add(kind)
         headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": self._version}
@@ -137,8 +132,7 @@ class DirectQueue:
             answer = response.read()
         except (OSError, http.client.HTTPException) as exc:
             keptalive.drop(self._scheme, self._netloc, connection)
-            if not reused:
-                self._aside_until = time.monotonic() + STAND_ASIDE
+            self._aside.connection_failed(reused)
             logger.debug("direct %s to %s failed (the SDK takes it): %r", kind, self._endpoint, exc)
             return None
         keptalive.answered(self._scheme, self._netloc, connection)
@@ -153,15 +147,7 @@ class DirectQueue:
             if OUTAGES.active:
                 OUTAGES.answered(SERVICE, self._endpoint)
             return answer
-        if response.status in (401, 403):
-            self._aside_until = time.monotonic() + REFUSED_ASIDE
-            if not self._told_refused:
-                self._told_refused = True
-                logger.warning("%s at %s refused a request signed by the transport (%s); the Azure SDK sends "
-                               "them for the next %.0f s (set the transport option direct_requests=false to "
-                               "always use it)", SERVICE, self._endpoint, response.status, REFUSED_ASIDE)
-        elif response.status >= 500 or response.status in (408, 429):
-            self._aside_until = time.monotonic() + STAND_ASIDE
+        self._aside.answered(response.status)
         logger.debug("direct %s to %s answered %s (the SDK takes it)", kind, self._endpoint, response.status)
         return None
 

@@ -137,3 +137,20 @@ def test_without_an_account_key_or_behind_a_proxy_every_create_goes_through_the_
     assert direct_for(8081, key=None) is None
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
     assert direct_for(8081) is None
+
+
+class Refused(Answering):
+    status = 403
+
+
+def test_a_refused_signature_is_one_warning_naming_the_setting_and_the_sdk_creates_from_then_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with serving(Refused) as httpd:
+        direct = direct_for(httpd.server_address[1])
+        assert direct is not None
+        with caplog.at_level("WARNING"):
+            assert direct.create({"id": "x", "runId": "r1"}, "r1") is None
+            assert direct.create({"id": "y", "runId": "r1"}, "r1") is None
+    assert len(Refused.seen) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "FLOWCRAFT_DIRECT_COSMOS_REQUESTS=false" in warnings[0], warnings
