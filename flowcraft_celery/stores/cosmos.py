@@ -42,7 +42,6 @@ from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
     CosmosBatchOperationError,
     CosmosHttpResponseError,
-    CosmosResourceExistsError,
     CosmosResourceNotFoundError,
 )
 
@@ -54,7 +53,7 @@ from flowcraft_celery.stores.base import (
     RunState,
     RunStatusDoc,
 )
-from flowcraft_celery.stores.cosmos_client import ensure_container, read_item_or_none
+from flowcraft_celery.stores.cosmos_client import create_once, ensure_container, read_item_or_none
 from flowcraft_celery.stores.cosmos_direct import DirectCreates
 from flowcraft_celery.stores.limits import MAX_ITEM_BYTES, check_item_size, json_size
 
@@ -248,10 +247,7 @@ class CosmosContextStore:
         if self._run_batches(run_id, operations, conflict_ok=True):
             return
         for item in items:
-            try:
-                self._container.create_item(item)
-            except CosmosResourceExistsError:
-                continue
+            create_once(self._container, item)
 
     def get(self, run_id: str, key: str) -> Any:
         """The value under `key` (the later of its own write and the node's output), or MISSING; one query."""
@@ -316,13 +312,7 @@ class CosmosContextStore:
             item["decision"] = dict(decision)
         check_item_size(f"{_OUTPUTS_PREFIX}{node_id}", item, output)
         created = self._direct.create(item, run_id) if self._direct is not None else None
-        if created is not None:
-            return created
-        try:
-            self._container.create_item(item)
-        except CosmosResourceExistsError:
-            return False
-        return True
+        return create_once(self._container, item) if created is None else created
 
     def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
         """The output recorded for (node, iteration), or None: one point read."""
@@ -482,10 +472,7 @@ class CosmosStatusStore:
         item["id"] = item_id("run", doc["runId"])
         item["deployment"] = self.deployment
         check_item_size("status", item, item)
-        try:
-            self._container.create_item(item)
-        except CosmosResourceExistsError:
-            return
+        create_once(self._container, item)
 
     def get(self, run_id: str) -> RunStatusDoc | None:
         """The run's status document, or None: one point read."""

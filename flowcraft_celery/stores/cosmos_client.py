@@ -16,8 +16,9 @@ Retries, configured deliberately (throttling is back-pressure, not failure):
   `InfrastructureError` like any outage.
 * refused connections: retried `CONNECTION_RETRIES` times, `CONNECTION_BACKOFF` s apart (the SDK's
   default would wait 1 s); a connection reset after sending: the SDK retries reads, and this
-  module's transport re-sends upserts (idempotent) up to `UPSERT_RESET_RETRIES` times; any other
-  write surfaces as an `InfrastructureError` (its outcome is unknown).
+  module's transport re-sends upserts (idempotent) up to `UPSERT_RESET_RETRIES` times, and
+  `create_once` re-sends the creates whose repeat is harmless (an item written once, by whichever
+  attempt lands first); any other write surfaces as an `InfrastructureError` (its outcome is unknown).
 
 Every answer also goes to a `ThrottleWatch`: a WARNING when Cosmos DB starts throttling this
 process and an INFO line with the counts when it stops (one pair per episode, not per request).
@@ -67,6 +68,23 @@ CONNECTION_BACKOFF = 0.2
 CONNECTION_BACKOFF_MAX = 4
 #: Times an upsert whose connection was reset after sending is sent again by the transport.
 UPSERT_RESET_RETRIES = 3
+
+def create_once(container: ContainerProxy, item: dict[str, Any]) -> bool:
+    """Create `item` unless an item with its id exists (False then). A create whose connection was
+    reset before an answer is sent again (up to `UPSERT_RESET_RETRIES` times): it may have been
+    applied, and the repeat then finds it, which means the same for an item that is written once."""
+    for attempt in range(UPSERT_RESET_RETRIES + 1):
+        try:
+            container.create_item(item)
+            return True
+        except CosmosResourceExistsError:
+            return False
+        except ServiceResponseError:
+            if attempt == UPSERT_RESET_RETRIES:
+                raise
+            time.sleep(CONNECTION_BACKOFF)
+    return False
+
 
 #: Tries at creating a database or container that other processes may be creating too.
 _CREATE_ATTEMPTS = 5
