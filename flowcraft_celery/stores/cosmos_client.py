@@ -69,6 +69,7 @@ CONNECTION_BACKOFF_MAX = 4
 #: Times an upsert whose connection was reset after sending is sent again by the transport.
 UPSERT_RESET_RETRIES = 3
 
+
 def create_once(container: ContainerProxy, item: dict[str, Any]) -> bool:
     """Create `item` unless an item with its id exists (False then). A create whose connection was
     reset before an answer is sent again (up to `UPSERT_RESET_RETRIES` times): it may have been
@@ -311,9 +312,9 @@ class _CountingTransport(RequestsTransport):
         return response
 
 
-def _ssl_context(verify: bool) -> ssl.SSLContext:
-    """One TLS context: system CAs and hostname checks, or none of that for the emulator."""
-    context = ssl.create_default_context()
+def tls_context(verify: bool, cafile: str | None = None) -> ssl.SSLContext:
+    """One TLS context: system CAs (or `cafile`'s) and hostname checks, or none of that for the emulator."""
+    context = ssl.create_default_context(cafile=cafile if verify else None)
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -326,7 +327,7 @@ def _build_client(account: CosmosAccount, verify: bool, credential: Any = None) 
     if not verify:
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     session = DirectSession()
-    adapter = _SharedContextAdapter(_ssl_context(verify), verify)
+    adapter = _SharedContextAdapter(tls_context(verify), verify)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     transport = _CountingTransport(session=session, session_owner=False)

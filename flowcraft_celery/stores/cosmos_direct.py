@@ -37,7 +37,7 @@ from urllib.parse import quote, urlsplit
 
 from azure.cosmos import ContainerProxy, CosmosClient
 
-from flowcraft_celery.stores.cosmos_client import COSMOS_WATCH, count_request
+from flowcraft_celery.stores.cosmos_client import COSMOS_WATCH, count_request, tls_context
 from transports.azurequeue import HttpEnvironment, StandAside, cosmos_throttle_kind, keptalive
 
 logger = logging.getLogger(__name__)
@@ -91,13 +91,9 @@ class DirectCreates:
             return None
         context = None
         if scheme == "https":
-            if connection.connection_policy.DisableSSLVerification:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            else:
-                verify = environment.verify(True)
-                context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+            bundle = environment.verify(True)
+            context = tls_context(not connection.connection_policy.DisableSSLVerification,
+                                  bundle if isinstance(bundle, str) else None)
         return cls(client, container.container_link, key, context)
 
     def create(self, item: Mapping[str, Any], partition_key: str) -> bool | None:
