@@ -178,7 +178,7 @@ SPECS: dict[str, _Spec] = {
     "blueprints": _Spec("flowcraft_blueprints", "FLOWCRAFT_BLUEPRINTS", (), LIST),
     "redis_url": _Spec("flowcraft_redis_url", "REDIS_URL", DEFAULT_REDIS_URL, TEXT),
     "key_prefix": _Spec("flowcraft_key_prefix", "FLOWCRAFT_KEY_PREFIX", "flowcraft:", TEXT),
-    "touch_interval": _Spec("flowcraft_touch_interval", "FLOWCRAFT_TOUCH_INTERVAL", 5.0, POSITIVE),
+    "touch_interval": _Spec("flowcraft_touch_interval", "FLOWCRAFT_TOUCH_INTERVAL", 15.0, POSITIVE),
     "stall_seconds": _Spec("flowcraft_stall_seconds", "FLOWCRAFT_STALL_SECONDS", 60.0, POSITIVE),
     "reconcile_interval": _Spec("flowcraft_reconcile_interval", "FLOWCRAFT_RECONCILE_INTERVAL", 30.0, POSITIVE),
     "reconcile_budget": _Spec("flowcraft_reconcile_budget", "FLOWCRAFT_RECONCILE_BUDGET", 200, AT_LEAST_ONE),

@@ -180,9 +180,10 @@ class StatusStore(Protocol):
     def finish(
         self, run_id: str, status: RunState, result: Mapping[str, Any] | None,
         errors: Sequence[Mapping[str, Any]], expire_after: int | None = None,
-    ) -> bool:
-        """Move the run to a final state once; True if this call did it. With `expire_after`, the
-        status item expires that many seconds later (set in the same write: `expire` not needed)."""
+    ) -> RunStatusDoc | None:
+        """Move the run to a final state once; the document as finished if this call did it, else
+        None. With `expire_after`, the status item expires that many seconds later (set in the same
+        write: `expire` not needed)."""
 
     def record_sleep(self, run_id: str, node_token: str, wake_at: float) -> None:
         """Note that `node_token` sleeps until `wake_at` (`sleeping` and `wakeAt`), unless final."""

@@ -503,9 +503,9 @@ class CosmosStatusStore:
     def finish(
         self, run_id: str, status: RunState, result: Mapping[str, Any] | None,
         errors: Sequence[Mapping[str, Any]], expire_after: int | None = None,
-    ) -> bool:
+    ) -> RunStatusDoc | None:
         """Move the run to a final state once (with `expire_after`, its per-item TTL in the same
-        patch); True only for the call that did it."""
+        patch); the document as finished for the call that did it (the patch's answer), else None."""
         if status not in FINAL_STATES:
             raise ValueError(f"{status!r} is not a final state ({sorted(FINAL_STATES)})")
         changes: dict[str, Any] = {
@@ -515,7 +515,17 @@ class CosmosStatusStore:
         if expire_after is not None:
             changes["ttl"] = expire_after
         check_item_size("result", changes, changes)
-        return self._guarded_patch(run_id, changes)
+        try:
+            item: Mapping[str, Any] = self._container.patch_item(
+                item_id("run", run_id), run_id,
+                [{"op": "set", "path": _pointer(k), "value": v} for k, v in changes.items()],
+                filter_predicate=_NOT_FINAL,
+            )
+        except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+            return None
+        if not item:  # an account told to answer writes without their item
+            item = read_item_or_none(self._container, item_id("run", run_id), run_id) or {"runId": run_id, **changes}
+        return _strip(item)
 
     def record_sleep(self, run_id: str, node_token: str, wake_at: float) -> None:
         """One guarded patch of `/sleeping/<token>` and `/wakeAt` (the whole `/sleeping` for a

@@ -34,19 +34,20 @@ end
 return 1
 """
 
-#: `settle`: ARGV[4] the owner of lock KEYS[7] to release ('' for none), ARGV[5] the number n of
-#: `timeline.RECORD` arguments that follow (the attempt's end, on KEYS[8..11]; 0 for none), then
-#: the successors' triples from ARGV[6 + n].
+#: `settle`: ARGV[4] the owner of lock KEYS[9] to release ('' for none), ARGV[5] the number n of
+#: `timeline.RECORD` arguments that follow (the attempt's end, on KEYS[10..13]; 0 for none), then
+#: the successors' triples from ARGV[6 + n]. With nothing left pending, it also answers the run's
+#: halt reason (KEYS[7]) and parent (KEYS[8]; false when the start did not record one).
 _RESTAMP = "local function record(KEYS, ARGV)\n" + RECORD + "end\n" + """
 local pending, finished, times = KEYS[1], KEYS[2], KEYS[3]
-if ARGV[4] ~= '' and redis.call('GET', KEYS[7]) == ARGV[4] then
-  redis.call('DEL', KEYS[7])
+if ARGV[4] ~= '' and redis.call('GET', KEYS[9]) == ARGV[4] then
+  redis.call('DEL', KEYS[9])
 end
 local traced = tonumber(ARGV[5])
 if traced > 0 then
   local args = {}
   for i = 6, 5 + traced do args[#args + 1] = ARGV[i] end
-  record({KEYS[8], KEYS[9], KEYS[10], KEYS[11]}, args)
+  record({KEYS[10], KEYS[11], KEYS[12], KEYS[13]}, args)
 end
 if ARGV[1] ~= '' then
   redis.call('HDEL', pending, ARGV[1])
@@ -70,7 +71,11 @@ local touch = 0
 if ARGV[3] ~= '0' and redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[3]) then
   touch = 1
 end
-return {redis.call('HLEN', pending), touch}
+local remaining = redis.call('HLEN', pending)
+if remaining > 0 then
+  return {remaining, touch}
+end
+return {remaining, touch, redis.call('GET', KEYS[7]) or '', redis.call('GET', KEYS[8])}
 """
 
 _CHECK = """
@@ -148,14 +153,18 @@ end
 return 0
 """
 
+#: `begin`: ARGV[1] the generation (the marker, KEYS[2], set last), ARGV[2] the ms during which
+#: no one is told to touch the run (KEYS[3]), ARGV[3] its parent run ('' for none, KEYS[4]), then
+#: the pending entries' pairs.
 _BEGIN = """
 redis.call('DEL', unpack(KEYS))
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 if ARGV[2] ~= '0' then
   redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
 end
+redis.call('SET', KEYS[4], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[1])
 return 1
 """
@@ -165,7 +174,7 @@ return 1
 #: late write (progress recorded by the caller of an inlined node that ended the run, an attempt's
 #: end in the timeline) keeps that expiry instead of starting a new one.
 RUN_KEY_NAMES = ("pending", "finished", "times", "recording", "halt", "dynamic", "awaiting", "gen", "crashes",
-                 "timeline", "expires", "touched")
+                 "timeline", "expires", "touched", "parent")
 
 
 def _milliseconds(seconds: float) -> int:
@@ -188,10 +197,16 @@ class Entered(NamedTuple):
 
 class Settled(NamedTuple):
     """What `RunLedger.settle` left: work still pending, and whether this caller should refresh
-    the run's `lastUpdated` (the first to settle once `touch_every` has passed since the last)."""
+    the run's `lastUpdated` (the first to settle once `touch_every` has passed since the last).
+    With nothing pending, also the run's halt reason and its parent run as its start recorded."""
 
     remaining: int
     touch: bool
+    #: Why the run halted ('' while it runs); read only when nothing is pending.
+    halted: str = ""
+    #: The run's parent run, '' for a top-level run; None when not read (work is pending) or
+    #: not recorded (a run begun before this was kept, or whose Redis state was lost).
+    parent: str | None = None
 
 
 class Lock(NamedTuple):
@@ -235,6 +250,8 @@ class RebuiltState:
     pending: Mapping[str, Mapping[str, Any]]
     awaiting: Iterable[str]
     dynamic: Mapping[str, Mapping[str, Any]]
+    #: The run's parent run ('' for a top-level run).
+    parent: str = ""
 
 
 class RunLedger:
@@ -262,14 +279,16 @@ class RunLedger:
         return [self._key(run_id, name) for name in RUN_KEY_NAMES]
 
     def begin(self, run_id: str, generation: int, pending: Mapping[str, Mapping[str, Any]],
-              touched_for: float = 0.0) -> None:
-        """A new run: whatever Redis held under its id cleared, its start messages pending and
-        its marker set, in one step; with `touched_for`, `settle` tells no one to refresh the
-        run's `lastUpdated` for that many seconds (the run was just created)."""
-        args: list[Any] = [generation, _milliseconds(touched_for)]
+              touched_for: float = 0.0, parent: str = "") -> None:
+        """A new run: whatever Redis held under its id cleared, its start messages pending, its
+        parent run recorded ('' for a top-level run) and its marker set, in one step; with
+        `touched_for`, `settle` tells no one to refresh the run's `lastUpdated` for that many
+        seconds (the run was just created)."""
+        args: list[Any] = [generation, _milliseconds(touched_for), parent]
         for name, payload in pending.items():
             args += [name, _dump(payload)]
-        keys = [self._key(run_id, "pending"), self._key(run_id, "gen"), self._key(run_id, "touched")]
+        keys = [self._key(run_id, "pending"), self._key(run_id, "gen"), self._key(run_id, "touched"),
+                self._key(run_id, "parent")]
         keys += [k for k in self.keys(run_id) if k not in keys]
         self._begin(keys=keys, args=args)
 
@@ -299,13 +318,17 @@ class RunLedger:
         for name, (before, after) in sent.items():
             args += [name, _dump(before), _dump(after)]
         keys = [self._key(run_id, "pending"), self._key(run_id, "finished"), self._key(run_id, "times"),
-                self._key(run_id, "expires"), self._key(run_id, "crashes"), self._key(run_id, "touched")]
+                self._key(run_id, "expires"), self._key(run_id, "crashes"), self._key(run_id, "touched"),
+                self._key(run_id, "halt"), self._key(run_id, "parent")]
         if release is not None or end is not None:
             keys.append(release.key if release is not None else keys[0])  # not read without an owner
         if end is not None:
             keys += end.keys
-        remaining, touch = self._restamp(keys=keys, args=args)
-        return Settled(int(remaining), bool(touch))
+        answer = self._restamp(keys=keys, args=args)
+        if len(answer) < 4:
+            return Settled(int(answer[0]), bool(answer[1]))
+        parent = answer[3]
+        return Settled(int(answer[0]), bool(answer[1]), _text(answer[2]), None if parent is None else _text(parent))
 
     def check(self, run_id: str, node_token: str) -> TokenState:
         """Whether the token finished, the run's halt reason ('' if running), whether an output
@@ -365,6 +388,7 @@ class RunLedger:
         pipe = self._redis.pipeline(transaction=True)
         names = ("pending", "finished", "recording", "awaiting", "dynamic", "gen")
         pipe.delete(*(self._key(run_id, n) for n in names))
+        pipe.set(self._key(run_id, "parent"), state.parent)
         if state.finished:
             pipe.sadd(self._key(run_id, "finished"), *state.finished)
         if state.recorded:

@@ -167,16 +167,16 @@ class MemoryStatusStore:
             return True
 
     def finish(self, run_id: str, status: RunState, result: Mapping[str, Any] | None,
-               errors: Sequence[Mapping[str, Any]], expire_after: int | None = None) -> bool:
+               errors: Sequence[Mapping[str, Any]], expire_after: int | None = None) -> RunStatusDoc | None:
         with self._lock:
             doc = self._docs.get(run_id)
             if doc is None or doc.get("status") in FINAL_STATES:
-                return False
+                return None
             doc["status"] = status
             doc["result"] = dict(result) if result is not None else None
             doc["errors"] = [dict(e) for e in errors]
             doc["lastUpdated"] = time.time()
-            return True
+            return RunStatusDoc(**doc)
 
     def record_sleep(self, run_id: str, node_token: str, wake_at: float) -> None:
         with self._lock:

@@ -60,7 +60,7 @@ from flowcraft_celery.engine.registry import NodeResult
 from flowcraft_celery.model.blueprint import NodeDefinition
 from flowcraft_celery.model.durations import sleep_seconds
 from flowcraft_celery.model.graph import DynamicAddition, Graph
-from flowcraft_celery.stores.base import MISSING, RecordedOutput
+from flowcraft_celery.stores.base import MISSING, RecordedOutput, RunStatusDoc
 from flowcraft_celery.stores.faults import InfrastructureError, PermanentError, classify
 from flowcraft_celery.stores.guard import TRANSIENT, log_level
 from flowcraft_celery.stores.ledger import Entered, Lock, Settled
@@ -641,7 +641,11 @@ class NodeExecution:
         """Complete the run when nothing is pending, else note it is alive (once per touch
         interval, whichever worker settles first)."""
         if settled.remaining == 0:
-            complete_run(self.app, self.rt, self.run_id)
+            if settled.halted:  # failed, cancelled or completed meanwhile: whoever halted it ends it
+                return
+            known = RunStatusDoc(runId=self.run_id, blueprintId=self.msg.blueprint_id) \
+                if settled.parent == "" else None
+            complete_run(self.app, self.rt, self.run_id, known)
         elif settled.touch:
             self.rt.statuses.touch(self.run_id)
 

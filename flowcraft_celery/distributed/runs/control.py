@@ -95,10 +95,10 @@ def cancel_run(rt: Runtime, run_id: str) -> bool:
     rt.ledger.halt(run_id, "cancelled")
     arm_parent(rt, doc)
     done = finish(rt, run_id, "cancelled", final_result(rt, run_id, "cancelled", []), [])
-    if done:
-        ended(rt, run_id, "cancelled")
+    if done is not None:
+        ended(rt, run_id, "cancelled", done)
     for entry in rt.ledger.pending(run_id).values():  # its subflows' child runs
         child = NodeMessage.from_wire(entry).child_run
         if child and rt.statuses.get(child) is not None:
             cancel_run(rt, child)
-    return done
+    return done is not None

@@ -37,22 +37,22 @@ def final_result(rt: Runtime, run_id: str, status: str, errors: list[dict[str, A
     return {"status": status, "context": context, "errors": errors}
 
 
-def finish(rt: Runtime, run_id: str, status: RunState, result: dict[str, Any], errors: list[dict[str, Any]]) -> bool:
+def finish(rt: Runtime, run_id: str, status: RunState, result: dict[str, Any],
+           errors: list[dict[str, Any]]) -> RunStatusDoc | None:
     """Record the run's final state once, its status item expiring after the retention (in the
-    same write); True for the call that did it (which then calls `ended`)."""
+    same write); the document as finished for the call that did it (which then calls `ended`)."""
     return rt.statuses.finish(run_id, status, result, errors, expire_after=retention_ttl(rt))
 
 
-def record_completed(app: Celery, rt: Runtime, run_id: str, context: dict[str, Any] | None = None,
-                     doc: RunStatusDoc | None = None) -> bool:
+def record_completed(app: Celery, rt: Runtime, run_id: str, context: dict[str, Any] | None = None) -> bool:
     """Finish a run as `completed` with its final context (callers check the durable evidence
-    first: only `recovery.complete_run` calls this); `doc`, the status document the caller read
-    before, spares reading it again for its blueprint and parent."""
+    first: only `recovery.complete_run` calls this); True if this call did it. The finished
+    document (the write's answer) names the blueprint, parent and start time that follow need."""
     done = finish(rt, run_id, "completed", final_result(rt, run_id, "completed", [], context), [])
-    if done:
-        ended(rt, run_id, "completed", doc)
-        notify_parent(app, rt, run_id, doc, "completed")
-    return done
+    if done is not None:
+        ended(rt, run_id, "completed", done)
+        notify_parent(app, rt, run_id, done, "completed")
+    return done is not None
 
 
 def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]],
@@ -61,10 +61,10 @@ def fail_run(app: Celery, rt: Runtime, run_id: str, errors: list[dict[str, Any]]
     rt.ledger.halt(run_id, status)
     arm_parent(rt, rt.statuses.get(run_id))
     done = finish(rt, run_id, status, final_result(rt, run_id, status, errors), errors)
-    if done:
-        ended(rt, run_id, status)
-        notify_parent(app, rt, run_id)
-    return done
+    if done is not None:
+        ended(rt, run_id, status, done)
+        notify_parent(app, rt, run_id, done, status)
+    return done is not None
 
 
 def retire(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None,
@@ -79,15 +79,13 @@ def retire(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = Non
 
 def ended(rt: Runtime, run_id: str, status: str, doc: RunStatusDoc | None = None) -> None:
     """This call made the run final: retire it and record its duration (best effort: the final
-    state is recorded already, only the metric would be missing). `doc`: the status document the
-    caller read just before finishing the run (else it is read now)."""
-    read = doc is None
+    state is recorded already, only the metric would be missing). `doc`: the status document as
+    the call finished it (else it is read now)."""
     try:
-        if read:
+        if doc is None:
             doc = rt.statuses.get(run_id)
         if doc is not None:
-            end = float(doc.get("lastUpdated") or time.time()) if read else time.time()
-            took = end - float(doc.get("createdAt") or time.time())
+            took = float(doc.get("lastUpdated") or time.time()) - float(doc.get("createdAt") or time.time())
             rt.timeline.observe(Observation(RUN_SECONDS, {"blueprint": str(doc.get("blueprintId")),
                                                           "status": status}, took))
     except Exception as exc:

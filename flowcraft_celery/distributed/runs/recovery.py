@@ -101,17 +101,25 @@ def ensure_state(app: Celery, rt: Runtime, run_id: str) -> Presence:
         rt.coordination.release(lock, owner)
 
 
-def complete_run(app: Celery, rt: Runtime, run_id: str) -> bool:
+def complete_run(app: Celery, rt: Runtime, run_id: str, known: RunStatusDoc | None = None) -> bool:
     """Finish a run whose ledger has nothing pending, if Cosmos agrees nothing is left to run;
     otherwise rebuild its state and re-send what is missing. True if this call completed it. A run
-    whose replay reaches a join that can never fire ends `stalled` (engine.dispatch.StalledJoin)."""
-    doc = rt.statuses.get(run_id)
+    whose replay reaches a join that can never fire ends `stalled` (engine.dispatch.StalledJoin).
+
+    `known`: the blueprint of a top-level run that the caller's ledger holds running (a node that
+    just settled its last pending work); the status document is then read only when the run does
+    not complete (the final write is guarded: a run that became final meanwhile stays so)."""
+    doc = known if known is not None else rt.statuses.get(run_id)
     if doc is None or doc.get("status") in FINAL_STATES:
         return False
     evidence = durable_evidence(rt, run_id, doc)
     if evidence.frontier.complete:
         arm_parent(rt, doc)
-        return record_completed(app, rt, run_id, evidence.context, doc)
+        return record_completed(app, rt, run_id, evidence.context)
+    if known is not None:
+        doc = rt.statuses.get(run_id)
+        if doc is None or doc.get("status") in FINAL_STATES:
+            return False
     if evidence.frontier.stuck:  # never `completed` with a join reached that did not run
         errors = [join.to_error(evidence.frontier.graph) for join in evidence.frontier.stalled]
         fail_run(app, rt, run_id, errors, status="stalled")
@@ -154,7 +162,7 @@ def _rebuild(app: Celery, rt: Runtime, run_id: str, doc: RunStatusDoc, reason: s
         generation=generation, finished=list(replay.finished),
         recorded=[token(o.node_id, o.iteration) for o in evidence.outputs],
         pending={name: message.to_wire() for name, message in pending.items()}, awaiting=awaiting,
-        dynamic=replay.additions))
+        dynamic=replay.additions, parent=str(doc.get("parentRunId") or "")))
     rt.statuses.update(run_id, {"generation": generation, "rebuiltAt": now})
     logger.warning("run %s: %s; rebuilt from Cosmos as generation %s (%s finished, %s pending, %s awaiting)",
                    run_id, reason, generation, len(replay.finished), len(pending), len(awaiting))

@@ -75,7 +75,7 @@ def _begin(app: Celery, rt: Runtime, blueprint: Blueprint, run_id: str, context:
         rt.contexts.create_run(run_id, dict(context or {}))
         written.append("ledger")
         rt.ledger.begin(run_id, 1, {name: message.to_wire() for name, message in messages.items()},
-                        rt.settings.touch_interval)
+                        rt.settings.touch_interval, str((parent or {}).get("parentRunId") or ""))
         written.append("status")
         rt.statuses.create(doc)
         rt.arm(run_id)

@@ -88,7 +88,7 @@ def test_update_with_more_fields_than_one_patch_allows(store: CosmosStatusStore)
 def test_finish_happens_once_under_concurrency(store: CosmosStatusStore) -> None:
     run = new_run(store)
     def finish(i: int) -> bool:
-        return store.finish(run, "completed" if i % 2 else "failed", {"winner": i}, [])
+        return store.finish(run, "completed" if i % 2 else "failed", {"winner": i}, []) is not None
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         done = list(pool.map(finish, range(20)))
@@ -98,6 +98,16 @@ def test_finish_happens_once_under_concurrency(store: CosmosStatusStore) -> None
     assert doc is not None
     assert doc["status"] == ("completed" if winner % 2 else "failed")
     assert doc["result"] == {"winner": winner}
+
+
+def test_finish_answers_the_document_as_finished_in_the_one_patch(store: CosmosStatusStore) -> None:
+    run = new_run(store, parentRunId="parent-1")
+    reset_request_counts()
+    finished = store.finish(run, "completed", {"status": "completed", "context": {"x": 1}}, [])
+    assert request_counts() == {"docs:patch": 1}
+    assert finished is not None and finished == store.get(run)
+    assert finished["parentRunId"] == "parent-1" and finished["createdAt"] <= finished["lastUpdated"]
+    assert store.finish(run, "failed", None, []) is None
 
 
 def test_finish_records_result_and_errors(store: CosmosStatusStore) -> None:

@@ -188,3 +188,61 @@ def test_completion_with_lost_pending_work_rebuilds_and_re_sends_it(world: World
     world.deliver(resent.kwargs)
     assert world.status(run_id) == "completed"
     assert world.calls == [f"{run_id}:a", f"{run_id}:b"]
+
+
+def reads_of_status(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The run ids whose status document is read from now on (a Cosmos point read each)."""
+    reads: list[str] = []
+    statuses = world.rt.statuses
+    read = statuses.get
+
+    def counted(run_id: str) -> Any:
+        reads.append(run_id)
+        return read(run_id)
+
+    monkeypatch.setattr(statuses, "get", counted)
+    return reads
+
+
+def test_the_node_ending_a_top_level_run_completes_it_without_reading_its_status_first(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id, start = started(world)
+    world.deliver(start.kwargs)
+    [successor] = world.take()
+    reads = reads_of_status(world, monkeypatch)
+    world.deliver(successor.kwargs)
+    assert world.status(run_id) == "completed"
+    assert reads == [run_id]  # the test's own read above, none by the completion
+    doc = world.rt.statuses.get(run_id) or {}
+    assert doc["result"]["context"]["_outputs.b"] == 3  # type: ignore[index]
+
+
+def test_a_run_started_before_its_parent_was_recorded_in_redis_reads_its_status_to_complete(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id, start = started(world)
+    world.deliver(start.kwargs)
+    [successor] = world.take()
+    world.redis.delete(f"flowcraft:run:{run_id}:parent")  # as a run begun by an earlier version
+    reads = reads_of_status(world, monkeypatch)
+    world.deliver(successor.kwargs)
+    assert world.status(run_id) == "completed"
+    assert reads[0] == run_id and len(reads) == 2
+
+
+def test_a_run_cancelled_while_its_last_node_runs_stays_cancelled(world: World,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowcraft_celery.distributed.runs.control import cancel_run
+
+    run_id, start = started(world)
+    world.deliver(start.kwargs)
+    [successor] = world.take()
+    settle = world.rt.ledger.settle
+
+    def cancelled_first(*args: Any, **kwargs: Any) -> Any:  # the cancel lands after b ran, before it settles
+        cancel_run(world.rt, run_id)
+        return settle(*args, **kwargs)
+
+    monkeypatch.setattr(world.rt.ledger, "settle", cancelled_first)
+    world.deliver(successor.kwargs)
+    assert world.status(run_id) == "cancelled"
+    assert world.rt.ledger.pending(run_id) == {}
