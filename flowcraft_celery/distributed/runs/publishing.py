@@ -26,6 +26,11 @@ from transports.azurequeue import bundled
 
 logger = logging.getLogger("flowcraft.runs")
 
+#: The fields of a node message that Flower and `celery events` show as the task's kwargs (its
+#: `kwargsrepr`): which node execution it is and of what kind (an object field shows as `...`).
+#: The message travels whole in the kwargs; the summary spares the publish a `saferepr` of it.
+SHOWN_FIELDS = ("run", "bp", "ver", "node", "it", "attempt", "wake", "resume", "child", "done")
+
 
 def node_task_name(uses: str) -> str:
     """The Celery task name of a node implementation."""
@@ -59,10 +64,20 @@ def publish_together(app: Celery, graph: Graph, messages: Sequence[NodeMessage],
     timeout = node.config.timeout_seconds
     if timeout:
         options["soft_time_limit"] = timeout * 1.5 + 1
-    kwargs = {"msg": outgoing[0]} if len(outgoing) == 1 else {"msgs": outgoing}
-    app.send_task(node_task_name(node.uses), kwargs=kwargs, **options)
+    if len(outgoing) == 1:
+        kwargs: dict[str, Any] = {"msg": outgoing[0]}
+        shown = repr({"msg": _shown(outgoing[0])})
+    else:
+        kwargs = {"msgs": outgoing}
+        shown = repr({"msgs": [_shown(wire) for wire in outgoing]})
+    app.send_task(node_task_name(node.uses), kwargs=kwargs, argsrepr="()", kwargsrepr=shown, **options)
     sent = time.time()
     return [message.sent_at(sent, due) for message in messages]
+
+
+def _shown(wire: dict[str, Any]) -> dict[str, Any]:
+    """A node message as Flower shows it (`SHOWN_FIELDS`)."""
+    return {key: "..." if isinstance(value, dict) else value for key, value in wire.items() if key in SHOWN_FIELDS}
 
 
 def publish_groups(app: Celery, graph: Graph, groups: Sequence[Sequence[NodeMessage]]) -> list[NodeMessage]:

@@ -246,3 +246,15 @@ def test_a_run_cancelled_while_its_last_node_runs_stays_cancelled(world: World,
     world.deliver(successor.kwargs)
     assert world.status(run_id) == "cancelled"
     assert world.rt.ledger.pending(run_id) == {}
+
+
+def test_flower_shows_which_node_execution_a_task_is_while_the_whole_message_travels(world: World) -> None:
+    import ast
+
+    run_id, start = started(world)
+    world.deliver(start.kwargs)
+    [successor] = world.take()
+    assert successor.kwargs["msg"]["value"] == 2  # the whole message, its value included
+    assert successor.options["argsrepr"] == "()"
+    shown = ast.literal_eval(successor.options["kwargsrepr"])
+    assert shown == {"msg": {"run": run_id, "bp": "chain", "ver": "1", "node": "b", "it": 0, "attempt": 1}}
