@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
 import json
 import logging
 import ssl
@@ -112,17 +111,13 @@ class DirectCreates:
         if self._consistency:
             headers["x-ms-consistency-level"] = self._consistency
         body = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        connection, reused = keptalive.take(self._scheme, self._netloc, self._context)
         try:
-            connection.request("POST", self._path, body=body, headers=headers)
-            response = connection.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            keptalive.drop(self._scheme, self._netloc, connection)
-            self._aside.connection_failed(reused)
-            logger.debug("direct create in %s failed (the SDK takes it): %r", self._link, exc)
+            response, answer = keptalive.exchange(self._scheme, self._netloc, self._context, "POST", self._path,
+                                                  body, headers)
+        except keptalive.Unanswered as exc:
+            self._aside.connection_failed(not exc.fresh)
+            logger.debug("direct create in %s failed (the SDK takes it): %r", self._link, exc.cause)
             return None
-        keptalive.answered(self._scheme, self._netloc, connection)
         answered = {name.lower(): value for name, value in response.getheaders()}
         throttled = cosmos_throttle_kind(response.status, answered)
         if throttled is None:

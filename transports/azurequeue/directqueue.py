@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
 import logging
 import ssl
 import xml.etree.ElementTree as ElementTree
@@ -125,17 +124,13 @@ class DirectQueue:
             headers["Content-Type"] = "application/xml; charset=utf-8"
         headers["Authorization"] = f"SharedKey {self._account}:{self._signature(method, path, query, headers, body)}"
         target = path + ("?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items()) if query else "")
-        connection, reused = keptalive.take(self._scheme, self._netloc, self._context)
         try:
-            connection.request(method, target, body=body or None, headers=headers)
-            response = connection.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            keptalive.drop(self._scheme, self._netloc, connection)
-            self._aside.connection_failed(reused)
-            logger.debug("direct %s to %s failed (the SDK takes it): %r", kind, self._endpoint, exc)
+            response, answer = keptalive.exchange(self._scheme, self._netloc, self._context, method, target,
+                                                  body or None, headers)
+        except keptalive.Unanswered as exc:
+            self._aside.connection_failed(not exc.fresh)
+            logger.debug("direct %s to %s failed (the SDK takes it): %r", kind, self._endpoint, exc.cause)
             return None
-        keptalive.answered(self._scheme, self._netloc, connection)
         if self._watch is not None:
             code = response.getheader("x-ms-error-code") or ""
             throttled = storage_throttle_kind(response.status, {"x-ms-error-code": code})

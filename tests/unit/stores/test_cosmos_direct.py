@@ -124,6 +124,26 @@ def test_a_throttled_create_goes_to_the_sdk_and_the_next_ones_too_for_a_while() 
     assert len(Throttled.seen) == 1, "a create went out while the SDK was to make them"
 
 
+class CreatedThenClosed(Answering):
+    """Creates every item on a kept-alive HTTP/1.1 connection, then closes that connection (as a
+    server does with one left idle)."""
+
+    protocol_version = "HTTP/1.1"
+    status = 201
+
+    def do_POST(self) -> None:
+        super().do_POST()
+        self.close_connection = True
+
+
+def test_a_create_on_a_connection_the_server_closed_while_idle_is_sent_again_on_a_new_one() -> None:
+    with serving(CreatedThenClosed) as httpd:
+        direct = direct_for(httpd.server_address[1], session=SimpleNamespace(update_session=lambda *_: None))
+        assert direct is not None
+        assert [direct.create({"id": f"out:{i}", "runId": "r1"}, "r1") for i in range(3)] == [True, True, True]
+    assert [sent["id"] for _, _, sent in CreatedThenClosed.seen] == ["out:0", "out:1", "out:2"]
+
+
 def test_a_closed_port_is_no_exception_and_the_sdk_makes_the_create() -> None:
     with serving(Created) as httpd:
         port = httpd.server_address[1]

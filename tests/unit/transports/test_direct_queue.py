@@ -75,6 +75,31 @@ def test_a_throttled_send_goes_to_the_sdk_and_the_next_ones_too_for_a_while() ->
         assert Busy.seen == 1, "a request went out while the SDK was to take them"
 
 
+class ClosingWhenIdle(Answering):
+    """Answers each request on a kept-alive HTTP/1.1 connection, then closes it (as Azurite does
+    with a connection idle for 5-10 s), recording who sent the request."""
+
+    protocol_version = "HTTP/1.1"
+    agents: list[str] = []
+
+    def do_POST(self) -> None:
+        type(self).agents.append(self.headers.get("User-Agent") or "direct")
+        super().do_POST()
+        self.close_connection = True
+
+
+def test_a_request_on_a_connection_the_server_closed_while_idle_is_sent_again_on_a_new_one() -> None:
+    ClosingWhenIdle.agents = []
+    with serving(ClosingWhenIdle) as httpd:
+        direct = DirectQueue.for_client(client(httpd.server_address[1]), HttpEnvironment())
+        assert direct is not None
+        assert direct.send("one") is True
+        time.sleep(0.1)  # the server has closed the kept-alive connection
+        assert direct.send("two") is True
+        assert direct.send("three") is True, "the retry made the client stand aside"
+    assert ClosingWhenIdle.agents == ["direct"] * 3, "a request went to the SDK"
+
+
 def test_a_closed_port_is_no_exception_and_the_sdk_takes_the_request() -> None:
     with serving(Busy) as httpd:
         port = httpd.server_address[1]
