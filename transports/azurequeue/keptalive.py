@@ -15,6 +15,8 @@ import ssl
 import threading
 import time
 
+from .errors import AzureQueueError
+
 #: A connection idle this long is replaced before use.
 IDLE_SECONDS = 30.0
 #: Seconds of socket inactivity (connect, send, each read) before a request is given up.
@@ -23,7 +25,7 @@ TIMEOUT = 60.0
 CLOSED_WHILE_IDLE = (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)
 
 
-class Unanswered(Exception):
+class Unanswered(AzureQueueError, OSError):
     """A request got no answer (the connection is dropped); `fresh`: it failed on a new
     connection, so the service may be unreachable (a kept-alive one may just have been closed)."""
 
