@@ -121,6 +121,8 @@ class Figures:
     #: Seconds the request and command counts cover, and the CPU time's (flowcraft's).
     window: float = 0.0
     cpu_window: float = 0.0
+    #: Seconds the client's `start` calls took (flowcraft's; a slow start shows here, not in the workers).
+    starting: float | None = None
 
     def net_of(self, idle: Idle) -> Figures:
         """These figures less what the idle workers send and spend on their own in as long (their
@@ -403,7 +405,9 @@ class Bench:
         cpu_before = tree_cpu(self.pids)
         seconds, micros = self.redis.time()  # the clock starts just before the first start, as canvas's
         started = seconds + micros / 1e6
+        begun = time.perf_counter()
         handles = [self.client.start(blueprint_id) for _ in range(runs)]
+        starting = time.perf_counter() - begun
         own_kinds = _own_kinds() - own_kinds_before
         own_queue = STATS.total("queue") - queue_before
         own_cosmos = sum(request_counts().values()) - cosmos_before
@@ -433,7 +437,7 @@ class Bench:
                        workers_after[0] - workers_before[0] + own_queue,
                        workers_after[1] - workers_before[1] + own_cosmos, kinds,
                        times[0] - started, max((b - a for a, b in itertools.pairwise(times)), default=0.0), cpu,
-                       families, window, cpu_window)
+                       families, window, cpu_window, starting)
 
 
 @dataclass(frozen=True)
@@ -824,10 +828,11 @@ def main() -> None:
     print(HEADER)
     for item in figures:
         print(item.row())
-    print("timing (first publish -> first finish; longest gap between two finishes):")
+    print("timing (start called -> first finish, of which the client's starts; longest gap between two finishes):")
     for item in figures:
         if item.first is not None and item.longest_gap is not None:
-            print(f"  {item.scenario:<24} {item.system:<18} first {_ms(item.first)}, "
+            starts = "" if item.starting is None else f" (starts {_ms(item.starting)})"
+            print(f"  {item.scenario:<24} {item.system:<18} first {_ms(item.first)}{starts}, "
                   f"longest gap {_ms(item.longest_gap)}")
     for service in ("queue", "cosmos"):
         print(f"{'Cosmos' if service == 'cosmos' else 'queue'} requests per node by kind:")
