@@ -497,7 +497,7 @@ class CosmosStatusStore:
                 raise ValueError(f"status field {name!r} cannot be updated")
         changes = {**fields, "lastUpdated": time.time()}
         if len(changes) <= MAX_PATCH_OPS:
-            return self._guarded_patch(run_id, changes)
+            return self._guarded_patch(run_id, changes) is not None
         return self._guarded_replace(run_id, changes)
 
     def finish(
@@ -515,13 +515,8 @@ class CosmosStatusStore:
         if expire_after is not None:
             changes["ttl"] = expire_after
         check_item_size("result", changes, changes)
-        try:
-            item: Mapping[str, Any] = self._container.patch_item(
-                item_id("run", run_id), run_id,
-                [{"op": "set", "path": _pointer(k), "value": v} for k, v in changes.items()],
-                filter_predicate=_NOT_FINAL,
-            )
-        except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+        item = self._guarded_patch(run_id, changes)
+        if item is None:
             return None
         if not item:  # an account told to answer writes without their item
             item = read_item_or_none(self._container, item_id("run", run_id), run_id) or {"runId": run_id, **changes}
@@ -615,17 +610,18 @@ class CosmosStatusStore:
             counts[status] = sum(int(cast(Any, n)) for n in rows)
         return counts
 
-    def _guarded_patch(self, run_id: str, changes: Mapping[str, Any]) -> bool:
-        """One patch of `changes`, applied only while the run is not final."""
+    def _guarded_patch(self, run_id: str, changes: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """One patch of `changes`, applied only while the run is not final: the item as patched
+        (the answer's body, empty when the account answers writes without it), None when not applied."""
         try:
-            self._container.patch_item(
+            item: Mapping[str, Any] = self._container.patch_item(
                 item_id("run", run_id), run_id,
                 [{"op": "set", "path": _pointer(k), "value": v} for k, v in changes.items()],
                 filter_predicate=_NOT_FINAL,
             )
         except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
-            return False
-        return True
+            return None
+        return item
 
     def _guarded_replace(self, run_id: str, changes: Mapping[str, Any]) -> bool:
         """Read, merge and ETag-replace (for more fields than one patch may set)."""

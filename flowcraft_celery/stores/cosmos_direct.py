@@ -115,7 +115,7 @@ class DirectCreates:
             response, answer = keptalive.exchange(self._scheme, self._netloc, self._context, "POST", self._path,
                                                   body, headers)
         except keptalive.Unanswered as exc:
-            self._aside.connection_failed(not exc.fresh)
+            self._aside.connection_failed(exc.fresh)
             logger.debug("direct create in %s failed (the SDK takes it): %r", self._link, exc.cause)
             return None
         answered = {name.lower(): value for name, value in response.getheaders()}

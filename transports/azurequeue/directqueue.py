@@ -128,7 +128,7 @@ class DirectQueue:
             response, answer = keptalive.exchange(self._scheme, self._netloc, self._context, method, target,
                                                   body or None, headers)
         except keptalive.Unanswered as exc:
-            self._aside.connection_failed(not exc.fresh)
+            self._aside.connection_failed(exc.fresh)
             logger.debug("direct %s to %s failed (the SDK takes it): %r", kind, self._endpoint, exc.cause)
             return None
         if self._watch is not None:

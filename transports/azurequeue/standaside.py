@@ -32,10 +32,10 @@ class StandAside:
         """Whether the SDK takes every request now."""
         return time.monotonic() < self._until
 
-    def connection_failed(self, reused: bool) -> None:
+    def connection_failed(self, fresh: bool) -> None:
         """A request's connection failed: a fresh one means the service is unreachable (a kept-alive
         one may just have been closed by the server)."""
-        if not reused:
+        if fresh:
             self._until = time.monotonic() + STAND_ASIDE
 
     def answered(self, status: int) -> None:
