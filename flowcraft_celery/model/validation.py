@@ -64,6 +64,32 @@ def validate(
     blueprints: Mapping[str, Any] | None = None,
 ) -> list[ValidationIssue]:
     """All problems of a blueprint; `registry` and `blueprints` enable the lookups they know."""
+    document, graph = _content_issues(blueprint)
+    issues = list(document)
+    known = {n.id for n in blueprint.nodes}
+    for node in blueprint.nodes:
+        issues += _node_issues(node, known, registry, blueprints, blueprint.id)
+    issues += graph
+    if blueprints is not None:
+        issues += _recursion_issues(blueprint, blueprints)
+    return issues
+
+
+def _content_issues(blueprint: Blueprint) -> tuple[tuple[ValidationIssue, ...], tuple[ValidationIssue, ...]]:
+    """The problems that depend on the document alone (numbers, ids, edges; the whole graph), found
+    once per object, as its fingerprint is: every start validates its blueprint, which is not to be
+    changed in place once a run uses it."""
+    cached: tuple[tuple[ValidationIssue, ...], tuple[ValidationIssue, ...]] | None = \
+        blueprint.__dict__.get("_content_issues")
+    if cached is None:
+        known = {n.id for n in blueprint.nodes}
+        cached = blueprint.__dict__["_content_issues"] = (tuple(_document_issues(blueprint)),
+                                                          tuple(_graph_issues(blueprint, known)))
+    return cached
+
+
+def _document_issues(blueprint: Blueprint) -> list[ValidationIssue]:
+    """Non-finite numbers, bad or duplicate ids, edges that name no node, unparsable edge expressions."""
     issues: list[ValidationIssue] = []
     bad_number = non_finite_path(blueprint.to_dict())
     if bad_number is not None:
@@ -94,11 +120,6 @@ def validate(
         for field_name, text in (("condition", edge.condition), ("transform", edge.transform)):
             if text is not None:
                 issues += _expression_issue(text, f"{where}.{field_name}", edge=edge.label)
-    for node in blueprint.nodes:
-        issues += _node_issues(node, known, registry, blueprints, blueprint.id)
-    issues += _graph_issues(blueprint, known)
-    if blueprints is not None:
-        issues += _recursion_issues(blueprint, blueprints)
     return issues
 
 

@@ -457,12 +457,14 @@ class CosmosStatusStore:
 
     def __init__(
         self, client: CosmosClient, database: str = "flowcraft", container: str = "runs",
-        deployment: str = "",
+        deployment: str = "", direct_requests: bool = True,
     ) -> None:
         self._container: ContainerProxy = ensure_container(
             client, database, container, "/runId", indexing_policy=RUNS_INDEXING, default_ttl=-1
         )
         self.deployment = deployment
+        #: Status creates signed here (`cosmos_direct`; None: every request through the SDK).
+        self._direct = DirectCreates.for_container(client, self._container) if direct_requests else None
 
     def create(self, doc: RunStatusDoc) -> None:
         """Write a new run's status item; a second create of the same run changes nothing."""
@@ -472,7 +474,8 @@ class CosmosStatusStore:
         item["id"] = item_id("run", doc["runId"])
         item["deployment"] = self.deployment
         check_item_size("status", item, item)
-        create_once(self._container, item)
+        if self._direct is None or self._direct.create(item, doc["runId"]) is None:
+            create_once(self._container, item)
 
     def get(self, run_id: str) -> RunStatusDoc | None:
         """The run's status document, or None: one point read."""

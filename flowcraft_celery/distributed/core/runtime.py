@@ -152,7 +152,8 @@ def build_runtime(conf: Mapping[str, Any]) -> Runtime:
     deployment = settings.deployment
     context_store = call(cosmos, CosmosContextStore, client, database, settings.cosmos_context_container,
                          settings.direct_cosmos_requests)
-    status_store = call(cosmos, CosmosStatusStore, client, database, settings.cosmos_runs_container, deployment)
+    status_store = call(cosmos, CosmosStatusStore, client, database, settings.cosmos_runs_container, deployment,
+                        settings.direct_cosmos_requests)
     contexts = guarded(context_store, cosmos)
     statuses = guarded(status_store, cosmos)
     coordination = guarded(RedisCoordinationStore(redis_client, prefix), redis_name)

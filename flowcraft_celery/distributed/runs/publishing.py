@@ -6,11 +6,9 @@ were sent, stamped with the time the send returned.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -19,6 +17,7 @@ from celery import Celery
 
 from flowcraft_celery.distributed.core.message import NodeMessage
 from flowcraft_celery.distributed.core.shards import node_queue
+from flowcraft_celery.distributed.runs.senders import SENDERS, SendTimeout
 from flowcraft_celery.model.graph import Graph
 from flowcraft_celery.model.ids import MAX_ID_LENGTH
 from flowcraft_celery.stores.faults import InfrastructureError
@@ -120,23 +119,10 @@ def publish_within(app: Celery, graph: Graph, messages: Iterable[NodeMessage], t
     """Publish messages (one task each), giving up after `timeout` seconds (InfrastructureError
     naming the broker endpoint): the SDK's own retries against an unreachable endpoint take minutes.
     Returns them as sent."""
-    failure: list[BaseException] = []
-    sent: list[NodeMessage] = []
-
-    def send() -> None:
-        try:
-            sent.extend(publish_groups(app, graph, [[message] for message in messages]))
-        except BaseException as exc:  # reported by the caller's thread
-            failure.append(exc)
-
-    # the thread publishes in the caller's context (its trace span, its log scope)
-    sender = threading.Thread(target=contextvars.copy_context().run, args=(send,), name="flowcraft-start-publish",
-                              daemon=True)
-    sender.start()
-    sender.join(timeout)
     where = f"broker at {broker_endpoint(app)}"
-    if sender.is_alive():
-        raise InfrastructureError(f"{where} did not take the start messages within {timeout:g} s")
-    if failure:
-        raise InfrastructureError.wrap(where, failure[0]) from failure[0]
-    return sent
+    try:
+        return SENDERS.run(lambda: publish_groups(app, graph, [[message] for message in messages]), timeout)
+    except SendTimeout:
+        raise InfrastructureError(f"{where} did not take the start messages within {timeout:g} s") from None
+    except Exception as exc:
+        raise InfrastructureError.wrap(where, exc) from exc

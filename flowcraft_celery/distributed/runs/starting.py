@@ -21,7 +21,6 @@ from flowcraft_celery.model.graph import Graph, start_nodes
 from flowcraft_celery.model.ids import check_id
 from flowcraft_celery.model.json_values import check_json
 from flowcraft_celery.model.validation import validate_or_raise
-from flowcraft_celery.settings import Settings
 from flowcraft_celery.stores.base import RunStatusDoc
 from flowcraft_celery.stores.ledger import token
 
@@ -79,8 +78,7 @@ def _begin(app: Celery, rt: Runtime, blueprint: Blueprint, run_id: str, context:
         written.append("status")
         rt.statuses.create(doc)
         rt.arm(run_id)
-        timeout = Settings.from_conf(app.conf).start_timeout
-        sent = publish_within(app, graph, list(messages.values()), timeout)
+        sent = publish_within(app, graph, list(messages.values()), rt.settings.start_timeout)
     except Exception as exc:
         _take_back(rt, run_id, written)
         raise StartError(f"run {run_id} not started: {exc}".splitlines()[0]) from exc

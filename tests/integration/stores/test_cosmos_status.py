@@ -51,6 +51,26 @@ def test_create_is_idempotent(store: CosmosStatusStore) -> None:
     assert doc is not None and doc["blueprintId"] == "bp" and doc["awaiting"] == ["w"]
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["signed-here", "sdk"])
+def test_a_status_created_either_way_is_one_request_and_reads_back_intact(services_env: dict[str, str],
+                                                                          direct: bool) -> None:
+    """A new run's status is created with a request flowcraft signs (FLOWCRAFT_DIRECT_COSMOS_REQUESTS,
+    the default) or through the SDK: one request, the same document either way, and a second create
+    of the run changes nothing."""
+    with cosmos_support.temp_database("runs") as name:
+        store = CosmosStatusStore(cosmos_support.client(), database=name, deployment="d1", direct_requests=direct)
+        run = f"run-{uuid.uuid4().hex[:12]}"
+        start_input = {"text": "<a href='x'>ü & é</a> \u2603", "n": [1, 2.5, None, True]}
+        reset_request_counts()
+        store.create({"runId": run, "blueprintId": "bp", "startInput": start_input})
+        assert request_counts() == {"docs:create": 1}
+        store.create({"runId": run, "blueprintId": "other"})
+        doc = store.get(run)
+        assert doc is not None and doc["blueprintId"] == "bp" and doc["startInput"] == start_input
+        assert doc["status"] == "running"
+        assert [d["runId"] for d in store.list_runs()] == [run]
+
+
 def test_touch_moves_last_updated_with_one_request(store: CosmosStatusStore) -> None:
     run = new_run(store)
     first = store.get(run)

@@ -87,6 +87,16 @@ def test_missing_node_implementation_only_when_registry_known() -> None:
     assert validate(blueprint) == []
 
 
+def test_validating_one_blueprint_again_finds_every_issue_again() -> None:
+    """The document's own checks are done once per blueprint object (each start validates it);
+    a second validation still reports them, beside the lookups of the registry it is given."""
+    blueprint = bp([n("a", "known"), n("a", "known"), n("b", "unknown")], [e("a", "b"), e("b", "ghost")])
+    first = validate(blueprint, registry("known"))
+    assert codes(first) == ["DUPLICATE_NODE_ID", "INVALID_EDGE_TARGET", "MISSING_NODE_IMPLEMENTATION"]
+    assert validate(blueprint, registry("known")) == first
+    assert codes(validate(blueprint, registry("known", "unknown"))) == ["DUPLICATE_NODE_ID", "INVALID_EDGE_TARGET"]
+
+
 def test_builtins_need_no_registration() -> None:
     blueprint = bp([n("w", "wait"), n("s", "sleep", params={"duration": "1s"})], [e("w", "s")])
     assert validate(blueprint, registry()) == []
