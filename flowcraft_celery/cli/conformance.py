@@ -76,17 +76,36 @@ def _celery_mode(scenarios_file: str, workers: int, external: bool) -> Iterator[
     from flowcraft_celery.devtools.conformance import scenarios_env
 
     tag = uuid.uuid4().hex[:8]
-    env = scenarios_env(scenarios_file, os.environ.get("FLOWCRAFT_CONFORMANCE_KEY", f"flowcraft:conf-{tag}"))
+    name = f"conf-{tag}"
+    recorded = os.environ.get("FLOWCRAFT_CONFORMANCE_KEY", f"flowcraft:{name}")
+    env = scenarios_env(scenarios_file, recorded)
     if not external:
-        env.update({"FLOWCRAFT_DEFAULT_QUEUE": f"conf-{tag}", "FLOWCRAFT_KEY_PREFIX": f"conf-{tag}:",
-                    "FLOWCRAFT_COSMOS_DATABASE": f"conf-{tag}"})
+        env.update({"FLOWCRAFT_DEFAULT_QUEUE": name, "FLOWCRAFT_KEY_PREFIX": f"{name}:",
+                    "FLOWCRAFT_COSMOS_DATABASE": name})
     os.environ.update(env)
     from flowcraft_celery.devtools.conformance_celery import CeleryMode
     from flowcraft_celery.devtools.workers import WorkerGroup
 
-    with WorkerGroup(env, Path(".services") / f"conformance-{tag}") as group:
+    if not external:
+        click.echo(f"workers of this run: queues, Cosmos DB database and Redis keys named {name} "
+                   "(removed at the end)", err=True)
+    try:
+        with WorkerGroup(env, Path(".services") / f"conformance-{tag}") as group:
+            if not external:
+                for _ in range(workers):
+                    group.worker()  # no -Q: every shard of the default queue (FLOWCRAFT_QUEUE_SHARDS)
+                group.wait_ready()
+            yield CeleryMode(), group.logs
+    finally:
         if not external:
-            for _ in range(workers):
-                group.worker()  # no -Q: every shard of the default queue (FLOWCRAFT_QUEUE_SHARDS)
-            group.wait_ready()
-        yield CeleryMode(), group.logs
+            _remove_own_deployment(name, [f"{name}:", f"{recorded}:"])
+
+
+def _remove_own_deployment(name: str, key_prefixes: list[str]) -> None:
+    """Remove the queues, database and Redis keys of the workers this command started (they were
+    named for this run alone); say what could not be removed."""
+    from flowcraft_celery.devtools.throwaway import remove_throwaway
+    from flowcraft_celery.distributed.app import app
+
+    for problem in remove_throwaway(app, name, name, key_prefixes):
+        click.echo(f"could not remove what the run made: {problem}", err=True)
