@@ -10,6 +10,7 @@ import pytest
 from flowcraft_celery.devtools import devservices
 from tests.integration import names
 from tests.integration.celery_settings import environ_applied
+from tests.integration.leftovers import remove_leftovers
 
 _HERE = Path(__file__).parent
 
@@ -24,13 +25,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def services_env() -> Iterator[dict[str, str]]:
-    """Bring the dev services up for the session, export their env vars, stop what it started."""
+    """Bring the dev services up for the session, export their env vars; at the end remove the
+    queues and databases the session's tests named (`names.MADE`) and stop what it started."""
     ports = devservices.Ports.from_env()
     env = devservices.up(ports)
     try:
         with environ_applied(env):
             yield env
     finally:
+        remove_leftovers(env, names.MADE)
         devservices.down(ports, only_started_here=True)
 
 
