@@ -77,3 +77,15 @@ def test_a_forked_child_publishes_in_threads_of_its_own() -> None:
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_thread_idle_too_long_ends_and_the_next_call_still_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowcraft_celery.distributed.runs import senders as module
+
+    monkeypatch.setattr(module, "IDLE_SECONDS", 0.05)
+    senders = Senders()
+    first = senders.run(threading.current_thread, 5)
+    first.join(5)
+    assert not first.is_alive(), "an idle kept thread never ended"
+    second = senders.run(threading.current_thread, 5)
+    assert second is not first and second.is_alive()
