@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import kombu
@@ -34,9 +35,15 @@ def _options(prefix: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def queue_prefix() -> str:
-    """A prefix unique to the test, so runs never see each other's queues."""
-    return f"ks{uuid.uuid4().hex[:8]}-"
+def queue_prefix() -> Iterator[str]:
+    """A prefix unique to the test, so runs never see each other's queues; they go with the test."""
+    prefix = f"ks{uuid.uuid4().hex[:8]}-"
+    yield prefix
+    from azure.storage.queue import QueueServiceClient
+
+    service = QueueServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
+    for queue in service.list_queues(name_starts_with=prefix):
+        service.delete_queue(queue.name)
 
 
 @pytest.fixture

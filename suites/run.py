@@ -149,7 +149,22 @@ def run_celery(work: Path, cache: Path, redis: str | None, files: list[str], arg
     label = f"celery {version('celery')} azurequeue {'with redis_url' if redis else 'Azure only'} + cosmos"
     # --tb=native: pytest's own traceback formatting crashes (INTERNALERROR) on some timeouts
     plugins = ["-p", "celery.contrib.pytest", "-p", "suites.celery_plugin"]
-    return run_pytest(tree, [*plugins, "--tb=native", *targets, *args], env, label)
+    try:
+        return run_pytest(tree, [*plugins, "--tb=native", *targets, *args], env, label)
+    finally:
+        remove_queues(env["AZURE_STORAGE_CONNECTION_STRING"], prefix)
+
+
+def remove_queues(connection_string: str, prefix: str) -> None:
+    """Delete the Azure queues whose names start with `prefix` (what a suite run made); say what failed."""
+    from azure.storage.queue import QueueServiceClient
+
+    try:
+        service = QueueServiceClient.from_connection_string(connection_string)
+        for queue in service.list_queues(name_starts_with=prefix):
+            service.delete_queue(queue.name)
+    except Exception as exc:
+        print(f"could not remove the queues {prefix}*: {exc}".splitlines()[0], file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import redis
@@ -21,6 +20,7 @@ from flowcraft_celery.cli.conformance import REBUILD_LINE
 from flowcraft_celery.devtools.conformance import scenarios_env
 from flowcraft_celery.devtools.workers import WorkerGroup
 from flowcraft_celery.distributed.core.shards import shard_names
+from tests.integration import names
 from tests.integration.distributed.shard_tap import KEY_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -30,7 +30,7 @@ SHARDS = 3
 
 def test_scenarios_pass_on_a_sharded_deployment_and_use_several_shards(
         services_env: dict[str, str], tmp_path: Path) -> None:
-    tag = f"confsh-{uuid.uuid4().hex[:8]}"
+    tag = names.unique_name("confsh")
     env = {**services_env, **scenarios_env(str(REFERENCE), f"flowcraft:{tag}"),
            "FLOWCRAFT_NODE_MODULES": "flowcraft_celery.devtools.conformance_celery,"
                                      "tests.integration.distributed.shard_tap",
