@@ -90,6 +90,11 @@ def publish_catalog(store: RedisCatalogStore, name: str, code: WorkerCode, queue
     store.publish(worker_record(name, code, queues), published)
 
 
+#: Seconds the node implementations the deployment's workers published are trusted before
+#: they are read again (each start validates against them).
+IMPLEMENTATIONS_MAX_AGE = 5.0
+
+
 class DeploymentBlueprints(Mapping[str, Blueprint]):
     """Blueprints by id as the deployment's workers published them; unpublished ids from local sources.
 
@@ -101,6 +106,8 @@ class DeploymentBlueprints(Mapping[str, Blueprint]):
         self.store = store
         self.local = local
         self._documents: dict[tuple[str, str], Blueprint] = {}
+        #: The implementations last read, and when (monotonic seconds).
+        self._implementations: tuple[float, frozenset[str]] | None = None
 
     def __getitem__(self, blueprint_id: str) -> Blueprint:
         entry = self.store.entry(blueprint_id)
@@ -118,9 +125,16 @@ class DeploymentBlueprints(Mapping[str, Blueprint]):
         """The published entries by id (no document is read)."""
         return self.store.entries()
 
-    def implementations(self) -> set[str]:
-        """Every node implementation some worker of the deployment published."""
-        return {n for worker in self.store.workers().values() for n in worker.get("nodes") or []}
+    def implementations(self, fresh: bool = False) -> set[str]:
+        """Every node implementation some worker of the deployment published: read again when the
+        last read is older than `IMPLEMENTATIONS_MAX_AGE` seconds, or `fresh` (a start reads it
+        fresh before it refuses an implementation that the last read did not list)."""
+        now = time.monotonic()
+        known = self._implementations
+        if fresh or known is None or now - known[0] > IMPLEMENTATIONS_MAX_AGE:
+            known = self._implementations = (
+                now, frozenset(n for worker in self.store.workers().values() for n in worker.get("nodes") or []))
+        return set(known[1])
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted({*self.published(), *self.local}))

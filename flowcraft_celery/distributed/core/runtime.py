@@ -71,12 +71,13 @@ class Runtime:
         """Make reconcile look at the run a stall threshold from now (unless it moves on before)."""
         self.due.arm(run_id, time.time() + self.settings.stall_seconds)
 
-    def implementations(self) -> Container[str] | None:
+    def implementations(self, fresh: bool = False) -> Container[str] | None:
         """The node implementations a run may use: this process's, and those the deployment's workers
-        published; None (not checked) when neither knows any beyond the built-ins."""
+        published (read again when `fresh`, else at most every few seconds); None (not checked)
+        when neither knows any beyond the built-ins."""
         local = set(default_registry)
         if isinstance(self.blueprints, DeploymentBlueprints):
-            local |= self.blueprints.implementations()
+            local |= self.blueprints.implementations(fresh)
         if not local:
             return None
         return local | set(self.registry) | set(BUILTIN_USES)

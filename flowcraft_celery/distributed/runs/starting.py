@@ -20,7 +20,7 @@ from flowcraft_celery.model.blueprint import Blueprint
 from flowcraft_celery.model.graph import Graph, start_nodes
 from flowcraft_celery.model.ids import check_id
 from flowcraft_celery.model.json_values import check_json
-from flowcraft_celery.model.validation import validate_or_raise
+from flowcraft_celery.model.validation import BlueprintValidationError, validate_or_raise
 from flowcraft_celery.stores.base import RunStatusDoc
 from flowcraft_celery.stores.ledger import token
 
@@ -36,7 +36,7 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
     if blueprint is None:
         known = ", ".join(sorted(rt.blueprints)) or "none"
         raise RunError(f"unknown blueprint {blueprint_id!r} (known: {known})")
-    validate_or_raise(blueprint, rt.implementations(), rt.blueprints)
+    validate_start(rt, blueprint)
     if run_id is not None:
         check_id("run", run_id)
         existing = _existing_run(rt, run_id)
@@ -52,6 +52,17 @@ def start_run(app: Celery, rt: Runtime, blueprint_id: str, context: Mapping[str,
                                   "flowcraft.parent_run_id": (parent or {}).get("parentRunId")}):
         _begin(app, rt, blueprint, run_id, context, start_input, parent)
     return run_id
+
+
+def validate_start(rt: Runtime, blueprint: Blueprint) -> None:
+    """Validate against the node implementations the deployment published, read again before an
+    implementation the last read did not list is refused (its worker may have just started)."""
+    try:
+        validate_or_raise(blueprint, rt.implementations(), rt.blueprints)
+    except BlueprintValidationError as exc:
+        if not any(issue.code == "MISSING_NODE_IMPLEMENTATION" for issue in exc.issues):
+            raise
+        validate_or_raise(blueprint, rt.implementations(fresh=True), rt.blueprints)
 
 
 def _begin(app: Celery, rt: Runtime, blueprint: Blueprint, run_id: str, context: Mapping[str, Any] | None,
