@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
 from flowcraft_celery.cli.conformance import REBUILD_LINE
@@ -28,9 +30,19 @@ REFERENCE = ROOT / "tests" / "scenarios" / "reference.json"
 SHARDS = 3
 
 
+@pytest.fixture
+def tag(services_env: dict[str, str]) -> Iterator[str]:
+    """The deployment's name; its Redis keys go with the test (the scenario counters have no TTL)."""
+    name = names.unique_name("confsh")
+    yield name
+    store = redis.Redis.from_url(services_env["REDIS_URL"])
+    for pattern in (f"{name}:*", f"flowcraft:{name}:*"):
+        for key in store.scan_iter(match=pattern, count=1000):
+            store.unlink(key)
+
+
 def test_scenarios_pass_on_a_sharded_deployment_and_use_several_shards(
-        services_env: dict[str, str], tmp_path: Path) -> None:
-    tag = names.unique_name("confsh")
+        services_env: dict[str, str], tmp_path: Path, tag: str) -> None:
     env = {**services_env, **scenarios_env(str(REFERENCE), f"flowcraft:{tag}"),
            "FLOWCRAFT_NODE_MODULES": "flowcraft_celery.devtools.conformance_celery,"
                                      "tests.integration.distributed.shard_tap",
