@@ -907,6 +907,10 @@ def main() -> None:
                 print(f"    {_mark(cpu <= TARGET_CPU_VS_CANVAS)} {name}: worker CPU/node{suffix} "
                       f"{_ms(mine.cpu / mine.nodes)} = {cpu:.2f}x canvas's ({_ms(other.cpu / other.nodes)}) "
                       f"<= {TARGET_CPU_VS_CANVAS:g}x" + (f" (all: {_ms(measured.cpu / mine.nodes)})" if suffix else ""))
+            elif mine.cpu is not None:  # a short canvas run can use less than one tick of the OS's CPU clock
+                print(f"    {_mark(False)} {name}: worker CPU/node{suffix} {_ms(mine.cpu / mine.nodes)}, not judged: "
+                      f"canvas's CPU time was below the OS clock's resolution (run more nodes) <= "
+                      f"{TARGET_CPU_VS_CANVAS:g}x")
             cosmos = (mine.cosmos or 0) / mine.nodes
             print(f"    {_mark(cosmos <= TARGET_COSMOS_PER_NODE)} {name}: {cosmos:.2f} Cosmos requests/node "
                   f"<= {TARGET_COSMOS_PER_NODE:g}")
