@@ -126,6 +126,14 @@ def ttl_operations(ids: Sequence[str], seconds: int) -> list[BatchOp]:
     return [("patch", (id_, [{"op": "set", "path": "/ttl", "value": seconds}])) for id_ in ids]
 
 
+def _create_once(container: ContainerProxy, direct: DirectCreates | None, item: dict[str, Any],
+                 partition_key: str) -> bool:
+    """Create `item` once (False: an item with its id exists), signed here when `direct` can,
+    else through the SDK."""
+    created = direct.create(item, partition_key) if direct is not None else None
+    return create_once(container, item) if created is None else created
+
+
 def _output_node(key: str) -> str:
     """The node id whose output a context key may name (`_outputs.x` and `x` both name `x`)."""
     return key[len(_OUTPUTS_PREFIX):] if key.startswith(_OUTPUTS_PREFIX) else key
@@ -311,8 +319,7 @@ class CosmosContextStore:
         if decision is not None:
             item["decision"] = dict(decision)
         check_item_size(f"{_OUTPUTS_PREFIX}{node_id}", item, output)
-        created = self._direct.create(item, run_id) if self._direct is not None else None
-        return create_once(self._container, item) if created is None else created
+        return _create_once(self._container, self._direct, item, run_id)
 
     def get_output(self, run_id: str, node_id: str, iteration: int) -> RecordedOutput | None:
         """The output recorded for (node, iteration), or None: one point read."""
@@ -474,8 +481,7 @@ class CosmosStatusStore:
         item["id"] = item_id("run", doc["runId"])
         item["deployment"] = self.deployment
         check_item_size("status", item, item)
-        if self._direct is None or self._direct.create(item, doc["runId"]) is None:
-            create_once(self._container, item)
+        _create_once(self._container, self._direct, item, doc["runId"])
 
     def get(self, run_id: str) -> RunStatusDoc | None:
         """The run's status document, or None: one point read."""

@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import TypeVar
 
 from flowcraft_celery.errors import FlowcraftError
@@ -60,25 +61,22 @@ class Senders:
     def run(self, function: Callable[[], T], timeout: float) -> T:
         """`function()` in a kept thread, in the caller's context (its trace span, its log scope);
         its result or its exception, or SendTimeout after `timeout` seconds."""
-        done = threading.Event()
-        outcome: list[T] = []
-        failure: list[BaseException] = []
+        future: Future[T] = Future()
         context = contextvars.copy_context()
 
         def call() -> None:
             try:
-                outcome.append(context.run(function))
+                future.set_result(context.run(function))
             except BaseException as exc:  # reported in the caller's thread
-                failure.append(exc)
-            finally:
-                done.set()
+                future.set_exception(exc)
 
         self._take().calls.put(call)
-        if not done.wait(timeout):
-            raise SendTimeout(f"no answer within {timeout:g} s")
-        if failure:
-            raise failure[0]
-        return outcome[0]
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            if future.done():  # the function's own TimeoutError, or it has just returned
+                return future.result()
+            raise SendTimeout(f"no answer within {timeout:g} s") from None
 
     def _take(self) -> _Sender:
         with self._lock:
